@@ -1,0 +1,94 @@
+//! Request extractors shared by the routes: the client IP and the admin session.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+
+use super::{ApiError, AppState};
+use crate::audit::Actor;
+use crate::identity::sessions::{self, Session};
+
+pub const SESSION_COOKIE: &str = "rekey_session";
+
+/// The client's IP: the socket peer, or the first `X-Forwarded-For` hop when
+/// `trust_forwarded_for` is set (only behind a proxy you run).
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub Option<String>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        if st.core.config.trust_forwarded_for {
+            if let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+            {
+                return Ok(ClientIp(Some(ip)));
+            }
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0.ip().to_string());
+        Ok(ClientIp(peer))
+    }
+}
+
+/// Reads one cookie from the request.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// An authenticated admin (org admin or operator). Unsafe methods must also
+/// carry the session's CSRF token in `X-CSRF-Token`.
+#[derive(Clone, Debug)]
+pub struct AdminSession {
+    pub session: Session,
+    pub ip: Option<String>,
+}
+
+impl AdminSession {
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.session.principal.actor_name(), self.ip.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let ip = ClientIp::from_request_parts(parts, st).await?.0;
+        let token = cookie(parts, SESSION_COOKIE)
+            .ok_or_else(|| ApiError::unauthorized("log in first (POST /api/v1/session)"))?;
+        let session = sessions::authenticate(&st.core, token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("session expired or invalid; log in again"))?;
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe {
+            let sent = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if session.csrf.is_empty()
+                || !crate::crypto::token::ct_eq(sent.as_bytes(), session.csrf.as_bytes())
+            {
+                return Err(ApiError::forbidden("missing or wrong X-CSRF-Token header"));
+            }
+        }
+        Ok(AdminSession { session, ip })
+    }
+}

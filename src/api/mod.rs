@@ -1,0 +1,89 @@
+//! HTTP routes. Each file holds one group of endpoints; this one assembles
+//! them with the request id, metrics and body-limit layers.
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod ops;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::Instrument;
+
+pub use error::{ApiError, Format};
+
+use crate::state::Core;
+
+/// Shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub core: Core,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Where clients reach us; the OAuth issuer.
+    pub public_url: Arc<str>,
+}
+
+impl AppState {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Every response carries `X-Request-Id`: the client's, when it sent a sane
+/// one, otherwise a fresh one. Handlers see it through `error::REQUEST_ID`.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(crate::store::new_id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = error::REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span))
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.core.config.body_limit;
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/v1/session",
+            post(session::login)
+                .get(session::whoami)
+                .delete(session::logout),
+        )
+        .fallback(ops::not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(middleware::from_fn(request_id))
+}

@@ -1,0 +1,173 @@
+//! Argument definitions (clap derive), apart from what runs them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Dur;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rekey",
+    version,
+    about = "OAuth authorization server, credential vault and rotation console"
+)]
+pub struct Cli {
+    /// Configuration file (default ./rekey.toml when present).
+    #[arg(long, global = true, env = "REKEY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite:PATH or postgres://… [setting database_url, env REKEY_DATABASE_URL]
+    #[arg(long = "database", global = true, value_name = "URL")]
+    pub database: Option<String>,
+    /// Data directory for the SQLite file and generated master key [setting data_dir, env REKEY_DATA_DIR; default ./rekey-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Orgs (tenants).
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Users of an org.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Platform operators (act across orgs).
+    #[command(subcommand)]
+    Operator(OperatorCmd),
+    /// Master keys and re-encryption.
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on [setting listen, env REKEY_LISTEN; default 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// URL clients reach rekey at; the OAuth issuer [setting public_url, env REKEY_PUBLIC_URL; default http://LISTEN]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrgCmd {
+    /// Create an org.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List orgs.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user (a strong password is generated and printed once unless --password-stdin).
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["read", "read_write"])]
+        permission: String,
+        /// May log in to the admin API and console.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List an org's users.
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Deactivate a user: their authorizations become Invalid at once.
+    Deactivate(UserRef),
+    /// Activate a user again.
+    Activate(UserRef),
+    /// Change a user's permission (takes effect on every token at once).
+    SetPermission {
+        #[command(flatten)]
+        user: UserRef,
+        #[arg(long, value_parser = ["read", "read_write"])]
+        permission: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UserRef {
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub email: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCmd {
+    /// Create a platform operator.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyringCmd {
+    /// Count ciphertexts per master key.
+    Status,
+    /// Re-encrypt every ciphertext under the newest key (resumable).
+    Rotate {
+        /// First generate a new key at the front of the key file (key-file setups only).
+        #[arg(long)]
+        generate: bool,
+        /// Ciphertexts per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+        /// Pause between batches, to spare a busy database (e.g. 100ms).
+        #[arg(long, value_name = "DURATION")]
+        pause: Option<Dur>,
+        /// When done, remove the keys no ciphertext uses from the key file.
+        #[arg(long)]
+        remove_old: bool,
+    },
+    /// Decrypt every ciphertext and report any that do not open.
+    Verify,
+    /// Print a fresh random master key (base64), for REKEY_MASTER_KEY.
+    Generate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// List events, newest first.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        /// RFC 3339 time, or a duration meaning "that long ago" (1h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only actions starting with this (e.g. `user.`).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Check the hash chain; exits 1 naming the first broken event.
+    Verify,
+}

@@ -1,0 +1,56 @@
+//! Time as a parameter. Domain code takes `now` (unix milliseconds) from the
+//! caller; only the clock reads the system time.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now_ms(&self) -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A clock tests can move.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Arc<Self> {
+        Arc::new(ManualClock(AtomicI64::new(start_ms)))
+    }
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// RFC 3339 form of a unix-millisecond instant, for people and JSON.
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses an instant: RFC 3339, or a duration meaning "that long ago" (`1h`).
+pub fn parse_instant(s: &str, now_ms: i64) -> Option<i64> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+        return i64::try_from(d.as_millis()).ok();
+    }
+    crate::config::parse_duration(s).map(|d| now_ms - d.as_millis() as i64)
+}

@@ -1,0 +1,10 @@
+//! Keyring (versioned master keys, AEAD bound to its place), issued secrets
+//! (minting and keyed digests) and password hashing.
+
+pub mod keyring;
+pub mod password;
+pub mod sealed;
+pub mod token;
+
+pub use keyring::{Keyring, KeyringError};
+pub use token::{Pepper, TokenKind};

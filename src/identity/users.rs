@@ -1,0 +1,252 @@
+//! Users of an org: email (normalised, unique per org), permission, admin
+//! flag, active flag. A deactivated user's grants stop working at once
+//! because every token check reads the user.
+
+use serde::Serialize;
+
+use super::{normalize_email, IdentityError, Permission};
+use crate::audit::{self, Actor, Event};
+use crate::state::Core;
+use crate::store::{is_unique_violation, new_id, AsEx, Db};
+use crate::{exec, fetch_all, fetch_optional};
+
+#[derive(sqlx::FromRow, Serialize, Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub org_id: String,
+    pub email: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub permission: String,
+    pub is_admin: bool,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl User {
+    pub fn permission(&self) -> Permission {
+        // Only values written through `Permission` are stored; fall back to
+        // the lesser permission if the row was edited by hand.
+        self.permission.parse().unwrap_or(Permission::Read)
+    }
+}
+
+const COLS: &str =
+    "id, org_id, email, password_hash, permission, is_admin, active, created_at, updated_at";
+
+pub struct NewUser<'a> {
+    pub org_id: &'a str,
+    pub email: &'a str,
+    pub permission: Permission,
+    pub is_admin: bool,
+    pub password: &'a str,
+}
+
+pub async fn create(core: &Core, actor: &Actor, new: NewUser<'_>) -> Result<User, IdentityError> {
+    let email = normalize_email(new.email)?;
+    let hash = hash_password(core, new.password).await?;
+    let now = core.now();
+    let user = User {
+        id: new_id(),
+        org_id: new.org_id.to_string(),
+        email,
+        password_hash: hash,
+        permission: new.permission.as_str().to_string(),
+        is_admin: new.is_admin,
+        active: true,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = core.db.begin_write().await?;
+    let r = exec!(
+        &mut tx,
+        "INSERT INTO users (id, org_id, email, password_hash, permission, is_admin, active, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &user.id,
+        &user.org_id,
+        &user.email,
+        &user.password_hash,
+        &user.permission,
+        user.is_admin,
+        user.active,
+        user.created_at,
+        user.updated_at
+    );
+    match r {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(IdentityError::Conflict(format!("user {:?}", user.email)))
+        }
+        r => r?,
+    };
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(&user.org_id),
+            action: "user.create",
+            target: Some(&user.email),
+            detail: serde_json::json!({"permission": user.permission, "admin": user.is_admin}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// argon2 is deliberately slow: keep it off the async workers.
+pub async fn hash_password(core: &Core, password: &str) -> Result<String, IdentityError> {
+    let hasher = core.passwords.clone();
+    let pw = password.to_string();
+    tokio::task::spawn_blocking(move || hasher.hash(&pw))
+        .await
+        .map_err(|_| IdentityError::Invalid("password hashing was interrupted".into()))?
+        .map_err(Into::into)
+}
+
+pub async fn verify_password(core: &Core, password: &str, stored: Option<String>) -> bool {
+    let hasher = core.passwords.clone();
+    let pw = password.to_string();
+    tokio::task::spawn_blocking(move || hasher.verify(&pw, stored.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
+pub async fn list(db: &Db, org_id: &str) -> Result<Vec<User>, IdentityError> {
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        User,
+        &format!("SELECT {COLS} FROM users WHERE org_id = $1 ORDER BY email"),
+        org_id
+    )?)
+}
+
+pub async fn find_by_email<C: AsEx>(
+    c: &mut C,
+    org_id: &str,
+    email: &str,
+) -> Result<Option<User>, IdentityError> {
+    let email = email.trim().to_lowercase();
+    Ok(fetch_optional!(
+        c,
+        User,
+        &format!("SELECT {COLS} FROM users WHERE org_id = $1 AND email = $2"),
+        org_id,
+        &email
+    )?)
+}
+
+pub async fn get<C: AsEx>(
+    c: &mut C,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<User>, IdentityError> {
+    Ok(fetch_optional!(
+        c,
+        User,
+        &format!("SELECT {COLS} FROM users WHERE org_id = $1 AND id = $2"),
+        org_id,
+        id
+    )?)
+}
+
+/// Admin users with this email in any org (for login without an org).
+pub async fn admins_by_email(db: &Db, email: &str) -> Result<Vec<User>, IdentityError> {
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        User,
+        &format!("SELECT {COLS} FROM users WHERE email = $1 AND is_admin = TRUE ORDER BY created_at LIMIT 10"),
+        email.trim().to_lowercase()
+    )?)
+}
+
+async fn update(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    email: &str,
+    action: &str,
+    set: &str,
+    value: Value<'_>,
+) -> Result<User, IdentityError> {
+    let now = core.now();
+    let email = email.trim().to_lowercase();
+    let mut tx = core.db.begin_write().await?;
+    let sql =
+        format!("UPDATE users SET {set} = $1, updated_at = $2 WHERE org_id = $3 AND email = $4");
+    let n = match value {
+        Value::Bool(b) => exec!(&mut tx, &sql, b, now, org_id, &email)?,
+        Value::Text(t) => exec!(&mut tx, &sql, t, now, org_id, &email)?,
+    };
+    if n == 0 {
+        return Err(IdentityError::NotFound(format!("user {email:?}")));
+    }
+    let user = find_by_email(&mut tx, org_id, &email)
+        .await?
+        .ok_or_else(|| IdentityError::NotFound(format!("user {email:?}")))?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(org_id),
+            action,
+            target: Some(&email),
+            detail: serde_json::json!({"permission": user.permission, "active": user.active}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+enum Value<'a> {
+    Bool(bool),
+    Text(&'a str),
+}
+
+pub async fn set_active(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    email: &str,
+    active: bool,
+) -> Result<User, IdentityError> {
+    let action = if active {
+        "user.activate"
+    } else {
+        "user.deactivate"
+    };
+    update(
+        core,
+        actor,
+        org_id,
+        email,
+        action,
+        "active",
+        Value::Bool(active),
+    )
+    .await
+}
+
+pub async fn set_permission(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    email: &str,
+    permission: Permission,
+) -> Result<User, IdentityError> {
+    update(
+        core,
+        actor,
+        org_id,
+        email,
+        "user.set_permission",
+        "permission",
+        Value::Text(permission.as_str()),
+    )
+    .await
+}

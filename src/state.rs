@@ -1,0 +1,103 @@
+//! What every entry point (the server and each CLI command) shares: the
+//! database, the keyring, the pepper, the password hasher and the clock.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::keyring::{KeySource, Keyring, Place};
+use crate::crypto::password::PasswordHasherConfig;
+use crate::crypto::{sealed, Pepper};
+use crate::store::Db;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Keyring(#[from] crate::crypto::KeyringError),
+    #[error(transparent)]
+    Sealed(#[from] crate::crypto::sealed::SealedError),
+    #[error(transparent)]
+    Password(#[from] crate::crypto::password::PasswordError),
+    #[error("the server pepper in the database is damaged")]
+    BadPepper,
+}
+
+#[derive(Clone, Debug)]
+pub struct Core {
+    pub db: Db,
+    pub keyring: Keyring,
+    pub pepper: Pepper,
+    pub passwords: PasswordHasherConfig,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+}
+
+const PEPPER: Place<'static> = Place {
+    table: "server",
+    column: "pepper",
+    row: "1",
+};
+
+impl Core {
+    /// Opens the database (creating and migrating it when `migrate`), loads
+    /// the keyring (generating a key file when none exists and `create_key`),
+    /// and the pepper (generating it on first start).
+    pub async fn open(config: Config, create_key: bool) -> Result<(Core, KeySource), CoreError> {
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                crate::config::ConfigError::Invalid(format!(
+                    "cannot create data_dir {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+        }
+        let (keyring, source) =
+            Keyring::load(config.master_key.as_deref(), &config.key_file(), create_key)?;
+        let db = Db::connect(&config.database_url()).await?;
+        db.migrate().await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let pepper = load_pepper(&db, &keyring, clock.now_ms()).await?;
+        let passwords = PasswordHasherConfig::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+        )?;
+        Ok((
+            Core {
+                db,
+                keyring,
+                pepper,
+                passwords,
+                clock,
+                config: Arc::new(config),
+            },
+            source,
+        ))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// Reads the pepper, creating it if this is the first start. Concurrent first
+/// starts (CLI and server) agree because the insert is "if absent" and
+/// everyone re-reads.
+async fn load_pepper(db: &Db, keyring: &Keyring, now: i64) -> Result<Pepper, CoreError> {
+    let mut c = db.read().await?;
+    if let Some(raw) = sealed::get(&mut c, keyring, PEPPER).await? {
+        return Pepper::from_bytes(&raw).ok_or(CoreError::BadPepper);
+    }
+    drop(c);
+    let mut tx = db.begin_write().await?;
+    sealed::put_if_absent(&mut tx, keyring, PEPPER, Pepper::generate().as_bytes(), now).await?;
+    let raw = sealed::get(&mut tx, keyring, PEPPER)
+        .await?
+        .ok_or(CoreError::BadPepper)?;
+    tx.commit().await?;
+    Pepper::from_bytes(&raw).ok_or(CoreError::BadPepper)
+}
