@@ -64,8 +64,8 @@ pub trait AsEx {
 impl AsEx for Tx {
     fn ex(&mut self) -> Ex<'_> {
         match self {
-            Tx::Sqlite(t) => Ex::Sqlite(&mut **t),
-            Tx::Postgres(t) => Ex::Postgres(&mut **t),
+            Tx::Sqlite(t) => Ex::Sqlite(t),
+            Tx::Postgres(t) => Ex::Postgres(t),
         }
     }
 }
@@ -73,8 +73,8 @@ impl AsEx for Tx {
 impl AsEx for Conn {
     fn ex(&mut self) -> Ex<'_> {
         match self {
-            Conn::Sqlite(c) => Ex::Sqlite(&mut **c),
-            Conn::Postgres(c) => Ex::Postgres(&mut **c),
+            Conn::Sqlite(c) => Ex::Sqlite(c),
+            Conn::Postgres(c) => Ex::Postgres(c),
         }
     }
 }

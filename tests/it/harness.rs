@@ -1,0 +1,318 @@
+//! Test harness: a fresh database per test (a temporary SQLite file, or a
+//! fresh PostgreSQL database), the real `rekey` binary for the CLI and for
+//! `rekey serve` on an ephemeral port.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rekey");
+
+pub fn pg_admin_url() -> String {
+    std::env::var("REKEY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// One test's world.
+pub struct Env {
+    pub engine: Engine,
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+    pub master_key: String,
+    pg_db: Option<String>,
+}
+
+impl Env {
+    /// A fresh world; `None` (after printing SKIPPED) when the engine is
+    /// PostgreSQL and it is unreachable outside CI. In CI it must run.
+    pub async fn new(engine: Engine) -> Option<Env> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let master_key = run_plain(&["keyring", "generate"]).trim().to_string();
+        let (db_url, pg_db) = match engine {
+            Engine::Sqlite => (format!("sqlite:{}", dir.path().join("rekey.db").display()), None),
+            Engine::Postgres => {
+                let admin = match sqlx::PgPool::connect(&pg_admin_url()).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if in_ci() {
+                            panic!("PostgreSQL is required in CI but unreachable: {e}");
+                        }
+                        eprintln!("SKIPPED: PostgreSQL unreachable at {} ({e})", pg_admin_url());
+                        return None;
+                    }
+                };
+                let name = format!("rekey_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .expect("create database");
+                admin.close().await;
+                let base = pg_admin_url();
+                let url = match base.rfind('/') {
+                    Some(i) => format!("{}/{name}", &base[..i]),
+                    None => panic!("bad postgres url"),
+                };
+                (url, Some(name))
+            }
+        };
+        Some(Env {
+            engine,
+            dir,
+            db_url,
+            master_key,
+            pg_db,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A `rekey` command with this world's database, key and light argon2.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REKEY_DATABASE_URL", &self.db_url)
+            .env("REKEY_MASTER_KEY", &self.master_key)
+            .env("REKEY_DATA_DIR", self.data_dir())
+            .env("REKEY_ARGON2_MEMORY_KIB", "1024")
+            .env("REKEY_ARGON2_ITERATIONS", "1")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs the CLI; returns the output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_stdin(args, None)
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.cmd();
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn rekey");
+        if let Some(s) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(s.as_bytes())
+                .expect("write stdin");
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().expect("wait rekey")
+    }
+
+    /// Runs the CLI, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rekey {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs the CLI with `--json`, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("rekey {args:?}: not JSON ({e}): {s}"))
+    }
+
+    pub fn json_stdin(&self, args: &[&str], stdin: &str) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.run_stdin(&a, Some(stdin));
+        assert!(
+            out.status.success(),
+            "rekey {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// An org with an admin user `admin@SLUG.test` whose password is `PASSWORD`.
+    pub fn org_with_admin(&self, slug: &str) -> String {
+        self.ok(&["org", "create", slug]);
+        let email = format!("admin@{slug}.test");
+        self.json_stdin(
+            &["user", "create", "--org", slug, "--email", &email, "--permission", "read_write", "--admin", "--password-stdin"],
+            PASSWORD,
+        );
+        email
+    }
+
+    /// Starts `rekey serve` on an ephemeral port.
+    pub fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    pub fn serve_with(&self, extra_env: &[(&str, &str)]) -> Server {
+        let mut c = self.cmd();
+        c.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("REKEY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawn rekey serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            let mut log = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(i) = line.find("listening on http://") {
+                        let rest = &line[i + "listening on ".len()..];
+                        let url: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                        let _ = tx.send(Ok(url));
+                        sent = true;
+                    }
+                }
+                log.push(line);
+            }
+            if !sent {
+                let _ = tx.send(Err(log.join("\n")));
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(u)) => u,
+            Ok(Err(log)) => panic!("rekey serve exited before listening:\n{log}"),
+            Err(_) => panic!("rekey serve did not start within 30 s"),
+        };
+        Server { child, url }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_db.take() {
+            // Best effort, on a thread of its own (Drop cannot await).
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(p) = sqlx::PgPool::connect(&pg_admin_url()).await {
+                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&p)
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+pub const PASSWORD: &str = "correct-horse-battery-staple";
+
+fn run_plain(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("run rekey");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client with a cookie store and no redirects followed.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Logs in to the admin API; returns (client with session cookie, csrf token).
+#[allow(dead_code)]
+pub async fn admin_login(srv: &Server, email: &str) -> (reqwest::Client, String) {
+    let c = client();
+    let r = c
+        .post(srv.at("/api/v1/session"))
+        .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 200, "login failed");
+    let v: serde_json::Value = r.json().await.expect("json");
+    (c, v["csrf_token"].as_str().expect("csrf").to_string())
+}
+
+#[allow(dead_code)]
+pub async fn wait_until<F: FnMut() -> bool>(mut f: F, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Runs one test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! dual {
+    ($name:ident, |$env:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn body($env: $crate::harness::Env) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(e) = $crate::harness::Env::new($crate::harness::Engine::Sqlite).await {
+                    body(e).await
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(e) = $crate::harness::Env::new($crate::harness::Engine::Postgres).await {
+                    body(e).await
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,7 @@
+//! The one integration test binary: every test starts the real `rekey`
+//! binary against a fresh database, on SQLite and on PostgreSQL.
+
+mod harness;
+
+mod foundation;
+mod keyring;
