@@ -100,6 +100,8 @@ pub struct Config {
     pub login_window: Dur,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Life of an authorization code; at most 60 s.
+    pub authorization_code_ttl: Dur,
 }
 
 impl Default for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             login_max_failures_per_ip: 50,
             login_window: Dur::secs(15 * 60),
             trust_forwarded_for: false,
+            authorization_code_ttl: Dur::secs(60),
         }
     }
 }
@@ -157,6 +160,7 @@ const KNOWN: &[&str] = &[
     "login_max_failures_per_ip",
     "login_window",
     "trust_forwarded_for",
+    "authorization_code_ttl",
     // read by the CLI, not a server setting
     "config",
 ];
@@ -205,6 +209,11 @@ impl Config {
                 "log_format must be text or json, not {:?}",
                 self.log_format
             )));
+        }
+        if self.authorization_code_ttl.0.as_secs() > 60 || self.authorization_code_ttl.0.is_zero() {
+            return Err(ConfigError::Invalid(
+                "authorization_code_ttl must be between 1s and 60s".into(),
+            ));
         }
         if let Some(u) = &self.public_url {
             url::Url::parse(u)

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod identity;
+pub mod oauth;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -1,10 +1,17 @@
 //! HTTP routes. Each file holds one group of endpoints; this one assembles
 //! them with the request id, metrics and body-limit layers.
 
+pub mod apps;
+pub mod authorize;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod oauth;
+pub mod oauth_seed;
+pub mod oauth_std;
 pub mod ops;
+pub mod pages;
+pub mod platform;
 pub mod session;
 
 use std::sync::Arc;
@@ -79,6 +86,56 @@ pub fn router(state: AppState) -> Router {
             post(session::login)
                 .get(session::whoami)
                 .delete(session::logout),
+        )
+        // OAuth, seed-compatible
+        .route(
+            "/v1/authorize",
+            get(authorize::seed_get).post(authorize::seed_post),
+        )
+        .route("/v1/users/oauth/token", post(oauth_seed::token))
+        .route("/v1/users/oauth/revoke", post(oauth_seed::revoke))
+        // OAuth, standard
+        .route(
+            "/oauth2/authorize",
+            get(authorize::std_get).post(authorize::std_post),
+        )
+        .route("/oauth2/token", post(oauth_std::token))
+        .route("/oauth2/revoke", post(oauth_std::revoke))
+        .route("/oauth2/introspect", post(oauth_std::introspect))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
+        // platform API
+        .route("/v1/me", get(platform::me))
+        // admin API
+        .route(
+            "/api/v1/orgs/{org}/apps",
+            get(apps::list).post(apps::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}",
+            get(apps::show).patch(apps::update).delete(apps::delete),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}/deactivate",
+            post(apps::deactivate),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}/activate",
+            post(apps::activate),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}/regenerate-secret",
+            post(apps::regenerate_secret),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}/authorizations",
+            get(apps::authorizations),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}/authorizations/{id}",
+            axum::routing::delete(apps::revoke_authorization),
         )
         .fallback(ops::not_found)
         .with_state(state)

@@ -50,6 +50,97 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// OAuth applications of an org.
+    #[command(subcommand)]
+    App(AppCmd),
+}
+
+/// Names an application: `--org SLUG --name NAME`.
+#[derive(Args, Debug)]
+pub struct AppRef {
+    #[arg(long)]
+    pub org: String,
+    /// The application's name (its id or client id are accepted too).
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct LifetimeArgs {
+    /// Access token lifetime (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub access_token_ttl: Option<Dur>,
+    /// Refresh token lifetime (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_token_ttl: Option<Dur>,
+    /// How long a rotated refresh token may be presented again and get the
+    /// same successor back (default 0: any reuse revokes the authorization).
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_grace: Option<Dur>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCmd {
+    /// Create an application; prints the client id and secret once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["read", "read_write"])]
+        scope: String,
+        /// Exact callback URL (https, or http on loopback); repeat for several.
+        #[arg(long = "callback", required = true)]
+        callbacks: Vec<String>,
+        #[command(flatten)]
+        lifetimes: LifetimeArgs,
+    },
+    /// List an org's applications.
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Show one application.
+    Show(AppRef),
+    /// Change name, scope, callbacks or lifetimes.
+    Update {
+        #[command(flatten)]
+        app: AppRef,
+        /// New name.
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long, value_parser = ["read", "read_write"])]
+        scope: Option<String>,
+        /// Replaces the callbacks; repeat for several.
+        #[arg(long = "callback")]
+        callbacks: Vec<String>,
+        #[command(flatten)]
+        lifetimes: LifetimeArgs,
+    },
+    /// Refuse the application's tokens until activated again (nothing is destroyed).
+    Deactivate(AppRef),
+    /// Accept the application's tokens again.
+    Activate(AppRef),
+    /// Delete the application with every code, token and authorization.
+    Delete(AppRef),
+    /// List authorizations with their refresh-token status.
+    Authorizations(AppRef),
+    /// Revoke one authorization (its refresh token and access tokens).
+    RevokeAuthorization {
+        #[command(flatten)]
+        app: AppRef,
+        /// The authorization id (from `app authorizations`).
+        #[arg(long)]
+        id: String,
+    },
+    /// A new client secret; the old one stops at once unless --overlap.
+    RegenerateSecret {
+        #[command(flatten)]
+        app: AppRef,
+        /// Keep the old secret valid this long (e.g. 1h) so clients can switch.
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<Dur>,
+    },
 }
 
 #[derive(Args, Debug)]

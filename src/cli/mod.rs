@@ -2,6 +2,7 @@
 //! `--json` (exactly one JSON document on stdout; progress on stderr). Errors
 //! print one line on stderr and exit 1; usage errors exit 2 (clap).
 
+mod app;
 pub mod args;
 mod audit;
 mod keyring;
@@ -125,6 +126,7 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::Operator(c) => user::run_operator(&core, &out, c).await?,
         Command::Keyring(c) => keyring::run(&core, &out, source, c).await?,
         Command::Audit(c) => audit::run(&core, &out, c).await?,
+        Command::App(c) => app::run(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)

@@ -110,22 +110,8 @@ pub async fn login(
 ) -> Result<(String, Session), IdentityError> {
     let now = core.now();
     let cfg = &core.config;
-    let window = cfg.login_window.ms();
     let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    let acct_key = format!("login:acct:{email}");
-    let ip_key = ip.map(|ip| format!("login:ip:{ip}"));
-    for (key, limit) in [
-        (Some(&acct_key), cfg.login_max_failures_per_account),
-        (ip_key.as_ref(), cfg.login_max_failures_per_ip),
-    ] {
-        if let Some(key) = key {
-            if let Some(secs) = throttle::blocked(&core.db, key, limit, window, now).await? {
-                return Err(IdentityError::Throttled {
-                    retry_after_secs: secs,
-                });
-            }
-        }
-    }
+    throttle_gate(core, &email, ip, now).await?;
 
     let mut candidates: Vec<(String, Principal)> = Vec::new();
     match org {
@@ -169,27 +155,10 @@ pub async fn login(
         other => other,
     };
     let Some(principal) = principal else {
-        throttle::hit(&core.db, &acct_key, window, now).await?;
-        if let Some(k) = &ip_key {
-            throttle::hit(&core.db, k, window, now).await?;
-        }
-        let mut tx = core.db.begin_write().await?;
-        audit::record(
-            &mut tx,
-            now,
-            &Actor::new(format!("login:{email}"), ip.map(str::to_string)),
-            Event {
-                org_id: None,
-                action: "session.login_failed",
-                target: Some(&email),
-                detail: serde_json::json!({}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
+        record_failure(core, &email, ip, now).await?;
         return Err(IdentityError::BadCredentials);
     };
-    throttle::clear(&core.db, &acct_key).await?;
+    throttle::clear(&core.db, &account_key(&email)).await?;
 
     let token = token::mint(TokenKind::AdminSession);
     let csrf = token::mint(TokenKind::Csrf);
@@ -318,4 +287,149 @@ pub async fn logout(core: &Core, session: &Session, ip: Option<&str>) -> Result<
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+fn account_key(email: &str) -> String {
+    format!("login:acct:{email}")
+}
+
+/// Refuses while the account or the client IP has used up its failures.
+async fn throttle_gate(
+    core: &Core,
+    email: &str,
+    ip: Option<&str>,
+    now: i64,
+) -> Result<(), IdentityError> {
+    let cfg = &core.config;
+    let window = cfg.login_window.ms();
+    let ip_key = ip.map(|ip| format!("login:ip:{ip}"));
+    for (key, limit) in [
+        (Some(account_key(email)), cfg.login_max_failures_per_account),
+        (ip_key, cfg.login_max_failures_per_ip),
+    ] {
+        if let Some(key) = key {
+            if let Some(secs) = throttle::blocked(&core.db, &key, limit, window, now).await? {
+                return Err(IdentityError::Throttled {
+                    retry_after_secs: secs,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts a failed login against the account and the IP, and audits it.
+async fn record_failure(
+    core: &Core,
+    email: &str,
+    ip: Option<&str>,
+    now: i64,
+) -> Result<(), IdentityError> {
+    let window = core.config.login_window.ms();
+    throttle::hit(&core.db, &account_key(email), window, now).await?;
+    if let Some(ip) = ip {
+        throttle::hit(&core.db, &format!("login:ip:{ip}"), window, now).await?;
+    }
+    let mut tx = core.db.begin_write().await?;
+    audit::record(
+        &mut tx,
+        now,
+        &Actor::new(format!("login:{email}"), ip.map(str::to_string)),
+        Event {
+            org_id: None,
+            action: "session.login_failed",
+            target: Some(email),
+            detail: serde_json::json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// End-user sign-in on the authorization page: any active user of `org_id`.
+/// Returns a short-lived session token for the consent step.
+pub async fn login_enduser(
+    core: &Core,
+    org_id: &str,
+    email: &str,
+    password: &str,
+    ip: Option<&str>,
+) -> Result<(String, User), IdentityError> {
+    let now = core.now();
+    let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+    throttle_gate(core, &email, ip, now).await?;
+    let mut c = core.db.read().await?;
+    let user = users::find_by_email(&mut c, org_id, &email).await?;
+    drop(c);
+    let ok = users::verify_password(
+        core,
+        password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await;
+    let Some(user) = user.filter(|u| ok && u.active) else {
+        record_failure(core, &email, ip, now).await?;
+        return Err(IdentityError::BadCredentials);
+    };
+    throttle::clear(&core.db, &account_key(&email)).await?;
+    let token = token::mint(TokenKind::AdminSession);
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "INSERT INTO admin_sessions (id, token_digest, principal_kind, principal_id, org_id, ip, created_at, expires_at)
+         VALUES ($1, $2, 'authn', $3, $4, $5, $6, $7)",
+        new_id(),
+        core.pepper.digest(&token),
+        &user.id,
+        org_id,
+        ip,
+        now,
+        now + ENDUSER_SESSION_MS
+    )?;
+    audit::record(
+        &mut tx,
+        now,
+        &Actor::new(format!("user:{}", user.email), ip.map(str::to_string)),
+        Event {
+            org_id: Some(org_id),
+            action: "session.authorize_login",
+            target: Some(&user.email),
+            detail: serde_json::json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((token, user))
+}
+
+/// End-user sessions last an hour: long enough to consent, short enough
+/// that a shared browser does not stay signed in.
+const ENDUSER_SESSION_MS: i64 = 3_600_000;
+
+/// The active user of `org_id` behind an end-user session token.
+pub async fn authenticate_enduser(
+    core: &Core,
+    presented: &str,
+    org_id: &str,
+) -> Result<Option<User>, IdentityError> {
+    if !token::well_formed(TokenKind::AdminSession, presented) {
+        return Ok(None);
+    }
+    let mut c = core.db.read().await?;
+    let row = fetch_optional!(
+        &mut c,
+        SessionRow,
+        "SELECT id, principal_kind, principal_id, org_id, expires_at, revoked_at FROM admin_sessions
+         WHERE token_digest = $1 AND principal_kind = 'authn'",
+        core.pepper.digest(presented)
+    )?;
+    let Some(row) = row.filter(|r| {
+        r.revoked_at.is_none() && r.expires_at > core.now() && r.org_id.as_deref() == Some(org_id)
+    }) else {
+        return Ok(None);
+    };
+    Ok(users::get(&mut c, org_id, &row.principal_id)
+        .await?
+        .filter(|u| u.active))
 }

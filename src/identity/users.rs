@@ -184,6 +184,17 @@ async fn update(
     if n == 0 {
         return Err(IdentityError::NotFound(format!("user {email:?}")));
     }
+    if action == "user.deactivate" {
+        // Everything the user authorized before now stays dead, even if the
+        // user is activated again: their authorizations read `Invalid`.
+        exec!(
+            &mut tx,
+            "UPDATE users SET revoked_before = $1 WHERE org_id = $2 AND email = $3",
+            now + 1,
+            org_id,
+            &email
+        )?;
+    }
     let user = find_by_email(&mut tx, org_id, &email)
         .await?
         .ok_or_else(|| IdentityError::NotFound(format!("user {email:?}")))?;

@@ -11,20 +11,99 @@ dual!(cli_orgs_and_users, |env| {
     let dup = env.run(&["org", "create", "acme"]);
     assert_eq!(dup.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
-    let u = env.json(&["user", "create", "--org", "acme", "--email", "  Ann@Acme.IO ", "--permission", "read"]);
+    let u = env.json(&[
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "  Ann@Acme.IO ",
+        "--permission",
+        "read",
+    ]);
     assert_eq!(u["email"], "ann@acme.io");
     assert_eq!(u["permission"], "read");
-    assert!(u["password"].as_str().unwrap().len() >= 24, "generated password printed once");
+    assert!(
+        u["password"].as_str().unwrap().len() >= 24,
+        "generated password printed once"
+    );
     // same email in another case: conflict
-    let dup = env.run(&["user", "create", "--org", "acme", "--email", "ANN@acme.io", "--permission", "read"]);
+    let dup = env.run(&[
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "ANN@acme.io",
+        "--permission",
+        "read",
+    ]);
     assert_eq!(dup.status.code(), Some(1));
     // bad input
-    assert_eq!(env.run(&["user", "create", "--org", "acme", "--email", "nope", "--permission", "read"]).status.code(), Some(1));
-    assert_eq!(env.run(&["user", "create", "--org", "acme", "--email", "x@y.io", "--permission", "admin"]).status.code(), Some(2));
-    assert_eq!(env.run(&["user", "create", "--org", "nope", "--email", "x@y.io", "--permission", "read"]).status.code(), Some(1));
-    let u = env.json(&["user", "set-permission", "--org", "acme", "--email", "ann@acme.io", "--permission", "read_write"]);
+    assert_eq!(
+        env.run(&[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "nope",
+            "--permission",
+            "read"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    assert_eq!(
+        env.run(&[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "x@y.io",
+            "--permission",
+            "admin"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.run(&[
+            "user",
+            "create",
+            "--org",
+            "nope",
+            "--email",
+            "x@y.io",
+            "--permission",
+            "read"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    let u = env.json(&[
+        "user",
+        "set-permission",
+        "--org",
+        "acme",
+        "--email",
+        "ann@acme.io",
+        "--permission",
+        "read_write",
+    ]);
     assert_eq!(u["permission"], "read_write");
-    let u = env.json(&["user", "deactivate", "--org", "acme", "--email", "ann@acme.io"]);
+    let u = env.json(&[
+        "user",
+        "deactivate",
+        "--org",
+        "acme",
+        "--email",
+        "ann@acme.io",
+    ]);
     assert_eq!(u["active"], false);
     let list = env.json(&["user", "list", "--org", "acme"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -32,8 +111,21 @@ dual!(cli_orgs_and_users, |env| {
     let orgs = env.json(&["org", "list"]);
     assert_eq!(orgs[0]["slug"], "acme");
     let events = env.json(&["audit", "list", "--org", "acme"]);
-    let actions: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["user.deactivate", "user.set_permission", "user.create", "org.create"]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.deactivate",
+            "user.set_permission",
+            "user.create",
+            "org.create"
+        ]
+    );
     let v = env.json(&["audit", "verify"]);
     assert_eq!(v["broken_at"], Value::Null);
     assert_eq!(env.json(&["migrate"])["migrated"], true);
@@ -44,62 +136,182 @@ dual!(operations_endpoints, |env| {
     let c = client();
     let r = c.get(srv.at("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let rid = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    let rid = r
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(!rid.is_empty());
-    let r = c.get(srv.at("/readyz")).header("X-Request-Id", "trace-123").send().await.unwrap();
+    let r = c
+        .get(srv.at("/readyz"))
+        .header("X-Request-Id", "trace-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "trace-123");
     let r = c.get(srv.at("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let m = c.get(srv.at("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains(r#"rekey_http_requests_total{method="GET",route="/healthz",status="200"} 1"#), "{m}");
+    let m = c
+        .get(srv.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"rekey_http_requests_total{method="GET",route="/healthz",status="200"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("rekey_http_request_duration_seconds_bucket"));
     // oversized body: 413 before parsing
     let big = "x".repeat(1024 * 1024 + 1);
-    let r = c.post(srv.at("/api/v1/session")).header("content-type", "application/json").body(big).send().await.unwrap();
+    let r = c
+        .post(srv.at("/api/v1/session"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 });
 
 dual!(admin_login_sessions, |env| {
     let admin = env.org_with_admin("acme");
-    env.json_stdin(&["user", "create", "--org", "acme", "--email", "plain@acme.test", "--permission", "read", "--password-stdin"], PASSWORD);
-    env.json_stdin(&["operator", "create", "--email", "op@platform.test", "--password-stdin"], PASSWORD);
+    env.json_stdin(
+        &[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "plain@acme.test",
+            "--permission",
+            "read",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    env.json_stdin(
+        &[
+            "operator",
+            "create",
+            "--email",
+            "op@platform.test",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
     let srv = env.serve();
     let c = client();
-    let r = c.post(srv.at("/api/v1/session")).json(&json!({"email": admin, "password": PASSWORD})).send().await.unwrap();
+    let r = c
+        .post(srv.at("/api/v1/session"))
+        .json(&json!({"email": admin, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     assert!(!cookie.contains("Secure"), "plain http: no Secure flag");
     let v: Value = r.json().await.unwrap();
     let csrf = v["csrf_token"].as_str().unwrap().to_string();
     assert_eq!(v["session"]["org"], "acme");
-    let me: Value = c.get(srv.at("/api/v1/session")).send().await.unwrap().json().await.unwrap();
+    let me: Value = c
+        .get(srv.at("/api/v1/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["session"]["email"], admin);
     // unsafe method without CSRF: refused
-    assert_eq!(c.delete(srv.at("/api/v1/session")).send().await.unwrap().status(), 403);
-    assert_eq!(c.delete(srv.at("/api/v1/session")).header("X-CSRF-Token", &csrf).send().await.unwrap().status(), 204);
-    assert_eq!(c.get(srv.at("/api/v1/session")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.delete(srv.at("/api/v1/session"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        c.delete(srv.at("/api/v1/session"))
+            .header("X-CSRF-Token", &csrf)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        c.get(srv.at("/api/v1/session"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     // operator
-    let r = client().post(srv.at("/api/v1/session")).json(&json!({"email": "op@platform.test", "password": PASSWORD})).send().await.unwrap();
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .json(&json!({"email": "op@platform.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["session"]["kind"], "operator");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["session"]["kind"],
+        "operator"
+    );
 
     // a non-admin user, a wrong password and an unknown email all answer alike
     let mut bodies = Vec::new();
-    for (email, pw) in [("plain@acme.test", PASSWORD), (admin.as_str(), "wrong-password-123"), ("ghost@acme.test", PASSWORD)] {
-        let r = client().post(srv.at("/api/v1/session")).json(&json!({"email": email, "password": pw})).send().await.unwrap();
+    for (email, pw) in [
+        ("plain@acme.test", PASSWORD),
+        (admin.as_str(), "wrong-password-123"),
+        ("ghost@acme.test", PASSWORD),
+    ] {
+        let r = client()
+            .post(srv.at("/api/v1/session"))
+            .json(&json!({"email": email, "password": pw}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         bodies.push(r.json::<Value>().await.unwrap());
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     // malformed JSON, wrong content type, unknown field
-    let r = client().post(srv.at("/api/v1/session")).header("content-type", "application/json").body("{oops").send().await.unwrap();
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client().post(srv.at("/api/v1/session")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
-    let r = client().post(srv.at("/api/v1/session")).json(&json!({"email": admin, "password": PASSWORD, "x": 1})).send().await.unwrap();
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .json(&json!({"email": admin, "password": PASSWORD, "x": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 });
 
@@ -107,29 +319,63 @@ dual!(login_is_rate_limited_per_account, |env| {
     let admin = env.org_with_admin("acme");
     let srv = env.serve();
     for _ in 0..5 {
-        let r = client().post(srv.at("/api/v1/session")).json(&json!({"email": admin, "password": "wrong-password-123"})).send().await.unwrap();
+        let r = client()
+            .post(srv.at("/api/v1/session"))
+            .json(&json!({"email": admin, "password": "wrong-password-123"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
     // now even the right password is refused until the window ends
-    let r = client().post(srv.at("/api/v1/session")).json(&json!({"email": admin, "password": PASSWORD})).send().await.unwrap();
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .json(&json!({"email": admin, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     // and an unknown account is throttled the same way
     for _ in 0..5 {
-        client().post(srv.at("/api/v1/session")).json(&json!({"email": "ghost@acme.test", "password": "x"})).send().await.unwrap();
+        client()
+            .post(srv.at("/api/v1/session"))
+            .json(&json!({"email": "ghost@acme.test", "password": "x"}))
+            .send()
+            .await
+            .unwrap();
     }
-    let r = client().post(srv.at("/api/v1/session")).json(&json!({"email": "ghost@acme.test", "password": "x"})).send().await.unwrap();
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .json(&json!({"email": "ghost@acme.test", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
 });
 
 dual!(audit_verify_catches_an_edited_row, |env| {
     env.org_with_admin("acme");
-    env.ok(&["user", "create", "--org", "acme", "--email", "b@acme.test", "--permission", "read"]);
+    env.ok(&[
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "b@acme.test",
+        "--permission",
+        "read",
+    ]);
     assert!(env.run(&["audit", "verify"]).status.success());
-    tamper(&env, "UPDATE audit_events SET target = 'someone-else' WHERE seq = 2").await;
+    tamper(
+        &env,
+        "UPDATE audit_events SET target = 'someone-else' WHERE seq = 2",
+    )
+    .await;
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("sequence 2"), "{text}");
 });
 
@@ -152,12 +398,17 @@ pub async fn tamper(env: &Env, sql: &str) {
 dual!(json_logs_on_request, |env| {
     // REKEY_LOG_FORMAT=json: every log line is a JSON object
     let mut c = env.cmd();
-    c.args(["serve", "--listen", "127.0.0.1:0"]).env("REKEY_LOG_FORMAT", "json").stderr(std::process::Stdio::piped());
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("REKEY_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let line = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("listening on"))
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening on"))
     })
     .join()
     .unwrap()
@@ -182,7 +433,12 @@ async fn cli_and_server_share_sqlite() {
         let mut n = 0;
         let started = std::time::Instant::now();
         while started.elapsed() < std::time::Duration::from_secs(4) {
-            let r = client().post(&url).json(&json!({"email": admin2, "password": PASSWORD})).send().await.unwrap();
+            let r = client()
+                .post(&url)
+                .json(&json!({"email": admin2, "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
             n += 1;
         }
@@ -191,16 +447,36 @@ async fn cli_and_server_share_sqlite() {
     let mut handles = Vec::new();
     for i in 0..20 {
         let mut c = env.cmd();
-        c.args(["user", "create", "--org", "acme", "--email", &format!("u{i}@acme.test"), "--permission", "read"]);
-        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        c.args([
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            &format!("u{i}@acme.test"),
+            "--permission",
+            "read",
+        ]);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         handles.push(c.spawn().unwrap());
     }
     for h in handles {
         let out = h.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let n = load.await.unwrap();
     assert!(n > 0);
-    assert_eq!(env.json(&["user", "list", "--org", "acme"]).as_array().unwrap().len(), 21);
+    assert_eq!(
+        env.json(&["user", "list", "--org", "acme"])
+            .as_array()
+            .unwrap()
+            .len(),
+        21
+    );
     assert!(env.run(&["audit", "verify"]).status.success());
 }

@@ -21,7 +21,9 @@ pub fn pg_admin_url() -> String {
 }
 
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// One test's world.
@@ -40,7 +42,10 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let master_key = run_plain(&["keyring", "generate"]).trim().to_string();
         let (db_url, pg_db) = match engine {
-            Engine::Sqlite => (format!("sqlite:{}", dir.path().join("rekey.db").display()), None),
+            Engine::Sqlite => (
+                format!("sqlite:{}", dir.path().join("rekey.db").display()),
+                None,
+            ),
             Engine::Postgres => {
                 let admin = match sqlx::PgPool::connect(&pg_admin_url()).await {
                     Ok(p) => p,
@@ -48,11 +53,17 @@ impl Env {
                         if in_ci() {
                             panic!("PostgreSQL is required in CI but unreachable: {e}");
                         }
-                        eprintln!("SKIPPED: PostgreSQL unreachable at {} ({e})", pg_admin_url());
+                        eprintln!(
+                            "SKIPPED: PostgreSQL unreachable at {} ({e})",
+                            pg_admin_url()
+                        );
                         return None;
                     }
                 };
-                let name = format!("rekey_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+                let name = format!(
+                    "rekey_test_{}",
+                    ulid::Ulid::new().to_string().to_lowercase()
+                );
                 sqlx::query(&format!("CREATE DATABASE {name}"))
                     .execute(&admin)
                     .await
@@ -155,7 +166,18 @@ impl Env {
         self.ok(&["org", "create", slug]);
         let email = format!("admin@{slug}.test");
         self.json_stdin(
-            &["user", "create", "--org", slug, "--email", &email, "--permission", "read_write", "--admin", "--password-stdin"],
+            &[
+                "user",
+                "create",
+                "--org",
+                slug,
+                "--email",
+                &email,
+                "--permission",
+                "read_write",
+                "--admin",
+                "--password-stdin",
+            ],
             PASSWORD,
         );
         email
@@ -186,7 +208,10 @@ impl Env {
                 if !sent {
                     if let Some(i) = line.find("listening on http://") {
                         let rest = &line[i + "listening on ".len()..];
-                        let url: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                        let url: String = rest
+                            .chars()
+                            .take_while(|c| !c.is_whitespace() && *c != '"')
+                            .collect();
                         let _ = tx.send(Ok(url));
                         sent = true;
                     }
@@ -211,13 +236,17 @@ impl Drop for Env {
         if let Some(name) = self.pg_db.take() {
             // Best effort, on a thread of its own (Drop cannot await).
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(rt) = rt {
                     rt.block_on(async {
                         if let Ok(p) = sqlx::PgPool::connect(&pg_admin_url()).await {
-                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&p)
-                                .await;
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&p)
+                            .await;
                         }
                     });
                 }

@@ -20,7 +20,14 @@ async fn sessions(srv: &Server, email: &str, n: usize) -> Vec<(String, String)> 
             .unwrap();
         assert_eq!(r.status(), 200);
         let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-        let token = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+        let token = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string();
         let v: Value = r.json().await.unwrap();
         out.push((token, v["csrf_token"].as_str().unwrap().to_string()));
     }
@@ -50,13 +57,18 @@ async fn dump(env: &Env) -> Vec<u8> {
         }
         Engine::Postgres => {
             let p = sqlx::PgPool::connect(&env.db_url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-                .fetch_all(&p)
-                .await
-                .unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+            )
+            .fetch_all(&p)
+            .await
+            .unwrap();
             let mut out = Vec::new();
             for t in tables {
-                let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {t} t")).fetch_all(&p).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {t} t"))
+                    .fetch_all(&p)
+                    .await
+                    .unwrap();
                 for r in rows {
                     out.extend(r.into_bytes());
                     out.push(b'\n');
@@ -91,15 +103,28 @@ dual!(no_plaintext_at_rest_after_rotation, |env| {
     let st = env.json(&["keyring", "status"]);
     assert_eq!(st["pending"], 0);
     let data = dump(&env).await;
-    let mut secrets: Vec<Vec<u8>> = vec![PASSWORD.into(), b64(&old_key), b64(&new_key), old_key.clone().into(), new_key.clone().into()];
+    let mut secrets: Vec<Vec<u8>> = vec![
+        PASSWORD.into(),
+        b64(&old_key),
+        b64(&new_key),
+        old_key.clone().into(),
+        new_key.clone().into(),
+    ];
     for (t, c) in &sess {
         secrets.push(t.clone().into());
         secrets.push(c.clone().into());
     }
     for s in &secrets {
-        assert!(!contains(&data, s), "plaintext secret found in the database: {}", String::from_utf8_lossy(s));
+        assert!(
+            !contains(&data, s),
+            "plaintext secret found in the database: {}",
+            String::from_utf8_lossy(s)
+        );
     }
-    assert!(contains(&data, b"admin@acme.test"), "the scan reads real data");
+    assert!(
+        contains(&data, b"admin@acme.test"),
+        "the scan reads real data"
+    );
 });
 
 dual!(rotation_killed_midway_resumes, |env| {
@@ -110,18 +135,33 @@ dual!(rotation_killed_midway_resumes, |env| {
     let new_key = env.ok(&["keyring", "generate"]).trim().to_string();
     let mut env = env;
     env.master_key = format!("{new_key},{old_key}");
-    let total = env.json(&["keyring", "status"])["pending"].as_i64().unwrap();
+    let total = env.json(&["keyring", "status"])["pending"]
+        .as_i64()
+        .unwrap();
     assert!(total >= 41, "{total}");
     let mut c = env.cmd();
-    c.args(["keyring", "rotate", "--batch-size", "2", "--pause", "100ms", "--json"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    c.args([
+        "keyring",
+        "rotate",
+        "--batch-size",
+        "2",
+        "--pause",
+        "100ms",
+        "--json",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
     let mut child = c.spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let pending = env.json(&["keyring", "status"])["pending"].as_i64().unwrap();
-    assert!(pending > 0 && pending < total, "killed midway: {pending} of {total} left");
+    let pending = env.json(&["keyring", "status"])["pending"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        pending > 0 && pending < total,
+        "killed midway: {pending} of {total} left"
+    );
     // the server (old key list) and the restarted rotation both read everything
     let r = env.json(&["keyring", "rotate"]);
     assert_eq!(r["done"], true);
@@ -158,22 +198,35 @@ async fn first_start_generates_a_private_key_file() {
     let mut env = Env::new(Engine::Sqlite).await.unwrap();
     env.master_key = String::new();
     let mut c = env.cmd();
-    c.env_remove("REKEY_MASTER_KEY").env_remove("REKEY_DATABASE_URL").args(["org", "create", "acme"]);
+    c.env_remove("REKEY_MASTER_KEY")
+        .env_remove("REKEY_DATABASE_URL")
+        .args(["org", "create", "acme"]);
     let out = c.output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("generated one"));
     let key = env.data_dir().join("master.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(env.data_dir().join("rekey.db").exists());
     // the key file is used from then on, and rotation with --generate works
     let mut c = env.cmd();
-    c.env_remove("REKEY_MASTER_KEY").env_remove("REKEY_DATABASE_URL").args(["keyring", "rotate", "--generate", "--remove-old", "--json"]);
+    c.env_remove("REKEY_MASTER_KEY")
+        .env_remove("REKEY_DATABASE_URL")
+        .args(["keyring", "rotate", "--generate", "--remove-old", "--json"]);
     let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["old_keys_removed"], true);
     let mut c = env.cmd();
-    c.env_remove("REKEY_MASTER_KEY").env_remove("REKEY_DATABASE_URL").args(["keyring", "verify"]);
+    c.env_remove("REKEY_MASTER_KEY")
+        .env_remove("REKEY_DATABASE_URL")
+        .args(["keyring", "verify"]);
     assert!(c.output().unwrap().status.success());
 }

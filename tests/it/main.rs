@@ -5,3 +5,5 @@ mod harness;
 
 mod foundation;
 mod keyring;
+mod oauth;
+mod oauth_support;

@@ -1,0 +1,98 @@
+//! The platform API's authentication (`Authorization: Bearer …` or
+//! `Accesskey: …`) and `GET /v1/me`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState, Format};
+use crate::identity::Permission;
+use crate::oauth::guard::{self, Caller, GuardError};
+
+/// An authenticated platform API caller.
+#[derive(Debug, Clone)]
+pub struct ApiCaller(pub Caller);
+
+fn unauthorized(description: &str, with_error: bool) -> ApiError {
+    let challenge = if with_error {
+        format!(
+            "Bearer realm=\"rekey\", error=\"invalid_token\", error_description=\"{description}\""
+        )
+    } else {
+        "Bearer realm=\"rekey\"".to_string()
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+        .in_format(Format::OAuth)
+        .with_header(header::WWW_AUTHENTICATE, &challenge)
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| rest.trim().to_string())
+            });
+        let access_key = parts
+            .headers
+            .get("accesskey")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_string());
+        let result = match (bearer, access_key) {
+            (Some(t), _) => guard::bearer(&st.core, &t).await,
+            (None, Some(k)) => crate::oauth::guard::access_key(&st.core, &k).await,
+            (None, None) => Err(GuardError::Missing),
+        };
+        match result {
+            Ok(c) => Ok(ApiCaller(c)),
+            Err(GuardError::Missing) => Err(unauthorized("authentication required", false)),
+            Err(GuardError::Invalid) => Err(unauthorized(
+                "the credential is invalid, expired or revoked",
+                true,
+            )),
+            Err(GuardError::Store(e)) => Err(ApiError::internal(e).in_format(Format::OAuth)),
+        }
+    }
+}
+
+impl ApiCaller {
+    /// 403 `insufficient_scope` unless the caller has `needed`.
+    pub fn require(&self, needed: Permission) -> Result<(), ApiError> {
+        if self.0.scope >= needed {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "this call needs scope {needed}; the credential has {}",
+                self.0.scope
+            ),
+        )
+        .in_format(Format::OAuth)
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            &format!("Bearer realm=\"rekey\", error=\"insufficient_scope\", scope=\"{needed}\""),
+        ))
+    }
+}
+
+pub async fn me(ApiCaller(c): ApiCaller) -> Json<Value> {
+    Json(json!({
+        "org": c.org,
+        "org_id": c.org_id,
+        "user": c.user,
+        "user_id": c.user_id,
+        "client_id": c.client_id,
+        "scope": c.scope.as_str(),
+        "auth": c.method,
+    }))
+}

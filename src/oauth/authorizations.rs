@@ -1,0 +1,143 @@
+//! Authorizations (grants) of an application as an admin sees them, each
+//! with its refresh-token status: `Active`, `Expired` (unused past its
+//! life), `Revoked` (by the user, an admin, reuse detection, app deletion or
+//! a bulk cut-off; with the reason), `Invalid` (its user was deactivated).
+
+use serde::Serialize;
+
+use super::clients::Client;
+use super::grants::cut_off;
+use super::revoke::revoke_grant;
+use super::OAuthError;
+use crate::audit::{self, Actor, Event};
+use crate::clock::rfc3339;
+use crate::state::Core;
+use crate::store::Db;
+use crate::{fetch_all, fetch_optional};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    scope: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
+    user_email: String,
+    user_active: bool,
+    user_cutoff: Option<i64>,
+    org_cutoff: Option<i64>,
+    live_expires_at: Option<i64>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Authorization {
+    pub id: String,
+    pub user: String,
+    pub scope: String,
+    pub created: String,
+    pub last_used: Option<String>,
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub refresh_token_expires_at: Option<String>,
+}
+
+fn status(r: &Row, client: &Client, now: i64) -> (&'static str, Option<String>) {
+    if r.revoked_at.is_some() {
+        return ("Revoked", r.revoked_reason.clone());
+    }
+    if !r.user_active || cut_off(r.created_at, &[r.user_cutoff]) {
+        return ("Invalid", Some("the user was deactivated".into()));
+    }
+    if cut_off(r.created_at, &[client.revoked_before]) {
+        return (
+            "Revoked",
+            Some("every token of the application was revoked".into()),
+        );
+    }
+    if cut_off(r.created_at, &[r.org_cutoff]) {
+        return ("Revoked", Some("every token of the org was revoked".into()));
+    }
+    match r.live_expires_at {
+        Some(t) if t > now => ("Active", None),
+        _ => (
+            "Expired",
+            Some("the refresh token was not used within its lifetime".into()),
+        ),
+    }
+}
+
+const SELECT: &str = "SELECT g.id, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason,
+        u.email AS user_email, u.active AS user_active, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff,
+        (SELECT MAX(rt.expires_at) FROM oauth_refresh_tokens rt WHERE rt.grant_id = g.id AND rt.used_at IS NULL) AS live_expires_at
+     FROM oauth_grants g JOIN users u ON u.id = g.user_id JOIN orgs o ON o.id = g.org_id";
+
+fn view(r: Row, client: &Client, now: i64) -> Authorization {
+    let (status, reason) = status(&r, client, now);
+    Authorization {
+        status,
+        reason,
+        refresh_token_expires_at: r.live_expires_at.map(rfc3339),
+        id: r.id,
+        user: r.user_email,
+        scope: r.scope,
+        created: rfc3339(r.created_at),
+        last_used: r.last_used_at.map(rfc3339),
+    }
+}
+
+pub async fn list(db: &Db, client: &Client, now: i64) -> Result<Vec<Authorization>, OAuthError> {
+    let mut c = db.read().await?;
+    let rows = fetch_all!(
+        &mut c,
+        Row,
+        &format!("{SELECT} WHERE g.client_pk = $1 ORDER BY g.created_at DESC"),
+        &client.id
+    )?;
+    Ok(rows.into_iter().map(|r| view(r, client, now)).collect())
+}
+
+/// An admin revokes one authorization of `client`.
+pub async fn revoke(
+    core: &Core,
+    actor: &Actor,
+    client: &Client,
+    grant_id: &str,
+) -> Result<Authorization, OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let exists = fetch_optional!(
+        &mut tx,
+        Row,
+        &format!("{SELECT} WHERE g.client_pk = $1 AND g.id = $2"),
+        &client.id,
+        grant_id.trim()
+    )?;
+    if exists.is_none() {
+        return Err(OAuthError::NotFound(format!("authorization {grant_id:?}")));
+    }
+    if revoke_grant(&mut tx, grant_id.trim(), "revoked by an admin", now).await? {
+        audit::record(
+            &mut tx,
+            now,
+            actor,
+            Event {
+                org_id: Some(&client.org_id),
+                action: "oauth.authorization.revoke",
+                target: Some(grant_id.trim()),
+                detail: serde_json::json!({"app": client.name, "reason": "revoked by an admin"}),
+            },
+        )
+        .await?;
+    }
+    let row = fetch_optional!(
+        &mut tx,
+        Row,
+        &format!("{SELECT} WHERE g.client_pk = $1 AND g.id = $2"),
+        &client.id,
+        grant_id.trim()
+    )?
+    .ok_or_else(|| OAuthError::NotFound(format!("authorization {grant_id:?}")))?;
+    tx.commit().await?;
+    Ok(view(row, client, now))
+}

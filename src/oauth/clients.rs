@@ -1,0 +1,593 @@
+//! OAuth clients: applications (authorization code) and machine-to-machine
+//! clients (client credentials) share one table and one authentication path.
+//! Names are unique per org and kind; secrets are stored as digests only.
+
+use serde::Serialize;
+
+use super::{parse_scope, OAuthError};
+use crate::audit::{self, Actor, Event};
+use crate::crypto::token::{self, TokenKind};
+use crate::identity::{validate_name, Permission};
+use crate::state::Core;
+use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
+use crate::{exec, fetch_all, fetch_optional};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    App,
+    M2m,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::App => "app",
+            ClientKind::M2m => "m2m",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            ClientKind::App => "application",
+            ClientKind::M2m => "machine client",
+        }
+    }
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub org_id: String,
+    pub kind: String,
+    pub name: String,
+    pub client_id: String,
+    pub secret_digest: String,
+    pub prev_secret_digest: Option<String>,
+    pub prev_secret_expires_at: Option<i64>,
+    pub scope: String,
+    pub callbacks: String,
+    pub user_id: Option<String>,
+    pub access_ttl_ms: i64,
+    pub refresh_ttl_ms: i64,
+    pub refresh_grace_ms: i64,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub revoked_before: Option<i64>,
+}
+
+pub const COLS: &str = "id, org_id, kind, name, client_id, secret_digest, prev_secret_digest, prev_secret_expires_at, \
+    scope, callbacks, user_id, access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at, revoked_before";
+
+impl Client {
+    pub fn scope(&self) -> Permission {
+        self.scope.parse().unwrap_or(Permission::Read)
+    }
+    pub fn callbacks(&self) -> Vec<String> {
+        serde_json::from_str(&self.callbacks).unwrap_or_default()
+    }
+    pub fn status(&self) -> &'static str {
+        if self.active {
+            "active"
+        } else {
+            "deactivated"
+        }
+    }
+    pub fn kind(&self) -> ClientKind {
+        if self.kind == "m2m" {
+            ClientKind::M2m
+        } else {
+            ClientKind::App
+        }
+    }
+}
+
+/// The public view (never a secret or digest).
+#[derive(Serialize, Debug)]
+pub struct ClientView {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callbacks: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub status: &'static str,
+    pub access_token_ttl: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token_ttl: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_grace: Option<i64>,
+    pub previous_secret_valid_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Client {
+    pub fn view(&self, user_email: Option<String>, now: i64) -> ClientView {
+        let app = self.kind() == ClientKind::App;
+        ClientView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            callbacks: app.then(|| self.callbacks()),
+            user: user_email,
+            status: self.status(),
+            access_token_ttl: self.access_ttl_ms / 1000,
+            refresh_token_ttl: app.then_some(self.refresh_ttl_ms / 1000),
+            refresh_grace: app.then_some(self.refresh_grace_ms / 1000),
+            previous_secret_valid_until: self.prev_secret_expires_at.filter(|t| *t > now),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// Lifetimes, each optional on update.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub access_ms: Option<i64>,
+    pub refresh_ms: Option<i64>,
+    pub grace_ms: Option<i64>,
+}
+
+pub const DEFAULT_ACCESS_MS: i64 = 3_600_000;
+pub const DEFAULT_REFRESH_MS: i64 = 3_600_000;
+
+pub struct NewClient<'a> {
+    pub org_id: &'a str,
+    pub kind: ClientKind,
+    pub name: &'a str,
+    pub scope: &'a str,
+    pub callbacks: &'a [String],
+    pub user_id: Option<&'a str>,
+    pub lifetimes: Lifetimes,
+}
+
+/// Checks a callback URL: absolute https, or http on a loopback host; no fragment.
+pub fn validate_callback(raw: &str) -> Result<String, OAuthError> {
+    let bad = |why: &str| OAuthError::InvalidRequest(format!("callback {raw:?}: {why}"));
+    let u = url::Url::parse(raw).map_err(|_| bad("not an absolute URL"))?;
+    if u.fragment().is_some() {
+        return Err(bad("must not contain a fragment"));
+    }
+    match u.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(bad("http is allowed only for loopback hosts; use https"));
+            }
+        }
+        _ => return Err(bad("must be https (or http on a loopback host)")),
+    }
+    if u.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    // Stored exactly as given: matching is character for character.
+    Ok(raw.to_string())
+}
+
+fn validate_lifetimes(l: &Lifetimes) -> Result<(), OAuthError> {
+    for (what, v) in [
+        ("access token ttl", l.access_ms),
+        ("refresh token ttl", l.refresh_ms),
+    ] {
+        if let Some(ms) = v {
+            if !(1000..=366 * 86_400_000).contains(&ms) {
+                return Err(OAuthError::InvalidRequest(format!(
+                    "{what} must be between 1s and 366d"
+                )));
+            }
+        }
+    }
+    if let Some(g) = l.grace_ms {
+        if !(0..=3_600_000).contains(&g) {
+            return Err(OAuthError::InvalidRequest(
+                "refresh grace must be between 0s and 1h".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a client; returns it and its secret (shown once).
+pub async fn create(
+    core: &Core,
+    actor: &Actor,
+    new: NewClient<'_>,
+) -> Result<(Client, String), OAuthError> {
+    let name = validate_name(&format!("{} name", new.kind.noun()), new.name)?;
+    let scope = parse_scope(new.scope)?;
+    validate_lifetimes(&new.lifetimes)?;
+    let callbacks = match new.kind {
+        ClientKind::App => {
+            if new.callbacks.is_empty() {
+                return Err(OAuthError::InvalidRequest(
+                    "an application needs at least one --callback URL".into(),
+                ));
+            }
+            new.callbacks
+                .iter()
+                .map(|c| validate_callback(c))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        ClientKind::M2m => Vec::new(),
+    };
+    let secret = token::mint(TokenKind::ClientSecret);
+    let now = core.now();
+    let prefix = match new.kind {
+        ClientKind::App => "app_",
+        ClientKind::M2m => "m2m_",
+    };
+    let c = Client {
+        id: new_id(),
+        org_id: new.org_id.to_string(),
+        kind: new.kind.as_str().to_string(),
+        name,
+        client_id: format!("{prefix}{}", new_id()),
+        secret_digest: core.pepper.digest(&secret),
+        prev_secret_digest: None,
+        prev_secret_expires_at: None,
+        scope: scope.as_str().to_string(),
+        callbacks: serde_json::to_string(&callbacks).unwrap_or_else(|_| "[]".into()),
+        user_id: new.user_id.map(str::to_string),
+        access_ttl_ms: new.lifetimes.access_ms.unwrap_or(DEFAULT_ACCESS_MS),
+        refresh_ttl_ms: new.lifetimes.refresh_ms.unwrap_or(DEFAULT_REFRESH_MS),
+        refresh_grace_ms: new.lifetimes.grace_ms.unwrap_or(0),
+        active: true,
+        created_at: now,
+        updated_at: now,
+        revoked_before: None,
+    };
+    let mut tx = core.db.begin_write().await?;
+    let r = exec!(
+        &mut tx,
+        "INSERT INTO oauth_clients (id, org_id, kind, name, client_id, secret_digest, scope, callbacks, user_id,
+            access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        &c.id,
+        &c.org_id,
+        &c.kind,
+        &c.name,
+        &c.client_id,
+        &c.secret_digest,
+        &c.scope,
+        &c.callbacks,
+        &c.user_id,
+        c.access_ttl_ms,
+        c.refresh_ttl_ms,
+        c.refresh_grace_ms,
+        c.active,
+        c.created_at,
+        c.updated_at
+    );
+    match r {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(OAuthError::Conflict(format!(
+                "{} {:?}",
+                new.kind.noun(),
+                c.name
+            )))
+        }
+        r => r?,
+    };
+    record(&mut tx, now, actor, &c, &format!("{}.create", c.kind), serde_json::json!({
+        "client_id": c.client_id, "scope": c.scope, "callbacks": callbacks, "user_id": c.user_id,
+    }))
+    .await?;
+    tx.commit().await?;
+    Ok((c, secret))
+}
+
+async fn record(
+    tx: &mut Tx,
+    now: i64,
+    actor: &Actor,
+    c: &Client,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), OAuthError> {
+    audit::record(
+        tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(&c.org_id),
+            action,
+            target: Some(&c.name),
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn list(db: &Db, org_id: &str, kind: ClientKind) -> Result<Vec<Client>, OAuthError> {
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        Client,
+        &format!("SELECT {COLS} FROM oauth_clients WHERE org_id = $1 AND kind = $2 ORDER BY name"),
+        org_id,
+        kind.as_str()
+    )?)
+}
+
+/// Finds a client of `org_id` by name, id or client id.
+pub async fn find<C: AsEx>(
+    c: &mut C,
+    org_id: &str,
+    kind: ClientKind,
+    key: &str,
+) -> Result<Client, OAuthError> {
+    fetch_optional!(
+        c,
+        Client,
+        &format!(
+            "SELECT {COLS} FROM oauth_clients WHERE org_id = $1 AND kind = $2 AND (name = $3 OR id = $3 OR client_id = $3)"
+        ),
+        org_id,
+        kind.as_str(),
+        key.trim()
+    )?
+    .ok_or_else(|| OAuthError::NotFound(format!("{} {key:?}", kind.noun())))
+}
+
+pub async fn find_in(
+    db: &Db,
+    org_id: &str,
+    kind: ClientKind,
+    key: &str,
+) -> Result<Client, OAuthError> {
+    let mut c = db.read().await?;
+    find(&mut c, org_id, kind, key).await
+}
+
+/// Looks a client up by its public client id (any org).
+pub async fn by_client_id<C: AsEx>(
+    c: &mut C,
+    client_id: &str,
+) -> Result<Option<Client>, OAuthError> {
+    Ok(fetch_optional!(
+        c,
+        Client,
+        &format!("SELECT {COLS} FROM oauth_clients WHERE client_id = $1"),
+        client_id
+    )?)
+}
+
+#[derive(Default)]
+pub struct Update {
+    pub name: Option<String>,
+    pub scope: Option<String>,
+    pub callbacks: Option<Vec<String>>,
+    pub lifetimes: Lifetimes,
+}
+
+pub async fn update(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    kind: ClientKind,
+    key: &str,
+    u: Update,
+) -> Result<Client, OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let mut c = find(&mut tx, org_id, kind, key).await?;
+    let mut changed = serde_json::Map::new();
+    if let Some(n) = &u.name {
+        c.name = validate_name(&format!("{} name", kind.noun()), n)?;
+        changed.insert("name".into(), c.name.clone().into());
+    }
+    if let Some(s) = &u.scope {
+        c.scope = parse_scope(s)?.as_str().to_string();
+        changed.insert("scope".into(), c.scope.clone().into());
+    }
+    if let Some(cbs) = &u.callbacks {
+        if kind == ClientKind::App {
+            if cbs.is_empty() {
+                return Err(OAuthError::InvalidRequest(
+                    "an application needs at least one callback URL".into(),
+                ));
+            }
+            let v = cbs
+                .iter()
+                .map(|c| validate_callback(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            c.callbacks = serde_json::to_string(&v).unwrap_or_else(|_| "[]".into());
+            changed.insert("callbacks".into(), v.into());
+        }
+    }
+    validate_lifetimes(&u.lifetimes)?;
+    if let Some(v) = u.lifetimes.access_ms {
+        c.access_ttl_ms = v;
+        changed.insert("access_token_ttl".into(), (v / 1000).into());
+    }
+    if let Some(v) = u.lifetimes.refresh_ms {
+        c.refresh_ttl_ms = v;
+        changed.insert("refresh_token_ttl".into(), (v / 1000).into());
+    }
+    if let Some(v) = u.lifetimes.grace_ms {
+        c.refresh_grace_ms = v;
+        changed.insert("refresh_grace".into(), (v / 1000).into());
+    }
+    c.updated_at = now;
+    let r = exec!(
+        &mut tx,
+        "UPDATE oauth_clients SET name = $1, scope = $2, callbacks = $3, access_ttl_ms = $4, refresh_ttl_ms = $5,
+            refresh_grace_ms = $6, updated_at = $7 WHERE id = $8",
+        &c.name,
+        &c.scope,
+        &c.callbacks,
+        c.access_ttl_ms,
+        c.refresh_ttl_ms,
+        c.refresh_grace_ms,
+        now,
+        &c.id
+    );
+    match r {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(OAuthError::Conflict(format!(
+                "{} {:?}",
+                kind.noun(),
+                c.name
+            )))
+        }
+        r => r?,
+    };
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        &format!("{}.update", c.kind),
+        changed.into(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+pub async fn set_active(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    kind: ClientKind,
+    key: &str,
+    active: bool,
+) -> Result<Client, OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let mut c = find(&mut tx, org_id, kind, key).await?;
+    exec!(
+        &mut tx,
+        "UPDATE oauth_clients SET active = $1, updated_at = $2 WHERE id = $3",
+        active,
+        now,
+        &c.id
+    )?;
+    c.active = active;
+    c.updated_at = now;
+    let action = format!(
+        "{}.{}",
+        c.kind,
+        if active { "activate" } else { "deactivate" }
+    );
+    record(&mut tx, now, actor, &c, &action, serde_json::json!({})).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// Deletes a client with every code, grant and token it has (cascade).
+pub async fn delete(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    kind: ClientKind,
+    key: &str,
+) -> Result<Client, OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let c = find(&mut tx, org_id, kind, key).await?;
+    let grants = crate::scalar_optional!(
+        &mut tx,
+        i64,
+        "SELECT COUNT(*) FROM oauth_grants WHERE client_pk = $1",
+        &c.id
+    )?
+    .unwrap_or(0);
+    exec!(
+        &mut tx,
+        "DELETE FROM oauth_access_tokens WHERE client_pk = $1",
+        &c.id
+    )?;
+    exec!(
+        &mut tx,
+        "DELETE FROM oauth_codes WHERE client_pk = $1",
+        &c.id
+    )?;
+    exec!(
+        &mut tx,
+        "DELETE FROM oauth_refresh_tokens WHERE grant_id IN (SELECT id FROM oauth_grants WHERE client_pk = $1)",
+        &c.id
+    )?;
+    exec!(
+        &mut tx,
+        "DELETE FROM oauth_grants WHERE client_pk = $1",
+        &c.id
+    )?;
+    exec!(&mut tx, "DELETE FROM oauth_clients WHERE id = $1", &c.id)?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        &format!("{}.delete", c.kind),
+        serde_json::json!({
+            "client_id": c.client_id, "authorizations_invalidated": grants,
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// A new secret; the old one dies at once, or after `overlap_ms`.
+pub async fn regenerate_secret(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    kind: ClientKind,
+    key: &str,
+    overlap_ms: i64,
+) -> Result<(Client, String), OAuthError> {
+    if !(0..=30 * 86_400_000).contains(&overlap_ms) {
+        return Err(OAuthError::InvalidRequest(
+            "overlap must be between 0s and 30d".into(),
+        ));
+    }
+    let now = core.now();
+    let secret = token::mint(TokenKind::ClientSecret);
+    let mut tx = core.db.begin_write().await?;
+    let mut c = find(&mut tx, org_id, kind, key).await?;
+    let (prev, prev_until) = if overlap_ms > 0 {
+        (Some(c.secret_digest.clone()), Some(now + overlap_ms))
+    } else {
+        (None, None)
+    };
+    c.secret_digest = core.pepper.digest(&secret);
+    c.prev_secret_digest = prev;
+    c.prev_secret_expires_at = prev_until;
+    c.updated_at = now;
+    exec!(
+        &mut tx,
+        "UPDATE oauth_clients SET secret_digest = $1, prev_secret_digest = $2, prev_secret_expires_at = $3, updated_at = $4 WHERE id = $5",
+        &c.secret_digest,
+        &c.prev_secret_digest,
+        c.prev_secret_expires_at,
+        now,
+        &c.id
+    )?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        &format!("{}.regenerate_secret", c.kind),
+        serde_json::json!({
+            "overlap_seconds": overlap_ms / 1000,
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((c, secret))
+}

@@ -1,0 +1,216 @@
+//! `grant_type=refresh_token`: rotation by compare-and-set.
+//!
+//! The presented refresh token is consumed (`used_at` set where it was
+//! NULL) and records its successor's digest. Of any number of concurrent
+//! uses exactly one wins. A consumed token presented again revokes the whole
+//! authorization (reuse detection) — unless the application has a grace
+//! window, inside which the replay receives the *same* successor pair, held
+//! sealed (bound to the consumed row) only for the window.
+
+use super::cut_off;
+use crate::audit::{self, Actor, Event};
+use crate::crypto::keyring::Place;
+use crate::crypto::sealed;
+use crate::crypto::token::{well_formed, TokenKind};
+use crate::oauth::clients::{Client, ClientKind};
+use crate::oauth::revoke::revoke_grant;
+use crate::oauth::tokens::{insert_access, AccessSpec, Issued};
+use crate::oauth::OAuthError;
+use crate::state::Core;
+use crate::store::Tx;
+use crate::{exec, fetch_optional};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    grant_id: String,
+    expires_at: i64,
+    used_at: Option<i64>,
+    used_ip: Option<String>,
+    client_pk: String,
+    user_id: String,
+    scope: String,
+    grant_created_at: i64,
+    grant_revoked_at: Option<i64>,
+    user_active: bool,
+    user_cutoff: Option<i64>,
+    org_cutoff: Option<i64>,
+}
+
+fn successor_place(digest: &str) -> Place<'_> {
+    Place {
+        table: "oauth_refresh_tokens",
+        column: "successor",
+        row: digest,
+    }
+}
+
+async fn load(tx: &mut Tx, digest: &str) -> Result<Option<Row>, sqlx::Error> {
+    fetch_optional!(
+        tx,
+        Row,
+        "SELECT rt.grant_id, rt.expires_at, rt.used_at, rt.used_ip, g.client_pk, g.user_id, g.scope,
+                g.created_at AS grant_created_at, g.revoked_at AS grant_revoked_at,
+                u.active AS user_active, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff
+         FROM oauth_refresh_tokens rt
+         JOIN oauth_grants g ON g.id = rt.grant_id
+         JOIN users u ON u.id = g.user_id
+         JOIN orgs o ON o.id = g.org_id
+         WHERE rt.digest = $1",
+        digest
+    )
+}
+
+pub async fn refresh(
+    core: &Core,
+    client: &Client,
+    presented: &str,
+    actor: &Actor,
+) -> Result<Issued, OAuthError> {
+    if client.kind() != ClientKind::App {
+        return Err(OAuthError::UnauthorizedClient(
+            "this client may not use the refresh_token grant".into(),
+        ));
+    }
+    let presented = presented.trim();
+    if !well_formed(TokenKind::RefreshToken, presented) {
+        return Err(OAuthError::InvalidGrant("invalid refresh token".into()));
+    }
+    let digest = core.pepper.digest(presented);
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let row = load(&mut tx, &digest)
+        .await?
+        .filter(|r| r.client_pk == client.id)
+        .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
+    if row.grant_revoked_at.is_some() {
+        return Err(OAuthError::InvalidGrant(
+            "the authorization was revoked".into(),
+        ));
+    }
+    if let Some(first_use) = row.used_at {
+        return replayed(core, tx, client, &digest, &row, first_use, actor, now).await;
+    }
+    if row.expires_at <= now {
+        return Err(OAuthError::InvalidGrant(
+            "refresh token expired; authorize again".into(),
+        ));
+    }
+    if !row.user_active {
+        return Err(OAuthError::InvalidGrant(
+            "the authorizing user is deactivated".into(),
+        ));
+    }
+    if cut_off(
+        row.grant_created_at,
+        &[client.revoked_before, row.user_cutoff, row.org_cutoff],
+    ) {
+        return Err(OAuthError::InvalidGrant(
+            "the authorization was revoked".into(),
+        ));
+    }
+
+    let (new_refresh, new_digest) = {
+        // Mint first so the successor digest is recorded by the same CAS.
+        let t = crate::crypto::token::mint(TokenKind::RefreshToken);
+        let d = core.pepper.digest(&t);
+        (t, d)
+    };
+    let won = exec!(
+        &mut tx,
+        "UPDATE oauth_refresh_tokens SET used_at = $1, used_ip = $2, successor_digest = $3 WHERE digest = $4 AND used_at IS NULL",
+        now,
+        &actor.ip,
+        &new_digest,
+        &digest
+    )?;
+    if won != 1 {
+        // A concurrent request consumed it between our read and our write
+        // (PostgreSQL): this is a second use of the same token.
+        let row = load(&mut tx, &digest)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
+        let first_use = row.used_at.unwrap_or(now);
+        return replayed(core, tx, client, &digest, &row, first_use, actor, now).await;
+    }
+    exec!(
+        &mut tx,
+        "INSERT INTO oauth_refresh_tokens (digest, grant_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+        &new_digest,
+        &row.grant_id,
+        now,
+        now + client.refresh_ttl_ms
+    )?;
+    let access = insert_access(
+        &mut tx,
+        &core.pepper,
+        AccessSpec {
+            client,
+            grant_id: Some(&row.grant_id),
+            user_id: Some(&row.user_id),
+            scope: &row.scope,
+        },
+        now,
+    )
+    .await?;
+    exec!(
+        &mut tx,
+        "UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2",
+        now,
+        &row.grant_id
+    )?;
+    let issued = Issued {
+        access_token: access,
+        refresh_token: Some(new_refresh),
+        expires_in: client.access_ttl_ms / 1000,
+        scope: row.scope.clone(),
+    };
+    if client.refresh_grace_ms > 0 {
+        let pair = serde_json::to_vec(&issued).unwrap_or_default();
+        sealed::put(&mut tx, &core.keyring, successor_place(&digest), &pair, now).await?;
+    }
+    tx.commit().await?;
+    Ok(issued)
+}
+
+/// A consumed token was presented again.
+#[allow(clippy::too_many_arguments)]
+async fn replayed(
+    core: &Core,
+    mut tx: Tx,
+    client: &Client,
+    digest: &str,
+    row: &Row,
+    first_use: i64,
+    actor: &Actor,
+    now: i64,
+) -> Result<Issued, OAuthError> {
+    if client.refresh_grace_ms > 0 && now - first_use <= client.refresh_grace_ms {
+        if let Some(pair) = sealed::get(&mut tx, &core.keyring, successor_place(digest)).await? {
+            if let Ok(mut issued) = serde_json::from_slice::<Issued>(&pair) {
+                issued.expires_in = ((first_use + client.access_ttl_ms - now) / 1000).max(0);
+                return Ok(issued);
+            }
+        }
+    }
+    if revoke_grant(&mut tx, &row.grant_id, "refresh token reuse detected", now).await? {
+        audit::record(&mut tx, now, actor, Event {
+            org_id: Some(&client.org_id),
+            action: "oauth.refresh.reuse_detected",
+            target: Some(&row.grant_id),
+            detail: serde_json::json!({
+                "client_id": client.client_id,
+                "app": client.name,
+                "reason": "a rotated refresh token was presented again; the authorization is revoked",
+                "first_presenter": {"ip": row.used_ip, "at": crate::clock::rfc3339(first_use)},
+                "second_presenter": {"ip": actor.ip, "at": crate::clock::rfc3339(now)},
+            }),
+        })
+        .await?;
+    }
+    // Whatever was held for the grace window goes with the authorization.
+    sealed::delete(&mut tx, successor_place(digest)).await?;
+    tx.commit().await?;
+    Err(OAuthError::InvalidGrant(
+        "refresh token was already used; the authorization is revoked (reuse detection)".into(),
+    ))
+}

@@ -1,0 +1,71 @@
+//! Minting the rows of issued tokens. Callers pass their transaction so a
+//! grant and its tokens appear together or not at all.
+
+use serde::Serialize;
+
+use super::clients::Client;
+use crate::crypto::token::{self, TokenKind};
+use crate::crypto::Pepper;
+use crate::exec;
+use crate::store::Tx;
+
+/// What a token endpoint returns.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+pub struct AccessSpec<'a> {
+    pub client: &'a Client,
+    pub grant_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub scope: &'a str,
+}
+
+/// Inserts an access token; returns the token (never stored).
+pub async fn insert_access(
+    tx: &mut Tx,
+    pepper: &Pepper,
+    spec: AccessSpec<'_>,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let t = token::mint(TokenKind::AccessToken);
+    exec!(
+        tx,
+        "INSERT INTO oauth_access_tokens (digest, client_pk, grant_id, org_id, user_id, scope, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        pepper.digest(&t),
+        &spec.client.id,
+        spec.grant_id,
+        &spec.client.org_id,
+        spec.user_id,
+        spec.scope,
+        now,
+        now + spec.client.access_ttl_ms
+    )?;
+    Ok(t)
+}
+
+/// Inserts a refresh token for `grant_id`; returns (token, digest).
+pub async fn insert_refresh(
+    tx: &mut Tx,
+    pepper: &Pepper,
+    grant_id: &str,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<(String, String), sqlx::Error> {
+    let t = token::mint(TokenKind::RefreshToken);
+    let d = pepper.digest(&t);
+    exec!(
+        tx,
+        "INSERT INTO oauth_refresh_tokens (digest, grant_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+        &d,
+        grant_id,
+        now,
+        now + ttl_ms
+    )?;
+    Ok((t, d))
+}
