@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::crypto::keyring::{KeySource, Keyring, Place};
 use crate::crypto::password::PasswordHasherConfig;
 use crate::crypto::{sealed, Pepper};
+use crate::store::writer::Writer;
 use crate::store::Db;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,24 @@ pub enum CoreError {
     BadPepper,
 }
 
+/// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Clone, Debug)]
 pub struct Core {
+    inner: Arc<CoreInner>,
+}
+
+impl std::ops::Deref for Core {
+    type Target = CoreInner;
+    fn deref(&self) -> &CoreInner {
+        &self.inner
+    }
+}
+
+#[derive(Debug)]
+pub struct CoreInner {
     pub db: Db,
+    /// Group commit for the hot write paths.
+    pub writer: Writer,
     pub keyring: Keyring,
     pub pepper: Pepper,
     pub passwords: PasswordHasherConfig,
@@ -68,12 +84,15 @@ impl Core {
         )?;
         Ok((
             Core {
-                db,
-                keyring,
-                pepper,
-                passwords,
-                clock,
-                config: Arc::new(config),
+                inner: Arc::new(CoreInner {
+                    writer: Writer::spawn(db.clone()),
+                    db,
+                    keyring,
+                    pepper,
+                    passwords,
+                    clock,
+                    config: Arc::new(config),
+                }),
             },
             source,
         ))

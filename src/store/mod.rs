@@ -6,6 +6,7 @@
 //! see which engine is underneath.
 
 pub mod sql;
+pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,6 +23,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Writer(#[from] writer::WriterError),
     #[error("unsupported database url (expected sqlite:PATH or postgres://…): {0}")]
     BadUrl(String),
 }

@@ -12,7 +12,7 @@ use crate::oauth::revoke::revoke_grant;
 use crate::oauth::tokens::{insert_access, insert_refresh, AccessSpec, Issued};
 use crate::oauth::OAuthError;
 use crate::state::Core;
-use crate::store::new_id;
+use crate::store::{new_id, Tx};
 use crate::{exec, fetch_optional};
 
 #[derive(sqlx::FromRow)]
@@ -61,13 +61,46 @@ pub async fn exchange(
         .filter(|r| !r.is_empty())
         .ok_or_else(|| OAuthError::InvalidRequest("redirect_uri is required".into()))?;
     let digest = core.pepper.digest(code);
+    let (core2, client2, actor2) = (core.clone(), client.clone(), actor.clone());
+    let (redirect_uri, verifier) = (redirect_uri.to_string(), verifier.map(str::to_string));
+    core.writer
+        .run(move |tx| {
+            Box::pin(async move {
+                exchange_in(
+                    tx,
+                    &core2,
+                    &client2,
+                    &digest,
+                    &redirect_uri,
+                    verifier.as_deref(),
+                    &actor2,
+                )
+                .await
+            })
+        })
+        .await
+        .map_err(crate::store::StoreError::from)?
+        .and_then(|inner| inner)
+}
+
+/// The exchange inside the group transaction: the outer `Err` rolls back
+/// (nothing changed); `Ok(Err(..))` is a refusal whose writes (a replayed
+/// code revoking its tokens) are committed.
+async fn exchange_in(
+    tx: &mut Tx,
+    core: &Core,
+    client: &Client,
+    digest: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+    actor: &Actor,
+) -> Result<Result<Issued, OAuthError>, OAuthError> {
     let now = core.now();
-    let mut tx = core.db.begin_write().await?;
     let row = fetch_optional!(
-        &mut tx,
+        tx,
         CodeRow,
         "SELECT client_pk, user_id, redirect_uri, scope, code_challenge, expires_at, used_at, grant_id FROM oauth_codes WHERE digest = $1",
-        &digest
+        digest
     )?
     .filter(|r| r.client_pk == client.id)
     .ok_or_else(|| OAuthError::InvalidGrant("invalid authorization code".into()))?;
@@ -75,8 +108,8 @@ pub async fn exchange(
     if row.used_at.is_some() {
         // A replayed code: whatever it produced is now suspect (RFC 6749 §4.1.2).
         if let Some(g) = &row.grant_id {
-            if revoke_grant(&mut tx, g, "authorization code replayed", now).await? {
-                audit::record(&mut tx, now, actor, Event {
+            if revoke_grant(tx, g, "authorization code replayed", now).await? {
+                audit::record(tx, now, actor, Event {
                     org_id: Some(&client.org_id),
                     action: "oauth.code.replay",
                     target: Some(g),
@@ -85,10 +118,9 @@ pub async fn exchange(
                 .await?;
             }
         }
-        tx.commit().await?;
-        return Err(OAuthError::InvalidGrant(
+        return Ok(Err(OAuthError::InvalidGrant(
             "authorization code was already used; tokens issued from it are revoked".into(),
-        ));
+        )));
     }
     if row.expires_at <= now {
         return Err(OAuthError::InvalidGrant(
@@ -119,17 +151,17 @@ pub async fn exchange(
         }
         (None, None) => {}
     }
-    let user = crate::identity::users::get(&mut tx, &client.org_id, &row.user_id)
+    let user = crate::identity::users::get(tx, &client.org_id, &row.user_id)
         .await?
         .filter(|u| u.active)
         .ok_or_else(|| OAuthError::InvalidGrant("the authorizing user is deactivated".into()))?;
 
     // Single use: exactly one of any number of concurrent exchanges wins.
     let won = exec!(
-        &mut tx,
+        tx,
         "UPDATE oauth_codes SET used_at = $1 WHERE digest = $2 AND used_at IS NULL",
         now,
-        &digest
+        digest
     )?;
     if won != 1 {
         return Err(OAuthError::InvalidGrant(
@@ -138,7 +170,7 @@ pub async fn exchange(
     }
     let grant_id = new_id();
     exec!(
-        &mut tx,
+        tx,
         "INSERT INTO oauth_grants (id, org_id, client_pk, user_id, scope, code_digest, created_at, last_used_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         &grant_id,
@@ -146,19 +178,19 @@ pub async fn exchange(
         &client.id,
         &user.id,
         &row.scope,
-        &digest,
+        digest,
         now
     )?;
     exec!(
-        &mut tx,
+        tx,
         "UPDATE oauth_codes SET grant_id = $1 WHERE digest = $2",
         &grant_id,
-        &digest
+        digest
     )?;
     let (refresh, _) =
-        insert_refresh(&mut tx, &core.pepper, &grant_id, client.refresh_ttl_ms, now).await?;
+        insert_refresh(tx, &core.pepper, &grant_id, client.refresh_ttl_ms, now).await?;
     let access = insert_access(
-        &mut tx,
+        tx,
         &core.pepper,
         AccessSpec {
             client,
@@ -169,20 +201,19 @@ pub async fn exchange(
         now,
     )
     .await?;
-    audit::record(&mut tx, now, actor, Event {
+    audit::record(tx, now, actor, Event {
         org_id: Some(&client.org_id),
         action: "oauth.authorization.create",
         target: Some(&grant_id),
         detail: serde_json::json!({"client_id": client.client_id, "app": client.name, "user": user.email, "scope": row.scope}),
     })
     .await?;
-    tx.commit().await?;
-    Ok(Issued {
+    Ok(Ok(Issued {
         access_token: access,
         refresh_token: Some(refresh),
         expires_in: client.access_ttl_ms / 1000,
         scope: row.scope,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -41,20 +41,22 @@ pub async fn issue(
             ));
         }
     }
-    let mut tx = core.db.begin_write().await?;
-    let access = insert_access(
-        &mut tx,
-        &core.pepper,
-        AccessSpec {
-            client,
-            grant_id: None,
-            user_id: client.user_id.as_deref(),
-            scope: scope.as_str(),
-        },
-        now,
-    )
-    .await?;
-    tx.commit().await?;
+    let (core2, client2, scope2) = (core.clone(), client.clone(), scope.as_str());
+    let access = core
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let spec = AccessSpec {
+                    client: &client2,
+                    grant_id: None,
+                    user_id: client2.user_id.as_deref(),
+                    scope: scope2,
+                };
+                insert_access(tx, &core2.pepper, spec, now).await
+            })
+        })
+        .await
+        .map_err(crate::store::StoreError::from)??;
     Ok(Issued {
         access_token: access,
         refresh_token: None,

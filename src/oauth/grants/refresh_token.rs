@@ -76,9 +76,28 @@ pub async fn refresh(
         return Err(OAuthError::InvalidGrant("invalid refresh token".into()));
     }
     let digest = core.pepper.digest(presented);
+    let (core2, client2, actor2) = (core.clone(), client.clone(), actor.clone());
+    core.writer
+        .run(move |tx| {
+            Box::pin(async move { rotate(tx, &core2, &client2, &digest, &actor2).await })
+        })
+        .await
+        .map_err(crate::store::StoreError::from)?
+        .and_then(|inner| inner)
+}
+
+/// The rotation inside the group transaction. The outer `Err` rolls the
+/// job back (nothing was written); `Ok(Err(..))` is a refusal whose writes
+/// (reuse detection revoking the authorization) must be committed.
+async fn rotate(
+    tx: &mut Tx,
+    core: &Core,
+    client: &Client,
+    digest: &str,
+    actor: &Actor,
+) -> Result<Result<Issued, OAuthError>, OAuthError> {
     let now = core.now();
-    let mut tx = core.db.begin_write().await?;
-    let row = load(&mut tx, &digest)
+    let row = load(tx, digest)
         .await?
         .filter(|r| r.client_pk == client.id)
         .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
@@ -88,7 +107,7 @@ pub async fn refresh(
         ));
     }
     if let Some(first_use) = row.used_at {
-        return replayed(core, tx, client, &digest, &row, first_use, actor, now).await;
+        return replayed(core, tx, client, digest, &row, first_use, actor, now).await;
     }
     if row.expires_at <= now {
         return Err(OAuthError::InvalidGrant(
@@ -116,24 +135,24 @@ pub async fn refresh(
         (t, d)
     };
     let won = exec!(
-        &mut tx,
+        tx,
         "UPDATE oauth_refresh_tokens SET used_at = $1, used_ip = $2, successor_digest = $3 WHERE digest = $4 AND used_at IS NULL",
         now,
         &actor.ip,
         &new_digest,
-        &digest
+        digest
     )?;
     if won != 1 {
         // A concurrent request consumed it between our read and our write
         // (PostgreSQL): this is a second use of the same token.
-        let row = load(&mut tx, &digest)
+        let row = load(tx, digest)
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
         let first_use = row.used_at.unwrap_or(now);
-        return replayed(core, tx, client, &digest, &row, first_use, actor, now).await;
+        return replayed(core, tx, client, digest, &row, first_use, actor, now).await;
     }
     exec!(
-        &mut tx,
+        tx,
         "INSERT INTO oauth_refresh_tokens (digest, grant_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
         &new_digest,
         &row.grant_id,
@@ -141,7 +160,7 @@ pub async fn refresh(
         now + client.refresh_ttl_ms
     )?;
     let access = insert_access(
-        &mut tx,
+        tx,
         &core.pepper,
         AccessSpec {
             client,
@@ -153,7 +172,7 @@ pub async fn refresh(
     )
     .await?;
     exec!(
-        &mut tx,
+        tx,
         "UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2",
         now,
         &row.grant_id
@@ -166,34 +185,33 @@ pub async fn refresh(
     };
     if client.refresh_grace_ms > 0 {
         let pair = serde_json::to_vec(&issued).unwrap_or_default();
-        sealed::put(&mut tx, &core.keyring, successor_place(&digest), &pair, now).await?;
+        sealed::put(tx, &core.keyring, successor_place(digest), &pair, now).await?;
     }
-    tx.commit().await?;
-    Ok(issued)
+    Ok(Ok(issued))
 }
 
 /// A consumed token was presented again.
 #[allow(clippy::too_many_arguments)]
 async fn replayed(
     core: &Core,
-    mut tx: Tx,
+    tx: &mut Tx,
     client: &Client,
     digest: &str,
     row: &Row,
     first_use: i64,
     actor: &Actor,
     now: i64,
-) -> Result<Issued, OAuthError> {
+) -> Result<Result<Issued, OAuthError>, OAuthError> {
     if client.refresh_grace_ms > 0 && now - first_use <= client.refresh_grace_ms {
-        if let Some(pair) = sealed::get(&mut tx, &core.keyring, successor_place(digest)).await? {
+        if let Some(pair) = sealed::get(tx, &core.keyring, successor_place(digest)).await? {
             if let Ok(mut issued) = serde_json::from_slice::<Issued>(&pair) {
                 issued.expires_in = ((first_use + client.access_ttl_ms - now) / 1000).max(0);
-                return Ok(issued);
+                return Ok(Ok(issued));
             }
         }
     }
-    if revoke_grant(&mut tx, &row.grant_id, "refresh token reuse detected", now).await? {
-        audit::record(&mut tx, now, actor, Event {
+    if revoke_grant(tx, &row.grant_id, "refresh token reuse detected", now).await? {
+        audit::record(tx, now, actor, Event {
             org_id: Some(&client.org_id),
             action: "oauth.refresh.reuse_detected",
             target: Some(&row.grant_id),
@@ -208,9 +226,8 @@ async fn replayed(
         .await?;
     }
     // Whatever was held for the grace window goes with the authorization.
-    sealed::delete(&mut tx, successor_place(digest)).await?;
-    tx.commit().await?;
-    Err(OAuthError::InvalidGrant(
+    sealed::delete(tx, successor_place(digest)).await?;
+    Ok(Err(OAuthError::InvalidGrant(
         "refresh token was already used; the authorization is revoked (reuse detection)".into(),
-    ))
+    )))
 }

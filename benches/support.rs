@@ -1,0 +1,266 @@
+//! Shared by the load benchmarks: a world (database, CLI, release server)
+//! and a closed-loop load runner that prints throughput and latency.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rekey");
+pub const PASSWORD: &str = "correct-horse-battery-staple";
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+    pub key: String,
+    pub backend: &'static str,
+    pg_db: Option<String>,
+}
+
+fn pg_admin() -> String {
+    std::env::var("REKEY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl World {
+    pub async fn new(backend: &'static str) -> Option<World> {
+        let dir = tempfile::tempdir().ok()?;
+        let key = String::from_utf8(
+            Command::new(BIN)
+                .args(["keyring", "generate"])
+                .output()
+                .ok()?
+                .stdout,
+        )
+        .ok()?
+        .trim()
+        .to_string();
+        let (db_url, pg_db) = if backend == "postgres" {
+            let admin = match sqlx::PgPool::connect(&pg_admin()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("SKIPPED postgres: {e}");
+                    return None;
+                }
+            };
+            let name = format!(
+                "rekey_bench_{}",
+                ulid::Ulid::new().to_string().to_lowercase()
+            );
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .ok()?;
+            let base = pg_admin();
+            (format!("{}/{name}", &base[..base.rfind('/')?]), Some(name))
+        } else {
+            (
+                format!("sqlite:{}", dir.path().join("rekey.db").display()),
+                None,
+            )
+        };
+        Some(World {
+            dir,
+            db_url,
+            key,
+            backend,
+            pg_db,
+        })
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("REKEY_DATABASE_URL", &self.db_url)
+            .env("REKEY_MASTER_KEY", &self.key)
+            .env("REKEY_ARGON2_MEMORY_KIB", "1024")
+            .env("REKEY_ARGON2_ITERATIONS", "1")
+            .env("REKEY_DATA_DIR", self.dir.path())
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn json(&self, args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+        let mut c = self.cmd();
+        c.args(args)
+            .arg("--json")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(s.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// Starts the server; returns it and its base URL and the time until it answered.
+    pub fn serve(&self) -> (Child, String, Duration) {
+        let started = Instant::now();
+        let mut c = self.cmd();
+        c.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("REKEY_LOG", "warn,rekey::server=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(i) = line.find("listening on http://") {
+                        let url: String = line[i + 13..]
+                            .chars()
+                            .take_while(|c| !c.is_whitespace())
+                            .collect();
+                        let _ = tx.send(url);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server start");
+        (child, url, started.elapsed())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_db.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(async {
+                        if let Ok(p) = sqlx::PgPool::connect(&pg_admin()).await {
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&p)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+pub struct Report {
+    pub name: String,
+    pub ok: usize,
+    pub failed: usize,
+    pub secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Report {
+    pub fn print(&self, backend: &str) {
+        println!(
+            "{:<34} {:<9} {:>8} ok {:>5} failed {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            self.name,
+            backend,
+            self.ok,
+            self.failed,
+            self.ok as f64 / self.secs,
+            self.p50_ms,
+            self.p99_ms
+        );
+    }
+}
+
+/// Runs `workers` closed loops of `op` for `duration` (or until `op`
+/// returns None, meaning the worker ran out of work).
+pub async fn run<S, F, Fut>(
+    name: &str,
+    workers: usize,
+    duration: Duration,
+    states: Vec<S>,
+    op: F,
+) -> Report
+where
+    S: Send + 'static,
+    F: Fn(reqwest::Client, S) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Option<(bool, S)>> + Send,
+{
+    let lat = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    let mut states = states.into_iter();
+    for _ in 0..workers {
+        let Some(mut st) = states.next() else { break };
+        let op = op.clone();
+        let lat = lat.clone();
+        let failed = failed.clone();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while start.elapsed() < duration {
+                let t = Instant::now();
+                match op(client.clone(), st).await {
+                    Some((ok, next)) => {
+                        if ok {
+                            mine.push(t.elapsed().as_secs_f64() * 1000.0);
+                        } else {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        st = next;
+                    }
+                    None => break,
+                }
+            }
+            lat.lock().await.extend(mine);
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let secs = start
+        .elapsed()
+        .as_secs_f64()
+        .min(duration.as_secs_f64().max(0.001));
+    let mut l = lat.lock().await.clone();
+    l.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let pct = |p: f64| {
+        if l.is_empty() {
+            0.0
+        } else {
+            l[((l.len() as f64 * p) as usize).min(l.len() - 1)]
+        }
+    };
+    Report {
+        name: name.to_string(),
+        ok: l.len(),
+        failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        secs,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
