@@ -23,8 +23,9 @@ pub const MIN_LENGTH: usize = 12;
 pub struct PasswordHasherConfig {
     argon: Argon2<'static>,
     /// A hash of a random password, verified against when an account does not
-    /// exist so that a failed login takes the same time either way.
-    dummy: String,
+    /// exist so that a failed login takes the same time either way. Made on
+    /// first use, so start-up does not pay for an argon2 hash.
+    dummy: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for PasswordHasherConfig {
@@ -38,12 +39,10 @@ impl PasswordHasherConfig {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| PasswordError::Params(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let mut me = PasswordHasherConfig {
+        Ok(PasswordHasherConfig {
             argon,
-            dummy: String::new(),
-        };
-        me.dummy = me.hash_unchecked(&generate())?;
-        Ok(me)
+            dummy: Default::default(),
+        })
     }
 
     fn hash_unchecked(&self, password: &str) -> Result<String, PasswordError> {
@@ -64,7 +63,16 @@ impl PasswordHasherConfig {
     /// Verifies against the stored hash, or against a dummy hash when there is
     /// no account, so both cases cost the same.
     pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
-        let target = stored.unwrap_or(&self.dummy);
+        let dummy;
+        let target = match stored {
+            Some(s) => s,
+            None => {
+                dummy = self
+                    .dummy
+                    .get_or_init(|| self.hash_unchecked(&generate()).unwrap_or_default());
+                dummy.as_str()
+            }
+        };
         let Ok(parsed) = PasswordHash::new(target) else {
             return false;
         };
