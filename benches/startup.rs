@@ -11,10 +11,24 @@ use support::*;
 #[tokio::main]
 async fn main() {
     for backend in ["sqlite", "postgres"] {
-        let Some(w) = World::new(backend).await else { continue };
+        let Some(w) = World::new(backend).await else {
+            continue;
+        };
         // an existing, migrated database with some data in it
         w.json(&["org", "create", "acme"], None);
-        w.json(&["user", "create", "--org", "acme", "--email", "u@acme.test", "--permission", "read"], None);
+        w.json(
+            &[
+                "user",
+                "create",
+                "--org",
+                "acme",
+                "--email",
+                "u@acme.test",
+                "--permission",
+                "read",
+            ],
+            None,
+        );
         let mut starts = Vec::new();
         let mut rss = Vec::new();
         for _ in 0..10 {
@@ -31,7 +45,8 @@ async fn main() {
             }
             starts.push(t.elapsed().as_secs_f64() * 1000.0);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
             if let Some(kb) = status
                 .lines()
                 .find(|l| l.starts_with("VmRSS:"))

@@ -34,6 +34,8 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
         public_url: public_url.clone(),
     };
     let app = api::router(state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let jobs = crate::jobs::spawn_all(&core, stop_rx);
     tracing::info!(
         address = %bound,
         public_url = %public_url,
@@ -47,6 +49,10 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    let _ = stop_tx.send(true);
+    for j in jobs {
+        let _ = j.await;
+    }
     tracing::info!("shut down");
     core.db.close().await;
     Ok(())

@@ -45,6 +45,8 @@ pub struct CoreInner {
     pub db: Db,
     /// Group commit for the hot write paths.
     pub writer: Writer,
+    /// Access-key last-used times, flushed in batches by the server.
+    pub key_usage: crate::oauth::access_keys::UsageTracker,
     pub keyring: Keyring,
     pub pepper: Pepper,
     pub passwords: PasswordHasherConfig,
@@ -86,6 +88,7 @@ impl Core {
             Core {
                 inner: Arc::new(CoreInner {
                     writer: Writer::spawn(db.clone()),
+                    key_usage: Default::default(),
                     db,
                     keyring,
                     pepper,

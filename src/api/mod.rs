@@ -5,12 +5,14 @@ pub mod apps;
 pub mod authorize;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod oauth_seed;
 pub mod oauth_std;
 pub mod ops;
 pub mod pages;
+pub mod people;
 pub mod platform;
 pub mod session;
 
@@ -108,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         )
         // platform API
         .route("/v1/me", get(platform::me))
+        .route(
+            "/v1/people",
+            get(people::get).put(people::put).delete(people::delete),
+        )
         // admin API
         .route(
             "/api/v1/orgs/{org}/apps",
@@ -136,6 +142,38 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/apps/{app}/authorizations/{id}",
             axum::routing::delete(apps::revoke_authorization),
+        )
+        .route(
+            "/api/v1/orgs/{org}/keys",
+            get(keys::list_keys).post(keys::create_key),
+        )
+        .route(
+            "/api/v1/orgs/{org}/keys/{name}",
+            axum::routing::delete(keys::revoke_key),
+        )
+        .route(
+            "/api/v1/orgs/{org}/keys/{name}/reset",
+            post(keys::reset_key),
+        )
+        .route(
+            "/api/v1/orgs/{org}/m2m",
+            get(keys::list_m2m).post(keys::create_m2m),
+        )
+        .route(
+            "/api/v1/orgs/{org}/m2m/{name}",
+            axum::routing::delete(keys::delete_m2m),
+        )
+        .route(
+            "/api/v1/orgs/{org}/m2m/{name}/regenerate-secret",
+            post(keys::regenerate_m2m),
+        )
+        .route(
+            "/api/v1/orgs/{org}/m2m/{name}/deactivate",
+            post(keys::deactivate_m2m),
+        )
+        .route(
+            "/api/v1/orgs/{org}/m2m/{name}/activate",
+            post(keys::activate_m2m),
         )
         .fallback(ops::not_found)
         .with_state(state)

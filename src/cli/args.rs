@@ -53,6 +53,92 @@ pub enum Command {
     /// OAuth applications of an org.
     #[command(subcommand)]
     App(AppCmd),
+    /// Org access keys (the `Accesskey` header).
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Machine-to-machine clients (client credentials).
+    #[command(subcommand)]
+    M2m(M2mCmd),
+}
+
+/// Names a key or machine client: `--org SLUG --name NAME`.
+#[derive(Args, Debug)]
+pub struct NamedRef {
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create an access key; prints it once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["read", "read_write"])]
+        scope: String,
+        /// The key stops working after this long (e.g. 90d).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<Dur>,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// A new key under the same name; the old one dies at once unless --overlap.
+    Reset {
+        #[command(flatten)]
+        key: NamedRef,
+        /// Keep the old key valid this long so callers can switch.
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<Dur>,
+    },
+    /// Revoke a key (and any overlapping previous key) at once.
+    Revoke(NamedRef),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum M2mCmd {
+    /// Create a machine client; prints the client id and secret once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["read", "read_write"])]
+        scope: String,
+        /// Act capped by this user's permission; stop when the user is deactivated.
+        #[arg(long)]
+        user: Option<String>,
+        /// Access token lifetime (default 1h).
+        #[arg(long, value_name = "DURATION")]
+        access_token_ttl: Option<Dur>,
+    },
+    /// List machine clients.
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// A new secret; regenerating immediately invalidates the old secret unless --overlap.
+    RegenerateSecret {
+        #[command(flatten)]
+        client: NamedRef,
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<Dur>,
+        /// Also invalidate every access token issued so far (after a leak).
+        #[arg(long)]
+        revoke_tokens: bool,
+    },
+    /// Delete a machine client and its tokens.
+    Delete(NamedRef),
+    /// Refuse the client and its tokens until activated.
+    Deactivate(NamedRef),
+    /// Accept the client again.
+    Activate(NamedRef),
 }
 
 /// Names an application: `--org SLUG --name NAME`.

@@ -5,7 +5,9 @@
 mod app;
 pub mod args;
 mod audit;
+mod key;
 mod keyring;
+mod m2m;
 mod org;
 mod output;
 mod serve;
@@ -127,6 +129,8 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::Keyring(c) => keyring::run(&core, &out, source, c).await?,
         Command::Audit(c) => audit::run(&core, &out, c).await?,
         Command::App(c) => app::run(&core, &out, c).await?,
+        Command::Key(c) => key::run(&core, &out, c).await?,
+        Command::M2m(c) => m2m::run(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)

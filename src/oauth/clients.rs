@@ -591,3 +591,33 @@ pub async fn regenerate_secret(
     tx.commit().await?;
     Ok((c, secret))
 }
+
+/// Bulk revocation of one client: every token it was issued before `cutoff`
+/// stops working (one write, checked at validation).
+pub async fn revoke_tokens_before(
+    core: &Core,
+    actor: &Actor,
+    c: &Client,
+    cutoff: i64,
+) -> Result<(), OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "UPDATE oauth_clients SET revoked_before = $1, updated_at = $2 WHERE id = $3",
+        cutoff + 1,
+        now,
+        &c.id
+    )?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        c,
+        &format!("{}.revoke_tokens", c.kind),
+        serde_json::json!({"issued_before": crate::clock::rfc3339(cutoff)}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -146,8 +146,7 @@ pub async fn bearer(core: &Core, token: &str) -> Result<Caller, GuardError> {
         .ok_or(GuardError::Invalid)
 }
 
-/// Authenticates an `Accesskey` header (org access keys arrive with the
-/// access-key module; until then every key is refused).
-pub async fn access_key(_core: &Core, _key: &str) -> Result<Caller, GuardError> {
-    Err(GuardError::Invalid)
+/// Authenticates an `Accesskey` header.
+pub async fn access_key(core: &Core, key: &str) -> Result<Caller, GuardError> {
+    super::access_keys::authenticate(core, key).await
 }

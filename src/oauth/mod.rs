@@ -3,6 +3,7 @@
 //! introspection, authorizations and their statuses, and the guard that
 //! authenticates platform API calls.
 
+pub mod access_keys;
 pub mod authorizations;
 pub mod authorize;
 pub mod client_auth;

@@ -47,3 +47,54 @@ macro_rules! scalar_optional {
         }
     }};
 }
+
+/// One bind value of a statement whose argument count is only known at run
+/// time (multi-row inserts).
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+}
+
+/// Executes `sql` with `args` bound to `$1…$N` in order.
+pub async fn exec_args<C: super::AsEx>(
+    c: &mut C,
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<u64, sqlx::Error> {
+    macro_rules! bind_all {
+        ($q:expr) => {{
+            let mut q = $q;
+            for a in args {
+                q = match a {
+                    Arg::Text(s) => q.bind(s),
+                    Arg::OptText(s) => q.bind(s),
+                    Arg::Int(i) => q.bind(i),
+                };
+            }
+            q
+        }};
+    }
+    match c.ex() {
+        super::Ex::Sqlite(c) => Ok(bind_all!(sqlx::query(sql))
+            .execute(&mut *c)
+            .await?
+            .rows_affected()),
+        super::Ex::Postgres(c) => Ok(bind_all!(sqlx::query(sql))
+            .execute(&mut *c)
+            .await?
+            .rows_affected()),
+    }
+}
+
+/// `($1, $2, …), (…)` for `rows` rows of `cols` columns, numbered from `$1`.
+pub fn placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let inner: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", inner.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

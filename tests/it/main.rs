@@ -7,3 +7,4 @@ mod foundation;
 mod keyring;
 mod oauth;
 mod oauth_support;
+mod platform;

@@ -1,0 +1,234 @@
+//! Admin API for access keys (`/api/v1/orgs/{org}/keys…`) and machine
+//! clients (`/api/v1/orgs/{org}/m2m…`).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::apps::{body, org_for};
+use super::extract::AdminSession;
+use super::{ApiError, AppState};
+use crate::config::Dur;
+use crate::identity::users;
+use crate::oauth::access_keys;
+use crate::oauth::clients::{self, ClientKind, Lifetimes, NewClient};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    scope: String,
+    expires: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Overlap {
+    overlap: Option<Dur>,
+    #[serde(default)]
+    revoke_tokens: bool,
+}
+
+pub async fn list_keys(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let now = st.core.now();
+    let v: Vec<_> = access_keys::list(&st.core.db, &o.id)
+        .await?
+        .iter()
+        .map(|k| k.view(now))
+        .collect();
+    Ok(Json(json!(v)))
+}
+
+pub async fn create_key(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    b: Result<Json<CreateKey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let (k, key) = access_keys::create(
+        &st.core,
+        &admin.actor(),
+        &o.id,
+        &b.name,
+        &b.scope,
+        b.expires.map(Dur::ms),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": k.id, "key": key, "name": k.name, "scope": k.scope})),
+    )
+        .into_response())
+}
+
+pub async fn reset_key(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+    b: Option<Json<Overlap>>,
+) -> Result<Json<Value>, ApiError> {
+    let overlap = b.and_then(|Json(o)| o.overlap).map(Dur::ms).unwrap_or(0);
+    let o = org_for(&st, &admin, &org).await?;
+    let (k, key) = access_keys::reset(&st.core, &admin.actor(), &o.id, &name, overlap).await?;
+    Ok(Json(json!({"id": k.id, "key": key, "name": k.name})))
+}
+
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let k = access_keys::revoke(&st.core, &admin.actor(), &o.id, &name).await?;
+    Ok(Json(json!(k.view(st.core.now()))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateM2m {
+    name: String,
+    scope: String,
+    user: Option<String>,
+    access_token_ttl: Option<Dur>,
+}
+
+pub async fn list_m2m(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let now = st.core.now();
+    let v: Vec<_> = clients::list(&st.core.db, &o.id, ClientKind::M2m)
+        .await?
+        .iter()
+        .map(|c| c.view(None, now))
+        .collect();
+    Ok(Json(json!(v)))
+}
+
+pub async fn create_m2m(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    b: Result<Json<CreateM2m>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let user = match &b.user {
+        Some(e) => {
+            let mut c = st.core.db.read().await?;
+            Some(
+                users::find_by_email(&mut c, &o.id, e)
+                    .await?
+                    .ok_or_else(|| ApiError::bad_request(format!("user {e:?} not found")))?,
+            )
+        }
+        None => None,
+    };
+    let (c, secret) = clients::create(
+        &st.core,
+        &admin.actor(),
+        NewClient {
+            org_id: &o.id,
+            kind: ClientKind::M2m,
+            name: &b.name,
+            scope: &b.scope,
+            callbacks: &[],
+            user_id: user.as_ref().map(|u| u.id.as_str()),
+            lifetimes: Lifetimes {
+                access_ms: b.access_token_ttl.map(Dur::ms),
+                ..Default::default()
+            },
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": c.id, "client_id": c.client_id, "client_secret": secret})),
+    )
+        .into_response())
+}
+
+pub async fn regenerate_m2m(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+    b: Option<Json<Overlap>>,
+) -> Result<Json<Value>, ApiError> {
+    let b = b.map(|Json(o)| o).unwrap_or_default();
+    let o = org_for(&st, &admin, &org).await?;
+    let now = st.core.now();
+    let (c, secret) = clients::regenerate_secret(
+        &st.core,
+        &admin.actor(),
+        &o.id,
+        ClientKind::M2m,
+        &name,
+        b.overlap.map(Dur::ms).unwrap_or(0),
+    )
+    .await?;
+    if b.revoke_tokens {
+        clients::revoke_tokens_before(&st.core, &admin.actor(), &c, now).await?;
+    }
+    Ok(Json(
+        json!({"id": c.id, "client_id": c.client_id, "client_secret": secret}),
+    ))
+}
+
+pub async fn delete_m2m(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    clients::delete(&st.core, &admin.actor(), &o.id, ClientKind::M2m, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn deactivate_m2m(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let c = clients::set_active(
+        &st.core,
+        &admin.actor(),
+        &o.id,
+        ClientKind::M2m,
+        &name,
+        false,
+    )
+    .await?;
+    Ok(Json(json!(c.view(None, st.core.now()))))
+}
+
+pub async fn activate_m2m(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let c = clients::set_active(
+        &st.core,
+        &admin.actor(),
+        &o.id,
+        ClientKind::M2m,
+        &name,
+        true,
+    )
+    .await?;
+    Ok(Json(json!(c.view(None, st.core.now()))))
+}

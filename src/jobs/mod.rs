@@ -1,0 +1,73 @@
+//! Background work of a server instance. Each job is a loop over its
+//! interval that stops with the server. The jobs here are idempotent
+//! housekeeping, safe to run on every instance at once; work that must run
+//! exactly once is claimed by lease in the database.
+
+pub mod janitor;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::state::Core;
+
+/// Starts the jobs; they stop when `stop` turns true.
+pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    vec![
+        every(
+            core.clone(),
+            stop.clone(),
+            Duration::from_secs(5),
+            "key-usage flush",
+            |core| {
+                Box::pin(async move {
+                    core.key_usage
+                        .flush(&core.db)
+                        .await
+                        .map(|n| n as u64)
+                        .map_err(|e| e.to_string())
+                })
+            },
+        ),
+        every(
+            core.clone(),
+            stop,
+            Duration::from_secs(300),
+            "janitor",
+            |core| Box::pin(async move { janitor::sweep(&core).await.map_err(|e| e.to_string()) }),
+        ),
+    ]
+}
+
+type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
+
+fn every(
+    core: Core,
+    mut stop: watch::Receiver<bool>,
+    period: Duration,
+    name: &'static str,
+    job: fn(Core) -> JobFuture,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => {
+                    // one last run so nothing noted in memory is lost
+                    let _ = job(core.clone()).await;
+                    return;
+                }
+            }
+            match job(core.clone()).await {
+                Ok(n) if n > 0 => tracing::debug!(job = name, items = n, "job ran"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job = name, error = %e, "job failed; retrying next period")
+                }
+            }
+        }
+    })
+}
