@@ -268,76 +268,26 @@ async fn bench(w: &World, dur: Duration) {
     )
     .await;
     rep.print(w.backend);
-    wrk_reads(w.backend, &url, &id, &secret, &access, dur);
-    let _ = srv.kill();
-    let _ = srv.wait();
-}
-
-/// The read paths again with wrk (a lighter load generator, when installed),
-/// so the server gets more of the two cores.
-fn wrk_reads(backend: &str, url: &str, id: &str, secret: &str, access: &str, dur: Duration) {
-    use base64::Engine;
-    if std::process::Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_err()
     {
-        println!("(wrk not installed: apt-get install wrk for the lighter-generator figures)");
-        return;
-    }
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(_) => return,
-    };
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
-    let scripts = [
-        (
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        wrk(
             "introspection (wrk)",
-            format!("{url}/oauth2/introspect"),
-            format!(
+            w.backend,
+            &format!("{url}/oauth2/introspect"),
+            &format!(
                 "wrk.method = \"POST\"\nwrk.body = \"token={access}\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\nwrk.headers[\"Authorization\"] = \"Basic {basic}\"\n"
             ),
-        ),
-        (
+            dur,
+        );
+        wrk(
             "GET /v1/me Bearer (wrk)",
-            format!("{url}/v1/me"),
-            format!("wrk.headers[\"Authorization\"] = \"Bearer {access}\"\n"),
-        ),
-    ];
-    for (name, target, lua) in scripts {
-        let path = dir.path().join("s.lua");
-        if std::fs::write(&path, lua).is_err() {
-            return;
-        }
-        let out = std::process::Command::new("wrk")
-            .args(["-t1", "-c32", "--latency", "-d"])
-            .arg(format!("{}s", dur.as_secs().max(1)))
-            .arg("-s")
-            .arg(&path)
-            .arg(&target)
-            .output();
-        let Ok(out) = out else { continue };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let grab = |prefix: &str| {
-            text.lines()
-                .find(|l| l.trim_start().starts_with(prefix))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("?")
-                .to_string()
-        };
-        let non2xx = text
-            .lines()
-            .find(|l| l.contains("Non-2xx"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        println!(
-            "{:<34} {:<9} {:>10} req/s   p50 {:>8}   p99 {:>8}   {non2xx}",
-            name,
-            backend,
-            grab("Requests/sec:"),
-            grab("50%"),
-            grab("99%")
+            w.backend,
+            &format!("{url}/v1/me"),
+            &format!("wrk.headers[\"Authorization\"] = \"Bearer {access}\"\n"),
+            dur,
         );
     }
+    let _ = srv.kill();
+    let _ = srv.wait();
 }

@@ -264,3 +264,50 @@ where
         p99_ms: pct(0.99),
     }
 }
+
+/// Runs wrk (when installed: `apt-get install wrk`) with a Lua request
+/// script; a lighter load generator than reqwest, so the server gets more of
+/// the cores. Prints one line like the closed-loop runner.
+pub fn wrk(name: &str, backend: &str, target: &str, lua: &str, dur: Duration) {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("{name:<34} {backend:<9} (wrk not installed: apt-get install wrk)");
+        return;
+    }
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("s.lua");
+    if std::fs::write(&path, lua).is_err() {
+        return;
+    }
+    let Ok(out) = Command::new("wrk")
+        .args(["-t1", "-c32", "--latency", "-d"])
+        .arg(format!("{}s", dur.as_secs().max(1)))
+        .arg("-s")
+        .arg(&path)
+        .arg(target)
+        .output()
+    else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let grab = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let non2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    println!(
+        "{:<34} {:<9} {:>10} req/s   p50 {:>8}   p99 {:>8}   {non2xx}",
+        name,
+        backend,
+        grab("Requests/sec:"),
+        grab("50%"),
+        grab("99%")
+    );
+}

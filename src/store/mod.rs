@@ -38,13 +38,25 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// PostgreSQL (one pool; PostgreSQL handles concurrent writers itself).
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        /// One writing transaction at a time within this process. SQLite
+        /// allows one writer anyway; without the gate, waiting writers poll
+        /// in SQLite's busy handler (sleeping up to 100 ms a try), which
+        /// turns contention into tail latency. Other processes (the CLI)
+        /// still meet the busy timeout.
+        gate: std::sync::Arc<tokio::sync::Semaphore>,
+    },
     Postgres(PgPool),
 }
 
 /// A writing transaction. Obtain it through [`Db::begin_write`] only.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -67,7 +79,7 @@ pub trait AsEx {
 impl AsEx for Tx {
     fn ex(&mut self) -> Ex<'_> {
         match self {
-            Tx::Sqlite(t) => Ex::Sqlite(t),
+            Tx::Sqlite(t, _) => Ex::Sqlite(t),
             Tx::Postgres(t) => Ex::Postgres(t),
         }
     }
@@ -85,7 +97,7 @@ impl AsEx for Conn {
 impl Tx {
     pub async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _permit) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -132,7 +144,11 @@ impl Db {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(Db::Sqlite { write, read })
+        Ok(Db::Sqlite {
+            write,
+            read,
+            gate: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        })
     }
 
     pub fn backend(&self) -> &'static str {
@@ -177,7 +193,14 @@ impl Db {
     /// up front makes it wait (busy timeout) instead.
     pub async fn begin_write(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite { write, gate, .. } => {
+                let permit = gate
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+                Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?, permit)
+            }
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -192,7 +215,7 @@ impl Db {
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite { write, read } => {
+            Db::Sqlite { write, read, .. } => {
                 read.close().await;
                 write.close().await;
             }

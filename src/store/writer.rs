@@ -19,7 +19,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a job leaves behind once it ran: whether to keep its writes, and
 /// how to answer once the batch's commit is known.
 type Completion = (bool, Box<dyn FnOnce(Result<(), String>) + Send>);
-type Job = Box<dyn for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Completion> + Send>;
+type JobFn = Box<dyn for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Completion> + Send>;
+
+struct Job {
+    run: JobFn,
+    /// Run inside its own savepoint. Jobs that are one statement (an
+    /// INSERT of a fresh token) skip it: a statement is atomic, and one
+    /// that fails breaks the batch anyway.
+    guarded: bool,
+}
 
 /// One or more writer lanes. SQLite has one writer at a time anyway, so it
 /// gets one lane; PostgreSQL takes concurrent writers, and a job there is
@@ -71,8 +79,28 @@ impl Writer {
         E: Send + 'static,
         F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
     {
+        self.submit(f, true).await
+    }
+
+    /// Like [`run`](Self::run) for a job that is a single statement: no
+    /// savepoint round trips. If it fails, the whole batch fails.
+    pub async fn run_single<T, E, F>(&self, f: F) -> Result<Result<T, E>, WriterError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T, E, F>(&self, f: F, guarded: bool) -> Result<Result<T, E>, WriterError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<Result<T, E>, WriterError>>();
-        let job: Job = Box::new(move |t: &mut Tx| {
+        let run: JobFn = Box::new(move |t: &mut Tx| {
             Box::pin(async move {
                 let result = f(t).await;
                 let keep = result.is_ok();
@@ -85,6 +113,7 @@ impl Writer {
                 (keep, done)
             })
         });
+        let job = Job { run, guarded };
         let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
         self.lanes[lane]
             .send(job)
@@ -120,12 +149,20 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                 drop(job);
                 continue;
             }
+            if !job.guarded {
+                let (keep, d) = (job.run)(&mut tx).await;
+                if !keep {
+                    broken = Some("a single-statement job failed".into());
+                }
+                done.push(d);
+                continue;
+            }
             if let Err(e) = exec!(&mut tx, "SAVEPOINT job") {
                 broken = Some(e.to_string());
                 drop(job);
                 continue;
             }
-            let (keep, d) = job(&mut tx).await;
+            let (keep, d) = (job.run)(&mut tx).await;
             let end = if keep {
                 exec!(&mut tx, "RELEASE SAVEPOINT job")
             } else {

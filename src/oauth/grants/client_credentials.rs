@@ -44,7 +44,7 @@ pub async fn issue(
     let (core2, client2, scope2) = (core.clone(), client.clone(), scope.as_str());
     let access = core
         .writer
-        .run(move |tx| {
+        .run_single(move |tx| {
             Box::pin(async move {
                 let spec = AccessSpec {
                     client: &client2,
