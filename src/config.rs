@@ -102,6 +102,8 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// Life of an authorization code; at most 60 s.
     pub authorization_code_ttl: Dur,
+    /// How often the refresh keeper looks for connections to refresh; 0 turns it off.
+    pub keeper_interval: Dur,
 }
 
 impl Default for Config {
@@ -125,6 +127,7 @@ impl Default for Config {
             login_window: Dur::secs(15 * 60),
             trust_forwarded_for: false,
             authorization_code_ttl: Dur::secs(60),
+            keeper_interval: Dur::secs(10),
         }
     }
 }
@@ -161,6 +164,7 @@ const KNOWN: &[&str] = &[
     "login_window",
     "trust_forwarded_for",
     "authorization_code_ttl",
+    "keeper_interval",
     // read by the CLI, not a server setting
     "config",
 ];

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connectors;
 pub mod crypto;
 pub mod identity;
 pub mod jobs;

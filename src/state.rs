@@ -25,6 +25,8 @@ pub enum CoreError {
     Password(#[from] crate::crypto::password::PasswordError),
     #[error("the server pepper in the database is damaged")]
     BadPepper,
+    #[error(transparent)]
+    Catalog(#[from] crate::connectors::catalog::CatalogError),
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -73,6 +75,8 @@ impl Core {
                 ))
             })?;
         }
+        // A broken catalog fails start-up, naming the file and field.
+        crate::connectors::catalog::catalog()?;
         let (keyring, source) =
             Keyring::load(config.master_key.as_deref(), &config.key_file(), create_key)?;
         let db = Db::connect(&config.database_url()).await?;

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod authorize;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -174,6 +175,51 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/m2m/{name}/activate",
             post(keys::activate_m2m),
+        )
+        .route("/oauth/callback", get(connections::callback))
+        .route("/api/v1/connectors", get(connections::catalog_list))
+        .route("/api/v1/connectors/{kind}", get(connections::catalog_show))
+        .route(
+            "/api/v1/connectors/{kind}/client",
+            post(connections::configure),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}",
+            get(connections::show)
+                .patch(connections::update)
+                .delete(connections::delete),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/test",
+            post(connections::test),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/authorize",
+            post(connections::authorize),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/reauthenticate",
+            post(connections::authorize),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/revoke-authorization",
+            post(connections::revoke),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/credential",
+            post(connections::set_credential),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/client",
+            post(connections::set_client),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/credentials",
+            get(connections::read_credentials),
         )
         .fallback(ops::not_found)
         .with_state(state)

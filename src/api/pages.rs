@@ -127,3 +127,12 @@ pub fn consent_page(p: ConsentPage<'_>) -> Response {
     );
     page(StatusCode::OK, "Authorize", &body, &p.cookies)
 }
+
+pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    page(
+        status,
+        title,
+        &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(message)),
+        &[],
+    )
+}

@@ -59,6 +59,132 @@ pub enum Command {
     /// Machine-to-machine clients (client credentials).
     #[command(subcommand)]
     M2m(M2mCmd),
+    /// The catalog of connector kinds.
+    #[command(subcommand)]
+    Connector(ConnectorCmd),
+    /// Connections to outside systems.
+    #[command(subcommand)]
+    Connection(ConnectionCmd),
+    /// Platform service keys (read connection credentials).
+    #[command(subcommand)]
+    ServiceKey(ServiceKeyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectorCmd {
+    /// List connector kinds.
+    List,
+    /// Show one kind: settings, auth methods, fields, rotation and runbooks.
+    Show { kind: String },
+    /// Set the OAuth client rekey presents to this kind's provider.
+    Configure {
+        kind: String,
+        #[arg(long)]
+        client_id: String,
+        /// Read the client secret from standard input.
+        #[arg(long, required = true)]
+        client_secret_stdin: bool,
+    },
+}
+
+/// `K=V`.
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectionCmd {
+    /// Create a connection (no credentials yet).
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        name: String,
+        /// Auth method (default: the kind's first).
+        #[arg(long)]
+        auth: Option<String>,
+        /// A setting, KEY=VALUE; repeat.
+        #[arg(long = "setting", value_parser = key_value)]
+        settings: Vec<(String, String)>,
+        /// Override a provider endpoint (authorize_url, token_url, revoke_url, probe_url), KEY=URL; repeat.
+        #[arg(long = "endpoint", value_parser = key_value)]
+        endpoints: Vec<(String, String)>,
+    },
+    /// List an org's connections.
+    List {
+        #[arg(long)]
+        org: String,
+        /// Only this status (connected, needs_reauth, error, rotating, disconnected).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show a connection (never a secret).
+    Show(NamedRef),
+    /// Change settings or endpoint overrides; credentials are untouched.
+    Update {
+        #[command(flatten)]
+        conn: NamedRef,
+        #[arg(long = "setting", value_parser = key_value)]
+        settings: Vec<(String, String)>,
+        #[arg(long = "endpoint", value_parser = key_value)]
+        endpoints: Vec<(String, String)>,
+    },
+    /// Delete a connection and its credentials.
+    Delete(NamedRef),
+    /// Run the connection's probe and record the outcome.
+    Test(NamedRef),
+    /// Start the OAuth flow: prints the provider URL to open.
+    Authorize(NamedRef),
+    /// The OAuth flow again; settings stay as they are.
+    Reauthenticate(NamedRef),
+    /// Revoke at the provider (when it can), destroy the tokens, mark disconnected.
+    RevokeAuthorization(NamedRef),
+    /// Store a credential field (read from stdin), shape-checked and probed first.
+    SetCredential {
+        #[command(flatten)]
+        conn: NamedRef,
+        /// The field (e.g. password, api_key, private_key); repeat for several, one stdin line each.
+        #[arg(long = "field", required = true)]
+        fields: Vec<String>,
+        /// Read the value(s) from standard input.
+        #[arg(long, required = true)]
+        value_stdin: bool,
+        /// Store even if the probe fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Use this connection's own OAuth client at the provider.
+    SetClient {
+        #[command(flatten)]
+        conn: NamedRef,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long, required = true)]
+        client_secret_stdin: bool,
+    },
+    /// Refresh an OAuth connection's tokens now.
+    Refresh(NamedRef),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceKeyCmd {
+    /// Create a service key; prints it once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List service keys.
+    List,
+    /// Revoke a service key.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Names a key or machine client: `--org SLUG --name NAME`.

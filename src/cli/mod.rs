@@ -5,6 +5,7 @@
 mod app;
 pub mod args;
 mod audit;
+mod connection;
 mod key;
 mod keyring;
 mod m2m;
@@ -131,9 +132,24 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::App(c) => app::run(&core, &out, c).await?,
         Command::Key(c) => key::run(&core, &out, c).await?,
         Command::M2m(c) => m2m::run(&core, &out, c).await?,
+        Command::Connector(c) => connection::connector(&core, &out, c).await?,
+        Command::Connection(c) => connection::run(&core, &out, c).await?,
+        Command::ServiceKey(c) => connection::service_key(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)
+}
+
+/// Reads all of standard input (a PEM or JSON key), trailing newline removed.
+pub(crate) fn read_stdin_all(what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    let s = s.trim_end_matches(['\r', '\n']).to_string();
+    if s.is_empty() {
+        anyhow::bail!("no {what} on standard input");
+    }
+    Ok(s)
 }
 
 /// Reads one line (a password or secret) from standard input.

@@ -19,6 +19,7 @@ pub enum TokenKind {
     AdminSession,
     Csrf,
     ServiceKey,
+    OAuthState,
 }
 
 impl TokenKind {
@@ -32,6 +33,7 @@ impl TokenKind {
             TokenKind::AdminSession => "rk_ss_",
             TokenKind::Csrf => "rk_cf_",
             TokenKind::ServiceKey => "rk_sk_",
+            TokenKind::OAuthState => "rk_st_",
         }
     }
 }

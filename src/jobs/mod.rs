@@ -14,7 +14,25 @@ use crate::state::Core;
 
 /// Starts the jobs; they stop when `stop` turns true.
 pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    vec![
+    let mut jobs = Vec::new();
+    let keeper = core.config.keeper_interval.0;
+    if !keeper.is_zero() {
+        jobs.push(every(
+            core.clone(),
+            stop.clone(),
+            keeper,
+            "refresh keeper",
+            |core| {
+                Box::pin(async move {
+                    crate::connectors::keeper::run_once(&core)
+                        .await
+                        .map(|p| p.refreshed as u64)
+                        .map_err(|e| e.to_string())
+                })
+            },
+        ));
+    }
+    jobs.extend([
         every(
             core.clone(),
             stop.clone(),
@@ -37,7 +55,8 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             "janitor",
             |core| Box::pin(async move { janitor::sweep(&core).await.map_err(|e| e.to_string()) }),
         ),
-    ]
+    ]);
+    jobs
 }
 
 type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;

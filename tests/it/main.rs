@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod connections;
 mod foundation;
 mod keyring;
 mod oauth;

@@ -1,0 +1,354 @@
+//! Admin API for the catalog and connections, the OAuth callback, and the
+//! credentials endpoint platform code reads with a service key.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::apps::{body, org_for};
+use super::extract::{AdminSession, ClientIp};
+use super::pages;
+use super::{ApiError, AppState};
+use crate::audit::Actor;
+use crate::connectors::connections::{self, NewConnection};
+use crate::connectors::{
+    actions, catalog, credentials, oauth_client, provider_clients, service_keys, ConnectorError,
+};
+use crate::identity::orgs;
+
+impl From<ConnectorError> for ApiError {
+    fn from(e: ConnectorError) -> Self {
+        match e {
+            ConnectorError::Invalid(m) => ApiError::bad_request(m),
+            ConnectorError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            ConnectorError::Conflict(m) => ApiError::conflict(format!("{m} already exists")),
+            ConnectorError::ProbeFailed(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "probe_failed", m)
+            }
+            ConnectorError::Provider(m) => {
+                ApiError::new(StatusCode::CONFLICT, "provider_refused", m)
+            }
+            ConnectorError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable", m)
+            }
+            ConnectorError::Identity(i) => i.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+pub async fn catalog_list() -> Result<Json<Value>, ApiError> {
+    let c = catalog::catalog().map_err(ApiError::internal)?;
+    Ok(Json(json!(c
+        .values()
+        .map(|k| k.view())
+        .collect::<Vec<_>>())))
+}
+
+pub async fn catalog_show(Path(kind): Path<String>) -> Result<Json<Value>, ApiError> {
+    let k = catalog::kind(&kind)
+        .ok_or_else(|| ApiError::not_found(format!("connector kind {kind:?} not found")))?;
+    Ok(Json(k.view()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configure {
+    client_id: String,
+    client_secret: String,
+}
+
+pub async fn configure(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(kind): Path<String>,
+    b: Result<Json<Configure>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b)?;
+    if !admin.session.principal.is_operator() {
+        return Err(ApiError::forbidden(
+            "only a platform operator configures a connector's OAuth client",
+        ));
+    }
+    provider_clients::configure(
+        &st.core,
+        &admin.actor(),
+        &kind,
+        &b.client_id,
+        &b.client_secret,
+    )
+    .await?;
+    Ok(Json(
+        json!({"kind": kind, "client_id": b.client_id, "configured": true}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    kind: String,
+    name: String,
+    auth: Option<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCredential {
+    fields: BTreeMap<String, String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetClient {
+    client_id: String,
+    client_secret: String,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let l = connections::list(&st.core.db, &o.id, q.get("status").map(String::as_str)).await?;
+    Ok(Json(json!(l.iter().map(|c| c.view()).collect::<Vec<_>>())))
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    b: Result<Json<Create>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let c = connections::create(
+        &st.core,
+        &admin.actor(),
+        NewConnection {
+            org_id: &o.id,
+            kind: &b.kind,
+            name: &b.name,
+            auth: b.auth.as_deref(),
+            settings: &b.settings,
+            endpoints: &b.endpoints,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!(c.view()))).into_response())
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    Ok(Json(json!(connections::find_in(&st.core.db, &o.id, &conn)
+        .await?
+        .view())))
+}
+
+pub async fn update(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+    b: Result<Json<Update>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    Ok(Json(json!(connections::update(
+        &st.core,
+        &admin.actor(),
+        &o.id,
+        &conn,
+        &b.settings,
+        &b.endpoints
+    )
+    .await?
+    .view())))
+}
+
+pub async fn delete(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    connections::delete(&st.core, &admin.actor(), &o.id, &conn).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn test(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let (c, _) = actions::test(&st.core, &admin.actor(), &o.id, &conn).await?;
+    Ok(Json(json!(c.view())))
+}
+
+pub async fn authorize(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let (_, url) =
+        oauth_client::start(&st.core, &admin.actor(), &o.id, &conn, &st.public_url).await?;
+    Ok(Json(json!({"authorize_url": url})))
+}
+
+pub async fn revoke(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let (c, note) = oauth_client::revoke(&st.core, &admin.actor(), &o.id, &conn).await?;
+    let mut v = json!(c.view());
+    v["provider"] = json!(note);
+    Ok(Json(v))
+}
+
+pub async fn set_credential(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+    b: Result<Json<SetCredential>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let (c, _) =
+        actions::set_credential(&st.core, &admin.actor(), &o.id, &conn, &b.fields, b.force).await?;
+    Ok(Json(json!(c.view())))
+}
+
+pub async fn set_client(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, conn)): Path<(String, String)>,
+    b: Result<Json<SetClient>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let c = provider_clients::set_for_connection(
+        &st.core,
+        &admin.actor(),
+        &o.id,
+        &conn,
+        &b.client_id,
+        &b.client_secret,
+    )
+    .await?;
+    Ok(Json(json!(c.view())))
+}
+
+/// `GET /oauth/callback`: the provider sends the browser back here.
+pub async fn callback(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let state = q.get("state").map(String::as_str).unwrap_or("");
+    match oauth_client::callback(
+        &st.core,
+        state,
+        q.get("code").map(String::as_str),
+        q.get("error").map(String::as_str),
+        ip,
+    )
+    .await
+    {
+        Ok(c) => pages::message_page(
+            StatusCode::OK,
+            "Connected",
+            &format!(
+                "{} ({}) is authorized; status {}.{} You can close this window.",
+                c.name,
+                c.kind,
+                c.status,
+                c.last_test_message
+                    .as_ref()
+                    .map(|m| format!(" Test: {m}."))
+                    .unwrap_or_default()
+            ),
+        ),
+        Err(ConnectorError::Store(e)) => {
+            tracing::error!(error = %e, "OAuth callback failed");
+            pages::error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; start the authorization again.",
+            )
+        }
+        Err(e) => pages::error_page(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// `GET /api/v1/orgs/{org}/connections/{id}/credentials` for a platform
+/// service key: the current credentials, refreshed first when about to expire.
+pub async fn read_credentials(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path((org, conn)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or("");
+    let key = service_keys::authenticate(&st.core, presented)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "a platform service key is required (Authorization: Bearer rk_sk_…)",
+            )
+        })?;
+    let o = orgs::find_in(&st.core.db, &org)
+        .await
+        .map_err(|_| ApiError::not_found(format!("org {org:?} not found")))?;
+    let actor = Actor::new(format!("service:{}", key.name), ip);
+    let (c, creds) = credentials::read(&st.core, &o.id, &conn, &actor).await?;
+    let mut resp = Json(json!({
+        "id": c.id,
+        "name": c.name,
+        "kind": c.kind,
+        "auth": c.auth,
+        "status": c.status,
+        "settings": c.settings(),
+        "credentials": creds,
+    }))
+    .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}

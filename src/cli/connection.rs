@@ -1,0 +1,339 @@
+//! `rekey connector …`, `rekey connection …` and `rekey service-key …`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::args::{ConnectionCmd, ConnectorCmd, ServiceKeyCmd};
+use super::output::table;
+use super::{read_stdin_all, read_stdin_line, Out};
+use crate::audit::Actor;
+use crate::connectors::connections::{self, NewConnection};
+use crate::connectors::{
+    actions, catalog, credentials, oauth_client, provider_clients, service_keys,
+};
+use crate::identity::orgs;
+use crate::state::Core;
+
+pub async fn connector(core: &Core, out: &Out, cmd: ConnectorCmd) -> anyhow::Result<ExitCode> {
+    let cat = catalog::catalog()?;
+    match cmd {
+        ConnectorCmd::List => {
+            let v: Vec<_> = cat.values().map(|k| k.view()).collect();
+            out.emit(&v, |_| {
+                table(
+                    &["kind", "name", "auth methods (rotation)"],
+                    cat.values()
+                        .map(|k| {
+                            let m: Vec<String> = k
+                                .auth
+                                .iter()
+                                .map(|a| {
+                                    format!(
+                                        "{} ({:?}{})",
+                                        a.method.as_str(),
+                                        a.rotation,
+                                        if a.deprecated { ", deprecated" } else { "" }
+                                    )
+                                    .to_lowercase()
+                                })
+                                .collect();
+                            vec![k.kind.clone(), k.name.clone(), m.join(", ")]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        ConnectorCmd::Show { kind } => {
+            let k = cat.get(&kind).ok_or_else(|| {
+                anyhow::anyhow!("unknown connector kind {kind:?} (see rekey connector list)")
+            })?;
+            out.emit(&k.view(), |_| {
+                let mut s = format!("{} ({})\n", k.name, k.kind);
+                if let Some(d) = &k.docs {
+                    s.push_str(&format!("docs: {d}\n"));
+                }
+                s.push_str("settings:\n");
+                for f in &k.settings {
+                    s.push_str(&format!(
+                        "  {}{} — {}\n",
+                        f.key,
+                        if f.optional { " (optional)" } else { "" },
+                        f.label
+                    ));
+                }
+                for a in &k.auth {
+                    s.push_str(&format!(
+                        "auth {} — rotation {:?}{}\n",
+                        a.method.as_str(),
+                        a.rotation,
+                        if a.deprecated { " — DEPRECATED" } else { "" }
+                    ));
+                    if let Some(n) = &a.deprecation_note {
+                        s.push_str(&format!("  {n}\n"));
+                    }
+                    for f in &a.fields {
+                        s.push_str(&format!(
+                            "  field {}{}\n",
+                            f.key,
+                            if f.secret { " (secret)" } else { "" }
+                        ));
+                    }
+                    for (i, step) in a.runbook.iter().enumerate() {
+                        s.push_str(&format!("  {}. {step}\n", i + 1));
+                    }
+                }
+                s
+            });
+        }
+        ConnectorCmd::Configure {
+            kind, client_id, ..
+        } => {
+            let secret = read_stdin_line("client secret")?;
+            provider_clients::configure(core, &Actor::cli(), &kind, &client_id, &secret).await?;
+            out.emit(
+                &json!({"kind": kind, "client_id": client_id, "configured": true}),
+                |_| format!("OAuth client for {kind} configured"),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn map(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
+    pairs.into_iter().collect()
+}
+
+/// The public URL the provider sends the browser back to.
+fn public_url(core: &Core) -> String {
+    core.config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", core.config.listen))
+        .trim_end_matches('/')
+        .to_string()
+}
+
+pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<ExitCode> {
+    let actor = Actor::cli();
+    match cmd {
+        ConnectionCmd::Create {
+            org,
+            kind,
+            name,
+            auth,
+            settings,
+            endpoints,
+        } => {
+            let o = orgs::find_in(&core.db, &org).await?;
+            let (s, e) = (map(settings), map(endpoints));
+            let c = connections::create(
+                core,
+                &actor,
+                NewConnection {
+                    org_id: &o.id,
+                    kind: &kind,
+                    name: &name,
+                    auth: auth.as_deref(),
+                    settings: &s,
+                    endpoints: &e,
+                },
+            )
+            .await?;
+            out.emit(&c.view(), |v| {
+                format!(
+                    "created connection {} ({} via {}), status {}",
+                    v.name, v.kind, v.auth, v.status
+                )
+            });
+        }
+        ConnectionCmd::List { org, status } => {
+            let o = orgs::find_in(&core.db, &org).await?;
+            let list = connections::list(&core.db, &o.id, status.as_deref()).await?;
+            let views: Vec<_> = list.iter().map(|c| c.view()).collect();
+            out.emit(&views, |vs| {
+                table(
+                    &["name", "kind", "auth", "status", "reason", "last test"],
+                    vs.iter()
+                        .map(|v| {
+                            vec![
+                                v.name.clone(),
+                                v.kind.clone(),
+                                v.auth.clone(),
+                                v.status.clone(),
+                                v.status_reason.clone().unwrap_or_default(),
+                                v.last_test
+                                    .as_ref()
+                                    .map(|t| {
+                                        format!("{} {}", if t.ok { "ok" } else { "FAILED" }, t.at)
+                                    })
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        ConnectionCmd::Show(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let c = connections::find_in(&core.db, &o.id, &r.name).await?;
+            out.emit(&c.view(), |v| {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            });
+        }
+        ConnectionCmd::Update {
+            conn,
+            settings,
+            endpoints,
+        } => {
+            let o = orgs::find_in(&core.db, &conn.org).await?;
+            let c = connections::update(
+                core,
+                &actor,
+                &o.id,
+                &conn.name,
+                &map(settings),
+                &map(endpoints),
+            )
+            .await?;
+            out.emit(&c.view(), |v| format!("updated {}", v.name));
+        }
+        ConnectionCmd::Delete(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let c = connections::delete(core, &actor, &o.id, &r.name).await?;
+            out.emit(
+                &json!({"deleted": true, "id": c.id, "name": c.name}),
+                |_| format!("deleted {}", c.name),
+            );
+        }
+        ConnectionCmd::Test(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let (c, outcome) = actions::test(core, &actor, &o.id, &r.name).await?;
+            out.emit(&c.view(), |_| {
+                format!(
+                    "{}: {}",
+                    if outcome.ok { "ok" } else { "FAILED" },
+                    outcome.message
+                )
+            });
+            if !outcome.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ConnectionCmd::Authorize(r) | ConnectionCmd::Reauthenticate(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let (_, url) =
+                oauth_client::start(core, &actor, &o.id, &r.name, &public_url(core)).await?;
+            out.emit(&json!({"authorize_url": url}), |_| {
+                format!("open this URL to authorize (valid for 10 minutes):\n{url}")
+            });
+        }
+        ConnectionCmd::RevokeAuthorization(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let (c, note) = oauth_client::revoke(core, &actor, &o.id, &r.name).await?;
+            let mut v = serde_json::to_value(c.view())?;
+            v["provider"] = json!(note);
+            out.emit(&v, |_| {
+                format!(
+                    "{} is disconnected{}",
+                    c.name,
+                    note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                )
+            });
+        }
+        ConnectionCmd::SetCredential {
+            conn,
+            fields,
+            force,
+            ..
+        } => {
+            let values: Vec<String> = if fields.len() == 1 {
+                vec![read_stdin_all("value")?]
+            } else {
+                let all = read_stdin_all("values")?;
+                let lines: Vec<String> = all.lines().map(str::to_string).collect();
+                if lines.len() != fields.len() {
+                    anyhow::bail!(
+                        "expected {} lines on standard input, one per --field",
+                        fields.len()
+                    );
+                }
+                lines
+            };
+            let o = orgs::find_in(&core.db, &conn.org).await?;
+            let given: BTreeMap<String, String> = fields.into_iter().zip(values).collect();
+            let (c, outcome) =
+                actions::set_credential(core, &actor, &o.id, &conn.name, &given, force).await?;
+            out.emit(&c.view(), |_| {
+                format!(
+                    "stored; test {}: {}",
+                    if outcome.ok { "ok" } else { "FAILED" },
+                    outcome.message
+                )
+            });
+        }
+        ConnectionCmd::SetClient {
+            conn, client_id, ..
+        } => {
+            let secret = read_stdin_line("client secret")?;
+            let o = orgs::find_in(&core.db, &conn.org).await?;
+            let c = provider_clients::set_for_connection(
+                core, &actor, &o.id, &conn.name, &client_id, &secret,
+            )
+            .await?;
+            out.emit(&c.view(), |_| {
+                format!("{} will use OAuth client {client_id}", c.name)
+            });
+        }
+        ConnectionCmd::Refresh(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let c = connections::find_in(&core.db, &o.id, &r.name).await?;
+            let owner = credentials::instance_id();
+            if !credentials::acquire_lease(core, &c.id, owner).await? {
+                anyhow::bail!("the connection is being refreshed right now; try again");
+            }
+            let res = credentials::refresh_locked(core, &c.id, true).await;
+            credentials::release_lease(core, &c.id, owner).await?;
+            let res = res?;
+            let c = connections::find_in(&core.db, &o.id, &r.name).await?;
+            out.emit(&c.view(), |v| {
+                format!("{:?}: status {}", res, v.status).to_lowercase()
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn service_key(core: &Core, out: &Out, cmd: ServiceKeyCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ServiceKeyCmd::Create { name } => {
+            let (k, key) = service_keys::create(core, &Actor::cli(), &name).await?;
+            out.emit(&json!({"id": k.id, "name": k.name, "key": key}), |_| {
+                format!("service key {} (shown once): {key}", k.name)
+            });
+        }
+        ServiceKeyCmd::List => {
+            let v: Vec<_> = service_keys::list(core)
+                .await?
+                .iter()
+                .map(|k| k.view())
+                .collect();
+            out.emit(&v, |vs| {
+                table(
+                    &["name", "status", "created"],
+                    vs.iter()
+                        .map(|k| vec![k.name.clone(), k.status.to_string(), k.created.clone()])
+                        .collect(),
+                )
+            });
+        }
+        ServiceKeyCmd::Revoke { name } => {
+            service_keys::revoke(core, &Actor::cli(), &name).await?;
+            out.emit(&json!({"name": name, "revoked": true}), |_| {
+                format!("revoked service key {name}")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

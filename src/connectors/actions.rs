@@ -1,0 +1,170 @@
+//! What an admin does to a connection beyond its settings: set a credential
+//! (shape-checked and probed before it is stored), and test it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::connections::{self, Connection};
+use super::probe::{self, Outcome};
+use super::{credentials, shapes, ConnectorError};
+use crate::audit::Actor;
+use crate::state::Core;
+
+/// Stores credential fields (merged over the stored ones) once they have the
+/// right shape and pass the probe; with `force`, even when the probe fails.
+pub async fn set_credential(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+    fields: &BTreeMap<String, String>,
+    force: bool,
+) -> Result<(Connection, Outcome), ConnectorError> {
+    let conn = connections::find_in(&core.db, org_id, key).await?;
+    let method = conn.method()?;
+    if method.is_oauth_code() {
+        return Err(ConnectorError::Invalid(format!(
+            "{} is authorized through OAuth; use `rekey connection authorize` (or set-client for the OAuth client)",
+            conn.name
+        )));
+    }
+    if fields.is_empty() {
+        return Err(ConnectorError::Invalid("name at least one --field".into()));
+    }
+    let mut c = core.db.read().await?;
+    let mut creds: Map<String, Value> = connections::credentials(&mut c, core, &conn.id).await?;
+    drop(c);
+    for (k, v) in fields {
+        let Some(f) = method.fields.iter().find(|f| &f.key == k) else {
+            let known: Vec<&str> = method.fields.iter().map(|f| f.key.as_str()).collect();
+            return Err(ConnectorError::Invalid(format!(
+                "{} ({}) has no credential field {k:?} (fields: {})",
+                conn.kind,
+                conn.auth,
+                known.join(", ")
+            )));
+        };
+        shapes::check(f, v).map_err(ConnectorError::Invalid)?;
+        creds.insert(
+            k.clone(),
+            Value::String(v.trim_end_matches(['\r', '\n']).to_string()),
+        );
+    }
+    for f in &method.fields {
+        if !f.optional && !creds.contains_key(&f.key) {
+            return Err(ConnectorError::Invalid(format!(
+                "credential field {:?} is required too",
+                f.key
+            )));
+        }
+    }
+    let probe_url = conn
+        .endpoints()
+        .get("probe_url")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let out = probe::run(method, &conn.settings(), &creds, probe_url.as_deref()).await;
+    if !out.ok && !force {
+        return Err(ConnectorError::ProbeFailed(format!(
+            "{}; nothing was stored (use --force to store it anyway)",
+            out.message
+        )));
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    connections::put_credentials(&mut tx, core, &conn, &creds, None, now).await?;
+    connections::record_test(&mut tx, &conn, out.ok, &out.message, now).await?;
+    connections::record(
+        &mut tx,
+        now,
+        actor,
+        &conn,
+        "connection.set_credential",
+        json!({"fields": fields.keys().collect::<Vec<_>>(), "forced": force && !out.ok}),
+    )
+    .await?;
+    if out.ok {
+        connections::set_status(
+            &mut tx,
+            actor,
+            &conn,
+            "connected",
+            Some("credential set"),
+            now,
+        )
+        .await?;
+    } else {
+        connections::set_status(
+            &mut tx,
+            actor,
+            &conn,
+            "error",
+            Some(&format!(
+                "stored with --force; test failed: {}",
+                out.message
+            )),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((
+        connections::get(&mut core.db.read().await?, &conn.id).await?,
+        out,
+    ))
+}
+
+/// Runs the probe now and records the outcome and time.
+pub async fn test(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+) -> Result<(Connection, Outcome), ConnectorError> {
+    let conn = connections::find_in(&core.db, org_id, key).await?;
+    let method = conn.method()?;
+    let out = if !conn.has_credentials {
+        Outcome {
+            ok: false,
+            message: "no credentials are stored".into(),
+        }
+    } else {
+        if method.is_oauth_code() {
+            credentials::ensure_fresh(core, &conn).await?;
+        }
+        let mut c = core.db.read().await?;
+        let creds = connections::credentials(&mut c, core, &conn.id).await?;
+        drop(c);
+        let probe_url = conn
+            .endpoints()
+            .get("probe_url")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        probe::run(method, &conn.settings(), &creds, probe_url.as_deref()).await
+    };
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let conn = connections::get(&mut tx, &conn.id).await?;
+    connections::record_test(&mut tx, &conn, out.ok, &out.message, now).await?;
+    if conn.has_credentials && conn.status != "needs_reauth" {
+        if out.ok {
+            connections::set_status(&mut tx, actor, &conn, "connected", None, now).await?;
+        } else {
+            connections::set_status(
+                &mut tx,
+                actor,
+                &conn,
+                "error",
+                Some(&format!("connection test failed: {}", out.message)),
+                now,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((
+        connections::get(&mut core.db.read().await?, &conn.id).await?,
+        out,
+    ))
+}

@@ -1,0 +1,592 @@
+//! The connector catalog: typed, validated data, one TOML file per kind
+//! (`catalog/`, embedded at build time). Validation names the file and the
+//! field, and fails start-up rather than a connection later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Dur;
+
+mod files {
+    include!(concat!(env!("OUT_DIR"), "/catalog_files.rs"));
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("catalog/{file}: {field}: {message}")]
+pub struct CatalogError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    String,
+    Url,
+    Hostname,
+    Integer,
+    Port,
+    Email,
+    Enum,
+    Bool,
+    PemPrivateKey,
+    PemCertificate,
+    ServiceAccountJson,
+    AwsAccessKeyId,
+    AwsSecretAccessKey,
+}
+
+fn default_format() -> Format {
+    Format::String
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub key: String,
+    pub label: String,
+    #[serde(default)]
+    pub secret: bool,
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Oauth2,
+    ClientCredentials,
+    ApiKey,
+    Basic,
+    AccessToken,
+    RsaKeyPair,
+    ServiceAccount,
+    AwsKeys,
+    Certificate,
+    Bearer,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Oauth2 => "oauth2",
+            Method::ClientCredentials => "client_credentials",
+            Method::ApiKey => "api_key",
+            Method::Basic => "basic",
+            Method::AccessToken => "access_token",
+            Method::RsaKeyPair => "rsa_key_pair",
+            Method::ServiceAccount => "service_account",
+            Method::AwsKeys => "aws_keys",
+            Method::Certificate => "certificate",
+            Method::Bearer => "bearer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rotation {
+    Automatic,
+    Reauthorize,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthStyle {
+    #[default]
+    Basic,
+    Body,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    pub token_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_url: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_separator: Option<String>,
+    #[serde(default)]
+    pub pkce: bool,
+    #[serde(default)]
+    pub client_auth: ClientAuthStyle,
+    #[serde(default)]
+    pub rotates_refresh_token: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_margin: Option<Dur>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorize_params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refresh_params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub discovery: bool,
+}
+
+impl OAuthSpec {
+    pub fn margin_ms(&self) -> i64 {
+        self.refresh_margin.map(Dur::ms).unwrap_or(300_000)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Http,
+    Postgres,
+    Mysql,
+    Redis,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Apply {
+    Bearer,
+    Basic,
+    Header,
+    Query,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub kind: ProbeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<Apply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthMethod {
+    pub method: Method,
+    pub rotation: Rotation,
+    #[serde(default)]
+    pub deprecated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation_note: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthSpec>,
+    pub probe: Probe,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runbook: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u8>,
+}
+
+impl AuthMethod {
+    pub fn is_oauth_code(&self) -> bool {
+        self.method == Method::Oauth2
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kind {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs: Option<String>,
+    #[serde(default)]
+    pub settings: Vec<Field>,
+    pub auth: Vec<AuthMethod>,
+}
+
+impl Kind {
+    pub fn method(&self, m: &str) -> Option<&AuthMethod> {
+        self.auth.iter().find(|a| a.method.as_str() == m)
+    }
+}
+
+/// Every `${…}` reference in a template.
+pub fn references(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("${") {
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                out.push(after[..j].to_string());
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push(after.to_string());
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn validate(file: &str, k: &Kind) -> Result<(), CatalogError> {
+    let err = |field: String, message: String| CatalogError {
+        file: file.to_string(),
+        field,
+        message,
+    };
+    let stem = file.trim_end_matches(".toml");
+    if k.kind != stem {
+        return Err(err(
+            "kind".into(),
+            format!("is {:?} but the file is named {file}", k.kind),
+        ));
+    }
+    if !k
+        .kind
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(err("kind".into(), "use a-z, 0-9 and _".into()));
+    }
+    if k.auth.is_empty() {
+        return Err(err(
+            "auth".into(),
+            "at least one auth method is required".into(),
+        ));
+    }
+    let check_fields = |prefix: &str, fields: &[Field]| -> Result<BTreeSet<String>, CatalogError> {
+        let mut keys = BTreeSet::new();
+        for (i, f) in fields.iter().enumerate() {
+            let at = format!("{prefix}[{i}]");
+            if f.key.is_empty()
+                || !f
+                    .key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(err(
+                    format!("{at}.key"),
+                    format!("{:?} must be snake_case", f.key),
+                ));
+            }
+            if !keys.insert(f.key.clone()) {
+                return Err(err(
+                    format!("{at}.key"),
+                    format!("{:?} is defined twice", f.key),
+                ));
+            }
+            if f.format == Format::Enum && f.options.is_empty() {
+                return Err(err(format!("{at}.options"), "an enum needs options".into()));
+            }
+            if let (Some(d), Format::Enum) = (&f.default, f.format) {
+                if !f.options.contains(d) {
+                    return Err(err(
+                        format!("{at}.default"),
+                        format!("{d:?} is not one of the options"),
+                    ));
+                }
+            }
+        }
+        Ok(keys)
+    };
+    let settings = check_fields("settings", &k.settings)?;
+    let mut methods = BTreeSet::new();
+    for (i, a) in k.auth.iter().enumerate() {
+        let at = format!("auth[{i}]");
+        if !methods.insert(a.method.as_str()) {
+            return Err(err(
+                format!("{at}.method"),
+                format!("{} is listed twice", a.method.as_str()),
+            ));
+        }
+        let fields = check_fields(&format!("{at}.fields"), &a.fields)?;
+        let oauthish = matches!(a.method, Method::Oauth2 | Method::ClientCredentials);
+        if oauthish {
+            let Some(o) = &a.oauth else {
+                return Err(err(
+                    format!("{at}.oauth"),
+                    format!("{} needs an [auth.oauth] table", a.method.as_str()),
+                ));
+            };
+            if a.method == Method::Oauth2 && o.authorize_url.is_none() && !o.discovery {
+                return Err(err(
+                    format!("{at}.oauth.authorize_url"),
+                    "is required for oauth2 (or set discovery)".into(),
+                ));
+            }
+        } else if a.oauth.is_some() {
+            return Err(err(
+                format!("{at}.oauth"),
+                format!("{} does not use OAuth endpoints", a.method.as_str()),
+            ));
+        }
+        if matches!(a.rotation, Rotation::Manual | Rotation::Reauthorize) && a.runbook.is_empty() {
+            return Err(err(
+                format!("{at}.runbook"),
+                "a manual or reauthorize rotation needs its steps".into(),
+            ));
+        }
+        let mut templates: Vec<(String, String)> = Vec::new();
+        if let Some(o) = &a.oauth {
+            for (name, v) in [
+                ("authorize_url", &o.authorize_url),
+                ("revoke_url", &o.revoke_url),
+            ] {
+                if let Some(v) = v {
+                    templates.push((format!("{at}.oauth.{name}"), v.clone()));
+                }
+            }
+            templates.push((format!("{at}.oauth.token_url"), o.token_url.clone()));
+            for s in &o.scopes {
+                templates.push((format!("{at}.oauth.scopes"), s.clone()));
+            }
+            for (m, map) in [
+                ("authorize_params", &o.authorize_params),
+                ("token_params", &o.token_params),
+                ("refresh_params", &o.refresh_params),
+            ] {
+                for (key, v) in map {
+                    templates.push((format!("{at}.oauth.{m}.{key}"), v.clone()));
+                }
+            }
+        }
+        let p = &a.probe;
+        let pat = format!("{at}.probe");
+        match p.kind {
+            ProbeKind::Http => {
+                let Some(url) = &p.url else {
+                    return Err(err(
+                        format!("{pat}.url"),
+                        "an http probe needs a url".into(),
+                    ));
+                };
+                templates.push((format!("{pat}.url"), url.clone()));
+                match p.apply.unwrap_or(Apply::None) {
+                    Apply::Basic if p.username.is_none() => {
+                        return Err(err(
+                            format!("{pat}.username"),
+                            "basic needs username (and password)".into(),
+                        ))
+                    }
+                    Apply::Header if p.header.is_none() || p.value.is_none() => {
+                        return Err(err(
+                            format!("{pat}.header"),
+                            "header needs header and value".into(),
+                        ))
+                    }
+                    Apply::Query if p.param.is_none() || p.value.is_none() => {
+                        return Err(err(
+                            format!("{pat}.param"),
+                            "query needs param and value".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            ProbeKind::None if p.note.is_none() => {
+                return Err(err(
+                    format!("{pat}.note"),
+                    "a connector without a probe must say why".into(),
+                ));
+            }
+            _ => {}
+        }
+        for (name, v) in [
+            ("token", &p.token),
+            ("username", &p.username),
+            ("password", &p.password),
+            ("value", &p.value),
+        ] {
+            if let Some(v) = v {
+                templates.push((format!("{pat}.{name}"), v.clone()));
+            }
+        }
+        for (h, v) in &p.headers {
+            templates.push((format!("{pat}.headers.{h}"), v.clone()));
+        }
+        for (where_, t) in templates {
+            for r in references(&t) {
+                let ok = match r.split_once('.') {
+                    Some(("settings", s)) => settings.contains(s),
+                    Some(("credentials", c)) => fields.contains(c),
+                    None => {
+                        r == "access_token"
+                            && (oauthish
+                                || matches!(
+                                    a.method,
+                                    Method::RsaKeyPair
+                                        | Method::Certificate
+                                        | Method::ServiceAccount
+                                ))
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(err(
+                        where_,
+                        format!("template refers to ${{{r}}}, which this kind does not define"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses and validates the catalog files.
+pub fn load(files: &[(&str, &str)]) -> Result<BTreeMap<String, Kind>, CatalogError> {
+    let mut out = BTreeMap::new();
+    for (file, text) in files {
+        let k: Kind = toml::from_str(text).map_err(|e| CatalogError {
+            file: file.to_string(),
+            field: "(parse)".into(),
+            message: e.to_string().replace('\n', " "),
+        })?;
+        validate(file, &k)?;
+        out.insert(k.kind.clone(), k);
+    }
+    Ok(out)
+}
+
+static CATALOG: OnceLock<Result<BTreeMap<String, Kind>, CatalogError>> = OnceLock::new();
+
+/// The embedded catalog (parsed once).
+pub fn catalog() -> Result<&'static BTreeMap<String, Kind>, CatalogError> {
+    CATALOG
+        .get_or_init(|| load(files::FILES))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+pub fn kind(id: &str) -> Option<&'static Kind> {
+    catalog().ok()?.get(id)
+}
+
+impl Kind {
+    /// The JSON form the CLI and API show: the kind with `auth_methods`.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind,
+            "name": self.name,
+            "category": self.category,
+            "docs": self.docs,
+            "settings": self.settings,
+            "auth_methods": self.auth,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_is_valid() {
+        let c = catalog().unwrap();
+        let required = [
+            "jira",
+            "zoho",
+            "intercom",
+            "dynamics365",
+            "pipedrive",
+            "freshdesk",
+            "zuora",
+            "snowflake",
+            "aha",
+            "productboard",
+            "ecosystem",
+            "bulk_api",
+            "custom_rest",
+            "sap_datasphere",
+            "platform_access_key",
+            "platform_m2m",
+            "eventstream",
+            "bigquery",
+            "databricks",
+            "servicenow",
+            "s3",
+            "s3_managed",
+            "segment",
+            "mixpanel",
+            "google_analytics",
+            "postgres",
+            "mysql",
+            "redshift",
+            "salesforce",
+            "redis",
+            "rekey",
+        ];
+        for k in required {
+            assert!(c.contains_key(k), "{k}");
+        }
+        for k in ["postgres", "mysql", "redshift", "redis"] {
+            let keys: Vec<&str> = c[k].settings.iter().map(|f| f.key.as_str()).collect();
+            assert!(
+                keys.contains(&"host") && keys.contains(&"port") && keys.contains(&"username"),
+                "{k}"
+            );
+            assert_eq!(keys.contains(&"database"), k != "redis", "{k}");
+            assert!(
+                c[k].auth[0]
+                    .fields
+                    .iter()
+                    .any(|f| f.key == "password" && f.secret),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let bad = "kind = \"x\"\nname = \"X\"\n[[auth]]\nmethod = \"api_key\"\nrotation = \"manual\"\nrunbook = [\"a\"]\n[auth.probe]\nkind = \"http\"\nurl = \"https://${settings.nope}/\"\n";
+        let e = load(&[("x.toml", bad)]).unwrap_err();
+        assert_eq!(e.file, "x.toml");
+        assert_eq!(e.field, "auth[0].probe.url");
+        let e = load(&[("y.toml", bad)]).unwrap_err();
+        assert_eq!(e.field, "kind");
+        let e = load(&[("x.toml", "kind = 3")]).unwrap_err();
+        assert_eq!(e.field, "(parse)");
+    }
+
+    #[test]
+    fn template_references() {
+        assert_eq!(
+            references("https://${settings.a}.x/${credentials.b}"),
+            vec!["settings.a", "credentials.b"]
+        );
+    }
+}

@@ -1,0 +1,562 @@
+//! Connections: an org's configured link to an outside system. Settings are
+//! plain JSON on the row; credentials are one sealed JSON object bound to
+//! the row, replaced whole on re-authorization, never touching settings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::catalog::{self, AuthMethod, Kind};
+use super::shapes;
+use super::ConnectorError;
+use crate::audit::{self, Actor, Event};
+use crate::clock::rfc3339;
+use crate::crypto::keyring::Place;
+use crate::crypto::sealed;
+use crate::identity::validate_name;
+use crate::state::Core;
+use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
+use crate::{exec, fetch_all, fetch_optional};
+
+pub const STATUSES: &[&str] = &[
+    "connected",
+    "needs_reauth",
+    "error",
+    "rotating",
+    "disconnected",
+];
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct Connection {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub kind: String,
+    pub auth: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub status_changed_at: i64,
+    pub settings: String,
+    pub endpoints: String,
+    pub client_id: Option<String>,
+    pub has_credentials: bool,
+    pub access_expires_at: Option<i64>,
+    pub refresh_due_at: Option<i64>,
+    pub failures: i64,
+    pub next_attempt_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub last_test_at: Option<i64>,
+    pub last_test_ok: Option<bool>,
+    pub last_test_message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints, client_id, \
+    has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, lease_owner, lease_until, last_test_at, \
+    last_test_ok, last_test_message, created_at, updated_at";
+
+pub fn credentials_place(id: &str) -> Place<'_> {
+    Place {
+        table: "connections",
+        column: "credentials",
+        row: id,
+    }
+}
+
+pub fn client_secret_place(id: &str) -> Place<'_> {
+    Place {
+        table: "connections",
+        column: "client_secret",
+        row: id,
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct LastTest {
+    pub at: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ConnectionView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub auth: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub settings: Value,
+    pub endpoints: Value,
+    pub has_credentials: bool,
+    pub access_token_expires_at: Option<String>,
+    pub last_test: Option<LastTest>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Connection {
+    pub fn settings(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.settings).unwrap_or_default()
+    }
+    pub fn endpoints(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.endpoints).unwrap_or_default()
+    }
+    pub fn kind(&self) -> Result<&'static Kind, ConnectorError> {
+        catalog::kind(&self.kind).ok_or_else(|| {
+            ConnectorError::Invalid(format!(
+                "connector kind {:?} is not in the catalog",
+                self.kind
+            ))
+        })
+    }
+    pub fn method(&self) -> Result<&'static AuthMethod, ConnectorError> {
+        self.kind()?.method(&self.auth).ok_or_else(|| {
+            ConnectorError::Invalid(format!("{} has no auth method {:?}", self.kind, self.auth))
+        })
+    }
+    pub fn view(&self) -> ConnectionView {
+        ConnectionView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            auth: self.auth.clone(),
+            status: self.status.clone(),
+            status_reason: self.status_reason.clone(),
+            settings: Value::Object(self.settings()),
+            endpoints: Value::Object(self.endpoints()),
+            has_credentials: self.has_credentials,
+            access_token_expires_at: self.access_expires_at.map(rfc3339),
+            last_test: self.last_test_at.map(|at| LastTest {
+                at: rfc3339(at),
+                ok: self.last_test_ok.unwrap_or(false),
+                message: self.last_test_message.clone().unwrap_or_default(),
+            }),
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        }
+    }
+}
+
+/// Validates settings against the kind: known keys, required ones present
+/// (defaults applied), formats right. URL settings lose a trailing slash.
+pub fn validate_settings(
+    kind: &Kind,
+    given: &BTreeMap<String, String>,
+    base: Option<Map<String, Value>>,
+) -> Result<Map<String, Value>, ConnectorError> {
+    let mut out = base.unwrap_or_default();
+    for (k, v) in given {
+        let Some(f) = kind.settings.iter().find(|f| &f.key == k) else {
+            let known: Vec<&str> = kind.settings.iter().map(|f| f.key.as_str()).collect();
+            return Err(ConnectorError::Invalid(format!(
+                "{} has no setting {k:?} (settings: {})",
+                kind.kind,
+                known.join(", ")
+            )));
+        };
+        shapes::check(f, v).map_err(ConnectorError::Invalid)?;
+        let v = if f.format == catalog::Format::Url {
+            v.trim().trim_end_matches('/').to_string()
+        } else {
+            v.trim().to_string()
+        };
+        out.insert(k.clone(), Value::String(v));
+    }
+    for f in &kind.settings {
+        if !out.contains_key(&f.key) {
+            match &f.default {
+                Some(d) => {
+                    out.insert(f.key.clone(), Value::String(d.clone()));
+                }
+                None if !f.optional => {
+                    return Err(ConnectorError::Invalid(format!(
+                        "setting {:?} is required for {}",
+                        f.key, kind.kind
+                    )));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+const ENDPOINT_KEYS: &[&str] = &["authorize_url", "token_url", "revoke_url", "probe_url"];
+
+pub fn validate_endpoints(
+    given: &BTreeMap<String, String>,
+    base: Option<Map<String, Value>>,
+) -> Result<Map<String, Value>, ConnectorError> {
+    let mut out = base.unwrap_or_default();
+    for (k, v) in given {
+        if !ENDPOINT_KEYS.contains(&k.as_str()) {
+            return Err(ConnectorError::Invalid(format!(
+                "unknown endpoint {k:?} (use {})",
+                ENDPOINT_KEYS.join(", ")
+            )));
+        }
+        match url::Url::parse(v) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                out.insert(k.clone(), Value::String(v.clone()));
+            }
+            _ => {
+                return Err(ConnectorError::Invalid(format!(
+                    "endpoint {k}: {v:?} is not an http(s) URL"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub struct NewConnection<'a> {
+    pub org_id: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub auth: Option<&'a str>,
+    pub settings: &'a BTreeMap<String, String>,
+    pub endpoints: &'a BTreeMap<String, String>,
+}
+
+pub async fn create(
+    core: &Core,
+    actor: &Actor,
+    n: NewConnection<'_>,
+) -> Result<Connection, ConnectorError> {
+    let kind = catalog::kind(n.kind).ok_or_else(|| {
+        ConnectorError::Invalid(format!(
+            "unknown connector kind {:?} (see rekey connector list)",
+            n.kind
+        ))
+    })?;
+    let method = match n.auth {
+        Some(a) => kind.method(a).ok_or_else(|| {
+            let m: Vec<&str> = kind.auth.iter().map(|a| a.method.as_str()).collect();
+            ConnectorError::Invalid(format!(
+                "{} has no auth method {a:?} (methods: {})",
+                kind.kind,
+                m.join(", ")
+            ))
+        })?,
+        None => &kind.auth[0],
+    };
+    let name = validate_name("connection name", n.name)?;
+    let settings = validate_settings(kind, n.settings, None)?;
+    let endpoints = validate_endpoints(n.endpoints, None)?;
+    let now = core.now();
+    let c = Connection {
+        id: new_id(),
+        org_id: n.org_id.to_string(),
+        name,
+        kind: kind.kind.clone(),
+        auth: method.method.as_str().to_string(),
+        status: "disconnected".into(),
+        status_reason: Some("no credentials yet".into()),
+        status_changed_at: now,
+        settings: Value::Object(settings).to_string(),
+        endpoints: Value::Object(endpoints).to_string(),
+        client_id: None,
+        has_credentials: false,
+        access_expires_at: None,
+        refresh_due_at: None,
+        failures: 0,
+        next_attempt_at: None,
+        lease_owner: None,
+        lease_until: None,
+        last_test_at: None,
+        last_test_ok: None,
+        last_test_message: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = core.db.begin_write().await?;
+    let r = exec!(
+        &mut tx,
+        "INSERT INTO connections (id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints,
+            has_credentials, failures, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13)",
+        &c.id,
+        &c.org_id,
+        &c.name,
+        &c.kind,
+        &c.auth,
+        &c.status,
+        &c.status_reason,
+        now,
+        &c.settings,
+        &c.endpoints,
+        false,
+        now,
+        now
+    );
+    match r {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ConnectorError::Conflict(format!("connection {:?}", c.name)))
+        }
+        r => r?,
+    };
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        "connection.create",
+        json!({"kind": c.kind, "auth": c.auth, "settings": c.settings()}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+pub async fn record(
+    tx: &mut Tx,
+    now: i64,
+    actor: &Actor,
+    c: &Connection,
+    action: &str,
+    detail: Value,
+) -> Result<(), ConnectorError> {
+    audit::record(
+        tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(&c.org_id),
+            action,
+            target: Some(&c.name),
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn list(
+    db: &Db,
+    org_id: &str,
+    status: Option<&str>,
+) -> Result<Vec<Connection>, ConnectorError> {
+    if let Some(s) = status {
+        if !STATUSES.contains(&s) {
+            return Err(ConnectorError::Invalid(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        Connection,
+        &format!("SELECT {COLS} FROM connections WHERE org_id = $1 AND ($2 IS NULL OR status = $2) ORDER BY name"),
+        org_id,
+        status
+    )?)
+}
+
+pub async fn find<C: AsEx>(
+    c: &mut C,
+    org_id: &str,
+    key: &str,
+) -> Result<Connection, ConnectorError> {
+    fetch_optional!(
+        c,
+        Connection,
+        &format!("SELECT {COLS} FROM connections WHERE org_id = $1 AND (name = $2 OR id = $2)"),
+        org_id,
+        key.trim()
+    )?
+    .ok_or_else(|| ConnectorError::NotFound(format!("connection {key:?}")))
+}
+
+pub async fn find_in(db: &Db, org_id: &str, key: &str) -> Result<Connection, ConnectorError> {
+    let mut c = db.read().await?;
+    find(&mut c, org_id, key).await
+}
+
+pub async fn get<C: AsEx>(c: &mut C, id: &str) -> Result<Connection, ConnectorError> {
+    fetch_optional!(
+        c,
+        Connection,
+        &format!("SELECT {COLS} FROM connections WHERE id = $1"),
+        id
+    )?
+    .ok_or_else(|| ConnectorError::NotFound(format!("connection {id:?}")))
+}
+
+/// Changes settings (merged) and endpoint overrides; never credentials.
+pub async fn update(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+    settings: &BTreeMap<String, String>,
+    endpoints: &BTreeMap<String, String>,
+) -> Result<Connection, ConnectorError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let mut c = find(&mut tx, org_id, key).await?;
+    let kind = c.kind()?;
+    let s = validate_settings(kind, settings, Some(c.settings()))?;
+    let e = validate_endpoints(endpoints, Some(c.endpoints()))?;
+    c.settings = Value::Object(s).to_string();
+    c.endpoints = Value::Object(e).to_string();
+    c.updated_at = now;
+    exec!(
+        &mut tx,
+        "UPDATE connections SET settings = $1, endpoints = $2, updated_at = $3 WHERE id = $4",
+        &c.settings,
+        &c.endpoints,
+        now,
+        &c.id
+    )?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        "connection.update",
+        json!({"settings": settings.keys().collect::<Vec<_>>(), "endpoints": endpoints}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+pub async fn delete(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+) -> Result<Connection, ConnectorError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let c = find(&mut tx, org_id, key).await?;
+    sealed::delete_owner(&mut tx, "connections", &c.id).await?;
+    exec!(&mut tx, "DELETE FROM connections WHERE id = $1", &c.id)?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        "connection.delete",
+        json!({"kind": c.kind}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// The stored credentials (empty when none).
+pub async fn credentials<C: AsEx>(
+    c: &mut C,
+    core: &Core,
+    id: &str,
+) -> Result<Map<String, Value>, ConnectorError> {
+    let raw = sealed::get(c, &core.keyring, credentials_place(id)).await?;
+    Ok(raw
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default())
+}
+
+/// Replaces the credentials inside `tx`; `access_expires_at` and
+/// `refresh_due_at` come from the token fields when there are any.
+pub async fn put_credentials(
+    tx: &mut Tx,
+    core: &Core,
+    c: &Connection,
+    creds: &Map<String, Value>,
+    refresh_due_at: Option<i64>,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    sealed::put(
+        tx,
+        &core.keyring,
+        credentials_place(&c.id),
+        Value::Object(creds.clone()).to_string().as_bytes(),
+        now,
+    )
+    .await?;
+    let expires = creds.get("expires_at").and_then(Value::as_i64);
+    exec!(
+        tx,
+        "UPDATE connections SET has_credentials = TRUE, access_expires_at = $1, refresh_due_at = $2, failures = 0,
+            next_attempt_at = NULL, updated_at = $3 WHERE id = $4",
+        expires,
+        refresh_due_at,
+        now,
+        &c.id
+    )?;
+    Ok(())
+}
+
+/// Sets the status; audits only a change (edge-triggered: one event when a
+/// connection breaks, one when it recovers, never one per read).
+pub async fn set_status(
+    tx: &mut Tx,
+    actor: &Actor,
+    c: &Connection,
+    status: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<bool, ConnectorError> {
+    let n = exec!(
+        tx,
+        "UPDATE connections SET status = $1, status_reason = $2, status_changed_at = $3, updated_at = $3 WHERE id = $4 AND status <> $1",
+        status,
+        reason,
+        now,
+        &c.id
+    )?;
+    if n == 0 {
+        exec!(
+            tx,
+            "UPDATE connections SET status_reason = $1 WHERE id = $2",
+            reason,
+            &c.id
+        )?;
+        return Ok(false);
+    }
+    let action = match status {
+        "needs_reauth" => "connection.needs_reauth",
+        "connected" => "connection.connected",
+        "error" => "connection.error",
+        "disconnected" => "connection.disconnected",
+        _ => "connection.status",
+    };
+    if status == "needs_reauth" {
+        tracing::warn!(connection = %c.name, kind = %c.kind, reason = reason.unwrap_or(""), "CONNECTION NEEDS RE-AUTHORIZATION");
+    }
+    record(
+        tx,
+        now,
+        actor,
+        c,
+        action,
+        json!({"from": c.status, "to": status, "reason": reason}),
+    )
+    .await?;
+    Ok(true)
+}
+
+pub async fn record_test(
+    tx: &mut Tx,
+    c: &Connection,
+    ok: bool,
+    message: &str,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    exec!(
+        tx,
+        "UPDATE connections SET last_test_at = $1, last_test_ok = $2, last_test_message = $3 WHERE id = $4",
+        now,
+        ok,
+        message,
+        &c.id
+    )?;
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Outbound connections: the catalog of connector kinds, connections and
+//! their status machine, the OAuth client flow, the refresh keeper, probes
+//! and the credentials platform code reads.
+
+pub mod actions;
+pub mod catalog;
+pub mod connections;
+pub mod credentials;
+pub mod keeper;
+pub mod oauth_client;
+pub mod probe;
+pub mod provider_clients;
+pub mod service_keys;
+pub mod shapes;
+pub mod template;
+
+use crate::identity::IdentityError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The credential failed its probe and was not stored.
+    #[error("the connection test failed: {0}")]
+    ProbeFailed(String),
+    /// The provider refused (invalid_grant and the like).
+    #[error("the provider refused: {0}")]
+    Provider(String),
+    /// The provider could not be reached or answered 5xx/429; retried.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sealed(#[from] crate::crypto::sealed::SealedError),
+}
+
+impl From<sqlx::Error> for ConnectorError {
+    fn from(e: sqlx::Error) -> Self {
+        ConnectorError::Store(e.into())
+    }
+}

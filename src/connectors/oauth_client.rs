@@ -1,0 +1,691 @@
+//! rekey as an OAuth client of a provider: the authorization request (state
+//! and PKCE), the callback and code exchange, refresh, and revocation.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::catalog::{AuthMethod, ClientAuthStyle, OAuthSpec};
+use super::connections::{self, Connection};
+use super::template::{render, Vars};
+use super::{probe, provider_clients, ConnectorError};
+use crate::audit::Actor;
+use crate::crypto::keyring::Place;
+use crate::crypto::sealed;
+use crate::crypto::token::{self, TokenKind};
+use crate::state::Core;
+use crate::{exec, fetch_optional};
+
+/// How long a started authorization may take.
+const STATE_TTL_MS: i64 = 10 * 60_000;
+/// Refresh at least this often even when the access token lives longer, so a
+/// refresh token with a short idle life (rekey's own: one hour) never lapses.
+pub const MAX_IDLE_MS: i64 = 30 * 60_000;
+
+pub fn http() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub authorize: Option<String>,
+    pub token: String,
+    pub revoke: Option<String>,
+}
+
+fn spec(method: &AuthMethod) -> Result<&OAuthSpec, ConnectorError> {
+    method.oauth.as_ref().ok_or_else(|| {
+        ConnectorError::Invalid(format!(
+            "{} connections do not use OAuth",
+            method.method.as_str()
+        ))
+    })
+}
+
+/// The provider's endpoints: per-connection overrides, else RFC 8414
+/// discovery (when the kind says so), else the catalog's templates.
+pub async fn endpoints(
+    conn: &Connection,
+    method: &AuthMethod,
+) -> Result<Endpoints, ConnectorError> {
+    let spec = spec(method)?;
+    let settings = conn.settings();
+    let empty = Map::new();
+    let vars = Vars {
+        settings: &settings,
+        credentials: &empty,
+    };
+    let r = |t: &str| {
+        render(t, &vars)
+            .map_err(|e| ConnectorError::Invalid(format!("cannot build the provider URL: {e}")))
+    };
+    let mut e = Endpoints {
+        authorize: spec.authorize_url.as_deref().map(r).transpose()?,
+        token: r(&spec.token_url)?,
+        revoke: spec.revoke_url.as_deref().map(r).transpose()?,
+    };
+    if spec.discovery {
+        if let Some(base) = settings.get("base_url").and_then(Value::as_str) {
+            let url = format!(
+                "{}/.well-known/oauth-authorization-server",
+                base.trim_end_matches('/')
+            );
+            let meta: Value = http()
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?
+                .json()
+                .await
+                .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?;
+            let get = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+            if let Some(a) = get("authorization_endpoint") {
+                e.authorize = Some(a);
+            }
+            if let Some(t) = get("token_endpoint") {
+                e.token = t;
+            }
+            e.revoke = get("revocation_endpoint").or(e.revoke);
+        }
+    }
+    let o = conn.endpoints();
+    let over = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+    if let Some(a) = over("authorize_url") {
+        e.authorize = Some(a);
+    }
+    if let Some(t) = over("token_url") {
+        e.token = t;
+    }
+    if let Some(r) = over("revoke_url") {
+        e.revoke = Some(r);
+    }
+    Ok(e)
+}
+
+fn verifier_place(digest: &str) -> Place<'_> {
+    Place {
+        table: "connection_states",
+        column: "verifier",
+        row: digest,
+    }
+}
+
+/// Starts authorizing (or re-authenticating) a connection: returns the
+/// provider URL to open. `state` is single use, lives ten minutes, and is
+/// bound to the connection and to whoever started it.
+pub async fn start(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+    public_url: &str,
+) -> Result<(Connection, String), ConnectorError> {
+    let conn = connections::find_in(&core.db, org_id, key).await?;
+    let method = conn.method()?;
+    if !method.is_oauth_code() {
+        return Err(ConnectorError::Invalid(format!(
+            "{} uses {}; set its credential with `rekey connection set-credential`",
+            conn.name, conn.auth
+        )));
+    }
+    let spec = spec(method)?;
+    let ep = endpoints(&conn, method).await?;
+    let authorize = ep.authorize.ok_or_else(|| {
+        ConnectorError::Invalid("the provider has no authorization endpoint".into())
+    })?;
+    let mut c = core.db.read().await?;
+    let (client_id, _) = provider_clients::resolve(&mut c, core, &conn).await?;
+    drop(c);
+    let state = token::mint(TokenKind::OAuthState);
+    let digest = core.pepper.digest(&state);
+    let verifier = format!(
+        "{}{}",
+        B64URL.encode(rand_bytes()),
+        B64URL.encode(rand_bytes())
+    );
+    let challenge = B64URL.encode(Sha256::digest(verifier.as_bytes()));
+    let redirect_uri = format!("{}/oauth/callback", public_url.trim_end_matches('/'));
+    let settings = conn.settings();
+    let empty = Map::new();
+    let vars = Vars {
+        settings: &settings,
+        credentials: &empty,
+    };
+    let scopes: Vec<String> = spec
+        .scopes
+        .iter()
+        .filter_map(|s| render(s, &vars).ok())
+        .collect();
+    let mut u = url::Url::parse(&authorize).map_err(|_| {
+        ConnectorError::Invalid(format!("authorization endpoint {authorize:?} is not a URL"))
+    })?;
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("state", &state);
+        if !scopes.is_empty() {
+            q.append_pair(
+                "scope",
+                &scopes.join(spec.scope_separator.as_deref().unwrap_or(" ")),
+            );
+        }
+        if spec.pkce {
+            q.append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
+        }
+        for (k, v) in &spec.authorize_params {
+            if let Ok(v) = render(v, &vars) {
+                q.append_pair(k, &v);
+            }
+        }
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "INSERT INTO connection_states (digest, connection_id, started_by, redirect_uri, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        &digest,
+        &conn.id,
+        &actor.name,
+        &redirect_uri,
+        now,
+        now + STATE_TTL_MS
+    )?;
+    sealed::put(
+        &mut tx,
+        &core.keyring,
+        verifier_place(&digest),
+        verifier.as_bytes(),
+        now,
+    )
+    .await?;
+    connections::record(
+        &mut tx,
+        now,
+        actor,
+        &conn,
+        "connection.authorize_start",
+        json!({"redirect_uri": redirect_uri}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((conn, u.to_string()))
+}
+
+fn rand_bytes() -> [u8; 24] {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    connection_id: String,
+    started_by: String,
+    redirect_uri: String,
+    expires_at: i64,
+    used_at: Option<i64>,
+}
+
+/// The provider sent the browser back. Checks and consumes `state`,
+/// exchanges the code, stores the tokens, probes, sets the status.
+pub async fn callback(
+    core: &Core,
+    state: &str,
+    code: Option<&str>,
+    error: Option<&str>,
+    ip: Option<String>,
+) -> Result<Connection, ConnectorError> {
+    let bad = || {
+        ConnectorError::Invalid(
+            "this authorization link is invalid, expired or already used; start again".into(),
+        )
+    };
+    if !token::well_formed(TokenKind::OAuthState, state.trim()) {
+        return Err(bad());
+    }
+    let digest = core.pepper.digest(state.trim());
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let row = fetch_optional!(
+        &mut tx,
+        StateRow,
+        "SELECT connection_id, started_by, redirect_uri, expires_at, used_at FROM connection_states WHERE digest = $1",
+        &digest
+    )?
+    .ok_or_else(bad)?;
+    if row.used_at.is_some() || row.expires_at <= now {
+        return Err(bad());
+    }
+    let n = exec!(
+        &mut tx,
+        "UPDATE connection_states SET used_at = $1 WHERE digest = $2 AND used_at IS NULL",
+        now,
+        &digest
+    )?;
+    if n != 1 {
+        return Err(bad());
+    }
+    let verifier = sealed::get(&mut tx, &core.keyring, verifier_place(&digest))
+        .await?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    sealed::delete(&mut tx, verifier_place(&digest)).await?;
+    let conn = connections::get(&mut tx, &row.connection_id).await?;
+    let actor = Actor::new(row.started_by.clone(), ip);
+    if let Some(err) = error {
+        connections::record(
+            &mut tx,
+            now,
+            &actor,
+            &conn,
+            "connection.authorize_denied",
+            json!({"error": err}),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ConnectorError::Provider(format!(
+            "the provider answered {err}"
+        )));
+    }
+    let (client_id, secret) = provider_clients::resolve(&mut tx, core, &conn).await?;
+    tx.commit().await?;
+    let code = code
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ConnectorError::Invalid("the provider sent no code".into()))?;
+    let method = conn.method()?;
+    let spec = spec(method)?;
+    let ep = endpoints(&conn, method).await?;
+    let mut form: Vec<(String, String)> = vec![
+        ("grant_type".into(), "authorization_code".into()),
+        ("code".into(), code.to_string()),
+        ("redirect_uri".into(), row.redirect_uri.clone()),
+    ];
+    if spec.pkce {
+        if let Some(v) = verifier {
+            form.push(("code_verifier".into(), v));
+        }
+    }
+    let settings = conn.settings();
+    let empty = Map::new();
+    for (k, v) in &spec.token_params {
+        if let Ok(v) = render(
+            v,
+            &Vars {
+                settings: &settings,
+                credentials: &empty,
+            },
+        ) {
+            form.push((k.clone(), v));
+        }
+    }
+    let body = token_request(&ep.token, spec.client_auth, &client_id, &secret, form)
+        .await
+        .map_err(|f| match f {
+            Failure::InvalidGrant(m) | Failure::Refused(m) => ConnectorError::Provider(m),
+            Failure::Unavailable { message, .. } => ConnectorError::Unavailable(message),
+        })?;
+    let creds = token_map(&body, None, now).map_err(ConnectorError::Provider)?;
+    store_tokens_and_probe(core, &actor, &conn, creds, "connection.authorized").await
+}
+
+/// Stores tokens (first), then probes, then sets the status from the probe.
+pub async fn store_tokens_and_probe(
+    core: &Core,
+    actor: &Actor,
+    conn: &Connection,
+    creds: Map<String, Value>,
+    action: &str,
+) -> Result<Connection, ConnectorError> {
+    let method = conn.method()?;
+    let now = core.now();
+    let due = refresh_due(method.oauth.as_ref(), &creds, now);
+    let mut tx = core.db.begin_write().await?;
+    connections::put_credentials(&mut tx, core, conn, &creds, due, now).await?;
+    connections::record(
+        &mut tx,
+        now,
+        actor,
+        conn,
+        action,
+        json!({"scope": creds.get("scope"), "expires_at": creds.get("expires_at")}),
+    )
+    .await?;
+    tx.commit().await?;
+    let probe_url = conn
+        .endpoints()
+        .get("probe_url")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let out = probe::run(method, &conn.settings(), &creds, probe_url.as_deref()).await;
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    connections::record_test(&mut tx, conn, out.ok, &out.message, now).await?;
+    if out.ok {
+        connections::set_status(&mut tx, actor, conn, "connected", None, now).await?;
+    } else {
+        connections::set_status(
+            &mut tx,
+            actor,
+            conn,
+            "error",
+            Some(&format!("connection test failed: {}", out.message)),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    connections::get(&mut core.db.read().await?, &conn.id).await
+}
+
+/// When the keeper should refresh: before the access token expires (by the
+/// kind's margin), and at least every `MAX_IDLE_MS`.
+pub fn refresh_due(spec: Option<&OAuthSpec>, creds: &Map<String, Value>, now: i64) -> Option<i64> {
+    creds.get("refresh_token").and_then(Value::as_str)?;
+    let margin = margin_for(spec, creds);
+    let by_expiry = creds
+        .get("expires_at")
+        .and_then(Value::as_i64)
+        .map(|e| e - margin);
+    let by_refresh_life = creds
+        .get("refresh_expires_at")
+        .and_then(Value::as_i64)
+        .map(|e| e - margin);
+    [by_expiry, by_refresh_life, Some(now + MAX_IDLE_MS)]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// The refresh margin for these tokens: the kind's, but at most half the
+/// access token's life (a token that lives a minute is not "expiring" the
+/// moment it is issued).
+pub fn margin_for(spec: Option<&OAuthSpec>, creds: &Map<String, Value>) -> i64 {
+    let margin = spec.map(OAuthSpec::margin_ms).unwrap_or(300_000);
+    let life = match (
+        creds.get("expires_at").and_then(Value::as_i64),
+        creds.get("obtained_at").and_then(Value::as_i64),
+    ) {
+        (Some(e), Some(o)) if e > o => e - o,
+        _ => return margin,
+    };
+    margin.min(life / 2)
+}
+
+/// The credentials map from a token response. A response without a refresh
+/// token keeps the previous one (providers that do not rotate).
+pub fn token_map(
+    body: &Value,
+    previous: Option<&Map<String, Value>>,
+    now: i64,
+) -> Result<Map<String, Value>, String> {
+    let access = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or("the token response has no access_token")?;
+    let mut m = Map::new();
+    m.insert("access_token".into(), json!(access));
+    m.insert(
+        "token_type".into(),
+        body.get("token_type").cloned().unwrap_or(json!("Bearer")),
+    );
+    if let Some(s) = body.get("scope") {
+        m.insert("scope".into(), s.clone());
+    }
+    if let Some(e) = body.get("expires_in").and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    }) {
+        m.insert("expires_at".into(), json!(now + e * 1000));
+    }
+    if let Some(e) = body.get("refresh_token_expires_in").and_then(Value::as_i64) {
+        m.insert("refresh_expires_at".into(), json!(now + e * 1000));
+    }
+    match body.get("refresh_token").and_then(Value::as_str) {
+        Some(r) => {
+            m.insert("refresh_token".into(), json!(r));
+        }
+        None => {
+            if let Some(r) = previous.and_then(|p| p.get("refresh_token")) {
+                m.insert("refresh_token".into(), r.clone());
+            }
+            if let Some(r) = previous.and_then(|p| p.get("refresh_expires_at")) {
+                m.insert("refresh_expires_at".into(), r.clone());
+            }
+        }
+    }
+    m.insert("obtained_at".into(), json!(now));
+    Ok(m)
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    /// The grant is dead (`invalid_grant`): a person must re-authorize.
+    InvalidGrant(String),
+    /// Refused for another reason (`invalid_client`, …): retried, not re-auth.
+    Refused(String),
+    /// Timeout, connection failure, 5xx or 429: retried with backoff.
+    Unavailable {
+        message: String,
+        retry_after_ms: Option<i64>,
+    },
+}
+
+async fn token_request(
+    url: &str,
+    style: ClientAuthStyle,
+    id: &str,
+    secret: &str,
+    mut form: Vec<(String, String)>,
+) -> Result<Value, Failure> {
+    let mut req = http().post(url).header("accept", "application/json");
+    match style {
+        ClientAuthStyle::Basic => req = req.basic_auth(id, Some(secret)),
+        ClientAuthStyle::Body => {
+            form.push(("client_id".into(), id.into()));
+            form.push(("client_secret".into(), secret.into()));
+        }
+    }
+    let resp = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| Failure::Unavailable {
+            message: if e.is_timeout() {
+                "the token endpoint timed out".into()
+            } else {
+                "could not reach the token endpoint".into()
+            },
+            retry_after_ms: None,
+        })?;
+    let status = resp.status();
+    let retry_after_ms = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(|s| s * 1000);
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let code = body.get("error").and_then(Value::as_str).unwrap_or("");
+    let desc = body
+        .get("error_description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = format!("HTTP {} {code} {desc}", status.as_u16())
+        .trim()
+        .to_string();
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Err(Failure::Unavailable {
+            message,
+            retry_after_ms,
+        });
+    }
+    if code == "invalid_grant" {
+        return Err(Failure::InvalidGrant(message));
+    }
+    Err(Failure::Refused(message))
+}
+
+/// Calls the provider's token endpoint with the stored refresh token.
+pub async fn refresh_call(
+    core: &Core,
+    conn: &Connection,
+    creds: &Map<String, Value>,
+) -> Result<Map<String, Value>, Failure> {
+    let method = conn.method().map_err(|e| Failure::Refused(e.to_string()))?;
+    let spec = spec(method).map_err(|e| Failure::Refused(e.to_string()))?;
+    let rt = creds
+        .get("refresh_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Failure::InvalidGrant("no refresh token is stored".into()))?;
+    let ep = endpoints(conn, method)
+        .await
+        .map_err(|e| Failure::Unavailable {
+            message: e.to_string(),
+            retry_after_ms: None,
+        })?;
+    let mut c = core.db.read().await.map_err(|e| Failure::Unavailable {
+        message: e.to_string(),
+        retry_after_ms: None,
+    })?;
+    let (id, secret) = provider_clients::resolve(&mut c, core, conn)
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    drop(c);
+    let mut form = vec![
+        ("grant_type".to_string(), "refresh_token".to_string()),
+        ("refresh_token".to_string(), rt.to_string()),
+    ];
+    let settings = conn.settings();
+    let empty = Map::new();
+    for (k, v) in &spec.refresh_params {
+        if let Ok(v) = render(
+            v,
+            &Vars {
+                settings: &settings,
+                credentials: &empty,
+            },
+        ) {
+            form.push((k.clone(), v));
+        }
+    }
+    let body = token_request(&ep.token, spec.client_auth, &id, &secret, form).await?;
+    token_map(&body, Some(creds), core.now()).map_err(Failure::Refused)
+}
+
+/// Revokes the grant at the provider (when it has a revocation endpoint),
+/// destroys the stored tokens, and marks the connection `disconnected`.
+pub async fn revoke(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+) -> Result<(Connection, Option<String>), ConnectorError> {
+    let conn = connections::find_in(&core.db, org_id, key).await?;
+    let method = conn.method()?;
+    let mut provider_note = None;
+    if method.is_oauth_code() && conn.has_credentials {
+        let mut c = core.db.read().await?;
+        let creds = connections::credentials(&mut c, core, &conn.id).await?;
+        let client = provider_clients::resolve(&mut c, core, &conn).await;
+        drop(c);
+        let ep = endpoints(&conn, method).await;
+        match (ep, client) {
+            (
+                Ok(Endpoints {
+                    revoke: Some(url), ..
+                }),
+                Ok((id, secret)),
+            ) => {
+                let (token, hint) = match creds.get("refresh_token").and_then(Value::as_str) {
+                    Some(r) => (r.to_string(), "refresh_token"),
+                    None => (
+                        creds
+                            .get("access_token")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        "access_token",
+                    ),
+                };
+                let mut req = http().post(&url);
+                let mut form = vec![
+                    ("token".to_string(), token),
+                    ("token_type_hint".to_string(), hint.to_string()),
+                ];
+                match spec(method)?.client_auth {
+                    ClientAuthStyle::Basic => req = req.basic_auth(&id, Some(&secret)),
+                    ClientAuthStyle::Body => {
+                        form.push(("client_id".into(), id));
+                        form.push(("client_secret".into(), secret));
+                    }
+                }
+                provider_note = Some(match req.form(&form).send().await {
+                    Ok(r) if r.status().is_success() => "revoked at the provider".to_string(),
+                    Ok(r) => format!(
+                        "the provider's revocation answered HTTP {}",
+                        r.status().as_u16()
+                    ),
+                    Err(_) => "the provider's revocation endpoint could not be reached".to_string(),
+                });
+            }
+            (Ok(_), _) => {
+                provider_note = Some(
+                    "the provider has no revocation endpoint; tokens were destroyed here".into(),
+                )
+            }
+            (Err(e), _) => {
+                provider_note = Some(format!("could not reach the provider to revoke: {e}"))
+            }
+        }
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    sealed::delete(&mut tx, connections::credentials_place(&conn.id)).await?;
+    exec!(
+        &mut tx,
+        "UPDATE connections SET has_credentials = FALSE, access_expires_at = NULL, refresh_due_at = NULL, updated_at = $1 WHERE id = $2",
+        now,
+        &conn.id
+    )?;
+    connections::record(
+        &mut tx,
+        now,
+        actor,
+        &conn,
+        "connection.revoke_authorization",
+        json!({"provider": provider_note}),
+    )
+    .await?;
+    connections::set_status(
+        &mut tx,
+        actor,
+        &conn,
+        "disconnected",
+        Some("authorization revoked"),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        connections::find_in(&core.db, org_id, key).await?,
+        provider_note,
+    ))
+}

@@ -1,0 +1,145 @@
+//! The OAuth client rekey presents to a provider: configured once per kind
+//! by the operator, overridable per connection (custom connectors, the
+//! `rekey` kind, an org that brings its own app). Secrets are sealed.
+
+use serde_json::json;
+
+use super::connections::{self, client_secret_place, Connection};
+use super::{catalog, ConnectorError};
+use crate::audit::{self, Actor, Event};
+use crate::crypto::keyring::Place;
+use crate::crypto::sealed;
+use crate::state::Core;
+use crate::store::AsEx;
+use crate::{exec, scalar_optional};
+
+fn kind_place(kind: &str) -> Place<'_> {
+    Place {
+        table: "connector_clients",
+        column: "client_secret",
+        row: kind,
+    }
+}
+
+pub async fn configure(
+    core: &Core,
+    actor: &Actor,
+    kind: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<(), ConnectorError> {
+    if catalog::kind(kind).is_none() {
+        return Err(ConnectorError::Invalid(format!(
+            "unknown connector kind {kind:?}"
+        )));
+    }
+    if client_id.trim().is_empty() || secret.is_empty() {
+        return Err(ConnectorError::Invalid(
+            "client id and client secret are required".into(),
+        ));
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "INSERT INTO connector_clients (kind, client_id, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (kind) DO UPDATE SET client_id = excluded.client_id, updated_at = excluded.updated_at",
+        kind,
+        client_id.trim(),
+        now
+    )?;
+    sealed::put(
+        &mut tx,
+        &core.keyring,
+        kind_place(kind),
+        secret.as_bytes(),
+        now,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: None,
+            action: "connector.configure",
+            target: Some(kind),
+            detail: json!({"client_id": client_id.trim()}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn set_for_connection(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<Connection, ConnectorError> {
+    if client_id.trim().is_empty() || secret.is_empty() {
+        return Err(ConnectorError::Invalid(
+            "client id and client secret are required".into(),
+        ));
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let mut c = connections::find(&mut tx, org_id, key).await?;
+    exec!(
+        &mut tx,
+        "UPDATE connections SET client_id = $1, updated_at = $2 WHERE id = $3",
+        client_id.trim(),
+        now,
+        &c.id
+    )?;
+    sealed::put(
+        &mut tx,
+        &core.keyring,
+        client_secret_place(&c.id),
+        secret.as_bytes(),
+        now,
+    )
+    .await?;
+    c.client_id = Some(client_id.trim().to_string());
+    connections::record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        "connection.set_client",
+        json!({"client_id": client_id.trim()}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// (client id, client secret) for a connection: its own, else its kind's.
+pub async fn resolve<C: AsEx>(
+    c: &mut C,
+    core: &Core,
+    conn: &Connection,
+) -> Result<(String, String), ConnectorError> {
+    if let Some(id) = &conn.client_id {
+        if let Some(s) = sealed::get(c, &core.keyring, client_secret_place(&conn.id)).await? {
+            return Ok((id.clone(), String::from_utf8_lossy(&s).into_owned()));
+        }
+    }
+    let id: Option<String> = scalar_optional!(
+        c,
+        String,
+        "SELECT client_id FROM connector_clients WHERE kind = $1",
+        &conn.kind
+    )?;
+    let secret = sealed::get(c, &core.keyring, kind_place(&conn.kind)).await?;
+    match (id, secret) {
+        (Some(id), Some(s)) => Ok((id, String::from_utf8_lossy(&s).into_owned())),
+        _ => Err(ConnectorError::Invalid(format!(
+            "no OAuth client is configured for {} (rekey connector configure {} --client-id ID --client-secret-stdin, or rekey connection set-client)",
+            conn.kind, conn.kind
+        ))),
+    }
+}

@@ -1,0 +1,750 @@
+//! Connections end to end: the catalog, a `rekey`-kind connection authorized
+//! against a second rekey server (a real OAuth provider), refresh, revoke,
+//! re-authenticate, failures, concurrency; database and Redis credentials
+//! against the local servers.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::dual;
+use crate::harness::*;
+use crate::oauth_support::{browse, param, USER};
+
+dual!(catalog_lists_every_kind, |env| {
+    let list = env.json(&["connector", "list"]);
+    let kinds: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "jira",
+        "salesforce",
+        "snowflake",
+        "postgres",
+        "mysql",
+        "redshift",
+        "redis",
+        "rekey",
+        "s3",
+        "bigquery",
+    ] {
+        assert!(kinds.contains(&k), "{k}");
+    }
+    let sf = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "snowflake")
+        .unwrap();
+    let methods = sf["auth_methods"].as_array().unwrap();
+    assert!(methods
+        .iter()
+        .all(|m| m["method"].is_string() && m["rotation"].is_string() && m["fields"].is_array()));
+    assert!(methods
+        .iter()
+        .any(|m| m["method"] == "basic" && m["deprecated"] == true));
+    assert!(sf["settings"].is_array());
+    let pg = env.json(&["connector", "show", "postgres"]);
+    assert_eq!(pg["auth_methods"][0]["fields"][0]["key"], "password");
+    assert_eq!(
+        env.run(&["connector", "show", "nope"]).status.code(),
+        Some(1)
+    );
+});
+
+/// A provider (another rekey, on SQLite) and a consumer server for `env`.
+pub struct Pair {
+    pub provider: Env,
+    pub psrv: Server,
+    pub csrv: Server,
+}
+
+pub async fn pair(env: &Env, access_ttl: &str, consumer_env: &[(&str, &str)]) -> Pair {
+    let provider = Env::new(Engine::Sqlite).await.unwrap();
+    provider.ok(&["org", "create", "prov"]);
+    provider.json_stdin(
+        &[
+            "user",
+            "create",
+            "--org",
+            "prov",
+            "--email",
+            USER,
+            "--permission",
+            "read_write",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    let psrv = provider.serve();
+    let mut cenv = vec![("REKEY_KEEPER_INTERVAL", "0")];
+    cenv.extend_from_slice(consumer_env);
+    let csrv = env.serve_with(&cenv);
+    let app = provider.json(&[
+        "app",
+        "create",
+        "--org",
+        "prov",
+        "--name",
+        "consumer",
+        "--scope",
+        "read_write",
+        "--callback",
+        &format!("{}/oauth/callback", csrv.url),
+        "--access-token-ttl",
+        access_ttl,
+    ]);
+    env.ok(&["org", "create", "acme"]);
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "rekey",
+        "--name",
+        "upstream",
+        "--setting",
+        &format!("base_url={}", psrv.url),
+        "--setting",
+        "scope=read_write",
+    ]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-client",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+            "--client-id",
+            app["client_id"].as_str().unwrap(),
+            "--client-secret-stdin",
+        ],
+        app["client_secret"].as_str().unwrap(),
+    );
+    Pair {
+        provider,
+        psrv,
+        csrv,
+    }
+}
+
+/// Runs `connection authorize|reauthenticate` and the browser side; returns the connection.
+pub async fn authorize(env: &Env, p: &Pair, verb: &str) -> Value {
+    let mut c = env.cmd();
+    c.env("REKEY_PUBLIC_URL", &p.csrv.url).args([
+        "connection",
+        verb,
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+        "--json",
+    ]);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = v["authorize_url"].as_str().unwrap();
+    assert!(url.starts_with(&p.psrv.url), "{url}");
+    let back = browse(url, USER, PASSWORD, "allow").await.unwrap();
+    assert!(
+        back.as_str()
+            .starts_with(&format!("{}/oauth/callback", p.csrv.url)),
+        "{back}"
+    );
+    assert!(param(&back, "code").is_some());
+    let r = client().get(back.as_str()).send().await.unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("authorized"), "{page}");
+    env.json(&["connection", "show", "--org", "acme", "--name", "upstream"])
+}
+
+fn audit_count(env: &Env, action: &str) -> usize {
+    env.json(&["audit", "list", "--action", action, "--limit", "10000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .count()
+}
+
+dual!(
+    rekey_connection_authorize_refresh_revoke_reauthenticate,
+    |env| {
+        let p = pair(&env, "1h", &[]).await;
+        let before = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(before["status"], "disconnected");
+        let c = authorize(&env, &p, "authorize").await;
+        assert_eq!(c["status"], "connected", "{c}");
+        assert_eq!(c["last_test"]["ok"], true);
+        assert!(
+            !c.to_string().contains("rk_at_") && !c.to_string().contains("rk_rt_"),
+            "no secret in the view"
+        );
+        let settings = c["settings"].clone();
+        // several rotations at the provider
+        for _ in 0..3 {
+            let r = env.json(&[
+                "connection",
+                "refresh",
+                "--org",
+                "acme",
+                "--name",
+                "upstream",
+            ]);
+            assert_eq!(r["status"], "connected");
+        }
+        assert_eq!(audit_count(&env, "connection.refresh"), 3);
+        assert_eq!(
+            env.json(&["connection", "test", "--org", "acme", "--name", "upstream"])["last_test"]
+                ["ok"],
+            true
+        );
+        // the provider sees one live authorization
+        let auths = p.provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+        ]);
+        assert_eq!(auths.as_array().unwrap().len(), 1);
+        assert_eq!(auths[0]["status"], "Active");
+        // revoke: at the provider too
+        let r = env.json(&[
+            "connection",
+            "revoke-authorization",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+        ]);
+        assert_eq!(r["status"], "disconnected");
+        assert_eq!(r["provider"], "revoked at the provider");
+        assert_eq!(
+            p.provider.json(&[
+                "app",
+                "authorizations",
+                "--org",
+                "prov",
+                "--name",
+                "consumer"
+            ])[0]["status"],
+            "Revoked"
+        );
+        // re-authenticate: settings untouched
+        let c = authorize(&env, &p, "reauthenticate").await;
+        assert_eq!(c["status"], "connected");
+        assert_eq!(c["settings"], settings);
+        // a dead grant (revoked at the provider) makes the connection needs_reauth, loudly
+        let auths = p.provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+        ]);
+        let live = auths
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["status"] == "Active")
+            .unwrap();
+        p.provider.json(&[
+            "app",
+            "revoke-authorization",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+            "--id",
+            live["id"].as_str().unwrap(),
+        ]);
+        let r = env.json(&[
+            "connection",
+            "refresh",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+        ]);
+        assert_eq!(r["status"], "needs_reauth", "{r}");
+        let list = env.json(&[
+            "connection",
+            "list",
+            "--org",
+            "acme",
+            "--status",
+            "needs_reauth",
+        ]);
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(audit_count(&env, "connection.needs_reauth"), 1);
+        // a second failing attempt does not raise a second event
+        env.run(&[
+            "connection",
+            "refresh",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+        ]);
+        assert_eq!(audit_count(&env, "connection.needs_reauth"), 1);
+        drop(p);
+    }
+);
+
+dual!(
+    platform_code_reads_credentials_refreshing_once_under_concurrency,
+    |env| {
+        let p = pair(&env, "2s", &[]).await;
+        authorize(&env, &p, "authorize").await;
+        let key = env.json(&["service-key", "create", "--name", "platform"])["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let conn = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        let url = p.csrv.at(&format!(
+            "/api/v1/orgs/acme/connections/{}/credentials",
+            conn["id"].as_str().unwrap()
+        ));
+        // without a service key: refused
+        assert_eq!(client().get(&url).send().await.unwrap().status(), 401);
+        let r = client().get(&url).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["credentials"]["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("rk_at_"));
+        assert_eq!(v["settings"]["base_url"], p.psrv.url.as_str());
+        // let the 2 s token come within its margin, then 50 concurrent readers
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let before = audit_count(&env, "connection.refresh");
+        // with PostgreSQL, a second instance shares the work
+        let second = (env.engine == Engine::Postgres)
+            .then(|| env.serve_with(&[("REKEY_KEEPER_INTERVAL", "0")]));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let u = match &second {
+                Some(s) if i % 2 == 1 => s.at(&format!(
+                    "/api/v1/orgs/acme/connections/{}/credentials",
+                    conn["id"].as_str().unwrap()
+                )),
+                _ => url.clone(),
+            };
+            let k = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .get(u)
+                    .bearer_auth(k)
+                    .send()
+                    .await
+                    .unwrap();
+                let s = r.status().as_u16();
+                let v: Value = r.json().await.unwrap();
+                (
+                    s,
+                    v["credentials"]["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            }));
+        }
+        let mut tokens = std::collections::HashSet::new();
+        for t in tasks {
+            let (s, at) = t.await.unwrap();
+            assert_eq!(s, 200);
+            tokens.insert(at);
+        }
+        assert_eq!(
+            audit_count(&env, "connection.refresh") - before,
+            1,
+            "exactly one refresh at the provider"
+        );
+        assert_eq!(tokens.len(), 1, "every reader got the refreshed token");
+        // each read is audited
+        assert!(audit_count(&env, "connection.credentials_read") >= 51);
+        drop(second);
+        drop(p);
+    }
+);
+
+dual!(keeper_refreshes_in_the_background, |env| {
+    let p = pair(&env, "2s", &[("REKEY_KEEPER_INTERVAL", "1")]).await;
+    authorize(&env, &p, "authorize").await;
+    // a 2 s token is due every second: the keeper rotates it several times
+    let mut ok = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if audit_count(&env, "connection.refresh") >= 3 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the keeper refreshed at least three times");
+    let c = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+    assert_eq!(c["status"], "connected");
+    assert_eq!(
+        p.provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "consumer"
+        ])[0]["status"],
+        "Active"
+    );
+});
+
+/// A provider token endpoint that always answers `status` (with Retry-After).
+async fn failing_endpoint(status: u16) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let body = "{\"error\":\"temporarily_unavailable\"}";
+                let resp = format!(
+                    "HTTP/1.1 {status} Unavailable\r\ncontent-type: application/json\r\nretry-after: 120\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/token")
+}
+
+dual!(passing_failures_are_retried_and_never_need_reauth, |env| {
+    let p = pair(&env, "1h", &[]).await;
+    authorize(&env, &p, "authorize").await;
+    for status in [503u16, 429] {
+        let url = failing_endpoint(status).await;
+        env.json(&[
+            "connection",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+            "--endpoint",
+            &format!("token_url={url}"),
+        ]);
+        let r = env.json(&[
+            "connection",
+            "refresh",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+        ]);
+        assert_eq!(
+            r["status"], "connected",
+            "{status}: a passing failure with a live token stays connected: {r}"
+        );
+        assert!(
+            r["status_reason"]
+                .as_str()
+                .unwrap()
+                .contains(&status.to_string()),
+            "{r}"
+        );
+    }
+    assert_eq!(audit_count(&env, "connection.needs_reauth"), 0);
+    // the provider down altogether: same
+    env.json(&[
+        "connection",
+        "update",
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+        "--endpoint",
+        "token_url=http://127.0.0.1:9/token",
+    ]);
+    let r = env.json(&[
+        "connection",
+        "refresh",
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+    ]);
+    assert_ne!(r["status"], "needs_reauth");
+});
+
+fn mariadb_up() -> bool {
+    std::net::TcpStream::connect_timeout(&"127.0.0.1:3306".parse().unwrap(), Duration::from_secs(1))
+        .is_ok()
+}
+
+fn redis_up() -> bool {
+    std::net::TcpStream::connect_timeout(&"127.0.0.1:6379".parse().unwrap(), Duration::from_secs(1))
+        .is_ok()
+}
+
+fn require(up: bool, what: &str) -> bool {
+    if !up {
+        assert!(!in_ci(), "{what} is required in CI but unreachable");
+        eprintln!("SKIPPED: {what} unreachable");
+    }
+    up
+}
+
+dual!(database_and_redis_credentials_are_probed, |env| {
+    env.ok(&["org", "create", "acme"]);
+    // PostgreSQL (the local server trusts loopback, so a wrong *user* is the refusal we can show)
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "postgres",
+        "--name",
+        "pg",
+        "--setting",
+        "host=127.0.0.1",
+        "--setting",
+        "database=postgres",
+        "--setting",
+        "username=postgres",
+    ]);
+    let v = env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "pg",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        "any-password",
+    );
+    assert_eq!(v["status"], "connected", "{v}");
+    assert_eq!(v["last_test"]["ok"], true);
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "postgres",
+        "--name",
+        "pg-bad",
+        "--setting",
+        "host=127.0.0.1",
+        "--setting",
+        "database=postgres",
+        "--setting",
+        "username=no_such_role_rekey",
+    ]);
+    let out = env.run_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "pg-bad",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        Some("x"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was stored"));
+    assert_eq!(
+        env.json(&["connection", "show", "--org", "acme", "--name", "pg-bad"])["has_credentials"],
+        false
+    );
+
+    if require(mariadb_up(), "MariaDB") {
+        let pool = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
+            .await
+            .unwrap();
+        sqlx::query("CREATE USER IF NOT EXISTS 'rekey_probe'@'%' IDENTIFIED BY 'right-password'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("ALTER USER 'rekey_probe'@'%' IDENTIFIED BY 'right-password'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "mysql",
+            "--name",
+            "maria",
+            "--setting",
+            "host=127.0.0.1",
+            "--setting",
+            "database=information_schema",
+            "--setting",
+            "username=rekey_probe",
+        ]);
+        let out = env.run_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "maria",
+                "--field",
+                "password",
+                "--value-stdin",
+            ],
+            Some("wrong-password"),
+        );
+        assert_eq!(out.status.code(), Some(1), "a wrong password is refused");
+        let v = env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "maria",
+                "--field",
+                "password",
+                "--value-stdin",
+            ],
+            "right-password",
+        );
+        assert_eq!(v["status"], "connected");
+        pool.close().await;
+    }
+    if require(redis_up(), "Redis") {
+        let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("rekey_probe")
+            .arg("on")
+            .arg("resetpass")
+            .arg(">right-password")
+            .arg("+ping")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "redis",
+            "--name",
+            "cache",
+            "--setting",
+            "host=127.0.0.1",
+            "--setting",
+            "username=rekey_probe",
+        ]);
+        let out = env.run_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "cache",
+                "--field",
+                "password",
+                "--value-stdin",
+            ],
+            Some("wrong-password"),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let v = env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "cache",
+                "--field",
+                "password",
+                "--value-stdin",
+            ],
+            "right-password",
+        );
+        assert_eq!(v["status"], "connected");
+        assert!(
+            env.json(&["connection", "test", "--org", "acme", "--name", "cache"])["last_test"]
+                ["message"]
+                .as_str()
+                .unwrap()
+                .contains("PONG")
+        );
+    }
+    // shapes: a PEM that does not parse is refused before any probe
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "snowflake",
+        "--name",
+        "sf",
+        "--auth",
+        "rsa_key_pair",
+        "--setting",
+        "account=xy12345",
+        "--setting",
+        "username=svc",
+        "--setting",
+        "role=SVC",
+        "--setting",
+        "warehouse=WH",
+    ]);
+    let out = env.run_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "sf",
+            "--field",
+            "private_key",
+            "--value-stdin",
+        ],
+        Some("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PEM"));
+    // no secret in the listing or the audit log
+    let all = env.ok(&["connection", "list", "--org", "acme", "--json"])
+        + &env.ok(&["audit", "list", "--json", "--limit", "1000"]);
+    assert!(!all.contains("right-password") && !all.contains("any-password"));
+});
