@@ -159,38 +159,31 @@ pub async fn delete(
 }
 
 pub async fn deactivate(
-    State(st): State<AppState>,
+    st: State<AppState>,
     admin: AdminSession,
-    Path((org, app)): Path<(String, String)>,
+    path: Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    set_active(st, admin, org, app, false).await
+    set_active(st, admin, path, ClientKind::App, false).await
 }
 
 pub async fn activate(
-    State(st): State<AppState>,
+    st: State<AppState>,
     admin: AdminSession,
-    Path((org, app)): Path<(String, String)>,
+    path: Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    set_active(st, admin, org, app, true).await
+    set_active(st, admin, path, ClientKind::App, true).await
 }
 
-async fn set_active(
-    st: AppState,
+/// Deactivates or activates an application or machine client.
+pub async fn set_active(
+    State(st): State<AppState>,
     admin: AdminSession,
-    org: String,
-    app: String,
+    Path((org, name)): Path<(String, String)>,
+    kind: ClientKind,
     active: bool,
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
-    let c = clients::set_active(
-        &st.core,
-        &admin.actor(),
-        &o.id,
-        ClientKind::App,
-        &app,
-        active,
-    )
-    .await?;
+    let c = clients::set_active(&st.core, &admin.actor(), &o.id, kind, &name, active).await?;
     Ok(Json(json!(c.view(None, st.core.now()))))
 }
 

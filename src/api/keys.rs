@@ -198,37 +198,17 @@ pub async fn delete_m2m(
 }
 
 pub async fn deactivate_m2m(
-    State(st): State<AppState>,
+    st: State<AppState>,
     admin: AdminSession,
-    Path((org, name)): Path<(String, String)>,
+    path: Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let o = org_for(&st, &admin, &org).await?;
-    let c = clients::set_active(
-        &st.core,
-        &admin.actor(),
-        &o.id,
-        ClientKind::M2m,
-        &name,
-        false,
-    )
-    .await?;
-    Ok(Json(json!(c.view(None, st.core.now()))))
+    super::apps::set_active(st, admin, path, ClientKind::M2m, false).await
 }
 
 pub async fn activate_m2m(
-    State(st): State<AppState>,
+    st: State<AppState>,
     admin: AdminSession,
-    Path((org, name)): Path<(String, String)>,
+    path: Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let o = org_for(&st, &admin, &org).await?;
-    let c = clients::set_active(
-        &st.core,
-        &admin.actor(),
-        &o.id,
-        ClientKind::M2m,
-        &name,
-        true,
-    )
-    .await?;
-    Ok(Json(json!(c.view(None, st.core.now()))))
+    super::apps::set_active(st, admin, path, ClientKind::M2m, true).await
 }

@@ -126,7 +126,6 @@ async fn postgres(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    use sqlx::Connection;
     let port: u16 = s(settings, "port").parse().unwrap_or(5432);
     let mut opts = sqlx::postgres::PgConnectOptions::new()
         .host(&s(settings, "host"))
@@ -137,27 +136,13 @@ async fn postgres(
     if !db.is_empty() {
         opts = opts.database(&db);
     }
-    let fut = async {
-        let mut c = sqlx::PgConnection::connect_with(&opts)
-            .await
-            .map_err(|e| db_error(&e))?;
-        sqlx::query("SELECT 1")
-            .execute(&mut c)
-            .await
-            .map_err(|e| db_error(&e))?;
-        let _ = c.close().await;
-        Ok::<_, String>("connected and ran SELECT 1".to_string())
-    };
-    tokio::time::timeout(TIMEOUT, fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    sql_ping(opts).await
 }
 
 async fn mysql(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    use sqlx::Connection;
     let port: u16 = s(settings, "port").parse().unwrap_or(3306);
     let mut opts = sqlx::mysql::MySqlConnectOptions::new()
         .host(&s(settings, "host"))
@@ -168,16 +153,22 @@ async fn mysql(
     if !db.is_empty() {
         opts = opts.database(&db);
     }
+    sql_ping(opts).await
+}
+
+/// Connects (which authenticates) and pings: the trivial command every
+/// SQL server answers.
+async fn sql_ping<O>(opts: O) -> Result<String, String>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    use sqlx::Connection;
     let fut = async {
-        let mut c = sqlx::MySqlConnection::connect_with(&opts)
-            .await
-            .map_err(|e| db_error(&e))?;
-        sqlx::query("SELECT 1")
-            .execute(&mut c)
-            .await
-            .map_err(|e| db_error(&e))?;
+        let mut c = opts.connect().await.map_err(|e| db_error(&e))?;
+        c.ping().await.map_err(|e| db_error(&e))?;
         let _ = c.close().await;
-        Ok::<_, String>("connected and ran SELECT 1".to_string())
+        Ok::<_, String>("connected and pinged".to_string())
     };
     tokio::time::timeout(TIMEOUT, fut)
         .await
