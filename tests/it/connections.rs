@@ -748,3 +748,122 @@ dual!(database_and_redis_credentials_are_probed, |env| {
         + &env.ok(&["audit", "list", "--json", "--limit", "1000"]);
     assert!(!all.contains("right-password") && !all.contains("any-password"));
 });
+
+dual!(admin_api_for_connections, |env| {
+    let admin = env.org_with_admin("acme");
+    let beta = env.org_with_admin("beta");
+    let srv = env.serve_with(&[("REKEY_KEEPER_INTERVAL", "0")]);
+    let (c, csrf) = admin_login(&srv, &admin).await;
+    let list: Value = c
+        .get(srv.at("/api/v1/connectors"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.as_array().unwrap().len() >= 31);
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/connections"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"kind": "postgres", "name": "pg", "settings": {"host": "127.0.0.1", "database": "postgres", "username": "postgres"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["settings"]["port"].as_str()),
+        (Some("disconnected"), Some("5432"))
+    );
+    // bad input: unknown kind, unknown setting, missing setting, bad port
+    for body in [
+        serde_json::json!({"kind": "nope", "name": "x"}),
+        serde_json::json!({"kind": "postgres", "name": "x", "settings": {"host": "h", "database": "d", "username": "u", "colour": "red"}}),
+        serde_json::json!({"kind": "postgres", "name": "x", "settings": {"host": "h"}}),
+        serde_json::json!({"kind": "postgres", "name": "x", "settings": {"host": "h", "database": "d", "username": "u", "port": "99999"}}),
+    ] {
+        let r = c
+            .post(srv.at("/api/v1/orgs/acme/connections"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/connections/pg/credential"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"fields": {"password": "whatever"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "connected");
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/connections/pg/test"))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["last_test"]["ok"], true);
+    let r = c
+        .patch(srv.at("/api/v1/orgs/acme/connections/pg"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"settings": {"port": "5432"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["has_credentials"],
+        true,
+        "settings change keeps credentials"
+    );
+    let l: Value = c
+        .get(srv.at("/api/v1/orgs/acme/connections?status=connected"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    // another org's admin: not found
+    let (b, bcsrf) = admin_login(&srv, &beta).await;
+    assert_eq!(
+        b.get(srv.at("/api/v1/orgs/acme/connections/pg"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        b.delete(srv.at("/api/v1/orgs/acme/connections/pg"))
+            .header("X-CSRF-Token", &bcsrf)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // only an operator configures a kind's OAuth client
+    let r = c
+        .post(srv.at("/api/v1/connectors/jira/client"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"client_id": "x", "client_secret": "y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        c.delete(srv.at("/api/v1/orgs/acme/connections/pg"))
+            .header("X-CSRF-Token", &csrf)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+});
