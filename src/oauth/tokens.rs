@@ -7,6 +7,7 @@ use super::clients::Client;
 use crate::crypto::token::{self, TokenKind};
 use crate::crypto::Pepper;
 use crate::exec;
+use crate::store::sql::{exec_args, placeholders, Arg};
 use crate::store::Tx;
 
 /// What a token endpoint returns.
@@ -25,27 +26,41 @@ pub struct AccessSpec<'a> {
     pub scope: &'a str,
 }
 
-/// Inserts an access token; returns the token (never stored).
+/// The statement that stores access tokens, without its VALUES tuples.
+pub const ACCESS_INSERT: &str =
+    "INSERT INTO oauth_access_tokens (digest, client_pk, grant_id, org_id, user_id, scope, issued_at, expires_at) VALUES";
+pub const ACCESS_COLS: usize = 8;
+
+/// A new access token and the row that stores it (its digest, never itself).
+pub fn access_row(pepper: &Pepper, spec: AccessSpec<'_>, now: i64) -> (String, Vec<Arg>) {
+    let t = token::mint(TokenKind::AccessToken);
+    let row = vec![
+        Arg::Text(pepper.digest(&t)),
+        Arg::Text(spec.client.id.clone()),
+        Arg::OptText(spec.grant_id.map(str::to_string)),
+        Arg::Text(spec.client.org_id.clone()),
+        Arg::OptText(spec.user_id.map(str::to_string)),
+        Arg::Text(spec.scope.to_string()),
+        Arg::Int(now),
+        Arg::Int(now + spec.client.access_ttl_ms),
+    ];
+    (t, row)
+}
+
+/// Inserts an access token inside `tx`; returns the token (never stored).
 pub async fn insert_access(
     tx: &mut Tx,
     pepper: &Pepper,
     spec: AccessSpec<'_>,
     now: i64,
 ) -> Result<String, sqlx::Error> {
-    let t = token::mint(TokenKind::AccessToken);
-    exec!(
+    let (t, row) = access_row(pepper, spec, now);
+    exec_args(
         tx,
-        "INSERT INTO oauth_access_tokens (digest, client_pk, grant_id, org_id, user_id, scope, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        pepper.digest(&t),
-        &spec.client.id,
-        spec.grant_id,
-        &spec.client.org_id,
-        spec.user_id,
-        spec.scope,
-        now,
-        now + spec.client.access_ttl_ms
-    )?;
+        &format!("{ACCESS_INSERT} {}", placeholders(1, ACCESS_COLS)),
+        row,
+    )
+    .await?;
     Ok(t)
 }
 

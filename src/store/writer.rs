@@ -11,6 +11,7 @@ use std::pin::Pin;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::sql::{exec_args, placeholders, Arg};
 use super::{Db, StoreError, Tx};
 use crate::exec;
 
@@ -19,14 +20,26 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a job leaves behind once it ran: whether to keep its writes, and
 /// how to answer once the batch's commit is known.
 type Completion = (bool, Box<dyn FnOnce(Result<(), String>) + Send>);
+/// Rows of one INSERT statement met in a batch, each with its answer.
+type RowGroup = (
+    &'static str,
+    usize,
+    Vec<(Vec<Arg>, oneshot::Sender<Result<(), WriterError>>)>,
+);
 type JobFn = Box<dyn for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Completion> + Send>;
 
-struct Job {
-    run: JobFn,
-    /// Run inside its own savepoint. Jobs that are one statement (an
-    /// INSERT of a fresh token) skip it: a statement is atomic, and one
-    /// that fails breaks the batch anyway.
-    guarded: bool,
+enum Job {
+    /// A closure run inside its own savepoint.
+    Run(JobFn),
+    /// One row of a multi-row INSERT: the rows of one statement that meet
+    /// in a batch go in as one statement (issuing a token is one INSERT, and
+    /// at thousands a second the per-statement cost is what counts).
+    Row {
+        prefix: &'static str,
+        cols: usize,
+        row: Vec<Arg>,
+        done: oneshot::Sender<Result<(), WriterError>>,
+    },
 }
 
 /// One or more writer lanes. SQLite has one writer at a time anyway, so it
@@ -79,21 +92,38 @@ impl Writer {
         E: Send + 'static,
         F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
     {
-        self.submit(f, true).await
+        self.submit(f).await
     }
 
-    /// Like [`run`](Self::run) for a job that is a single statement: no
-    /// savepoint round trips. If it fails, the whole batch fails.
-    pub async fn run_single<T, E, F>(&self, f: F) -> Result<Result<T, E>, WriterError>
-    where
-        T: Send + 'static,
-        E: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
-    {
-        self.submit(f, false).await
+    /// Inserts one row with `prefix` (`INSERT INTO t (a, b) VALUES`) and
+    /// `cols` values, coalesced with the other rows of the same prefix in
+    /// the batch. Returns once the batch is committed.
+    pub async fn insert_row(
+        &self,
+        prefix: &'static str,
+        cols: usize,
+        row: Vec<Arg>,
+    ) -> Result<(), WriterError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Row {
+            prefix,
+            cols,
+            row,
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| WriterError::Closed)?
     }
 
-    async fn submit<T, E, F>(&self, f: F, guarded: bool) -> Result<Result<T, E>, WriterError>
+    async fn send(&self, job: Job) -> Result<(), WriterError> {
+        let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
+        self.lanes[lane]
+            .send(job)
+            .await
+            .map_err(|_| WriterError::Closed)
+    }
+
+    async fn submit<T, E, F>(&self, f: F) -> Result<Result<T, E>, WriterError>
     where
         T: Send + 'static,
         E: Send + 'static,
@@ -113,12 +143,7 @@ impl Writer {
                 (keep, done)
             })
         });
-        let job = Job { run, guarded };
-        let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
-        self.lanes[lane]
-            .send(job)
-            .await
-            .map_err(|_| WriterError::Closed)?;
+        self.send(Job::Run(run)).await?;
         rx.await.map_err(|_| WriterError::Closed)?
     }
 }
@@ -141,28 +166,36 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
             }
         };
         let mut done = Vec::with_capacity(batch.len());
+        let mut rows: Vec<RowGroup> = Vec::new();
         let mut broken: Option<String> = None;
         for job in batch {
+            let run = match job {
+                Job::Row {
+                    prefix,
+                    cols,
+                    row,
+                    done,
+                } => {
+                    match rows.iter_mut().find(|(p, _, _)| *p == prefix) {
+                        Some((_, _, v)) => v.push((row, done)),
+                        None => rows.push((prefix, cols, vec![(row, done)])),
+                    }
+                    continue;
+                }
+                Job::Run(run) => run,
+            };
             if broken.is_some() {
                 // The transaction is unusable: dropping the job drops its
                 // answer channel, and its caller gets an error.
-                drop(job);
-                continue;
-            }
-            if !job.guarded {
-                let (keep, d) = (job.run)(&mut tx).await;
-                if !keep {
-                    broken = Some("a single-statement job failed".into());
-                }
-                done.push(d);
+                drop(run);
                 continue;
             }
             if let Err(e) = exec!(&mut tx, "SAVEPOINT job") {
                 broken = Some(e.to_string());
-                drop(job);
+                drop(run);
                 continue;
             }
-            let (keep, d) = (job.run)(&mut tx).await;
+            let (keep, d) = run(&mut tx).await;
             let end = if keep {
                 exec!(&mut tx, "RELEASE SAVEPOINT job")
             } else {
@@ -176,6 +209,23 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
             }
             done.push(d);
         }
+        let mut row_answers = Vec::new();
+        for (prefix, cols, group) in rows {
+            // 500 rows keep every statement under SQLite's bound-parameter limit.
+            let mut group = group.into_iter().peekable();
+            while group.peek().is_some() {
+                let chunk: Vec<_> = group.by_ref().take(500).collect();
+                if broken.is_none() {
+                    let sql = format!("{prefix} {}", placeholders(chunk.len(), cols));
+                    let args: Vec<Arg> =
+                        chunk.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+                    if let Err(e) = exec_args(&mut tx, &sql, args).await {
+                        broken = Some(e.to_string());
+                    }
+                }
+                row_answers.extend(chunk.into_iter().map(|(_, d)| d));
+            }
+        }
         let commit = match broken {
             Some(e) => Err(e),
             None => tx.commit().await.map_err(|e: StoreError| e.to_string()),
@@ -185,6 +235,9 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
         }
         for d in done {
             d(commit.clone());
+        }
+        for d in row_answers {
+            let _ = d.send(commit.clone().map_err(WriterError::Commit));
         }
     }
 }

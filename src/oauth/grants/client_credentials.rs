@@ -4,7 +4,7 @@
 
 use crate::identity::Permission;
 use crate::oauth::clients::{Client, ClientKind};
-use crate::oauth::tokens::{insert_access, AccessSpec, Issued};
+use crate::oauth::tokens::{access_row, AccessSpec, Issued, ACCESS_COLS, ACCESS_INSERT};
 use crate::oauth::{parse_scope, OAuthError};
 use crate::state::Core;
 
@@ -41,22 +41,21 @@ pub async fn issue(
             ));
         }
     }
-    let (core2, client2, scope2) = (core.clone(), client.clone(), scope.as_str());
-    let access = core
-        .writer
-        .run_single(move |tx| {
-            Box::pin(async move {
-                let spec = AccessSpec {
-                    client: &client2,
-                    grant_id: None,
-                    user_id: client2.user_id.as_deref(),
-                    scope: scope2,
-                };
-                insert_access(tx, &core2.pepper, spec, now).await
-            })
-        })
+    // One INSERT, coalesced with the other token requests of this moment.
+    let (access, row) = access_row(
+        &core.pepper,
+        AccessSpec {
+            client,
+            grant_id: None,
+            user_id: client.user_id.as_deref(),
+            scope: scope.as_str(),
+        },
+        now,
+    );
+    core.writer
+        .insert_row(ACCESS_INSERT, ACCESS_COLS, row)
         .await
-        .map_err(crate::store::StoreError::from)??;
+        .map_err(crate::store::StoreError::from)?;
     Ok(Issued {
         access_token: access,
         refresh_token: None,
