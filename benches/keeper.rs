@@ -24,7 +24,11 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(150);
     println!("rekey refresh keeper benchmark: {n} connections, tokens live 60 s, keeper observed {secs} s");
-    for backend in ["sqlite", "postgres"] {
+    let only = std::env::var("REKEY_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    for backend in ["sqlite", "postgres"]
+        .into_iter()
+        .filter(|b| only.contains(b))
+    {
         let (Some(provider), Some(consumer)) =
             (World::new("sqlite").await, World::new(backend).await)
         else {

@@ -271,15 +271,18 @@ pub async fn set_client(
 pub async fn callback(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    admin: Result<AdminSession, ApiError>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let state = q.get("state").map(String::as_str).unwrap_or("");
+    let completer = admin.ok().map(|a| a.session.principal.actor_name());
     match oauth_client::callback(
         &st.core,
         state,
         q.get("code").map(String::as_str),
         q.get("error").map(String::as_str),
         ip,
+        completer.as_deref(),
     )
     .await
     {

@@ -16,7 +16,7 @@ use crate::store::Tx;
 
 const LEASE_MS: i64 = 60_000;
 const BATCH: i64 = 500;
-const PARALLEL: usize = 32;
+const PARALLEL: usize = 64;
 
 #[derive(sqlx::FromRow)]
 struct Claimed {

@@ -250,6 +250,7 @@ pub async fn callback(
     code: Option<&str>,
     error: Option<&str>,
     ip: Option<String>,
+    completer: Option<&str>,
 ) -> Result<Connection, ConnectorError> {
     let bad = || {
         ConnectorError::Invalid(
@@ -271,6 +272,16 @@ pub async fn callback(
     .ok_or_else(bad)?;
     if row.used_at.is_some() || row.expires_at <= now {
         return Err(bad());
+    }
+    // Bound to whoever started it: a browser signed in to rekey as someone
+    // else cannot complete another admin's authorization. (A flow started
+    // from the CLI is completed by a browser with no rekey session.)
+    if let Some(who) = completer {
+        if who != row.started_by && row.started_by != "cli" {
+            return Err(ConnectorError::Invalid(
+                "this authorization was started by another admin; start your own".into(),
+            ));
+        }
     }
     let n = exec!(
         &mut tx,
