@@ -104,29 +104,38 @@ pub async fn refresh_locked(
             let method = conn.method()?;
             let due = oauth_client::refresh_due(method.oauth.as_ref(), &new, now);
             let rotated = new.get("refresh_token") != creds.get("refresh_token");
-            let mut tx = core.db.begin_write().await?;
-            connections::put_credentials(&mut tx, core, &conn, &new, due, now).await?;
-            connections::record(
-                &mut tx,
-                now,
-                &actor,
-                &conn,
-                "connection.refresh",
-                json!({"refresh_token_rotated": rotated}),
-            )
-            .await?;
-            if conn.status != "connected" {
-                connections::set_status(
-                    &mut tx,
-                    &actor,
-                    &conn,
-                    "connected",
-                    Some("refreshed"),
-                    now,
-                )
-                .await?;
-            }
-            tx.commit().await?;
+            // Through the group-commit writer: many connections refreshed at
+            // once share one commit (the keeper refreshes in parallel).
+            let (core2, conn2) = (core.clone(), conn.clone());
+            core.writer
+                .run(move |tx| {
+                    Box::pin(async move {
+                        connections::put_credentials(tx, &core2, &conn2, &new, due, now).await?;
+                        connections::record(
+                            tx,
+                            now,
+                            &actor,
+                            &conn2,
+                            "connection.refresh",
+                            json!({"refresh_token_rotated": rotated}),
+                        )
+                        .await?;
+                        if conn2.status != "connected" {
+                            connections::set_status(
+                                tx,
+                                &actor,
+                                &conn2,
+                                "connected",
+                                Some("refreshed"),
+                                now,
+                            )
+                            .await?;
+                        }
+                        Ok::<_, ConnectorError>(())
+                    })
+                })
+                .await
+                .map_err(crate::store::StoreError::from)??;
             Ok(Refreshed::Done)
         }
         Err(Failure::InvalidGrant(msg)) => {

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::credentials::{instance_id, refresh_locked, release_lease, Refreshed};
+use super::credentials::{instance_id, refresh_locked, Refreshed};
 use super::ConnectorError;
 use crate::fetch_all;
 use crate::state::Core;
+use crate::store::sql::{exec_args, Arg};
 use crate::store::Tx;
 
 const LEASE_MS: i64 = 60_000;
@@ -66,6 +67,7 @@ pub struct Pass {
 pub async fn run_once(core: &Core) -> Result<Pass, ConnectorError> {
     let owner = instance_id();
     let ids = claim(core, owner).await?;
+    let claimed = ids.clone();
     let mut pass = Pass {
         claimed: ids.len(),
         ..Default::default()
@@ -77,11 +79,7 @@ pub async fn run_once(core: &Core) -> Result<Pass, ConnectorError> {
         let gate = gate.clone();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let r = refresh_locked(&core, &id, false).await;
-            if let Err(e) = release_lease(&core, &id, owner).await {
-                tracing::warn!(error = %e, "cannot release a connection lease; it will expire");
-            }
-            r
+            refresh_locked(&core, &id, false).await
         });
     }
     while let Some(r) = set.join_next().await {
@@ -97,5 +95,25 @@ pub async fn run_once(core: &Core) -> Result<Pass, ConnectorError> {
             Err(e) => tracing::error!(error = %e, "refresh task failed"),
         }
     }
+    // One statement releases the whole batch (a write per connection would
+    // cost as much as the refresh's own).
+    if let Err(e) = release_all(core, owner, &claimed).await {
+        tracing::warn!(error = %e, "cannot release connection leases; they will expire");
+    }
     Ok(pass)
+}
+
+async fn release_all(core: &Core, owner: &str, ids: &[String]) -> Result<(), ConnectorError> {
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND id IN ({})",
+            (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut args = vec![Arg::Text(owner.to_string())];
+        args.extend(chunk.iter().map(|id| Arg::Text(id.clone())));
+        let mut tx = core.db.begin_write().await?;
+        exec_args(&mut tx, &sql, args).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }

@@ -82,14 +82,7 @@ pub async fn endpoints(
                 "{}/.well-known/oauth-authorization-server",
                 base.trim_end_matches('/')
             );
-            let meta: Value = http()
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?
-                .json()
-                .await
-                .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?;
+            let meta = discover(&url).await?;
             let get = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
             if let Some(a) = get("authorization_endpoint") {
                 e.authorize = Some(a);
@@ -112,6 +105,36 @@ pub async fn endpoints(
         e.revoke = Some(r);
     }
     Ok(e)
+}
+
+/// RFC 8414 metadata, cached for five minutes per URL (metadata changes
+/// rarely, and a keeper refreshing thousands of connections of one provider
+/// should not fetch it thousands of times).
+async fn discover(url: &str) -> Result<Value, ConnectorError> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Value)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((at, v)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(url) {
+        if at.elapsed() < Duration::from_secs(300) {
+            return Ok(v.clone());
+        }
+    }
+    let meta: Value = http()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?
+        .error_for_status()
+        .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?
+        .json()
+        .await
+        .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?;
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() > 1000 {
+        c.clear();
+    }
+    c.insert(url.to_string(), (std::time::Instant::now(), meta.clone()));
+    Ok(meta)
 }
 
 fn verifier_place(digest: &str) -> Place<'_> {
