@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod connections;
 pub mod credentials;
 pub mod keeper;
+pub mod mint;
 pub mod oauth_client;
 pub mod probe;
 pub mod provider_clients;

@@ -502,6 +502,12 @@ pub fn token_map(
             }
         }
     }
+    // Where the provider says the API of this grant lives.
+    for k in ["instance_url", "api_domain"] {
+        if let Some(Value::String(v)) = body.get(k).or_else(|| previous.and_then(|p| p.get(k))) {
+            m.insert(k.into(), json!(v.trim_end_matches('/')));
+        }
+    }
     m.insert("obtained_at".into(), json!(now));
     Ok(m)
 }

@@ -34,7 +34,25 @@ pub async fn run(
     probe_url: Option<&str>,
 ) -> Outcome {
     let r = match method.probe.kind {
-        ProbeKind::Http => http(method, settings, creds, probe_url).await,
+        ProbeKind::Http => {
+            // Methods whose credential is not a bearer token first get one.
+            match super::mint::access_token(
+                method,
+                settings,
+                creds,
+                crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            )
+            .await
+            {
+                Ok(Some(t)) => {
+                    let mut c = creds.clone();
+                    c.insert("access_token".into(), Value::String(t));
+                    http(method, settings, &c, probe_url).await
+                }
+                Ok(None) => http(method, settings, creds, probe_url).await,
+                Err(e) => Err(format!("could not obtain an access token: {e}")),
+            }
+        }
         ProbeKind::Postgres => postgres(settings, creds).await,
         ProbeKind::Mysql => mysql(settings, creds).await,
         ProbeKind::Redis => redis_probe(settings, creds).await,

@@ -104,6 +104,11 @@ pub fn check(field: &Field, value: &str) -> Result<(), String> {
 
 /// A PEM block with one of `labels` whose body is base64 of a DER SEQUENCE.
 fn pem(v: &str, labels: &[&str]) -> Result<(), String> {
+    pem_der(v, labels).map(|_| ())
+}
+
+/// The DER body of a PEM block with one of `labels`.
+pub fn pem_der(v: &str, labels: &[&str]) -> Result<Vec<u8>, String> {
     let begin = v.find("-----BEGIN ").ok_or("no BEGIN line")?;
     let rest = &v[begin + 11..];
     let label_end = rest.find("-----").ok_or("malformed BEGIN line")?;
@@ -127,7 +132,7 @@ fn pem(v: &str, labels: &[&str]) -> Result<(), String> {
     if der.first() != Some(&0x30) || der.len() < 32 {
         return Err("body is not DER".into());
     }
-    Ok(())
+    Ok(der)
 }
 
 fn service_account(v: &str) -> Result<(), String> {

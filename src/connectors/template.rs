@@ -34,7 +34,13 @@ pub fn render(template: &str, vars: &Vars<'_>) -> Result<String, Missing> {
         };
         let name = &after[..j];
         let value = match name.split_once('.') {
-            Some(("settings", k)) => vars.settings.get(k).and_then(text),
+            // A setting the provider assigns in its token response (Salesforce's
+            // instance_url, Zoho's api_domain) is found among the credentials.
+            Some(("settings", k)) => vars
+                .settings
+                .get(k)
+                .and_then(text)
+                .or_else(|| vars.credentials.get(k).and_then(text)),
             Some(("credentials", k)) => vars.credentials.get(k).and_then(text),
             None if name == "access_token" => vars.credentials.get("access_token").and_then(text),
             _ => None,

@@ -867,3 +867,122 @@ dual!(admin_api_for_connections, |env| {
         204
     );
 });
+
+dual!(
+    client_credentials_and_access_key_connections_probe_for_real,
+    |env| {
+        // rekey's own platform kinds, against this very server
+        env.ok(&["org", "create", "acme"]);
+        let m = env.json(&[
+            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+        ]);
+        let key = env.json(&[
+            "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
+        ]);
+        let srv = env.serve_with(&[("REKEY_KEEPER_INTERVAL", "0")]);
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "platform_m2m",
+            "--name",
+            "self-m2m",
+            "--setting",
+            &format!("base_url={}", srv.url),
+        ]);
+        let lines = format!(
+            "{}\n{}\n",
+            m["client_id"].as_str().unwrap(),
+            m["client_secret"].as_str().unwrap()
+        );
+        let v = env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "self-m2m",
+                "--field",
+                "client_id",
+                "--field",
+                "client_secret",
+                "--value-stdin",
+            ],
+            &lines,
+        );
+        assert_eq!(v["status"], "connected", "{v}");
+        assert_eq!(v["last_test"]["message"], "HTTP 200");
+        // a wrong secret: the token request is refused, nothing is stored
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "platform_m2m",
+            "--name",
+            "bad-m2m",
+            "--setting",
+            &format!("base_url={}", srv.url),
+        ]);
+        let lines = format!("{}\nrk_cs_wrong\n", m["client_id"].as_str().unwrap());
+        let out = env.run_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "bad-m2m",
+                "--field",
+                "client_id",
+                "--field",
+                "client_secret",
+                "--value-stdin",
+            ],
+            Some(&lines),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("401"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // an access-key connection
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "platform_access_key",
+            "--name",
+            "self-key",
+            "--setting",
+            &format!("base_url={}", srv.url),
+        ]);
+        let k = env.json(&["connector", "show", "platform_access_key"]);
+        let field = k["auth_methods"][0]["fields"][0]["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "self-key",
+                "--field",
+                &field,
+                "--value-stdin",
+            ],
+            key["key"].as_str().unwrap(),
+        );
+        assert_eq!(v["status"], "connected", "{v}");
+    }
+);
