@@ -28,7 +28,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     println!("rekey OAuth load benchmark ({secs} s per scenario, closed loop)");
-    for backend in ["sqlite", "postgres"] {
+    for backend in backends() {
         if let Some(w) = World::new(backend).await {
             bench(&w, Duration::from_secs(secs)).await;
         }

@@ -17,7 +17,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     println!("rekey platform API load benchmark ({secs} s per scenario)");
-    for backend in ["sqlite", "postgres"] {
+    for backend in backends() {
         if let Some(w) = World::new(backend).await {
             bench(&w, Duration::from_secs(secs)).await;
         }

@@ -10,7 +10,7 @@ use support::*;
 
 #[tokio::main]
 async fn main() {
-    for backend in ["sqlite", "postgres"] {
+    for backend in backends() {
         let Some(w) = World::new(backend).await else {
             continue;
         };

@@ -311,3 +311,12 @@ pub fn wrk(name: &str, backend: &str, target: &str, lua: &str, dur: Duration) {
         grab("99%")
     );
 }
+
+/// The backends to run (`REKEY_BENCH_BACKENDS=sqlite`, default both).
+pub fn backends() -> Vec<&'static str> {
+    let only = std::env::var("REKEY_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    ["sqlite", "postgres"]
+        .into_iter()
+        .filter(|b| only.contains(b))
+        .collect()
+}
