@@ -13,7 +13,7 @@ use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::ClientIp;
+use super::extract::{cookie, ClientIp};
 use super::pages::{consent_page, error_page, login_page, ConsentPage, LoginPage};
 use super::AppState;
 use crate::audit::Actor;
@@ -50,17 +50,6 @@ fn std_request(q: &HashMap<String, String>) -> Request {
         code_challenge: q.get("code_challenge").cloned(),
         code_challenge_method: q.get("code_challenge_method").cloned(),
     }
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 fn cookie_attrs(st: &AppState) -> &'static str {

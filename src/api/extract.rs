@@ -40,10 +40,9 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-/// Reads one cookie from the request.
-pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+/// Reads one cookie from the request headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -71,7 +70,7 @@ impl FromRequestParts<AppState> for AdminSession {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let ip = ClientIp::from_request_parts(parts, st).await?.0;
-        let token = cookie(parts, SESSION_COOKIE)
+        let token = cookie(&parts.headers, SESSION_COOKIE)
             .ok_or_else(|| ApiError::unauthorized("log in first (POST /api/v1/session)"))?;
         let session = sessions::authenticate(&st.core, token)
             .await?
