@@ -67,7 +67,11 @@ fn status(r: &Row, client: &Client, now: i64) -> (&'static str, Option<String>) 
     }
 }
 
-const SELECT: &str = "SELECT g.id, g.scope, g.created_at, g.last_used_at, g.revoked_at, g.revoked_reason,
+// Last used: the newest refresh (a refresh writes no grant row; the token
+// rows already say when), else the code exchange.
+const SELECT: &str = "SELECT g.id, g.scope, g.created_at,
+        COALESCE((SELECT MAX(rt.issued_at) FROM oauth_refresh_tokens rt WHERE rt.grant_id = g.id), g.last_used_at) AS last_used_at,
+        g.revoked_at, g.revoked_reason,
         u.email AS user_email, u.active AS user_active, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff,
         (SELECT MAX(rt.expires_at) FROM oauth_refresh_tokens rt WHERE rt.grant_id = g.id AND rt.used_at IS NULL) AS live_expires_at
      FROM oauth_grants g JOIN users u ON u.id = g.user_id JOIN orgs o ON o.id = g.org_id";

@@ -44,7 +44,7 @@ fn successor_place(digest: &str) -> Place<'_> {
     }
 }
 
-async fn load(tx: &mut Tx, digest: &str) -> Result<Option<Row>, sqlx::Error> {
+async fn load<C: crate::store::AsEx>(tx: &mut C, digest: &str) -> Result<Option<Row>, sqlx::Error> {
     fetch_optional!(
         tx,
         Row,
@@ -76,10 +76,26 @@ pub async fn refresh(
         return Err(OAuthError::InvalidGrant("invalid refresh token".into()));
     }
     let digest = core.pepper.digest(presented);
+    // What can be refused without writing is refused here, on a read
+    // connection, outside the serialized writer; the compare-and-set inside
+    // the writer still decides who wins. A token already consumed goes to the
+    // writer, which re-reads it (reuse detection writes).
+    let mut c = core.db.read().await?;
+    let pre = load(&mut c, &digest)
+        .await?
+        .filter(|r| r.client_pk == client.id)
+        .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
+    drop(c);
+    let pre = if pre.used_at.is_none() {
+        check(&pre, client, core.now())?;
+        Some(pre)
+    } else {
+        None
+    };
     let (core2, client2, actor2) = (core.clone(), client.clone(), actor.clone());
     core.writer
         .run(move |tx| {
-            Box::pin(async move { rotate(tx, &core2, &client2, &digest, &actor2).await })
+            Box::pin(async move { rotate(tx, &core2, &client2, &digest, &actor2, pre).await })
         })
         .await
         .map_err(crate::store::StoreError::from)?
@@ -95,38 +111,30 @@ async fn rotate(
     client: &Client,
     digest: &str,
     actor: &Actor,
+    pre: Option<Row>,
 ) -> Result<Result<Issued, OAuthError>, OAuthError> {
     let now = core.now();
-    let row = load(tx, digest)
-        .await?
-        .filter(|r| r.client_pk == client.id)
-        .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
-    if row.grant_revoked_at.is_some() {
-        return Err(OAuthError::InvalidGrant(
-            "the authorization was revoked".into(),
-        ));
-    }
-    if let Some(first_use) = row.used_at {
-        return replayed(core, tx, client, digest, &row, first_use, actor, now).await;
-    }
-    if row.expires_at <= now {
-        return Err(OAuthError::InvalidGrant(
-            "refresh token expired; authorize again".into(),
-        ));
-    }
-    if !row.user_active {
-        return Err(OAuthError::InvalidGrant(
-            "the authorizing user is deactivated".into(),
-        ));
-    }
-    if cut_off(
-        row.grant_created_at,
-        &[client.revoked_before, row.user_cutoff, row.org_cutoff],
-    ) {
-        return Err(OAuthError::InvalidGrant(
-            "the authorization was revoked".into(),
-        ));
-    }
+    let row = match pre {
+        // Read and checked just before; its grant, user and scope cannot
+        // change, and the compare-and-set below catches a concurrent use.
+        Some(r) => r,
+        None => {
+            let row = load(tx, digest)
+                .await?
+                .filter(|r| r.client_pk == client.id)
+                .ok_or_else(|| OAuthError::InvalidGrant("invalid refresh token".into()))?;
+            if let Some(first_use) = row.used_at {
+                if row.grant_revoked_at.is_some() {
+                    return Err(OAuthError::InvalidGrant(
+                        "the authorization was revoked".into(),
+                    ));
+                }
+                return replayed(core, tx, client, digest, &row, first_use, actor, now).await;
+            }
+            check(&row, client, now)?;
+            row
+        }
+    };
 
     let (new_refresh, new_digest) = {
         // Mint first so the successor digest is recorded by the same CAS.
@@ -171,12 +179,6 @@ async fn rotate(
         now,
     )
     .await?;
-    exec!(
-        tx,
-        "UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2",
-        now,
-        &row.grant_id
-    )?;
     let issued = Issued {
         access_token: access,
         refresh_token: Some(new_refresh),
@@ -188,6 +190,32 @@ async fn rotate(
         sealed::put(tx, &core.keyring, successor_place(digest), &pair, now).await?;
     }
     Ok(Ok(issued))
+}
+
+/// The refusals that need no write: a revoked or cut-off authorization, an
+/// expired token, a deactivated user.
+fn check(row: &Row, client: &Client, now: i64) -> Result<(), OAuthError> {
+    if row.grant_revoked_at.is_some()
+        || cut_off(
+            row.grant_created_at,
+            &[client.revoked_before, row.user_cutoff, row.org_cutoff],
+        )
+    {
+        return Err(OAuthError::InvalidGrant(
+            "the authorization was revoked".into(),
+        ));
+    }
+    if row.expires_at <= now {
+        return Err(OAuthError::InvalidGrant(
+            "refresh token expired; authorize again".into(),
+        ));
+    }
+    if !row.user_active {
+        return Err(OAuthError::InvalidGrant(
+            "the authorizing user is deactivated".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A consumed token was presented again.
