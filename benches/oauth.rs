@@ -182,45 +182,51 @@ async fn bench(w: &World, dur: Duration) {
         let v: Value = r.json().await.expect("json");
         v["access_token"].as_str().expect("at").to_string()
     };
+    // Refresh at two concurrencies (a latency-throughput pair), each on
+    // its own half of the refresh tokens.
     let rts: Vec<String> = rts[1..].to_vec();
-    let chunk = rts.len().div_ceil(workers);
-    let states: Vec<(Vec<String>, usize)> = rts.chunks(chunk).map(|c| (c.to_vec(), 0)).collect();
-    let (tu, i, s) = (token_url.clone(), id.clone(), secret.clone());
-    let rep = run(
-        "refresh with rotation",
-        workers,
-        dur,
-        states,
-        move |c, (mut chain, k): (Vec<String>, usize)| {
-            let (tu, i, s) = (tu.clone(), i.clone(), s.clone());
-            async move {
-                if chain.is_empty() {
-                    return None;
+    let half = rts.len() / 2;
+    for (clients, pool) in [(8usize, rts[..half].to_vec()), (16, rts[half..].to_vec())] {
+        let chunk = pool.len().div_ceil(clients).max(1);
+        let states: Vec<(Vec<String>, usize)> =
+            pool.chunks(chunk).map(|c| (c.to_vec(), 0)).collect();
+        let (tu, i, s) = (token_url.clone(), id.clone(), secret.clone());
+        let rep = run(
+            &format!("refresh with rotation ({clients} clients)"),
+            clients,
+            dur,
+            states,
+            move |c, (mut chain, k): (Vec<String>, usize)| {
+                let (tu, i, s) = (tu.clone(), i.clone(), s.clone());
+                async move {
+                    if chain.is_empty() {
+                        return None;
+                    }
+                    let slot = k % chain.len();
+                    let r = c
+                        .post(&tu)
+                        .basic_auth(&i, Some(&s))
+                        .form(&[
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", chain[slot].as_str()),
+                        ])
+                        .send()
+                        .await
+                        .ok()?;
+                    let ok = r.status() == 200;
+                    if ok {
+                        let v: Value = r.json().await.ok()?;
+                        chain[slot] = v["refresh_token"].as_str()?.to_string();
+                    } else {
+                        chain.remove(slot);
+                    }
+                    Some((ok, (chain, k + 1)))
                 }
-                let slot = k % chain.len();
-                let r = c
-                    .post(&tu)
-                    .basic_auth(&i, Some(&s))
-                    .form(&[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", chain[slot].as_str()),
-                    ])
-                    .send()
-                    .await
-                    .ok()?;
-                let ok = r.status() == 200;
-                if ok {
-                    let v: Value = r.json().await.ok()?;
-                    chain[slot] = v["refresh_token"].as_str()?.to_string();
-                } else {
-                    chain.remove(slot);
-                }
-                Some((ok, (chain, k + 1)))
-            }
-        },
-    )
-    .await;
-    rep.print(w.backend);
+            },
+        )
+        .await;
+        rep.print(w.backend);
+    }
 
     let readers = 32;
     let (iu, i, s, a) = (
