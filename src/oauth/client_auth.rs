@@ -83,23 +83,19 @@ pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthErr
     let mut c = core.db.read().await?;
     let client = clients::by_client_id(&mut c, p.client_id.trim()).await?;
     drop(c);
-    let digest = core.pepper.digest(&p.secret);
     let now = core.now();
-    let ok = match &client {
-        Some(cl) => {
-            let current = ct_eq(digest.as_bytes(), cl.secret_digest.as_bytes());
-            let previous = match (&cl.prev_secret_digest, cl.prev_secret_expires_at) {
-                (Some(d), Some(until)) if until > now => ct_eq(digest.as_bytes(), d.as_bytes()),
-                _ => false,
-            };
-            current | previous
-        }
-        None => {
-            // Same work as a real comparison.
-            let _ = ct_eq(digest.as_bytes(), &[0u8; 64]);
-            false
-        }
-    };
+    let ok = secret_matches(
+        core,
+        &p.secret,
+        client.as_ref().map(|c| {
+            (
+                c.secret_digest.as_str(),
+                c.prev_secret_digest.as_deref(),
+                c.prev_secret_expires_at,
+            )
+        }),
+        now,
+    );
     let bad = || OAuthError::InvalidClient("unknown client or wrong client secret".into());
     let client = client.filter(|_| ok).ok_or_else(bad)?;
     if !client.active {
@@ -108,4 +104,30 @@ pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthErr
         ));
     }
     Ok(client)
+}
+
+/// Checks a presented secret against a client's stored digests (the current
+/// one, and the previous one while its overlap lasts), in constant time. An
+/// unknown client (`None`) costs the same and never matches.
+pub fn secret_matches(
+    core: &Core,
+    presented: &str,
+    stored: Option<(&str, Option<&str>, Option<i64>)>,
+    now: i64,
+) -> bool {
+    let digest = core.pepper.digest(presented);
+    match stored {
+        Some((current, prev, until)) => {
+            let a = ct_eq(digest.as_bytes(), current.as_bytes());
+            let b = match (prev, until) {
+                (Some(d), Some(u)) if u > now => ct_eq(digest.as_bytes(), d.as_bytes()),
+                _ => false,
+            };
+            a | b
+        }
+        None => {
+            let _ = ct_eq(digest.as_bytes(), &[0u8; 64]);
+            false
+        }
+    }
 }
