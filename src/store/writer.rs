@@ -31,6 +31,9 @@ type JobFn = Box<dyn for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Completion> + S
 enum Job {
     /// A closure run inside its own savepoint.
     Run(JobFn),
+    /// A closure whose only failures are database errors (its refusals come
+    /// back as `Ok`): no savepoint round trips; an error breaks the batch.
+    Unguarded(JobFn),
     /// One row of a multi-row INSERT: the rows of one statement that meet
     /// in a batch go in as one statement (issuing a token is one INSERT, and
     /// at thousands a second the per-statement cost is what counts).
@@ -92,7 +95,18 @@ impl Writer {
         E: Send + 'static,
         F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
     {
-        self.submit(f).await
+        self.submit(f, true).await
+    }
+
+    /// Like [`run`](Self::run), without a savepoint, for a job that returns
+    /// `Err` only for a database error (which fails the whole batch).
+    pub async fn run_unguarded<T, E, F>(&self, f: F) -> Result<Result<T, E>, WriterError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+    {
+        self.submit(f, false).await
     }
 
     /// Inserts one row with `prefix` (`INSERT INTO t (a, b) VALUES`) and
@@ -123,7 +137,7 @@ impl Writer {
             .map_err(|_| WriterError::Closed)
     }
 
-    async fn submit<T, E, F>(&self, f: F) -> Result<Result<T, E>, WriterError>
+    async fn submit<T, E, F>(&self, f: F, guarded: bool) -> Result<Result<T, E>, WriterError>
     where
         T: Send + 'static,
         E: Send + 'static,
@@ -143,7 +157,12 @@ impl Writer {
                 (keep, done)
             })
         });
-        self.send(Job::Run(run)).await?;
+        self.send(if guarded {
+            Job::Run(run)
+        } else {
+            Job::Unguarded(run)
+        })
+        .await?;
         rx.await.map_err(|_| WriterError::Closed)?
     }
 }
@@ -179,6 +198,16 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                     match rows.iter_mut().find(|(p, _, _)| *p == prefix) {
                         Some((_, _, v)) => v.push((row, done)),
                         None => rows.push((prefix, cols, vec![(row, done)])),
+                    }
+                    continue;
+                }
+                Job::Unguarded(run) => {
+                    if broken.is_none() {
+                        let (keep, d) = run(&mut tx).await;
+                        if !keep {
+                            broken = Some("a job failed with a database error".into());
+                        }
+                        done.push(d);
                     }
                     continue;
                 }

@@ -93,9 +93,18 @@ pub async fn refresh(
         None
     };
     let (core2, client2, actor2) = (core.clone(), client.clone(), actor.clone());
+    // Unguarded: `rotate` answers every refusal as `Ok(Err(..))` before it
+    // writes, so its only `Err` is a database error.
     core.writer
-        .run(move |tx| {
-            Box::pin(async move { rotate(tx, &core2, &client2, &digest, &actor2, pre).await })
+        .run_unguarded(move |tx| {
+            Box::pin(async move {
+                match rotate(tx, &core2, &client2, &digest, &actor2, pre).await {
+                    Err(OAuthError::Store(e)) => Err(OAuthError::Store(e)),
+                    Err(OAuthError::Sealed(e)) => Err(OAuthError::Sealed(e)),
+                    Err(refusal) => Ok(Err(refusal)),
+                    Ok(answer) => Ok(answer),
+                }
+            })
         })
         .await
         .map_err(crate::store::StoreError::from)?
