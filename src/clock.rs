@@ -1,9 +1,6 @@
 //! Time as a parameter. Domain code takes `now` (unix milliseconds) from the
 //! caller; only the clock reads the system time.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> i64;
 }
@@ -18,25 +15,6 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    }
-}
-
-/// A clock tests can move.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(start_ms: i64) -> Arc<Self> {
-        Arc::new(ManualClock(AtomicI64::new(start_ms)))
-    }
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
     }
 }
 

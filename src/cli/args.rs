@@ -32,6 +32,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP server.
+    #[command(after_help = SETTINGS_HELP)]
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
@@ -354,6 +355,28 @@ pub enum AppCmd {
         overlap: Option<Dur>,
     },
 }
+
+/// Every setting, as `rekey.toml` key / environment variable (flags above
+/// where there is one). Durations: 30s, 15m, 1h, 90d or seconds.
+const SETTINGS_HELP: &str = "Settings (rekey.toml key / environment variable; flags override both):
+  listen / REKEY_LISTEN                      address to bind [127.0.0.1:8080]
+  database_url / REKEY_DATABASE_URL          sqlite:PATH or postgres://… [sqlite:{data_dir}/rekey.db]
+  public_url / REKEY_PUBLIC_URL              where clients reach rekey; the OAuth issuer [http://{listen}]
+  data_dir / REKEY_DATA_DIR                  SQLite file and generated key file [./rekey-data]
+  master_key / REKEY_MASTER_KEY              base64 32-byte keys, comma-separated, newest first
+  master_key_file / REKEY_MASTER_KEY_FILE    key file used without master_key [{data_dir}/master.key]
+  log / REKEY_LOG                            log filter [info]
+  log_format / REKEY_LOG_FORMAT              text or json [text]
+  body_limit / REKEY_BODY_LIMIT              largest request body, bytes [1048576]
+  argon2_memory_kib, argon2_iterations, argon2_parallelism / REKEY_ARGON2_…  password hashing cost [19456, 2, 1]
+  session_ttl / REKEY_SESSION_TTL            admin session lifetime [12h]
+  login_max_failures_per_account / REKEY_LOGIN_MAX_FAILURES_PER_ACCOUNT  [5]
+  login_max_failures_per_ip / REKEY_LOGIN_MAX_FAILURES_PER_IP            [50]
+  login_window / REKEY_LOGIN_WINDOW          failed-login window [15m]
+  trust_forwarded_for / REKEY_TRUST_FORWARDED_FOR  client IP from X-Forwarded-For [false]
+  authorization_code_ttl / REKEY_AUTHORIZATION_CODE_TTL  at most 60s [60s]
+  keeper_interval / REKEY_KEEPER_INTERVAL    refresh keeper period; 0 turns it off [10s]
+Durations: 30s, 15m, 1h, 90d, or a bare number of seconds.";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {

@@ -64,7 +64,14 @@ pub async fn set_credential(
         .get("probe_url")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let out = probe::run(method, &conn.settings(), &creds, probe_url.as_deref()).await;
+    let out = probe::run(
+        method,
+        &conn.settings(),
+        &creds,
+        probe_url.as_deref(),
+        core.now(),
+    )
+    .await;
     if !out.ok && !force {
         return Err(ConnectorError::ProbeFailed(format!(
             "{}; nothing was stored (use --force to store it anyway)",
@@ -141,7 +148,14 @@ pub async fn test(
             .get("probe_url")
             .and_then(Value::as_str)
             .map(str::to_string);
-        probe::run(method, &conn.settings(), &creds, probe_url.as_deref()).await
+        probe::run(
+            method,
+            &conn.settings(),
+            &creds,
+            probe_url.as_deref(),
+            core.now(),
+        )
+        .await
     };
     let now = core.now();
     let mut tx = core.db.begin_write().await?;

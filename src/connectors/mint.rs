@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::catalog::{AuthMethod, ClientAuthStyle, Method};
-use super::oauth_client::http;
+use super::oauth_client::{token_request, Failure};
 use super::template::{render, Vars};
 
 fn s(m: &Map<String, Value>, k: &str) -> String {
@@ -74,34 +74,27 @@ pub fn snowflake_jwt(
     ))
 }
 
+/// A token request through the same path refreshes use
+/// ([`oauth_client::token_request`]); only the access token is kept.
 async fn token_post(
     url: &str,
     form: &[(&str, &str)],
-    basic: Option<(&str, &str)>,
+    client: Option<(ClientAuthStyle, &str, &str)>,
 ) -> Result<String, String> {
-    let mut req = http().post(url).header("accept", "application/json");
-    if let Some((id, secret)) = basic {
-        req = req.basic_auth(id, Some(secret));
-    }
-    let resp = req.form(form).send().await.map_err(|e| {
-        if e.is_timeout() {
-            "the token endpoint timed out".to_string()
-        } else {
-            "could not reach the token endpoint".to_string()
-        }
-    })?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    match body.get("access_token").and_then(Value::as_str) {
-        Some(t) if status.is_success() => Ok(t.to_string()),
-        _ => Err(format!(
-            "the token endpoint answered HTTP {} {}",
-            status.as_u16(),
-            body.get("error")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        )),
-    }
+    let form = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = token_request(url, client, form)
+        .await
+        .map_err(|f| match f {
+            Failure::InvalidGrant(m) | Failure::Refused(m) => m,
+            Failure::Unavailable { message, .. } => message,
+        })?;
+    body.get("access_token")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| "the token response has no access_token".to_string())
 }
 
 /// The access token the probe of `method` presents, for methods whose
@@ -134,14 +127,7 @@ pub async fn access_token(
             if !scope.is_empty() {
                 form.push(("scope", &scope));
             }
-            let t = match o.client_auth {
-                ClientAuthStyle::Basic => token_post(&url, &form, Some((&id, &secret))).await?,
-                ClientAuthStyle::Body => {
-                    form.push(("client_id", &id));
-                    form.push(("client_secret", &secret));
-                    token_post(&url, &form, None).await?
-                }
-            };
+            let t = token_post(&url, &form, Some((o.client_auth, &id, &secret))).await?;
             Ok(Some(t))
         }
         Method::RsaKeyPair => {

@@ -367,12 +367,16 @@ pub async fn callback(
             form.push((k.clone(), v));
         }
     }
-    let body = token_request(&ep.token, spec.client_auth, &client_id, &secret, form)
-        .await
-        .map_err(|f| match f {
-            Failure::InvalidGrant(m) | Failure::Refused(m) => ConnectorError::Provider(m),
-            Failure::Unavailable { message, .. } => ConnectorError::Unavailable(message),
-        })?;
+    let body = token_request(
+        &ep.token,
+        Some((spec.client_auth, &client_id, &secret)),
+        form,
+    )
+    .await
+    .map_err(|f| match f {
+        Failure::InvalidGrant(m) | Failure::Refused(m) => ConnectorError::Provider(m),
+        Failure::Unavailable { message, .. } => ConnectorError::Unavailable(message),
+    })?;
     let creds = token_map(&body, None, now).map_err(ConnectorError::Provider)?;
     store_tokens_and_probe(core, &actor, &conn, creds, "connection.authorized").await
 }
@@ -405,7 +409,14 @@ pub async fn store_tokens_and_probe(
         .get("probe_url")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let out = probe::run(method, &conn.settings(), &creds, probe_url.as_deref()).await;
+    let out = probe::run(
+        method,
+        &conn.settings(),
+        &creds,
+        probe_url.as_deref(),
+        core.now(),
+    )
+    .await;
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     connections::record_test(&mut tx, conn, out.ok, &out.message, now).await?;
@@ -525,20 +536,22 @@ pub enum Failure {
     },
 }
 
-async fn token_request(
+/// POSTs `form` to a token endpoint, presenting `client` (style, id,
+/// secret) when given (a JWT-assertion grant carries its own proof), and
+/// sorts the answer into what the caller must do about it.
+pub(super) async fn token_request(
     url: &str,
-    style: ClientAuthStyle,
-    id: &str,
-    secret: &str,
+    client: Option<(ClientAuthStyle, &str, &str)>,
     mut form: Vec<(String, String)>,
 ) -> Result<Value, Failure> {
     let mut req = http().post(url).header("accept", "application/json");
-    match style {
-        ClientAuthStyle::Basic => req = req.basic_auth(id, Some(secret)),
-        ClientAuthStyle::Body => {
+    match client {
+        Some((ClientAuthStyle::Basic, id, secret)) => req = req.basic_auth(id, Some(secret)),
+        Some((ClientAuthStyle::Body, id, secret)) => {
             form.push(("client_id".into(), id.into()));
             form.push(("client_secret".into(), secret.into()));
         }
+        None => {}
     }
     let resp = req
         .form(&form)
@@ -626,7 +639,7 @@ pub async fn refresh_call(
             form.push((k.clone(), v));
         }
     }
-    let body = token_request(&ep.token, spec.client_auth, &id, &secret, form).await?;
+    let body = token_request(&ep.token, Some((spec.client_auth, &id, &secret)), form).await?;
     token_map(&body, Some(creds), core.now()).map_err(Failure::Refused)
 }
 

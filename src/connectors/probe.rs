@@ -26,24 +26,19 @@ fn s(m: &Map<String, Value>, k: &str) -> String {
 }
 
 /// Runs the probe of `method` with these settings and credentials;
-/// `probe_url` overrides the catalog's URL (self-hosted systems, tests).
+/// `probe_url` overrides the catalog's URL (self-hosted systems, tests);
+/// `now` dates any token minted for the probe.
 pub async fn run(
     method: &AuthMethod,
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
     probe_url: Option<&str>,
+    now: i64,
 ) -> Outcome {
     let r = match method.probe.kind {
         ProbeKind::Http => {
             // Methods whose credential is not a bearer token first get one.
-            match super::mint::access_token(
-                method,
-                settings,
-                creds,
-                crate::clock::Clock::now_ms(&crate::clock::SystemClock),
-            )
-            .await
-            {
+            match super::mint::access_token(method, settings, creds, now).await {
                 Ok(Some(t)) => {
                     let mut c = creds.clone();
                     c.insert("access_token".into(), Value::String(t));
