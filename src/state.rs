@@ -49,6 +49,9 @@ pub struct CoreInner {
     pub writer: Writer,
     /// Access-key last-used times, flushed in batches by the server.
     pub key_usage: crate::oauth::access_keys::UsageTracker,
+    /// Token, key and client validations, safe across instances through
+    /// the invalidation epoch (used only while the server polls it).
+    pub cache: crate::oauth::cache::ValidationCache,
     pub keyring: Keyring,
     pub pepper: Pepper,
     pub passwords: PasswordHasherConfig,
@@ -93,6 +96,7 @@ impl Core {
                 inner: Arc::new(CoreInner {
                     writer: Writer::spawn(db.clone()),
                     key_usage: Default::default(),
+                    cache: Default::default(),
                     db,
                     keyring,
                     pepper,

@@ -148,24 +148,6 @@ pub async fn introspect(
 ) -> Result<Response, ApiError> {
     let f = form(&headers, &body)?;
     let token = f.get("token").filter(|t| !t.is_empty()).cloned();
-    // The common case, an access token, in one statement.
-    if let Some(t) = token.as_deref().filter(|t| {
-        crate::crypto::token::well_formed(crate::crypto::TokenKind::AccessToken, t.trim())
-    }) {
-        let auth = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let p = client_auth::presented(
-            auth,
-            f.get("client_id").map(String::as_str),
-            f.get("client_secret").map(String::as_str),
-        )
-        .map_err(|e| oauth_error(e, Format::OAuth))?;
-        let v = introspect::access_token_once(&st.core, &p, t, &st.public_url)
-            .await
-            .map_err(|e| oauth_error(e, Format::OAuth))?;
-        return Ok(no_store(Json(v).into_response()));
-    }
     let (client, _) = client(&st, &headers, &f).await?;
     let token = token.ok_or_else(|| {
         oauth_error(

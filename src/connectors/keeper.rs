@@ -31,7 +31,7 @@ async fn claim(core: &Core, owner: &str) -> Result<Vec<String>, ConnectorError> 
     // BACKEND-SPECIFIC: PostgreSQL skips rows another instance is claiming;
     // SQLite's write transaction is exclusive already.
     let sql = match &tx {
-        Tx::Postgres(_) => {
+        Tx::Postgres(..) => {
             "UPDATE connections SET lease_owner = $1, lease_until = $2 WHERE id IN (
                SELECT id FROM connections
                WHERE has_credentials = TRUE AND auth = 'oauth2' AND status IN ('connected', 'error')

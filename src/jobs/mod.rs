@@ -14,7 +14,7 @@ use crate::state::Core;
 
 /// Starts the jobs; they stop when `stop` turns true.
 pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let mut jobs = Vec::new();
+    let mut jobs = vec![epoch_poller(core.clone(), stop.clone())];
     let keeper = core.config.keeper_interval.0;
     if !keeper.is_zero() {
         jobs.push(every(
@@ -57,6 +57,36 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
         ),
     ]);
     jobs
+}
+
+/// Reads the invalidation epoch every `store::epoch::POLL`: while it runs
+/// (and keeps up), the validation cache may be used. A failing read only
+/// turns the cache off; one warning when it starts failing, one line when it
+/// recovers.
+fn epoch_poller(core: Core, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::store::epoch::POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            match core.db.poll_epoch().await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("invalidation epoch readable again; validation cache on");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the invalidation epoch; validation cache off");
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;

@@ -262,8 +262,8 @@ pub async fn revoke(
     Ok(k)
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyAuthRow {
+#[derive(sqlx::FromRow, Debug)]
+pub struct KeyAuthRow {
     id: String,
     org_id: String,
     org_slug: String,
@@ -277,11 +277,50 @@ struct KeyAuthRow {
     updated_at: i64,
 }
 
+impl KeyAuthRow {
+    /// The caller this key stands for now, if `digest` is one of its live
+    /// digests and the key is live.
+    fn caller(&self, digest: &str, well_formed: bool, now: i64) -> Option<Caller> {
+        let current = ct_eq(self.digest.as_bytes(), digest.as_bytes());
+        let previous = self
+            .prev_digest
+            .as_deref()
+            .is_some_and(|d| ct_eq(d.as_bytes(), digest.as_bytes()))
+            && self.prev_expires_at.is_some_and(|t| t > now);
+        // An org-wide cut-off kills keys last set before it.
+        let cut = self.org_cutoff.is_some_and(|t| self.updated_at < t);
+        let valid = well_formed
+            && (current || previous)
+            && self.revoked_at.is_none()
+            && self.expires_at.is_none_or(|t| t > now)
+            && !cut;
+        valid.then(|| Caller {
+            org_id: self.org_id.clone(),
+            org: self.org_slug.clone(),
+            user_id: None,
+            user: None,
+            client_id: None,
+            scope: self.scope.parse().unwrap_or(Permission::Read),
+            method: AuthMethod::AccessKey,
+        })
+    }
+}
+
 /// Authenticates an `Accesskey` header. Malformed, unknown, revoked and
-/// expired keys take the same path (one lookup by digest) and the same answer.
+/// expired keys take the same path (one lookup by digest) and the same
+/// answer: only live keys are served from the validation cache, and a
+/// cached key that is no longer live is looked up again like any other.
 pub async fn authenticate(core: &Core, presented: &str) -> Result<Caller, GuardError> {
     let digest = core.pepper.digest(presented.trim());
     let well_formed = token::well_formed(TokenKind::AccessKey, presented.trim());
+    let now = core.now();
+    let epoch = core.db.epoch().current();
+    if let Some(k) = epoch.and_then(|e| core.cache.keys.get(&digest, e)) {
+        if let Some(caller) = k.caller(&digest, well_formed, now) {
+            core.key_usage.touch(&k.id, now);
+            return Ok(caller);
+        }
+    }
     let mut c = core.db.read().await?;
     let row = fetch_optional!(
         &mut c,
@@ -293,36 +332,15 @@ pub async fn authenticate(core: &Core, presented: &str) -> Result<Caller, GuardE
         &digest
     )?;
     drop(c);
-    let now = core.now();
-    let Some(k) = row else {
-        return Err(GuardError::Invalid);
-    };
-    let current = ct_eq(k.digest.as_bytes(), digest.as_bytes());
-    let previous = k
-        .prev_digest
-        .as_deref()
-        .is_some_and(|d| ct_eq(d.as_bytes(), digest.as_bytes()))
-        && k.prev_expires_at.is_some_and(|t| t > now);
-    // An org-wide cut-off kills keys last set before it.
-    let cut = k.org_cutoff.is_some_and(|t| k.updated_at < t);
-    let valid = well_formed
-        && (current || previous)
-        && k.revoked_at.is_none()
-        && k.expires_at.is_none_or(|t| t > now)
-        && !cut;
-    if !valid {
-        return Err(GuardError::Invalid);
-    }
+    let k = row.ok_or(GuardError::Invalid)?;
+    let caller = k
+        .caller(&digest, well_formed, now)
+        .ok_or(GuardError::Invalid)?;
     core.key_usage.touch(&k.id, now);
-    Ok(Caller {
-        org_id: k.org_id,
-        org: k.org_slug,
-        user_id: None,
-        user: None,
-        client_id: None,
-        scope: k.scope.parse().unwrap_or(Permission::Read),
-        method: AuthMethod::AccessKey,
-    })
+    if let Some(e) = epoch {
+        core.cache.keys.put(digest, e, std::sync::Arc::new(k));
+    }
+    Ok(caller)
 }
 
 /// Last-used times noted in memory and written in batches.

@@ -3,6 +3,8 @@
 //! endpoints' JSON fields. Secrets are compared by keyed digest in constant
 //! time; an unknown client costs the same as a wrong secret.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
@@ -80,9 +82,7 @@ pub fn presented(
 /// Authenticates a client. Deactivated clients are refused, after the secret
 /// check so that a deactivated client's state is not revealed to strangers.
 pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthError> {
-    let mut c = core.db.read().await?;
-    let client = clients::by_client_id(&mut c, p.client_id.trim()).await?;
-    drop(c);
+    let client = lookup(core, p.client_id.trim()).await?;
     let now = core.now();
     let ok = secret_matches(
         core,
@@ -98,10 +98,29 @@ pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthErr
     );
     let bad = || OAuthError::InvalidClient("unknown client or wrong client secret".into());
     let client = client.filter(|_| ok).ok_or_else(bad)?;
+    let client = Client::clone(&client);
     if !client.active {
         return Err(OAuthError::InvalidClient(
             "this client is deactivated".into(),
         ));
+    }
+    Ok(client)
+}
+
+/// A client by its public id, from the validation cache when it may be
+/// trusted (clients that exist only: unknown ids always read).
+async fn lookup(core: &Core, client_id: &str) -> Result<Option<Arc<Client>>, OAuthError> {
+    let epoch = core.db.epoch().current();
+    if let Some(c) = epoch.and_then(|e| core.cache.clients.get(client_id, e)) {
+        return Ok(Some(c));
+    }
+    let mut c = core.db.read().await?;
+    let client = clients::by_client_id(&mut c, client_id)
+        .await?
+        .map(Arc::new);
+    drop(c);
+    if let (Some(e), Some(cl)) = (epoch, &client) {
+        core.cache.clients.put(client_id.to_string(), e, cl.clone());
     }
     Ok(client)
 }

@@ -4,6 +4,8 @@
 //! current permission; deactivated users, deactivated clients, revoked
 //! grants and bulk-revocation cut-offs are all checked here.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::grants::cut_off;
@@ -50,7 +52,7 @@ impl From<sqlx::Error> for GuardError {
     }
 }
 
-#[derive(sqlx::FromRow, Debug)]
+#[derive(sqlx::FromRow, Debug, Clone)]
 pub struct TokenRow {
     pub scope: String,
     pub issued_at: i64,
@@ -72,8 +74,21 @@ pub struct TokenRow {
     pub grant_revoked_at: Option<i64>,
 }
 
-/// Reads an access token with everything its validity depends on.
-pub async fn lookup(core: &Core, digest: &str) -> Result<Option<TokenRow>, GuardError> {
+/// Reads an access token with everything its validity depends on, from
+/// the validation cache when it may be trusted.
+pub async fn lookup(core: &Core, digest: &str) -> Result<Option<Arc<TokenRow>>, GuardError> {
+    let epoch = core.db.epoch().current();
+    if let Some(row) = epoch.and_then(|e| core.cache.tokens.get(digest, e)) {
+        return Ok(Some(row));
+    }
+    let row = read(core, digest).await?.map(Arc::new);
+    if let (Some(e), Some(r)) = (epoch, &row) {
+        core.cache.tokens.put(digest.to_string(), e, r.clone());
+    }
+    Ok(row)
+}
+
+async fn read(core: &Core, digest: &str) -> Result<Option<TokenRow>, GuardError> {
     let mut c = core.db.read().await?;
     Ok(fetch_optional!(
         &mut c,

@@ -6,6 +6,7 @@
 pub mod access_keys;
 pub mod authorizations;
 pub mod authorize;
+pub mod cache;
 pub mod client_auth;
 pub mod clients;
 pub mod grants;

@@ -4,9 +4,11 @@
 
 pub mod records;
 
-use serde_json::{Map, Value};
+use std::collections::hash_map::{Entry, HashMap};
 
-use crate::store::sql::{exec_args, placeholders, Arg};
+use serde_json::{json, Map, Value};
+
+use crate::store::sql::{json_table, JsonCol};
 use crate::store::{Db, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 pub use records::{validate, RecordError, MAX_RECORDS};
@@ -33,91 +35,54 @@ pub async fn upsert(
     records: Vec<(String, Map<String, Value>)>,
     now: i64,
 ) -> Result<Vec<Outcome>, StoreError> {
+    let mut emails: Vec<String> = records.iter().map(|(e, _)| e.clone()).collect();
+    emails.sort_unstable();
+    emails.dedup();
+    let wanted = Value::Array(emails.iter().map(|e| json!([e])).collect()).to_string();
     let mut tx = db.begin_write().await?;
     lock_org(&mut tx, org_id).await?;
-    let mut emails: Vec<String> = records.iter().map(|(e, _)| e.clone()).collect();
-    emails.sort();
-    emails.dedup();
-    let mut current: std::collections::HashMap<String, Map<String, Value>> =
-        std::collections::HashMap::new();
-    for chunk in emails.chunks(500) {
-        let sql = format!(
-            "SELECT email, fields FROM people WHERE org_id = $1 AND email IN ({})",
-            (2..chunk.len() + 2)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let rows: Vec<Row> = match crate::store::AsEx::ex(&mut tx) {
-            crate::store::Ex::Sqlite(c) => {
-                let mut q = sqlx::query_as::<_, Row>(&sql).bind(org_id);
-                for e in chunk {
-                    q = q.bind(e);
-                }
-                q.fetch_all(&mut *c).await?
-            }
-            crate::store::Ex::Postgres(c) => {
-                let mut q = sqlx::query_as::<_, Row>(&sql).bind(org_id);
-                for e in chunk {
-                    q = q.bind(e);
-                }
-                q.fetch_all(&mut *c).await?
-            }
-        };
-        for r in rows {
-            let m = serde_json::from_str::<Map<String, Value>>(&r.fields).unwrap_or_default();
-            current.insert(r.email, m);
-        }
-    }
-    let mut outcomes = Vec::with_capacity(records.len());
-    let mut outbox: Vec<(String, String)> = Vec::with_capacity(records.len());
-    for (email, fields) in records {
-        let entry = current.entry(email.clone());
-        let outcome = match &entry {
-            std::collections::hash_map::Entry::Occupied(_) => Outcome::Updated,
-            std::collections::hash_map::Entry::Vacant(_) => Outcome::Inserted,
-        };
-        let merged = entry.or_default();
-        for (k, v) in fields {
-            merged.insert(k, v);
-        }
-        outbox.push((email, Value::Object(merged.clone()).to_string()));
-        outcomes.push(outcome);
-    }
-    // One row per email (the final state), in multi-row statements.
-    let rows: Vec<(String, String)> = current
+    let sql = format!(
+        "SELECT email, fields FROM people WHERE org_id = $1 AND email IN (SELECT w.c0 FROM {})",
+        json_table(&mut tx, 2, &[JsonCol::Text], "w")
+    );
+    let rows = fetch_all!(&mut tx, Row, &sql, org_id, &wanted)?;
+    let mut current: HashMap<String, Map<String, Value>> = rows
         .into_iter()
-        .filter(|(e, _)| emails.binary_search(e).is_ok())
-        .map(|(e, m)| (e, Value::Object(m).to_string()))
+        .map(|r| {
+            let m = serde_json::from_str::<Map<String, Value>>(&r.fields).unwrap_or_default();
+            (r.email, m)
+        })
         .collect();
-    for chunk in rows.chunks(400) {
-        let sql = format!(
-            "INSERT INTO people (org_id, email, fields, created_at, updated_at) VALUES {}
-             ON CONFLICT (org_id, email) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
-            placeholders(chunk.len(), 5)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 5);
-        for (e, f) in chunk {
-            args.extend([
-                Arg::Text(org_id.into()),
-                Arg::Text(e.clone()),
-                Arg::Text(f.clone()),
-                Arg::Int(now),
-                Arg::Int(now),
-            ]);
-        }
-        exec_args(&mut tx, &sql, args).await?;
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut outbox: Vec<Value> = Vec::with_capacity(records.len());
+    for (email, fields) in records {
+        let entry = current.entry(email);
+        outcomes.push(match &entry {
+            Entry::Occupied(_) => Outcome::Updated,
+            Entry::Vacant(_) => Outcome::Inserted,
+        });
+        let email = entry.key().clone();
+        let merged = entry.or_default();
+        merged.extend(fields);
+        outbox.push(json!([
+            email,
+            "upsert",
+            Value::Object(merged.clone()).to_string()
+        ]));
     }
-    append_outbox(
-        &mut tx,
-        org_id,
-        outbox
-            .into_iter()
-            .map(|(e, r)| (e, "upsert", Some(r)))
-            .collect(),
-        now,
-    )
-    .await?;
+    // One row per email of the batch (its final state), in one statement.
+    let people: Vec<Value> = current
+        .into_iter()
+        .map(|(e, m)| json!([e, Value::Object(m).to_string()]))
+        .collect();
+    let sql = format!(
+        "INSERT INTO people (org_id, email, fields, created_at, updated_at)
+         SELECT $1, r.c0, r.c1, $2, $2 FROM {} WHERE true
+         ON CONFLICT (org_id, email) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
+        json_table(&mut tx, 3, &[JsonCol::Text, JsonCol::Text], "r")
+    );
+    exec!(&mut tx, &sql, org_id, now, Value::Array(people).to_string())?;
+    append_outbox(&mut tx, org_id, outbox, now).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
@@ -127,7 +92,7 @@ pub async fn upsert(
 /// two concurrent upserts of one email merge instead of losing a field.
 async fn lock_org(tx: &mut Tx, org_id: &str) -> Result<(), StoreError> {
     // BACKEND-SPECIFIC
-    if let Tx::Postgres(_) = tx {
+    if let Tx::Postgres(..) = tx {
         exec!(
             tx,
             "SELECT pg_advisory_xact_lock(hashtext($1))::text",
@@ -137,29 +102,19 @@ async fn lock_org(tx: &mut Tx, org_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Appends change records (`[email, op, record-or-null]` each), in order.
 async fn append_outbox(
     tx: &mut Tx,
     org_id: &str,
-    items: Vec<(String, &str, Option<String>)>,
+    items: Vec<Value>,
     now: i64,
 ) -> Result<(), StoreError> {
-    for chunk in items.chunks(400) {
-        let sql = format!(
-            "INSERT INTO outbox (org_id, email, op, record, at) VALUES {}",
-            placeholders(chunk.len(), 5)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 5);
-        for (e, op, r) in chunk {
-            args.extend([
-                Arg::Text(org_id.into()),
-                Arg::Text(e.clone()),
-                Arg::Text((*op).into()),
-                Arg::OptText(r.clone()),
-                Arg::Int(now),
-            ]);
-        }
-        exec_args(tx, &sql, args).await?;
-    }
+    let sql = format!(
+        "INSERT INTO outbox (org_id, email, op, record, at)
+         SELECT $1, r.c0, r.c1, r.c2, $2 FROM {} ORDER BY r.ord",
+        json_table(tx, 3, &[JsonCol::Text, JsonCol::Text, JsonCol::Text], "r")
+    );
+    exec!(tx, &sql, org_id, now, Value::Array(items).to_string())?;
     Ok(())
 }
 
@@ -218,13 +173,7 @@ pub async fn delete(db: &Db, org_id: &str, email: &str, now: i64) -> Result<bool
     if n == 0 {
         return Ok(false);
     }
-    append_outbox(
-        &mut tx,
-        org_id,
-        vec![(email.to_string(), "delete", None)],
-        now,
-    )
-    .await?;
+    append_outbox(&mut tx, org_id, vec![json!([email, "delete", null])], now).await?;
     tx.commit().await?;
     Ok(true)
 }

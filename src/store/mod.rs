@@ -5,17 +5,21 @@
 //! [`sql`](self::sql) compile the same body once per backend. Handlers never
 //! see which engine is underneath.
 
+pub mod epoch;
 pub mod sql;
 pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use epoch::{Epoch, Invalidation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,8 +51,12 @@ pub enum Db {
         /// turns contention into tail latency. Other processes (the CLI)
         /// still meet the busy timeout.
         gate: std::sync::Arc<tokio::sync::Semaphore>,
+        epoch: Arc<Epoch>,
     },
-    Postgres(PgPool),
+    Postgres {
+        pool: PgPool,
+        epoch: Arc<Epoch>,
+    },
 }
 
 /// A writing transaction. Obtain it through [`Db::begin_write`] only.
@@ -56,8 +64,9 @@ pub enum Tx {
     Sqlite(
         Transaction<'static, Sqlite>,
         tokio::sync::OwnedSemaphorePermit,
+        Arc<Epoch>,
     ),
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(Transaction<'static, Postgres>, Arc<Epoch>),
 }
 
 /// A pooled connection for reads.
@@ -79,8 +88,8 @@ pub trait AsEx {
 impl AsEx for Tx {
     fn ex(&mut self) -> Ex<'_> {
         match self {
-            Tx::Sqlite(t, _) => Ex::Sqlite(t),
-            Tx::Postgres(t) => Ex::Postgres(t),
+            Tx::Sqlite(t, ..) => Ex::Sqlite(t),
+            Tx::Postgres(t, _) => Ex::Postgres(t),
         }
     }
 }
@@ -95,12 +104,52 @@ impl AsEx for Conn {
 }
 
 impl Tx {
+    /// Commits. When the transaction changed something a validation cache
+    /// may hold (a revocation, a deactivation, a new secret), this returns
+    /// only once every instance has stopped trusting what it cached before
+    /// ([`epoch`]): a revocation is in force everywhere when its call answers.
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(t, _permit) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
-        }
+        self.commit_no_wait().await?.wait().await;
         Ok(())
+    }
+
+    /// Commits and hands back the wait an invalidating commit owes, for
+    /// callers that must not sleep in place (the group-commit writer) or
+    /// that commit many times and wait once.
+    pub async fn commit_no_wait(mut self) -> Result<Invalidation> {
+        // BACKEND-SPECIFIC: on SQLite the triggers bump the counter and set
+        // `pending`; on PostgreSQL they mark the transaction and bump the
+        // counter at commit (migration 0005_cache_epoch).
+        let invalidates = match &mut self {
+            Tx::Sqlite(t, ..) => {
+                sqlx::query("UPDATE cache_epoch SET pending = FALSE WHERE id = 1 AND pending")
+                    .execute(&mut **t)
+                    .await?
+                    .rows_affected()
+                    > 0
+            }
+            Tx::Postgres(t, _) => {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT COALESCE(current_setting('rekey.invalidates', true), '') = '1'",
+                )
+                .fetch_one(&mut **t)
+                .await?
+            }
+        };
+        let epoch = match self {
+            Tx::Sqlite(t, _permit, epoch) => {
+                t.commit().await?;
+                epoch
+            }
+            Tx::Postgres(t, epoch) => {
+                t.commit().await?;
+                epoch
+            }
+        };
+        if invalidates {
+            epoch.invalidate_local();
+        }
+        Ok(Invalidation(invalidates))
     }
 }
 
@@ -115,7 +164,10 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
-            return Ok(Db::Postgres(pool));
+            return Ok(Db::Postgres {
+                pool,
+                epoch: Default::default(),
+            });
         }
         let path = url
             .strip_prefix("sqlite://")
@@ -148,20 +200,21 @@ impl Db {
             write,
             read,
             gate: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            epoch: Default::default(),
         })
     }
 
     pub fn backend(&self) -> &'static str {
         match self {
             Db::Sqlite { .. } => "sqlite",
-            Db::Postgres(_) => "postgres",
+            Db::Postgres { .. } => "postgres",
         }
     }
 
     fn migrator(&self) -> &'static sqlx::migrate::Migrator {
         match self {
             Db::Sqlite { .. } => &SQLITE_MIGRATIONS,
-            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+            Db::Postgres { .. } => &POSTGRES_MIGRATIONS,
         }
     }
 
@@ -169,7 +222,7 @@ impl Db {
     pub async fn migrate(&self) -> Result<()> {
         match self {
             Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Db::Postgres { pool, .. } => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
     }
@@ -193,15 +246,21 @@ impl Db {
     /// up front makes it wait (busy timeout) instead.
     pub async fn begin_write(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite { write, gate, .. } => {
+            Db::Sqlite {
+                write, gate, epoch, ..
+            } => {
                 let permit = gate
                     .clone()
                     .acquire_owned()
                     .await
                     .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-                Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?, permit)
+                Tx::Sqlite(
+                    write.begin_with("BEGIN IMMEDIATE").await?,
+                    permit,
+                    epoch.clone(),
+                )
             }
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Postgres { pool, epoch } => Tx::Postgres(pool.begin().await?, epoch.clone()),
         })
     }
 
@@ -209,7 +268,7 @@ impl Db {
     pub async fn read(&self) -> Result<Conn> {
         Ok(match self {
             Db::Sqlite { read, .. } => Conn::Sqlite(read.acquire().await?),
-            Db::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
+            Db::Postgres { pool, .. } => Conn::Postgres(pool.acquire().await?),
         })
     }
 
@@ -219,8 +278,27 @@ impl Db {
                 read.close().await;
                 write.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Db::Postgres { pool, .. } => pool.close().await,
         }
+    }
+
+    /// This process's view of the invalidation epoch.
+    pub fn epoch(&self) -> &Epoch {
+        match self {
+            Db::Sqlite { epoch, .. } | Db::Postgres { epoch, .. } => epoch,
+        }
+    }
+
+    /// Reads the invalidation counter once and records it ([`epoch`]).
+    pub async fn poll_epoch(&self) -> Result<u64> {
+        let started = std::time::Instant::now();
+        let mut c = self.read().await?;
+        let v: i64 =
+            crate::scalar_optional!(&mut c, i64, "SELECT value FROM cache_epoch WHERE id = 1")?
+                .unwrap_or(0);
+        let v = u64::try_from(v).unwrap_or(0);
+        self.epoch().observe(v, started);
+        Ok(v)
     }
 }
 

@@ -72,7 +72,7 @@ impl Writer {
     pub fn spawn(db: Db) -> Writer {
         let n = match db {
             Db::Sqlite { .. } => 1,
-            Db::Postgres(_) => 8,
+            Db::Postgres { .. } => 8,
         };
         let mut lanes = Vec::with_capacity(n);
         for _ in 0..n {
@@ -255,18 +255,35 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                 row_answers.extend(chunk.into_iter().map(|(_, d)| d));
             }
         }
-        let commit = match broken {
-            Some(e) => Err(e),
-            None => tx.commit().await.map_err(|e: StoreError| e.to_string()),
+        let (commit, invalidation) = match broken {
+            Some(e) => (Err(e), None),
+            None => match tx.commit_no_wait().await {
+                Ok(inv) => (Ok(()), Some(inv)),
+                Err(e) => (Err(StoreError::to_string(&e)), None),
+            },
         };
         if let Err(e) = &commit {
             tracing::error!(error = %e, "group commit failed");
         }
-        for d in done {
-            d(commit.clone());
-        }
-        for d in row_answers {
-            let _ = d.send(commit.clone().map_err(WriterError::Commit));
+        let answer = move || {
+            for d in done {
+                d(commit.clone());
+            }
+            for d in row_answers {
+                let _ = d.send(commit.clone().map_err(WriterError::Commit));
+            }
+        };
+        match invalidation {
+            // A job revoked something (reuse detection, a replayed code):
+            // its batch is answered once every instance stopped trusting its
+            // cache, without holding the lane for that long.
+            Some(inv) if inv.happened() => {
+                tokio::spawn(async move {
+                    inv.wait().await;
+                    answer();
+                });
+            }
+            _ => answer(),
         }
     }
 }

@@ -33,9 +33,7 @@ pub async fn issue(
     };
     let now = core.now();
     if let Some(uid) = &client.user_id {
-        let mut c = core.db.read().await?;
-        let user = crate::identity::users::get(&mut c, &client.org_id, uid).await?;
-        if !user.map(|u| u.active).unwrap_or(false) {
+        if !user_active(core, &client.org_id, uid).await? {
             return Err(OAuthError::UnauthorizedClient(
                 "the user this client acts for is deactivated".into(),
             ));
@@ -62,4 +60,23 @@ pub async fn issue(
         expires_in: client.access_ttl_ms / 1000,
         scope: scope.as_str().to_string(),
     })
+}
+
+/// Whether the user a machine client acts for is active, from the
+/// validation cache when it may be trusted.
+async fn user_active(core: &Core, org_id: &str, user_id: &str) -> Result<bool, OAuthError> {
+    let epoch = core.db.epoch().current();
+    if let Some(active) = epoch.and_then(|e| core.cache.users_active.get(user_id, e)) {
+        return Ok(active);
+    }
+    let mut c = core.db.read().await?;
+    let user = crate::identity::users::get(&mut c, org_id, user_id).await?;
+    drop(c);
+    let Some(user) = user else { return Ok(false) };
+    if let Some(e) = epoch {
+        core.cache
+            .users_active
+            .put(user_id.to_string(), e, user.active);
+    }
+    Ok(user.active)
 }

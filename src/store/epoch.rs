@@ -1,0 +1,194 @@
+//! The invalidation epoch: what makes a validation cache safe across
+//! processes and instances.
+//!
+//! One row (`cache_epoch`) counts the changes that can make a cached
+//! validation wrong: revoked tokens and grants, changed or deleted clients,
+//! access keys, users and orgs. Triggers on those tables bump it, so no code
+//! path can forget (migration `0005_cache_epoch`). Each server polls the
+//! counter every [`POLL`]; a cached entry carries the epoch it was read
+//! under and is used only while that is still the epoch *and* the last poll
+//! started less than [`FRESH`] ago. A transaction that bumped the counter
+//! waits [`PROPAGATION`] (longer than `FRESH`) after its commit before it
+//! returns, so by then every instance has either seen the new epoch or
+//! stopped trusting its cache: a revocation is in force everywhere before
+//! the revoke call answers. Only durations on each process's monotonic
+//! clock are compared, never wall times across machines.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// How often a server reads the counter.
+pub const POLL: Duration = Duration::from_millis(20);
+/// How old the last poll may be for the cache to be used.
+pub const FRESH: Duration = Duration::from_millis(100);
+/// How long an invalidating commit waits before it returns.
+pub const PROPAGATION: Duration = Duration::from_millis(120);
+
+/// This process's view of the counter.
+#[derive(Debug)]
+pub struct Epoch {
+    base: Instant,
+    /// The counter as last read.
+    value: AtomicU64,
+    /// Nanoseconds after `base` at which the last poll that completed had
+    /// started; 0 until a poll completed.
+    polled_at: AtomicU64,
+    /// Nanoseconds after `base` of this process's last own invalidating
+    /// commit: polls started before it do not make the cache fresh.
+    invalidated_at: AtomicU64,
+}
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Epoch {
+            base: Instant::now(),
+            value: AtomicU64::new(0),
+            polled_at: AtomicU64::new(0),
+            invalidated_at: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Epoch {
+    fn nanos(&self, t: Instant) -> u64 {
+        // +1 so that 0 keeps meaning "never".
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// The epoch under which cached entries may be used now, or `None`
+    /// when the cache must not be trusted (no recent poll).
+    pub fn current(&self) -> Option<u64> {
+        let polled = self.polled_at.load(Ordering::Acquire);
+        if polled == 0 || polled <= self.invalidated_at.load(Ordering::Acquire) {
+            return None;
+        }
+        let age = self.nanos(Instant::now()).saturating_sub(polled);
+        (age < FRESH.as_nanos() as u64).then(|| self.value.load(Ordering::Acquire))
+    }
+
+    /// Records a poll that started at `started` and read `value`.
+    pub fn observe(&self, value: u64, started: Instant) {
+        self.value.fetch_max(value, Ordering::AcqRel);
+        self.polled_at
+            .fetch_max(self.nanos(started), Ordering::AcqRel);
+    }
+
+    /// This process just committed an invalidating change: stop trusting
+    /// the cache until a poll started after now has read the new counter.
+    pub fn invalidate_local(&self) {
+        self.invalidated_at
+            .fetch_max(self.nanos(Instant::now()), Ordering::AcqRel);
+    }
+}
+
+/// What an invalidating commit still owes its caller: the wait until every
+/// instance has stopped trusting what it cached before.
+#[must_use = "an invalidating commit must wait before it answers"]
+#[derive(Debug)]
+pub struct Invalidation(pub(crate) bool);
+
+impl Invalidation {
+    pub fn happened(&self) -> bool {
+        self.0
+    }
+
+    pub async fn wait(self) {
+        if self.0 {
+            tokio::time::sleep(PROPAGATION).await;
+        }
+    }
+}
+
+/// A bounded map whose entries are valid only under the epoch they were
+/// read in. Full, it drops entries of older epochs, then everything: the
+/// cache is an accelerator, a miss is only a database read.
+#[derive(Debug)]
+pub struct EpochCache<V> {
+    map: RwLock<HashMap<String, (u64, V)>>,
+    cap: usize,
+}
+
+impl<V: Clone> EpochCache<V> {
+    pub fn new(cap: usize) -> Self {
+        EpochCache {
+            map: RwLock::new(HashMap::new()),
+            cap,
+        }
+    }
+
+    pub fn get(&self, key: &str, epoch: u64) -> Option<V> {
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        m.get(key)
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, key: String, epoch: u64, v: V) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= self.cap && !m.contains_key(&key) {
+            m.retain(|_, (e, _)| *e == epoch);
+            if m.len() >= self.cap {
+                m.clear();
+            }
+        }
+        m.insert(key, (epoch, v));
+    }
+
+    pub fn remove(&self, key: &str) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        m.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_only_after_a_poll_and_not_after_an_own_invalidation() {
+        let e = Epoch::default();
+        assert_eq!(e.current(), None, "never polled");
+        let t = Instant::now();
+        e.observe(7, t);
+        assert_eq!(e.current(), Some(7));
+        e.invalidate_local();
+        assert_eq!(e.current(), None, "own invalidation distrusts the cache");
+        // A poll that started before the invalidation does not restore it…
+        e.observe(7, t);
+        assert_eq!(e.current(), None);
+        // …one started after does.
+        e.observe(8, Instant::now());
+        assert_eq!(e.current(), Some(8));
+    }
+
+    #[test]
+    fn stale_polls_make_the_cache_unusable() {
+        let e = Epoch::default();
+        e.observe(1, Instant::now());
+        std::thread::sleep(FRESH + Duration::from_millis(5));
+        assert_eq!(e.current(), None);
+    }
+
+    #[test]
+    fn entries_of_another_epoch_are_not_returned() {
+        let c = EpochCache::new(2);
+        c.put("a".into(), 1, 10);
+        assert_eq!(c.get("a", 1), Some(10));
+        assert_eq!(c.get("a", 2), None);
+        c.put("b".into(), 2, 20);
+        c.put("c".into(), 2, 30);
+        // full: the epoch-1 entry went first
+        assert_eq!(c.get("b", 2), Some(20));
+        assert_eq!(c.get("c", 2), Some(30));
+        assert_eq!(c.get("a", 1), None);
+    }
+
+    #[test]
+    fn propagation_outlasts_freshness() {
+        assert!(PROPAGATION > FRESH + POLL / 2);
+    }
+}
