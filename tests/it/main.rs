@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cache;
 mod connections;
 mod foundation;
 mod keyring;

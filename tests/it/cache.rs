@@ -1,0 +1,208 @@
+//! The validation cache across instances: two servers on one database each
+//! serve a credential from their cache, then a change made through the
+//! other server or the CLI must be in force on both the moment the changing
+//! call returns (the invalidation epoch, `src/store/epoch.rs`).
+
+use serde_json::{json, Value};
+
+use crate::dual;
+use crate::harness::*;
+use crate::oauth_support::{self, USER};
+
+async fn status(c: &reqwest::Client, url: String, header: (&str, &str)) -> u16 {
+    c.get(url)
+        .header(header.0, header.1)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+async fn put(c: &reqwest::Client, srv: &Server, header: (&str, &str)) -> u16 {
+    c.put(srv.at("/v1/people"))
+        .header(header.0, header.1)
+        .json(&json!({"records": [{"Email": "ann@example.com"}]}))
+        .send()
+        .await
+        .expect("put")
+        .status()
+        .as_u16()
+}
+
+/// Calls often enough that the answer comes from each server's cache.
+async fn warm(c: &reqwest::Client, servers: &[&Server], path: &str, header: (&str, &str)) {
+    for srv in servers {
+        for _ in 0..5 {
+            assert_eq!(
+                status(c, srv.at(path), header).await,
+                200,
+                "{path} on {}",
+                srv.url
+            );
+        }
+    }
+}
+
+async fn cc_token(c: &reqwest::Client, srv: &Server, id: &str, secret: &str) -> (u16, Value) {
+    let r = c
+        .post(srv.at("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+dual!(access_key_changes_reach_every_instance, |env| {
+    env.ok(&["org", "create", "acme"]);
+    let make = |name: &str| {
+        env.json(&[
+            "key",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            name,
+            "--scope",
+            "read_write",
+        ])["key"]
+            .as_str()
+            .expect("key")
+            .to_string()
+    };
+    let (revoked, reset) = (make("one"), make("two"));
+    let (a, b) = (env.serve(), env.serve());
+    let c = client();
+    let path = "/v1/people?limit=1";
+    warm(&c, &[&a, &b], path, ("Accesskey", &revoked)).await;
+    warm(&c, &[&a, &b], path, ("Accesskey", &reset)).await;
+
+    env.ok(&["key", "revoke", "--org", "acme", "--name", "one"]);
+    for srv in [&a, &b] {
+        assert_eq!(status(&c, srv.at(path), ("Accesskey", &revoked)).await, 401);
+    }
+    let new = env.json(&["key", "reset", "--org", "acme", "--name", "two"])["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    for srv in [&a, &b] {
+        assert_eq!(status(&c, srv.at(path), ("Accesskey", &reset)).await, 401);
+        assert_eq!(status(&c, srv.at(path), ("Accesskey", &new)).await, 200);
+    }
+});
+
+dual!(token_and_client_changes_reach_every_instance, |env| {
+    env.ok(&["org", "create", "acme"]);
+    let m2m = env.json(&[
+        "m2m",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "sync",
+        "--scope",
+        "read_write",
+    ]);
+    let id = m2m["client_id"].as_str().expect("id").to_string();
+    let secret = m2m["client_secret"].as_str().expect("secret").to_string();
+    let (a, b) = (env.serve(), env.serve());
+    let c = client();
+    let (s, t) = cc_token(&c, &a, &id, &secret).await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().expect("token").to_string();
+    let bearer = format!("Bearer {token}");
+    warm(&c, &[&a, &b], "/v1/me", ("Authorization", &bearer)).await;
+
+    // Revoked through server A's RFC 7009 endpoint: refused on B at once.
+    let r = c
+        .post(a.at("/oauth2/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[
+            ("token", token.as_str()),
+            ("token_type_hint", "access_token"),
+        ])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(&c, b.at("/v1/me"), ("Authorization", &bearer)).await,
+        401
+    );
+
+    // Deactivated by the CLI: its tokens and its secret refused everywhere.
+    let (_, t) = cc_token(&c, &b, &id, &secret).await;
+    let bearer = format!("Bearer {}", t["access_token"].as_str().expect("token"));
+    warm(&c, &[&a, &b], "/v1/me", ("Authorization", &bearer)).await;
+    env.ok(&["m2m", "deactivate", "--org", "acme", "--name", "sync"]);
+    for srv in [&a, &b] {
+        assert_eq!(
+            status(&c, srv.at("/v1/me"), ("Authorization", &bearer)).await,
+            401
+        );
+        assert_eq!(cc_token(&c, srv, &id, &secret).await.0, 401);
+    }
+    env.ok(&["m2m", "activate", "--org", "acme", "--name", "sync"]);
+    for srv in [&a, &b] {
+        assert_eq!(
+            status(&c, srv.at("/v1/me"), ("Authorization", &bearer)).await,
+            200
+        );
+        assert_eq!(cc_token(&c, srv, &id, &secret).await.0, 200);
+    }
+
+    // A new secret: the old one is refused on both at once.
+    let new = env.json(&[
+        "m2m",
+        "regenerate-secret",
+        "--org",
+        "acme",
+        "--name",
+        "sync",
+    ]);
+    let new = new["client_secret"].as_str().expect("secret");
+    for srv in [&a, &b] {
+        assert_eq!(cc_token(&c, srv, &id, &secret).await.0, 401);
+        assert_eq!(cc_token(&c, srv, &id, new).await.0, 200);
+    }
+});
+
+dual!(user_changes_reach_every_instance, |env| {
+    let w = oauth_support::world(env, &[], &[]).await;
+    let other = w.env.serve();
+    let (access, _) = oauth_support::tokens(&w, "read_write").await;
+    let bearer = format!("Bearer {access}");
+    let c = client();
+    warm(&c, &[&w.srv, &other], "/v1/me", ("Authorization", &bearer)).await;
+    for srv in [&w.srv, &other] {
+        assert_eq!(put(&c, srv, ("Authorization", &bearer)).await, 200);
+    }
+    w.env.ok(&[
+        "user",
+        "set-permission",
+        "--org",
+        "acme",
+        "--email",
+        USER,
+        "--permission",
+        "read",
+    ]);
+    for srv in [&w.srv, &other] {
+        assert_eq!(put(&c, srv, ("Authorization", &bearer)).await, 403);
+        assert_eq!(
+            status(&c, srv.at("/v1/me"), ("Authorization", &bearer)).await,
+            200
+        );
+    }
+    w.env
+        .ok(&["user", "deactivate", "--org", "acme", "--email", USER]);
+    for srv in [&w.srv, &other] {
+        assert_eq!(
+            status(&c, srv.at("/v1/me"), ("Authorization", &bearer)).await,
+            401
+        );
+    }
+});
