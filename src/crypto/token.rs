@@ -46,7 +46,9 @@ const SUM: usize = 6;
 /// Mints a new secret of `kind`: prefix, 256 random bits, checksum.
 pub fn mint(kind: TokenKind) -> String {
     let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
+    // The thread's CSPRNG (ChaCha, seeded and reseeded from the OS): no
+    // system call per token on the issuance path.
+    rand::thread_rng().fill_bytes(&mut raw);
     let body = B64URL.encode(raw);
     let sum = checksum(kind.prefix(), &body);
     format!("{}{}{}", kind.prefix(), body, sum)
@@ -111,11 +113,13 @@ impl Pepper {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(secret.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in mac.finalize().into_bytes() {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out
     }
 
     /// Constant-time check of `secret` against a stored digest.
@@ -150,5 +154,19 @@ mod tests {
         assert_ne!(p1.digest(&t), p2.digest(&t));
         assert!(p1.verify(&t, &p1.digest(&t)));
         assert!(!p1.verify(&t, &p2.digest(&t)));
+    }
+
+    #[test]
+    fn digest_is_lowercase_hex_of_the_hmac() {
+        let p = Pepper::generate();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&p.0).expect("key");
+        mac.update(b"rk_at_x");
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(p.digest("rk_at_x"), want);
     }
 }

@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use epoch::{Epoch, Invalidation};
+use sql::Arg;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,13 +187,18 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // No ping before each acquire: a connection to a local file cannot
+        // go stale, and on SQLite the ping is a hop to the connection's
+        // worker thread (measured: a third of a read's cost under load).
         let write = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.clone().create_if_missing(true))
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
@@ -262,6 +268,70 @@ impl Db {
             }
             Db::Postgres { pool, epoch } => Tx::Postgres(pool.begin().await?, epoch.clone()),
         })
+    }
+
+    /// Inserts groups of rows (`INSERT INTO t (a, b) VALUES` prefix, column
+    /// count, rows) as one write transaction, for batches of inserts only
+    /// (they fire no invalidation trigger, so no epoch check is owed).
+    ///
+    /// BACKEND-SPECIFIC: on SQLite the whole transaction, `BEGIN IMMEDIATE`
+    /// to `COMMIT`, goes to the connection's worker thread as one statement
+    /// list: one hop instead of four, and under load each hop waits for a
+    /// core (measured: ~350 µs a hop with both cores busy). PostgreSQL takes
+    /// no statement list with binds, so there it is an ordinary transaction.
+    pub async fn insert_rows(&self, groups: &[(&str, usize, Vec<&[Arg]>)]) -> Result<()> {
+        const CHUNK: usize = 500;
+        match self {
+            Db::Sqlite { write, gate, .. } => {
+                let _permit = gate
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+                let mut script = String::from("BEGIN IMMEDIATE;");
+                let mut args: Vec<&Arg> = Vec::new();
+                for (prefix, cols, rows) in groups {
+                    for chunk in rows.chunks(CHUNK) {
+                        script.push_str(prefix);
+                        script.push(' ');
+                        script.push_str(&sql::placeholders_from(
+                            args.len() + 1,
+                            chunk.len(),
+                            *cols,
+                        ));
+                        script.push(';');
+                        args.extend(chunk.iter().flat_map(|r| r.iter()));
+                    }
+                }
+                script.push_str("COMMIT;");
+                let mut conn = write.acquire().await?;
+                let mut q = sqlx::query(&script);
+                for a in args {
+                    q = sql::bind_sqlite(q, a);
+                }
+                if let Err(e) = q.execute(&mut *conn).await {
+                    // The list stopped inside the transaction: end it before
+                    // the connection goes back to the pool.
+                    if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                        let _ = conn.detach();
+                    }
+                    return Err(e.into());
+                }
+                Ok(())
+            }
+            Db::Postgres { .. } => {
+                let mut tx = self.begin_write().await?;
+                for (prefix, cols, rows) in groups {
+                    for chunk in rows.chunks(CHUNK) {
+                        let sql = format!("{prefix} {}", sql::placeholders(chunk.len(), *cols));
+                        let args = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
+                        sql::exec_args(&mut tx, &sql, args).await?;
+                    }
+                }
+                tx.commit_no_wait().await?.wait().await;
+                Ok(())
+            }
+        }
     }
 
     /// A connection for reads (the read-only pool on SQLite).

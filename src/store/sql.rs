@@ -90,13 +90,31 @@ pub async fn exec_args<C: super::AsEx>(
 
 /// `($1, $2, …), (…)` for `rows` rows of `cols` columns, numbered from `$1`.
 pub fn placeholders(rows: usize, cols: usize) -> String {
+    placeholders_from(1, rows, cols)
+}
+
+/// Like [`placeholders`], numbered from `$first`.
+pub fn placeholders_from(first: usize, rows: usize, cols: usize) -> String {
     (0..rows)
         .map(|r| {
-            let inner: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            let inner: Vec<String> = (0..cols)
+                .map(|c| format!("${}", first + r * cols + c))
+                .collect();
             format!("({})", inner.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds one [`Arg`] to a SQLite query.
+pub fn bind_sqlite<'q>(q: SqliteQuery<'q>, a: &'q Arg) -> SqliteQuery<'q> {
+    match a {
+        Arg::Text(s) => q.bind(s.as_str()),
+        Arg::OptText(s) => q.bind(s.as_deref()),
+        Arg::Int(i) => q.bind(*i),
+    }
 }
 
 /// The type of one column of a [`json_table`].

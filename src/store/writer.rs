@@ -176,6 +176,10 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        if batch.iter().all(|j| matches!(j, Job::Row { .. })) {
+            insert_only(&db, batch).await;
+            continue;
+        }
         let mut tx = match db.begin_write().await {
             Ok(t) => t,
             Err(e) => {
@@ -285,5 +289,44 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
             }
             _ => answer(),
         }
+    }
+}
+
+/// A batch of single-row inserts only (token issuance at its busiest): one
+/// multi-row statement per table, the whole transaction in one call.
+async fn insert_only(db: &Db, batch: Vec<Job>) {
+    let mut groups: Vec<(&'static str, usize, Vec<Vec<Arg>>)> = Vec::new();
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Job::Row {
+            prefix,
+            cols,
+            row,
+            done,
+        } = job
+        {
+            match groups.iter_mut().find(|(p, _, _)| *p == prefix) {
+                Some((_, _, v)) => v.push(row),
+                None => groups.push((prefix, cols, vec![row])),
+            }
+            answers.push(done);
+        }
+    }
+    let refs: Vec<(&str, usize, Vec<&[Arg]>)> = groups
+        .iter()
+        .map(|(p, c, rows)| (*p, *c, rows.iter().map(Vec::as_slice).collect()))
+        .collect();
+    let commit = db
+        .insert_rows(&refs)
+        .await
+        .map_err(|e| WriterError::Commit(e.to_string()));
+    if let Err(e) = &commit {
+        tracing::error!(error = %e, "group commit failed");
+    }
+    for d in answers {
+        let _ = d.send(match &commit {
+            Ok(()) => Ok(()),
+            Err(e) => Err(WriterError::Commit(e.to_string())),
+        });
     }
 }
