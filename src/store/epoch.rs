@@ -15,7 +15,7 @@
 //! clock are compared, never wall times across machines.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,10 @@ pub struct Epoch {
     /// Nanoseconds after `base` of this process's last own invalidating
     /// commit: polls started before it do not make the cache fresh.
     invalidated_at: AtomicU64,
+    /// SQLite: set by the writing connections' update hook when a trigger
+    /// bumped the counter; cleared when a writing transaction begins (one
+    /// runs at a time in a process).
+    pub(crate) sqlite_bumped: AtomicBool,
 }
 
 impl Default for Epoch {
@@ -47,6 +51,7 @@ impl Default for Epoch {
             value: AtomicU64::new(0),
             polled_at: AtomicU64::new(0),
             invalidated_at: AtomicU64::new(0),
+            sqlite_bumped: AtomicBool::new(false),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,34 +118,24 @@ impl Tx {
     /// Commits and hands back the wait an invalidating commit owes, for
     /// callers that must not sleep in place (the group-commit writer) or
     /// that commit many times and wait once.
-    pub async fn commit_no_wait(mut self) -> Result<Invalidation> {
-        // BACKEND-SPECIFIC: on SQLite the triggers bump the counter and set
-        // `pending`; on PostgreSQL they mark the transaction and bump the
-        // counter at commit (migration 0005_cache_epoch).
-        let invalidates = match &mut self {
-            Tx::Sqlite(t, ..) => {
-                sqlx::query("UPDATE cache_epoch SET pending = FALSE WHERE id = 1 AND pending")
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected()
-                    > 0
-            }
-            Tx::Postgres(t, _) => {
-                sqlx::query_scalar::<_, bool>(
-                    "SELECT COALESCE(current_setting('rekey.invalidates', true), '') = '1'",
-                )
-                .fetch_one(&mut **t)
-                .await?
-            }
-        };
-        let epoch = match self {
+    pub async fn commit_no_wait(self) -> Result<Invalidation> {
+        // BACKEND-SPECIFIC: on SQLite the triggers bump the counter and the
+        // connection's update hook notes it (no statement of our own); on
+        // PostgreSQL they mark the transaction and bump the counter at
+        // commit (migration 0005_cache_epoch).
+        let (invalidates, epoch) = match self {
             Tx::Sqlite(t, _permit, epoch) => {
                 t.commit().await?;
-                epoch
+                (epoch.sqlite_bumped.swap(false, Ordering::AcqRel), epoch)
             }
-            Tx::Postgres(t, epoch) => {
+            Tx::Postgres(mut t, epoch) => {
+                let marked = sqlx::query_scalar::<_, bool>(
+                    "SELECT COALESCE(current_setting('rekey.invalidates', true), '') = '1'",
+                )
+                .fetch_one(&mut *t)
+                .await?;
                 t.commit().await?;
-                epoch
+                (marked, epoch)
             }
         };
         if invalidates {
@@ -186,15 +177,42 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages read through a memory map instead of copied in by pread.
+            .pragma("mmap_size", "268435456");
         // No ping before each acquire: a connection to a local file cannot
         // go stale, and on SQLite the ping is a hop to the connection's
         // worker thread (measured: a third of a read's cost under load).
+        let epoch: Arc<Epoch> = Default::default();
+        let hooked = epoch.clone();
         let write = SqlitePoolOptions::new()
-            .max_connections(4)
+            // One connection: the gate lets one writing transaction run at a
+            // time anyway, and a connection whose page cache another
+            // connection's write made stale starts cold (the pool hands its
+            // connections out in turn, so with four every batch did).
+            .max_connections(1)
             .test_before_acquire(false)
+            // Sees the invalidation triggers bump `cache_epoch`, so a commit
+            // knows it must wait without a statement of its own.
+            .after_connect(move |conn, _| {
+                let epoch = hooked.clone();
+                Box::pin(async move {
+                    conn.lock_handle().await?.set_update_hook(move |change| {
+                        if change.table == "cache_epoch" {
+                            epoch.sqlite_bumped.store(true, Ordering::Release);
+                        }
+                    });
+                    Ok(())
+                })
+            })
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    // The writer touches index pages all over (token digests
+                    // are random): a larger cache keeps them.
+                    .pragma("cache_size", "-65536"),
+            )
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
@@ -206,7 +224,7 @@ impl Db {
             write,
             read,
             gate: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
-            epoch: Default::default(),
+            epoch,
         })
     }
 
@@ -260,11 +278,9 @@ impl Db {
                     .acquire_owned()
                     .await
                     .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-                Tx::Sqlite(
-                    write.begin_with("BEGIN IMMEDIATE").await?,
-                    permit,
-                    epoch.clone(),
-                )
+                let t = write.begin_with("BEGIN IMMEDIATE").await?;
+                epoch.sqlite_bumped.store(false, Ordering::Release);
+                Tx::Sqlite(t, permit, epoch.clone())
             }
             Db::Postgres { pool, epoch } => Tx::Postgres(pool.begin().await?, epoch.clone()),
         })
