@@ -194,15 +194,21 @@ async fn bench(w: &World, dur: Duration) {
     {
         use base64::Engine;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{cid}:{csec}"));
-        wrk(
-            "client-credentials token (wrk)",
-            w.backend,
-            &format!("{url}/oauth2/token"),
-            &format!(
-                "wrk.method = \"POST\"\nwrk.body = \"grant_type=client_credentials\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\nwrk.headers[\"Authorization\"] = \"Basic {basic}\"\n"
-            ),
-            dur,
+        let lua = format!(
+            "wrk.method = \"POST\"\nwrk.body = \"grant_type=client_credentials\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\nwrk.headers[\"Authorization\"] = \"Basic {basic}\"\n"
         );
+        // Group commit batches what is in flight: the figure depends on how
+        // many requests are, so it is shown at two concurrencies.
+        for conns in [32, 64] {
+            wrk_with(
+                &format!("client-credentials token (wrk {conns})"),
+                w.backend,
+                &format!("{url}/oauth2/token"),
+                &lua,
+                dur,
+                conns,
+            );
+        }
     }
     let _ = srv.kill();
     let _ = srv.wait();

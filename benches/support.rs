@@ -269,6 +269,18 @@ where
 /// script; a lighter load generator than reqwest, so the server gets more of
 /// the cores. Prints one line like the closed-loop runner.
 pub fn wrk(name: &str, backend: &str, target: &str, lua: &str, dur: Duration) {
+    wrk_with(name, backend, target, lua, dur, 32)
+}
+
+/// [`wrk`] with `connections` open connections.
+pub fn wrk_with(
+    name: &str,
+    backend: &str,
+    target: &str,
+    lua: &str,
+    dur: Duration,
+    connections: usize,
+) {
     if Command::new("wrk").arg("--version").output().is_err() {
         println!("{name:<34} {backend:<9} (wrk not installed: apt-get install wrk)");
         return;
@@ -279,7 +291,7 @@ pub fn wrk(name: &str, backend: &str, target: &str, lua: &str, dur: Duration) {
         return;
     }
     let Ok(out) = Command::new("wrk")
-        .args(["-t1", "-c32", "--latency", "-d"])
+        .args(["-t1", &format!("-c{connections}"), "--latency", "-d"])
         .arg(format!("{}s", dur.as_secs().max(1)))
         .arg("-s")
         .arg(&path)

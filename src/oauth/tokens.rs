@@ -33,7 +33,7 @@ pub const ACCESS_COLS: usize = 8;
 
 /// A new access token and the row that stores it (its digest, never itself).
 pub fn access_row(pepper: &Pepper, spec: AccessSpec<'_>, now: i64) -> (String, Vec<Arg>) {
-    let t = token::mint(TokenKind::AccessToken);
+    let t = token::mint_timed(TokenKind::AccessToken, now);
     let row = vec![
         Arg::Text(pepper.digest(&t)),
         Arg::Text(spec.client.id.clone()),
@@ -72,7 +72,7 @@ pub async fn insert_refresh(
     ttl_ms: i64,
     now: i64,
 ) -> Result<(String, String), sqlx::Error> {
-    let t = token::mint(TokenKind::RefreshToken);
+    let t = token::mint_timed(TokenKind::RefreshToken, now);
     let d = pepper.digest(&t);
     exec!(
         tx,

@@ -147,7 +147,7 @@ async fn rotate(
 
     let (new_refresh, new_digest) = {
         // Mint first so the successor digest is recorded by the same CAS.
-        let t = crate::crypto::token::mint(TokenKind::RefreshToken);
+        let t = crate::crypto::token::mint_timed(TokenKind::RefreshToken, now);
         let d = core.pepper.digest(&t);
         (t, d)
     };
