@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -122,7 +122,16 @@ pub async fn get(
     if let Some(e) = q.get("email") {
         let email = normalize_email(e).map_err(|e| bad(e.to_string()))?;
         return match people::get(&st.core.db, org, &email).await? {
-            Some(r) => Ok(Json(r).into_response()),
+            // Stored as the JSON object it is served as: no parse and
+            // re-serialisation on the read path.
+            Some(r) => Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                r,
+            )
+                .into_response()),
             None => Err(ApiError::not_found(format!("no person with email {email}"))
                 .in_format(Format::OAuth)),
         };

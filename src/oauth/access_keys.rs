@@ -352,8 +352,13 @@ pub struct UsageTracker {
 impl UsageTracker {
     pub fn touch(&self, key_id: &str, now: i64) {
         let mut m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.entry(key_id.to_string()).or_insert(now);
-        *e = (*e).max(now);
+        // The common case, a key already noted, allocates nothing.
+        match m.get_mut(key_id) {
+            Some(e) => *e = (*e).max(now),
+            None => {
+                m.insert(key_id.to_string(), now);
+            }
+        }
     }
 
     /// Writes what was noted since the last flush; returns how many keys.

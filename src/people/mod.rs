@@ -118,8 +118,8 @@ async fn append_outbox(
     Ok(())
 }
 
-/// One record by email.
-pub async fn get(db: &Db, org_id: &str, email: &str) -> Result<Option<Value>, StoreError> {
+/// One record by email, as the JSON text it is stored as (an object).
+pub async fn get(db: &Db, org_id: &str, email: &str) -> Result<Option<String>, StoreError> {
     let mut c = db.read().await?;
     let row = fetch_optional!(
         &mut c,
@@ -128,7 +128,7 @@ pub async fn get(db: &Db, org_id: &str, email: &str) -> Result<Option<Value>, St
         org_id,
         email
     )?;
-    Ok(row.map(|r| serde_json::from_str(&r.fields).unwrap_or(Value::Null)))
+    Ok(row.map(|r| r.fields))
 }
 
 /// A page of records ordered by email, after `after` (keyset pagination:
