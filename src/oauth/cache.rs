@@ -6,7 +6,8 @@
 //! wrong bumps the epoch by trigger, and the changing call waits until every
 //! instance has let go of the old entries before it answers.
 //!
-//! Only rows that exist are cached: an unknown token, key or client always
+//! Unknown tokens, keys and clients are never cached, and tokens and keys
+//! only while they are valid: an unknown, revoked or expired one always
 //! costs a database read, so a stranger guessing learns nothing from timing.
 
 use std::sync::Arc;

@@ -75,15 +75,21 @@ pub struct TokenRow {
 }
 
 /// Reads an access token with everything its validity depends on, from
-/// the validation cache when it may be trusted.
+/// the validation cache when it may be trusted. Only tokens valid now are
+/// served from (and put in) the cache; any other answer is read afresh.
 pub async fn lookup(core: &Core, digest: &str) -> Result<Option<Arc<TokenRow>>, GuardError> {
     let epoch = core.db.epoch().current();
+    let now = core.now();
     if let Some(row) = epoch.and_then(|e| core.cache.tokens.get(digest, e)) {
-        return Ok(Some(row));
+        if row.caller(now).is_some() {
+            return Ok(Some(row));
+        }
     }
     let row = read(core, digest).await?.map(Arc::new);
     if let (Some(e), Some(r)) = (epoch, &row) {
-        core.cache.tokens.put(digest.to_string(), e, r.clone());
+        if r.caller(now).is_some() {
+            core.cache.tokens.put(digest.to_string(), e, r.clone());
+        }
     }
     Ok(row)
 }
