@@ -206,3 +206,74 @@ dual!(user_changes_reach_every_instance, |env| {
         );
     }
 });
+
+dual!(
+    no_request_after_a_revocation_is_served_from_a_cache,
+    |env| {
+        // Readers hammer two instances while the token is revoked: every request
+        // sent after the revoke call returned must be refused, on both.
+        env.ok(&["org", "create", "acme"]);
+        let m2m = env.json(&[
+            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+        ]);
+        let id = m2m["client_id"].as_str().expect("id").to_string();
+        let secret = m2m["client_secret"].as_str().expect("secret").to_string();
+        let (a, b) = (env.serve(), env.serve());
+        let c = client();
+        let (_, t) = cc_token(&c, &a, &id, &secret).await;
+        let token = t["access_token"].as_str().expect("token").to_string();
+        let bearer = format!("Bearer {token}");
+        warm(&c, &[&a, &b], "/v1/me", ("Authorization", &bearer)).await;
+
+        let revoked_at = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for i in 0..16 {
+            let url = if i % 2 == 0 {
+                a.at("/v1/me")
+            } else {
+                b.at("/v1/me")
+            };
+            let (c, bearer, revoked_at, stop) =
+                (c.clone(), bearer.clone(), revoked_at.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                let (mut served_late, mut seen) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = std::time::Instant::now();
+                    let s = status(&c, url.clone(), ("Authorization", &bearer)).await;
+                    seen += 1;
+                    if s == 200 && revoked_at.get().is_some_and(|r| sent > *r) {
+                        served_late += 1;
+                    }
+                }
+                (served_late, seen)
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let r = c
+            .post(b.at("/oauth2/revoke"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                ("token", token.as_str()),
+                ("token_type_hint", "access_token"),
+            ])
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(r.status(), 200);
+        let _ = revoked_at.set(std::time::Instant::now());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut late, mut seen) = (0, 0);
+        for r in readers {
+            let (l, s) = r.await.expect("reader");
+            late += l;
+            seen += s;
+        }
+        assert!(seen > 100, "the readers made {seen} requests");
+        assert_eq!(
+            late, 0,
+            "{late} requests sent after the revocation returned were served"
+        );
+    }
+);
