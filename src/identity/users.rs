@@ -190,7 +190,7 @@ async fn update(
         exec!(
             &mut tx,
             "UPDATE users SET revoked_before = $1 WHERE org_id = $2 AND email = $3",
-            now + 1,
+            crate::store::epoch::cutoff(now),
             org_id,
             &email
         )?;

@@ -25,7 +25,7 @@ pub struct ValidationCache {
     pub tokens: EpochCache<Arc<TokenRow>>,
     pub keys: EpochCache<Arc<KeyAuthRow>>,
     pub clients: EpochCache<Arc<Client>>,
-    /// `user id` → active, for clients acting for a user.
+    /// `org id/user id` → active, for clients acting for a user.
     pub users_active: EpochCache<bool>,
 }
 

@@ -82,47 +82,47 @@ pub fn presented(
 /// Authenticates a client. Deactivated clients are refused, after the secret
 /// check so that a deactivated client's state is not revealed to strangers.
 pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthError> {
-    let client = lookup(core, p.client_id.trim()).await?;
+    let client_id = p.client_id.trim();
     let now = core.now();
-    let ok = secret_matches(
-        core,
-        &p.secret,
-        client.as_ref().map(|c| {
-            (
-                c.secret_digest.as_str(),
-                c.prev_secret_digest.as_deref(),
-                c.prev_secret_expires_at,
-            )
-        }),
-        now,
-    );
-    let bad = || OAuthError::InvalidClient("unknown client or wrong client secret".into());
-    let client = client.filter(|_| ok).ok_or_else(bad)?;
-    let client = Client::clone(&client);
+    let epoch = core.db.epoch().current();
+    // Served from the cache only for the right secret: a wrong secret or
+    // an unknown client always takes the read, so the two cost the same.
+    let cached = epoch
+        .and_then(|e| core.cache.clients.get(client_id, e))
+        .filter(|c| secret_matches(core, &p.secret, Some(stored(c)), now));
+    let client = match cached {
+        Some(c) => c,
+        None => {
+            let mut c = core.db.read().await?;
+            let client = clients::by_client_id(&mut c, client_id)
+                .await?
+                .map(Arc::new);
+            drop(c);
+            let ok = secret_matches(core, &p.secret, client.as_deref().map(stored), now);
+            let bad = || OAuthError::InvalidClient("unknown client or wrong client secret".into());
+            let client = client.filter(|_| ok).ok_or_else(bad)?;
+            if let Some(e) = epoch {
+                core.cache
+                    .clients
+                    .put(client_id.to_string(), e, client.clone());
+            }
+            client
+        }
+    };
     if !client.active {
         return Err(OAuthError::InvalidClient(
             "this client is deactivated".into(),
         ));
     }
-    Ok(client)
+    Ok(Client::clone(&client))
 }
 
-/// A client by its public id, from the validation cache when it may be
-/// trusted (clients that exist only: unknown ids always read).
-async fn lookup(core: &Core, client_id: &str) -> Result<Option<Arc<Client>>, OAuthError> {
-    let epoch = core.db.epoch().current();
-    if let Some(c) = epoch.and_then(|e| core.cache.clients.get(client_id, e)) {
-        return Ok(Some(c));
-    }
-    let mut c = core.db.read().await?;
-    let client = clients::by_client_id(&mut c, client_id)
-        .await?
-        .map(Arc::new);
-    drop(c);
-    if let (Some(e), Some(cl)) = (epoch, &client) {
-        core.cache.clients.put(client_id.to_string(), e, cl.clone());
-    }
-    Ok(client)
+fn stored(c: &Client) -> (&str, Option<&str>, Option<i64>) {
+    (
+        c.secret_digest.as_str(),
+        c.prev_secret_digest.as_deref(),
+        c.prev_secret_expires_at,
+    )
 }
 
 /// Checks a presented secret against a client's stored digests (the current

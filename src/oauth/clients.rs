@@ -605,7 +605,9 @@ pub async fn revoke_tokens_before(
     exec!(
         &mut tx,
         "UPDATE oauth_clients SET revoked_before = $1, updated_at = $2 WHERE id = $3",
-        cutoff + 1,
+        // Past whatever the old secret may still mint on an instance that
+        // has not seen this change yet (`epoch::cutoff`).
+        crate::store::epoch::cutoff(now.max(cutoff)),
         now,
         &c.id
     )?;

@@ -23,15 +23,32 @@ use std::time::{Duration, Instant};
 pub const POLL: Duration = Duration::from_millis(20);
 /// How old the last poll may be for the cache to be used.
 pub const FRESH: Duration = Duration::from_millis(100);
+/// How far past a revoking change a bulk-revocation cut-off is set.
+pub const CUTOFF_MARGIN: Duration = Duration::from_millis(125);
 /// How long an invalidating commit waits before it returns.
-pub const PROPAGATION: Duration = Duration::from_millis(120);
+pub const PROPAGATION: Duration = Duration::from_millis(150);
+
+/// The cut-off ("nothing issued before T is valid") for a revocation made
+/// at `now_ms`: past anything another instance may still issue on what it
+/// cached before the change (it stops trusting its cache within [`FRESH`]
+/// of the commit), and before the changing call returns ([`PROPAGATION`]),
+/// so what is issued after that stays valid. Assumes the instances' clocks
+/// agree to within the 25 ms between the two.
+pub fn cutoff(now_ms: i64) -> i64 {
+    now_ms + CUTOFF_MARGIN.as_millis() as i64
+}
 
 /// This process's view of the counter.
 #[derive(Debug)]
 pub struct Epoch {
     base: Instant,
     /// The counter as last read.
-    value: AtomicU64,
+    db_value: AtomicU64,
+    /// This process's generation: one more each time a poll read a counter
+    /// other than the last. Cache entries carry it. It only ever grows, even
+    /// if the counter goes back (a restored backup, a failed-over replica),
+    /// so an entry of an earlier generation can never come back to life.
+    generation: AtomicU64,
     /// Nanoseconds after `base` at which the last poll that completed had
     /// started; 0 until a poll completed.
     polled_at: AtomicU64,
@@ -48,7 +65,8 @@ impl Default for Epoch {
     fn default() -> Self {
         Epoch {
             base: Instant::now(),
-            value: AtomicU64::new(0),
+            db_value: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             polled_at: AtomicU64::new(0),
             invalidated_at: AtomicU64::new(0),
             sqlite_bumped: AtomicBool::new(false),
@@ -72,12 +90,15 @@ impl Epoch {
             return None;
         }
         let age = self.nanos(Instant::now()).saturating_sub(polled);
-        (age < FRESH.as_nanos() as u64).then(|| self.value.load(Ordering::Acquire))
+        (age < FRESH.as_nanos() as u64).then(|| self.generation.load(Ordering::Acquire))
     }
 
-    /// Records a poll that started at `started` and read `value`.
+    /// Records a poll that started at `started` and read `value`. Called by
+    /// one poller at a time.
     pub fn observe(&self, value: u64, started: Instant) {
-        self.value.fetch_max(value, Ordering::AcqRel);
+        if self.db_value.swap(value, Ordering::AcqRel) != value {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         self.polled_at
             .fetch_max(self.nanos(started), Ordering::AcqRel);
     }
@@ -159,15 +180,29 @@ mod tests {
         assert_eq!(e.current(), None, "never polled");
         let t = Instant::now();
         e.observe(7, t);
-        assert_eq!(e.current(), Some(7));
+        let g = e.current().expect("fresh");
         e.invalidate_local();
         assert_eq!(e.current(), None, "own invalidation distrusts the cache");
         // A poll that started before the invalidation does not restore it…
         e.observe(7, t);
         assert_eq!(e.current(), None);
-        // …one started after does.
+        // …one started after does, under a new generation.
         e.observe(8, Instant::now());
-        assert_eq!(e.current(), Some(8));
+        let g2 = e.current().expect("fresh");
+        assert!(g2 > g);
+    }
+
+    #[test]
+    fn a_counter_going_back_is_still_a_new_generation() {
+        let e = Epoch::default();
+        e.observe(5, Instant::now());
+        let at5 = e.current().expect("fresh");
+        e.observe(6, Instant::now());
+        e.observe(5, Instant::now()); // restored from a backup
+        let again = e.current().expect("fresh");
+        assert!(again > at5, "entries cached at 5 must not come back");
+        e.observe(5, Instant::now());
+        assert_eq!(e.current(), Some(again), "no change, same generation");
     }
 
     #[test]
@@ -193,7 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn propagation_outlasts_freshness() {
-        assert!(PROPAGATION > FRESH + POLL / 2);
+    fn propagation_outlasts_freshness_and_the_cutoff() {
+        assert!(FRESH < CUTOFF_MARGIN && CUTOFF_MARGIN < PROPAGATION);
+        assert!(PROPAGATION > FRESH + POLL);
     }
 }

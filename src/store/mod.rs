@@ -115,6 +115,16 @@ impl Tx {
         Ok(())
     }
 
+    /// Commits a transaction that only inserted (inserts fire no
+    /// invalidation trigger), without the epoch check.
+    async fn commit_inserts(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t, ..) => t.commit().await?,
+            Tx::Postgres(t, _) => t.commit().await?,
+        }
+        Ok(())
+    }
+
     /// Commits and hands back the wait an invalidating commit owes, for
     /// callers that must not sleep in place (the group-commit writer) or
     /// that commit many times and wait once.
@@ -321,15 +331,20 @@ impl Db {
                 }
                 script.push_str("COMMIT;");
                 let mut conn = write.acquire().await?;
-                let mut q = sqlx::query(&script);
+                // Not kept prepared: the list differs with every batch size.
+                let mut q = sqlx::query(&script).persistent(false);
                 for a in args {
                     q = sql::bind_sqlite(q, a);
                 }
                 if let Err(e) = q.execute(&mut *conn).await {
-                    // The list stopped inside the transaction: end it before
-                    // the connection goes back to the pool.
-                    if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                        let _ = conn.detach();
+                    // The list may have stopped inside the transaction: end
+                    // it before the connection goes back to the pool. "No
+                    // transaction" means BEGIN itself failed or SQLite rolled
+                    // back already; anything else, and the connection goes.
+                    if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        if !r.to_string().contains("no transaction is active") {
+                            let _ = conn.detach();
+                        }
                     }
                     return Err(e.into());
                 }
@@ -344,8 +359,8 @@ impl Db {
                         sql::exec_args(&mut tx, &sql, args).await?;
                     }
                 }
-                tx.commit_no_wait().await?.wait().await;
-                Ok(())
+                // Inserts fire no invalidation trigger: no epoch check owed.
+                tx.commit_inserts().await
             }
         }
     }

@@ -277,3 +277,182 @@ dual!(
         );
     }
 );
+
+dual!(
+    tokens_minted_while_a_secret_is_revoked_do_not_outlive_it,
+    |env| {
+        // A leaked secret keeps minting on another instance while the admin
+        // regenerates with --revoke-tokens: whatever it got, issued before the
+        // call returned, is dead when it returns; a token from the new secret,
+        // minted right after, works.
+        env.ok(&["org", "create", "acme"]);
+        let m2m = env.json(&[
+            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+        ]);
+        let id = m2m["client_id"].as_str().expect("id").to_string();
+        let old = m2m["client_secret"].as_str().expect("secret").to_string();
+        let (a, b) = (env.serve(), env.serve());
+        let c = client();
+        for _ in 0..5 {
+            assert_eq!(cc_token(&c, &b, &id, &old).await.0, 200);
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let minter = {
+            let (c, url, id, old, stop) = (
+                c.clone(),
+                b.at("/oauth2/token"),
+                id.clone(),
+                old.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = c
+                        .post(&url)
+                        .basic_auth(&id, Some(&old))
+                        .form(&[("grant_type", "client_credentials")])
+                        .send()
+                        .await
+                        .expect("token");
+                    if r.status() == 200 {
+                        let v: Value = r.json().await.expect("json");
+                        got.push(v["access_token"].as_str().expect("token").to_string());
+                    }
+                }
+                got
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let new = env.json(&[
+            "m2m",
+            "regenerate-secret",
+            "--org",
+            "acme",
+            "--name",
+            "sync",
+            "--revoke-tokens",
+        ]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let got = minter.await.expect("minter");
+        assert!(
+            !got.is_empty(),
+            "the old secret minted nothing before the change"
+        );
+        for t in &got {
+            let bearer = format!("Bearer {t}");
+            assert_eq!(
+                status(&c, a.at("/v1/me"), ("Authorization", &bearer)).await,
+                401
+            );
+        }
+        let (s, v) = cc_token(&c, &a, &id, new["client_secret"].as_str().expect("secret")).await;
+        assert_eq!(s, 200, "{v}");
+        let bearer = format!("Bearer {}", v["access_token"].as_str().expect("token"));
+        assert_eq!(
+            status(&c, b.at("/v1/me"), ("Authorization", &bearer)).await,
+            200
+        );
+    }
+);
+
+dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
+    // A machine client acting for a user keeps minting on another instance
+    // while the user is deactivated: nothing it got survives the user's
+    // reactivation, and tokens minted after that work.
+    env.ok(&["org", "create", "acme"]);
+    env.json_stdin(
+        &[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "svc@acme.test",
+            "--permission",
+            "read",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    let m2m = env.json(&[
+        "m2m",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "sync",
+        "--scope",
+        "read",
+        "--user",
+        "svc@acme.test",
+    ]);
+    let id = m2m["client_id"].as_str().expect("id").to_string();
+    let secret = m2m["client_secret"].as_str().expect("secret").to_string();
+    let (a, b) = (env.serve(), env.serve());
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(cc_token(&c, &b, &id, &secret).await.0, 200);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let minter = {
+        let (c, url, id, secret, stop) = (
+            c.clone(),
+            b.at("/oauth2/token"),
+            id.clone(),
+            secret.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c
+                    .post(&url)
+                    .basic_auth(&id, Some(&secret))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .expect("token");
+                if r.status() == 200 {
+                    let v: Value = r.json().await.expect("json");
+                    got.push(v["access_token"].as_str().expect("token").to_string());
+                }
+            }
+            got
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    env.ok(&[
+        "user",
+        "deactivate",
+        "--org",
+        "acme",
+        "--email",
+        "svc@acme.test",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = minter.await.expect("minter");
+    env.ok(&[
+        "user",
+        "activate",
+        "--org",
+        "acme",
+        "--email",
+        "svc@acme.test",
+    ]);
+    assert!(!got.is_empty());
+    for t in &got {
+        let bearer = format!("Bearer {t}");
+        assert_eq!(
+            status(&c, a.at("/v1/me"), ("Authorization", &bearer)).await,
+            401
+        );
+    }
+    let (s, v) = cc_token(&c, &b, &id, &secret).await;
+    assert_eq!(s, 200, "{v}");
+    let bearer = format!("Bearer {}", v["access_token"].as_str().expect("token"));
+    assert_eq!(
+        status(&c, a.at("/v1/me"), ("Authorization", &bearer)).await,
+        200
+    );
+});

@@ -65,8 +65,9 @@ pub async fn issue(
 /// Whether the user a machine client acts for is active, from the
 /// validation cache when it may be trusted.
 async fn user_active(core: &Core, org_id: &str, user_id: &str) -> Result<bool, OAuthError> {
+    let key = format!("{org_id}/{user_id}");
     let epoch = core.db.epoch().current();
-    if let Some(active) = epoch.and_then(|e| core.cache.users_active.get(user_id, e)) {
+    if let Some(active) = epoch.and_then(|e| core.cache.users_active.get(&key, e)) {
         return Ok(active);
     }
     let mut c = core.db.read().await?;
@@ -74,9 +75,7 @@ async fn user_active(core: &Core, org_id: &str, user_id: &str) -> Result<bool, O
     drop(c);
     let Some(user) = user else { return Ok(false) };
     if let Some(e) = epoch {
-        core.cache
-            .users_active
-            .put(user_id.to_string(), e, user.active);
+        core.cache.users_active.put(key, e, user.active);
     }
     Ok(user.active)
 }
