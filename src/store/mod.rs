@@ -331,8 +331,9 @@ impl Db {
                 }
                 script.push_str("COMMIT;");
                 let mut conn = write.acquire().await?;
-                // Not kept prepared: the list differs with every batch size.
-                let mut q = sqlx::query(&script).persistent(false);
+                // Kept prepared: one list per batch size, and sqlx's statement
+                // cache is bounded (its oldest entries go).
+                let mut q = sqlx::query(&script);
                 for a in args {
                     q = sql::bind_sqlite(q, a);
                 }
