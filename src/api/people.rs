@@ -58,6 +58,18 @@ fn records_of(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Value>, ApiError>
     }
 }
 
+/// One record's result in a PUT answer (fields in the order the JSON
+/// object had before it was typed: alphabetical).
+#[derive(serde::Serialize)]
+struct Item {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    index: usize,
+    status: &'static str,
+}
+
 pub async fn put(
     State(st): State<AppState>,
     caller: ApiCaller,
@@ -75,17 +87,27 @@ pub async fn put(
             records.len()
         )));
     }
-    let mut results: Vec<Value> = Vec::with_capacity(records.len());
+    let mut results: Vec<Item> = Vec::with_capacity(records.len());
     let mut valid = Vec::with_capacity(records.len());
     let mut slots = Vec::with_capacity(records.len());
-    for (i, r) in records.into_iter().enumerate() {
+    for (index, r) in records.into_iter().enumerate() {
         match people::validate(r) {
             Ok((email, fields)) => {
-                slots.push(i);
-                results.push(json!({"index": i, "email": email, "status": "pending"}));
+                slots.push(index);
+                results.push(Item {
+                    email: Some(email.clone()),
+                    error: None,
+                    index,
+                    status: "pending",
+                });
                 valid.push((email, fields));
             }
-            Err(e) => results.push(json!({"index": i, "status": "error", "error": e.to_string()})),
+            Err(e) => results.push(Item {
+                email: None,
+                error: Some(e.to_string()),
+                index,
+                status: "error",
+            }),
         }
     }
     let failed = results.len() - valid.len();
@@ -104,11 +126,26 @@ pub async fn put(
             Outcome::Inserted => inserted += 1,
             Outcome::Updated => updated += 1,
         }
-        results[slot]["status"] = json!(o);
+        results[slot].status = match o {
+            Outcome::Inserted => "inserted",
+            Outcome::Updated => "updated",
+        };
     }
-    Ok(Json(
-        json!({"results": results, "inserted": inserted, "updated": updated, "failed": failed}),
-    )
+    // Typed, so the thousand results are serialised once, not built into
+    // a `Value` tree first.
+    #[derive(serde::Serialize)]
+    struct Answer {
+        failed: usize,
+        inserted: usize,
+        results: Vec<Item>,
+        updated: usize,
+    }
+    Ok(Json(Answer {
+        failed,
+        inserted,
+        results,
+        updated,
+    })
     .into_response())
 }
 
