@@ -56,6 +56,41 @@ async fn cc_token(c: &reqwest::Client, srv: &Server, id: &str, secret: &str) -> 
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Mints client-credentials tokens on `srv` until `stop`; returns the ones
+/// it got.
+fn mint_until(
+    c: &reqwest::Client,
+    srv: &Server,
+    id: &str,
+    secret: &str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (c, url, id, secret, stop) = (
+        c.clone(),
+        srv.at("/oauth2/token"),
+        id.to_string(),
+        secret.to_string(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        let mut got = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = c
+                .post(&url)
+                .basic_auth(&id, Some(&secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .expect("token");
+            if r.status() == 200 {
+                let v: Value = r.json().await.expect("json");
+                got.push(v["access_token"].as_str().expect("token").to_string());
+            }
+        }
+        got
+    })
+}
+
 dual!(access_key_changes_reach_every_instance, |env| {
     env.ok(&["org", "create", "acme"]);
     let make = |name: &str| {
@@ -297,32 +332,7 @@ dual!(
             assert_eq!(cc_token(&c, &b, &id, &old).await.0, 200);
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let minter = {
-            let (c, url, id, old, stop) = (
-                c.clone(),
-                b.at("/oauth2/token"),
-                id.clone(),
-                old.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let r = c
-                        .post(&url)
-                        .basic_auth(&id, Some(&old))
-                        .form(&[("grant_type", "client_credentials")])
-                        .send()
-                        .await
-                        .expect("token");
-                    if r.status() == 200 {
-                        let v: Value = r.json().await.expect("json");
-                        got.push(v["access_token"].as_str().expect("token").to_string());
-                    }
-                }
-                got
-            })
-        };
+        let minter = mint_until(&c, &b, &id, &old, &stop);
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let new = env.json(&[
             "m2m",
@@ -395,32 +405,7 @@ dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
         assert_eq!(cc_token(&c, &b, &id, &secret).await.0, 200);
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let minter = {
-        let (c, url, id, secret, stop) = (
-            c.clone(),
-            b.at("/oauth2/token"),
-            id.clone(),
-            secret.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            let mut got = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = c
-                    .post(&url)
-                    .basic_auth(&id, Some(&secret))
-                    .form(&[("grant_type", "client_credentials")])
-                    .send()
-                    .await
-                    .expect("token");
-                if r.status() == 200 {
-                    let v: Value = r.json().await.expect("json");
-                    got.push(v["access_token"].as_str().expect("token").to_string());
-                }
-            }
-            got
-        })
-    };
+    let minter = mint_until(&c, &b, &id, &secret, &stop);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     env.ok(&[
         "user",
