@@ -278,9 +278,8 @@ pub struct KeyAuthRow {
 }
 
 impl KeyAuthRow {
-    /// The caller this key stands for now, if `digest` is one of its live
-    /// digests and the key is live.
-    fn caller(&self, digest: &str, well_formed: bool, now: i64) -> Option<Caller> {
+    /// True when `digest` is one of this key's live digests and the key is live.
+    fn live(&self, digest: &str, well_formed: bool, now: i64) -> bool {
         let current = ct_eq(self.digest.as_bytes(), digest.as_bytes());
         let previous = self
             .prev_digest
@@ -289,12 +288,15 @@ impl KeyAuthRow {
             && self.prev_expires_at.is_some_and(|t| t > now);
         // An org-wide cut-off kills keys last set before it.
         let cut = self.org_cutoff.is_some_and(|t| self.updated_at < t);
-        let valid = well_formed
+        well_formed
             && (current || previous)
             && self.revoked_at.is_none()
             && self.expires_at.is_none_or(|t| t > now)
-            && !cut;
-        valid.then(|| Caller {
+            && !cut
+    }
+
+    fn caller(&self) -> Caller {
+        Caller {
             org_id: self.org_id.clone(),
             org: self.org_slug.clone(),
             user_id: None,
@@ -302,7 +304,7 @@ impl KeyAuthRow {
             client_id: None,
             scope: self.scope.parse().unwrap_or(Permission::Read),
             method: AuthMethod::AccessKey,
-        })
+        }
     }
 }
 
@@ -314,33 +316,29 @@ pub async fn authenticate(core: &Core, presented: &str) -> Result<Caller, GuardE
     let digest = core.pepper.digest(presented.trim());
     let well_formed = token::well_formed(TokenKind::AccessKey, presented.trim());
     let now = core.now();
-    let epoch = core.db.epoch().current();
-    if let Some(k) = epoch.and_then(|e| core.cache.keys.get(&digest, e)) {
-        if let Some(caller) = k.caller(&digest, well_formed, now) {
-            core.key_usage.touch(&k.id, now);
-            return Ok(caller);
-        }
-    }
-    let mut c = core.db.read().await?;
-    let row = fetch_optional!(
-        &mut c,
-        KeyAuthRow,
-        "SELECT k.id, k.org_id, o.slug AS org_slug, k.scope, k.digest, k.prev_digest, k.prev_expires_at, k.expires_at,
-                k.revoked_at, o.revoked_before AS org_cutoff, k.updated_at
-         FROM access_keys k JOIN orgs o ON o.id = k.org_id
-         WHERE k.digest = $1 OR k.prev_digest = $1",
-        &digest
-    )?;
-    drop(c);
-    let k = row.ok_or(GuardError::Invalid)?;
-    let caller = k
-        .caller(&digest, well_formed, now)
+    let load = async {
+        let mut c = core.db.read().await?;
+        let row = fetch_optional!(
+            &mut c,
+            KeyAuthRow,
+            "SELECT k.id, k.org_id, o.slug AS org_slug, k.scope, k.digest, k.prev_digest, k.prev_expires_at, k.expires_at,
+                    k.revoked_at, o.revoked_before AS org_cutoff, k.updated_at
+             FROM access_keys k JOIN orgs o ON o.id = k.org_id
+             WHERE k.digest = $1 OR k.prev_digest = $1",
+            &digest
+        )?;
+        Ok::<_, GuardError>(row.map(std::sync::Arc::new))
+    };
+    let live = |k: &std::sync::Arc<KeyAuthRow>| k.live(&digest, well_formed, now);
+    let k = core
+        .cache
+        .keys
+        .get_or_load(core.db.epoch(), &digest, live, load)
+        .await?
+        .filter(|k| live(k))
         .ok_or(GuardError::Invalid)?;
     core.key_usage.touch(&k.id, now);
-    if let Some(e) = epoch {
-        core.cache.keys.put(digest, e, std::sync::Arc::new(k));
-    }
-    Ok(caller)
+    Ok(k.caller())
 }
 
 /// Last-used times noted in memory and written in batches.

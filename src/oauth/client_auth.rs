@@ -84,31 +84,26 @@ pub fn presented(
 pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthError> {
     let client_id = p.client_id.trim();
     let now = core.now();
-    let epoch = core.db.epoch().current();
+    let digest = core.pepper.digest(&p.secret);
     // Served from the cache only for the right secret: a wrong secret or
     // an unknown client always takes the read, so the two cost the same.
-    let cached = epoch
-        .and_then(|e| core.cache.clients.get(client_id, e))
-        .filter(|c| secret_matches(core, &p.secret, Some(stored(c)), now));
-    let client = match cached {
-        Some(c) => c,
-        None => {
-            let mut c = core.db.read().await?;
-            let client = clients::by_client_id(&mut c, client_id)
+    let right = |c: &Arc<Client>| digest_matches(&digest, Some(stored(c)), now);
+    let load = async {
+        let mut c = core.db.read().await?;
+        Ok::<_, OAuthError>(
+            clients::by_client_id(&mut c, client_id)
                 .await?
-                .map(Arc::new);
-            drop(c);
-            let ok = secret_matches(core, &p.secret, client.as_deref().map(stored), now);
-            let bad = || OAuthError::InvalidClient("unknown client or wrong client secret".into());
-            let client = client.filter(|_| ok).ok_or_else(bad)?;
-            if let Some(e) = epoch {
-                core.cache
-                    .clients
-                    .put(client_id.to_string(), e, client.clone());
-            }
-            client
-        }
+                .map(Arc::new),
+        )
     };
+    let client = core
+        .cache
+        .clients
+        .get_or_load(core.db.epoch(), client_id, right, load)
+        .await?;
+    let ok = digest_matches(&digest, client.as_deref().map(stored), now);
+    let bad = || OAuthError::InvalidClient("unknown client or wrong client secret".into());
+    let client = client.filter(|_| ok).ok_or_else(bad)?;
     if !client.active {
         return Err(OAuthError::InvalidClient(
             "this client is deactivated".into(),
@@ -125,16 +120,15 @@ fn stored(c: &Client) -> (&str, Option<&str>, Option<i64>) {
     )
 }
 
-/// Checks a presented secret against a client's stored digests (the current
-/// one, and the previous one while its overlap lasts), in constant time. An
-/// unknown client (`None`) costs the same and never matches.
-pub fn secret_matches(
-    core: &Core,
-    presented: &str,
+/// Checks the digest of a presented secret against a client's stored
+/// digests (the current one, and the previous one while its overlap lasts),
+/// in constant time. An unknown client (`None`) costs the same and never
+/// matches.
+fn digest_matches(
+    digest: &str,
     stored: Option<(&str, Option<&str>, Option<i64>)>,
     now: i64,
 ) -> bool {
-    let digest = core.pepper.digest(presented);
     match stored {
         Some((current, prev, until)) => {
             let a = ct_eq(digest.as_bytes(), current.as_bytes());

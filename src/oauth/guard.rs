@@ -78,20 +78,17 @@ pub struct TokenRow {
 /// the validation cache when it may be trusted. Only tokens valid now are
 /// served from (and put in) the cache; any other answer is read afresh.
 pub async fn lookup(core: &Core, digest: &str) -> Result<Option<Arc<TokenRow>>, GuardError> {
-    let epoch = core.db.epoch().current();
     let now = core.now();
-    if let Some(row) = epoch.and_then(|e| core.cache.tokens.get(digest, e)) {
-        if row.caller(now).is_some() {
-            return Ok(Some(row));
-        }
-    }
-    let row = read(core, digest).await?.map(Arc::new);
-    if let (Some(e), Some(r)) = (epoch, &row) {
-        if r.caller(now).is_some() {
-            core.cache.tokens.put(digest.to_string(), e, r.clone());
-        }
-    }
-    Ok(row)
+    let load = async { Ok(read(core, digest).await?.map(Arc::new)) };
+    core.cache
+        .tokens
+        .get_or_load(
+            core.db.epoch(),
+            digest,
+            |r| r.effective_scope(now).is_some(),
+            load,
+        )
+        .await
 }
 
 async fn read(core: &Core, digest: &str) -> Result<Option<TokenRow>, GuardError> {
@@ -117,6 +114,24 @@ async fn read(core: &Core, digest: &str) -> Result<Option<TokenRow>, GuardError>
 impl TokenRow {
     /// The caller this token stands for now, or `None` if it is not valid now.
     pub fn caller(&self, now: i64) -> Option<Caller> {
+        let scope = self.effective_scope(now)?;
+        Some(Caller {
+            org_id: self.org_id.clone(),
+            org: self.org_slug.clone(),
+            user_id: self.user_id.clone(),
+            user: self.user_email.clone(),
+            client_id: Some(self.client_id.clone()),
+            scope,
+            method: if self.client_kind == "m2m" {
+                AuthMethod::ClientCredentials
+            } else {
+                AuthMethod::OauthAccessToken
+            },
+        })
+    }
+
+    /// The scope this token grants now, or `None` if it is not valid now.
+    pub fn effective_scope(&self, now: i64) -> Option<Permission> {
         if self.expires_at <= now
             || self.revoked_at.is_some()
             || self.grant_revoked_at.is_some()
@@ -140,19 +155,7 @@ impl TokenRow {
             let perm: Permission = self.user_permission.as_deref()?.parse().ok()?;
             scope = scope.cap(perm);
         }
-        Some(Caller {
-            org_id: self.org_id.clone(),
-            org: self.org_slug.clone(),
-            user_id: self.user_id.clone(),
-            user: self.user_email.clone(),
-            client_id: Some(self.client_id.clone()),
-            scope,
-            method: if self.client_kind == "m2m" {
-                AuthMethod::ClientCredentials
-            } else {
-                AuthMethod::OauthAccessToken
-            },
-        })
+        Some(scope)
     }
 }
 

@@ -146,14 +146,14 @@ impl<V: Clone> EpochCache<V> {
         }
     }
 
-    pub fn get(&self, key: &str, epoch: u64) -> Option<V> {
+    fn get(&self, key: &str, epoch: u64) -> Option<V> {
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
         m.get(key)
             .filter(|(e, _)| *e == epoch)
             .map(|(_, v)| v.clone())
     }
 
-    pub fn put(&self, key: String, epoch: u64, v: V) {
+    fn put(&self, key: String, epoch: u64, v: V) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         if m.len() >= self.cap && !m.contains_key(&key) {
             m.retain(|_, (e, _)| *e == epoch);
@@ -164,9 +164,28 @@ impl<V: Clone> EpochCache<V> {
         m.insert(key, (epoch, v));
     }
 
-    pub fn remove(&self, key: &str) {
-        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        m.remove(key);
+    /// The value under `key`: from the cache when `epoch` may be trusted and
+    /// `valid` accepts the entry, otherwise from `load` (whatever it finds,
+    /// valid or not), which is cached when `valid` accepts it. What `valid`
+    /// refuses is never served from, nor put in, the cache.
+    pub async fn get_or_load<E>(
+        &self,
+        epoch: &Epoch,
+        key: &str,
+        valid: impl Fn(&V) -> bool,
+        load: impl std::future::Future<Output = Result<Option<V>, E>>,
+    ) -> Result<Option<V>, E> {
+        let e = epoch.current();
+        if let Some(v) = e.and_then(|e| self.get(key, e)).filter(|v| valid(v)) {
+            return Ok(Some(v));
+        }
+        let v = load.await?;
+        if let (Some(e), Some(v)) = (e, &v) {
+            if valid(v) {
+                self.put(key.to_string(), e, v.clone());
+            }
+        }
+        Ok(v)
     }
 }
 

@@ -190,9 +190,6 @@ impl Db {
             .foreign_keys(true)
             // Pages read through a memory map instead of copied in by pread.
             .pragma("mmap_size", "268435456");
-        // No ping before each acquire: a connection to a local file cannot
-        // go stale, and on SQLite the ping is a hop to the connection's
-        // worker thread (measured: a third of a read's cost under load).
         let epoch: Arc<Epoch> = Default::default();
         let hooked = epoch.clone();
         let write = SqlitePoolOptions::new()
@@ -201,6 +198,10 @@ impl Db {
             // connection's write made stale starts cold (the pool hands its
             // connections out in turn, so with four every batch did).
             .max_connections(1)
+            // No ping before each acquire (both pools): a connection to a
+            // local file cannot go stale, and on SQLite the ping is a hop to
+            // the connection's worker thread (a third of a read's cost under
+            // load).
             .test_before_acquire(false)
             // Sees the invalidation triggers bump `cache_epoch`, so a commit
             // knows it must wait without a statement of its own.
@@ -219,8 +220,9 @@ impl Db {
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
-                    // The writer touches index pages all over (token digests
-                    // are random): a larger cache keeps them.
+                    // The one writer's cache stays warm across batches; a
+                    // larger one keeps the index pages of the write-hot
+                    // tables (People emails, outbox, tokens) in it.
                     .pragma("cache_size", "-65536"),
             )
             .await?;
@@ -306,7 +308,6 @@ impl Db {
     /// core (measured: ~350 µs a hop with both cores busy). PostgreSQL takes
     /// no statement list with binds, so there it is an ordinary transaction.
     pub async fn insert_rows(&self, groups: &[(&str, usize, Vec<&[Arg]>)]) -> Result<()> {
-        const CHUNK: usize = 500;
         match self {
             Db::Sqlite { write, gate, .. } => {
                 let _permit = gate
@@ -317,7 +318,7 @@ impl Db {
                 let mut script = String::from("BEGIN IMMEDIATE;");
                 let mut args: Vec<&Arg> = Vec::new();
                 for (prefix, cols, rows) in groups {
-                    for chunk in rows.chunks(CHUNK) {
+                    for chunk in rows.chunks(writer::CHUNK) {
                         script.push_str(prefix);
                         script.push(' ');
                         script.push_str(&sql::placeholders_from(
@@ -353,13 +354,7 @@ impl Db {
             }
             Db::Postgres { .. } => {
                 let mut tx = self.begin_write().await?;
-                for (prefix, cols, rows) in groups {
-                    for chunk in rows.chunks(CHUNK) {
-                        let sql = format!("{prefix} {}", sql::placeholders(chunk.len(), *cols));
-                        let args = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
-                        sql::exec_args(&mut tx, &sql, args).await?;
-                    }
-                }
+                writer::insert_groups(&mut tx, groups).await?;
                 // Inserts fire no invalidation trigger: no epoch check owed.
                 tx.commit_inserts().await
             }
@@ -392,15 +387,14 @@ impl Db {
     }
 
     /// Reads the invalidation counter once and records it ([`epoch`]).
-    pub async fn poll_epoch(&self) -> Result<u64> {
+    pub async fn poll_epoch(&self) -> Result<()> {
         let started = std::time::Instant::now();
         let mut c = self.read().await?;
         let v: i64 =
             crate::scalar_optional!(&mut c, i64, "SELECT value FROM cache_epoch WHERE id = 1")?
                 .unwrap_or(0);
-        let v = u64::try_from(v).unwrap_or(0);
-        self.epoch().observe(v, started);
-        Ok(v)
+        self.epoch().observe(u64::try_from(v).unwrap_or(0), started);
+        Ok(())
     }
 }
 

@@ -20,12 +20,38 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a job leaves behind once it ran: whether to keep its writes, and
 /// how to answer once the batch's commit is known.
 type Completion = (bool, Box<dyn FnOnce(Result<(), String>) + Send>);
-/// Rows of one INSERT statement met in a batch, each with its answer.
-type RowGroup = (
-    &'static str,
-    usize,
-    Vec<(Vec<Arg>, oneshot::Sender<Result<(), WriterError>>)>,
-);
+type RowAnswer = oneshot::Sender<Result<(), WriterError>>;
+
+/// The single-row inserts of a batch, grouped by statement, and their answers.
+#[derive(Default)]
+struct RowGroups {
+    groups: Vec<(&'static str, usize, Vec<Vec<Arg>>)>,
+    answers: Vec<RowAnswer>,
+}
+
+impl RowGroups {
+    fn push(&mut self, prefix: &'static str, cols: usize, row: Vec<Arg>, done: RowAnswer) {
+        match self.groups.iter_mut().find(|(p, _, _)| *p == prefix) {
+            Some((_, _, v)) => v.push(row),
+            None => self.groups.push((prefix, cols, vec![row])),
+        }
+        self.answers.push(done);
+    }
+
+    /// The groups as [`Db::insert_rows`] and [`insert_groups`] take them.
+    fn refs(&self) -> Vec<(&str, usize, Vec<&[Arg]>)> {
+        self.groups
+            .iter()
+            .map(|(p, c, rows)| (*p, *c, rows.iter().map(Vec::as_slice).collect()))
+            .collect()
+    }
+
+    fn answer(self, commit: &Result<(), String>) {
+        for d in self.answers {
+            let _ = d.send(commit.clone().map_err(WriterError::Commit));
+        }
+    }
+}
 type JobFn = Box<dyn for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Completion> + Send>;
 
 enum Job {
@@ -66,6 +92,8 @@ pub enum WriterError {
 
 /// Most jobs one transaction takes; bounds the latency one batch adds.
 const MAX_BATCH: usize = 256;
+/// Most rows one INSERT statement takes.
+pub(super) const CHUNK: usize = 500;
 
 impl Writer {
     /// Spawns the writer task on the current runtime.
@@ -189,7 +217,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
             }
         };
         let mut done = Vec::with_capacity(batch.len());
-        let mut rows: Vec<RowGroup> = Vec::new();
+        let mut rows = RowGroups::default();
         let mut broken: Option<String> = None;
         for job in batch {
             let run = match job {
@@ -199,10 +227,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                     row,
                     done,
                 } => {
-                    match rows.iter_mut().find(|(p, _, _)| *p == prefix) {
-                        Some((_, _, v)) => v.push((row, done)),
-                        None => rows.push((prefix, cols, vec![(row, done)])),
-                    }
+                    rows.push(prefix, cols, row, done);
                     continue;
                 }
                 Job::Unguarded(run) => {
@@ -242,21 +267,9 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
             }
             done.push(d);
         }
-        let mut row_answers = Vec::new();
-        for (prefix, cols, group) in rows {
-            // 500 rows keep every statement under SQLite's bound-parameter limit.
-            let mut group = group.into_iter().peekable();
-            while group.peek().is_some() {
-                let chunk: Vec<_> = group.by_ref().take(500).collect();
-                if broken.is_none() {
-                    let sql = format!("{prefix} {}", placeholders(chunk.len(), cols));
-                    let args: Vec<Arg> =
-                        chunk.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
-                    if let Err(e) = exec_args(&mut tx, &sql, args).await {
-                        broken = Some(e.to_string());
-                    }
-                }
-                row_answers.extend(chunk.into_iter().map(|(_, d)| d));
+        if broken.is_none() {
+            if let Err(e) = insert_groups(&mut tx, &rows.refs()).await {
+                broken = Some(e.to_string());
             }
         }
         let (commit, invalidation) = match broken {
@@ -270,11 +283,9 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
             tracing::error!(error = %e, "group commit failed");
         }
         let answer = move || {
+            rows.answer(&commit);
             for d in done {
                 d(commit.clone());
-            }
-            for d in row_answers {
-                let _ = d.send(commit.clone().map_err(WriterError::Commit));
             }
         };
         match invalidation {
@@ -295,8 +306,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
 /// A batch of single-row inserts only (token issuance at its busiest): one
 /// multi-row statement per table, the whole transaction in one call.
 async fn insert_only(db: &Db, batch: Vec<Job>) {
-    let mut groups: Vec<(&'static str, usize, Vec<Vec<Arg>>)> = Vec::new();
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut rows = RowGroups::default();
     for job in batch {
         if let Job::Row {
             prefix,
@@ -305,28 +315,31 @@ async fn insert_only(db: &Db, batch: Vec<Job>) {
             done,
         } = job
         {
-            match groups.iter_mut().find(|(p, _, _)| *p == prefix) {
-                Some((_, _, v)) => v.push(row),
-                None => groups.push((prefix, cols, vec![row])),
-            }
-            answers.push(done);
+            rows.push(prefix, cols, row, done);
         }
     }
-    let refs: Vec<(&str, usize, Vec<&[Arg]>)> = groups
-        .iter()
-        .map(|(p, c, rows)| (*p, *c, rows.iter().map(Vec::as_slice).collect()))
-        .collect();
     let commit = db
-        .insert_rows(&refs)
+        .insert_rows(&rows.refs())
         .await
-        .map_err(|e| WriterError::Commit(e.to_string()));
+        .map_err(|e| e.to_string());
     if let Err(e) = &commit {
         tracing::error!(error = %e, "group commit failed");
     }
-    for d in answers {
-        let _ = d.send(match &commit {
-            Ok(()) => Ok(()),
-            Err(e) => Err(WriterError::Commit(e.to_string())),
-        });
+    rows.answer(&commit);
+}
+
+/// Inserts row groups inside `tx`, in chunks of 500 rows, which keep every
+/// statement under SQLite's bound-parameter limit.
+pub(super) async fn insert_groups(
+    tx: &mut Tx,
+    groups: &[(&str, usize, Vec<&[Arg]>)],
+) -> Result<(), sqlx::Error> {
+    for (prefix, cols, rows) in groups {
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!("{prefix} {}", placeholders(chunk.len(), *cols));
+            let args = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
+            exec_args(tx, &sql, args).await?;
+        }
     }
+    Ok(())
 }

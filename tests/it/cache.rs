@@ -56,6 +56,16 @@ async fn cc_token(c: &reqwest::Client, srv: &Server, id: &str, secret: &str) -> 
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates the machine client `sync` in org `acme` (with `args`); returns
+/// its client id and secret.
+fn machine_client(env: &Env, args: &[&str]) -> (String, String) {
+    let mut all = vec!["m2m", "create", "--org", "acme", "--name", "sync"];
+    all.extend_from_slice(args);
+    let m2m = env.json(&all);
+    let field = |k: &str| m2m[k].as_str().expect(k).to_string();
+    (field("client_id"), field("client_secret"))
+}
+
 /// Mints client-credentials tokens on `srv` until `stop`; returns the ones
 /// it got.
 fn mint_until(
@@ -131,18 +141,7 @@ dual!(access_key_changes_reach_every_instance, |env| {
 
 dual!(token_and_client_changes_reach_every_instance, |env| {
     env.ok(&["org", "create", "acme"]);
-    let m2m = env.json(&[
-        "m2m",
-        "create",
-        "--org",
-        "acme",
-        "--name",
-        "sync",
-        "--scope",
-        "read_write",
-    ]);
-    let id = m2m["client_id"].as_str().expect("id").to_string();
-    let secret = m2m["client_secret"].as_str().expect("secret").to_string();
+    let (id, secret) = machine_client(&env, &["--scope", "read_write"]);
     let (a, b) = (env.serve(), env.serve());
     let c = client();
     let (s, t) = cc_token(&c, &a, &id, &secret).await;
@@ -248,11 +247,7 @@ dual!(
         // Readers hammer two instances while the token is revoked: every request
         // sent after the revoke call returned must be refused, on both.
         env.ok(&["org", "create", "acme"]);
-        let m2m = env.json(&[
-            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
-        ]);
-        let id = m2m["client_id"].as_str().expect("id").to_string();
-        let secret = m2m["client_secret"].as_str().expect("secret").to_string();
+        let (id, secret) = machine_client(&env, &["--scope", "read"]);
         let (a, b) = (env.serve(), env.serve());
         let c = client();
         let (_, t) = cc_token(&c, &a, &id, &secret).await;
@@ -321,11 +316,7 @@ dual!(
         // call returned, is dead when it returns; a token from the new secret,
         // minted right after, works.
         env.ok(&["org", "create", "acme"]);
-        let m2m = env.json(&[
-            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
-        ]);
-        let id = m2m["client_id"].as_str().expect("id").to_string();
-        let old = m2m["client_secret"].as_str().expect("secret").to_string();
+        let (id, old) = machine_client(&env, &["--scope", "read"]);
         let (a, b) = (env.serve(), env.serve());
         let c = client();
         for _ in 0..5 {
@@ -385,20 +376,7 @@ dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
         ],
         PASSWORD,
     );
-    let m2m = env.json(&[
-        "m2m",
-        "create",
-        "--org",
-        "acme",
-        "--name",
-        "sync",
-        "--scope",
-        "read",
-        "--user",
-        "svc@acme.test",
-    ]);
-    let id = m2m["client_id"].as_str().expect("id").to_string();
-    let secret = m2m["client_secret"].as_str().expect("secret").to_string();
+    let (id, secret) = machine_client(&env, &["--scope", "read", "--user", "svc@acme.test"]);
     let (a, b) = (env.serve(), env.serve());
     let c = client();
     for _ in 0..5 {

@@ -65,17 +65,16 @@ pub async fn issue(
 /// Whether the user a machine client acts for is active, from the
 /// validation cache when it may be trusted.
 async fn user_active(core: &Core, org_id: &str, user_id: &str) -> Result<bool, OAuthError> {
+    let load = async {
+        let mut c = core.db.read().await?;
+        let user = crate::identity::users::get(&mut c, org_id, user_id).await?;
+        Ok::<_, OAuthError>(user.map(|u| u.active))
+    };
     let key = format!("{org_id}/{user_id}");
-    let epoch = core.db.epoch().current();
-    if let Some(active) = epoch.and_then(|e| core.cache.users_active.get(&key, e)) {
-        return Ok(active);
-    }
-    let mut c = core.db.read().await?;
-    let user = crate::identity::users::get(&mut c, org_id, user_id).await?;
-    drop(c);
-    let Some(user) = user else { return Ok(false) };
-    if let Some(e) = epoch {
-        core.cache.users_active.put(key, e, user.active);
-    }
-    Ok(user.active)
+    let active = core
+        .cache
+        .users_active
+        .get_or_load(core.db.epoch(), &key, |_| true, load)
+        .await?;
+    Ok(active.unwrap_or(false))
 }
