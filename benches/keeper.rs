@@ -93,16 +93,12 @@ async fn bench(provider: &World, consumer: &World, n: usize, observe: Duration) 
         ],
         None,
     );
-    consumer.json(
-        &[
-            "connector",
-            "configure",
-            "rekey",
-            "--client-id",
-            app["client_id"].as_str().expect("id"),
-            "--client-secret-stdin",
-        ],
-        Some(app["client_secret"].as_str().expect("secret")),
+    // A `rekey`-kind provider is chosen by a setting, so each connection
+    // presents its own client (the operator's kind-wide client is only sent
+    // to the catalog's own endpoints).
+    let (client_id, client_secret) = (
+        app["client_id"].as_str().expect("id").to_string(),
+        app["client_secret"].as_str().expect("secret").to_string(),
     );
     let admin = reqwest::Client::builder()
         .cookie_store(true)
@@ -138,6 +134,14 @@ async fn bench(provider: &World, consumer: &World, n: usize, observe: Duration) 
             .await
             .expect("create");
         assert_eq!(r.status(), 201);
+        let r = admin
+            .post(format!("{curl}/api/v1/orgs/acme/connections/{name}/client"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"client_id": client_id, "client_secret": client_secret}))
+            .send()
+            .await
+            .expect("set client");
+        assert_eq!(r.status(), 200);
         let r = admin
             .post(format!(
                 "{curl}/api/v1/orgs/acme/connections/{name}/authorize"

@@ -104,6 +104,33 @@ pub struct Config {
     pub authorization_code_ttl: Dur,
     /// How often the refresh keeper looks for connections to refresh; 0 turns it off.
     pub keeper_interval: Dur,
+    /// Address ranges outbound calls may not reach besides link-local and
+    /// metadata addresses (always refused): `private`, `loopback`.
+    #[serde(deserialize_with = "str_list")]
+    pub egress_deny: Vec<String>,
+    /// CIDRs exempt from `egress_deny`.
+    #[serde(deserialize_with = "str_list")]
+    pub egress_allow: Vec<String>,
+    /// Longest life of a machine client's access token (and its default).
+    pub m2m_token_ttl_max: Dur,
+}
+
+/// A list given as a TOML array or, from the environment, a comma list.
+fn str_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::One(s) => s.split(',').map(str::to_string).collect(),
+    }
+    .into_iter()
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+    .collect())
 }
 
 impl Default for Config {
@@ -128,6 +155,9 @@ impl Default for Config {
             trust_forwarded_for: false,
             authorization_code_ttl: Dur::secs(60),
             keeper_interval: Dur::secs(10),
+            egress_deny: Vec::new(),
+            egress_allow: Vec::new(),
+            m2m_token_ttl_max: Dur::secs(3600),
         }
     }
 }
@@ -165,6 +195,9 @@ const KNOWN: &[&str] = &[
     "trust_forwarded_for",
     "authorization_code_ttl",
     "keeper_interval",
+    "egress_deny",
+    "egress_allow",
+    "m2m_token_ttl_max",
     // read by the CLI, not a server setting
     "config",
 ];
@@ -217,6 +250,13 @@ impl Config {
         if self.authorization_code_ttl.0.as_secs() > 60 || self.authorization_code_ttl.0.is_zero() {
             return Err(ConfigError::Invalid(
                 "authorization_code_ttl must be between 1s and 60s".into(),
+            ));
+        }
+        crate::egress::Policy::new(&self.egress_deny, &self.egress_allow)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.m2m_token_ttl_max.0.is_zero() {
+            return Err(ConfigError::Invalid(
+                "m2m_token_ttl_max must be at least 1s".into(),
             ));
         }
         if let Some(u) = &self.public_url {

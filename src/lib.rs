@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
+pub mod egress;
 pub mod identity;
 pub mod jobs;
 pub mod oauth;

@@ -56,6 +56,8 @@ pub struct CoreInner {
     pub pepper: Pepper,
     pub passwords: PasswordHasherConfig,
     pub clock: Arc<dyn Clock>,
+    /// Every outbound call to an address an admin typed goes through it.
+    pub egress: crate::egress::Egress,
     pub config: Arc<Config>,
 }
 
@@ -86,6 +88,9 @@ impl Core {
         db.migrate().await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let pepper = load_pepper(&db, &keyring, clock.now_ms()).await?;
+        let policy = crate::egress::Policy::new(&config.egress_deny, &config.egress_allow)
+            .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
+        let egress = crate::egress::Egress::new(policy, Some((db.clone(), clock.clone())));
         let passwords = PasswordHasherConfig::new(
             config.argon2_memory_kib,
             config.argon2_iterations,
@@ -102,6 +107,7 @@ impl Core {
                     pepper,
                     passwords,
                     clock,
+                    egress,
                     config: Arc::new(config),
                 }),
             },

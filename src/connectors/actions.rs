@@ -59,19 +59,7 @@ pub async fn set_credential(
             )));
         }
     }
-    let probe_url = conn
-        .endpoints()
-        .get("probe_url")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let out = probe::run(
-        method,
-        &conn.settings(),
-        &creds,
-        probe_url.as_deref(),
-        core.now(),
-    )
-    .await;
+    let out = probe::run(core, &conn, &creds).await;
     if !out.ok && !force {
         return Err(ConnectorError::ProbeFailed(format!(
             "{}; nothing was stored (use --force to store it anyway)",
@@ -143,19 +131,7 @@ pub async fn test(
         let mut c = core.db.read().await?;
         let creds = connections::credentials(&mut c, core, &conn.id).await?;
         drop(c);
-        let probe_url = conn
-            .endpoints()
-            .get("probe_url")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        probe::run(
-            method,
-            &conn.settings(),
-            &creds,
-            probe_url.as_deref(),
-            core.now(),
-        )
-        .await
+        probe::run(core, &conn, &creds).await
     };
     let now = core.now();
     let mut tx = core.db.begin_write().await?;

@@ -231,6 +231,11 @@ pub struct Kind {
     pub category: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs: Option<String>,
+    /// Host patterns (`api.example.com`, `*.example.com`) that URLs built
+    /// from settings or provider answers must stay within. Required when a
+    /// template puts a non-enum setting into a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     #[serde(default)]
     pub settings: Vec<Field>,
     pub auth: Vec<AuthMethod>,
@@ -281,6 +286,15 @@ fn validate(file: &str, k: &Kind) -> Result<(), CatalogError> {
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
         return Err(err("kind".into(), "use a-z, 0-9 and _".into()));
+    }
+    for (i, h) in k.hosts.iter().enumerate() {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        if !super::hosts::is_host_name(name) || !name.contains('.') {
+            return Err(err(
+                format!("hosts[{i}]"),
+                format!("{h:?} is not a host name or *.suffix pattern"),
+            ));
+        }
     }
     if k.auth.is_empty() {
         return Err(err(
@@ -359,6 +373,39 @@ fn validate(file: &str, k: &Kind) -> Result<(), CatalogError> {
                 format!("{at}.runbook"),
                 "a manual or reauthorize rotation needs its steps".into(),
             ));
+        }
+        let mut urls: Vec<(String, &String)> = Vec::new();
+        if let Some(o) = &a.oauth {
+            urls.push((format!("{at}.oauth.token_url"), &o.token_url));
+            for (name, v) in [
+                ("authorize_url", &o.authorize_url),
+                ("revoke_url", &o.revoke_url),
+            ] {
+                if let Some(v) = v {
+                    urls.push((format!("{at}.oauth.{name}"), v));
+                }
+            }
+        }
+        if let Some(u) = &a.probe.url {
+            urls.push((format!("{at}.probe.url"), u));
+        }
+        for (where_, t) in urls {
+            let needs_pattern = references(super::hosts::template_authority(t))
+                .iter()
+                .any(|r| match r.split_once('.') {
+                    Some(("settings", key)) => k
+                        .settings
+                        .iter()
+                        .find(|f| f.key == key)
+                        .is_some_and(|f| !matches!(f.format, Format::Enum | Format::Url)),
+                    _ => false,
+                });
+            if needs_pattern && k.hosts.is_empty() {
+                return Err(err(
+                    where_,
+                    "a setting is substituted into the host: declare the kind's hosts".into(),
+                ));
+            }
         }
         let mut templates: Vec<(String, String)> = Vec::new();
         if let Some(o) = &a.oauth {
@@ -504,6 +551,7 @@ impl Kind {
             "name": self.name,
             "category": self.category,
             "docs": self.docs,
+            "hosts": self.hosts,
             "settings": self.settings,
             "auth_methods": self.auth,
         })

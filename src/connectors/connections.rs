@@ -403,8 +403,18 @@ pub async fn update(
     let kind = c.kind()?;
     let s = validate_settings(kind, settings, Some(c.settings()))?;
     let e = validate_endpoints(endpoints, Some(c.endpoints()))?;
+    let before = destinations(&c);
+    let was = c.clone();
     c.settings = Value::Object(s).to_string();
     c.endpoints = Value::Object(e).to_string();
+    // Stored credentials never go to a place they were not issued for.
+    if was.has_credentials && destinations(&c) != before {
+        return Err(ConnectorError::Invalid(format!(
+            "{} holds credentials, and this change would send them to another host; \
+             revoke them first (rekey connection revoke-authorization) or create a new connection",
+            c.name
+        )));
+    }
     c.updated_at = now;
     exec!(
         &mut tx,
@@ -425,6 +435,40 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     Ok(c)
+}
+
+/// The origins a connection's credentials are sent to: its OAuth endpoints
+/// and its probe, rendered from its settings with its overrides applied.
+fn destinations(c: &Connection) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let (Ok(kind), Ok(method)) = (c.kind(), c.method()) else {
+        return out;
+    };
+    let settings = c.settings();
+    let empty = Map::new();
+    let vars = super::template::Vars {
+        settings: &settings,
+        credentials: &empty,
+    };
+    let overrides = c.endpoints();
+    let mut templates: Vec<(&str, Option<&String>)> =
+        vec![("probe_url", method.probe.url.as_ref())];
+    if let Some(o) = &method.oauth {
+        templates.push(("token_url", Some(&o.token_url)));
+        templates.push(("revoke_url", o.revoke_url.as_ref()));
+        templates.push(("authorize_url", o.authorize_url.as_ref()));
+    }
+    for (key, template) in templates {
+        let url = match overrides.get(key).and_then(Value::as_str) {
+            Some(u) => Some(u.to_string()),
+            None => template.and_then(|t| super::template::render(t, &vars).ok()),
+        };
+        if let Some(o) = url.as_deref().and_then(super::hosts::origin) {
+            out.insert(o);
+        }
+    }
+    let _ = kind;
+    out
 }
 
 pub async fn delete(

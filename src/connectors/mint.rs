@@ -13,9 +13,10 @@ use rsa::RsaPrivateKey;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::catalog::{AuthMethod, ClientAuthStyle, Method};
+use super::catalog::{AuthMethod, ClientAuthStyle, Kind, Method};
 use super::oauth_client::{token_request, Failure};
 use super::template::{render, Vars};
+use crate::egress::Egress;
 
 fn s(m: &Map<String, Value>, k: &str) -> String {
     m.get(k)
@@ -77,6 +78,7 @@ pub fn snowflake_jwt(
 /// A token request through the same path refreshes use
 /// ([`oauth_client::token_request`]); only the access token is kept.
 async fn token_post(
+    egress: &Egress,
     url: &str,
     form: &[(&str, &str)],
     client: Option<(ClientAuthStyle, &str, &str)>,
@@ -85,7 +87,7 @@ async fn token_post(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let body = token_request(url, client, form)
+    let body = token_request(egress, url, client, form)
         .await
         .map_err(|f| match f {
             Failure::InvalidGrant(m) | Failure::Refused(m) => m,
@@ -100,6 +102,8 @@ async fn token_post(
 /// The access token the probe of `method` presents, for methods whose
 /// credential is not one: `None` when the method needs none.
 pub async fn access_token(
+    egress: &Egress,
+    kind: &Kind,
     method: &AuthMethod,
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
@@ -115,7 +119,9 @@ pub async fn access_token(
                 settings,
                 credentials: creds,
             };
-            let url = render(&o.token_url, &vars).map_err(|e| e.to_string())?;
+            let url = super::hosts::render_url(kind, &o.token_url, &vars)
+                .map_err(|e| e.to_string())?
+                .url;
             let scopes: Vec<String> = o
                 .scopes
                 .iter()
@@ -127,7 +133,7 @@ pub async fn access_token(
             if !scope.is_empty() {
                 form.push(("scope", &scope));
             }
-            let t = token_post(&url, &form, Some((o.client_auth, &id, &secret))).await?;
+            let t = token_post(egress, &url, &form, Some((o.client_auth, &id, &secret))).await?;
             Ok(Some(t))
         }
         Method::RsaKeyPair => {
@@ -162,7 +168,7 @@ pub async fn access_token(
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", assertion.as_str()),
             ];
-            Ok(Some(token_post(&token_uri, &form, None).await?))
+            Ok(Some(token_post(egress, &token_uri, &form, None).await?))
         }
         Method::Certificate => {
             let key = rsa_key(&s(creds, "private_key"), None)?;
@@ -191,7 +197,7 @@ pub async fn access_token(
                 ("client_assertion", assertion.as_str()),
                 ("scope", scope.as_str()),
             ];
-            Ok(Some(token_post(&url, &form, None).await?))
+            Ok(Some(token_post(egress, &url, &form, None).await?))
         }
         _ => Ok(None),
     }

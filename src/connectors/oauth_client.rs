@@ -12,11 +12,12 @@ use sha2::{Digest, Sha256};
 use super::catalog::{AuthMethod, ClientAuthStyle, OAuthSpec};
 use super::connections::{self, Connection};
 use super::template::{render, Vars};
-use super::{probe, provider_clients, ConnectorError};
+use super::{hosts, probe, provider_clients, ConnectorError};
 use crate::audit::Actor;
 use crate::crypto::keyring::Place;
 use crate::crypto::sealed;
 use crate::crypto::token::{self, TokenKind};
+use crate::egress;
 use crate::state::Core;
 use crate::{exec, fetch_optional};
 
@@ -26,23 +27,14 @@ const STATE_TTL_MS: i64 = 10 * 60_000;
 /// refresh token with a short idle life (rekey's own: one hour) never lapses.
 pub const MAX_IDLE_MS: i64 = 30 * 60_000;
 
-pub fn http() -> &'static reqwest::Client {
-    static C: OnceLock<reqwest::Client> = OnceLock::new();
-    C.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    })
-}
-
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub authorize: Option<String>,
     pub token: String,
     pub revoke: Option<String>,
+    /// Every endpoint is the catalog's own (see [`super::hosts`]): only
+    /// then may the operator's kind-wide client be presented to them.
+    pub catalog_own: bool,
 }
 
 fn spec(method: &AuthMethod) -> Result<&OAuthSpec, ConnectorError> {
@@ -57,84 +49,135 @@ fn spec(method: &AuthMethod) -> Result<&OAuthSpec, ConnectorError> {
 /// The provider's endpoints: per-connection overrides, else RFC 8414
 /// discovery (when the kind says so), else the catalog's templates.
 pub async fn endpoints(
+    core: &Core,
     conn: &Connection,
     method: &AuthMethod,
 ) -> Result<Endpoints, ConnectorError> {
     let spec = spec(method)?;
+    let kind = conn.kind()?;
     let settings = conn.settings();
     let empty = Map::new();
     let vars = Vars {
         settings: &settings,
         credentials: &empty,
     };
-    let r = |t: &str| {
-        render(t, &vars)
-            .map_err(|e| ConnectorError::Invalid(format!("cannot build the provider URL: {e}")))
-    };
+    let r = |t: &str| hosts::render_url(kind, t, &vars);
+    let token = r(&spec.token_url)?;
+    let authorize = spec.authorize_url.as_deref().map(r).transpose()?;
+    let revoke = spec.revoke_url.as_deref().map(r).transpose()?;
     let mut e = Endpoints {
-        authorize: spec.authorize_url.as_deref().map(r).transpose()?,
-        token: r(&spec.token_url)?,
-        revoke: spec.revoke_url.as_deref().map(r).transpose()?,
+        catalog_own: token.own
+            && authorize.as_ref().is_none_or(|a| a.own)
+            && revoke.as_ref().is_none_or(|a| a.own),
+        authorize: authorize.map(|a| a.url),
+        token: token.url,
+        revoke: revoke.map(|a| a.url),
     };
     if spec.discovery {
         if let Some(base) = settings.get("base_url").and_then(Value::as_str) {
-            let url = format!(
-                "{}/.well-known/oauth-authorization-server",
-                base.trim_end_matches('/')
-            );
-            let meta = discover(&url).await?;
-            let get = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-            if let Some(a) = get("authorization_endpoint") {
-                e.authorize = Some(a);
-            }
-            if let Some(t) = get("token_endpoint") {
-                e.token = t;
-            }
-            e.revoke = get("revocation_endpoint").or(e.revoke);
+            let meta = discover(core, base).await?;
+            e.authorize = Some(meta.authorize);
+            e.token = meta.token;
+            e.revoke = meta.revoke.or(e.revoke);
+            e.catalog_own = false;
         }
     }
     let o = conn.endpoints();
     let over = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
     if let Some(a) = over("authorize_url") {
         e.authorize = Some(a);
+        e.catalog_own = false;
     }
     if let Some(t) = over("token_url") {
         e.token = t;
+        e.catalog_own = false;
     }
     if let Some(r) = over("revoke_url") {
         e.revoke = Some(r);
+        e.catalog_own = false;
     }
     Ok(e)
 }
 
-/// RFC 8414 metadata, cached for five minutes per URL (metadata changes
-/// rarely, and a keeper refreshing thousands of connections of one provider
-/// should not fetch it thousands of times).
-async fn discover(url: &str) -> Result<Value, ConnectorError> {
-    type Cache = std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Value)>>;
+#[derive(Clone, Debug)]
+struct Discovered {
+    authorize: String,
+    token: String,
+    revoke: Option<String>,
+}
+
+/// RFC 8414 metadata of the provider at `base`, cached for five minutes
+/// (metadata changes rarely, and a keeper refreshing thousands of
+/// connections of one provider should not fetch it thousands of times).
+/// The metadata's `issuer` must be `base` (RFC 8414 §3.3) and every
+/// endpoint must be on its origin: a provider cannot send rekey's tokens or
+/// secrets to a host of its choosing.
+async fn discover(core: &Core, base: &str) -> Result<Discovered, ConnectorError> {
+    type Cache =
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Discovered)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
+    let base = base.trim_end_matches('/');
+    let url = format!("{base}/.well-known/oauth-authorization-server");
     let cache = CACHE.get_or_init(Default::default);
-    if let Some((at, v)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(url) {
+    if let Some((at, v)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&url) {
         if at.elapsed() < Duration::from_secs(300) {
             return Ok(v.clone());
         }
     }
-    let meta: Value = http()
-        .get(url)
+    let unavailable = |m: String| ConnectorError::Unavailable(format!("discovery at {url}: {m}"));
+    let resp = core
+        .egress
+        .get(&url)
+        .await
+        .map_err(|e| ConnectorError::Invalid(e.to_string()))?
         .send()
         .await
-        .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?
-        .error_for_status()
-        .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?
+        .map_err(|e| unavailable(egress::describe(&e)))?;
+    if !resp.status().is_success() {
+        return Err(unavailable(format!("HTTP {}", resp.status().as_u16())));
+    }
+    let meta: Value = resp
         .json()
         .await
-        .map_err(|e| ConnectorError::Unavailable(format!("discovery at {url}: {e}")))?;
+        .map_err(|_| unavailable("the metadata is not JSON".into()))?;
+    let d = check_metadata(base, &meta)?;
     let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
     if c.len() > 1000 {
         c.clear();
     }
-    c.insert(url.to_string(), (std::time::Instant::now(), meta.clone()));
-    Ok(meta)
+    c.insert(url, (std::time::Instant::now(), d.clone()));
+    Ok(d)
+}
+
+fn check_metadata(base: &str, meta: &Value) -> Result<Discovered, ConnectorError> {
+    let get = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+    let refuse = |m: String| ConnectorError::Invalid(format!("discovery refused: {m}"));
+    let issuer = get("issuer").unwrap_or_default();
+    if issuer.trim_end_matches('/') != base {
+        return Err(refuse(format!(
+            "the metadata's issuer {issuer:?} is not {base:?} (RFC 8414 section 3.3)"
+        )));
+    }
+    let origin = hosts::origin(base);
+    let same_origin = |k: &str, v: &str| {
+        if origin.is_some() && hosts::origin(v) == origin {
+            Ok(v.to_string())
+        } else {
+            Err(refuse(format!("{k} {v:?} is not on the issuer's origin")))
+        }
+    };
+    let need = |k: &str| {
+        get(k)
+            .ok_or_else(|| refuse(format!("the metadata has no {k}")))
+            .and_then(|v| same_origin(k, &v))
+    };
+    Ok(Discovered {
+        authorize: need("authorization_endpoint")?,
+        token: need("token_endpoint")?,
+        revoke: get("revocation_endpoint")
+            .map(|v| same_origin("revocation_endpoint", &v))
+            .transpose()?,
+    })
 }
 
 fn verifier_place(digest: &str) -> Place<'_> {
@@ -164,12 +207,12 @@ pub async fn start(
         )));
     }
     let spec = spec(method)?;
-    let ep = endpoints(&conn, method).await?;
+    let ep = endpoints(core, &conn, method).await?;
     let authorize = ep.authorize.ok_or_else(|| {
         ConnectorError::Invalid("the provider has no authorization endpoint".into())
     })?;
     let mut c = core.db.read().await?;
-    let (client_id, _) = provider_clients::resolve(&mut c, core, &conn).await?;
+    let (client_id, _) = provider_clients::resolve(&mut c, core, &conn, ep.catalog_own).await?;
     drop(c);
     let state = token::mint(TokenKind::OAuthState);
     let digest = core.pepper.digest(&state);
@@ -336,14 +379,17 @@ pub async fn callback(
             "the provider answered {err}"
         )));
     }
-    let (client_id, secret) = provider_clients::resolve(&mut tx, core, &conn).await?;
     tx.commit().await?;
     let code = code
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ConnectorError::Invalid("the provider sent no code".into()))?;
     let method = conn.method()?;
     let spec = spec(method)?;
-    let ep = endpoints(&conn, method).await?;
+    let ep = endpoints(core, &conn, method).await?;
+    let mut c = core.db.read().await?;
+    let (client_id, secret) =
+        provider_clients::resolve(&mut c, core, &conn, ep.catalog_own).await?;
+    drop(c);
     let mut form: Vec<(String, String)> = vec![
         ("grant_type".into(), "authorization_code".into()),
         ("code".into(), code.to_string()),
@@ -368,6 +414,7 @@ pub async fn callback(
         }
     }
     let body = token_request(
+        &core.egress,
         &ep.token,
         Some((spec.client_auth, &client_id, &secret)),
         form,
@@ -404,19 +451,7 @@ pub async fn store_tokens_and_probe(
     )
     .await?;
     tx.commit().await?;
-    let probe_url = conn
-        .endpoints()
-        .get("probe_url")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let out = probe::run(
-        method,
-        &conn.settings(),
-        &creds,
-        probe_url.as_deref(),
-        core.now(),
-    )
-    .await;
+    let out = probe::run(core, conn, &creds).await;
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     connections::record_test(&mut tx, conn, out.ok, &out.message, now).await?;
@@ -540,11 +575,16 @@ pub enum Failure {
 /// secret) when given (a JWT-assertion grant carries its own proof), and
 /// sorts the answer into what the caller must do about it.
 pub(super) async fn token_request(
+    egress: &egress::Egress,
     url: &str,
     client: Option<(ClientAuthStyle, &str, &str)>,
     mut form: Vec<(String, String)>,
 ) -> Result<Value, Failure> {
-    let mut req = http().post(url).header("accept", "application/json");
+    let mut req = egress
+        .post(url)
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?
+        .header("accept", "application/json");
     match client {
         Some((ClientAuthStyle::Basic, id, secret)) => req = req.basic_auth(id, Some(secret)),
         Some((ClientAuthStyle::Body, id, secret)) => {
@@ -557,13 +597,17 @@ pub(super) async fn token_request(
         .form(&form)
         .send()
         .await
-        .map_err(|e| Failure::Unavailable {
-            message: if e.is_timeout() {
-                "the token endpoint timed out".into()
-            } else {
-                "could not reach the token endpoint".into()
+        .map_err(|e| match egress::refusal(&e) {
+            // A refusal is a decision, not an outage: not retried.
+            Some(r) => Failure::Refused(r.to_string()),
+            None => Failure::Unavailable {
+                message: if e.is_timeout() {
+                    "the token endpoint timed out".into()
+                } else {
+                    "could not reach the token endpoint".into()
+                },
+                retry_after_ms: None,
             },
-            retry_after_ms: None,
         })?;
     let status = resp.status();
     let retry_after_ms = resp
@@ -608,17 +652,18 @@ pub async fn refresh_call(
         .get("refresh_token")
         .and_then(Value::as_str)
         .ok_or_else(|| Failure::InvalidGrant("no refresh token is stored".into()))?;
-    let ep = endpoints(conn, method)
-        .await
-        .map_err(|e| Failure::Unavailable {
+    let ep = endpoints(core, conn, method).await.map_err(|e| match e {
+        ConnectorError::Invalid(m) => Failure::Refused(m),
+        e => Failure::Unavailable {
             message: e.to_string(),
             retry_after_ms: None,
-        })?;
+        },
+    })?;
     let mut c = core.db.read().await.map_err(|e| Failure::Unavailable {
         message: e.to_string(),
         retry_after_ms: None,
     })?;
-    let (id, secret) = provider_clients::resolve(&mut c, core, conn)
+    let (id, secret) = provider_clients::resolve(&mut c, core, conn, ep.catalog_own)
         .await
         .map_err(|e| Failure::Refused(e.to_string()))?;
     drop(c);
@@ -639,7 +684,13 @@ pub async fn refresh_call(
             form.push((k.clone(), v));
         }
     }
-    let body = token_request(&ep.token, Some((spec.client_auth, &id, &secret)), form).await?;
+    let body = token_request(
+        &core.egress,
+        &ep.token,
+        Some((spec.client_auth, &id, &secret)),
+        form,
+    )
+    .await?;
     token_map(&body, Some(creds), core.now()).map_err(Failure::Refused)
 }
 
@@ -655,11 +706,12 @@ pub async fn revoke(
     let method = conn.method()?;
     let mut provider_note = None;
     if method.is_oauth_code() && conn.has_credentials {
+        let ep = endpoints(core, &conn, method).await;
         let mut c = core.db.read().await?;
         let creds = connections::credentials(&mut c, core, &conn.id).await?;
-        let client = provider_clients::resolve(&mut c, core, &conn).await;
+        let own = ep.as_ref().is_ok_and(|e| e.catalog_own);
+        let client = provider_clients::resolve(&mut c, core, &conn, own).await;
         drop(c);
-        let ep = endpoints(&conn, method).await;
         match (ep, client) {
             (
                 Ok(Endpoints {
@@ -678,26 +730,45 @@ pub async fn revoke(
                         "access_token",
                     ),
                 };
-                let mut req = http().post(&url);
+                let req = core.egress.post(&url).await;
                 let mut form = vec![
                     ("token".to_string(), token),
                     ("token_type_hint".to_string(), hint.to_string()),
                 ];
-                match spec(method)?.client_auth {
-                    ClientAuthStyle::Basic => req = req.basic_auth(&id, Some(&secret)),
-                    ClientAuthStyle::Body => {
-                        form.push(("client_id".into(), id));
-                        form.push(("client_secret".into(), secret));
+                let sent = match req {
+                    Err(e) => Err(e.to_string()),
+                    Ok(mut req) => {
+                        match spec(method)?.client_auth {
+                            ClientAuthStyle::Basic => req = req.basic_auth(&id, Some(&secret)),
+                            ClientAuthStyle::Body => {
+                                form.push(("client_id".into(), id));
+                                form.push(("client_secret".into(), secret));
+                            }
+                        }
+                        req.form(&form)
+                            .send()
+                            .await
+                            .map_err(|e| egress::describe(&e))
                     }
-                }
-                provider_note = Some(match req.form(&form).send().await {
+                };
+                provider_note = Some(match sent {
                     Ok(r) if r.status().is_success() => "revoked at the provider".to_string(),
                     Ok(r) => format!(
                         "the provider's revocation answered HTTP {}",
                         r.status().as_u16()
                     ),
-                    Err(_) => "the provider's revocation endpoint could not be reached".to_string(),
+                    Err(e) => format!("the provider's revocation endpoint was not reached: {e}"),
                 });
+            }
+            (
+                Ok(Endpoints {
+                    revoke: Some(_), ..
+                }),
+                Err(e),
+            ) => {
+                provider_note = Some(format!(
+                    "not revoked at the provider ({e}); tokens were destroyed here"
+                ))
             }
             (Ok(_), _) => {
                 provider_note = Some(

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::catalog::{Apply, AuthMethod, ProbeKind};
+use super::catalog::{Apply, AuthMethod, Kind, ProbeKind};
+use super::connections::Connection;
+use super::hosts;
 use super::template::{render, Vars};
+use crate::egress::{self, Egress};
+use crate::state::Core;
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -25,124 +29,180 @@ fn s(m: &Map<String, Value>, k: &str) -> String {
     }
 }
 
-/// Runs the probe of `method` with these settings and credentials;
-/// `probe_url` overrides the catalog's URL (self-hosted systems, tests);
-/// `now` dates any token minted for the probe.
-pub async fn run(
-    method: &AuthMethod,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-    probe_url: Option<&str>,
-    now: i64,
-) -> Outcome {
-    let r = match method.probe.kind {
-        ProbeKind::Http => {
-            // Methods whose credential is not a bearer token first get one.
-            match super::mint::access_token(method, settings, creds, now).await {
-                Ok(Some(t)) => {
-                    let mut c = creds.clone();
-                    c.insert("access_token".into(), Value::String(t));
-                    http(method, settings, &c, probe_url).await
-                }
-                Ok(None) => http(method, settings, creds, probe_url).await,
-                Err(e) => Err(format!("could not obtain an access token: {e}")),
+/// Probes `conn` with `creds` (the stored ones, or new ones before they are
+/// stored). The connection's `probe_url` override, when set, replaces the
+/// catalog's URL (self-hosted systems, tests).
+pub async fn run(core: &Core, conn: &Connection, creds: &Map<String, Value>) -> Outcome {
+    let (kind, method) = match (conn.kind(), conn.method()) {
+        (Ok(k), Ok(m)) => (k, m),
+        (Err(e), _) | (_, Err(e)) => {
+            return Outcome {
+                ok: false,
+                message: e.to_string(),
             }
         }
-        ProbeKind::Postgres => postgres(settings, creds).await,
-        ProbeKind::Mysql => mysql(settings, creds).await,
-        ProbeKind::Redis => redis_probe(settings, creds).await,
-        ProbeKind::None => Ok(format!(
-            "not verifiable by a request: {}",
-            method.probe.note.clone().unwrap_or_default()
-        )),
     };
-    match r {
-        Ok(message) => Outcome { ok: true, message },
-        Err(message) => Outcome { ok: false, message },
+    let probe_url = conn
+        .endpoints()
+        .get("probe_url")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let settings = conn.settings();
+    let target = Target {
+        egress: &core.egress,
+        kind,
+        method,
+        settings: &settings,
+        probe_url: probe_url.as_deref(),
+        now: core.now(),
+    };
+    target.run(creds).await
+}
+
+/// What a probe needs besides the credential.
+pub struct Target<'a> {
+    pub egress: &'a Egress,
+    pub kind: &'a Kind,
+    pub method: &'a AuthMethod,
+    pub settings: &'a Map<String, Value>,
+    pub probe_url: Option<&'a str>,
+    /// Dates any token minted for the probe.
+    pub now: i64,
+}
+
+impl Target<'_> {
+    pub async fn run(&self, creds: &Map<String, Value>) -> Outcome {
+        let (egress, settings) = (self.egress, self.settings);
+        let r = match self.method.probe.kind {
+            ProbeKind::Http => {
+                // Methods whose credential is not a bearer token first get one.
+                match super::mint::access_token(
+                    egress,
+                    self.kind,
+                    self.method,
+                    settings,
+                    creds,
+                    self.now,
+                )
+                .await
+                {
+                    Ok(Some(t)) => {
+                        let mut c = creds.clone();
+                        c.insert("access_token".into(), Value::String(t));
+                        self.http(&c).await
+                    }
+                    Ok(None) => self.http(creds).await,
+                    Err(e) => Err(format!("could not obtain an access token: {e}")),
+                }
+            }
+            ProbeKind::Postgres => postgres(egress, settings, creds).await,
+            ProbeKind::Mysql => mysql(egress, settings, creds).await,
+            ProbeKind::Redis => redis_probe(egress, settings, creds).await,
+            ProbeKind::None => Ok(format!(
+                "not verifiable by a request: {}",
+                self.method.probe.note.clone().unwrap_or_default()
+            )),
+        };
+        match r {
+            Ok(message) => Outcome { ok: true, message },
+            Err(message) => Outcome { ok: false, message },
+        }
+    }
+
+    async fn http(&self, creds: &Map<String, Value>) -> Result<String, String> {
+        let p = &self.method.probe;
+        let vars = Vars {
+            settings: self.settings,
+            credentials: creds,
+        };
+        let r = |t: &str| render(t, &vars).map_err(|e| e.to_string());
+        let url = match self.probe_url {
+            Some(u) => u.to_string(),
+            None => {
+                hosts::render_url(self.kind, p.url.as_deref().unwrap_or_default(), &vars)
+                    .map_err(|e| e.to_string())?
+                    .url
+            }
+        };
+        let verb = reqwest::Method::from_bytes(p.method.as_deref().unwrap_or("GET").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut req = self
+            .egress
+            .request(verb, &url)
+            .await
+            .map_err(|e| e.to_string())?
+            .timeout(TIMEOUT);
+        for (h, v) in &p.headers {
+            req = req.header(h, r(v)?);
+        }
+        req = match p.apply.unwrap_or(Apply::None) {
+            Apply::Bearer => req.bearer_auth(r(p.token.as_deref().unwrap_or("${access_token}"))?),
+            Apply::Basic => req.basic_auth(
+                r(p.username.as_deref().unwrap_or_default())?,
+                Some(r(p.password.as_deref().unwrap_or_default())?),
+            ),
+            Apply::Header => req.header(
+                p.header.as_deref().unwrap_or_default(),
+                r(p.value.as_deref().unwrap_or_default())?,
+            ),
+            Apply::Query => req.query(&[(
+                p.param.as_deref().unwrap_or_default(),
+                r(p.value.as_deref().unwrap_or_default())?,
+            )]),
+            Apply::None => req,
+        };
+        // Redirects are not followed (egress): a 3xx is the answer, and the
+        // credential never travels to where it points.
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {}", egress::describe(&e)))?;
+        let status = resp.status();
+        let ok = match p.expect {
+            Some(code) => status.as_u16() == code,
+            None => status.is_success(),
+        };
+        if ok {
+            Ok(format!("HTTP {}", status.as_u16()))
+        } else if status.is_redirection() {
+            Err(format!(
+                "HTTP {} from the provider (redirects are not followed)",
+                status.as_u16()
+            ))
+        } else {
+            Err(format!("HTTP {} from the provider", status.as_u16()))
+        }
     }
 }
 
-async fn http(
-    method: &AuthMethod,
+/// The address a driver connects to: resolved and checked by egress, so the
+/// driver connects to that address and never resolves the name again.
+async fn checked(
+    egress: &Egress,
     settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-    probe_url: Option<&str>,
-) -> Result<String, String> {
-    let p = &method.probe;
-    let vars = Vars {
-        settings,
-        credentials: creds,
+    default_port: u16,
+) -> Result<std::net::SocketAddr, String> {
+    let port: u16 = match s(settings, "port") {
+        p if p.is_empty() => default_port,
+        p => p
+            .parse()
+            .map_err(|_| format!("port {p:?} is not a port number"))?,
     };
-    let r = |t: &str| render(t, &vars).map_err(|e| e.to_string());
-    let url = match probe_url {
-        Some(u) => u.to_string(),
-        None => r(p.url.as_deref().unwrap_or_default())?,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let verb = reqwest::Method::from_bytes(p.method.as_deref().unwrap_or("GET").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut req = client.request(verb, &url);
-    for (h, v) in &p.headers {
-        req = req.header(h, r(v)?);
-    }
-    req = match p.apply.unwrap_or(Apply::None) {
-        Apply::Bearer => req.bearer_auth(r(p.token.as_deref().unwrap_or("${access_token}"))?),
-        Apply::Basic => req.basic_auth(
-            r(p.username.as_deref().unwrap_or_default())?,
-            Some(r(p.password.as_deref().unwrap_or_default())?),
-        ),
-        Apply::Header => req.header(
-            p.header.as_deref().unwrap_or_default(),
-            r(p.value.as_deref().unwrap_or_default())?,
-        ),
-        Apply::Query => req.query(&[(
-            p.param.as_deref().unwrap_or_default(),
-            r(p.value.as_deref().unwrap_or_default())?,
-        )]),
-        Apply::None => req,
-    };
-    let resp = req
-        .send()
+    egress
+        .resolve(&s(settings, "host"), port)
         .await
-        .map_err(|e| format!("request failed: {}", without_url(&e)))?;
-    let status = resp.status();
-    let ok = match p.expect {
-        Some(code) => status.as_u16() == code,
-        None => status.is_success(),
-    };
-    if ok {
-        Ok(format!("HTTP {}", status.as_u16()))
-    } else {
-        Err(format!("HTTP {} from the provider", status.as_u16()))
-    }
-}
-
-/// reqwest errors can carry the URL, whose query may hold a credential.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "(url)");
-    }
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else {
-        s
-    }
+        .map_err(|e| e.to_string())
 }
 
 async fn postgres(
+    egress: &Egress,
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    let port: u16 = s(settings, "port").parse().unwrap_or(5432);
+    let addr = checked(egress, settings, 5432).await?;
     let mut opts = sqlx::postgres::PgConnectOptions::new()
-        .host(&s(settings, "host"))
-        .port(port)
+        .host(&addr.ip().to_string())
+        .port(addr.port())
         .username(&s(settings, "username"))
         .password(&s(creds, "password"));
     let db = s(settings, "database");
@@ -153,13 +213,14 @@ async fn postgres(
 }
 
 async fn mysql(
+    egress: &Egress,
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    let port: u16 = s(settings, "port").parse().unwrap_or(3306);
+    let addr = checked(egress, settings, 3306).await?;
     let mut opts = sqlx::mysql::MySqlConnectOptions::new()
-        .host(&s(settings, "host"))
-        .port(port)
+        .host(&addr.ip().to_string())
+        .port(addr.port())
         .username(&s(settings, "username"))
         .password(&s(creds, "password"));
     let db = s(settings, "database");
@@ -199,13 +260,13 @@ fn db_error(e: &sqlx::Error) -> String {
 }
 
 async fn redis_probe(
+    egress: &Egress,
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    let host = s(settings, "host");
-    let port: u16 = s(settings, "port").parse().unwrap_or(6379);
-    let mut u = url::Url::parse(&format!("redis://{host}:{port}/"))
-        .map_err(|_| "bad host or port".to_string())?;
+    let addr = checked(egress, settings, 6379).await?;
+    let mut u =
+        url::Url::parse(&format!("redis://{addr}/")).map_err(|_| "bad host or port".to_string())?;
     let user = s(settings, "username");
     if !user.is_empty() {
         let _ = u.set_username(&user);

@@ -117,16 +117,29 @@ pub async fn set_for_connection(
     Ok(c)
 }
 
-/// (client id, client secret) for a connection: its own, else its kind's.
+/// (client id, client secret) for a connection: its own, else its kind's —
+/// but the kind's (the operator's, shared by every org) only when
+/// `catalog_own`: every endpoint it goes to is the catalog's own. An
+/// endpoint an org admin chose (an override, a discovered provider, a host
+/// from a setting) never sees the operator's secret.
 pub async fn resolve<C: AsEx>(
     c: &mut C,
     core: &Core,
     conn: &Connection,
+    catalog_own: bool,
 ) -> Result<(String, String), ConnectorError> {
     if let Some(id) = &conn.client_id {
         if let Some(s) = sealed::get(c, &core.keyring, client_secret_place(&conn.id)).await? {
             return Ok((id.clone(), String::from_utf8_lossy(&s).into_owned()));
         }
+    }
+    if !catalog_own {
+        return Err(ConnectorError::Invalid(format!(
+            "{} uses OAuth endpoints of its own (overridden, discovered or chosen by a setting); \
+             the platform's {} client is never sent there: set this connection's client with \
+             `rekey connection set-client --org ORG --name {} --client-id ID --client-secret-stdin`",
+            conn.name, conn.kind, conn.name
+        )));
     }
     let id: Option<String> = scalar_optional!(
         c,

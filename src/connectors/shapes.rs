@@ -29,9 +29,10 @@ pub fn check(field: &Field, value: &str) -> Result<(), String> {
             _ => fail("is not an http(s) URL"),
         },
         Format::Hostname => {
-            let ok = v.len() <= 253
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            // A host name, or an IP address (v6 with or without brackets);
+            // never a port, path or anything else that bends a URL.
+            let ip = v.trim_start_matches('[').trim_end_matches(']');
+            let ok = super::hosts::is_host_name(v) || ip.parse::<std::net::IpAddr>().is_ok();
             if ok {
                 Ok(())
             } else {

@@ -1,6 +1,7 @@
 //! The one integration test binary: every test starts the real `rekey`
 //! binary against a fresh database, on SQLite and on PostgreSQL.
 
+mod attacker;
 mod harness;
 
 mod cache;
@@ -10,3 +11,4 @@ mod keyring;
 mod oauth;
 mod oauth_support;
 mod platform;
+mod security_egress;
