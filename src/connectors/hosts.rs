@@ -26,16 +26,16 @@ pub struct Rendered {
 /// starts with a reference (`${settings.base_url}/x`) has that reference as
 /// its authority: the whole host comes from the value.
 pub(crate) fn template_authority(template: &str) -> &str {
-    let rest = match template.find("://") {
-        Some(i) if !template[..i].contains("${") => &template[i + 3..],
-        _ => template,
-    };
-    if rest.starts_with("${") {
-        return match rest.find('}') {
-            Some(j) => &rest[..=j],
-            None => rest,
+    if template.starts_with("${") {
+        return match template.find('}') {
+            Some(j) => &template[..=j],
+            None => template,
         };
     }
+    let rest = match template.find("://") {
+        Some(i) => &template[i + 3..],
+        None => template,
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     &rest[..end]
 }
@@ -86,7 +86,7 @@ pub fn render_url(
             from_enum_only = false;
         }
         // A setting inside the host (not a whole URL) must be a host name.
-        if !authority.starts_with("${") || refs.len() > 1 {
+        if !template.starts_with("${") {
             let value = vars
                 .settings
                 .get(key)
@@ -111,7 +111,7 @@ pub fn render_url(
         .to_string();
     // A URL that starts with a URL setting keeps that URL's host: what
     // follows (a path setting holding `@evil.example`) cannot move it.
-    if let (true, [only]) = (authority.starts_with("${"), refs.as_slice()) {
+    if let (true, [only]) = (template.starts_with("${"), refs.as_slice()) {
         let base_host = only
             .strip_prefix("settings.")
             .and_then(|k| vars.settings.get(k).or_else(|| vars.credentials.get(k)))
@@ -176,6 +176,45 @@ mod tests {
         assert!(!host_matches("*.freshdesk.com", "evilfreshdesk.com"));
         assert!(!host_matches("*.freshdesk.com", "freshdesk.com.evil.io"));
         assert!(host_matches("login.salesforce.com", "LOGIN.salesforce.com"));
+    }
+
+    #[test]
+    fn rendered_hosts_stay_within_the_kind() {
+        use serde_json::{json, Map, Value};
+        let kind = crate::connectors::catalog::kind("freshdesk").unwrap();
+        let url = kind.auth[0].probe.url.clone().unwrap();
+        let render = |sub: &str| {
+            let s: Map<String, Value> = json!({ "subdomain": sub }).as_object().cloned().unwrap();
+            let c = Map::new();
+            render_url(
+                kind,
+                &url,
+                &Vars {
+                    settings: &s,
+                    credentials: &c,
+                },
+            )
+        };
+        assert!(render("acme").unwrap().own);
+        for bad in ["localhost:1234/x#", "a@b", "evil.com/x"] {
+            assert!(render(bad).is_err(), "{bad}");
+        }
+        let custom = crate::connectors::catalog::kind("custom_rest").unwrap();
+        let t = custom.auth[0].probe.url.clone().unwrap();
+        let s: Map<String, Value> =
+            json!({"base_url": "https://api.example.com", "probe_path": "@evil.example/x"})
+                .as_object()
+                .cloned()
+                .unwrap();
+        let c = Map::new();
+        let vars = Vars {
+            settings: &s,
+            credentials: &c,
+        };
+        assert!(
+            render_url(custom, &t, &vars).is_err(),
+            "a path cannot move the host"
+        );
     }
 
     #[test]
