@@ -20,7 +20,10 @@ impl Clock for SystemClock {
 
 /// RFC 3339 form of a unix-millisecond instant, for people and JSON.
 pub fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    // Clamped to what RFC 3339 can write (years 1970 to 9999): a value out
+    // of range in a row must not take a whole listing down.
+    const MAX_MS: i64 = 253_402_300_799_999;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, MAX_MS) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

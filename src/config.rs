@@ -29,20 +29,26 @@ impl Dur {
     }
 }
 
+/// The longest duration any flag or setting takes: a hundred years. Longer
+/// ones are refused rather than carried into time arithmetic, where they
+/// would overflow or wrap (a key "valid until 1970").
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    if let Ok(n) = s.parse::<u64>() {
-        return Some(Duration::from_secs(n));
-    }
-    humantime::parse_duration(s).ok()
+    let d = match s.parse::<u64>() {
+        Ok(n) => Duration::from_secs(n),
+        Err(_) => humantime::parse_duration(s).ok()?,
+    };
+    (d <= MAX_DURATION).then_some(d)
 }
 
 impl std::str::FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_duration(s)
-            .map(Dur)
-            .ok_or_else(|| format!("invalid duration {s:?} (use 30s, 15m, 1h, 90d or seconds)"))
+        parse_duration(s).map(Dur).ok_or_else(|| {
+            format!("invalid duration {s:?} (use 30s, 15m, 1h, 90d or seconds; at most 100 years)")
+        })
     }
 }
 
@@ -304,5 +310,8 @@ mod tests {
         assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
         assert_eq!(parse_duration("90d"), Some(Duration::from_secs(90 * 86400)));
         assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("99999999999d"), None);
+        assert_eq!(parse_duration("18446744073709551615"), None);
+        assert!(parse_duration("36500d").is_some());
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::json_rejection;
-use super::extract::AdminSession;
+use super::extract::{AdminSession, OptionalJson};
 use super::{ApiError, AppState, Format};
 use crate::config::Dur;
 use crate::identity::orgs::{self, Org};
@@ -215,9 +215,9 @@ pub async fn regenerate_secret(
     State(st): State<AppState>,
     admin: AdminSession,
     Path((org, app)): Path<(String, String)>,
-    b: Option<Json<Regenerate>>,
+    OptionalJson(b): OptionalJson<Regenerate>,
 ) -> Result<Json<Value>, ApiError> {
-    let overlap = b.and_then(|Json(r)| r.overlap).map(Dur::ms).unwrap_or(0);
+    let overlap = b.and_then(|r| r.overlap).map(Dur::ms).unwrap_or(0);
     let o = org_for(&st, &admin, &org).await?;
     let (c, secret) = clients::regenerate_secret(
         &st.core,

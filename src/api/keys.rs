@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::apps::{body, org_for};
-use super::extract::AdminSession;
+use super::extract::{AdminSession, OptionalJson};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::users;
@@ -76,9 +76,9 @@ pub async fn reset_key(
     State(st): State<AppState>,
     admin: AdminSession,
     Path((org, name)): Path<(String, String)>,
-    b: Option<Json<Overlap>>,
+    OptionalJson(b): OptionalJson<Overlap>,
 ) -> Result<Json<Value>, ApiError> {
-    let overlap = b.and_then(|Json(o)| o.overlap).map(Dur::ms).unwrap_or(0);
+    let overlap = b.and_then(|o| o.overlap).map(Dur::ms).unwrap_or(0);
     let o = org_for(&st, &admin, &org).await?;
     let (k, key) = access_keys::reset(&st.core, &admin.actor(), &o.id, &name, overlap).await?;
     Ok(Json(json!({"id": k.id, "key": key, "name": k.name})))
@@ -165,9 +165,9 @@ pub async fn regenerate_m2m(
     State(st): State<AppState>,
     admin: AdminSession,
     Path((org, name)): Path<(String, String)>,
-    b: Option<Json<Overlap>>,
+    OptionalJson(b): OptionalJson<Overlap>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = b.map(|Json(o)| o).unwrap_or_default();
+    let b = b.unwrap_or_default();
     let o = org_for(&st, &admin, &org).await?;
     let now = st.core.now();
     let (c, secret) = clients::regenerate_secret(

@@ -506,6 +506,16 @@ pub fn margin_for(spec: Option<&OAuthSpec>, creds: &Map<String, Value>) -> i64 {
     margin.min(life / 2)
 }
 
+/// A provider's `expires_in`: seconds as a number or a numeral, between 0
+/// and ten years (anything else is a broken or hostile answer).
+fn lifetime_ms(v: &Value) -> Option<i64> {
+    const MAX_SECS: i64 = 10 * 365 * 86_400;
+    let secs = v
+        .as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))?;
+    (0..=MAX_SECS).contains(&secs).then(|| secs * 1000)
+}
+
 /// The credentials map from a token response. A response without a refresh
 /// token keeps the previous one (providers that do not rotate).
 pub fn token_map(
@@ -526,14 +536,18 @@ pub fn token_map(
     if let Some(s) = body.get("scope") {
         m.insert("scope".into(), s.clone());
     }
-    if let Some(e) = body.get("expires_in").and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-    }) {
-        m.insert("expires_at".into(), json!(now + e * 1000));
-    }
-    if let Some(e) = body.get("refresh_token_expires_in").and_then(Value::as_i64) {
-        m.insert("refresh_expires_at".into(), json!(now + e * 1000));
+    for (field, key) in [
+        ("expires_in", "expires_at"),
+        ("refresh_token_expires_in", "refresh_expires_at"),
+    ] {
+        if let Some(v) = body.get(field) {
+            let at = lifetime_ms(v)
+                .and_then(|ms| now.checked_add(ms))
+                .ok_or_else(|| {
+                    format!("the token response's {field} is not a lifetime in seconds")
+                })?;
+            m.insert(key.into(), json!(at));
+        }
     }
     match body.get("refresh_token").and_then(Value::as_str) {
         Some(r) => {
@@ -615,7 +629,8 @@ pub(super) async fn token_request(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .map(|s| s * 1000);
+        // A peer's number: at most a day, never an overflow.
+        .map(|s| s.clamp(0, 86_400) * 1000);
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
         return Ok(body);

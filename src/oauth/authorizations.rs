@@ -25,6 +25,7 @@ struct Row {
     revoked_reason: Option<String>,
     user_email: String,
     user_active: bool,
+    user_permission: String,
     user_cutoff: Option<i64>,
     org_cutoff: Option<i64>,
     live_expires_at: Option<i64>,
@@ -72,7 +73,7 @@ fn status(r: &Row, client: &Client, now: i64) -> (&'static str, Option<String>) 
 const SELECT: &str = "SELECT g.id, g.scope, g.created_at,
         COALESCE((SELECT MAX(rt.issued_at) FROM oauth_refresh_tokens rt WHERE rt.grant_id = g.id), g.last_used_at) AS last_used_at,
         g.revoked_at, g.revoked_reason,
-        u.email AS user_email, u.active AS user_active, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff,
+        u.email AS user_email, u.active AS user_active, u.permission AS user_permission, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff,
         (SELECT MAX(rt.expires_at) FROM oauth_refresh_tokens rt WHERE rt.grant_id = g.id AND rt.used_at IS NULL) AS live_expires_at
      FROM oauth_grants g JOIN users u ON u.id = g.user_id JOIN orgs o ON o.id = g.org_id";
 
@@ -84,7 +85,14 @@ fn view(r: Row, client: &Client, now: i64) -> Authorization {
         refresh_token_expires_at: r.live_expires_at.map(rfc3339),
         id: r.id,
         user: r.user_email,
-        scope: r.scope,
+        // What the authorization confers now, not what was consented to.
+        scope: crate::oauth::effective_scope(
+            &r.scope,
+            client.scope().as_str(),
+            Some(&r.user_permission),
+        )
+        .map(|s| s.as_str().to_string())
+        .unwrap_or(r.scope),
         created: rfc3339(r.created_at),
         last_used: r.last_used_at.map(rfc3339),
     }

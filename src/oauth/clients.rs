@@ -175,6 +175,18 @@ pub fn validate_callback(raw: &str) -> Result<String, OAuthError> {
     Ok(raw.to_string())
 }
 
+/// Machine clients hold their secret on a server: a leaked token must not
+/// outlive a rotation by long, so their tokens are capped.
+fn check_m2m_ttl(access_ms: Option<i64>, max_ms: i64) -> Result<(), OAuthError> {
+    match access_ms {
+        Some(ms) if ms > max_ms => Err(OAuthError::InvalidRequest(format!(
+            "a machine client's access tokens live at most {}s (m2m_token_ttl_max)",
+            max_ms / 1000
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn validate_lifetimes(l: &Lifetimes) -> Result<(), OAuthError> {
     for (what, v) in [
         ("access token ttl", l.access_ms),
@@ -207,6 +219,10 @@ pub async fn create(
     let name = validate_name(&format!("{} name", new.kind.noun()), new.name)?;
     let scope = parse_scope(new.scope)?;
     validate_lifetimes(&new.lifetimes)?;
+    let m2m_max = core.config.m2m_token_ttl_max.ms();
+    if new.kind == ClientKind::M2m {
+        check_m2m_ttl(new.lifetimes.access_ms, m2m_max)?;
+    }
     let callbacks = match new.kind {
         ClientKind::App => {
             if new.callbacks.is_empty() {
@@ -239,7 +255,10 @@ pub async fn create(
         scope: scope.as_str().to_string(),
         callbacks: serde_json::to_string(&callbacks).unwrap_or_else(|_| "[]".into()),
         user_id: new.user_id.map(str::to_string),
-        access_ttl_ms: new.lifetimes.access_ms.unwrap_or(DEFAULT_ACCESS_MS),
+        access_ttl_ms: new.lifetimes.access_ms.unwrap_or(match new.kind {
+            ClientKind::M2m => DEFAULT_ACCESS_MS.min(m2m_max),
+            ClientKind::App => DEFAULT_ACCESS_MS,
+        }),
         refresh_ttl_ms: new.lifetimes.refresh_ms.unwrap_or(DEFAULT_REFRESH_MS),
         refresh_grace_ms: new.lifetimes.grace_ms.unwrap_or(0),
         active: true,
@@ -408,6 +427,9 @@ pub async fn update(
         }
     }
     validate_lifetimes(&u.lifetimes)?;
+    if kind == ClientKind::M2m {
+        check_m2m_ttl(u.lifetimes.access_ms, core.config.m2m_token_ttl_max.ms())?;
+    }
     if let Some(v) = u.lifetimes.access_ms {
         c.access_ttl_ms = v;
         changed.insert("access_token_ttl".into(), (v / 1000).into());

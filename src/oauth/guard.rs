@@ -63,6 +63,7 @@ pub struct TokenRow {
     pub client_id: String,
     pub client_kind: String,
     pub client_active: bool,
+    pub client_scope: String,
     pub client_cutoff: Option<i64>,
     pub org_id: String,
     pub org_slug: String,
@@ -97,7 +98,7 @@ async fn read(core: &Core, digest: &str) -> Result<Option<TokenRow>, GuardError>
         &mut c,
         TokenRow,
         "SELECT t.scope, t.issued_at, t.expires_at, t.revoked_at, t.user_id, t.grant_id,
-                c.client_id, c.kind AS client_kind, c.active AS client_active, c.revoked_before AS client_cutoff,
+                c.client_id, c.kind AS client_kind, c.active AS client_active, c.scope AS client_scope, c.revoked_before AS client_cutoff,
                 o.id AS org_id, o.slug AS org_slug, o.revoked_before AS org_cutoff,
                 u.email AS user_email, u.active AS user_active, u.permission AS user_permission,
                 u.revoked_before AS user_cutoff, g.revoked_at AS grant_revoked_at
@@ -145,17 +146,15 @@ impl TokenRow {
         ) {
             return None;
         }
-        let mut scope: Permission = self.scope.parse().ok()?;
-        if self.user_id.is_some() {
-            // Tokens acting for a user die with the user and are capped by
-            // the user's permission at this moment.
-            if self.user_active != Some(true) {
-                return None;
-            }
-            let perm: Permission = self.user_permission.as_deref()?.parse().ok()?;
-            scope = scope.cap(perm);
-        }
-        Some(scope)
+        // Tokens acting for a user die with the user and are capped by the
+        // user's permission at this moment; every token by its client's
+        // scope at this moment.
+        let user_perm = match &self.user_id {
+            Some(_) if self.user_active != Some(true) => return None,
+            Some(_) => Some(self.user_permission.as_deref()?),
+            None => None,
+        };
+        super::effective_scope(&self.scope, &self.client_scope, user_perm)
     }
 }
 

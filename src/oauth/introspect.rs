@@ -22,6 +22,8 @@ struct RefreshRow {
     grant_revoked_at: Option<i64>,
     client_id: String,
     client_active: bool,
+    client_scope: String,
+    user_permission: String,
     client_cutoff: Option<i64>,
     user_id: String,
     user_email: String,
@@ -56,7 +58,7 @@ pub async fn introspect(
             &mut c,
             RefreshRow,
             "SELECT rt.expires_at, rt.issued_at, rt.used_at, g.scope, g.org_id, g.created_at AS grant_created_at,
-                    g.revoked_at AS grant_revoked_at, c.client_id, c.active AS client_active,
+                    g.revoked_at AS grant_revoked_at, c.client_id, c.active AS client_active, c.scope AS client_scope, u.permission AS user_permission,
                     c.revoked_before AS client_cutoff, u.id AS user_id, u.email AS user_email,
                     u.active AS user_active, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff
              FROM oauth_refresh_tokens rt
@@ -81,9 +83,14 @@ pub async fn introspect(
         if !live {
             return Ok(inactive);
         }
+        let Some(scope) =
+            crate::oauth::effective_scope(&r.scope, &r.client_scope, Some(&r.user_permission))
+        else {
+            return Ok(inactive);
+        };
         return Ok(json!({
             "active": true,
-            "scope": r.scope,
+            "scope": scope.as_str(),
             "client_id": r.client_id,
             "username": r.user_email,
             "sub": r.user_id,

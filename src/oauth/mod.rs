@@ -68,6 +68,19 @@ impl OAuthError {
     }
 }
 
+/// The scope a grant or token confers now: the least of what it was given,
+/// what its application may have now, and (for tokens acting for a user)
+/// the user's permission now. An application whose scope shrinks takes its
+/// existing grants down with it.
+pub fn effective_scope(given: &str, client: &str, user: Option<&str>) -> Option<Permission> {
+    let mut s: Permission = given.parse().ok()?;
+    s = s.cap(client.parse().ok()?);
+    if let Some(u) = user {
+        s = s.cap(u.parse().ok()?);
+    }
+    Some(s)
+}
+
 /// Parses a scope as the API speaks it: `read` or `read_write`.
 pub fn parse_scope(s: &str) -> Result<Permission, OAuthError> {
     s.trim().parse().map_err(|_| {

@@ -24,6 +24,8 @@ pub struct AccessSpec<'a> {
     pub grant_id: Option<&'a str>,
     pub user_id: Option<&'a str>,
     pub scope: &'a str,
+    /// How long the token lives.
+    pub ttl_ms: i64,
 }
 
 /// The statement that stores access tokens, without its VALUES tuples.
@@ -42,7 +44,7 @@ pub fn access_row(pepper: &Pepper, spec: AccessSpec<'_>, now: i64) -> (String, V
         Arg::OptText(spec.user_id.map(str::to_string)),
         Arg::Text(spec.scope.to_string()),
         Arg::Int(now),
-        Arg::Int(now + spec.client.access_ttl_ms),
+        Arg::Int(now.saturating_add(spec.ttl_ms)),
     ];
     (t, row)
 }

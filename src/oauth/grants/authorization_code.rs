@@ -189,6 +189,12 @@ async fn exchange_in(
     )?;
     let (refresh, _) =
         insert_refresh(tx, &core.pepper, &grant_id, client.refresh_ttl_ms, now).await?;
+    let scope = crate::oauth::effective_scope(
+        &row.scope,
+        client.scope().as_str(),
+        Some(user.permission.as_str()),
+    )
+    .ok_or_else(|| OAuthError::InvalidGrant("the authorization has no valid scope".into()))?;
     let access = insert_access(
         tx,
         &core.pepper,
@@ -196,7 +202,8 @@ async fn exchange_in(
             client,
             grant_id: Some(&grant_id),
             user_id: Some(&user.id),
-            scope: &row.scope,
+            scope: scope.as_str(),
+            ttl_ms: client.access_ttl_ms,
         },
         now,
     )
@@ -212,7 +219,7 @@ async fn exchange_in(
         access_token: access,
         refresh_token: Some(refresh),
         expires_in: client.access_ttl_ms / 1000,
-        scope: row.scope,
+        scope: scope.as_str().to_string(),
     }))
 }
 

@@ -39,6 +39,9 @@ pub async fn issue(
             ));
         }
     }
+    // Machine tokens live at most `m2m_token_ttl_max` whatever the client
+    // row says (rows written before the cap existed may say more).
+    let ttl_ms = client.access_ttl_ms.min(core.config.m2m_token_ttl_max.ms());
     // One INSERT, coalesced with the other token requests of this moment.
     let (access, row) = access_row(
         &core.pepper,
@@ -47,6 +50,7 @@ pub async fn issue(
             grant_id: None,
             user_id: client.user_id.as_deref(),
             scope: scope.as_str(),
+            ttl_ms,
         },
         now,
     );
@@ -57,7 +61,7 @@ pub async fn issue(
     Ok(Issued {
         access_token: access,
         refresh_token: None,
-        expires_in: client.access_ttl_ms / 1000,
+        expires_in: ttl_ms / 1000,
         scope: scope.as_str().to_string(),
     })
 }

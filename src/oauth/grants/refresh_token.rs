@@ -32,6 +32,7 @@ struct Row {
     grant_created_at: i64,
     grant_revoked_at: Option<i64>,
     user_active: bool,
+    user_permission: String,
     user_cutoff: Option<i64>,
     org_cutoff: Option<i64>,
 }
@@ -50,7 +51,7 @@ async fn load<C: crate::store::AsEx>(tx: &mut C, digest: &str) -> Result<Option<
         Row,
         "SELECT rt.grant_id, rt.expires_at, rt.used_at, rt.used_ip, g.client_pk, g.user_id, g.scope,
                 g.created_at AS grant_created_at, g.revoked_at AS grant_revoked_at,
-                u.active AS user_active, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff
+                u.active AS user_active, u.permission AS user_permission, u.revoked_before AS user_cutoff, o.revoked_before AS org_cutoff
          FROM oauth_refresh_tokens rt
          JOIN oauth_grants g ON g.id = rt.grant_id
          JOIN users u ON u.id = g.user_id
@@ -176,6 +177,14 @@ async fn rotate(
         now,
         now + client.refresh_ttl_ms
     )?;
+    // The new tokens carry the grant's scope as it stands now (the app's
+    // scope and the user's permission may have shrunk since consent).
+    let scope = crate::oauth::effective_scope(
+        &row.scope,
+        client.scope().as_str(),
+        Some(&row.user_permission),
+    )
+    .ok_or_else(|| OAuthError::InvalidGrant("the authorization has no valid scope".into()))?;
     let access = insert_access(
         tx,
         &core.pepper,
@@ -183,7 +192,8 @@ async fn rotate(
             client,
             grant_id: Some(&row.grant_id),
             user_id: Some(&row.user_id),
-            scope: &row.scope,
+            scope: scope.as_str(),
+            ttl_ms: client.access_ttl_ms,
         },
         now,
     )
@@ -192,7 +202,7 @@ async fn rotate(
         access_token: access,
         refresh_token: Some(new_refresh),
         expires_in: client.access_ttl_ms / 1000,
-        scope: row.scope.clone(),
+        scope: scope.as_str().to_string(),
     };
     if client.refresh_grace_ms > 0 {
         let pair = serde_json::to_vec(&issued).unwrap_or_default();
