@@ -259,39 +259,6 @@ async fn bench(provider: &World, consumer: &World, n: usize, observe: Duration) 
     let _ = psrv.wait();
 }
 
-fn serve_cmd(mut c: std::process::Command) -> (std::process::Child, String, Duration) {
-    use std::io::BufRead;
-    let started = Instant::now();
-    c.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("REKEY_LOG", "warn,rekey::server=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if !sent {
-                if let Some(i) = line.find("listening on http://") {
-                    let _ = tx.send(
-                        line[i + 13..]
-                            .chars()
-                            .take_while(|c| !c.is_whitespace())
-                            .collect::<String>(),
-                    );
-                    sent = true;
-                }
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("start");
-    (child, url, started.elapsed())
-}
-
 async fn scalar(w: &World, sql: &str) -> i64 {
     if w.backend == "postgres" {
         let p = sqlx::PgPool::connect(&w.db_url).await.expect("pg");

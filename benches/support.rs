@@ -113,35 +113,41 @@ impl World {
 
     /// Starts the server; returns it and its base URL and the time until it answered.
     pub fn serve(&self) -> (Child, String, Duration) {
-        let started = Instant::now();
-        let mut c = self.cmd();
-        c.args(["serve", "--listen", "127.0.0.1:0"])
-            .env("REKEY_LOG", "warn,rekey::server=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(i) = line.find("listening on http://") {
-                        let url: String = line[i + 13..]
-                            .chars()
-                            .take_while(|c| !c.is_whitespace())
-                            .collect();
-                        let _ = tx.send(url);
-                        sent = true;
-                    }
+        serve_cmd(self.cmd())
+    }
+}
+
+/// Starts `rekey serve` from `c` (a [`World::cmd`] with extra settings);
+/// returns it, its base URL and the time until it listened.
+#[allow(dead_code)]
+pub fn serve_cmd(mut c: Command) -> (Child, String, Duration) {
+    let started = Instant::now();
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("REKEY_LOG", "warn,rekey::server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(i) = line.find("listening on http://") {
+                    let url: String = line[i + 13..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
+                    let _ = tx.send(url);
+                    sent = true;
                 }
             }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server start");
-        (child, url, started.elapsed())
-    }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server start");
+    (child, url, started.elapsed())
 }
 
 impl Drop for World {

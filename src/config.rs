@@ -106,6 +106,23 @@ pub struct Config {
     pub login_window: Dur,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs): the client is the
+    /// right-most address not in this list.
+    #[serde(deserialize_with = "str_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Password hashes run at once (0: the number of cores) and waiting
+    /// (0: twice that); past both, logins answer 503 with Retry-After.
+    pub password_hash_concurrency: usize,
+    pub password_hash_queue: usize,
+    /// Time a client has to send a request's headers (also how long an
+    /// idle keep-alive connection waits for its next request).
+    pub header_read_timeout: Dur,
+    /// A connection on which nothing is read or written for this long is closed.
+    pub idle_timeout: Dur,
+    /// Longest time a request may take, answered 408 after it.
+    pub request_timeout: Dur,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Life of an authorization code; at most 60 s.
     pub authorization_code_ttl: Dur,
     /// How often the refresh keeper looks for connections to refresh; 0 turns it off.
@@ -159,6 +176,13 @@ impl Default for Config {
             login_max_failures_per_ip: 50,
             login_window: Dur::secs(15 * 60),
             trust_forwarded_for: false,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            password_hash_concurrency: 0,
+            password_hash_queue: 0,
+            header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
+            request_timeout: Dur::secs(60),
+            max_connections: 1024,
             authorization_code_ttl: Dur::secs(60),
             keeper_interval: Dur::secs(10),
             egress_deny: Vec::new(),
@@ -199,6 +223,13 @@ const KNOWN: &[&str] = &[
     "login_max_failures_per_ip",
     "login_window",
     "trust_forwarded_for",
+    "trusted_proxies",
+    "password_hash_concurrency",
+    "password_hash_queue",
+    "header_read_timeout",
+    "idle_timeout",
+    "request_timeout",
+    "max_connections",
     "authorization_code_ttl",
     "keeper_interval",
     "egress_deny",
@@ -207,6 +238,63 @@ const KNOWN: &[&str] = &[
     // read by the CLI, not a server setting
     "config",
 ];
+
+/// Settings whose values are secret (or may hold a password, as a database
+/// URL does): errors about them name the setting, never the value.
+fn is_secret_setting(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "database_url"
+        || ["key", "secret", "password", "token"]
+            .iter()
+            .any(|w| key.contains(w))
+}
+
+/// Reads and checks a TOML file. A syntax error names the file, line,
+/// column and setting — never the line itself, which for `master_key`
+/// would print the key.
+fn read_toml(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+        let before = text.get(..at).unwrap_or("");
+        let line_no = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let line = text.lines().nth(line_no - 1).unwrap_or("");
+        let key = line
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_string())
+            .filter(|k| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+        let what = match &key {
+            Some(k) if is_secret_setting(k) => format!("in the value of {k} (not shown)"),
+            Some(k) => format!("in {k}: {}", e.message()),
+            None => "invalid TOML (line not shown)".to_string(),
+        };
+        return Err(ConfigError::Invalid(format!(
+            "{} line {line_no}, column {col}: {what}",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
+/// One setting error, without the value when the setting is secret.
+fn describe_error(e: &figment::Error) -> String {
+    let key = e.path.last().cloned().unwrap_or_default();
+    if !is_secret_setting(&key) {
+        return e.to_string();
+    }
+    let from = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    format!("invalid value for {key}{from}; value not shown")
+}
 
 impl Config {
     /// Loads the layers. `file` is `--config`/`REKEY_CONFIG`, default `./rekey.toml`
@@ -224,8 +312,11 @@ impl Config {
                     p.display()
                 )))
             }
-            Some(p) => fig = fig.merge(Toml::file(p)),
-            None => fig = fig.merge(Toml::file("rekey.toml")),
+            Some(p) => fig = fig.merge(Toml::string(&read_toml(p)?)),
+            None if Path::new("rekey.toml").exists() => {
+                fig = fig.merge(Toml::string(&read_toml(Path::new("rekey.toml"))?))
+            }
+            None => {}
         }
         for (k, _) in std::env::vars() {
             if let Some(rest) = k.strip_prefix("REKEY_") {
@@ -238,9 +329,14 @@ impl Config {
         fig = fig
             .merge(Env::prefixed("REKEY_").only(&KNOWN[..KNOWN.len() - 1]))
             .merge(Serialized::globals(overrides));
-        let cfg: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cfg: Config = fig.extract().map_err(|e| {
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| describe_error(&e))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
         cfg.validate()?;
         Ok((cfg, warnings))
     }
@@ -265,11 +361,58 @@ impl Config {
                 "m2m_token_ttl_max must be at least 1s".into(),
             ));
         }
+        self.trusted_proxy_nets()?;
+        for (name, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.0.is_zero() || d.0 > Duration::from_secs(86_400) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between 1s and 1d"
+                )));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be at least 1".into(),
+            ));
+        }
         if let Some(u) = &self.public_url {
             url::Url::parse(u)
                 .map_err(|e| ConfigError::Invalid(format!("public_url {u:?}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// `trusted_proxies` parsed; a bare address is a one-address network.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!("trusted_proxies: {s:?} is not a CIDR"))
+                    })
+            })
+            .collect()
+    }
+
+    /// Password-hashing threads: the setting, or the number of cores.
+    pub fn password_hash_workers(&self) -> usize {
+        match self.password_hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Places in the password-hashing queue: the setting, or twice the workers.
+    pub fn password_hash_queue_len(&self) -> usize {
+        match self.password_hash_queue {
+            0 => self.password_hash_workers().saturating_mul(2),
+            n => n,
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {

@@ -7,6 +7,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::keyring::{KeySource, Keyring, Place};
 use crate::crypto::password::PasswordHasherConfig;
+use crate::crypto::password_pool::PasswordPool;
 use crate::crypto::{sealed, Pepper};
 use crate::store::writer::Writer;
 use crate::store::Db;
@@ -54,11 +55,35 @@ pub struct CoreInner {
     pub cache: crate::oauth::cache::ValidationCache,
     pub keyring: Keyring,
     pub pepper: Pepper,
-    pub passwords: PasswordHasherConfig,
+    /// argon2 runs only here: a bounded pool (see `password_pool`).
+    pub passwords: PasswordPool,
     pub clock: Arc<dyn Clock>,
     /// Every outbound call to an address an admin typed goes through it.
     pub egress: crate::egress::Egress,
     pub config: Arc<Config>,
+}
+
+/// Creates the data directory 0700 (it holds the database and the key
+/// file), and takes group and other access away from one that has them.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            // Best effort: a directory someone else owns is left as it is.
+            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory private");
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 const PEPPER: Place<'static> = Place {
@@ -73,7 +98,7 @@ impl Core {
     /// and the pepper (generating it on first start).
     pub async fn open(config: Config, create_key: bool) -> Result<(Core, KeySource), CoreError> {
         if config.database_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            private_dir(&config.data_dir).map_err(|e| {
                 crate::config::ConfigError::Invalid(format!(
                     "cannot create data_dir {}: {e}",
                     config.data_dir.display()
@@ -91,11 +116,15 @@ impl Core {
         let policy = crate::egress::Policy::new(&config.egress_deny, &config.egress_allow)
             .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
         let egress = crate::egress::Egress::new(policy, Some((db.clone(), clock.clone())));
-        let passwords = PasswordHasherConfig::new(
-            config.argon2_memory_kib,
-            config.argon2_iterations,
-            config.argon2_parallelism,
-        )?;
+        let passwords = PasswordPool::new(
+            PasswordHasherConfig::new(
+                config.argon2_memory_kib,
+                config.argon2_iterations,
+                config.argon2_parallelism,
+            )?,
+            config.password_hash_workers(),
+            config.password_hash_queue_len(),
+        );
         Ok((
             Core {
                 inner: Arc::new(CoreInner {

@@ -269,6 +269,16 @@ async fn post(
             Some("Invalid email or password."),
             StatusCode::UNAUTHORIZED,
         ),
+        Err(IdentityError::Invalid(_)) => show_login(
+            ctx,
+            Some("Enter a valid email address."),
+            StatusCode::BAD_REQUEST,
+        ),
+        Err(IdentityError::Busy(_)) => show_login(
+            ctx,
+            Some("Sign-in is busy right now. Try again in a moment."),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
         Err(e) => {
             tracing::error!(error = %e, "sign-in failed");
             error_page(

@@ -125,6 +125,12 @@ impl From<IdentityError> for ApiError {
                 "too many failed attempts; try again later",
             )
             .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()),
+            IdentityError::Busy(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                e.to_string(),
+            )
+            .with_header(header::RETRY_AFTER, "1"),
             other => ApiError::internal(other),
         }
     }

@@ -1,6 +1,6 @@
 //! Request extractors shared by the routes: the client IP and the admin session.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -12,32 +12,58 @@ use crate::identity::sessions::{self, Session};
 
 pub const SESSION_COOKIE: &str = "rekey_session";
 
-/// The client's IP: the socket peer, or the first `X-Forwarded-For` hop when
-/// `trust_forwarded_for` is set (only behind a proxy you run).
+/// The client's IP: the socket peer; or, when `trust_forwarded_for` is set
+/// and the peer is one of `trusted_proxies`, the right-most address in
+/// `X-Forwarded-For` that is not a trusted proxy. Each proxy appends the
+/// address it received from, so everything left of that is whatever the
+/// client chose to send and is never believed.
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub Option<String>);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        if st.core.config.trust_forwarded_for {
-            if let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-            {
-                return Ok(ClientIp(Some(ip)));
-            }
-        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string());
-        Ok(ClientIp(peer))
+            .map(|ci| ci.0.ip());
+        let Some(peer) = peer else {
+            return Ok(ClientIp(None));
+        };
+        if !st.core.config.trust_forwarded_for {
+            return Ok(ClientIp(Some(peer.to_string())));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        Ok(ClientIp(Some(
+            client_ip(peer, &forwarded, &st.trusted_proxies).to_string(),
+        )))
     }
+}
+
+/// Walks from the peer leftwards through `forwarded` while each hop is a
+/// trusted proxy; the first untrusted hop is the client. A hop that is not
+/// an IP address stops the walk at the last trusted one (it cannot be
+/// checked, so it is not believed).
+pub fn client_ip(peer: IpAddr, forwarded: &[&str], trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        if !is_trusted(&client) {
+            break;
+        }
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// Reads one cookie from the request headers.
@@ -140,5 +166,38 @@ where
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(v)| OptionalJson(Some(v)))
             .map_err(|r| super::error::json_rejection(r, super::Format::Admin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_is_the_rightmost_untrusted_hop() {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // the client's own value is on the left; the proxy appended the real one
+        assert_eq!(
+            client_ip(lo, &["6.6.6.6", "203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
+        // through two trusted proxies
+        assert_eq!(
+            client_ip(lo, &["6.6.6.6", "203.0.113.9", "10.1.2.3"], &trusted),
+            ip("203.0.113.9")
+        );
+        // a peer that is not a proxy: its header is ignored
+        assert_eq!(
+            client_ip(ip("198.51.100.7"), &["6.6.6.6"], &trusted),
+            ip("198.51.100.7")
+        );
+        // garbage stops the walk at the last trusted hop
+        assert_eq!(client_ip(lo, &["6.6.6.6", "junk"], &trusted), lo);
+        assert_eq!(client_ip(lo, &[], &trusted), lo);
     }
 }

@@ -1,28 +1,57 @@
-//! Request counts and latencies by route and status, in Prometheus text.
+//! Request counts and latencies by method, route and status, and the
+//! password-hashing pool, as OpenMetrics text (`prometheus-client`).
+//!
+//! Every label value comes from a closed set, never from the request as
+//! sent: methods outside the standard ones are `other`, and a path no route
+//! matched is `unmatched` — otherwise anyone could grow the series (and the
+//! process) without bound by sending made-up methods or paths.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::crypto::password_pool::PoolMetrics;
 
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
+/// The methods labelled by name; anything else is `other`.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    /// A route template from the router (finite), or `unmatched`.
+    route: String,
+    status: u16,
+}
+
+type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Histograms,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -32,64 +61,56 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
-        let mut m = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let s = m
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default();
-        s.count += 1;
-        s.sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                s.buckets[i] += 1;
-            }
+    pub fn new(pool: &PoolMetrics) -> Metrics {
+        let mut registry = Registry::with_prefix("rekey");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        let durations: Histograms = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            durations.clone(),
+        );
+        registry.register(
+            "password_hash_refused",
+            "Password checks refused because every hashing place was taken",
+            pool.refused.clone(),
+        );
+        registry.register(
+            "password_hashes",
+            "Password hashes run",
+            pool.hashes.clone(),
+        );
+        registry.register(
+            "password_hash_in_flight",
+            "Password hashes running or queued",
+            pool.in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            durations,
         }
     }
 
+    fn observe(&self, method: &Method, route: String, status: u16, secs: f64) {
+        let labels = RequestLabels {
+            method: method_label(method),
+            route,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(secs);
+    }
+
     pub fn render(&self) -> String {
-        let m = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP rekey_http_requests_total HTTP requests by method, route and status."
-        );
-        let _ = writeln!(out, "# TYPE rekey_http_requests_total counter");
-        for ((method, route, status), s) in m.iter() {
-            let _ = writeln!(
-                out,
-                "rekey_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
-                s.count
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rekey_http_request_duration_seconds HTTP request latency."
-        );
-        let _ = writeln!(out, "# TYPE rekey_http_request_duration_seconds histogram");
-        for ((method, route, status), s) in m.iter() {
-            let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "rekey_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "rekey_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "rekey_http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "rekey_http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
         }
         out
     }
@@ -107,12 +128,12 @@ pub async fn track(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
     metrics.observe(
         &method,
-        &route,
+        route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );

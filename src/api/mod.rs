@@ -20,12 +20,13 @@ pub mod session;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
 pub use error::{ApiError, Format};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Where clients reach us; the OAuth issuer.
     pub public_url: Arc<str>,
+    /// `trusted_proxies`, parsed once.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 pub fn router(state: AppState) -> Router {
     let limit = state.core.config.body_limit;
     let metrics = state.metrics.clone();
+    let request_timeout = state.core.config.request_timeout.0;
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -224,6 +228,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn(request_id))

@@ -36,7 +36,10 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         st.metrics.render(),
     )
 }

@@ -374,8 +374,18 @@ const SETTINGS_HELP: &str = "Settings (rekey.toml key / environment variable; fl
   login_max_failures_per_ip / REKEY_LOGIN_MAX_FAILURES_PER_IP            [50]
   login_window / REKEY_LOGIN_WINDOW          failed-login window [15m]
   trust_forwarded_for / REKEY_TRUST_FORWARDED_FOR  client IP from X-Forwarded-For [false]
+  trusted_proxies / REKEY_TRUSTED_PROXIES    proxies whose X-Forwarded-For is believed [127.0.0.0/8,::1]
+  password_hash_concurrency / REKEY_PASSWORD_HASH_CONCURRENCY  hashes at once [cores]
+  password_hash_queue / REKEY_PASSWORD_HASH_QUEUE  waiting checks, then 503 [2 x concurrency]
+  header_read_timeout / REKEY_HEADER_READ_TIMEOUT  time to send headers; keep-alive idle [10s]
+  idle_timeout / REKEY_IDLE_TIMEOUT          nothing read or written: close [60s]
+  request_timeout / REKEY_REQUEST_TIMEOUT    longest request, then 408 [60s]
+  max_connections / REKEY_MAX_CONNECTIONS    connections served at once [1024]
   authorization_code_ttl / REKEY_AUTHORIZATION_CODE_TTL  at most 60s [60s]
   keeper_interval / REKEY_KEEPER_INTERVAL    refresh keeper period; 0 turns it off [10s]
+  egress_deny / REKEY_EGRESS_DENY            private, loopback: refused outbound [none]
+  egress_allow / REKEY_EGRESS_ALLOW          CIDRs exempt from egress_deny [none]
+  m2m_token_ttl_max / REKEY_M2M_TOKEN_TTL_MAX  longest machine access token [1h]
 Durations: 30s, 15m, 1h, 90d, or a bare number of seconds.";
 
 #[derive(Args, Debug)]

@@ -138,7 +138,7 @@ impl Keyring {
             Ok(text) => Ok((Self::parse(&text)?, KeySource::File(key_file.to_path_buf()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 if let Some(dir) = key_file.parent() {
-                    fs::create_dir_all(dir).map_err(io)?;
+                    crate::state::private_dir(dir).map_err(io)?;
                 }
                 write_key_file(key_file, &generate_key()).map_err(io)?;
                 let text = fs::read_to_string(key_file).map_err(io)?;

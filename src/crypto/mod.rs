@@ -3,6 +3,7 @@
 
 pub mod keyring;
 pub mod password;
+pub mod password_pool;
 pub mod sealed;
 pub mod token;
 

@@ -28,6 +28,9 @@ pub enum IdentityError {
     Sealed(#[from] crate::crypto::sealed::SealedError),
     #[error(transparent)]
     Password(#[from] crate::crypto::password::PasswordError),
+    /// Every password-hashing place is taken; answered `503` + `Retry-After`.
+    #[error(transparent)]
+    Busy(#[from] crate::crypto::password_pool::PoolBusy),
 }
 
 impl From<sqlx::Error> for IdentityError {

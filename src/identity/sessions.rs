@@ -100,7 +100,9 @@ fn csrf_place(id: &str) -> Place<'_> {
 
 /// Logs in; returns the session token (shown once, as a cookie) and the session.
 /// Unknown email, wrong password, non-admin and deactivated users all answer
-/// `BadCredentials` after the same amount of work.
+/// `BadCredentials` after the same work: exactly one password hash, against
+/// the one account the email (and `org`) names — the operator first, else
+/// the oldest admin membership — or a dummy hash when there is none.
 pub async fn login(
     core: &Core,
     email: &str,
@@ -110,55 +112,55 @@ pub async fn login(
 ) -> Result<(String, Session), IdentityError> {
     let now = core.now();
     let cfg = &core.config;
-    let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    throttle_gate(core, &email, ip, now).await?;
+    let email = login_email(email)?;
+    let attempt = Attempt::take(core, &email, ip, now).await?;
 
-    let mut candidates: Vec<(String, Principal)> = Vec::new();
-    match org {
-        Some(slug) => {
-            if let Ok(o) = orgs::find_in(&core.db, slug).await {
+    let candidate: Option<(String, Principal)> = match org {
+        Some(slug) => match orgs::find_in(&core.db, slug).await {
+            Ok(o) => {
                 let mut c = core.db.read().await?;
-                if let Some(u) = users::find_by_email(&mut c, &o.id, &email).await? {
-                    candidates.push((
+                users::find_by_email(&mut c, &o.id, &email).await?.map(|u| {
+                    (
                         u.password_hash.clone(),
                         Principal::OrgAdmin { user: u, org: o },
-                    ));
+                    )
+                })
+            }
+            Err(_) => None,
+        },
+        None => match operators::find_by_email(&core.db, &email).await? {
+            Some(op) => Some((op.password_hash.clone(), Principal::Operator(op))),
+            None => match users::admins_by_email(&core.db, &email)
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(u) => {
+                    let o = orgs::find_in(&core.db, &u.org_id).await?;
+                    Some((
+                        u.password_hash.clone(),
+                        Principal::OrgAdmin { user: u, org: o },
+                    ))
                 }
-            }
-        }
-        None => {
-            if let Some(op) = operators::find_by_email(&core.db, &email).await? {
-                candidates.push((op.password_hash.clone(), Principal::Operator(op)));
-            }
-            for u in users::admins_by_email(&core.db, &email).await? {
-                let o = orgs::find_in(&core.db, &u.org_id).await?;
-                candidates.push((
-                    u.password_hash.clone(),
-                    Principal::OrgAdmin { user: u, org: o },
-                ));
-            }
-        }
-    }
-
-    let mut found = None;
-    if candidates.is_empty() {
-        users::verify_password(core, password, None).await;
-    }
-    for (hash, principal) in candidates {
-        if users::verify_password(core, password, Some(hash)).await {
-            found = Some(principal);
-            break;
-        }
-    }
-    let principal = match found {
+                None => None,
+            },
+        },
+    };
+    let known = candidate.is_some();
+    let (stored, principal) = match candidate {
+        Some((h, p)) => (Some(h), Some(p)),
+        None => (None, None),
+    };
+    let ok = attempt.verify(core, password, stored).await?;
+    let principal = match principal.filter(|_| ok) {
         Some(Principal::OrgAdmin { user, .. }) if !user.is_admin || !user.active => None,
         other => other,
     };
     let Some(principal) = principal else {
-        record_failure(core, &email, ip, now).await?;
+        record_failure(core, &email, known, ip, now).await?;
         return Err(IdentityError::BadCredentials);
     };
-    throttle::clear(&core.db, &account_key(&email)).await?;
+    attempt.succeeded(core).await?;
 
     let token = token::mint(TokenKind::AdminSession);
     let csrf = token::mint(TokenKind::Csrf);
@@ -289,56 +291,113 @@ pub async fn logout(core: &Core, session: &Session, ip: Option<&str>) -> Result<
     Ok(())
 }
 
-fn account_key(email: &str) -> String {
-    format!("login:acct:{email}")
+/// The email of a login attempt, checked before anything is counted or
+/// recorded; the message does not echo what was typed (it may be a password).
+fn login_email(raw: &str) -> Result<String, IdentityError> {
+    normalize_email(raw)
+        .map_err(|_| IdentityError::Invalid("email is not a valid email address".into()))
 }
 
-/// Refuses while the account or the client IP has used up its failures.
-async fn throttle_gate(
-    core: &Core,
-    email: &str,
-    ip: Option<&str>,
-    now: i64,
-) -> Result<(), IdentityError> {
-    let cfg = &core.config;
-    let window = cfg.login_window.ms();
-    let ip_key = ip.map(|ip| format!("login:ip:{ip}"));
-    for (key, limit) in [
-        (Some(account_key(email)), cfg.login_max_failures_per_account),
-        (ip_key, cfg.login_max_failures_per_ip),
-    ] {
-        if let Some(key) = key {
-            if let Some(secs) = throttle::blocked(&core.db, &key, limit, window, now).await? {
-                return Err(IdentityError::Throttled {
-                    retry_after_secs: secs,
-                });
-            }
+/// A short, keyed digest naming an email without storing it: the throttle
+/// keys and the audit of attempts on unknown accounts use it.
+fn email_digest(core: &Core, email: &str) -> String {
+    let d = core.pepper.digest(email);
+    d[d.len().saturating_sub(16)..].to_string()
+}
+
+/// One login attempt, already counted against the account and the client IP.
+struct Attempt {
+    account_key: String,
+    ip_key: Option<String>,
+}
+
+impl Attempt {
+    /// Counts the attempt and refuses it when the account or the IP has
+    /// used up its attempts in the window (see [`throttle::take`]).
+    async fn take(
+        core: &Core,
+        email: &str,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<Attempt, IdentityError> {
+        let cfg = &core.config;
+        let window = cfg.login_window.ms();
+        let attempt = Attempt {
+            account_key: format!("login:acct:{}", email_digest(core, email)),
+            ip_key: ip.map(|ip| format!("login:ip:{ip}")),
+        };
+        let mut wait = throttle::take(
+            &core.db,
+            &attempt.account_key,
+            cfg.login_max_failures_per_account,
+            window,
+            now,
+        )
+        .await?;
+        if let Some(key) = &attempt.ip_key {
+            let ip_wait =
+                throttle::take(&core.db, key, cfg.login_max_failures_per_ip, window, now).await?;
+            wait = wait.max(ip_wait);
+        }
+        match wait {
+            Some(retry_after_secs) => Err(IdentityError::Throttled { retry_after_secs }),
+            None => Ok(attempt),
         }
     }
-    Ok(())
+
+    /// The one password check of the attempt. When the hashing pool is
+    /// full the attempt is given back: nothing was tried.
+    async fn verify(
+        &self,
+        core: &Core,
+        password: &str,
+        stored: Option<String>,
+    ) -> Result<bool, IdentityError> {
+        match users::verify_password(core, password, stored).await {
+            Err(e @ IdentityError::Busy(_)) => {
+                throttle::give_back(&core.db, &self.account_key).await?;
+                if let Some(k) = &self.ip_key {
+                    throttle::give_back(&core.db, k).await?;
+                }
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// A success clears the account's count and does not count against the IP.
+    async fn succeeded(&self, core: &Core) -> Result<(), IdentityError> {
+        throttle::clear(&core.db, &self.account_key).await?;
+        if let Some(k) = &self.ip_key {
+            throttle::give_back(&core.db, k).await?;
+        }
+        Ok(())
+    }
 }
 
-/// Counts a failed login against the account and the IP, and audits it.
+/// Audits a failed login. An email that names no account is recorded by
+/// its digest: whatever was typed into the field stays out of the log.
 async fn record_failure(
     core: &Core,
     email: &str,
+    known: bool,
     ip: Option<&str>,
     now: i64,
 ) -> Result<(), IdentityError> {
-    let window = core.config.login_window.ms();
-    throttle::hit(&core.db, &account_key(email), window, now).await?;
-    if let Some(ip) = ip {
-        throttle::hit(&core.db, &format!("login:ip:{ip}"), window, now).await?;
-    }
+    let who = if known {
+        email.to_string()
+    } else {
+        format!("unknown:{}", email_digest(core, email))
+    };
     let mut tx = core.db.begin_write().await?;
     audit::record(
         &mut tx,
         now,
-        &Actor::new(format!("login:{email}"), ip.map(str::to_string)),
+        &Actor::new(format!("login:{who}"), ip.map(str::to_string)),
         Event {
             org_id: None,
             action: "session.login_failed",
-            target: Some(email),
+            target: Some(&who),
             detail: serde_json::json!({}),
         },
     )
@@ -357,22 +416,24 @@ pub async fn login_enduser(
     ip: Option<&str>,
 ) -> Result<(String, User), IdentityError> {
     let now = core.now();
-    let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    throttle_gate(core, &email, ip, now).await?;
+    let email = login_email(email)?;
+    let attempt = Attempt::take(core, &email, ip, now).await?;
     let mut c = core.db.read().await?;
     let user = users::find_by_email(&mut c, org_id, &email).await?;
     drop(c);
-    let ok = users::verify_password(
-        core,
-        password,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await;
+    let ok = attempt
+        .verify(
+            core,
+            password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
+    let known = user.is_some();
     let Some(user) = user.filter(|u| ok && u.active) else {
-        record_failure(core, &email, ip, now).await?;
+        record_failure(core, &email, known, ip, now).await?;
         return Err(IdentityError::BadCredentials);
     };
-    throttle::clear(&core.db, &account_key(&email)).await?;
+    attempt.succeeded(core).await?;
     let token = token::mint(TokenKind::AdminSession);
     let mut tx = core.db.begin_write().await?;
     exec!(

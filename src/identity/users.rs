@@ -95,22 +95,19 @@ pub async fn create(core: &Core, actor: &Actor, new: NewUser<'_>) -> Result<User
     Ok(user)
 }
 
-/// argon2 is deliberately slow: keep it off the async workers.
+/// argon2 is deliberately slow: it runs on the bounded password pool, off
+/// the async workers.
 pub async fn hash_password(core: &Core, password: &str) -> Result<String, IdentityError> {
-    let hasher = core.passwords.clone();
-    let pw = password.to_string();
-    tokio::task::spawn_blocking(move || hasher.hash(&pw))
-        .await
-        .map_err(|_| IdentityError::Invalid("password hashing was interrupted".into()))?
-        .map_err(Into::into)
+    Ok(core.passwords.hash(password).await??)
 }
 
-pub async fn verify_password(core: &Core, password: &str, stored: Option<String>) -> bool {
-    let hasher = core.passwords.clone();
-    let pw = password.to_string();
-    tokio::task::spawn_blocking(move || hasher.verify(&pw, stored.as_deref()))
-        .await
-        .unwrap_or(false)
+/// One argon2 verification (against a dummy hash when `stored` is `None`).
+pub async fn verify_password(
+    core: &Core,
+    password: &str,
+    stored: Option<String>,
+) -> Result<bool, IdentityError> {
+    Ok(core.passwords.verify(password, stored).await?)
 }
 
 pub async fn list(db: &Db, org_id: &str) -> Result<Vec<User>, IdentityError> {

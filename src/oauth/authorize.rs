@@ -61,29 +61,28 @@ pub async fn validate(core: &Core, req: &Request) -> Result<Valid, Refusal> {
         .read()
         .await
         .map_err(|_| Refusal::Page("The server is unavailable; try again.".into()))?;
+    // An unknown client and a known client with a wrong redirect URI get
+    // the same page: telling them apart would let anyone enumerate client ids.
+    let unrecognised = || {
+        Refusal::Page(
+            "This link does not match a registered application and callback address. \
+             Check the link you followed."
+                .into(),
+        )
+    };
     let client = clients::by_client_id(&mut c, client_id)
         .await
         .map_err(|_| Refusal::Page("The server is unavailable; try again.".into()))?
         .filter(|cl| cl.kind() == ClientKind::App)
-        .ok_or_else(|| {
-            Refusal::Page("This application is not known. Check the link you followed.".into())
-        })?;
+        .ok_or_else(unrecognised)?;
     let callbacks = client.callbacks();
     let redirect_uri = match req.redirect_uri.as_deref().filter(|s| !s.is_empty()) {
         // Exact, character-for-character match against a registered callback.
         Some(r) if callbacks.iter().any(|c| c == r) => r.to_string(),
-        Some(_) => {
-            return Err(Refusal::Page(
-                "The redirect URI does not match any callback registered for this application."
-                    .into(),
-            ))
-        }
+        Some(_) => return Err(unrecognised()),
         None if callbacks.len() == 1 => callbacks[0].clone(),
-        None => {
-            return Err(Refusal::Page(
-                "The request has no redirect_uri and the application registers several.".into(),
-            ))
-        }
+        // Several callbacks and none named: also the same page.
+        None => return Err(unrecognised()),
     };
     let refuse = |error: &'static str, description: String| Refusal::Redirect {
         redirect_uri: redirect_uri.clone(),

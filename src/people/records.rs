@@ -17,6 +17,8 @@ pub enum RecordError {
     BadEmail,
     #[error("field {0:?} holds a nested object or array; values must be strings, numbers, booleans or null")]
     Nested(String),
+    #[error("the record names Email more than once with different addresses")]
+    ConflictingEmail,
     #[error("field names must be 1 to 128 characters")]
     BadFieldName,
 }
@@ -27,13 +29,29 @@ pub fn validate(v: Value) -> Result<(String, Map<String, Value>), RecordError> {
     let Value::Object(mut m) = v else {
         return Err(RecordError::NotObject);
     };
-    // `Email` as the seed API spells it; `email` accepted as the same field.
-    let raw = match m.remove("Email").or_else(|| m.remove("email")) {
-        None | Some(Value::Null) => return Err(RecordError::MissingEmail),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(RecordError::BadEmail),
-    };
-    let email = normalize_email(&raw).map_err(|_| RecordError::BadEmail)?;
+    // `Email` as the seed API spells it; the field name is matched without
+    // regard to case, so `Email` and `email` are one field and a record
+    // cannot store two addresses under it.
+    let keys: Vec<String> = m
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case("email"))
+        .cloned()
+        .collect();
+    let mut email: Option<String> = None;
+    for k in keys {
+        match m.remove(&k) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(raw)) => {
+                let e = normalize_email(&raw).map_err(|_| RecordError::BadEmail)?;
+                if email.as_ref().is_some_and(|prev| *prev != e) {
+                    return Err(RecordError::ConflictingEmail);
+                }
+                email = Some(e);
+            }
+            Some(_) => return Err(RecordError::BadEmail),
+        }
+    }
+    let email = email.ok_or(RecordError::MissingEmail)?;
     for (k, v) in &m {
         if k.is_empty() || k.chars().count() > 128 {
             return Err(RecordError::BadFieldName);
@@ -68,6 +86,13 @@ mod tests {
             Err(RecordError::BadEmail)
         );
         assert_eq!(validate(json!({"Email": 5})), Err(RecordError::BadEmail));
+        assert_eq!(
+            validate(json!({"Email": "a@b.io", "email": "c@d.io"})),
+            Err(RecordError::ConflictingEmail)
+        );
+        let (e, m) = validate(json!({"EMAIL": "A@b.io", "email": "a@b.io"})).unwrap();
+        assert_eq!(e, "a@b.io");
+        assert_eq!(m.len(), 1);
         assert_eq!(
             validate(json!({"Email": "a@b.io", "x": {"y": 1}})),
             Err(RecordError::Nested("x".into()))

@@ -33,6 +33,8 @@ pub enum StoreError {
     Writer(#[from] writer::WriterError),
     #[error("unsupported database url (expected sqlite:PATH or postgres://…): {0}")]
     BadUrl(String),
+    #[error("database file: {0}")]
+    File(#[from] std::io::Error),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -155,6 +157,38 @@ impl Tx {
     }
 }
 
+/// The database holds sealed credentials and digests: only its owner may
+/// read it. Creates the file 0600 when missing (SQLite gives its `-wal` and
+/// `-shm` files the database file's mode) and takes group and other access
+/// away from files an earlier version left readable.
+#[cfg(unix)]
+fn private_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(meta) = std::fs::metadata(&p) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_files(_: &Path) -> Result<()> {
+    Ok(())
+}
+
 impl Db {
     /// Connects to `url` (`sqlite:PATH`, `sqlite://PATH` or `postgres://…`).
     /// SQLite files are created when missing.
@@ -179,6 +213,7 @@ impl Db {
     }
 
     async fn open_sqlite(path: &Path) -> Result<Db> {
+        private_files(path)?;
         // WAL lets the CLI and the server share the file; FULL because a
         // rotated credential must survive a power cut; the busy timeout turns
         // a concurrent writer into a short wait instead of an error.

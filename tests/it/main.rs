@@ -11,4 +11,6 @@ mod keyring;
 mod oauth;
 mod oauth_support;
 mod platform;
+mod security_api;
 mod security_egress;
+mod security_login;

@@ -1,5 +1,7 @@
 //! `rekey serve`: binds, serves the router, shuts down gracefully.
 
+mod conn;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,8 +32,13 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
     let public_url: Arc<str> = core.config.public_url_for(bound).into();
     let state = AppState {
         core: core.clone(),
-        metrics: Default::default(),
+        metrics: Arc::new(crate::api::metrics::Metrics::new(&core.passwords.metrics)),
         public_url: public_url.clone(),
+        trusted_proxies: core
+            .config
+            .trusted_proxy_nets()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+            .into(),
     };
     let app = api::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -43,12 +50,13 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{bound}"
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let cfg = &core.config;
+    let limits = conn::Limits {
+        max_connections: cfg.max_connections,
+        header_read_timeout: cfg.header_read_timeout.0,
+        idle_timeout: cfg.idle_timeout.0,
+    };
+    conn::run(listener, app, limits, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     for j in jobs {
         let _ = j.await;
