@@ -7,23 +7,22 @@
 //! `Retry-After`) instead of piling up on tokio's blocking pool, which grows
 //! to 512 threads and keeps each thread's malloc arena.
 //!
-//! Dedicated threads also bound what stays resident after a burst: glibc
-//! keeps freed memory per arena, and arenas are per thread, so a few
-//! long-lived threads hold at most a few hashes' worth.
+//! Each thread keeps one argon2 working buffer ([`Memory`]) and reuses it,
+//! so what stays resident after a burst is one buffer per thread.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::password::{PasswordError, PasswordHasherConfig};
+use super::password::{Memory, PasswordError, PasswordHasherConfig};
 
 /// Every hashing place is taken.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("too many password checks at once; try again in a moment")]
 pub struct PoolBusy;
 
-type Job = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 /// The pool's figures, exported on `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -77,16 +76,16 @@ impl PasswordPool {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&PasswordHasherConfig) -> T + Send + 'static,
+        f: impl FnOnce(&PasswordHasherConfig, &mut Memory) -> T + Send + 'static,
     ) -> Result<T, PoolBusy> {
         let (tx, rx) = oneshot::channel();
         let hasher = self.hasher.clone();
         let in_flight = self.metrics.in_flight.clone();
         let hashes = self.metrics.hashes.clone();
         in_flight.inc();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |mem| {
             hashes.inc();
-            let _ = tx.send(f(&hasher));
+            let _ = tx.send(f(&hasher, mem));
             in_flight.dec();
         });
         if let Err(e) = self.jobs.try_send(job) {
@@ -103,16 +102,18 @@ impl PasswordPool {
     /// there is no account: one hash either way.
     pub async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, PoolBusy> {
         let pw = password.to_string();
-        self.run(move |h| h.verify(&pw, stored.as_deref())).await
+        self.run(move |h, mem| h.verify(&pw, stored.as_deref(), mem))
+            .await
     }
 
     pub async fn hash(&self, password: &str) -> Result<Result<String, PasswordError>, PoolBusy> {
         let pw = password.to_string();
-        self.run(move |h| h.hash(&pw)).await
+        self.run(move |h, mem| h.hash(&pw, mem)).await
     }
 }
 
 fn work(rx: &Mutex<Receiver<Job>>) {
+    let mut mem = Memory::default();
     loop {
         // The lock is held only while waiting for the next job, never while
         // hashing, so the other workers take jobs meanwhile.
@@ -121,7 +122,7 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match job {
-            Ok(job) => job(),
+            Ok(job) => job(&mut mem),
             Err(_) => return,
         }
     }
