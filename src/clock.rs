@@ -18,6 +18,43 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock tests can move: the system time plus an offset in milliseconds
+/// read from a file on every reading, so every process of a test (the
+/// server, a second instance, the CLI) sees a move at once. Used only when
+/// `REKEY_TEST_CLOCK_FILE` names the file; `rekey serve` logs a warning when
+/// it is on. A missing or unreadable file means no offset.
+#[derive(Debug)]
+pub struct OffsetFileClock {
+    path: std::path::PathBuf,
+}
+
+impl Clock for OffsetFileClock {
+    fn now_ms(&self) -> i64 {
+        let offset = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        SystemClock.now_ms().saturating_add(offset)
+    }
+}
+
+/// The environment variable that turns the test clock on.
+pub const TEST_CLOCK_ENV: &str = "REKEY_TEST_CLOCK_FILE";
+
+/// The clock the binary runs on: the system clock, or the test clock when
+/// [`TEST_CLOCK_ENV`] is set.
+pub fn from_env() -> std::sync::Arc<dyn Clock> {
+    match std::env::var_os(TEST_CLOCK_ENV) {
+        Some(p) if !p.is_empty() => std::sync::Arc::new(OffsetFileClock { path: p.into() }),
+        _ => std::sync::Arc::new(SystemClock),
+    }
+}
+
+/// True when the test clock is on (for a warning at start).
+pub fn is_test_clock() -> bool {
+    std::env::var_os(TEST_CLOCK_ENV).is_some_and(|p| !p.is_empty())
+}
+
 /// RFC 3339 form of a unix-millisecond instant, for people and JSON.
 pub fn rfc3339(ms: i64) -> String {
     // Clamped to what RFC 3339 can write (years 1970 to 9999): a value out

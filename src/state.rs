@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::keyring::{KeySource, Keyring, Place};
 use crate::crypto::password::PasswordHasherConfig;
@@ -111,7 +111,7 @@ impl Core {
             Keyring::load(config.master_key.as_deref(), &config.key_file(), create_key)?;
         let db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock: Arc<dyn Clock> = crate::clock::from_env();
         let pepper = load_pepper(&db, &keyring, clock.now_ms()).await?;
         let policy = crate::egress::Policy::new(&config.egress_deny, &config.egress_allow)
             .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;

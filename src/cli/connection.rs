@@ -10,6 +10,7 @@ use super::output::table;
 use super::{read_stdin_all, read_stdin_line, Out};
 use crate::audit::Actor;
 use crate::connectors::connections::{self, NewConnection};
+use crate::connectors::probe::Verdict;
 use crate::connectors::{
     actions, catalog, credentials, oauth_client, provider_clients, service_keys,
 };
@@ -165,9 +166,7 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
                                 v.status_reason.clone().unwrap_or_default(),
                                 v.last_test
                                     .as_ref()
-                                    .map(|t| {
-                                        format!("{} {}", if t.ok { "ok" } else { "FAILED" }, t.at)
-                                    })
+                                    .map(|t| format!("{} {}", t.outcome.as_str(), t.time))
                                     .unwrap_or_default(),
                             ]
                         })
@@ -211,14 +210,14 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             let o = orgs::find_in(&core.db, &r.org).await?;
             let (c, outcome) = actions::test(core, &actor, &o.id, &r.name).await?;
             out.emit(&c.view(), |_| {
-                format!(
-                    "{}: {}",
-                    if outcome.ok { "ok" } else { "FAILED" },
-                    outcome.message
-                )
+                format!("{}: {}", outcome.verdict.as_str(), outcome.message)
             });
-            if !outcome.ok {
-                return Ok(ExitCode::FAILURE);
+            // 1: the credential failed; 3: nothing could verify it (the
+            // Nagios "unknown"), so a script never reads it as a pass.
+            match outcome.verdict {
+                Verdict::Ok => {}
+                Verdict::Failed => return Ok(ExitCode::FAILURE),
+                Verdict::Unverified => return Ok(ExitCode::from(3)),
             }
         }
         ConnectionCmd::Authorize(r) | ConnectionCmd::Reauthenticate(r) => {
@@ -268,7 +267,7 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             out.emit(&c.view(), |_| {
                 format!(
                     "stored; test {}: {}",
-                    if outcome.ok { "ok" } else { "FAILED" },
+                    outcome.verdict.as_str(),
                     outcome.message
                 )
             });

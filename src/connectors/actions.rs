@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::connections::{self, Connection};
-use super::probe::{self, Outcome};
+use super::probe::{self, Outcome, Verdict};
 use super::{credentials, shapes, ConnectorError};
 use crate::audit::Actor;
 use crate::state::Core;
@@ -60,7 +60,7 @@ pub async fn set_credential(
         }
     }
     let out = probe::run(core, &conn, &creds).await;
-    if !out.ok && !force {
+    if out.verdict == Verdict::Failed && !force {
         return Err(ConnectorError::ProbeFailed(format!(
             "{}; nothing was stored (use --force to store it anyway)",
             out.message
@@ -69,40 +69,33 @@ pub async fn set_credential(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     connections::put_credentials(&mut tx, core, &conn, &creds, None, now).await?;
-    connections::record_test(&mut tx, &conn, out.ok, &out.message, now).await?;
+    connections::record_test(&mut tx, &conn, &out, now).await?;
     connections::record(
         &mut tx,
         now,
         actor,
         &conn,
         "connection.set_credential",
-        json!({"fields": fields.keys().collect::<Vec<_>>(), "forced": force && !out.ok}),
+        json!({
+            "fields": fields.keys().collect::<Vec<_>>(),
+            "forced": force && out.verdict == Verdict::Failed,
+            "test": out.verdict,
+        }),
     )
     .await?;
-    if out.ok {
-        connections::set_status(
-            &mut tx,
-            actor,
-            &conn,
+    let (status, reason) = match out.verdict {
+        Verdict::Ok => ("connected", "credential set".to_string()),
+        // Stored, since nothing could prove it either way; the view says so.
+        Verdict::Unverified => (
             "connected",
-            Some("credential set"),
-            now,
-        )
-        .await?;
-    } else {
-        connections::set_status(
-            &mut tx,
-            actor,
-            &conn,
+            format!("credential set; not verified: {}", out.message),
+        ),
+        Verdict::Failed => (
             "error",
-            Some(&format!(
-                "stored with --force; test failed: {}",
-                out.message
-            )),
-            now,
-        )
-        .await?;
-    }
+            format!("stored with --force; test failed: {}", out.message),
+        ),
+    };
+    connections::set_status(&mut tx, actor, &conn, status, Some(&reason), now).await?;
     tx.commit().await?;
     Ok((
         connections::get(&mut core.db.read().await?, &conn.id).await?,
@@ -120,10 +113,7 @@ pub async fn test(
     let conn = connections::find_in(&core.db, org_id, key).await?;
     let method = conn.method()?;
     let out = if !conn.has_credentials {
-        Outcome {
-            ok: false,
-            message: "no credentials are stored".into(),
-        }
+        Outcome::failed("no credentials are stored")
     } else {
         if method.is_oauth_code() {
             credentials::ensure_fresh(core, &conn).await?;
@@ -136,20 +126,25 @@ pub async fn test(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     let conn = connections::get(&mut tx, &conn.id).await?;
-    connections::record_test(&mut tx, &conn, out.ok, &out.message, now).await?;
+    connections::record_test(&mut tx, &conn, &out, now).await?;
     if conn.has_credentials && conn.status != "needs_reauth" {
-        if out.ok {
-            connections::set_status(&mut tx, actor, &conn, "connected", None, now).await?;
-        } else {
-            connections::set_status(
-                &mut tx,
-                actor,
-                &conn,
-                "error",
-                Some(&format!("connection test failed: {}", out.message)),
-                now,
-            )
-            .await?;
+        match out.verdict {
+            Verdict::Ok => {
+                connections::set_status(&mut tx, actor, &conn, "connected", None, now).await?;
+            }
+            Verdict::Failed => {
+                connections::set_status(
+                    &mut tx,
+                    actor,
+                    &conn,
+                    "error",
+                    Some(&format!("connection test failed: {}", out.message)),
+                    now,
+                )
+                .await?;
+            }
+            // Nothing was learned: the status stays what it was.
+            Verdict::Unverified => {}
         }
     }
     tx.commit().await?;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::catalog::{self, AuthMethod, Kind};
+use super::probe::Verdict;
 use super::shapes;
 use super::ConnectorError;
 use crate::audit::{self, Actor, Event};
@@ -50,13 +51,14 @@ pub struct Connection {
     pub last_test_at: Option<i64>,
     pub last_test_ok: Option<bool>,
     pub last_test_message: Option<String>,
+    pub last_test_outcome: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints, client_id, \
     has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, lease_owner, lease_until, last_test_at, \
-    last_test_ok, last_test_message, created_at, updated_at";
+    last_test_ok, last_test_message, last_test_outcome, created_at, updated_at";
 
 pub fn credentials_place(id: &str) -> Place<'_> {
     Place {
@@ -76,8 +78,14 @@ pub fn client_secret_place(id: &str) -> Place<'_> {
 
 #[derive(Serialize, Debug)]
 pub struct LastTest {
+    /// When the test ran (`at` is the same, kept for earlier clients).
+    pub time: String,
     pub at: String,
+    /// True only when the credential was proven to work (`outcome` = `ok`).
     pub ok: bool,
+    /// `ok`, `unverified` (nothing can prove this kind's credential by a
+    /// request) or `failed`.
+    pub outcome: Verdict,
     pub message: String,
 }
 
@@ -131,8 +139,18 @@ impl Connection {
             has_credentials: self.has_credentials,
             access_token_expires_at: self.access_expires_at.map(rfc3339),
             last_test: self.last_test_at.map(|at| LastTest {
+                time: rfc3339(at),
                 at: rfc3339(at),
                 ok: self.last_test_ok.unwrap_or(false),
+                outcome: self
+                    .last_test_outcome
+                    .as_deref()
+                    .and_then(Verdict::parse)
+                    .unwrap_or(if self.last_test_ok.unwrap_or(false) {
+                        Verdict::Ok
+                    } else {
+                        Verdict::Failed
+                    }),
                 message: self.last_test_message.clone().unwrap_or_default(),
             }),
             created_at: rfc3339(self.created_at),
@@ -270,6 +288,7 @@ pub async fn create(
         last_test_at: None,
         last_test_ok: None,
         last_test_message: None,
+        last_test_outcome: None,
         created_at: now,
         updated_at: now,
     };
@@ -590,16 +609,16 @@ pub async fn set_status(
 pub async fn record_test(
     tx: &mut Tx,
     c: &Connection,
-    ok: bool,
-    message: &str,
+    out: &super::probe::Outcome,
     now: i64,
 ) -> Result<(), ConnectorError> {
     exec!(
         tx,
-        "UPDATE connections SET last_test_at = $1, last_test_ok = $2, last_test_message = $3 WHERE id = $4",
+        "UPDATE connections SET last_test_at = $1, last_test_ok = $2, last_test_message = $3, last_test_outcome = $4 WHERE id = $5",
         now,
-        ok,
-        message,
+        out.ok(),
+        &out.message,
+        out.verdict.as_str(),
         &c.id
     )?;
     Ok(())

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::connections::{self, Connection};
@@ -69,14 +68,6 @@ fn stale(conn: &Connection, creds: &Map<String, Value>, now: i64) -> bool {
         .is_some_and(|e| e - margin <= now);
     let due = conn.refresh_due_at.is_some_and(|d| d <= now);
     expiring || due
-}
-
-fn backoff_ms(failures: i64) -> i64 {
-    let base = 5_000i64
-        .saturating_mul(1i64 << failures.clamp(0, 8))
-        .min(15 * 60_000);
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    (base as f64 * jitter) as i64
 }
 
 /// Refreshes one connection; the caller holds its lease. Re-reads first and
@@ -187,7 +178,7 @@ async fn retry_later(
 ) -> Result<Refreshed, ConnectorError> {
     let now = core.now();
     let wait = retry_after_ms
-        .unwrap_or_else(|| backoff_ms(conn.failures))
+        .unwrap_or_else(|| crate::jobs::queue::backoff_ms(conn.failures))
         .clamp(1_000, 3_600_000);
     let mut tx = core.db.begin_write().await?;
     exec!(

@@ -454,8 +454,10 @@ pub async fn store_tokens_and_probe(
     let out = probe::run(core, conn, &creds).await;
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
-    connections::record_test(&mut tx, conn, out.ok, &out.message, now).await?;
-    if out.ok {
+    connections::record_test(&mut tx, conn, &out, now).await?;
+    // A new grant that nothing can verify is still the grant the provider
+    // just issued: connected, with the test saying `unverified`.
+    if out.verdict != probe::Verdict::Failed {
         connections::set_status(&mut tx, actor, conn, "connected", None, now).await?;
     } else {
         connections::set_status(

@@ -13,10 +13,55 @@ use super::template::{render, Vars};
 use crate::egress::{self, Egress};
 use crate::state::Core;
 
+/// What a test proved. `Ok` only when a request or login with the
+/// credential succeeded: a kind with no request that can prove its
+/// credential (the catalog's `probe = none`) is `Unverified`, never `Ok`,
+/// and a rotation never counts it as verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Unverified,
+    Failed,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Unverified => "unverified",
+            Verdict::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Verdict> {
+        match s {
+            "ok" => Some(Verdict::Ok),
+            "unverified" => Some(Verdict::Unverified),
+            "failed" => Some(Verdict::Failed),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub ok: bool,
+    pub verdict: Verdict,
     pub message: String,
+}
+
+impl Outcome {
+    pub fn failed(message: impl Into<String>) -> Outcome {
+        Outcome {
+            verdict: Verdict::Failed,
+            message: message.into(),
+        }
+    }
+
+    /// The credential was proven to work.
+    pub fn ok(&self) -> bool {
+        self.verdict == Verdict::Ok
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,12 +80,7 @@ fn s(m: &Map<String, Value>, k: &str) -> String {
 pub async fn run(core: &Core, conn: &Connection, creds: &Map<String, Value>) -> Outcome {
     let (kind, method) = match (conn.kind(), conn.method()) {
         (Ok(k), Ok(m)) => (k, m),
-        (Err(e), _) | (_, Err(e)) => {
-            return Outcome {
-                ok: false,
-                message: e.to_string(),
-            }
-        }
+        (Err(e), _) | (_, Err(e)) => return Outcome::failed(e.to_string()),
     };
     let probe_url = conn
         .endpoints()
@@ -98,14 +138,22 @@ impl Target<'_> {
             ProbeKind::Postgres => postgres(egress, settings, creds).await,
             ProbeKind::Mysql => mysql(egress, settings, creds).await,
             ProbeKind::Redis => redis_probe(egress, settings, creds).await,
-            ProbeKind::None => Ok(format!(
-                "not verifiable by a request: {}",
-                self.method.probe.note.clone().unwrap_or_default()
-            )),
+            ProbeKind::None => {
+                return Outcome {
+                    verdict: Verdict::Unverified,
+                    message: format!(
+                        "not verifiable by a request: {}",
+                        self.method.probe.note.clone().unwrap_or_default()
+                    ),
+                }
+            }
         };
         match r {
-            Ok(message) => Outcome { ok: true, message },
-            Err(message) => Outcome { ok: false, message },
+            Ok(message) => Outcome {
+                verdict: Verdict::Ok,
+                message,
+            },
+            Err(message) => Outcome::failed(message),
         }
     }
 

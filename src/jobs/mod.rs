@@ -4,6 +4,7 @@
 //! exactly once is claimed by lease in the database.
 
 pub mod janitor;
+pub mod queue;
 
 use std::time::Duration;
 

@@ -43,6 +43,12 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
     let app = api::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let jobs = crate::jobs::spawn_all(&core, stop_rx);
+    if crate::clock::is_test_clock() {
+        tracing::warn!(
+            "the test clock is on ({}): time here is moved by a file; never use this in production",
+            crate::clock::TEST_CLOCK_ENV
+        );
+    }
     tracing::info!(
         address = %bound,
         public_url = %public_url,

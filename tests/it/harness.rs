@@ -100,8 +100,27 @@ impl Env {
             .env("REKEY_DATA_DIR", self.data_dir())
             .env("REKEY_ARGON2_MEMORY_KIB", "1024")
             .env("REKEY_ARGON2_ITERATIONS", "1")
+            .env("REKEY_TEST_CLOCK_FILE", self.clock_file())
             .current_dir(self.dir.path());
         c
+    }
+
+    /// The test clock's offset file: every process of this world reads its
+    /// time as the system time plus the offset in it.
+    pub fn clock_file(&self) -> PathBuf {
+        self.dir.path().join("clock-offset-ms")
+    }
+
+    /// Moves this world's clock forward by `d` (instead of sleeping through
+    /// it): every server and CLI command of the world sees it at once.
+    #[allow(dead_code)]
+    pub fn advance(&self, d: Duration) {
+        let now: i64 = std::fs::read_to_string(self.clock_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let next = now + i64::try_from(d.as_millis()).expect("duration");
+        std::fs::write(self.clock_file(), next.to_string()).expect("write clock");
     }
 
     /// Runs the CLI; returns the output whatever the exit status.

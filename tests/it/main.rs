@@ -7,6 +7,7 @@ mod harness;
 mod cache;
 mod connections;
 mod foundation;
+mod foundations;
 mod keyring;
 mod oauth;
 mod oauth_support;

@@ -333,7 +333,7 @@ dual!(token_endpoint_refuses_bad_input, |env| {
     // an expired code
     let (verifier, challenge) = pkce();
     let code = code_for(challenge).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    w.env.advance(std::time::Duration::from_secs(2));
     let (s, v) = seed_token(
         &w,
         json!({"clientId": w.client_id, "clientSecret": w.secret, "grantType": "authorization_code",
@@ -650,7 +650,7 @@ dual!(expiry_and_grace_window, |env| {
     )
     .await;
     let (at, rt) = tokens(&w, "read").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    w.env.advance(std::time::Duration::from_secs(2));
     assert_eq!(me(&w, &at).await.0, 401);
     let (s, v) = refresh(&w, &rt).await;
     assert_eq!(s, 400);

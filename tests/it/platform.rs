@@ -94,7 +94,7 @@ dual!(access_keys_create_reset_overlap_revoke_expire, |env| {
     let k3 = r["key"].as_str().unwrap().to_string();
     assert_eq!(get_path(&srv, ("Accesskey", &k2), "/v1/me").await.0, 200);
     assert_eq!(get_path(&srv, ("Accesskey", &k3), "/v1/me").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    env.advance(Duration::from_secs(3));
     assert_eq!(get_path(&srv, ("Accesskey", &k2), "/v1/me").await.0, 401);
     assert_eq!(get_path(&srv, ("Accesskey", &k3), "/v1/me").await.0, 200);
 
@@ -114,7 +114,7 @@ dual!(access_keys_create_reset_overlap_revoke_expire, |env| {
     let short = short["key"].as_str().unwrap().to_string();
     assert_eq!(get_path(&srv, ("Accesskey", &short), "/v1/me").await.0, 200);
     env.json(&["key", "revoke", "--org", "acme", "--name", "etl"]);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    env.advance(Duration::from_secs(2));
     let (s1, b1) = get_path(&srv, ("Accesskey", &k3), "/v1/people?email=ann@x.io").await;
     let (s2, b2) = get_path(&srv, ("Accesskey", &short), "/v1/people?email=ann@x.io").await;
     let (s3, b3) = get_path(

@@ -1,0 +1,512 @@
+//! The one leased-job primitive. A job is a row in `jobs`: what it acts
+//! on, the step it has reached, and who holds it until when. Rotations,
+//! incident campaigns and deliveries are jobs; each step's effects commit in
+//! the same transaction as the step itself ([`advance`]), so a process
+//! killed at any point leaves a job that another instance (or the next
+//! start) takes over at the step it had reached, once the lease runs out.
+//!
+//! - [`claim`] takes due jobs of one kind: `FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL, so instances claiming at once take different jobs; SQLite's
+//!   write transaction is exclusive already.
+//! - [`heartbeat`] extends a lease while a long step runs; every change
+//!   checks the owner, so a job whose lease was lost is not written by two.
+//! - [`fail`] counts an attempt and retries with exponential backoff and
+//!   jitter, until `max_attempts`: then the job is `dead`, shown to a
+//!   person, and waits for [`clear`] — never a silent forever-retry.
+//!
+//! Time is a parameter (`now`, unix milliseconds) throughout.
+
+use rand::Rng;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::{new_id, AsEx, Db, StoreError, Tx};
+use crate::{exec, fetch_all, fetch_optional};
+
+pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const DONE: &str = "done";
+pub const DEAD: &str = "dead";
+pub const CANCELLED: &str = "cancelled";
+
+#[derive(sqlx::FromRow, Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub subject: String,
+    pub state: String,
+    pub step: String,
+    pub payload: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub next_run_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Job {
+    pub fn payload(&self) -> Value {
+        serde_json::from_str(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+const COLS: &str = "id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, \
+    lease_owner, lease_until, last_error, created_at, updated_at";
+
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub subject: &'a str,
+    pub step: &'a str,
+    pub payload: &'a Value,
+    pub run_at: i64,
+    /// Failed attempts allowed before the job is `dead`.
+    pub max_attempts: i64,
+}
+
+/// Adds a job, in the caller's transaction (with whatever it is about).
+pub async fn enqueue(tx: &mut Tx, new: &NewJob<'_>, now: i64) -> Result<String, StoreError> {
+    let id = new_id();
+    exec!(
+        tx,
+        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at)
+         VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, $7, $8, $8)",
+        &id,
+        new.kind,
+        new.subject,
+        new.step,
+        new.payload.to_string(),
+        new.max_attempts.max(1),
+        new.run_at,
+        now
+    )?;
+    Ok(id)
+}
+
+pub async fn get<C: AsEx>(c: &mut C, id: &str) -> Result<Option<Job>, StoreError> {
+    Ok(fetch_optional!(
+        c,
+        Job,
+        &format!("SELECT {COLS} FROM jobs WHERE id = $1"),
+        id
+    )?)
+}
+
+/// Takes up to `limit` due jobs of `kind` for `owner` until `now + lease_ms`:
+/// queued ones whose time has come, and running ones whose holder's lease
+/// ran out (it died or hung).
+pub async fn claim(
+    db: &Db,
+    kind: &str,
+    owner: &str,
+    lease_ms: i64,
+    limit: i64,
+    now: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let mut tx = db.begin_write().await?;
+    // BACKEND-SPECIFIC: PostgreSQL skips rows another instance is claiming
+    // right now; SQLite's write transaction is exclusive already.
+    let lock = match &tx {
+        Tx::Postgres(..) => "FOR UPDATE SKIP LOCKED",
+        Tx::Sqlite(..) => "",
+    };
+    let sql = format!(
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
+         WHERE id IN (
+           SELECT id FROM jobs
+           WHERE kind = $4 AND next_run_at <= $3
+             AND (state = 'queued' OR (state = 'running' AND lease_until < $3))
+           ORDER BY next_run_at LIMIT $5 {lock})
+         RETURNING {COLS}"
+    );
+    let jobs = fetch_all!(
+        &mut tx,
+        Job,
+        &sql,
+        owner,
+        now.saturating_add(lease_ms),
+        now,
+        kind,
+        limit
+    )?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Extends `owner`'s lease; false when it no longer holds the job.
+pub async fn heartbeat(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let n = exec!(
+        &mut tx,
+        "UPDATE jobs SET lease_until = $1, updated_at = $2
+         WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+        now.saturating_add(lease_ms),
+        now,
+        id,
+        owner
+    )?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Moves a held job to `step` (and `payload`, when given) in the caller's
+/// transaction, so the step and its effects commit together. False when the
+/// lease was lost: the caller must roll back what it did.
+pub async fn advance(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    step: &str,
+    payload: Option<&Value>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET step = $1, payload = COALESCE($2, payload), attempts = 0, last_error = NULL, updated_at = $3
+         WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
+        step,
+        payload.map(Value::to_string),
+        now,
+        id,
+        owner
+    )?;
+    Ok(n == 1)
+}
+
+/// Ends a held job as `done` or `cancelled`, in the caller's transaction.
+pub async fn finish(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    state: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET state = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2
+         WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+        state,
+        now,
+        id,
+        owner
+    )?;
+    Ok(n == 1)
+}
+
+/// Gives a held job back to run again at `run_at`, without counting an
+/// attempt (it is waiting for something, not failing).
+pub async fn release(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let n = exec!(
+        &mut tx,
+        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_run_at = $1, updated_at = $2
+         WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+        run_at,
+        now,
+        id,
+        owner
+    )?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Counts a failed attempt. Returns the job's state after it: `queued`
+/// (retried after a backoff with jitter) or `dead` (its budget is spent; a
+/// person must [`clear`] it). `None` when `owner` no longer held it.
+pub async fn fail(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    error: &str,
+    now: i64,
+) -> Result<Option<&'static str>, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let Some(job) = get(&mut tx, id).await? else {
+        return Ok(None);
+    };
+    if job.lease_owner.as_deref() != Some(owner) || job.state != RUNNING {
+        return Ok(None);
+    }
+    let attempts = job.attempts.saturating_add(1);
+    let state = if attempts >= job.max_attempts {
+        DEAD
+    } else {
+        QUEUED
+    };
+    exec!(
+        &mut tx,
+        "UPDATE jobs SET state = $1, attempts = $2, last_error = $3, next_run_at = $4,
+                lease_owner = NULL, lease_until = NULL, updated_at = $5
+         WHERE id = $6 AND lease_owner = $7",
+        state,
+        attempts,
+        error,
+        now.saturating_add(backoff_ms(attempts)),
+        now,
+        id,
+        owner
+    )?;
+    tx.commit().await?;
+    Ok(Some(state))
+}
+
+/// A person clears a `dead` job: it runs again at once with a fresh budget.
+pub async fn clear(tx: &mut Tx, id: &str, now: i64) -> Result<bool, StoreError> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET state = 'queued', attempts = 0, next_run_at = $1, updated_at = $1
+         WHERE id = $2 AND state = 'dead'",
+        now,
+        id
+    )?;
+    Ok(n == 1)
+}
+
+/// Cancels a job whatever holds it (a person's decision); a holder finds
+/// out at its next [`advance`] or [`finish`], which then do nothing.
+pub async fn cancel(tx: &mut Tx, id: &str, now: i64) -> Result<bool, StoreError> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = $1
+         WHERE id = $2 AND state IN ('queued', 'running', 'dead')",
+        now,
+        id
+    )?;
+    Ok(n == 1)
+}
+
+/// Delay before retry number `attempts`: 5 s doubling to at most 15 min,
+/// ±20% jitter so that jobs failing together do not retry together.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    let base = 5_000i64
+        .saturating_mul(1i64 << attempts.clamp(0, 8))
+        .min(15 * 60_000);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    (base as f64 * jitter) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite:{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    /// A fresh PostgreSQL database (dropped by [`drop_pg`]), or `None` off
+    /// CI when there is none.
+    async fn postgres() -> Option<(Db, String)> {
+        let admin_url = std::env::var("REKEY_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin = match sqlx::PgPool::connect(&admin_url).await {
+            Ok(p) => p,
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("PostgreSQL is required in CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: PostgreSQL unreachable ({e})");
+                return None;
+            }
+        };
+        let name = format!("rekey_jobs_{}", new_id().to_lowercase());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", &admin_url[..admin_url.rfind('/').unwrap()]);
+        let db = Db::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        Some((db, name))
+    }
+
+    async fn drop_pg(db: Db, name: String) {
+        db.close().await;
+        let admin_url = std::env::var("REKEY_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+        }
+    }
+
+    async fn add(db: &Db, subject: &str, run_at: i64, max: i64) -> String {
+        let mut tx = db.begin_write().await.unwrap();
+        let id = enqueue(
+            &mut tx,
+            &NewJob {
+                kind: "test",
+                subject,
+                step: "plan",
+                payload: &json!({"n": 1}),
+                run_at,
+                max_attempts: max,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
+    async fn lifecycle(db: &Db) {
+        let id = add(db, "a", 1_000, 2).await;
+        // not due yet
+        assert!(claim(db, "test", "one", 60_000, 10, 999)
+            .await
+            .unwrap()
+            .is_empty());
+        let got = claim(db, "test", "one", 60_000, 10, 1_000).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].lease_owner.as_deref(), Some("one"));
+        // held: nobody else gets it while the lease lasts
+        assert!(claim(db, "test", "two", 60_000, 10, 2_000)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(heartbeat(db, &id, "one", 60_000, 30_000).await.unwrap());
+        assert!(!heartbeat(db, &id, "two", 60_000, 30_000).await.unwrap());
+        // a step commits with the holder's transaction, and only the holder's
+        let mut tx = db.begin_write().await.unwrap();
+        assert!(
+            advance(&mut tx, &id, "one", "apply", Some(&json!({"n": 2})), 31_000)
+                .await
+                .unwrap()
+        );
+        assert!(!advance(&mut tx, &id, "two", "verify", None, 31_000)
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        // the holder dies: after its lease ends another takes over at its step
+        assert!(claim(db, "test", "two", 60_000, 10, 89_999)
+            .await
+            .unwrap()
+            .is_empty());
+        let got = claim(db, "test", "two", 60_000, 10, 90_001).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].step, "apply");
+        assert_eq!(got[0].payload()["n"], 2);
+        // the old holder can no longer write it
+        let mut tx = db.begin_write().await.unwrap();
+        assert!(!finish(&mut tx, &id, "one", DONE, 90_002).await.unwrap());
+        tx.commit().await.unwrap();
+        // failures back off, then the budget ends in `dead`
+        assert_eq!(
+            fail(db, &id, "two", "target refused", 100_000)
+                .await
+                .unwrap(),
+            Some(QUEUED)
+        );
+        let j = get(&mut db.read().await.unwrap(), &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(j.next_run_at >= 100_000 + 8_000, "{}", j.next_run_at);
+        assert_eq!(j.last_error.as_deref(), Some("target refused"));
+        assert!(claim(db, "test", "two", 60_000, 10, 100_001)
+            .await
+            .unwrap()
+            .is_empty());
+        let got = claim(db, "test", "two", 60_000, 10, 200_000).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            fail(db, &id, "two", "again", 200_001).await.unwrap(),
+            Some(DEAD)
+        );
+        assert!(claim(db, "test", "two", 60_000, 10, i64::MAX / 2)
+            .await
+            .unwrap()
+            .is_empty());
+        // a person clears it; it runs and finishes
+        let mut tx = db.begin_write().await.unwrap();
+        assert!(clear(&mut tx, &id, 300_000).await.unwrap());
+        tx.commit().await.unwrap();
+        let got = claim(db, "test", "three", 60_000, 10, 300_000)
+            .await
+            .unwrap();
+        assert_eq!((got.len(), got[0].attempts), (1, 0));
+        let mut tx = db.begin_write().await.unwrap();
+        assert!(finish(&mut tx, &id, "three", DONE, 300_001).await.unwrap());
+        tx.commit().await.unwrap();
+        assert!(claim(db, "test", "three", 60_000, 10, i64::MAX / 2)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    /// Many claimers at once: every job is taken exactly once.
+    async fn concurrent_claims(db: &Db) {
+        for i in 0..200 {
+            add(db, &format!("s{i}"), 0, 3).await;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..8 {
+            let db = db.clone();
+            set.spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = claim(&db, "test", &format!("w{w}"), 60_000, 7, 1_000)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|j| j.id));
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.extend(r.unwrap());
+        }
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(
+            (n, all.len()),
+            (200, 200),
+            "a job was claimed twice or not at all"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn jobs_on_sqlite() {
+        let (_d, db) = sqlite().await;
+        lifecycle(&db).await;
+        let (_d, db) = sqlite().await;
+        concurrent_claims(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn jobs_on_postgres() {
+        if let Some((db, name)) = postgres().await {
+            lifecycle(&db).await;
+            drop_pg(db, name).await;
+        }
+        if let Some((db, name)) = postgres().await {
+            concurrent_claims(&db).await;
+            drop_pg(db, name).await;
+        }
+    }
+}

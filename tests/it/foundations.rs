@@ -1,0 +1,107 @@
+//! Foundations the rotation engine stands on: a clock tests can move, and
+//! test outcomes that never claim more than was proven.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::dual;
+use crate::harness::*;
+
+dual!(
+    a_credential_nothing_can_verify_is_unverified_never_ok,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "s3",
+            "--name",
+            "lake",
+            "--setting",
+            "bucket=data-lake",
+            "--setting",
+            "region=eu-west-1",
+        ]);
+        let v = env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "lake",
+                "--field",
+                "access_key_id",
+                "--field",
+                "secret_access_key",
+                "--value-stdin",
+            ],
+            "AKIAIOSFODNN7EXAMPLE\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+        );
+        assert_eq!(v["last_test"]["outcome"], "unverified", "{v}");
+        assert_eq!(v["last_test"]["ok"], false);
+        assert!(v["last_test"]["time"].as_str().is_some());
+        assert_eq!(v["last_test"]["time"], v["last_test"]["at"]);
+        assert!(v["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not verified"));
+        // `connection test` says so and does not exit 0
+        let out = env.run(&[
+            "connection",
+            "test",
+            "--org",
+            "acme",
+            "--name",
+            "lake",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(3));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["last_test"]["outcome"], "unverified");
+        assert_eq!(v["last_test"]["ok"], false);
+    }
+);
+
+dual!(the_test_clock_moves_every_process_at_once, |env| {
+    env.org_with_admin("acme");
+    let k = env.json(&[
+        "key",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "short",
+        "--scope",
+        "read",
+        "--expires",
+        "1h",
+    ]);
+    let key = k["key"].as_str().unwrap().to_string();
+    let srv = env.serve();
+    let me = |key: String| {
+        let url = srv.at("/v1/me");
+        async move {
+            client()
+                .get(url)
+                .header("Accesskey", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(key.clone()).await, 200);
+    env.advance(Duration::from_secs(59 * 60));
+    assert_eq!(me(key.clone()).await, 200);
+    env.advance(Duration::from_secs(2 * 60));
+    // the server and the CLI both see the key expired, without a real hour
+    assert_eq!(me(key.clone()).await, 401);
+    let list = env.json(&["key", "list", "--org", "acme"]);
+    assert_eq!(list[0]["status"], "expired", "{list}");
+});
