@@ -166,9 +166,8 @@ pub async fn show(
     Path((org, conn)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
-    Ok(Json(json!(connections::find_in(&st.core.db, &o.id, &conn)
-        .await?
-        .view())))
+    let c = connections::find_in(&st.core.db, &o.id, &conn).await?;
+    Ok(Json(json!(connections::detailed_view(&st.core, &c).await?)))
 }
 
 pub async fn update(

@@ -177,7 +177,7 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
         ConnectionCmd::Show(r) => {
             let o = orgs::find_in(&core.db, &r.org).await?;
             let c = connections::find_in(&core.db, &o.id, &r.name).await?;
-            out.emit(&c.view(), |v| {
+            out.emit(&connections::detailed_view(core, &c).await?, |v| {
                 serde_json::to_string_pretty(v).unwrap_or_default()
             });
         }

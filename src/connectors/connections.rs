@@ -61,11 +61,20 @@ pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, sta
     last_test_ok, last_test_message, last_test_outcome, created_at, updated_at";
 
 pub fn credentials_place(id: &str) -> Place<'_> {
-    Place {
-        table: "connections",
-        column: "credentials",
-        row: id,
-    }
+    super::slots::Slot::Current.place(id)
+}
+
+/// The view with the credential's slots and age (`connection show`).
+pub async fn detailed_view(core: &Core, c: &Connection) -> Result<ConnectionView, ConnectorError> {
+    let rows = super::slots::list(&mut core.db.read().await?, &c.id).await?;
+    let mut v = c.view();
+    let slots = super::slots::view(&rows);
+    v.credential_age_s = rows
+        .iter()
+        .find(|r| r.slot == "current")
+        .map(|r| (core.now() - r.created_at).max(0) / 1000);
+    v.slots = Some(slots);
+    Ok(v)
 }
 
 pub fn client_secret_place(id: &str) -> Place<'_> {
@@ -102,6 +111,13 @@ pub struct ConnectionView {
     pub has_credentials: bool,
     pub access_token_expires_at: Option<String>,
     pub last_test: Option<LastTest>,
+    /// Each credential slot's version and times (never a value); in the
+    /// detailed view only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<super::slots::SlotsView>,
+    /// Seconds since the current credential was stored; detailed view only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_age_s: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -153,6 +169,8 @@ impl Connection {
                     }),
                 message: self.last_test_message.clone().unwrap_or_default(),
             }),
+            slots: None,
+            credential_age_s: None,
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
         }
@@ -536,14 +554,7 @@ pub async fn put_credentials(
     refresh_due_at: Option<i64>,
     now: i64,
 ) -> Result<(), ConnectorError> {
-    sealed::put(
-        tx,
-        &core.keyring,
-        credentials_place(&c.id),
-        Value::Object(creds.clone()).to_string().as_bytes(),
-        now,
-    )
-    .await?;
+    super::slots::write(tx, core, &c.id, super::slots::Slot::Current, creds, now).await?;
     let expires = creds.get("expires_at").and_then(Value::as_i64);
     exec!(
         tx,
@@ -621,5 +632,8 @@ pub async fn record_test(
         out.verdict.as_str(),
         &c.id
     )?;
+    if out.ok() {
+        super::slots::mark_verified(tx, &c.id, super::slots::Slot::Current, now).await?;
+    }
     Ok(())
 }

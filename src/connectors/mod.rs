@@ -14,6 +14,7 @@ pub mod probe;
 pub mod provider_clients;
 pub mod service_keys;
 pub mod shapes;
+pub mod slots;
 pub mod template;
 
 use crate::identity::IdentityError;

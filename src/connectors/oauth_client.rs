@@ -799,7 +799,7 @@ pub async fn revoke(
     }
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
-    sealed::delete(&mut tx, connections::credentials_place(&conn.id)).await?;
+    super::slots::clear(&mut tx, &conn.id).await?;
     exec!(
         &mut tx,
         "UPDATE connections SET has_credentials = FALSE, access_expires_at = NULL, refresh_due_at = NULL, updated_at = $1 WHERE id = $2",

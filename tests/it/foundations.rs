@@ -105,3 +105,60 @@ dual!(the_test_clock_moves_every_process_at_once, |env| {
     let list = env.json(&["key", "list", "--org", "acme"]);
     assert_eq!(list[0]["status"], "expired", "{list}");
 });
+
+dual!(
+    credential_slots_carry_versions_and_times_never_values,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "postgres",
+            "--name",
+            "pg",
+            "--setting",
+            "host=127.0.0.1",
+            "--setting",
+            "database=postgres",
+            "--setting",
+            "username=postgres",
+        ]);
+        let set = |pw: &str| {
+            env.json_stdin(
+                &[
+                    "connection",
+                    "set-credential",
+                    "--org",
+                    "acme",
+                    "--name",
+                    "pg",
+                    "--field",
+                    "password",
+                    "--value-stdin",
+                ],
+                pw,
+            )
+        };
+        set("first-password-value");
+        let v = env.json(&["connection", "show", "--org", "acme", "--name", "pg"]);
+        let cur = &v["slots"]["current"];
+        assert_eq!(cur["version"], 1, "{v}");
+        assert!(cur["created_at"].as_str().is_some());
+        assert!(
+            cur["verified_at"].as_str().is_some(),
+            "the probe logged in: {v}"
+        );
+        assert!(v["slots"]["pending"].is_null() && v["slots"]["previous"].is_null());
+        assert!(v["credential_age_s"].as_i64().unwrap() >= 0);
+        env.advance(Duration::from_secs(3600));
+        set("second-password-value");
+        let v = env.json(&["connection", "show", "--org", "acme", "--name", "pg"]);
+        assert_eq!(v["slots"]["current"]["version"], 2, "{v}");
+        assert!(v["credential_age_s"].as_i64().unwrap() < 3600);
+        let text = v.to_string();
+        assert!(!text.contains("first-password") && !text.contains("second-password"));
+    }
+);

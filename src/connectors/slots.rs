@@ -1,0 +1,309 @@
+//! A connection's credential in versions (slots):
+//!
+//! - `current` — what platform code reads and probes use;
+//! - `pending` — a new credential sealed *before* the target system is
+//!   changed, so a crash between "changed there" and "stored here" loses
+//!   nothing (make before break);
+//! - `previous` — the one `current` replaced, kept (sealed) until it is
+//!   retired, when nothing uses it any more.
+//!
+//! Each slot is sealed at its own place (`connections`/`credentials`,
+//! `credentials_pending`, `credentials_previous`, row = connection id), so
+//! a value moved between slots is re-sealed, never copied. The table
+//! `credential_slots` holds each slot's version and times; nothing here is
+//! ever shown but those.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::ConnectorError;
+use crate::clock::rfc3339;
+use crate::crypto::keyring::Place;
+use crate::crypto::sealed;
+use crate::state::Core;
+use crate::store::{AsEx, Tx};
+use crate::{exec, fetch_all, scalar_optional};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Current,
+    Pending,
+    Previous,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Current => "current",
+            Slot::Pending => "pending",
+            Slot::Previous => "previous",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            // The place `current` always had: credentials stored before
+            // slots existed are the current slot as they are.
+            Slot::Current => "credentials",
+            Slot::Pending => "credentials_pending",
+            Slot::Previous => "credentials_previous",
+        }
+    }
+
+    pub fn place(self, connection_id: &str) -> Place<'_> {
+        Place {
+            table: "connections",
+            column: self.column(),
+            row: connection_id,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct SlotRow {
+    pub slot: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub verified_at: Option<i64>,
+    pub last_read_at: Option<i64>,
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SlotView {
+    pub version: i64,
+    pub created_at: String,
+    pub verified_at: Option<String>,
+    pub last_read_at: Option<String>,
+    pub retired_at: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct SlotsView {
+    pub current: Option<SlotView>,
+    pub pending: Option<SlotView>,
+    pub previous: Option<SlotView>,
+}
+
+impl SlotRow {
+    fn view(&self) -> SlotView {
+        SlotView {
+            version: self.version,
+            created_at: rfc3339(self.created_at),
+            verified_at: self.verified_at.map(rfc3339),
+            last_read_at: self.last_read_at.map(rfc3339),
+            retired_at: self.retired_at.map(rfc3339),
+        }
+    }
+}
+
+pub async fn list<C: AsEx>(c: &mut C, connection_id: &str) -> Result<Vec<SlotRow>, ConnectorError> {
+    Ok(fetch_all!(
+        c,
+        SlotRow,
+        "SELECT slot, version, created_at, verified_at, last_read_at, retired_at
+         FROM credential_slots WHERE connection_id = $1",
+        connection_id
+    )?)
+}
+
+pub fn view(rows: &[SlotRow]) -> SlotsView {
+    let find = |s: Slot| {
+        rows.iter()
+            .find(|r| r.slot == s.as_str())
+            .map(SlotRow::view)
+    };
+    SlotsView {
+        current: find(Slot::Current),
+        pending: find(Slot::Pending),
+        previous: find(Slot::Previous),
+    }
+}
+
+async fn next_version(tx: &mut Tx, connection_id: &str) -> Result<i64, ConnectorError> {
+    let v = scalar_optional!(
+        tx,
+        Option<i64>,
+        "SELECT MAX(version) FROM credential_slots WHERE connection_id = $1",
+        connection_id
+    )?;
+    Ok(v.flatten().unwrap_or(0).saturating_add(1))
+}
+
+async fn upsert(
+    tx: &mut Tx,
+    connection_id: &str,
+    slot: Slot,
+    version: i64,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    exec!(
+        tx,
+        "INSERT INTO credential_slots (connection_id, slot, version, created_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (connection_id, slot) DO UPDATE SET version = excluded.version,
+           created_at = excluded.created_at, verified_at = NULL, last_read_at = NULL, retired_at = NULL",
+        connection_id,
+        slot.as_str(),
+        version,
+        now
+    )?;
+    Ok(())
+}
+
+/// Seals `creds` into `slot` as a new version; returns the version.
+pub async fn write(
+    tx: &mut Tx,
+    core: &Core,
+    connection_id: &str,
+    slot: Slot,
+    creds: &Map<String, Value>,
+    now: i64,
+) -> Result<i64, ConnectorError> {
+    sealed::put(
+        tx,
+        &core.keyring,
+        slot.place(connection_id),
+        Value::Object(creds.clone()).to_string().as_bytes(),
+        now,
+    )
+    .await?;
+    let version = next_version(tx, connection_id).await?;
+    upsert(tx, connection_id, slot, version, now).await?;
+    Ok(version)
+}
+
+/// The credential in `slot`, if there is one.
+pub async fn read<C: AsEx>(
+    c: &mut C,
+    core: &Core,
+    connection_id: &str,
+    slot: Slot,
+) -> Result<Option<Map<String, Value>>, ConnectorError> {
+    let raw = sealed::get(c, &core.keyring, slot.place(connection_id)).await?;
+    Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+pub async fn mark_verified(
+    tx: &mut Tx,
+    connection_id: &str,
+    slot: Slot,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    exec!(
+        tx,
+        "UPDATE credential_slots SET verified_at = $1 WHERE connection_id = $2 AND slot = $3",
+        now,
+        connection_id,
+        slot.as_str()
+    )?;
+    Ok(())
+}
+
+/// Records a read of the current credential (the credentials endpoint).
+pub async fn mark_read(tx: &mut Tx, connection_id: &str, now: i64) -> Result<(), ConnectorError> {
+    exec!(
+        tx,
+        "UPDATE credential_slots SET last_read_at = $1 WHERE connection_id = $2 AND slot = 'current'",
+        now,
+        connection_id
+    )?;
+    Ok(())
+}
+
+/// `pending` becomes `current` and `current` becomes `previous` (kept,
+/// sealed, until [`retire_previous`]), in one transaction. Errors when there
+/// is nothing pending.
+pub async fn promote(
+    tx: &mut Tx,
+    core: &Core,
+    connection_id: &str,
+    now: i64,
+) -> Result<i64, ConnectorError> {
+    let rows = list(tx, connection_id).await?;
+    let pending = rows
+        .iter()
+        .find(|r| r.slot == "pending")
+        .cloned()
+        .ok_or_else(|| ConnectorError::Invalid("no pending credential to promote".into()))?;
+    let Some(new) = read(tx, core, connection_id, Slot::Pending).await? else {
+        return Err(ConnectorError::Invalid(
+            "the pending credential cannot be read".into(),
+        ));
+    };
+    if let Some(old) = read(tx, core, connection_id, Slot::Current).await? {
+        sealed::put(
+            tx,
+            &core.keyring,
+            Slot::Previous.place(connection_id),
+            Value::Object(old).to_string().as_bytes(),
+            now,
+        )
+        .await?;
+        exec!(
+            tx,
+            "DELETE FROM credential_slots WHERE connection_id = $1 AND slot = 'previous'",
+            connection_id
+        )?;
+        exec!(
+            tx,
+            "UPDATE credential_slots SET slot = 'previous' WHERE connection_id = $1 AND slot = 'current'",
+            connection_id
+        )?;
+    }
+    sealed::put(
+        tx,
+        &core.keyring,
+        Slot::Current.place(connection_id),
+        Value::Object(new).to_string().as_bytes(),
+        now,
+    )
+    .await?;
+    sealed::delete(tx, Slot::Pending.place(connection_id)).await?;
+    exec!(
+        tx,
+        "UPDATE credential_slots SET slot = 'current' WHERE connection_id = $1 AND slot = 'pending'",
+        connection_id
+    )?;
+    Ok(pending.version)
+}
+
+/// Destroys the previous credential; its slot keeps its times, retired.
+pub async fn retire_previous(
+    tx: &mut Tx,
+    connection_id: &str,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    sealed::delete(tx, Slot::Previous.place(connection_id)).await?;
+    exec!(
+        tx,
+        "UPDATE credential_slots SET retired_at = $1 WHERE connection_id = $2 AND slot = 'previous' AND retired_at IS NULL",
+        now,
+        connection_id
+    )?;
+    Ok(())
+}
+
+/// Drops a pending credential that was never applied (a rotation rolled back).
+pub async fn discard_pending(tx: &mut Tx, connection_id: &str) -> Result<(), ConnectorError> {
+    sealed::delete(tx, Slot::Pending.place(connection_id)).await?;
+    exec!(
+        tx,
+        "DELETE FROM credential_slots WHERE connection_id = $1 AND slot = 'pending'",
+        connection_id
+    )?;
+    Ok(())
+}
+
+/// Every slot gone (the authorization was revoked): the values and the rows.
+pub async fn clear(tx: &mut Tx, connection_id: &str) -> Result<(), ConnectorError> {
+    for s in [Slot::Current, Slot::Pending, Slot::Previous] {
+        sealed::delete(tx, s.place(connection_id)).await?;
+    }
+    exec!(
+        tx,
+        "DELETE FROM credential_slots WHERE connection_id = $1",
+        connection_id
+    )?;
+    Ok(())
+}
