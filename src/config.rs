@@ -127,6 +127,8 @@ pub struct Config {
     pub authorization_code_ttl: Dur,
     /// How often the refresh keeper looks for connections to refresh; 0 turns it off.
     pub keeper_interval: Dur,
+    /// How often an instance looks for due jobs (rotations); 0 turns it off.
+    pub jobs_interval: Dur,
     /// Address ranges outbound calls may not reach besides link-local and
     /// metadata addresses (always refused): `private`, `loopback`.
     #[serde(deserialize_with = "str_list")]
@@ -185,6 +187,7 @@ impl Default for Config {
             max_connections: 1024,
             authorization_code_ttl: Dur::secs(60),
             keeper_interval: Dur::secs(10),
+            jobs_interval: Dur::secs(10),
             egress_deny: Vec::new(),
             egress_allow: Vec::new(),
             m2m_token_ttl_max: Dur::secs(3600),
@@ -232,6 +235,7 @@ const KNOWN: &[&str] = &[
     "max_connections",
     "authorization_code_ttl",
     "keeper_interval",
+    "jobs_interval",
     "egress_deny",
     "egress_allow",
     "m2m_token_ttl_max",

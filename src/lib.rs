@@ -17,6 +17,7 @@ pub mod identity;
 pub mod jobs;
 pub mod oauth;
 pub mod people;
+pub mod rotation;
 pub mod server;
 pub mod state;
 pub mod store;

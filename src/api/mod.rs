@@ -15,6 +15,7 @@ pub mod ops;
 pub mod pages;
 pub mod people;
 pub mod platform;
+pub mod rotations;
 pub mod session;
 
 use std::sync::Arc;
@@ -224,6 +225,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/connections/{conn}/credentials",
             get(connections::read_credentials),
+        )
+        .route(
+            "/api/v1/orgs/{org}/rotations",
+            post(rotations::start).get(rotations::list),
+        )
+        .route("/api/v1/orgs/{org}/rotations/{id}", get(rotations::show))
+        .route(
+            "/api/v1/orgs/{org}/rotations/{id}/cancel",
+            post(rotations::cancel),
+        )
+        .route(
+            "/api/v1/orgs/{org}/rotations/{id}/retry",
+            post(rotations::retry),
         )
         .fallback(ops::not_found)
         .with_state(state)

@@ -69,6 +69,61 @@ pub enum Command {
     /// Platform service keys (read connection credentials).
     #[command(subcommand)]
     ServiceKey(ServiceKeyCmd),
+    /// Rotate a credential now (`--dry-run` shows the plan and changes nothing).
+    Rotate(RotateArgs),
+    /// Rotations: list, show, cancel, retry.
+    #[command(subcommand)]
+    Rotation(RotationCmd),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)
+    .args(["connection", "key", "m2m", "app"])))]
+pub struct RotateArgs {
+    #[arg(long)]
+    pub org: String,
+    /// A connection to an outside system.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// An org access key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A machine client's secret.
+    #[arg(long)]
+    pub m2m: Option<String>,
+    /// An application's client secret.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Print the plan (steps, statements with secrets masked); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run the rotation here and return when it is completed, failed,
+    /// stalled, cancelled or waiting for a person (progress on stderr).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long both credentials work before the old one is retired.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub cutover_window: Dur,
+    /// When to stop as `stalled` if the old credential is still in use.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub deadline: Dur,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RotationCmd {
+    /// Rotations of an org, newest first.
+    List {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One rotation with its steps.
+    Show { id: String },
+    /// Stop a rotation that has not finished.
+    Cancel { id: String },
+    /// Start a failed, stalled or cancelled rotation again.
+    Retry { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -383,6 +438,7 @@ const SETTINGS_HELP: &str = "Settings (rekey.toml key / environment variable; fl
   max_connections / REKEY_MAX_CONNECTIONS    connections served at once [1024]
   authorization_code_ttl / REKEY_AUTHORIZATION_CODE_TTL  at most 60s [60s]
   keeper_interval / REKEY_KEEPER_INTERVAL    refresh keeper period; 0 turns it off [10s]
+  jobs_interval / REKEY_JOBS_INTERVAL        how often due jobs (rotations) are run; 0 turns it off [10s]
   egress_deny / REKEY_EGRESS_DENY            private, loopback: refused outbound [none]
   egress_allow / REKEY_EGRESS_ALLOW          CIDRs exempt from egress_deny [none]
   m2m_token_ttl_max / REKEY_M2M_TOKEN_TTL_MAX  longest machine access token [1h]

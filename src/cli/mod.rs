@@ -11,6 +11,7 @@ mod keyring;
 mod m2m;
 mod org;
 mod output;
+mod rotate;
 mod serve;
 mod user;
 
@@ -135,6 +136,8 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::Connector(c) => connection::connector(&core, &out, c).await?,
         Command::Connection(c) => connection::run(&core, &out, c).await?,
         Command::ServiceKey(c) => connection::service_key(&core, &out, c).await?,
+        Command::Rotate(a) => rotate::rotate(&core, &out, a).await?,
+        Command::Rotation(c) => rotate::run(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod catalog;
 pub mod connections;
 pub mod credentials;
+pub mod drivers;
 pub mod hosts;
 pub mod keeper;
 pub mod mint;

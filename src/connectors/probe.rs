@@ -312,23 +312,8 @@ async fn redis_probe(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    let addr = checked(egress, settings, 6379).await?;
-    let mut u =
-        url::Url::parse(&format!("redis://{addr}/")).map_err(|_| "bad host or port".to_string())?;
-    let user = s(settings, "username");
-    if !user.is_empty() {
-        let _ = u.set_username(&user);
-    }
-    let pw = s(creds, "password");
-    if !pw.is_empty() {
-        let _ = u.set_password(Some(&pw));
-    }
     let fut = async {
-        let client = redis::Client::open(u.as_str()).map_err(|e| e.to_string())?;
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| redis_error(&e))?;
+        let mut con = redis_connect(egress, settings, creds).await?;
         let pong: String = redis::cmd("PING")
             .query_async(&mut con)
             .await
@@ -340,7 +325,32 @@ async fn redis_probe(
         .map_err(|_| "timed out".to_string())?
 }
 
-fn redis_error(e: &redis::RedisError) -> String {
+/// A Redis connection as the connection's ACL user with `creds`, to the
+/// address the egress policy checked (probes and the rotation driver).
+pub async fn redis_connect(
+    egress: &Egress,
+    settings: &Map<String, Value>,
+    creds: &Map<String, Value>,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let addr = checked(egress, settings, 6379).await?;
+    let mut u =
+        url::Url::parse(&format!("redis://{addr}/")).map_err(|_| "bad host or port".to_string())?;
+    let user = s(settings, "username");
+    if !user.is_empty() {
+        let _ = u.set_username(&user);
+    }
+    let pw = s(creds, "password");
+    if !pw.is_empty() {
+        let _ = u.set_password(Some(&pw));
+    }
+    let client = redis::Client::open(u.as_str()).map_err(|e| e.to_string())?;
+    tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| redis_error(&e))
+}
+
+pub fn redis_error(e: &redis::RedisError) -> String {
     if e.is_connection_refusal() {
         "could not connect".into()
     } else {

@@ -33,6 +33,17 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             },
         ));
     }
+    let due = core.config.jobs_interval.0;
+    if !due.is_zero() {
+        jobs.push(every(core.clone(), stop.clone(), due, "jobs", |core| {
+            Box::pin(async move {
+                crate::rotation::run_due(&core, crate::connectors::credentials::instance_id())
+                    .await
+                    .map(|n| n as u64)
+                    .map_err(|e| e.to_string())
+            })
+        }));
+    }
     jobs.extend([
         every(
             core.clone(),

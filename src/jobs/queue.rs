@@ -135,6 +135,34 @@ pub async fn claim(
     Ok(jobs)
 }
 
+/// Takes one job by id, when it is due and nobody holds it (a CLI that
+/// drives the rotation it started).
+pub async fn claim_id(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let job = fetch_optional!(
+        &mut tx,
+        Job,
+        &format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
+             WHERE id = $4 AND next_run_at <= $3
+               AND (state = 'queued' OR (state = 'running' AND (lease_until < $3 OR lease_owner = $1)))
+             RETURNING {COLS}"
+        ),
+        owner,
+        now.saturating_add(lease_ms),
+        now,
+        id
+    )?;
+    tx.commit().await?;
+    Ok(job)
+}
+
 /// Extends `owner`'s lease; false when it no longer holds the job.
 pub async fn heartbeat(
     db: &Db,

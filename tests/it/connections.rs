@@ -464,19 +464,6 @@ fn mariadb_up() -> bool {
         .is_ok()
 }
 
-fn redis_up() -> bool {
-    std::net::TcpStream::connect_timeout(&"127.0.0.1:6379".parse().unwrap(), Duration::from_secs(1))
-        .is_ok()
-}
-
-fn require(up: bool, what: &str) -> bool {
-    if !up {
-        assert!(!in_ci(), "{what} is required in CI but unreachable");
-        eprintln!("SKIPPED: {what} unreachable");
-    }
-    up
-}
-
 dual!(database_and_redis_credentials_are_probed, |env| {
     env.ok(&["org", "create", "acme"]);
     // PostgreSQL (the local server trusts loopback, so a wrong *user* is the refusal we can show)

@@ -364,3 +364,20 @@ macro_rules! dual {
         }
     };
 }
+
+/// Is Redis listening on 127.0.0.1:6379?
+#[allow(dead_code)]
+pub fn redis_up() -> bool {
+    std::net::TcpStream::connect_timeout(&"127.0.0.1:6379".parse().unwrap(), Duration::from_secs(1))
+        .is_ok()
+}
+
+/// A service a test needs: SKIPPED off CI when it is down, a failure in CI.
+#[allow(dead_code)]
+pub fn require(up: bool, what: &str) -> bool {
+    if !up {
+        assert!(!in_ci(), "{what} is required in CI but unreachable");
+        eprintln!("SKIPPED: {what} unreachable");
+    }
+    up
+}

@@ -12,6 +12,7 @@ mod keyring;
 mod oauth;
 mod oauth_support;
 mod platform;
+mod rotation;
 mod security_api;
 mod security_egress;
 mod security_login;

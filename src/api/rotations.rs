@@ -1,0 +1,143 @@
+//! Admin API for rotations: `POST /api/v1/orgs/{org}/rotations` starts one
+//! (the same fields as `rekey rotate`), `GET` lists and shows them,
+//! `POST …/{id}/cancel` and `…/{id}/retry`. The server's jobs loop runs
+//! the steps (`jobs_interval`).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::apps::{body, org_for};
+use super::extract::AdminSession;
+use super::{ApiError, AppState};
+use crate::config::Dur;
+use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
+
+impl From<RotationError> for ApiError {
+    fn from(e: RotationError) -> Self {
+        match e {
+            RotationError::Invalid(m) => ApiError::bad_request(m),
+            RotationError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            RotationError::InProgress(v) => ApiError::new(
+                StatusCode::CONFLICT,
+                "rotation_in_progress",
+                format!(
+                    "a rotation of {} is already in progress: {}",
+                    v.target.name, v.id
+                ),
+            )
+            .with_header(header::LOCATION, &v.id),
+            RotationError::Connector(c) => c.into(),
+            RotationError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    #[serde(default)]
+    connection: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    m2m: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    cutover_window: Option<Dur>,
+    #[serde(default)]
+    deadline: Option<Dur>,
+}
+
+pub async fn start(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    b: Result<Json<Start>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let named = [&b.connection, &b.key, &b.m2m, &b.app]
+        .iter()
+        .filter(|t| t.is_some())
+        .count();
+    if named != 1 {
+        return Err(ApiError::bad_request(
+            "name exactly one target: connection, key, m2m or app",
+        ));
+    }
+    let Some(conn) = b.connection else {
+        return Err(ApiError::bad_request(
+            "rotating rekey's own keys and secrets through the engine is not built yet; \
+             use the key reset / regenerate-secret endpoints with an overlap",
+        ));
+    };
+    let req = StartRequest {
+        target: TargetRef::Connection(conn),
+        dry_run: b.dry_run,
+        cutover_window_ms: b.cutover_window.unwrap_or(Dur::secs(600)).ms(),
+        deadline_ms: b.deadline.unwrap_or(Dur::secs(86_400)).ms(),
+    };
+    match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
+        Started::Plan(p) => Ok((StatusCode::OK, Json(p)).into_response()),
+        Started::Rotation(v) => Ok((StatusCode::CREATED, Json(json!(*v))).into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let rows = rotation::list(&st.core, &o.id, q.status.as_deref()).await?;
+    Ok(Json(json!(rows
+        .iter()
+        .map(|r| r.view())
+        .collect::<Vec<_>>())))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let row = rotation::get(&mut st.core.db.read().await?, &o.id, &id).await?;
+    Ok(Json(json!(row.view())))
+}
+
+pub async fn cancel(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let row = rotation::cancel(&st.core, &admin.actor(), &o.id, &id).await?;
+    Ok(Json(json!(row.view())))
+}
+
+pub async fn retry(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    match rotation::retry(&st.core, &admin.actor(), &o.id, &id).await? {
+        Started::Rotation(v) => Ok((StatusCode::CREATED, Json(json!(*v))).into_response()),
+        Started::Plan(p) => Ok(Json(p).into_response()),
+    }
+}

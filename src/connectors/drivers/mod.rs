@@ -1,0 +1,71 @@
+//! What rekey can do to an outside system's credential itself: one driver
+//! per system, one trait. The rotation engine (`crate::rotation`) runs the
+//! steps in order — check, create, apply, (verify by the connection's
+//! probe), retire — and persists each before the next, so a driver's steps
+//! must be safe to run again after a crash (idempotent at the target).
+
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Map, Value};
+
+use crate::egress::Egress;
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The system a driver acts on: the connection's settings and the
+/// credential it acts with.
+pub struct Target<'a> {
+    pub egress: &'a Egress,
+    pub settings: &'a Map<String, Value>,
+    /// The credential the change is made with (the current one).
+    pub acting: &'a Map<String, Value>,
+}
+
+pub trait Driver: Send + Sync {
+    /// Whether the old credential keeps working until [`Driver::retire`]
+    /// (two passwords, two keys): then the rotation waits for cut-over.
+    fn dual(&self) -> bool;
+
+    /// The statements the rotation will run, secrets masked (`--dry-run`).
+    fn plan(&self, settings: &Map<String, Value>) -> Vec<String>;
+
+    /// Can the acting credential make the change? Asked before anything
+    /// changes; an error names what is missing.
+    fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>>;
+
+    /// A new credential: the current one's fields with fresh secrets.
+    fn create(&self, current: &Map<String, Value>) -> Map<String, Value>;
+
+    /// Makes the target accept `new` (beside the old one when [`Driver::dual`]).
+    fn apply<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        new: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<String, String>>;
+
+    /// Makes the target refuse `old`.
+    fn retire<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        old: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<String, String>>;
+}
+
+/// The driver for a connector kind and auth method, if rekey can rotate it.
+pub fn for_kind(kind: &str, method: &str) -> Option<&'static dyn Driver> {
+    match (kind, method) {
+        ("redis", "basic") => Some(&redis::RedisAcl),
+        _ => None,
+    }
+}
+
+pub(crate) fn text(m: &Map<String, Value>, k: &str) -> String {
+    match m.get(k) {
+        Some(Value::String(v)) => v.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}

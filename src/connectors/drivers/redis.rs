@@ -1,0 +1,107 @@
+//! Redis ACL users. A user may hold several passwords, so rotation adds the
+//! new one (`ACL SETUSER u >new`), is verified and cut over while both
+//! work, then removes the old one (`ACL SETUSER u <old`). Both commands are
+//! idempotent, so a step run again after a crash changes nothing more.
+//! The user rotates itself; it needs the right to run `ACL SETUSER` on
+//! itself, which [`Driver::check`] asks Redis about (`ACL DRYRUN`) before
+//! anything changes.
+
+use serde_json::{Map, Value};
+
+use super::{text, BoxFut, Driver, Target};
+use crate::connectors::probe::{redis_connect, redis_error};
+
+pub struct RedisAcl;
+
+fn user(settings: &Map<String, Value>) -> String {
+    match text(settings, "username") {
+        u if u.is_empty() => "default".into(),
+        u => u,
+    }
+}
+
+async fn setuser(t: &Target<'_>, rule: String) -> Result<String, String> {
+    let u = user(t.settings);
+    let mut con = redis_connect(t.egress, t.settings, t.acting).await?;
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&u)
+        .arg(rule)
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| redis_error(&e))?;
+    Ok(format!("ACL SETUSER {u} done"))
+}
+
+impl Driver for RedisAcl {
+    fn dual(&self) -> bool {
+        true
+    }
+
+    fn plan(&self, settings: &Map<String, Value>) -> Vec<String> {
+        let u = user(settings);
+        vec![
+            format!("ACL DRYRUN {u} ACL SETUSER {u} >********"),
+            format!("ACL SETUSER {u} >********   (the new password, beside the old)"),
+            format!("AUTH {u} ********; PING     (verify the new password)"),
+            format!("ACL SETUSER {u} <********   (remove the old password, after cut-over)"),
+        ]
+    }
+
+    fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
+        Box::pin(async move {
+            let u = user(t.settings);
+            let mut con = redis_connect(t.egress, t.settings, t.acting).await?;
+            // Redis 7: would this user be allowed to change its own passwords?
+            let r: Result<String, _> = redis::cmd("ACL")
+                .arg("DRYRUN")
+                .arg(&u)
+                .arg("ACL")
+                .arg("SETUSER")
+                .arg(&u)
+                .arg(">probe")
+                .query_async(&mut con)
+                .await;
+            match r {
+                Ok(s) if s == "OK" => Ok(()),
+                Ok(s) => Err(format!(
+                    "the Redis user {u} may not change its own password ({s}); grant it +acl|setuser and +acl|dryrun"
+                )),
+                // Not even allowed to ask: not allowed to change it either.
+                Err(e) if e.code() == Some("NOPERM") => Err(format!(
+                    "the Redis user {u} may not change its own password ({}); grant it +acl|setuser and +acl|dryrun",
+                    redis_error(&e)
+                )),
+                Err(e) => Err(format!(
+                    "cannot ask Redis whether {u} may change its password: {}",
+                    redis_error(&e)
+                )),
+            }
+        })
+    }
+
+    fn create(&self, current: &Map<String, Value>) -> Map<String, Value> {
+        let mut m = current.clone();
+        m.insert(
+            "password".into(),
+            Value::String(crate::crypto::password::generate()),
+        );
+        m
+    }
+
+    fn apply<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        new: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<String, String>> {
+        Box::pin(async move { setuser(t, format!(">{}", text(new, "password"))).await })
+    }
+
+    fn retire<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        old: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<String, String>> {
+        Box::pin(async move { setuser(t, format!("<{}", text(old, "password"))).await })
+    }
+}

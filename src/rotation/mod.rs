@@ -1,0 +1,487 @@
+//! Rotations: a persisted state machine per rotation, driven by a leased
+//! job of kind `rotation` (`crate::jobs::queue`) whose step is the state.
+//!
+//! check → write_ahead → apply → verify → promote → cutover → retire
+//!
+//! - `write_ahead` seals the new credential as the `pending` slot before the
+//!   target changes, so a crash between "changed there" and "stored here"
+//!   loses nothing;
+//! - `verify` runs the connection's probe with the pending credential; a
+//!   failure removes the new credential at the target again (rollback) and
+//!   the stored `current` is untouched;
+//! - `promote` makes pending current and keeps the old one as `previous`;
+//! - `cutover` waits `cutover_window` while both work (dual-credential
+//!   drivers), then `retire` removes the old one at the target and here.
+//!
+//! Each step's effects commit with the step itself, so a process killed at
+//! any point resumes (on the next start, or another instance once the
+//! lease runs out) at the step it had reached; driver steps are idempotent.
+
+mod run;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::audit::{self, Actor, Event};
+use crate::clock::rfc3339;
+use crate::connectors::catalog::Rotation as Mode;
+use crate::connectors::{connections, drivers, ConnectorError};
+use crate::jobs::queue::{self, NewJob};
+use crate::state::Core;
+use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
+use crate::{exec, fetch_all, fetch_optional};
+
+pub use run::{drive, run_due};
+
+pub const JOB_KIND: &str = "rotation";
+
+/// Statuses after which nothing more happens without a person.
+pub const SETTLED: [&str; 5] = [
+    "completed",
+    "failed",
+    "stalled",
+    "cancelled",
+    "waiting_person",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A rotation of the same target is in progress: this is it.
+    #[error("a rotation of {} is already in progress ({})", .0.target.name, .0.id)]
+    InProgress(Box<RotationView>),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RotationError {
+    fn from(e: sqlx::Error) -> Self {
+        RotationError::Store(e.into())
+    }
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct RotationRow {
+    pub id: String,
+    pub org_id: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub target_name: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub steps: String,
+    pub job_id: String,
+    pub cutover_window_ms: i64,
+    pub deadline_at: i64,
+    pub started_by: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+const COLS: &str =
+    "id, org_id, target_type, target_id, target_name, status, reason, steps, job_id, \
+    cutover_window_ms, deadline_at, started_by, started_at, finished_at";
+
+#[derive(Serialize, Debug, Clone)]
+pub struct TargetView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct RotationView {
+    pub id: String,
+    pub target: TargetView,
+    pub status: String,
+    pub reason: Option<String>,
+    pub steps: Vec<Value>,
+    /// Steps done of all the steps, 0–100.
+    pub progress: u8,
+    pub cutover_window_s: i64,
+    pub deadline_at: String,
+    pub started_by: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// The steps of a rotation, in order.
+pub const STEPS: [&str; 7] = [
+    "check",
+    "write_ahead",
+    "apply",
+    "verify",
+    "promote",
+    "cutover",
+    "retire",
+];
+
+impl RotationRow {
+    pub fn view(&self) -> RotationView {
+        let steps: Vec<Value> = serde_json::from_str(&self.steps).unwrap_or_default();
+        let done = steps.iter().filter(|s| s["status"] == "done").count();
+        let progress = if self.status == "completed" {
+            100
+        } else {
+            u8::try_from(done * 100 / STEPS.len()).unwrap_or(100)
+        };
+        RotationView {
+            id: self.id.clone(),
+            target: TargetView {
+                kind: self.target_type.clone(),
+                name: self.target_name.clone(),
+            },
+            status: self.status.clone(),
+            reason: self.reason.clone(),
+            steps,
+            progress,
+            cutover_window_s: self.cutover_window_ms / 1000,
+            deadline_at: rfc3339(self.deadline_at),
+            started_by: self.started_by.clone(),
+            started_at: rfc3339(self.started_at),
+            finished_at: self.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// What to rotate.
+#[derive(Debug, Clone)]
+pub enum TargetRef {
+    Connection(String),
+}
+
+pub struct StartRequest {
+    pub target: TargetRef,
+    pub dry_run: bool,
+    pub cutover_window_ms: i64,
+    pub deadline_ms: i64,
+}
+
+pub enum Started {
+    /// `--dry-run`: what would happen; nothing changed.
+    Plan(Value),
+    Rotation(Box<RotationView>),
+}
+
+pub async fn get<C: AsEx>(c: &mut C, org_id: &str, id: &str) -> Result<RotationRow, RotationError> {
+    fetch_optional!(
+        c,
+        RotationRow,
+        &format!("SELECT {COLS} FROM rotations WHERE id = $1 AND org_id = $2"),
+        id,
+        org_id
+    )?
+    .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
+}
+
+/// A rotation by id, whatever its org (the CLI, which acts as the operator).
+pub async fn get_any(core: &Core, id: &str) -> Result<RotationRow, RotationError> {
+    by_id(&mut core.db.read().await?, id)
+        .await?
+        .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
+}
+
+async fn by_id<C: AsEx>(c: &mut C, id: &str) -> Result<Option<RotationRow>, RotationError> {
+    Ok(fetch_optional!(
+        c,
+        RotationRow,
+        &format!("SELECT {COLS} FROM rotations WHERE id = $1"),
+        id
+    )?)
+}
+
+pub async fn list(
+    core: &Core,
+    org_id: &str,
+    status: Option<&str>,
+) -> Result<Vec<RotationRow>, RotationError> {
+    let mut c = core.db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        RotationRow,
+        &format!(
+            "SELECT {COLS} FROM rotations WHERE org_id = $1 AND ($2 IS NULL OR status = $2)
+             ORDER BY started_at DESC LIMIT 1000"
+        ),
+        org_id,
+        status
+    )?)
+}
+
+/// Starts a rotation (or, with `dry_run`, says what it would do).
+pub async fn start(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    req: &StartRequest,
+) -> Result<Started, RotationError> {
+    let TargetRef::Connection(name) = &req.target;
+    let conn = connections::find_in(&core.db, org_id, name).await?;
+    let method = conn.method()?;
+    if conn.status == "disconnected" || !conn.has_credentials {
+        return Err(RotationError::Invalid(format!(
+            "{} holds no credential to rotate (it is {}); set or authorize one first",
+            conn.name, conn.status
+        )));
+    }
+    let driver = match method.rotation {
+        Mode::Automatic => drivers::for_kind(&conn.kind, &conn.auth).ok_or_else(|| {
+            RotationError::Invalid(format!(
+                "automatic rotation of {} ({}) is not built yet; rotate it by hand and `connection set-credential`",
+                conn.kind, conn.auth
+            ))
+        })?,
+        other => {
+            return Err(RotationError::Invalid(format!(
+                "{} rotates by {} (a person acts): guided rotations are not built yet; \
+                 re-authorize or `connection set-credential`",
+                conn.name,
+                match other {
+                    Mode::Reauthorize => "re-authorization",
+                    _ => "hand",
+                }
+            )))
+        }
+    };
+    if req.cutover_window_ms < 0 || req.deadline_ms <= 0 {
+        return Err(RotationError::Invalid(
+            "the cut-over window and the deadline must be positive".into(),
+        ));
+    }
+    if req.dry_run {
+        return Ok(Started::Plan(json!({
+            "dry_run": true,
+            "target": {"type": "connection", "name": conn.name},
+            "driver": format!("{} ({})", conn.kind, conn.auth),
+            "steps": STEPS,
+            "statements": driver.plan(&conn.settings()),
+            "dual_credentials": driver.dual(),
+            "cutover_window_s": req.cutover_window_ms / 1000,
+        })));
+    }
+    let now = core.now();
+    let id = new_id();
+    let mut tx = core.db.begin_write().await?;
+    let job_id = queue::enqueue(
+        &mut tx,
+        &NewJob {
+            kind: JOB_KIND,
+            subject: &id,
+            step: STEPS[0],
+            payload: &json!({}),
+            run_at: now,
+            max_attempts: 3,
+        },
+        now,
+    )
+    .await?;
+    let inserted = exec!(
+        &mut tx,
+        "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
+            cutover_window_ms, deadline_at, started_by, started_at)
+         VALUES ($1, $2, 'connection', $3, $4, 'planned', '[]', $5, $6, $7, $8, $9)",
+        &id,
+        org_id,
+        &conn.id,
+        &conn.name,
+        &job_id,
+        req.cutover_window_ms,
+        now.saturating_add(req.deadline_ms),
+        &actor.name,
+        now
+    );
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            drop(tx);
+            let mut c = core.db.read().await?;
+            let existing = fetch_optional!(
+                &mut c,
+                RotationRow,
+                &format!(
+                    "SELECT {COLS} FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND finished_at IS NULL"
+                ),
+                &conn.id
+            )?;
+            return Err(match existing {
+                Some(r) => RotationError::InProgress(Box::new(r.view())),
+                None => {
+                    RotationError::Invalid("a rotation of this target just ended; try again".into())
+                }
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(org_id),
+            action: "rotation.start",
+            target: Some(&id),
+            detail: json!({"target": {"type": "connection", "name": conn.name}}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let row = by_id(&mut core.db.read().await?, &id)
+        .await?
+        .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))?;
+    Ok(Started::Rotation(Box::new(row.view())))
+}
+
+/// Cancels a rotation that has not finished. Steps already taken stay
+/// taken: a rotation cancelled after promotion keeps the new credential
+/// current (and the old one, until retired by hand, working).
+pub async fn cancel(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    id: &str,
+) -> Result<RotationRow, RotationError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let row = get(&mut tx, org_id, id).await?;
+    if row.finished_at.is_some() {
+        return Err(RotationError::Invalid(format!(
+            "rotation {id} has already ended ({})",
+            row.status
+        )));
+    }
+    queue::cancel(&mut tx, &row.job_id, now).await?;
+    // A pending credential that was never promoted is dropped; the target
+    // may hold it too, which the audit event says.
+    let pending = crate::connectors::slots::list(&mut tx, &row.target_id)
+        .await?
+        .iter()
+        .any(|s| s.slot == "pending");
+    if pending {
+        crate::connectors::slots::discard_pending(&mut tx, &row.target_id).await?;
+    }
+    finish(
+        &mut tx,
+        &row,
+        "cancelled",
+        Some("cancelled by a person"),
+        now,
+    )
+    .await?;
+    exec!(
+        &mut tx,
+        "UPDATE connections SET status = 'connected' WHERE id = $1 AND status = 'rotating'",
+        &row.target_id
+    )?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(org_id),
+            action: "rotation.cancel",
+            target: Some(id),
+            detail: json!({"step": current_step(&row), "pending_discarded": pending}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(&mut core.db.read().await?, org_id, id).await
+}
+
+/// Runs a failed rotation again from the start (a fresh rotation of the
+/// same target; the failed one stays as it was, for the record).
+pub async fn retry(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    id: &str,
+) -> Result<Started, RotationError> {
+    let row = get(&mut core.db.read().await?, org_id, id).await?;
+    if !matches!(row.status.as_str(), "failed" | "stalled" | "cancelled") {
+        return Err(RotationError::Invalid(format!(
+            "rotation {id} is {}; only failed, stalled or cancelled rotations are retried",
+            row.status
+        )));
+    }
+    start(
+        core,
+        actor,
+        org_id,
+        &StartRequest {
+            target: TargetRef::Connection(row.target_name.clone()),
+            dry_run: false,
+            cutover_window_ms: row.cutover_window_ms,
+            deadline_ms: (row.deadline_at - row.started_at).max(1),
+        },
+    )
+    .await
+}
+
+fn current_step(row: &RotationRow) -> String {
+    let steps: Vec<Value> = serde_json::from_str(&row.steps).unwrap_or_default();
+    steps
+        .last()
+        .and_then(|s| s["name"].as_str())
+        .unwrap_or("check")
+        .to_string()
+}
+
+/// Appends a step record and sets the status, in the caller's transaction,
+/// with its audit event.
+async fn record_step(
+    tx: &mut Tx,
+    row: &RotationRow,
+    step: &str,
+    step_status: &str,
+    detail: &str,
+    status: &str,
+    now: i64,
+) -> Result<(), RotationError> {
+    let mut steps: Vec<Value> = serde_json::from_str(&row.steps).unwrap_or_default();
+    // A step run again after a crash replaces its earlier record.
+    steps.retain(|s| s["name"] != step);
+    steps.push(json!({"name": step, "status": step_status, "at": rfc3339(now), "detail": detail}));
+    exec!(
+        tx,
+        "UPDATE rotations SET steps = $1, status = $2 WHERE id = $3",
+        Value::Array(steps).to_string(),
+        status,
+        &row.id
+    )?;
+    audit::record(
+        tx,
+        now,
+        &Actor::new("rotation".to_string(), None),
+        Event {
+            org_id: Some(&row.org_id),
+            action: "rotation.step",
+            target: Some(&row.id),
+            detail: json!({"step": step, "status": step_status, "detail": detail}),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn finish(
+    tx: &mut Tx,
+    row: &RotationRow,
+    status: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), RotationError> {
+    exec!(
+        tx,
+        "UPDATE rotations SET status = $1, reason = $2, finished_at = $3 WHERE id = $4",
+        status,
+        reason,
+        now,
+        &row.id
+    )?;
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! Running a rotation's steps: one leased job per rotation. Every step
+//! commits its effects, its record and the job's next step in one
+//! transaction; a lost lease rolls the step back.
+
+use serde_json::{json, Map, Value};
+
+use super::{by_id, finish, record_step, RotationError, RotationRow, JOB_KIND};
+use crate::connectors::connections::{self, Connection};
+use crate::connectors::drivers::{self, Driver, Target};
+use crate::connectors::probe::{self, Verdict};
+use crate::connectors::slots::{self, Slot};
+use crate::exec;
+use crate::jobs::queue::{self, Job, DEAD, DONE};
+use crate::state::Core;
+use crate::store::Tx;
+
+/// How long a step may run before another instance may take the job over.
+const LEASE_MS: i64 = 60_000;
+
+enum Next {
+    /// The step committed; go on with the job's new step.
+    Continue,
+    /// Nothing to do until then (cut-over window).
+    WaitUntil(i64),
+    /// The rotation ended (completed, failed, cancelled).
+    Ended,
+    /// A passing failure: count an attempt and retry later.
+    Retry(String),
+    /// The step failed for good: the rotation fails, naming the step.
+    Fail(String),
+    /// The lease was lost to another instance: stop here.
+    Lost,
+}
+
+/// Claims due rotation jobs and runs them (the server's jobs loop).
+pub async fn run_due(core: &Core, owner: &str) -> Result<usize, RotationError> {
+    let jobs = queue::claim(&core.db, JOB_KIND, owner, LEASE_MS, 8, core.now()).await?;
+    let n = jobs.len();
+    for job in jobs {
+        if let Err(e) = run_job(core, job, owner).await {
+            tracing::warn!(error = %e, "rotation step failed");
+        }
+    }
+    Ok(n)
+}
+
+/// Runs rotation `id` from this process if its job is due and free (the
+/// CLI's `--wait`). True when it ran a step.
+pub async fn drive(core: &Core, id: &str, owner: &str) -> Result<bool, RotationError> {
+    let Some(row) = by_id(&mut core.db.read().await?, id).await? else {
+        return Ok(false);
+    };
+    match queue::claim_id(&core.db, &row.job_id, owner, LEASE_MS, core.now()).await? {
+        Some(job) => {
+            run_job(core, job, owner).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationError> {
+    loop {
+        let Some(row) = by_id(&mut core.db.read().await?, &job.subject).await? else {
+            let mut tx = core.db.begin_write().await?;
+            queue::finish(&mut tx, &job.id, owner, queue::CANCELLED, core.now()).await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        if row.finished_at.is_some() {
+            let mut tx = core.db.begin_write().await?;
+            queue::finish(&mut tx, &job.id, owner, DONE, core.now()).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        let step = job.step.clone();
+        let next = match step_once(core, &row, &job, owner).await {
+            Ok(n) => n,
+            Err(e) => Next::Retry(e.to_string()),
+        };
+        match next {
+            Next::Continue => {
+                pause_for_crash_tests(&step).await;
+                // The step committed the job's next step and payload.
+                match queue::get(&mut core.db.read().await?, &job.id).await? {
+                    Some(j) => job = j,
+                    None => return Ok(()),
+                }
+            }
+            Next::WaitUntil(at) => {
+                queue::release(&core.db, &job.id, owner, at, core.now()).await?;
+                return Ok(());
+            }
+            Next::Ended | Next::Lost => return Ok(()),
+            Next::Retry(msg) => {
+                let now = core.now();
+                let state = queue::fail(&core.db, &job.id, owner, &msg, now).await?;
+                let row = by_id(&mut core.db.read().await?, &job.subject)
+                    .await?
+                    .unwrap_or(row);
+                let mut tx = core.db.begin_write().await?;
+                if state == Some(DEAD) {
+                    fail_rotation(&mut tx, &row, &step, &msg, now).await?;
+                } else {
+                    record_step(&mut tx, &row, &step, "retrying", &msg, "running", now).await?;
+                }
+                tx.commit().await?;
+                return Ok(());
+            }
+            Next::Fail(msg) => {
+                let now = core.now();
+                let mut tx = core.db.begin_write().await?;
+                if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+                    return Ok(());
+                }
+                fail_rotation(&mut tx, &row, &step, &msg, now).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Ends the rotation as `failed` at `step` with the target's message; the
+/// connection goes back to `connected` on its current (unchanged) credential.
+async fn fail_rotation(
+    tx: &mut Tx,
+    row: &RotationRow,
+    step: &str,
+    msg: &str,
+    now: i64,
+) -> Result<(), RotationError> {
+    record_step(tx, row, step, "failed", msg, "failed", now).await?;
+    finish(tx, row, "failed", Some(&format!("{step}: {msg}")), now).await?;
+    exec!(
+        tx,
+        "UPDATE connections SET status = 'connected' WHERE id = $1 AND status = 'rotating'",
+        &row.target_id
+    )?;
+    Ok(())
+}
+
+async fn step_once(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+) -> Result<Next, RotationError> {
+    let conn = connections::get(&mut core.db.read().await?, &row.target_id).await?;
+    let Some(driver) = drivers::for_kind(&conn.kind, &conn.auth) else {
+        return Ok(Next::Fail(format!(
+            "no driver rotates {} ({})",
+            conn.kind, conn.auth
+        )));
+    };
+    let settings = conn.settings();
+    let current = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Current)
+        .await?
+        .unwrap_or_default();
+    let target = Target {
+        egress: &core.egress,
+        settings: &settings,
+        acting: &current,
+    };
+    let now = core.now();
+    match job.step.as_str() {
+        "check" => {
+            if let Err(m) = driver.check(&target).await {
+                return Ok(Next::Fail(m));
+            }
+            let tx = core.db.begin_write().await?;
+            commit_step(
+                tx,
+                row,
+                job,
+                owner,
+                "check",
+                "the credential may rotate itself",
+                "write_ahead",
+                "running",
+                None,
+                now,
+            )
+            .await
+        }
+        "write_ahead" => {
+            let new = driver.create(&current);
+            let mut tx = core.db.begin_write().await?;
+            let version = slots::write(&mut tx, core, &conn.id, Slot::Pending, &new, now).await?;
+            exec!(
+                &mut tx,
+                "UPDATE connections SET status = 'rotating', status_reason = 'rotation in progress' WHERE id = $1",
+                &conn.id
+            )?;
+            let detail = format!(
+                "new credential sealed as pending (version {version}) before the target changes"
+            );
+            commit_step(
+                tx,
+                row,
+                job,
+                owner,
+                "write_ahead",
+                &detail,
+                "apply",
+                "running",
+                None,
+                now,
+            )
+            .await
+        }
+        "apply" => {
+            let pending = pending(core, &conn).await?;
+            match driver.apply(&target, &pending).await {
+                Ok(detail) => {
+                    let tx = core.db.begin_write().await?;
+                    commit_step(
+                        tx, row, job, owner, "apply", &detail, "verify", "running", None, now,
+                    )
+                    .await
+                }
+                Err(m) => Ok(Next::Retry(m)),
+            }
+        }
+        "verify" => verify(core, row, job, owner, driver, &conn, &target).await,
+        "promote" => {
+            let mut tx = core.db.begin_write().await?;
+            let version = slots::promote(&mut tx, core, &conn.id, now).await?;
+            slots::mark_verified(&mut tx, &conn.id, Slot::Current, now).await?;
+            exec!(
+                &mut tx,
+                "UPDATE connections SET status = 'connected', status_reason = $1, updated_at = $2 WHERE id = $3",
+                format!("rotated to credential version {version}"),
+                now,
+                &conn.id
+            )?;
+            let until = now.saturating_add(row.cutover_window_ms);
+            let (detail, status) = if driver.dual() {
+                (
+                    format!(
+                        "version {version} is current; the previous one works until it is retired"
+                    ),
+                    "waiting_cutover",
+                )
+            } else {
+                (format!("version {version} is current"), "running")
+            };
+            commit_step(
+                tx,
+                row,
+                job,
+                owner,
+                "promote",
+                &detail,
+                "cutover",
+                status,
+                Some(&json!({"cutover_until": until})),
+                now,
+            )
+            .await
+        }
+        "cutover" => {
+            let until = job.payload()["cutover_until"].as_i64().unwrap_or(now);
+            if driver.dual() && now < until {
+                let mut tx = core.db.begin_write().await?;
+                let detail = format!(
+                    "both credentials work until {}; consumers move to the new one",
+                    crate::clock::rfc3339(until)
+                );
+                record_step(
+                    &mut tx,
+                    row,
+                    "cutover",
+                    "waiting",
+                    &detail,
+                    "waiting_cutover",
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Next::WaitUntil(until));
+            }
+            let tx = core.db.begin_write().await?;
+            commit_step(
+                tx,
+                row,
+                job,
+                owner,
+                "cutover",
+                "the cut-over window has passed",
+                "retire",
+                "running",
+                None,
+                now,
+            )
+            .await
+        }
+        "retire" => {
+            let previous =
+                slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?;
+            let detail = match &previous {
+                Some(old) => match driver.retire(&target, old).await {
+                    Ok(d) => format!("the previous credential no longer works ({d})"),
+                    Err(m) => return Ok(Next::Retry(m)),
+                },
+                None => "nothing to retire".to_string(),
+            };
+            let mut tx = core.db.begin_write().await?;
+            slots::retire_previous(&mut tx, &conn.id, now).await?;
+            record_step(&mut tx, row, "retire", "done", &detail, "completed", now).await?;
+            finish(&mut tx, row, "completed", None, now).await?;
+            if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+                return Ok(Next::Lost);
+            }
+            tx.commit().await?;
+            Ok(Next::Ended)
+        }
+        other => Ok(Next::Fail(format!("unknown step {other:?}"))),
+    }
+}
+
+async fn pending(core: &Core, conn: &Connection) -> Result<Map<String, Value>, RotationError> {
+    slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Pending)
+        .await?
+        .ok_or_else(|| RotationError::Invalid("the pending credential is missing".into()))
+}
+
+/// The new credential must prove itself with the connection's own probe.
+/// When it does not, it is removed at the target again and dropped here;
+/// the current credential was never touched.
+async fn verify(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+    driver: &dyn Driver,
+    conn: &Connection,
+    target: &Target<'_>,
+) -> Result<Next, RotationError> {
+    let pending = pending(core, conn).await?;
+    let out = probe::run(core, conn, &pending).await;
+    let now = core.now();
+    if out.verdict == Verdict::Ok {
+        let tx = core.db.begin_write().await?;
+        return commit_step(
+            tx,
+            row,
+            job,
+            owner,
+            "verify",
+            &out.message,
+            "promote",
+            "running",
+            None,
+            now,
+        )
+        .await;
+    }
+    let why = match out.verdict {
+        Verdict::Unverified => format!("the new credential cannot be verified ({}); a rotation only completes on a verified credential", out.message),
+        _ => format!("the new credential failed its test: {}", out.message),
+    };
+    let rollback = match driver.retire(target, &pending).await {
+        Ok(_) => {
+            "it was removed at the target again; the current credential is unchanged".to_string()
+        }
+        Err(m) => format!(
+            "removing it at the target failed too ({m}); the current credential is unchanged"
+        ),
+    };
+    let mut tx = core.db.begin_write().await?;
+    slots::discard_pending(&mut tx, &conn.id).await?;
+    if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+        return Ok(Next::Lost);
+    }
+    fail_rotation(&mut tx, row, "verify", &format!("{why}; {rollback}"), now).await?;
+    tx.commit().await?;
+    Ok(Next::Ended)
+}
+
+/// Records `name` done and moves the job to `next`, with whatever the
+/// caller already did in `tx`.
+#[allow(clippy::too_many_arguments)]
+async fn commit_step(
+    mut tx: Tx,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+    name: &str,
+    detail: &str,
+    next: &str,
+    status: &str,
+    payload: Option<&Value>,
+    now: i64,
+) -> Result<Next, RotationError> {
+    if !queue::advance(&mut tx, &job.id, owner, next, payload, now).await? {
+        return Ok(Next::Lost);
+    }
+    record_step(&mut tx, row, name, "done", detail, status, now).await?;
+    tx.commit().await?;
+    Ok(Next::Continue)
+}
+
+/// `REKEY_TEST_PAUSE_AFTER_STEP` (tests only): stop for good after each
+/// committed step, holding the lease, so a test can SIGKILL the process at
+/// an exact point between steps and show the rotation resuming elsewhere.
+async fn pause_for_crash_tests(step: &str) {
+    if std::env::var_os("REKEY_TEST_PAUSE_AFTER_STEP").is_some() {
+        tracing::warn!(
+            step,
+            "paused after a rotation step (REKEY_TEST_PAUSE_AFTER_STEP)"
+        );
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,428 @@
+//! Rotations against the real local Redis: the engine's steps, make before
+//! break, verified cut-over by time, rollback when the new credential fails,
+//! and a process killed between steps.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::dual;
+use crate::harness::*;
+
+/// A fresh Redis ACL user that may change its own password; returns its name.
+async fn acl_user(password: &str, may_rotate: bool) -> String {
+    let user = format!("rk_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg("resetpass")
+        .arg(format!(">{password}"))
+        .arg("+ping");
+    if may_rotate {
+        cmd.arg("+acl|setuser").arg("+acl|dryrun");
+    }
+    let _: () = cmd.query_async(&mut con).await.unwrap();
+    user
+}
+
+/// Can `user` log in with `password`?
+async fn logs_in(user: &str, password: &str) -> bool {
+    let url = format!("redis://{user}:{password}@127.0.0.1:6379/");
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return false;
+    };
+    match client.get_multiplexed_async_connection().await {
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn redis_connection(env: &Env, user: &str, password: &str) {
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "redis",
+        "--name",
+        "cache",
+        "--setting",
+        "host=127.0.0.1",
+        "--setting",
+        &format!("username={user}"),
+    ]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "cache",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        password,
+    );
+}
+
+/// The stored current password, read as platform code reads it.
+async fn stored_password(env: &Env, srv: &Server, key: &str) -> String {
+    let id = env.json(&["connection", "show", "--org", "acme", "--name", "cache"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v: Value = client()
+        .get(srv.at(&format!("/api/v1/orgs/acme/connections/{id}/credentials")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["credentials"]["password"].as_str().unwrap().to_string()
+}
+
+async fn wait_for_status(env: &Env, id: &str, want: &str) -> Value {
+    for _ in 0..200 {
+        let v = env.json(&["rotation", "show", id]);
+        if v["status"] == want {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "rotation {id} never reached {want}: {}",
+        env.json(&["rotation", "show", id])
+    );
+}
+
+dual!(redis_rotation_makes_before_it_breaks, |env| {
+    if !require(redis_up(), "Redis") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let old = "the-old-password-0001";
+    let user = acl_user(old, true).await;
+    redis_connection(&env, &user, old);
+
+    // the plan: statements with secrets masked, and nothing changes
+    let plan = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--dry-run",
+    ]);
+    assert_eq!(plan["dry_run"], true);
+    let text = plan.to_string();
+    assert!(
+        text.contains("ACL SETUSER") && text.contains("********"),
+        "{plan}"
+    );
+    assert!(!text.contains(old));
+    assert_eq!(
+        env.json(&["rotation", "list", "--org", "acme"]),
+        serde_json::json!([])
+    );
+
+    let key = env.json(&["service-key", "create", "--name", "platform"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let r = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--cutover-window",
+        "1h",
+    ]);
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(r["target"]["type"], "connection");
+    assert_eq!(r["target"]["name"], "cache");
+    // a second request answers with the one in progress
+    let out = env.run(&["rotate", "--org", "acme", "--connection", "cache", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let dup: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dup["id"], id.as_str());
+
+    // the server runs it up to the cut-over: both passwords work
+    let v = wait_for_status(&env, &id, "waiting_cutover").await;
+    let names: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..5],
+        ["check", "write_ahead", "apply", "verify", "promote"]
+    );
+    for s in v["steps"].as_array().unwrap() {
+        assert!(
+            s["at"].as_str().is_some() && s["detail"].as_str().is_some(),
+            "{s}"
+        );
+    }
+    let new = stored_password(&env, &srv, &key).await;
+    assert_ne!(new, old);
+    assert!(
+        logs_in(&user, &new).await,
+        "the stored current password works"
+    );
+    assert!(
+        logs_in(&user, old).await,
+        "the old one works until cut-over"
+    );
+    let show = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+    assert_eq!(show["slots"]["current"]["version"], 2, "{show}");
+    assert_eq!(show["slots"]["previous"]["version"], 1);
+    assert!(show["slots"]["previous"]["retired_at"].is_null());
+
+    // the window passes (the test clock): the old password is retired
+    env.advance(Duration::from_secs(3601));
+    let v = wait_for_status(&env, &id, "completed").await;
+    assert!(v["finished_at"].as_str().is_some());
+    assert_eq!(v["progress"], 100);
+    assert!(!logs_in(&user, old).await, "the old password is refused");
+    assert!(logs_in(&user, &new).await);
+    let show = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+    assert!(
+        show["slots"]["previous"]["retired_at"].as_str().is_some(),
+        "{show}"
+    );
+    let t = env.json(&["connection", "test", "--org", "acme", "--name", "cache"]);
+    assert_eq!(t["last_test"]["outcome"], "ok");
+    // every step is audited, and no password is in the log
+    let audit = env.ok(&["audit", "list", "--limit", "1000", "--json"]);
+    assert!(audit.contains("rotation.step") && audit.contains("rotation.start"));
+    assert!(!audit.contains(old) && !audit.contains(&new));
+    let list = env.json(&["rotation", "list", "--org", "acme", "--status", "completed"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+});
+
+dual!(
+    rotation_without_the_privilege_fails_before_changing_anything,
+    |env| {
+        if !require(redis_up(), "Redis") {
+            return;
+        }
+        env.ok(&["org", "create", "acme"]);
+        let old = "the-old-password-0002";
+        let user = acl_user(old, false).await;
+        redis_connection(&env, &user, old);
+        let out = env.run(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--wait",
+            "--cutover-window",
+            "0s",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["status"], "failed", "{v}");
+        assert!(v["reason"].as_str().unwrap().starts_with("check:"), "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("acl|setuser"), "{v}");
+        assert!(logs_in(&user, old).await, "nothing changed at the target");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+        assert_eq!(show["slots"]["current"]["version"], 1);
+        assert!(show["slots"]["pending"].is_null());
+        assert_eq!(show["status"], "connected");
+        // bad input: a connection that holds nothing, an unknown one
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "redis",
+            "--name",
+            "empty",
+            "--setting",
+            "host=127.0.0.1",
+        ]);
+        for name in ["empty", "nope"] {
+            let out = env.run(&["rotate", "--org", "acme", "--connection", name]);
+            assert_eq!(out.status.code(), Some(1), "{name}");
+        }
+        let out = env.run(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--key",
+            "k",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "two targets are a usage error");
+    }
+);
+
+dual!(rotation_killed_between_steps_resumes_and_finishes, |env| {
+    if !require(redis_up(), "Redis") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let old = "the-old-password-0003";
+    let user = acl_user(old, true).await;
+    redis_connection(&env, &user, old);
+    let key = env.json(&["service-key", "create", "--name", "platform"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--cutover-window",
+        "0s",
+    ]);
+    let id = r["id"].as_str().unwrap().to_string();
+    // Kill the server after each step in turn: it commits one step and
+    // pauses (REKEY_TEST_PAUSE_AFTER_STEP), holding the job's lease; it is
+    // SIGKILLed there, the lease (60 s) is waited out with the test clock,
+    // and the next server takes the rotation over at the following step.
+    let mut seen = 0;
+    let mut kills = 0;
+    for _round in 0..10 {
+        let mut srv = env.serve_with(&[
+            ("REKEY_JOBS_INTERVAL", "1s"),
+            ("REKEY_TEST_PAUSE_AFTER_STEP", "1"),
+        ]);
+        let mut status = String::new();
+        for _ in 0..300 {
+            let v = env.json(&["rotation", "show", &id]);
+            let n = v["steps"].as_array().map_or(0, |s| s.len());
+            status = v["status"].as_str().unwrap_or("").to_string();
+            if n > seen || status == "completed" {
+                seen = n;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = srv.child.kill(); // SIGKILL, between two steps
+        let _ = srv.child.wait();
+        kills += 1;
+        // whatever the step, the stored current password is one Redis accepts
+        let srv2 = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0")]);
+        let current = stored_password(&env, &srv2, &key).await;
+        assert!(
+            logs_in(&user, &current).await,
+            "stored current password refused after {seen} steps"
+        );
+        drop(srv2);
+        if status == "completed" {
+            break;
+        }
+        env.advance(Duration::from_secs(61));
+    }
+    assert!(kills >= 6, "killed only {kills} times");
+    let v = env.json(&["rotation", "show", &id]);
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(!logs_in(&user, old).await);
+});
+
+dual!(admin_api_for_rotations, |env| {
+    if !require(redis_up(), "Redis") {
+        return;
+    }
+    let admin = env.org_with_admin("acme");
+    let old = "the-old-password-0004";
+    let user = acl_user(old, true).await;
+    redis_connection(&env, &user, old);
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let (c, csrf) = admin_login(&srv, &admin).await;
+    let post = |body: Value| {
+        c.post(srv.at("/api/v1/orgs/acme/rotations"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&body)
+            .send()
+    };
+    let r = post(serde_json::json!({"connection": "cache", "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["dry_run"], true);
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"connection": "cache", "key": "k"}),
+        serde_json::json!({"connection": "cache", "cutover_window": "soon"}),
+    ] {
+        let r = post(bad.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let r = post(serde_json::json!({"connection": "nope"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(serde_json::json!({"connection": "cache", "cutover_window": "1h"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let r = post(serde_json::json!({"connection": "cache"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["location"], id.as_str());
+    wait_for_status(&env, &id, "waiting_cutover").await;
+    let list: Value = c
+        .get(srv.at("/api/v1/orgs/acme/rotations?status=waiting_cutover"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let r = c
+        .post(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}/cancel")))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "cancelled");
+    // cancelled after promotion: the new credential stays current and works
+    let show: Value = c
+        .get(srv.at("/api/v1/orgs/acme/connections/cache"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(show["slots"]["current"]["version"], 2, "{show}");
+    let t = env.json(&["connection", "test", "--org", "acme", "--name", "cache"]);
+    assert_eq!(t["last_test"]["outcome"], "ok");
+    // another org's admin sees nothing of it
+    let beta = env.org_with_admin("beta");
+    let (cb, _) = admin_login(&srv, &beta).await;
+    let r = cb
+        .get(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+});
