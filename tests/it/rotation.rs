@@ -74,6 +74,25 @@ fn redis_connection(env: &Env, user: &str, password: &str) {
     );
 }
 
+/// Org `acme` with a Redis connection `cache` as a fresh ACL user whose
+/// password is `old`; `None` (SKIPPED) off CI when Redis is down.
+async fn redis_world(env: &Env, old: &str, may_rotate: bool) -> Option<String> {
+    if !require(redis_up(), "Redis") {
+        return None;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let user = acl_user(old, may_rotate).await;
+    redis_connection(env, &user, old);
+    Some(user)
+}
+
+fn service_key(env: &Env) -> String {
+    env.json(&["service-key", "create", "--name", "platform"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The stored current password, read as platform code reads it.
 async fn stored_password(env: &Env, srv: &Server, key: &str) -> String {
     let id = env.json(&["connection", "show", "--org", "acme", "--name", "cache"])["id"]
@@ -107,13 +126,10 @@ async fn wait_for_status(env: &Env, id: &str, want: &str) -> Value {
 }
 
 dual!(redis_rotation_makes_before_it_breaks, |env| {
-    if !require(redis_up(), "Redis") {
-        return;
-    }
-    env.ok(&["org", "create", "acme"]);
     let old = "the-old-password-0001";
-    let user = acl_user(old, true).await;
-    redis_connection(&env, &user, old);
+    let Some(user) = redis_world(&env, old, true).await else {
+        return;
+    };
 
     // the plan: statements with secrets masked, and nothing changes
     let plan = env.json(&[
@@ -136,10 +152,7 @@ dual!(redis_rotation_makes_before_it_breaks, |env| {
         serde_json::json!([])
     );
 
-    let key = env.json(&["service-key", "create", "--name", "platform"])["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = service_key(&env);
     let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
     let r = env.json(&[
         "rotate",
@@ -217,13 +230,10 @@ dual!(redis_rotation_makes_before_it_breaks, |env| {
 dual!(
     rotation_without_the_privilege_fails_before_changing_anything,
     |env| {
-        if !require(redis_up(), "Redis") {
-            return;
-        }
-        env.ok(&["org", "create", "acme"]);
         let old = "the-old-password-0002";
-        let user = acl_user(old, false).await;
-        redis_connection(&env, &user, old);
+        let Some(user) = redis_world(&env, old, false).await else {
+            return;
+        };
         let out = env.run(&[
             "rotate",
             "--org",
@@ -276,17 +286,11 @@ dual!(
 );
 
 dual!(rotation_killed_between_steps_resumes_and_finishes, |env| {
-    if !require(redis_up(), "Redis") {
-        return;
-    }
-    env.ok(&["org", "create", "acme"]);
     let old = "the-old-password-0003";
-    let user = acl_user(old, true).await;
-    redis_connection(&env, &user, old);
-    let key = env.json(&["service-key", "create", "--name", "platform"])["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let Some(user) = redis_world(&env, old, true).await else {
+        return;
+    };
+    let key = service_key(&env);
     let r = env.json(&[
         "rotate",
         "--org",
