@@ -247,6 +247,24 @@ async fn postgres(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
+    sql_ping(pg_options(egress, settings, creds).await?).await
+}
+
+async fn mysql(
+    egress: &Egress,
+    settings: &Map<String, Value>,
+    creds: &Map<String, Value>,
+) -> Result<String, String> {
+    sql_ping(mysql_options(egress, settings, creds).await?).await
+}
+
+/// How to reach the connection's PostgreSQL as its role with `creds`, at
+/// the address the egress policy checked (probes and the rotation driver).
+pub async fn pg_options(
+    egress: &Egress,
+    settings: &Map<String, Value>,
+    creds: &Map<String, Value>,
+) -> Result<sqlx::postgres::PgConnectOptions, String> {
     let addr = checked(egress, settings, 5432).await?;
     let mut opts = sqlx::postgres::PgConnectOptions::new()
         .host(&addr.ip().to_string())
@@ -257,14 +275,15 @@ async fn postgres(
     if !db.is_empty() {
         opts = opts.database(&db);
     }
-    sql_ping(opts).await
+    Ok(opts)
 }
 
-async fn mysql(
+/// The same for MySQL and MariaDB.
+pub async fn mysql_options(
     egress: &Egress,
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
-) -> Result<String, String> {
+) -> Result<sqlx::mysql::MySqlConnectOptions, String> {
     let addr = checked(egress, settings, 3306).await?;
     let mut opts = sqlx::mysql::MySqlConnectOptions::new()
         .host(&addr.ip().to_string())
@@ -275,7 +294,7 @@ async fn mysql(
     if !db.is_empty() {
         opts = opts.database(&db);
     }
-    sql_ping(opts).await
+    Ok(opts)
 }
 
 /// Connects (which authenticates) and pings: the trivial command every
@@ -298,7 +317,7 @@ where
 }
 
 /// Database errors without anything the server echoed of our input.
-fn db_error(e: &sqlx::Error) -> String {
+pub fn db_error(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(d) => format!("refused: {}", d.message()),
         sqlx::Error::Io(_) => "could not connect".into(),

@@ -360,7 +360,10 @@ async fn verify(
         Verdict::Unverified => format!("the new credential cannot be verified ({}); a rotation only completes on a verified credential", out.message),
         _ => format!("the new credential failed its test: {}", out.message),
     };
-    let rollback = match driver.retire(target, &pending).await {
+    let current = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Current)
+        .await?
+        .unwrap_or_default();
+    let rollback = match driver.rollback(target, &current, &pending).await {
         Ok(_) => {
             "it was removed at the target again; the current credential is unchanged".to_string()
         }

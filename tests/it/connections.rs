@@ -459,11 +459,6 @@ dual!(passing_failures_are_retried_and_never_need_reauth, |env| {
     assert_eq!(r["status"], "connected", "{r}");
 });
 
-fn mariadb_up() -> bool {
-    std::net::TcpStream::connect_timeout(&"127.0.0.1:3306".parse().unwrap(), Duration::from_secs(1))
-        .is_ok()
-}
-
 dual!(database_and_redis_credentials_are_probed, |env| {
     env.ok(&["org", "create", "acme"]);
     // PostgreSQL (the local server trusts loopback, so a wrong *user* is the refusal we can show)

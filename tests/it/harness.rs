@@ -381,3 +381,10 @@ pub fn require(up: bool, what: &str) -> bool {
     }
     up
 }
+
+/// Is MariaDB listening on 127.0.0.1:3306?
+#[allow(dead_code)]
+pub fn mariadb_up() -> bool {
+    std::net::TcpStream::connect_timeout(&"127.0.0.1:3306".parse().unwrap(), Duration::from_secs(1))
+        .is_ok()
+}

@@ -11,6 +11,10 @@ use crate::harness::*;
 
 /// A fresh Redis ACL user that may change its own password; returns its name.
 async fn acl_user(password: &str, may_rotate: bool) -> String {
+    acl_user_with(password, may_rotate, true).await
+}
+
+async fn acl_user_with(password: &str, may_rotate: bool, may_ping: bool) -> String {
     let user = format!("rk_{}", ulid::Ulid::new().to_string().to_lowercase());
     let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
@@ -19,8 +23,10 @@ async fn acl_user(password: &str, may_rotate: bool) -> String {
         .arg(&user)
         .arg("on")
         .arg("resetpass")
-        .arg(format!(">{password}"))
-        .arg("+ping");
+        .arg(format!(">{password}"));
+    if may_ping {
+        cmd.arg("+ping");
+    }
     if may_rotate {
         cmd.arg("+acl|setuser").arg("+acl|dryrun");
     }
@@ -430,3 +436,265 @@ dual!(admin_api_for_rotations, |env| {
         .unwrap();
     assert_eq!(r.status(), 404);
 });
+
+dual!(postgres_role_rotation_stores_a_scram_verifier, |env| {
+    let pg_up = std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
+    if !require(pg_up, "PostgreSQL") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let role = format!("rk_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let old = "the-old-password-0005";
+    let admin = sqlx::PgPool::connect(&pg_admin_url()).await.unwrap();
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN PASSWORD '{old}'"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "postgres",
+        "--name",
+        "warehouse",
+        "--setting",
+        "host=127.0.0.1",
+        "--setting",
+        "database=postgres",
+        "--setting",
+        &format!("username={role}"),
+    ]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "warehouse",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        old,
+    );
+    let plan = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "warehouse",
+        "--dry-run",
+    ]);
+    assert!(plan.to_string().contains("SCRAM-SHA-256"), "{plan}");
+    let v = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "warehouse",
+        "--wait",
+    ]);
+    assert_eq!(v["status"], "completed", "{v}");
+    // The local server trusts loopback, so a login proves nothing: the proof
+    // is the verifier PostgreSQL stored, recomputed from the new password
+    // with its salt (the computation is checked against RFC 7677's vector).
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&role)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    let parts: Vec<&str> = stored.split(['$', ':']).collect();
+    assert_eq!(parts[0], "SCRAM-SHA-256", "{stored}");
+    let iterations: u32 = parts[1].parse().unwrap();
+    use base64::Engine;
+    let salt = base64::engine::general_purpose::STANDARD
+        .decode(parts[2])
+        .unwrap();
+    let key = service_key(&env);
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0")]);
+    let id = env.json(&["connection", "show", "--org", "acme", "--name", "warehouse"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let creds: Value = client()
+        .get(srv.at(&format!("/api/v1/orgs/acme/connections/{id}/credentials")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = creds["credentials"]["password"].as_str().unwrap();
+    assert_ne!(new, old);
+    let scram = rekey::connectors::drivers::postgres::scram_verifier;
+    assert_eq!(
+        scram(new, &salt, iterations),
+        stored,
+        "PostgreSQL holds the new password"
+    );
+    assert_ne!(scram(old, &salt, iterations), stored);
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+});
+
+dual!(mariadb_rotation_old_password_stops_working, |env| {
+    if !require(mariadb_up(), "MariaDB") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let user = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
+    let old = "the-old-password-0006";
+    let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'"))
+        .execute(&root)
+        .await
+        .unwrap();
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "mysql",
+        "--name",
+        "maria",
+        "--setting",
+        "host=127.0.0.1",
+        "--setting",
+        "database=information_schema",
+        "--setting",
+        &format!("username={user}"),
+    ]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "maria",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        old,
+    );
+    let v = env.json(&["rotate", "--org", "acme", "--connection", "maria", "--wait"]);
+    assert_eq!(v["status"], "completed", "{v}");
+    let logs_in = |pw: String| {
+        let url = format!("mysql://{user}:{pw}@127.0.0.1:3306/information_schema");
+        async move {
+            use sqlx::Connection;
+            sqlx::MySqlConnection::connect(&url).await.is_ok()
+        }
+    };
+    assert!(
+        !logs_in(old.to_string()).await,
+        "the old password is refused"
+    );
+    let t = env.json(&["connection", "test", "--org", "acme", "--name", "maria"]);
+    assert_eq!(
+        t["last_test"]["outcome"], "ok",
+        "the stored new password logs in"
+    );
+    let show = env.json(&["connection", "show", "--org", "acme", "--name", "maria"]);
+    assert_eq!(show["slots"]["current"]["version"], 2);
+    sqlx::query(&format!("DROP USER '{user}'@'%'"))
+        .execute(&root)
+        .await
+        .unwrap();
+});
+
+dual!(
+    a_new_password_that_fails_verification_is_rolled_back,
+    |env| {
+        if !require(redis_up(), "Redis") {
+            return;
+        }
+        env.ok(&["org", "create", "acme"]);
+        let old = "the-old-password-0007";
+        // may change its password, but not PING: the probe (the verify step) fails
+        let user = acl_user_with(old, true, false).await;
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "redis",
+            "--name",
+            "cache",
+            "--setting",
+            "host=127.0.0.1",
+            "--setting",
+            &format!("username={user}"),
+        ]);
+        env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "cache",
+                "--field",
+                "password",
+                "--value-stdin",
+                "--force",
+            ],
+            old,
+        );
+        let out = env.run(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--wait",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["status"], "failed", "{v}");
+        let reason = v["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("verify:") && reason.contains("removed at the target"),
+            "{v}"
+        );
+        // the target holds only the old password again, and it still works
+        let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let info: Vec<redis::Value> = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg(&user)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let passwords = info
+            .iter()
+            .position(|x| matches!(x, redis::Value::BulkString(b) if b.as_slice() == b"passwords"))
+            .and_then(|i| info.get(i + 1))
+            .and_then(|x| match x {
+                redis::Value::Array(a) => Some(a.len()),
+                _ => None,
+            });
+        assert_eq!(passwords, Some(1), "{info:?}");
+        let url = format!("redis://{user}:{old}@127.0.0.1:6379/");
+        assert!(redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_ok());
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+        assert_eq!(show["slots"]["current"]["version"], 1, "{show}");
+        assert!(show["slots"]["pending"].is_null());
+    }
+);

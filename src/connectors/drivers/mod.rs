@@ -4,6 +4,8 @@
 //! probe), retire — and persists each before the next, so a driver's steps
 //! must be safe to run again after a crash (idempotent at the target).
 
+pub mod mysql;
+pub mod postgres;
 pub mod redis;
 
 use std::future::Future;
@@ -52,12 +54,27 @@ pub trait Driver: Send + Sync {
         t: &'a Target<'a>,
         old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>>;
+
+    /// Undoes [`Driver::apply`] after `new` failed verification, so the
+    /// stored current credential (`old`) is again the one that works. By
+    /// default, retiring `new` (dual-credential systems).
+    fn rollback<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        old: &'a Map<String, Value>,
+        new: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<String, String>> {
+        let _ = old;
+        self.retire(t, new)
+    }
 }
 
 /// The driver for a connector kind and auth method, if rekey can rotate it.
 pub fn for_kind(kind: &str, method: &str) -> Option<&'static dyn Driver> {
     match (kind, method) {
         ("redis", "basic") => Some(&redis::RedisAcl),
+        ("postgres", "basic") => Some(&postgres::PgRole),
+        ("mysql", "basic") => Some(&mysql::MySqlUser),
         _ => None,
     }
 }
