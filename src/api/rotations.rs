@@ -73,21 +73,30 @@ pub async fn start(
             "name exactly one target: connection, key, m2m or app",
         ));
     }
-    let Some(conn) = b.connection else {
-        return Err(ApiError::bad_request(
-            "rotating rekey's own keys and secrets through the engine is not built yet; \
-             use the key reset / regenerate-secret endpoints with an overlap",
-        ));
+    let target = match (b.connection, b.key, b.m2m, b.app) {
+        (Some(c), ..) => TargetRef::Connection(c),
+        (None, Some(k), ..) => TargetRef::Key(k),
+        (None, None, Some(m), _) => TargetRef::M2m(m),
+        (None, None, None, Some(a)) => TargetRef::App(a),
+        (None, None, None, None) => {
+            return Err(ApiError::bad_request("name a target"));
+        }
     };
     let req = StartRequest {
-        target: TargetRef::Connection(conn),
+        target,
         dry_run: b.dry_run,
         cutover_window_ms: b.cutover_window.unwrap_or(Dur::secs(600)).ms(),
         deadline_ms: b.deadline.unwrap_or(Dur::secs(86_400)).ms(),
     };
     match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
         Started::Plan(p) => Ok((StatusCode::OK, Json(p)).into_response()),
-        Started::Rotation(v) => Ok((StatusCode::CREATED, Json(json!(*v))).into_response()),
+        // The answer may carry a new secret: never cached.
+        Started::Rotation(v) => Ok((
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!(*v)),
+        )
+            .into_response()),
     }
 }
 

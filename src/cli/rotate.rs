@@ -15,20 +15,13 @@ use crate::state::Core;
 pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<ExitCode> {
     let actor = Actor::cli();
     let o = orgs::find_in(&core.db, &a.org).await?;
-    let target = match (&a.connection, &a.key, &a.m2m, &a.app) {
-        (Some(c), ..) => TargetRef::Connection(c.clone()),
-        // Honest refusal: rekey's own secrets rotate with `key reset`,
-        // `m2m regenerate-secret` and `app regenerate-secret --overlap`
-        // until they run through this engine.
-        (None, Some(_), ..) => anyhow::bail!(
-            "rotating access keys through the engine is not built yet; use `rekey key reset --overlap`"
-        ),
-        (None, None, Some(_), _) => anyhow::bail!(
-            "rotating machine-client secrets through the engine is not built yet; use `rekey m2m regenerate-secret --overlap`"
-        ),
-        _ => anyhow::bail!(
-            "rotating application secrets through the engine is not built yet; use `rekey app regenerate-secret --overlap`"
-        ),
+    let target = match (a.connection, a.key, a.m2m, a.app) {
+        (Some(c), ..) => TargetRef::Connection(c),
+        (None, Some(k), ..) => TargetRef::Key(k),
+        (None, None, Some(m), _) => TargetRef::M2m(m),
+        (None, None, None, Some(p)) => TargetRef::App(p),
+        // clap requires exactly one
+        (None, None, None, None) => anyhow::bail!("name one target"),
     };
     let req = StartRequest {
         target,
@@ -68,14 +61,20 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
         }
         Started::Rotation(v) => *v,
     };
-    if !a.wait {
+    if !a.wait || view.secret.is_some() {
+        // A key or secret rotation answers at once: the new secret is in
+        // this answer only; the job retires the old one after the window.
         out.emit(&view, |v| {
-            format!(
+            let mut s = format!(
                 "rotation {} started ({}); the server runs it, or run `rekey rotation show {}`",
                 v.id, v.status, v.id
-            )
+            );
+            if let Some(secret) = &v.secret {
+                s.push_str(&format!("\n  new secret (shown once): {secret}"));
+            }
+            s
         });
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit_for(&view));
     }
     let view = wait(core, &view.id).await?;
     out.emit(&view, describe);

@@ -17,6 +17,7 @@
 //! any point resumes (on the next start, or another instance once the
 //! lease runs out) at the step it had reached; driver steps are idempotent.
 
+mod own;
 mod run;
 
 use serde::Serialize;
@@ -57,6 +58,17 @@ pub enum RotationError {
     Connector(#[from] ConnectorError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::oauth::OAuthError> for RotationError {
+    fn from(e: crate::oauth::OAuthError) -> Self {
+        use crate::oauth::OAuthError as O;
+        match e {
+            O::NotFound(m) => RotationError::NotFound(m),
+            O::Store(s) => RotationError::Store(s),
+            other => RotationError::Invalid(other.to_string()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for RotationError {
@@ -108,6 +120,10 @@ pub struct RotationView {
     pub started_by: String,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// The new secret of a key, m2m or app rotation: in the answer that
+    /// started it only (shown once, never stored in plaintext).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// The steps of a rotation, in order.
@@ -145,6 +161,7 @@ impl RotationRow {
             started_by: self.started_by.clone(),
             started_at: rfc3339(self.started_at),
             finished_at: self.finished_at.map(rfc3339),
+            secret: None,
         }
     }
 }
@@ -153,6 +170,11 @@ impl RotationRow {
 #[derive(Debug, Clone)]
 pub enum TargetRef {
     Connection(String),
+    /// rekey's own credentials: an access key, a machine client's secret,
+    /// an application's client secret.
+    Key(String),
+    M2m(String),
+    App(String),
 }
 
 pub struct StartRequest {
@@ -186,7 +208,10 @@ pub async fn get_any(core: &Core, id: &str) -> Result<RotationRow, RotationError
         .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
 }
 
-async fn by_id<C: AsEx>(c: &mut C, id: &str) -> Result<Option<RotationRow>, RotationError> {
+pub(crate) async fn by_id<C: AsEx>(
+    c: &mut C,
+    id: &str,
+) -> Result<Option<RotationRow>, RotationError> {
     Ok(fetch_optional!(
         c,
         RotationRow,
@@ -220,7 +245,10 @@ pub async fn start(
     org_id: &str,
     req: &StartRequest,
 ) -> Result<Started, RotationError> {
-    let TargetRef::Connection(name) = &req.target;
+    let name = match &req.target {
+        TargetRef::Connection(name) => name,
+        _ => return own::start(core, actor, org_id, req).await,
+    };
     let conn = connections::find_in(&core.db, org_id, name).await?;
     let method = conn.method()?;
     if conn.status == "disconnected" || !conn.has_credentials {
@@ -264,6 +292,49 @@ pub async fn start(
             "cutover_window_s": req.cutover_window_ms / 1000,
         })));
     }
+    let row = insert(
+        core,
+        actor,
+        NewRotation {
+            org_id,
+            target_type: "connection",
+            target_id: &conn.id,
+            target_name: &conn.name,
+            step: STEPS[0],
+            payload: json!({}),
+            status: "planned",
+            run_at: core.now(),
+            cutover_window_ms: req.cutover_window_ms,
+            deadline_ms: req.deadline_ms,
+        },
+    )
+    .await?;
+    Ok(Started::Rotation(Box::new(row.view())))
+}
+
+pub(crate) struct NewRotation<'a> {
+    pub org_id: &'a str,
+    pub target_type: &'a str,
+    pub target_id: &'a str,
+    pub target_name: &'a str,
+    /// The job's first step.
+    pub step: &'a str,
+    pub payload: Value,
+    pub status: &'a str,
+    /// When the job is first due.
+    pub run_at: i64,
+    pub cutover_window_ms: i64,
+    pub deadline_ms: i64,
+}
+
+/// Records a rotation and its job, with the audit event. The target is
+/// reserved here: while it has an unfinished rotation, a second one is
+/// refused with it ([`RotationError::InProgress`]).
+pub(crate) async fn insert(
+    core: &Core,
+    actor: &Actor,
+    n: NewRotation<'_>,
+) -> Result<RotationRow, RotationError> {
     let now = core.now();
     let id = new_id();
     let mut tx = core.db.begin_write().await?;
@@ -272,9 +343,9 @@ pub async fn start(
         &NewJob {
             kind: JOB_KIND,
             subject: &id,
-            step: STEPS[0],
-            payload: &json!({}),
-            run_at: now,
+            step: n.step,
+            payload: &n.payload,
+            run_at: n.run_at,
             max_attempts: 3,
         },
         now,
@@ -284,14 +355,16 @@ pub async fn start(
         &mut tx,
         "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
             cutover_window_ms, deadline_at, started_by, started_at)
-         VALUES ($1, $2, 'connection', $3, $4, 'planned', '[]', $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11)",
         &id,
-        org_id,
-        &conn.id,
-        &conn.name,
+        n.org_id,
+        n.target_type,
+        n.target_id,
+        n.target_name,
+        n.status,
         &job_id,
-        req.cutover_window_ms,
-        now.saturating_add(req.deadline_ms),
+        n.cutover_window_ms,
+        now.saturating_add(n.deadline_ms),
         &actor.name,
         now
     );
@@ -304,9 +377,10 @@ pub async fn start(
                 &mut c,
                 RotationRow,
                 &format!(
-                    "SELECT {COLS} FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND finished_at IS NULL"
+                    "SELECT {COLS} FROM rotations WHERE target_type = $1 AND target_id = $2 AND finished_at IS NULL"
                 ),
-                &conn.id
+                n.target_type,
+                n.target_id
             )?;
             return Err(match existing {
                 Some(r) => RotationError::InProgress(Box::new(r.view())),
@@ -322,18 +396,17 @@ pub async fn start(
         now,
         actor,
         Event {
-            org_id: Some(org_id),
+            org_id: Some(n.org_id),
             action: "rotation.start",
             target: Some(&id),
-            detail: json!({"target": {"type": "connection", "name": conn.name}}),
+            detail: json!({"target": {"type": n.target_type, "name": n.target_name}}),
         },
     )
     .await?;
     tx.commit().await?;
-    let row = by_id(&mut core.db.read().await?, &id)
+    by_id(&mut core.db.read().await?, &id)
         .await?
-        .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))?;
-    Ok(Started::Rotation(Box::new(row.view())))
+        .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
 }
 
 /// Cancels a rotation that has not finished. Steps already taken stay
@@ -413,7 +486,12 @@ pub async fn retry(
         actor,
         org_id,
         &StartRequest {
-            target: TargetRef::Connection(row.target_name.clone()),
+            target: match row.target_type.as_str() {
+                "key" => TargetRef::Key(row.target_name.clone()),
+                "m2m" => TargetRef::M2m(row.target_name.clone()),
+                "app" => TargetRef::App(row.target_name.clone()),
+                _ => TargetRef::Connection(row.target_name.clone()),
+            },
             dry_run: false,
             cutover_window_ms: row.cutover_window_ms,
             deadline_ms: (row.deadline_at - row.started_at).max(1),
@@ -433,7 +511,7 @@ fn current_step(row: &RotationRow) -> String {
 
 /// Appends a step record and sets the status, in the caller's transaction,
 /// with its audit event.
-async fn record_step(
+pub(crate) async fn record_step(
     tx: &mut Tx,
     row: &RotationRow,
     step: &str,
@@ -468,7 +546,7 @@ async fn record_step(
     Ok(())
 }
 
-async fn finish(
+pub(crate) async fn finish(
     tx: &mut Tx,
     row: &RotationRow,
     status: &str,

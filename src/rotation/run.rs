@@ -123,7 +123,7 @@ async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationE
 
 /// Ends the rotation as `failed` at `step` with the target's message; the
 /// connection goes back to `connected` on its current (unchanged) credential.
-async fn fail_rotation(
+pub(super) async fn fail_rotation(
     tx: &mut Tx,
     row: &RotationRow,
     step: &str,
@@ -146,6 +146,9 @@ async fn step_once(
     job: &Job,
     owner: &str,
 ) -> Result<Next, RotationError> {
+    if row.target_type != "connection" {
+        return own_step(core, row, job, owner).await;
+    }
     let conn = connections::get(&mut core.db.read().await?, &row.target_id).await?;
     let Some(driver) = drivers::for_kind(&conn.kind, &conn.auth) else {
         return Ok(Next::Fail(format!(
@@ -414,5 +417,57 @@ async fn pause_for_crash_tests(step: &str) {
             "paused after a rotation step (REKEY_TEST_PAUSE_AFTER_STEP)"
         );
         std::future::pending::<()>().await;
+    }
+}
+
+/// The job's part of rotating rekey's own secrets (`own.rs` issued the new
+/// one): wait out the cut-over window, then record the previous secret's
+/// end — the overlap that `key reset` / `regenerate-secret` set ends it.
+async fn own_step(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+) -> Result<Next, RotationError> {
+    let now = core.now();
+    let until = job.payload()["cutover_until"].as_i64().unwrap_or(now);
+    match job.step.as_str() {
+        "cutover" if now < until => Ok(Next::WaitUntil(until)),
+        "cutover" => {
+            let tx = core.db.begin_write().await?;
+            commit_step(
+                tx,
+                row,
+                job,
+                owner,
+                "cutover",
+                "the cut-over window has passed",
+                "retire",
+                "running",
+                None,
+                now,
+            )
+            .await
+        }
+        "retire" => {
+            let mut tx = core.db.begin_write().await?;
+            record_step(
+                &mut tx,
+                row,
+                "retire",
+                "done",
+                "the previous secret no longer works",
+                "completed",
+                now,
+            )
+            .await?;
+            finish(&mut tx, row, "completed", None, now).await?;
+            if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+                return Ok(Next::Lost);
+            }
+            tx.commit().await?;
+            Ok(Next::Ended)
+        }
+        other => Ok(Next::Fail(format!("unknown step {other:?}"))),
     }
 }

@@ -698,3 +698,97 @@ dual!(
         assert!(show["slots"]["pending"].is_null());
     }
 );
+
+dual!(rekeys_own_secrets_rotate_with_an_overlap, |env| {
+    env.org_with_admin("acme");
+    let old_key = env.json(&[
+        "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
+    ])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m2m = env.json(&[
+        "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+    ]);
+    let (cid, old_secret) = (
+        m2m["client_id"].as_str().unwrap().to_string(),
+        m2m["client_secret"].as_str().unwrap().to_string(),
+    );
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let me = |key: String| {
+        let url = srv.at("/v1/me");
+        async move {
+            client()
+                .get(url)
+                .header("Accesskey", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let token = |secret: String| {
+        let url = srv.at("/oauth2/token");
+        let cid = cid.clone();
+        async move {
+            client()
+                .post(url)
+                .basic_auth(cid, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // an access key, with an hour's overlap
+    let v = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--key",
+        "etl",
+        "--cutover-window",
+        "1h",
+    ]);
+    assert_eq!(v["target"]["type"], "key");
+    assert_eq!(v["status"], "waiting_cutover", "{v}");
+    let new_key = v["secret"].as_str().unwrap().to_string();
+    assert!(new_key.starts_with("rk_ak_"));
+    assert_eq!(me(new_key.clone()).await, 200);
+    assert_eq!(
+        me(old_key.clone()).await,
+        200,
+        "the old key works through the window"
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(
+        env.json(&["rotation", "show", &id]).get("secret").is_none(),
+        "shown once"
+    );
+    env.advance(Duration::from_secs(3601));
+    wait_for_status(&env, &id, "completed").await;
+    assert_eq!(me(old_key).await, 401);
+    assert_eq!(me(new_key).await, 200);
+    // a machine client's secret, without overlap
+    let v = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--m2m",
+        "sync",
+        "--cutover-window",
+        "0s",
+    ]);
+    let new_secret = v["secret"].as_str().unwrap().to_string();
+    assert!(new_secret.starts_with("rk_cs_"));
+    assert_eq!(token(new_secret).await, 200);
+    assert_eq!(token(old_secret).await, 401);
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_for_status(&env, &id, "completed").await;
+    // nothing secret in the audit log
+    let audit = env.ok(&["audit", "list", "--limit", "1000", "--json"]);
+    assert!(!audit.contains("rk_ak_") && !audit.contains("rk_cs_"));
+});
