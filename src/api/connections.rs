@@ -336,8 +336,19 @@ pub async fn read_credentials(
     let o = orgs::find_in(&st.core.db, &org)
         .await
         .map_err(|_| ApiError::not_found(format!("org {org:?} not found")))?;
-    let actor = Actor::new(format!("service:{}", key.name), ip);
-    let (c, creds) = credentials::read(&st.core, &o.id, &conn, &actor).await?;
+    let reader = format!("service:{}", key.name);
+    // Who reads which version: what a rotation's cut-over waits on.
+    let target = connections::find_in(&st.core.db, &o.id, &conn).await?;
+    crate::connectors::slots::record_read(
+        &st.core,
+        &target.id,
+        &reader,
+        ip.as_deref(),
+        st.core.now(),
+    )
+    .await?;
+    let actor = Actor::new(reader, ip);
+    let (c, creds) = credentials::read(&st.core, &o.id, &target.id, &actor).await?;
     let mut resp = Json(json!({
         "id": c.id,
         "name": c.name,

@@ -51,6 +51,8 @@ pub struct Start {
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
+    preflight: bool,
+    #[serde(default)]
     cutover_window: Option<Dur>,
     #[serde(default)]
     deadline: Option<Dur>,
@@ -85,6 +87,7 @@ pub async fn start(
     let req = StartRequest {
         target,
         dry_run: b.dry_run,
+        preflight: b.preflight,
         cutover_window_ms: b.cutover_window.unwrap_or(Dur::secs(600)).ms(),
         deadline_ms: b.deadline.unwrap_or(Dur::secs(86_400)).ms(),
     };
@@ -126,7 +129,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let row = rotation::get(&mut st.core.db.read().await?, &o.id, &id).await?;
-    Ok(Json(json!(row.view())))
+    Ok(Json(rotation::detailed_view(&st.core, &row).await?))
 }
 
 pub async fn cancel(

@@ -97,6 +97,10 @@ pub struct RotateArgs {
     /// Print the plan (steps, statements with secrets masked); change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Who reads the credential, and who has not moved to the current
+    /// version yet; change nothing.
+    #[arg(long)]
+    pub preflight: bool,
     /// Run the rotation here and return when it is completed, failed,
     /// stalled, cancelled or waiting for a person (progress on stderr).
     #[arg(long)]

@@ -26,6 +26,7 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
     let req = StartRequest {
         target,
         dry_run: a.dry_run,
+        preflight: a.preflight,
         cutover_window_ms: a.cutover_window.ms(),
         deadline_ms: a.deadline.ms(),
     };
@@ -43,6 +44,10 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
         Err(e) => return Err(e.into()),
     };
     let view = match started {
+        Started::Plan(p) if p["preflight"] == true => {
+            out.emit(&p, |p| serde_json::to_string_pretty(p).unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
         Started::Plan(p) => {
             out.emit(&p, |p| {
                 let steps = p["statements"]
@@ -159,8 +164,10 @@ pub async fn run(core: &Core, out: &Out, cmd: RotationCmd) -> anyhow::Result<Exi
             });
         }
         RotationCmd::Show { id } => {
-            let v = rotation::get_any(core, &id).await?.view();
-            out.emit(&v, describe);
+            let row = rotation::get_any(core, &id).await?;
+            let detailed = rotation::detailed_view(core, &row).await?;
+            let v = row.view();
+            out.emit(&detailed, |_| describe(&v));
         }
         RotationCmd::Cancel { id } => {
             let row = rotation::get_any(core, &id).await?;

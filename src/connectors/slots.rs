@@ -200,15 +200,72 @@ pub async fn mark_verified(
     Ok(())
 }
 
-/// Records a read of the current credential (the credentials endpoint).
-pub async fn mark_read(tx: &mut Tx, connection_id: &str, now: i64) -> Result<(), ConnectorError> {
+/// Records that `reader` is about to read the current credential (the
+/// credentials endpoint), with the version current now. Recorded before the
+/// read: if a rotation promotes in between, the reader is counted on the
+/// older version and the rotation waits for its next read — never the
+/// other way round.
+pub async fn record_read(
+    core: &Core,
+    connection_id: &str,
+    reader: &str,
+    ip: Option<&str>,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    let mut tx = core.db.begin_write().await?;
     exec!(
-        tx,
+        &mut tx,
+        "INSERT INTO credential_reads (connection_id, reader, ip, version, read_at)
+         SELECT $1, $2, $3, version, $4 FROM credential_slots WHERE connection_id = $1 AND slot = 'current'
+         ON CONFLICT (connection_id, reader) DO UPDATE SET ip = excluded.ip, version = excluded.version,
+           read_at = excluded.read_at",
+        connection_id,
+        reader,
+        ip,
+        now
+    )?;
+    exec!(
+        &mut tx,
         "UPDATE credential_slots SET last_read_at = $1 WHERE connection_id = $2 AND slot = 'current'",
         now,
         connection_id
     )?;
+    tx.commit().await?;
     Ok(())
+}
+
+#[derive(sqlx::FromRow, Debug, Clone, Serialize)]
+pub struct Reader {
+    pub reader: String,
+    pub ip: Option<String>,
+    pub version: i64,
+    #[serde(skip)]
+    pub read_at: i64,
+}
+
+/// Every reader of the connection's credentials and the version it last got.
+pub async fn readers<C: AsEx>(
+    c: &mut C,
+    connection_id: &str,
+) -> Result<Vec<Reader>, ConnectorError> {
+    Ok(fetch_all!(
+        c,
+        Reader,
+        "SELECT reader, ip, version, read_at FROM credential_reads WHERE connection_id = $1 ORDER BY reader",
+        connection_id
+    )?)
+}
+
+impl Reader {
+    pub fn view(&self, current_version: Option<i64>) -> Value {
+        serde_json::json!({
+            "reader": self.reader,
+            "ip": self.ip,
+            "version": self.version,
+            "last_read_at": rfc3339(self.read_at),
+            "on_current": current_version.is_some_and(|v| self.version >= v),
+        })
+    }
 }
 
 /// `pending` becomes `current` and `current` becomes `previous` (kept,

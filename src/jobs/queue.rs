@@ -304,6 +304,21 @@ pub async fn clear(tx: &mut Tx, id: &str, now: i64) -> Result<bool, StoreError> 
     Ok(n == 1)
 }
 
+/// Puts a finished or dead job back at `step`, due now, with a fresh budget
+/// (a person retries it).
+pub async fn requeue(tx: &mut Tx, id: &str, step: &str, now: i64) -> Result<bool, StoreError> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET state = 'queued', step = $1, attempts = 0, next_run_at = $2, lease_owner = NULL,
+                lease_until = NULL, last_error = NULL, updated_at = $2
+         WHERE id = $3",
+        step,
+        now,
+        id
+    )?;
+    Ok(n == 1)
+}
+
 /// Cancels a job whatever holds it (a person's decision); a holder finds
 /// out at its next [`advance`] or [`finish`], which then do nothing.
 pub async fn cancel(tx: &mut Tx, id: &str, now: i64) -> Result<bool, StoreError> {

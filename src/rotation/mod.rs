@@ -180,6 +180,8 @@ pub enum TargetRef {
 pub struct StartRequest {
     pub target: TargetRef,
     pub dry_run: bool,
+    /// Who reads the credential and which version: who would have to move.
+    pub preflight: bool,
     pub cutover_window_ms: i64,
     pub deadline_ms: i64,
 }
@@ -276,10 +278,24 @@ pub async fn start(
             )))
         }
     };
+    let live_previous = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id)
+        .await?
+        .into_iter()
+        .find(|r| r.slot == "previous" && r.retired_at.is_none());
+    if let Some(p) = live_previous {
+        return Err(RotationError::Invalid(format!(
+            "the previous credential of {} (version {}) still works: finish the rotation that left it \
+             (`rekey rotation retry` a stalled one) before rotating again",
+            conn.name, p.version
+        )));
+    }
     if req.cutover_window_ms < 0 || req.deadline_ms <= 0 {
         return Err(RotationError::Invalid(
             "the cut-over window and the deadline must be positive".into(),
         ));
+    }
+    if req.preflight {
+        return Ok(Started::Plan(preflight(core, &conn.id, &conn.name).await?));
     }
     if req.dry_run {
         return Ok(Started::Plan(json!({
@@ -409,6 +425,46 @@ pub(crate) async fn insert(
         .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
 }
 
+/// "If I rotate this now, who has not moved yet": every reader of the
+/// credentials endpoint with the version it last read; `not_moved` are
+/// those still on an older version than the current one (a rotation in
+/// progress waits for them), `must_reread` everyone a new rotation would
+/// wait for. Changes nothing.
+async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, RotationError> {
+    let mut c = core.db.read().await?;
+    let current = crate::connectors::slots::list(&mut c, conn_id)
+        .await?
+        .into_iter()
+        .find(|r| r.slot == "current")
+        .map(|r| r.version);
+    let readers = crate::connectors::slots::readers(&mut c, conn_id).await?;
+    let not_moved: Vec<Value> = readers
+        .iter()
+        .filter(|r| current.is_some_and(|v| r.version < v))
+        .map(|r| r.view(current))
+        .collect();
+    Ok(json!({
+        "preflight": true,
+        "target": {"type": "connection", "name": name},
+        "current_version": current,
+        "readers": readers.iter().map(|r| r.view(current)).collect::<Vec<_>>(),
+        "not_moved": not_moved,
+        "must_reread": readers.iter().map(|r| r.reader.clone()).collect::<Vec<_>>(),
+    }))
+}
+
+/// The view with who reads the target's credential and which version
+/// (`rotation show`): who has not moved yet.
+pub async fn detailed_view(core: &Core, row: &RotationRow) -> Result<Value, RotationError> {
+    let mut v = serde_json::to_value(row.view()).unwrap_or(Value::Null);
+    if row.target_type == "connection" {
+        let p = preflight(core, &row.target_id, &row.target_name).await?;
+        v["consumers"] = p["readers"].clone();
+        v["not_moved"] = p["not_moved"].clone();
+    }
+    Ok(v)
+}
+
 /// Cancels a rotation that has not finished. Steps already taken stay
 /// taken: a rotation cancelled after promotion keeps the new credential
 /// current (and the old one, until retired by hand, working).
@@ -475,6 +531,9 @@ pub async fn retry(
     id: &str,
 ) -> Result<Started, RotationError> {
     let row = get(&mut core.db.read().await?, org_id, id).await?;
+    if row.status == "stalled" {
+        return reopen(core, actor, &row).await;
+    }
     if !matches!(row.status.as_str(), "failed" | "stalled" | "cancelled") {
         return Err(RotationError::Invalid(format!(
             "rotation {id} is {}; only failed, stalled or cancelled rotations are retried",
@@ -493,11 +552,57 @@ pub async fn retry(
                 _ => TargetRef::Connection(row.target_name.clone()),
             },
             dry_run: false,
+            preflight: false,
             cutover_window_ms: row.cutover_window_ms,
             deadline_ms: (row.deadline_at - row.started_at).max(1),
         },
     )
     .await
+}
+
+/// A stalled rotation goes back to waiting for its readers, with a fresh
+/// deadline as long as the first one: both credentials still work, so
+/// starting over would only add a third.
+async fn reopen(core: &Core, actor: &Actor, row: &RotationRow) -> Result<Started, RotationError> {
+    let now = core.now();
+    let span = (row.deadline_at - row.started_at).max(1);
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "UPDATE rotations SET status = 'waiting_cutover', reason = NULL, finished_at = NULL, deadline_at = $1 WHERE id = $2",
+        now.saturating_add(span),
+        &row.id
+    )?;
+    queue::requeue(&mut tx, &row.job_id, "cutover", now).await?;
+    let fresh = by_id(&mut tx, &row.id)
+        .await?
+        .unwrap_or_else(|| row.clone());
+    record_step(
+        &mut tx,
+        &fresh,
+        "cutover",
+        "waiting",
+        "retried: waiting again for readers to move",
+        "waiting_cutover",
+        now,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(&row.org_id),
+            action: "rotation.retry",
+            target: Some(&row.id),
+            detail: json!({"from": "stalled"}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Started::Rotation(Box::new(
+        get_any(core, &row.id).await?.view(),
+    )))
 }
 
 fn current_step(row: &RotationRow) -> String {

@@ -58,6 +58,17 @@ pub(super) async fn start(
         }
     };
     drop(c);
+    if req.preflight {
+        // rekey's own secrets are presented, not read: their consumers are
+        // whoever holds them; the old one ends with the cut-over window.
+        return Ok(Started::Plan(json!({
+            "preflight": true,
+            "target": {"type": target_type, "name": name},
+            "readers": [],
+            "not_moved": [],
+            "note": "callers present this secret; after a rotation the previous one works until the cut-over window ends",
+        })));
+    }
     if req.dry_run {
         return Ok(Started::Plan(json!({
             "dry_run": true,

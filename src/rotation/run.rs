@@ -257,47 +257,12 @@ async fn step_once(
                 &detail,
                 "cutover",
                 status,
-                Some(&json!({"cutover_until": until})),
+                Some(&json!({"cutover_until": until, "promoted_version": version})),
                 now,
             )
             .await
         }
-        "cutover" => {
-            let until = job.payload()["cutover_until"].as_i64().unwrap_or(now);
-            if driver.dual() && now < until {
-                let mut tx = core.db.begin_write().await?;
-                let detail = format!(
-                    "both credentials work until {}; consumers move to the new one",
-                    crate::clock::rfc3339(until)
-                );
-                record_step(
-                    &mut tx,
-                    row,
-                    "cutover",
-                    "waiting",
-                    &detail,
-                    "waiting_cutover",
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(Next::WaitUntil(until));
-            }
-            let tx = core.db.begin_write().await?;
-            commit_step(
-                tx,
-                row,
-                job,
-                owner,
-                "cutover",
-                "the cut-over window has passed",
-                "retire",
-                "running",
-                None,
-                now,
-            )
-            .await
-        }
+        "cutover" => cutover(core, row, job, owner, driver, &conn).await,
         "retire" => {
             let previous =
                 slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?;
@@ -470,4 +435,113 @@ async fn own_step(
         }
         other => Ok(Next::Fail(format!("unknown step {other:?}"))),
     }
+}
+
+/// The old credential is retired only when nothing still uses it: the
+/// window has passed and every reader of the credentials endpoint has read
+/// the promoted version since. At the deadline, with a reader still on the
+/// old one, the rotation stops as `stalled`, naming who — both credentials
+/// keep working, nobody is cut off.
+async fn cutover(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+    driver: &dyn Driver,
+    conn: &Connection,
+) -> Result<Next, RotationError> {
+    let now = core.now();
+    let payload = job.payload();
+    let until = payload["cutover_until"].as_i64().unwrap_or(now);
+    if !driver.dual() {
+        let tx = core.db.begin_write().await?;
+        return commit_step(
+            tx,
+            row,
+            job,
+            owner,
+            "cutover",
+            "one credential at a time: nothing to wait for",
+            "retire",
+            "running",
+            None,
+            now,
+        )
+        .await;
+    }
+    let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
+    let behind: Vec<slots::Reader> = slots::readers(&mut core.db.read().await?, &conn.id)
+        .await?
+        .into_iter()
+        .filter(|r| r.version < version)
+        .collect();
+    let names = behind
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{} (last read version {} at {})",
+                r.reader,
+                r.ip.as_ref()
+                    .map(|ip| format!(" from {ip}"))
+                    .unwrap_or_default(),
+                r.version,
+                crate::clock::rfc3339(r.read_at)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if now >= until && behind.is_empty() {
+        let tx = core.db.begin_write().await?;
+        let detail =
+            format!("the window has passed and every reader has moved to version {version}");
+        return commit_step(
+            tx, row, job, owner, "cutover", &detail, "retire", "running", None, now,
+        )
+        .await;
+    }
+    if now >= row.deadline_at {
+        let mut tx = core.db.begin_write().await?;
+        if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+            return Ok(Next::Lost);
+        }
+        let detail = format!("the deadline passed with readers still on the previous credential: {names}; both credentials still work");
+        record_step(&mut tx, row, "cutover", "stalled", &detail, "stalled", now).await?;
+        finish(
+            &mut tx,
+            row,
+            "stalled",
+            Some(&format!("cutover: {detail}")),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Next::Ended);
+    }
+    let detail = if behind.is_empty() {
+        format!(
+            "both credentials work until {}; consumers move to the new one",
+            crate::clock::rfc3339(until)
+        )
+    } else {
+        format!("waiting for readers still on the previous credential: {names}")
+    };
+    let mut tx = core.db.begin_write().await?;
+    record_step(
+        &mut tx,
+        row,
+        "cutover",
+        "waiting",
+        &detail,
+        "waiting_cutover",
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    // Look again soon (a reader may move at any time), and at the deadline.
+    let next = if now < until {
+        until
+    } else {
+        now.saturating_add(30_000)
+    };
+    Ok(Next::WaitUntil(next.min(row.deadline_at)))
 }

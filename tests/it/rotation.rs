@@ -792,3 +792,71 @@ dual!(rekeys_own_secrets_rotate_with_an_overlap, |env| {
     let audit = env.ok(&["audit", "list", "--limit", "1000", "--json"]);
     assert!(!audit.contains("rk_ak_") && !audit.contains("rk_cs_"));
 });
+
+dual!(
+    cut_over_waits_for_readers_and_stalls_at_the_deadline,
+    |env| {
+        let old = "the-old-password-0008";
+        let Some(user) = redis_world(&env, old, true).await else {
+            return;
+        };
+        let key = service_key(&env);
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        // the platform reads the credential once, before the rotation
+        assert_eq!(stored_password(&env, &srv, &key).await, old);
+        let pre = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--preflight",
+        ]);
+        assert_eq!(
+            pre["must_reread"],
+            serde_json::json!(["service:platform"]),
+            "{pre}"
+        );
+        assert_eq!(pre["not_moved"], serde_json::json!([]));
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--cutover-window",
+            "10m",
+            "--deadline",
+            "1h",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        wait_for_status(&env, &id, "waiting_cutover").await;
+        // the window passes, but the reader never re-read: it keeps waiting…
+        env.advance(Duration::from_secs(11 * 60));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let v = env.json(&["rotation", "show", &id]);
+        assert_eq!(v["status"], "waiting_cutover", "{v}");
+        assert_eq!(v["not_moved"][0]["reader"], "service:platform", "{v}");
+        // …until the deadline: stalled, naming who, both passwords working
+        env.advance(Duration::from_secs(3600));
+        let v = wait_for_status(&env, &id, "stalled").await;
+        let reason = v["reason"].as_str().unwrap();
+        assert!(reason.contains("service:platform"), "{v}");
+        assert!(logs_in(&user, old).await, "stalled breaks no one");
+        let out = env.run(&["rotate", "--org", "acme", "--connection", "cache"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "no new rotation over a live previous credential"
+        );
+        // retried: waits again; the reader re-reads the new one; it completes
+        let v = env.json(&["rotation", "retry", &id]);
+        assert_eq!(v["status"], "waiting_cutover", "{v}");
+        let new = stored_password(&env, &srv, &key).await;
+        assert_ne!(new, old);
+        env.advance(Duration::from_secs(60));
+        wait_for_status(&env, &id, "completed").await;
+        assert!(!logs_in(&user, old).await);
+        assert!(logs_in(&user, &new).await);
+    }
+);
