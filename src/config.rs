@@ -437,6 +437,16 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
+    /// The public URL without a trailing slash, for processes that do not
+    /// bind (the CLI): the setting, or `http://{listen}`.
+    pub fn public_url_configured(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// The public URL without a trailing slash.
     pub fn public_url_for(&self, bound: SocketAddr) -> String {
         self.public_url

@@ -239,6 +239,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/orgs/{org}/rotations/{id}/retry",
             post(rotations::retry),
         )
+        .route(
+            "/api/v1/orgs/{org}/rotations/{id}/steps",
+            post(rotations::step),
+        )
         .fallback(ops::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))

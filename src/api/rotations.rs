@@ -153,3 +153,22 @@ pub async fn retry(
         Started::Plan(p) => Ok(Json(p).into_response()),
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepBody {
+    done: u64,
+}
+
+/// `POST …/rotations/{id}/steps` `{"done": N}`: a manual rotation's runbook step N is done.
+pub async fn step(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, id)): Path<(String, String)>,
+    b: Result<Json<StepBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b)?;
+    let o = org_for(&st, &admin, &org).await?;
+    let v = rotation::runbook_step(&st.core, &admin.actor(), &o.id, &id, b.done).await?;
+    Ok(Json(json!(v)))
+}

@@ -128,6 +128,13 @@ pub enum RotationCmd {
     Cancel { id: String },
     /// Start a failed, stalled or cancelled rotation again.
     Retry { id: String },
+    /// Mark a step of a manual rotation's runbook done.
+    Step {
+        id: String,
+        /// The runbook step's number (1, 2, …).
+        #[arg(long, value_name = "N")]
+        done: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -108,12 +108,7 @@ fn map(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
 
 /// The public URL the provider sends the browser back to.
 fn public_url(core: &Core) -> String {
-    core.config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", core.config.listen))
-        .trim_end_matches('/')
-        .to_string()
+    core.config.public_url_configured()
 }
 
 pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<ExitCode> {

@@ -127,6 +127,19 @@ fn describe(v: &RotationView) -> String {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
+    if let Some(u) = &v.authorize_url {
+        s.push_str(&format!("\n  authorize at: {u}"));
+    }
+    if let Some(serde_json::Value::Array(book)) = &v.runbook {
+        for b in book {
+            s.push_str(&format!(
+                "\n  [{}] {}. {}",
+                if b["done"] == true { "x" } else { " " },
+                b["n"],
+                b["text"].as_str().unwrap_or("")
+            ));
+        }
+    }
     for st in &v.steps {
         s.push_str(&format!(
             "\n  {:<12} {:<9} {}",
@@ -174,6 +187,11 @@ pub async fn run(core: &Core, out: &Out, cmd: RotationCmd) -> anyhow::Result<Exi
             let v = rotation::cancel(core, &actor, &row.org_id, &id)
                 .await?
                 .view();
+            out.emit(&v, describe);
+        }
+        RotationCmd::Step { id, done } => {
+            let row = rotation::get_any(core, &id).await?;
+            let v = rotation::runbook_step(core, &actor, &row.org_id, &id, done).await?;
             out.emit(&v, describe);
         }
         RotationCmd::Retry { id } => {

@@ -97,6 +97,10 @@ pub async fn set_credential(
     };
     connections::set_status(&mut tx, actor, &conn, status, Some(&reason), now).await?;
     tx.commit().await?;
+    // A manual rotation waiting for this value is done (or told why not).
+    if let Err(e) = crate::rotation::credential_stored(core, &conn.id, &out).await {
+        tracing::warn!(error = %e, connection = %conn.id, "cannot update the rotation waiting for this credential");
+    }
     Ok((
         connections::get(&mut core.db.read().await?, &conn.id).await?,
         out,

@@ -471,6 +471,10 @@ pub async fn store_tokens_and_probe(
         .await?;
     }
     tx.commit().await?;
+    // A rotation waiting for this re-authorization is done (or told why not).
+    if let Err(e) = crate::rotation::credential_stored(core, &conn.id, &out).await {
+        tracing::warn!(error = %e, connection = %conn.id, "cannot update the rotation waiting for this grant");
+    }
     connections::get(&mut core.db.read().await?, &conn.id).await
 }
 

@@ -17,6 +17,7 @@
 //! any point resumes (on the next start, or another instance once the
 //! lease runs out) at the step it had reached; driver steps are idempotent.
 
+mod guided;
 mod own;
 mod run;
 
@@ -32,6 +33,7 @@ use crate::state::Core;
 use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
+pub use guided::{credential_stored, runbook_step};
 pub use run::{drive, run_due};
 
 pub const JOB_KIND: &str = "rotation";
@@ -124,6 +126,12 @@ pub struct RotationView {
     /// started it only (shown once, never stored in plaintext).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// While a person must re-authorize: where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    /// A manual rotation's steps for the person, each with `n`, `text`, `done`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<Value>,
 }
 
 /// The steps of a rotation, in order.
@@ -141,6 +149,12 @@ impl RotationRow {
     pub fn view(&self) -> RotationView {
         let steps: Vec<Value> = serde_json::from_str(&self.steps).unwrap_or_default();
         let done = steps.iter().filter(|s| s["status"] == "done").count();
+        let authorize_url = steps
+            .iter()
+            .rev()
+            .find_map(|s| s["authorize_url"].as_str())
+            .map(str::to_string);
+        let runbook = steps.iter().rev().find_map(|s| s.get("runbook")).cloned();
         let progress = if self.status == "completed" {
             100
         } else {
@@ -162,6 +176,8 @@ impl RotationRow {
             started_at: rfc3339(self.started_at),
             finished_at: self.finished_at.map(rfc3339),
             secret: None,
+            authorize_url,
+            runbook,
         }
     }
 }
@@ -266,17 +282,7 @@ pub async fn start(
                 conn.kind, conn.auth
             ))
         })?,
-        other => {
-            return Err(RotationError::Invalid(format!(
-                "{} rotates by {} (a person acts): guided rotations are not built yet; \
-                 re-authorize or `connection set-credential`",
-                conn.name,
-                match other {
-                    Mode::Reauthorize => "re-authorization",
-                    _ => "hand",
-                }
-            )))
-        }
+        _ => return guided::start(core, actor, org_id, &conn, req).await,
     };
     let live_previous = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id)
         .await?
@@ -625,10 +631,30 @@ pub(crate) async fn record_step(
     status: &str,
     now: i64,
 ) -> Result<(), RotationError> {
+    record_step_with(tx, row, step, step_status, detail, status, now, Value::Null).await
+}
+
+/// [`record_step`] with extra fields on the step (`authorize_url`, `runbook`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_step_with(
+    tx: &mut Tx,
+    row: &RotationRow,
+    step: &str,
+    step_status: &str,
+    detail: &str,
+    status: &str,
+    now: i64,
+    extra: Value,
+) -> Result<(), RotationError> {
     let mut steps: Vec<Value> = serde_json::from_str(&row.steps).unwrap_or_default();
     // A step run again after a crash replaces its earlier record.
     steps.retain(|s| s["name"] != step);
-    steps.push(json!({"name": step, "status": step_status, "at": rfc3339(now), "detail": detail}));
+    let mut entry =
+        json!({"name": step, "status": step_status, "at": rfc3339(now), "detail": detail});
+    if let (Value::Object(e), Value::Object(x)) = (&mut entry, extra) {
+        e.extend(x);
+    }
+    steps.push(entry);
     exec!(
         tx,
         "UPDATE rotations SET steps = $1, status = $2 WHERE id = $3",

@@ -149,6 +149,19 @@ async fn step_once(
     if row.target_type != "connection" {
         return own_step(core, row, job, owner).await;
     }
+    if job.step == "person" {
+        // Due only at the deadline: nobody completed it.
+        let now = core.now();
+        let mut tx = core.db.begin_write().await?;
+        if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+            return Ok(Next::Lost);
+        }
+        let detail = "the deadline passed before a person completed the rotation";
+        record_step(&mut tx, row, "person", "stalled", detail, "stalled", now).await?;
+        finish(&mut tx, row, "stalled", Some(detail), now).await?;
+        tx.commit().await?;
+        return Ok(Next::Ended);
+    }
     let conn = connections::get(&mut core.db.read().await?, &row.target_id).await?;
     let Some(driver) = drivers::for_kind(&conn.kind, &conn.auth) else {
         return Ok(Next::Fail(format!(

@@ -860,3 +860,107 @@ dual!(
         assert!(logs_in(&user, &new).await);
     }
 );
+
+dual!(
+    a_manual_rotation_follows_its_runbook_and_completes_on_set_credential,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        let api = crate::attacker::Listener::start(200, &[], "{}").await;
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "custom_rest",
+            "--name",
+            "crm",
+            "--setting",
+            &format!("base_url={}", api.url),
+            "--setting",
+            "probe_path=/me",
+        ]);
+        let set = |v: &str| {
+            env.json_stdin(
+                &[
+                    "connection",
+                    "set-credential",
+                    "--org",
+                    "acme",
+                    "--name",
+                    "crm",
+                    "--field",
+                    "api_key",
+                    "--value-stdin",
+                ],
+                v,
+            )
+        };
+        set("old-api-key-000000000001");
+        let v = env.json(&["rotate", "--org", "acme", "--connection", "crm"]);
+        assert_eq!(v["status"], "waiting_person", "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let book = v["runbook"].as_array().unwrap().clone();
+        assert_eq!(book.len(), 4);
+        assert!(book
+            .iter()
+            .all(|s| s["done"] == false && s["text"].as_str().is_some()));
+        let v = env.json(&["rotation", "step", &id, "--done", "1"]);
+        assert_eq!(v["runbook"][0]["done"], true, "{v}");
+        assert_eq!(v["runbook"][1]["done"], false);
+        let out = env.run(&["rotation", "step", &id, "--done", "9"]);
+        assert_eq!(out.status.code(), Some(1), "no step 9");
+        // the new value, probed before it replaces the old one, completes it
+        set("new-api-key-000000000002");
+        let v = env.json(&["rotation", "show", &id]);
+        assert_eq!(v["status"], "completed", "{v}");
+        assert!(api.saw("new-api-key-000000000002"));
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "crm"]);
+        assert_eq!(show["slots"]["current"]["version"], 2);
+    }
+);
+
+dual!(
+    a_reauthorize_rotation_waits_for_the_person_and_completes_on_the_callback,
+    |env| {
+        let p = crate::connections::pair(&env, "1h", &[("REKEY_JOBS_INTERVAL", "1s")]).await;
+        let c = crate::connections::authorize(&env, &p, "authorize").await;
+        assert_eq!(c["status"], "connected");
+        let mut cmd = env.cmd();
+        cmd.env("REKEY_PUBLIC_URL", &p.csrv.url).args([
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "upstream",
+            "--json",
+        ]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["status"], "waiting_person", "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let url = v["authorize_url"].as_str().unwrap().to_string();
+        assert!(url.starts_with(&p.psrv.url), "{url}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(
+            show["status"], "needs_reauth",
+            "the old grant is gone: {show}"
+        );
+        // the person signs in and consents; the callback completes the rotation
+        let back =
+            crate::oauth_support::browse(&url, crate::oauth_support::USER, PASSWORD, "allow")
+                .await
+                .unwrap();
+        let r = client().get(back.as_str()).send().await.unwrap();
+        assert!(r.status().is_success());
+        let v = env.json(&["rotation", "show", &id]);
+        assert_eq!(v["status"], "completed", "{v}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(show["status"], "connected");
+    }
+);

@@ -1,0 +1,286 @@
+//! Rotations a person carries out, where the other side does not let a
+//! program rotate:
+//!
+//! - `reauthorize` (OAuth grants): the grant is revoked at the provider
+//!   where it can be, the connection is `needs_reauth`, and the rotation
+//!   waits for a person (`waiting_person`) with the authorize URL; it
+//!   completes when the OAuth callback stores the new grant.
+//! - `manual`: the kind's runbook from the catalog, each step marked done
+//!   (`rekey rotation step ID --done N`); it completes when `connection
+//!   set-credential` stores a new value that passed its probe.
+//!
+//! Either way the job is due at the deadline: a rotation nobody finished
+//! by then ends `stalled`.
+
+use serde_json::{json, Value};
+
+use super::{
+    by_id, finish, insert, record_step, record_step_with, NewRotation, RotationError, RotationRow,
+    RotationView, StartRequest, Started,
+};
+use crate::audit::Actor;
+use crate::connectors::catalog::Rotation as Mode;
+use crate::connectors::connections::Connection;
+use crate::connectors::oauth_client;
+use crate::connectors::probe::{Outcome, Verdict};
+use crate::jobs::queue;
+use crate::state::Core;
+use crate::{exec, fetch_optional};
+
+pub(super) async fn start(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    conn: &Connection,
+    req: &StartRequest,
+) -> Result<Started, RotationError> {
+    let method = conn.method()?;
+    let reauthorize = matches!(method.rotation, Mode::Reauthorize);
+    if req.dry_run || req.preflight {
+        return Ok(Started::Plan(json!({
+            "dry_run": req.dry_run,
+            "preflight": req.preflight,
+            "target": {"type": "connection", "name": conn.name},
+            "mode": if reauthorize { "reauthorize" } else { "manual" },
+            "steps": if reauthorize {
+                vec!["check", "revoke", "authorize", "verify"]
+            } else {
+                vec!["check", "runbook", "verify"]
+            },
+            "runbook": method.runbook,
+        })));
+    }
+    let now = core.now();
+    let row = insert(
+        core,
+        actor,
+        NewRotation {
+            org_id,
+            target_type: "connection",
+            target_id: &conn.id,
+            target_name: &conn.name,
+            step: "person",
+            payload: json!({}),
+            status: "waiting_person",
+            // Nothing runs until a person acts; at the deadline the job
+            // ends a rotation nobody finished.
+            run_at: now.saturating_add(req.deadline_ms),
+            cutover_window_ms: req.cutover_window_ms,
+            deadline_ms: req.deadline_ms,
+        },
+    )
+    .await?;
+    let check = if reauthorize {
+        "rotated by re-authorization: a person signs in at the provider"
+    } else {
+        "rotated by hand: a person follows the runbook, then stores the new value"
+    };
+    let id = row.id.clone();
+    let mut tx = core.db.begin_write().await?;
+    record_step(&mut tx, &row, "check", "done", check, "waiting_person", now).await?;
+    tx.commit().await?;
+    if reauthorize {
+        // The old grant goes first: the incident is that it may be known.
+        let (_, note) = oauth_client::revoke(core, actor, org_id, &conn.id).await?;
+        let (_, url) = oauth_client::start(
+            core,
+            actor,
+            org_id,
+            &conn.id,
+            &core.config.public_url_configured(),
+        )
+        .await?;
+        let mut tx = core.db.begin_write().await?;
+        let row = by_id(&mut tx, &row.id).await?.unwrap_or(row);
+        let revoked = note.unwrap_or_else(|| "the grant was revoked at the provider".into());
+        record_step(
+            &mut tx,
+            &row,
+            "revoke",
+            "done",
+            &revoked,
+            "waiting_person",
+            now,
+        )
+        .await?;
+        let row = by_id(&mut tx, &row.id).await?.unwrap_or(row);
+        exec!(
+            &mut tx,
+            "UPDATE connections SET status = 'needs_reauth', status_reason = 'rotation: re-authorize' WHERE id = $1",
+            &conn.id
+        )?;
+        record_step_with(
+            &mut tx,
+            &row,
+            "authorize",
+            "waiting",
+            "a person opens the authorize URL and signs in at the provider",
+            "waiting_person",
+            now,
+            json!({"authorize_url": url}),
+        )
+        .await?;
+        tx.commit().await?;
+    } else {
+        let mut tx = core.db.begin_write().await?;
+        let row = by_id(&mut tx, &row.id).await?.unwrap_or(row);
+        record_runbook(&mut tx, &row, &method.runbook, &[], now).await?;
+        tx.commit().await?;
+    }
+    Ok(Started::Rotation(Box::new(
+        super::get_any(core, &id).await?.view(),
+    )))
+}
+
+async fn record_runbook(
+    tx: &mut crate::store::Tx,
+    row: &RotationRow,
+    runbook: &[String],
+    done: &[u64],
+    now: i64,
+) -> Result<(), RotationError> {
+    let steps: Vec<Value> = runbook
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let n = i as u64 + 1;
+            json!({"n": n, "text": text, "done": done.contains(&n)})
+        })
+        .collect();
+    let count = done.len();
+    record_step_with(
+        tx,
+        row,
+        "runbook",
+        "waiting",
+        &format!(
+            "{count} of {} steps done; then `rekey connection set-credential` stores the new value",
+            runbook.len()
+        ),
+        "waiting_person",
+        now,
+        json!({"runbook": steps}),
+    )
+    .await
+}
+
+/// Marks runbook step `n` of a manual rotation done.
+pub async fn runbook_step(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    id: &str,
+    n: u64,
+) -> Result<RotationView, RotationError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let row = super::get(&mut tx, org_id, id).await?;
+    let view = row.view();
+    let Some(Value::Array(book)) = view.runbook.clone() else {
+        return Err(RotationError::Invalid(format!(
+            "rotation {id} has no runbook (it is not a manual rotation)"
+        )));
+    };
+    if row.status != "waiting_person" {
+        return Err(RotationError::Invalid(format!(
+            "rotation {id} is {}, not waiting for a person",
+            row.status
+        )));
+    }
+    if n == 0 || n > book.len() as u64 {
+        return Err(RotationError::Invalid(format!(
+            "the runbook has steps 1 to {}",
+            book.len()
+        )));
+    }
+    let texts: Vec<String> = book
+        .iter()
+        .filter_map(|s| s["text"].as_str().map(str::to_string))
+        .collect();
+    let mut done: Vec<u64> = book
+        .iter()
+        .filter(|s| s["done"] == true)
+        .filter_map(|s| s["n"].as_u64())
+        .collect();
+    if !done.contains(&n) {
+        done.push(n);
+    }
+    record_runbook(&mut tx, &row, &texts, &done, now).await?;
+    crate::audit::record(
+        &mut tx,
+        now,
+        actor,
+        crate::audit::Event {
+            org_id: Some(org_id),
+            action: "rotation.runbook_step",
+            target: Some(id),
+            detail: json!({"step": n}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(super::get_any(core, id).await?.view())
+}
+
+/// Called when a connection's credential was stored by a person (the OAuth
+/// callback, `set-credential`) and probed: completes a rotation waiting for
+/// that person. A failing credential (stored with `--force`) does not.
+pub async fn credential_stored(
+    core: &Core,
+    connection_id: &str,
+    out: &Outcome,
+) -> Result<(), RotationError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let Some(row) = fetch_optional!(
+        &mut tx,
+        RotationRow,
+        &format!(
+            "SELECT {} FROM rotations WHERE target_type = 'connection' AND target_id = $1
+               AND status = 'waiting_person' AND finished_at IS NULL",
+            super::COLS
+        ),
+        connection_id
+    )?
+    else {
+        return Ok(());
+    };
+    match out.verdict {
+        Verdict::Failed => {
+            record_step(
+                &mut tx,
+                &row,
+                "verify",
+                "failed",
+                &out.message,
+                "waiting_person",
+                now,
+            )
+            .await?;
+        }
+        verdict => {
+            let (status, reason) = if verdict == Verdict::Ok {
+                ("done", None)
+            } else {
+                (
+                    "unverified",
+                    Some("completed without verification: nothing can prove this kind's credential by a request"),
+                )
+            };
+            record_step(
+                &mut tx,
+                &row,
+                "verify",
+                status,
+                &out.message,
+                "completed",
+                now,
+            )
+            .await?;
+            finish(&mut tx, &row, "completed", reason, now).await?;
+            queue::cancel(&mut tx, &row.job_id, now).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
