@@ -108,6 +108,9 @@ pub struct Update {
     settings: BTreeMap<String, String>,
     #[serde(default)]
     endpoints: BTreeMap<String, String>,
+    /// The rotation schedule (`"90d"`); `0` turns it off.
+    #[serde(default)]
+    rotation_interval: Option<crate::config::Dur>,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +136,13 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let l = connections::list(&st.core.db, &o.id, q.get("status").map(String::as_str)).await?;
-    Ok(Json(json!(l.iter().map(|c| c.view()).collect::<Vec<_>>())))
+    let due_only = q.get("rotation_due").is_some_and(|v| v == "true");
+    let now = st.core.now();
+    Ok(Json(json!(l
+        .iter()
+        .map(|c| c.view_at(now))
+        .filter(|v| !due_only || v.rotation_due)
+        .collect::<Vec<_>>())))
 }
 
 pub async fn create(
@@ -178,16 +187,23 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let b = body(b)?;
     let o = org_for(&st, &admin, &org).await?;
-    Ok(Json(json!(connections::update(
-        &st.core,
-        &admin.actor(),
-        &o.id,
-        &conn,
-        &b.settings,
-        &b.endpoints
-    )
-    .await?
-    .view())))
+    let mut c = connections::find_in(&st.core.db, &o.id, &conn).await?;
+    if !b.settings.is_empty() || !b.endpoints.is_empty() || b.rotation_interval.is_none() {
+        c = connections::update(
+            &st.core,
+            &admin.actor(),
+            &o.id,
+            &conn,
+            &b.settings,
+            &b.endpoints,
+        )
+        .await?;
+    }
+    if let Some(d) = b.rotation_interval {
+        let ms = Some(d.ms()).filter(|ms| *ms > 0);
+        c = connections::set_rotation_interval(&st.core, &admin.actor(), &o.id, &c.id, ms).await?;
+    }
+    Ok(Json(json!(c.view_at(st.core.now()))))
 }
 
 pub async fn delete(

@@ -189,6 +189,9 @@ pub enum ConnectionCmd {
         /// Only this status (connected, needs_reauth, error, rotating, disconnected).
         #[arg(long)]
         status: Option<String>,
+        /// Only connections whose scheduled rotation is due.
+        #[arg(long)]
+        rotation_due: bool,
     },
     /// Show a connection (never a secret).
     Show(NamedRef),
@@ -200,6 +203,10 @@ pub enum ConnectionCmd {
         settings: Vec<(String, String)>,
         #[arg(long = "endpoint", value_parser = key_value)]
         endpoints: Vec<(String, String)>,
+        /// Rotate the credential every DURATION (automatic rotations start by
+        /// themselves; others are listed as due); 0 turns the schedule off.
+        #[arg(long, value_name = "DURATION")]
+        rotation_interval: Option<Dur>,
     },
     /// Delete a connection and its credentials.
     Delete(NamedRef),

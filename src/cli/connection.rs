@@ -144,10 +144,19 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
                 )
             });
         }
-        ConnectionCmd::List { org, status } => {
+        ConnectionCmd::List {
+            org,
+            status,
+            rotation_due,
+        } => {
             let o = orgs::find_in(&core.db, &org).await?;
             let list = connections::list(&core.db, &o.id, status.as_deref()).await?;
-            let views: Vec<_> = list.iter().map(|c| c.view()).collect();
+            let now = core.now();
+            let views: Vec<_> = list
+                .iter()
+                .map(|c| c.view_at(now))
+                .filter(|v| !rotation_due || v.rotation_due)
+                .collect();
             out.emit(&views, |vs| {
                 table(
                     &["name", "kind", "auth", "status", "reason", "last test"],
@@ -180,18 +189,26 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             conn,
             settings,
             endpoints,
+            rotation_interval,
         } => {
             let o = orgs::find_in(&core.db, &conn.org).await?;
-            let c = connections::update(
-                core,
-                &actor,
-                &o.id,
-                &conn.name,
-                &map(settings),
-                &map(endpoints),
-            )
-            .await?;
-            out.emit(&c.view(), |v| format!("updated {}", v.name));
+            let mut c = connections::find_in(&core.db, &o.id, &conn.name).await?;
+            if !settings.is_empty() || !endpoints.is_empty() || rotation_interval.is_none() {
+                c = connections::update(
+                    core,
+                    &actor,
+                    &o.id,
+                    &conn.name,
+                    &map(settings),
+                    &map(endpoints),
+                )
+                .await?;
+            }
+            if let Some(d) = rotation_interval {
+                let ms = Some(d.ms()).filter(|ms| *ms > 0);
+                c = connections::set_rotation_interval(core, &actor, &o.id, &c.id, ms).await?;
+            }
+            out.emit(&c.view_at(core.now()), |v| format!("updated {}", v.name));
         }
         ConnectionCmd::Delete(r) => {
             let o = orgs::find_in(&core.db, &r.org).await?;

@@ -69,6 +69,7 @@ pub async fn set_credential(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     connections::put_credentials(&mut tx, core, &conn, &creds, None, now).await?;
+    connections::mark_rotated(&mut tx, &conn.id, now).await?;
     connections::record_test(&mut tx, &conn, &out, now).await?;
     connections::record(
         &mut tx,

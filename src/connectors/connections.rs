@@ -52,13 +52,15 @@ pub struct Connection {
     pub last_test_ok: Option<bool>,
     pub last_test_message: Option<String>,
     pub last_test_outcome: Option<String>,
+    pub rotation_interval_ms: Option<i64>,
+    pub last_rotated_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints, client_id, \
     has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, lease_owner, lease_until, last_test_at, \
-    last_test_ok, last_test_message, last_test_outcome, created_at, updated_at";
+    last_test_ok, last_test_message, last_test_outcome, rotation_interval_ms, last_rotated_at, created_at, updated_at";
 
 pub fn credentials_place(id: &str) -> Place<'_> {
     super::slots::Slot::Current.place(id)
@@ -67,7 +69,7 @@ pub fn credentials_place(id: &str) -> Place<'_> {
 /// The view with the credential's slots and age (`connection show`).
 pub async fn detailed_view(core: &Core, c: &Connection) -> Result<ConnectionView, ConnectorError> {
     let rows = super::slots::list(&mut core.db.read().await?, &c.id).await?;
-    let mut v = c.view();
+    let mut v = c.view_at(core.now());
     let slots = super::slots::view(&rows);
     v.credential_age_s = rows
         .iter()
@@ -118,6 +120,15 @@ pub struct ConnectionView {
     /// Seconds since the current credential was stored; detailed view only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_age_s: Option<i64>,
+    /// The schedule: rotate every this many seconds (`null`: never by itself).
+    pub rotation_interval_s: Option<i64>,
+    /// When the credential was last replaced by a rotation or a person.
+    pub last_rotated_at: Option<String>,
+    /// When the next rotation is due, with a schedule.
+    pub rotation_due_at: Option<String>,
+    /// The rotation is due now (automatic ones start within one
+    /// `jobs_interval`; manual and re-authorize ones wait for a person).
+    pub rotation_due: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -142,6 +153,19 @@ impl Connection {
             ConnectorError::Invalid(format!("{} has no auth method {:?}", self.kind, self.auth))
         })
     }
+    /// When the next scheduled rotation is due (unix ms).
+    pub fn rotation_due_ms(&self) -> Option<i64> {
+        let base = self.last_rotated_at.unwrap_or(self.created_at);
+        self.rotation_interval_ms.map(|i| base.saturating_add(i))
+    }
+
+    /// The view, with `rotation_due` as of `now`.
+    pub fn view_at(&self, now: i64) -> ConnectionView {
+        let mut v = self.view();
+        v.rotation_due = self.has_credentials && self.rotation_due_ms().is_some_and(|d| d <= now);
+        v
+    }
+
     pub fn view(&self) -> ConnectionView {
         ConnectionView {
             id: self.id.clone(),
@@ -171,6 +195,10 @@ impl Connection {
             }),
             slots: None,
             credential_age_s: None,
+            rotation_interval_s: self.rotation_interval_ms.map(|ms| ms / 1000),
+            last_rotated_at: self.last_rotated_at.map(rfc3339),
+            rotation_due_at: self.rotation_due_ms().map(rfc3339),
+            rotation_due: false,
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
         }
@@ -307,6 +335,8 @@ pub async fn create(
         last_test_ok: None,
         last_test_message: None,
         last_test_outcome: None,
+        rotation_interval_ms: None,
+        last_rotated_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -635,5 +665,56 @@ pub async fn record_test(
     if out.ok() {
         super::slots::mark_verified(tx, &c.id, super::slots::Slot::Current, now).await?;
     }
+    Ok(())
+}
+
+/// Sets (or, with `None`, clears) a connection's rotation schedule.
+pub async fn set_rotation_interval(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+    interval_ms: Option<i64>,
+) -> Result<Connection, ConnectorError> {
+    const DAY: i64 = 86_400_000;
+    if let Some(ms) = interval_ms {
+        if !(3_600_000..=3650 * DAY).contains(&ms) {
+            return Err(ConnectorError::Invalid(
+                "the rotation interval must be between 1h and 3650d (0 turns the schedule off)"
+                    .into(),
+            ));
+        }
+    }
+    let c = find_in(&core.db, org_id, key).await?;
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "UPDATE connections SET rotation_interval_ms = $1, updated_at = $2 WHERE id = $3",
+        interval_ms,
+        now,
+        &c.id
+    )?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        "connection.rotation_schedule",
+        json!({"interval_seconds": interval_ms.map(|ms| ms / 1000)}),
+    )
+    .await?;
+    tx.commit().await?;
+    get(&mut core.db.read().await?, &c.id).await
+}
+
+/// Records that the credential was just replaced by a rotation or a person.
+pub async fn mark_rotated(tx: &mut Tx, id: &str, now: i64) -> Result<(), ConnectorError> {
+    exec!(
+        tx,
+        "UPDATE connections SET last_rotated_at = $1 WHERE id = $2",
+        now,
+        id
+    )?;
     Ok(())
 }

@@ -441,6 +441,8 @@ pub async fn store_tokens_and_probe(
     let due = refresh_due(method.oauth.as_ref(), &creds, now);
     let mut tx = core.db.begin_write().await?;
     connections::put_credentials(&mut tx, core, conn, &creds, due, now).await?;
+    // A new grant replaces the credential (a token refresh does not).
+    connections::mark_rotated(&mut tx, &conn.id, now).await?;
     connections::record(
         &mut tx,
         now,

@@ -37,10 +37,14 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
     if !due.is_zero() {
         jobs.push(every(core.clone(), stop.clone(), due, "jobs", |core| {
             Box::pin(async move {
-                crate::rotation::run_due(&core, crate::connectors::credentials::instance_id())
+                let started = crate::rotation::start_due(&core)
                     .await
-                    .map(|n| n as u64)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                let ran =
+                    crate::rotation::run_due(&core, crate::connectors::credentials::instance_id())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                Ok((started + ran) as u64)
             })
         }));
     }

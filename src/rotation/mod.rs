@@ -20,6 +20,7 @@
 mod guided;
 mod own;
 mod run;
+mod schedule;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -35,6 +36,7 @@ use crate::{exec, fetch_all, fetch_optional};
 
 pub use guided::{credential_stored, runbook_step};
 pub use run::{drive, run_due};
+pub use schedule::start_due;
 
 pub const JOB_KIND: &str = "rotation";
 
@@ -692,5 +694,8 @@ pub(crate) async fn finish(
         now,
         &row.id
     )?;
+    if status == "completed" && row.target_type == "connection" {
+        connections::mark_rotated(tx, &row.target_id, now).await?;
+    }
     Ok(())
 }

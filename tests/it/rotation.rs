@@ -964,3 +964,119 @@ dual!(
         assert_eq!(show["status"], "connected");
     }
 );
+
+dual!(scheduled_rotations_start_by_themselves_when_due, |env| {
+    let old = "the-old-password-0009";
+    let Some(user) = redis_world(&env, old, true).await else {
+        return;
+    };
+    let api = crate::attacker::Listener::start(200, &[], "{}").await;
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "custom_rest",
+        "--name",
+        "crm",
+        "--setting",
+        &format!("base_url={}", api.url),
+    ]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "crm",
+            "--field",
+            "api_key",
+            "--value-stdin",
+        ],
+        "an-api-key-000000000001",
+    );
+    let out = env.run(&[
+        "connection",
+        "update",
+        "--org",
+        "acme",
+        "--name",
+        "cache",
+        "--rotation-interval",
+        "30m",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "shorter than an hour is refused"
+    );
+    for name in ["cache", "crm"] {
+        let v = env.json(&[
+            "connection",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            name,
+            "--rotation-interval",
+            "90d",
+        ]);
+        assert_eq!(v["rotation_interval_s"], 90 * 86400, "{v}");
+        assert_eq!(v["rotation_due"], false);
+        assert!(v["rotation_due_at"].as_str().is_some());
+    }
+    assert_eq!(
+        env.json(&["connection", "list", "--org", "acme", "--rotation-due"]),
+        serde_json::json!([])
+    );
+    env.advance(Duration::from_secs(91 * 86400));
+    let due = env.json(&["connection", "list", "--org", "acme", "--rotation-due"]);
+    let names: Vec<&str> = due
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cache", "crm"], "{due}");
+    // the automatic one starts by itself; the manual one waits for a person
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let mut id = String::new();
+    for _ in 0..100 {
+        let list = env.json(&["rotation", "list", "--org", "acme"]);
+        if let Some(r) = list.as_array().unwrap().first() {
+            id = r["id"].as_str().unwrap().to_string();
+            assert_eq!(r["target"]["name"], "cache");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!id.is_empty(), "no scheduled rotation started");
+    assert_eq!(
+        env.json(&["rotation", "show", &id])["started_by"],
+        "schedule"
+    );
+    wait_for_status(&env, &id, "waiting_cutover").await;
+    env.advance(Duration::from_secs(11 * 60));
+    wait_for_status(&env, &id, "completed").await;
+    assert!(!logs_in(&user, old).await);
+    let due = env.json(&["connection", "list", "--org", "acme", "--rotation-due"]);
+    let names: Vec<&str> = due
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["crm"], "{due}");
+    let cache = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+    assert!(cache["last_rotated_at"].as_str().is_some());
+    assert_eq!(
+        env.json(&["rotation", "list", "--org", "acme"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "one rotation, not one per pass"
+    );
+});
