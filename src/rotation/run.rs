@@ -32,16 +32,43 @@ enum Next {
     Lost,
 }
 
-/// Claims due rotation jobs and runs them (the server's jobs loop).
+/// Rotations run at once by one instance.
+const PARALLEL: usize = 64;
+/// Batches claimed in one pass of the jobs loop before it yields.
+const MAX_BATCHES: usize = 50;
+
+/// Claims due rotation jobs and runs them, many at once, batch after batch
+/// while there are more (the server's jobs loop).
 pub async fn run_due(core: &Core, owner: &str) -> Result<usize, RotationError> {
-    let jobs = queue::claim(&core.db, JOB_KIND, owner, LEASE_MS, 8, core.now()).await?;
-    let n = jobs.len();
-    for job in jobs {
-        if let Err(e) = run_job(core, job, owner).await {
-            tracing::warn!(error = %e, "rotation step failed");
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        let jobs = queue::claim(
+            &core.db,
+            JOB_KIND,
+            owner,
+            LEASE_MS,
+            PARALLEL as i64,
+            core.now(),
+        )
+        .await?;
+        let n = jobs.len();
+        let mut set = tokio::task::JoinSet::new();
+        for job in jobs {
+            let core = core.clone();
+            let owner = owner.to_string();
+            set.spawn(async move {
+                if let Err(e) = run_job(&core, job, &owner).await {
+                    tracing::warn!(error = %e, "rotation step failed");
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        total += n;
+        if n < PARALLEL {
+            break;
         }
     }
-    Ok(n)
+    Ok(total)
 }
 
 /// Runs rotation `id` from this process if its job is due and free (the

@@ -20,17 +20,29 @@ fn user(settings: &Map<String, Value>) -> String {
     }
 }
 
-async fn setuser(t: &Target<'_>, rule: String) -> Result<String, String> {
+/// `ACL SETUSER user >password` (add) or `<password` (remove). Redis's
+/// error messages quote the modifier, password and all: it is masked
+/// before the message goes anywhere (rotation steps, the audit log).
+async fn setuser(t: &Target<'_>, op: char, password: &str) -> Result<String, String> {
     let u = user(t.settings);
-    let mut con = redis_connect(t.egress, t.settings, t.acting).await?;
+    let mask = |m: String| {
+        if password.is_empty() {
+            m
+        } else {
+            m.replace(password, "********")
+        }
+    };
+    let mut con = redis_connect(t.egress, t.settings, t.acting)
+        .await
+        .map_err(mask)?;
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&u)
-        .arg(rule)
+        .arg(format!("{op}{password}"))
         .query_async::<()>(&mut con)
         .await
-        .map_err(|e| redis_error(&e))?;
-    Ok(format!("ACL SETUSER {u} done"))
+        .map_err(|e| mask(redis_error(&e)))?;
+    Ok(format!("ACL SETUSER {u} {op}******** done"))
 }
 
 impl Driver for RedisAcl {
@@ -94,7 +106,7 @@ impl Driver for RedisAcl {
         t: &'a Target<'a>,
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async move { setuser(t, format!(">{}", text(new, "password"))).await })
+        Box::pin(async move { setuser(t, '>', &text(new, "password")).await })
     }
 
     fn retire<'a>(
@@ -102,6 +114,15 @@ impl Driver for RedisAcl {
         t: &'a Target<'a>,
         old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async move { setuser(t, format!("<{}", text(old, "password"))).await })
+        Box::pin(async move {
+            match setuser(t, '<', &text(old, "password")).await {
+                // Already removed (the step ran before a crash): done.
+                Err(e) if e.contains("does not exist") => Ok(format!(
+                    "the old password of {} was already removed",
+                    user(t.settings)
+                )),
+                other => other,
+            }
+        })
     }
 }
