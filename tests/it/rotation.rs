@@ -1080,3 +1080,115 @@ dual!(scheduled_rotations_start_by_themselves_when_due, |env| {
         "one rotation, not one per pass"
     );
 });
+
+/// Two instances on one PostgreSQL database: every rotation runs once (each
+/// step recorded once, each user left with exactly one password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_run_each_rotation_once() {
+    let Some(env) = Env::new(Engine::Postgres).await else {
+        return;
+    };
+    if !require(redis_up(), "Redis") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let old = format!("the-old-password-1{i:03}");
+        let user = acl_user(&old, true).await;
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "redis",
+            "--name",
+            &format!("c{i}"),
+            "--setting",
+            "host=127.0.0.1",
+            "--setting",
+            &format!("username={user}"),
+        ]);
+        env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                &format!("c{i}"),
+                "--field",
+                "password",
+                "--value-stdin",
+            ],
+            &old,
+        );
+        users.push(user);
+    }
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            &format!("c{i}"),
+            "--cutover-window",
+            "0s",
+        ]);
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let _a = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let _b = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    for id in &ids {
+        wait_for_status(&env, id, "completed").await;
+    }
+    let audit = env.json(&[
+        "audit",
+        "list",
+        "--action",
+        "rotation.step",
+        "--limit",
+        "10000",
+    ]);
+    for id in &ids {
+        let steps: Vec<String> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["target"] == id.as_str())
+            .map(|e| {
+                let d = match &e["detail"] {
+                    Value::String(s) => serde_json::from_str::<Value>(s).unwrap_or_default(),
+                    other => other.clone(),
+                };
+                d["step"].as_str().unwrap_or("").to_string()
+            })
+            .collect();
+        let mut unique = steps.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(steps.len(), unique.len(), "a step ran twice: {steps:?}");
+        assert_eq!(unique.len(), 7, "{steps:?}");
+    }
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for user in &users {
+        let info: Vec<redis::Value> = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg(user)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let n = info
+            .iter()
+            .position(|x| matches!(x, redis::Value::BulkString(b) if b.as_slice() == b"passwords"))
+            .and_then(|i| info.get(i + 1))
+            .and_then(|x| match x {
+                redis::Value::Array(a) => Some(a.len()),
+                _ => None,
+            });
+        assert_eq!(n, Some(1), "{user}: {info:?}");
+    }
+}
