@@ -211,30 +211,21 @@ async fn step_once(
             if let Err(m) = driver.check(&target).await {
                 return Ok(Next::Fail(m));
             }
-            let tx = core.db.begin_write().await?;
-            commit_step(
-                tx,
-                row,
-                job,
-                owner,
-                "check",
-                "the credential may rotate itself",
-                "write_ahead",
-                "running",
-                None,
-                now,
-            )
-            .await
+            // The check changed nothing: its record commits with the
+            // write-ahead, before anything changes at the target.
+            let new = driver.create(&current);
+            let mut tx = core.db.begin_write().await?;
+            let version = write_ahead(&mut tx, core, &conn, &new, now).await?;
+            let done = [
+                ("check", "the credential may rotate itself".to_string()),
+                ("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes")),
+            ];
+            commit_steps(tx, row, job, owner, &done, "apply", "running", None, now).await
         }
         "write_ahead" => {
             let new = driver.create(&current);
             let mut tx = core.db.begin_write().await?;
-            let version = slots::write(&mut tx, core, &conn.id, Slot::Pending, &new, now).await?;
-            exec!(
-                &mut tx,
-                "UPDATE connections SET status = 'rotating', status_reason = 'rotation in progress' WHERE id = $1",
-                &conn.id
-            )?;
+            let version = write_ahead(&mut tx, core, &conn, &new, now).await?;
             let detail = format!(
                 "new credential sealed as pending (version {version}) before the target changes"
             );
@@ -268,26 +259,7 @@ async fn step_once(
         "verify" => verify(core, row, job, owner, driver, &conn, &target).await,
         "promote" => {
             let mut tx = core.db.begin_write().await?;
-            let version = slots::promote(&mut tx, core, &conn.id, now).await?;
-            slots::mark_verified(&mut tx, &conn.id, Slot::Current, now).await?;
-            exec!(
-                &mut tx,
-                "UPDATE connections SET status = 'connected', status_reason = $1, updated_at = $2 WHERE id = $3",
-                format!("rotated to credential version {version}"),
-                now,
-                &conn.id
-            )?;
-            let until = now.saturating_add(row.cutover_window_ms);
-            let (detail, status) = if driver.dual() {
-                (
-                    format!(
-                        "version {version} is current; the previous one works until it is retired"
-                    ),
-                    "waiting_cutover",
-                )
-            } else {
-                (format!("version {version} is current"), "running")
-            };
+            let (detail, status, payload) = promote(&mut tx, core, row, driver, &conn, now).await?;
             commit_step(
                 tx,
                 row,
@@ -297,32 +269,13 @@ async fn step_once(
                 &detail,
                 "cutover",
                 status,
-                Some(&json!({"cutover_until": until, "promoted_version": version})),
+                Some(&payload),
                 now,
             )
             .await
         }
-        "cutover" => cutover(core, row, job, owner, driver, &conn).await,
-        "retire" => {
-            let previous =
-                slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?;
-            let detail = match &previous {
-                Some(old) => match driver.retire(&target, old).await {
-                    Ok(d) => format!("the previous credential no longer works ({d})"),
-                    Err(m) => return Ok(Next::Retry(m)),
-                },
-                None => "nothing to retire".to_string(),
-            };
-            let mut tx = core.db.begin_write().await?;
-            slots::retire_previous(&mut tx, &conn.id, now).await?;
-            record_step(&mut tx, row, "retire", "done", &detail, "completed", now).await?;
-            finish(&mut tx, row, "completed", None, now).await?;
-            if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
-                return Ok(Next::Lost);
-            }
-            tx.commit().await?;
-            Ok(Next::Ended)
-        }
+        "cutover" => cutover(core, row, job, owner, driver, &conn, &target).await,
+        "retire" => retire(core, row, job, owner, driver, &conn, &target, None).await,
         other => Ok(Next::Fail(format!("unknown step {other:?}"))),
     }
 }
@@ -349,17 +302,19 @@ async fn verify(
     let out = probe::run(core, conn, &pending).await;
     let now = core.now();
     if out.verdict == Verdict::Ok {
-        let tx = core.db.begin_write().await?;
-        return commit_step(
+        // Verified: promoted in the same commit.
+        let mut tx = core.db.begin_write().await?;
+        let (detail, status, payload) = promote(&mut tx, core, row, driver, conn, now).await?;
+        let done = [("verify", out.message.clone()), ("promote", detail)];
+        return commit_steps(
             tx,
             row,
             job,
             owner,
-            "verify",
-            &out.message,
-            "promote",
-            "running",
-            None,
+            &done,
+            "cutover",
+            status,
+            Some(&payload),
             now,
         )
         .await;
@@ -387,6 +342,34 @@ async fn verify(
     fail_rotation(&mut tx, row, "verify", &format!("{why}; {rollback}"), now).await?;
     tx.commit().await?;
     Ok(Next::Ended)
+}
+
+/// Records several steps done and moves the job to `next`, in one
+/// transaction with whatever the caller already did in `tx`: steps whose
+/// effects need no durable point of their own share one commit (every
+/// commit is an fsync on SQLite).
+#[allow(clippy::too_many_arguments)]
+async fn commit_steps(
+    mut tx: Tx,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+    done: &[(&str, String)],
+    next: &str,
+    status: &str,
+    payload: Option<&Value>,
+    now: i64,
+) -> Result<Next, RotationError> {
+    if !queue::advance(&mut tx, &job.id, owner, next, payload, now).await? {
+        return Ok(Next::Lost);
+    }
+    let mut r = row.clone();
+    for (name, detail) in done {
+        record_step(&mut tx, &r, name, "done", detail, status, now).await?;
+        r = by_id(&mut tx, &row.id).await?.unwrap_or(r);
+    }
+    tx.commit().await?;
+    Ok(Next::Continue)
 }
 
 /// Records `name` done and moves the job to `next`, with whatever the
@@ -489,25 +472,14 @@ async fn cutover(
     owner: &str,
     driver: &dyn Driver,
     conn: &Connection,
+    target: &Target<'_>,
 ) -> Result<Next, RotationError> {
     let now = core.now();
     let payload = job.payload();
     let until = payload["cutover_until"].as_i64().unwrap_or(now);
     if !driver.dual() {
-        let tx = core.db.begin_write().await?;
-        return commit_step(
-            tx,
-            row,
-            job,
-            owner,
-            "cutover",
-            "one credential at a time: nothing to wait for",
-            "retire",
-            "running",
-            None,
-            now,
-        )
-        .await;
+        let detail = "one credential at a time: nothing to wait for".to_string();
+        return retire(core, row, job, owner, driver, conn, target, Some(detail)).await;
     }
     let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
     let behind: Vec<slots::Reader> = slots::readers(&mut core.db.read().await?, &conn.id)
@@ -531,13 +503,9 @@ async fn cutover(
         .collect::<Vec<_>>()
         .join(", ");
     if now >= until && behind.is_empty() {
-        let tx = core.db.begin_write().await?;
         let detail =
             format!("the window has passed and every reader has moved to version {version}");
-        return commit_step(
-            tx, row, job, owner, "cutover", &detail, "retire", "running", None, now,
-        )
-        .await;
+        return retire(core, row, job, owner, driver, conn, target, Some(detail)).await;
     }
     if now >= row.deadline_at {
         let mut tx = core.db.begin_write().await?;
@@ -584,4 +552,94 @@ async fn cutover(
         now.saturating_add(30_000)
     };
     Ok(Next::WaitUntil(next.min(row.deadline_at)))
+}
+
+async fn write_ahead(
+    tx: &mut Tx,
+    core: &Core,
+    conn: &Connection,
+    new: &Map<String, Value>,
+    now: i64,
+) -> Result<i64, RotationError> {
+    let version = slots::write(tx, core, &conn.id, Slot::Pending, new, now).await?;
+    exec!(
+        tx,
+        "UPDATE connections SET status = 'rotating', status_reason = 'rotation in progress' WHERE id = $1",
+        &conn.id
+    )?;
+    Ok(version)
+}
+
+/// `pending` becomes `current`; returns the step's detail, the rotation's
+/// status and the job payload for the cut-over.
+async fn promote(
+    tx: &mut Tx,
+    core: &Core,
+    row: &RotationRow,
+    driver: &dyn Driver,
+    conn: &Connection,
+    now: i64,
+) -> Result<(String, &'static str, Value), RotationError> {
+    let version = slots::promote(tx, core, &conn.id, now).await?;
+    slots::mark_verified(tx, &conn.id, Slot::Current, now).await?;
+    exec!(
+        tx,
+        "UPDATE connections SET status = 'connected', status_reason = $1, updated_at = $2 WHERE id = $3",
+        format!("rotated to credential version {version}"),
+        now,
+        &conn.id
+    )?;
+    let until = now.saturating_add(row.cutover_window_ms);
+    let (detail, status) = if driver.dual() {
+        (
+            format!("version {version} is current; the previous one works until it is retired"),
+            "waiting_cutover",
+        )
+    } else {
+        (format!("version {version} is current"), "running")
+    };
+    Ok((
+        detail,
+        status,
+        json!({"cutover_until": until, "promoted_version": version}),
+    ))
+}
+
+/// Removes the previous credential at the target and here, and completes
+/// the rotation; `cutover` is the cut-over step's record when it commits
+/// together with this one.
+#[allow(clippy::too_many_arguments)]
+async fn retire(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+    driver: &dyn Driver,
+    conn: &Connection,
+    target: &Target<'_>,
+    cutover: Option<String>,
+) -> Result<Next, RotationError> {
+    let previous = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?;
+    let detail = match &previous {
+        Some(old) => match driver.retire(target, old).await {
+            Ok(d) => format!("the previous credential no longer works ({d})"),
+            Err(m) => return Ok(Next::Retry(m)),
+        },
+        None => "nothing to retire".to_string(),
+    };
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    slots::retire_previous(&mut tx, &conn.id, now).await?;
+    let mut r = row.clone();
+    if let Some(c) = cutover {
+        record_step(&mut tx, &r, "cutover", "done", &c, "running", now).await?;
+        r = by_id(&mut tx, &row.id).await?.unwrap_or(r);
+    }
+    record_step(&mut tx, &r, "retire", "done", &detail, "completed", now).await?;
+    finish(&mut tx, row, "completed", None, now).await?;
+    if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+        return Ok(Next::Lost);
+    }
+    tx.commit().await?;
+    Ok(Next::Ended)
 }

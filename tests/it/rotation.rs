@@ -345,7 +345,7 @@ dual!(rotation_killed_between_steps_resumes_and_finishes, |env| {
         }
         env.advance(Duration::from_secs(61));
     }
-    assert!(kills >= 6, "killed only {kills} times");
+    assert!(kills >= 4, "killed only {kills} times");
     let v = env.json(&["rotation", "show", &id]);
     assert_eq!(v["status"], "completed", "{v}");
     assert!(!logs_in(&user, old).await);
