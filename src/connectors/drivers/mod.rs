@@ -79,6 +79,45 @@ pub fn for_kind(kind: &str, method: &str) -> Option<&'static dyn Driver> {
     }
 }
 
+/// The current credential's fields with a freshly generated password
+/// (192 random bits, base64url: nothing any of these systems must escape).
+pub(crate) fn with_new_password(current: &Map<String, Value>) -> Map<String, Value> {
+    let mut m = current.clone();
+    m.insert(
+        "password".into(),
+        Value::String(crate::crypto::password::generate()),
+    );
+    m
+}
+
+/// Retiring on a system that holds one password per account: the old one
+/// stopped working when the new one was set.
+pub(crate) fn nothing_to_retire<'a>() -> BoxFut<'a, Result<String, String>> {
+    Box::pin(async {
+        Ok(
+            "one password per account: the old one stopped working when the new one was set"
+                .to_string(),
+        )
+    })
+}
+
+/// Logs in with the first of `options` (one per credential) that works:
+/// after a crash the new password may already be the one set.
+pub(crate) async fn login_first<O>(options: Vec<O>) -> Result<O::Connection, String>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    let mut last = String::from("no credential to connect with");
+    for o in options {
+        match o.connect().await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = crate::connectors::probe::db_error(&e),
+        }
+    }
+    Err(last)
+}
+
 pub(crate) fn text(m: &Map<String, Value>, k: &str) -> String {
     match m.get(k) {
         Some(Value::String(v)) => v.clone(),

@@ -7,9 +7,9 @@
 //! that safe, and a failed verification sets the old one back.
 
 use serde_json::{Map, Value};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 
-use super::{text, BoxFut, Driver, Target};
+use super::{login_first, nothing_to_retire, text, with_new_password, BoxFut, Driver, Target};
 use crate::connectors::probe::{db_error, mysql_options};
 
 pub struct MySqlUser;
@@ -24,18 +24,11 @@ async fn connect(
     t: &Target<'_>,
     creds: &[&Map<String, Value>],
 ) -> Result<sqlx::MySqlConnection, String> {
-    let mut last = String::from("no credential to connect with");
+    let mut options = Vec::with_capacity(creds.len());
     for c in creds {
-        match mysql_options(t.egress, t.settings, c)
-            .await?
-            .connect()
-            .await
-        {
-            Ok(conn) => return Ok(conn),
-            Err(e) => last = db_error(&e),
-        }
+        options.push(mysql_options(t.egress, t.settings, c).await?);
     }
-    Err(last)
+    login_first(options).await
 }
 
 async fn set_password(
@@ -62,11 +55,12 @@ async fn set_password(
             "ALTER USER CURRENT_USER() IDENTIFIED BY '********'",
         )
     };
+    // A server error may quote the statement: the password never leaves here.
     sqlx::query(&sql)
         .persistent(false)
         .execute(&mut c)
         .await
-        .map_err(|e| db_error(&e))?;
+        .map_err(|e| db_error(&e).replace(password, "********"))?;
     let _ = c.close().await;
     Ok(shown.to_string())
 }
@@ -104,12 +98,7 @@ impl Driver for MySqlUser {
     }
 
     fn create(&self, current: &Map<String, Value>) -> Map<String, Value> {
-        let mut m = current.clone();
-        m.insert(
-            "password".into(),
-            Value::String(crate::crypto::password::generate()),
-        );
-        m
+        with_new_password(current)
     }
 
     fn apply<'a>(
@@ -125,12 +114,7 @@ impl Driver for MySqlUser {
         _t: &'a Target<'a>,
         _old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async {
-            Ok(
-                "an account has one password: the old one stopped working when the new one was set"
-                    .to_string(),
-            )
-        })
+        nothing_to_retire()
     }
 
     fn rollback<'a>(

@@ -12,9 +12,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 
-use super::{text, BoxFut, Driver, Target};
+use super::{login_first, nothing_to_retire, text, with_new_password, BoxFut, Driver, Target};
 use crate::connectors::probe::{db_error, pg_options};
 
 /// PostgreSQL's own default (`scram_iterations`).
@@ -61,19 +61,15 @@ fn new_verifier(password: &str) -> String {
     scram_verifier(password, &salt, ITERATIONS)
 }
 
-/// Connects as the role with the first of `creds` that logs in.
 async fn connect(
     t: &Target<'_>,
     creds: &[&Map<String, Value>],
 ) -> Result<sqlx::PgConnection, String> {
-    let mut last = String::from("no credential to connect with");
+    let mut options = Vec::with_capacity(creds.len());
     for c in creds {
-        match pg_options(t.egress, t.settings, c).await?.connect().await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => last = db_error(&e),
-        }
+        options.push(pg_options(t.egress, t.settings, c).await?);
     }
-    Err(last)
+    login_first(options).await
 }
 
 async fn set_password(
@@ -134,12 +130,7 @@ impl Driver for PgRole {
     }
 
     fn create(&self, current: &Map<String, Value>) -> Map<String, Value> {
-        let mut m = current.clone();
-        m.insert(
-            "password".into(),
-            Value::String(crate::crypto::password::generate()),
-        );
-        m
+        with_new_password(current)
     }
 
     fn apply<'a>(
@@ -156,12 +147,7 @@ impl Driver for PgRole {
         _t: &'a Target<'a>,
         _old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async {
-            Ok(
-                "a role has one password: the old one stopped working when the new one was set"
-                    .to_string(),
-            )
-        })
+        nothing_to_retire()
     }
 
     fn rollback<'a>(

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{text, BoxFut, Driver, Target};
+use super::{text, with_new_password, BoxFut, Driver, Target};
 use crate::connectors::probe::{redis_connect, redis_error};
 
 pub struct RedisAcl;
@@ -93,12 +93,7 @@ impl Driver for RedisAcl {
     }
 
     fn create(&self, current: &Map<String, Value>) -> Map<String, Value> {
-        let mut m = current.clone();
-        m.insert(
-            "password".into(),
-            Value::String(crate::crypto::password::generate()),
-        );
-        m
+        with_new_password(current)
     }
 
     fn apply<'a>(
