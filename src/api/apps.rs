@@ -98,6 +98,7 @@ pub async fn create(
                 refresh_ms: b.refresh_token_ttl.map(Dur::ms),
                 grace_ms: b.refresh_grace.map(Dur::ms),
             },
+            may_introspect: false,
         },
     )
     .await?;

@@ -101,6 +101,8 @@ pub struct CreateM2m {
     scope: String,
     user: Option<String>,
     access_token_ttl: Option<Dur>,
+    #[serde(default)]
+    introspect: bool,
 }
 
 pub async fn list_m2m(
@@ -151,6 +153,7 @@ pub async fn create_m2m(
                 access_ms: b.access_token_ttl.map(Dur::ms),
                 ..Default::default()
             },
+            may_introspect: b.introspect,
         },
     )
     .await?;

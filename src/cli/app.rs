@@ -66,6 +66,7 @@ pub async fn run(core: &Core, out: &Out, cmd: AppCmd) -> anyhow::Result<ExitCode
                     callbacks: &callbacks,
                     user_id: None,
                     lifetimes: lifetimes(&l),
+                    may_introspect: false,
                 },
             )
             .await?;

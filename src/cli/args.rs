@@ -317,6 +317,10 @@ pub enum M2mCmd {
         /// Access token lifetime (default 1h).
         #[arg(long, value_name = "DURATION")]
         access_token_ttl: Option<Dur>,
+        /// May introspect the org's other clients' tokens (a resource server);
+        /// without it a client introspects only its own tokens.
+        #[arg(long)]
+        introspect: bool,
     },
     /// List machine clients.
     List {

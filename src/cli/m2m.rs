@@ -25,6 +25,7 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
             scope,
             user,
             access_token_ttl,
+            introspect,
         } => {
             let o = orgs::find_in(&core.db, &org).await?;
             let user = match user {
@@ -52,11 +53,12 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
                         access_ms: access_token_ttl.map(Dur::ms),
                         ..Default::default()
                     },
+                    may_introspect: introspect,
                 },
             )
             .await?;
             let v = json!({"id": c.id, "client_id": c.client_id, "client_secret": secret, "name": c.name, "scope": c.scope,
-                           "user": user.as_ref().map(|u| u.email.clone())});
+                           "user": user.as_ref().map(|u| u.email.clone()), "introspect": c.may_introspect});
             out.emit(&v, |_| format!("created machine client {}\n  client id: {}\n  client secret (shown once): {secret}", c.name, c.client_id));
         }
         M2mCmd::List { org } => {

@@ -54,10 +54,13 @@ pub struct Client {
     pub created_at: i64,
     pub updated_at: i64,
     pub revoked_before: Option<i64>,
+    /// May introspect other clients' tokens of its org (a resource server).
+    pub may_introspect: bool,
 }
 
 pub const COLS: &str = "id, org_id, kind, name, client_id, secret_digest, prev_secret_digest, prev_secret_expires_at, \
-    scope, callbacks, user_id, access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at, revoked_before";
+    scope, callbacks, user_id, access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at, revoked_before, \
+    may_introspect";
 
 impl Client {
     pub fn scope(&self) -> Permission {
@@ -94,6 +97,9 @@ pub struct ClientView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub status: &'static str,
+    /// Machine clients: may introspect other clients' tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspect: Option<bool>,
     pub access_token_ttl: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token_ttl: Option<i64>,
@@ -115,6 +121,7 @@ impl Client {
             callbacks: app.then(|| self.callbacks()),
             user: user_email,
             status: self.status(),
+            introspect: (!app).then_some(self.may_introspect),
             access_token_ttl: self.access_ttl_ms / 1000,
             refresh_token_ttl: app.then_some(self.refresh_ttl_ms / 1000),
             refresh_grace: app.then_some(self.refresh_grace_ms / 1000),
@@ -144,6 +151,8 @@ pub struct NewClient<'a> {
     pub callbacks: &'a [String],
     pub user_id: Option<&'a str>,
     pub lifetimes: Lifetimes,
+    /// Machine clients only: may introspect other clients' tokens.
+    pub may_introspect: bool,
 }
 
 /// Checks a callback URL: absolute https, or http on a loopback host; no fragment.
@@ -265,13 +274,14 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         revoked_before: None,
+        may_introspect: new.may_introspect && new.kind == ClientKind::M2m,
     };
     let mut tx = core.db.begin_write().await?;
     let r = exec!(
         &mut tx,
         "INSERT INTO oauth_clients (id, org_id, kind, name, client_id, secret_digest, scope, callbacks, user_id,
-            access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at, may_introspect)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &c.id,
         &c.org_id,
         &c.kind,
@@ -286,7 +296,8 @@ pub async fn create(
         c.refresh_grace_ms,
         c.active,
         c.created_at,
-        c.updated_at
+        c.updated_at,
+        c.may_introspect
     );
     match r {
         Err(e) if is_unique_violation(&e) => {

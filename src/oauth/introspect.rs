@@ -1,5 +1,6 @@
 //! RFC 7662 token introspection, for resource servers. A client sees only
-//! tokens of its own org; anything else is `{"active": false}`.
+//! its own tokens, or, when granted introspection, the tokens of its own
+//! org; anything else is `{"active": false}`.
 
 use serde_json::{json, Value};
 
@@ -50,6 +51,9 @@ pub async fn introspect(
         else {
             return Ok(inactive);
         };
+        if !may_see(caller, &row.client_id) {
+            return Ok(inactive);
+        }
         return Ok(access_answer(&row, &caller.org_id, now, issuer));
     }
     if well_formed(TokenKind::RefreshToken, token) {
@@ -71,6 +75,7 @@ pub async fn introspect(
         )?;
         let Some(r) = row else { return Ok(inactive) };
         let live = r.org_id == caller.org_id
+            && may_see(caller, &r.client_id)
             && r.used_at.is_none()
             && r.expires_at > now
             && r.grant_revoked_at.is_none()
@@ -101,6 +106,14 @@ pub async fn introspect(
         }));
     }
     Ok(inactive)
+}
+
+/// A client sees its own tokens; only a client granted introspection (a
+/// resource server's machine client, `m2m create --introspect`) sees the
+/// other tokens of its org. Anything else is `{"active": false}`, the same
+/// answer as for an unknown token.
+fn may_see(caller: &Client, token_client_id: &str) -> bool {
+    caller.may_introspect || caller.client_id == token_client_id
 }
 
 /// The RFC 7662 answer for an access token, seen by a client of `caller_org`.

@@ -293,3 +293,73 @@ async fn authorize_page_does_not_tell_unknown_clients_from_wrong_callbacks() {
     assert_eq!(unknown.0, 400);
     assert_eq!(unknown, wrong);
 }
+
+/// Info item: a client introspects only its own tokens unless it was
+/// granted introspection (a resource server's machine client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_clients_cannot_introspect_a_token_unless_granted() {
+    let w = oauth_support::world(sqlite().await, &[], &[]).await;
+    let (at, rt) = tokens(&w, "read").await;
+    let other = w.env.json(&[
+        "app",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "other",
+        "--scope",
+        "read",
+        "--callback",
+        oauth_support::CALLBACK,
+    ]);
+    let plain = w.env.json(&[
+        "m2m", "create", "--org", "acme", "--name", "plain", "--scope", "read",
+    ]);
+    let rs = w.env.json(&[
+        "m2m",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "resource-server",
+        "--scope",
+        "read",
+        "--introspect",
+    ]);
+    assert_eq!(rs["introspect"], true);
+    let ask = |creds: &Value, token: &str| {
+        let (id, secret) = (
+            creds["client_id"].as_str().unwrap().to_string(),
+            creds["client_secret"].as_str().unwrap().to_string(),
+        );
+        let url = w.srv.at("/oauth2/introspect");
+        let token = token.to_string();
+        async move {
+            let v: Value = client()
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["active"].as_bool().unwrap()
+        }
+    };
+    for t in [&at, &rt] {
+        assert!(!ask(&other, t).await, "another app sees nothing");
+        assert!(
+            !ask(&plain, t).await,
+            "an ungranted machine client sees nothing"
+        );
+        assert!(ask(&rs, t).await, "the granted resource server sees it");
+    }
+    let (s, v) = std_post(&w, "/oauth2/introspect", &[("token", &at)]).await;
+    assert_eq!(
+        (s, v["active"].clone()),
+        (200, json!(true)),
+        "its own client sees it"
+    );
+}
