@@ -56,6 +56,8 @@ pub struct Start {
     cutover_window: Option<Dur>,
     #[serde(default)]
     deadline: Option<Dur>,
+    #[serde(default)]
+    rotate_with: Option<String>,
 }
 
 pub async fn start(
@@ -90,6 +92,7 @@ pub async fn start(
         preflight: b.preflight,
         cutover_window_ms: b.cutover_window.unwrap_or(Dur::secs(600)).ms(),
         deadline_ms: b.deadline.unwrap_or(Dur::secs(86_400)).ms(),
+        rotate_with: b.rotate_with,
     };
     match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
         Started::Plan(p) => Ok((StatusCode::OK, Json(p)).into_response()),

@@ -111,6 +111,10 @@ pub struct RotateArgs {
     /// When to stop as `stalled` if the old credential is still in use.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub deadline: Dur,
+    /// Make the change through this connection (same kind, an admin
+    /// credential) instead of as the rotated account itself.
+    #[arg(long, value_name = "CONN")]
+    pub rotate_with: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,7 +182,7 @@ pub enum ConnectionCmd {
         /// A setting, KEY=VALUE; repeat.
         #[arg(long = "setting", value_parser = key_value)]
         settings: Vec<(String, String)>,
-        /// Override a provider endpoint (authorize_url, token_url, revoke_url, probe_url), KEY=URL; repeat.
+        /// Override a provider endpoint (authorize_url, token_url, revoke_url, probe_url, s3_url, iam_url, sts_url, api_url), KEY=URL; repeat.
         #[arg(long = "endpoint", value_parser = key_value)]
         endpoints: Vec<(String, String)>,
     },

@@ -29,6 +29,7 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
         preflight: a.preflight,
         cutover_window_ms: a.cutover_window.ms(),
         deadline_ms: a.deadline.ms(),
+        rotate_with: a.rotate_with,
     };
     let started = match rotation::start(core, &actor, &o.id, &req).await {
         Ok(s) => s,

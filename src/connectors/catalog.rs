@@ -153,6 +153,8 @@ pub enum ProbeKind {
     Postgres,
     Mysql,
     Redis,
+    /// Signed AWS calls: STS GetCallerIdentity, then S3 HeadBucket.
+    Aws,
     None,
 }
 

@@ -249,7 +249,19 @@ pub fn validate_settings(
     Ok(out)
 }
 
-const ENDPOINT_KEYS: &[&str] = &["authorize_url", "token_url", "revoke_url", "probe_url"];
+/// Provider endpoints a connection may override: the OAuth ones, the
+/// probe's URL, AWS's S3/IAM/STS endpoints (other partitions, VPC
+/// endpoints, moto_server in tests) and Snowflake's SQL API base.
+const ENDPOINT_KEYS: &[&str] = &[
+    "authorize_url",
+    "token_url",
+    "revoke_url",
+    "probe_url",
+    "s3_url",
+    "iam_url",
+    "sts_url",
+    "api_url",
+];
 
 pub fn validate_endpoints(
     given: &BTreeMap<String, String>,

@@ -62,16 +62,35 @@ pub fn snowflake_jwt(
     // The account locator without region or cloud suffix, upper-cased.
     let account = account.split('.').next().unwrap_or_default().to_uppercase();
     let user = user.to_uppercase();
-    let der = key
-        .to_public_key()
-        .to_public_key_der()
-        .map_err(|e| e.to_string())?;
-    let fp = B64.encode(Sha256::digest(der.as_bytes()));
+    let fp = public_key_fingerprint(key)?;
     let now = now_ms / 1000;
     Ok(jwt_rs256(
         key,
         json!({"alg": "RS256", "typ": "JWT"}),
-        json!({"iss": format!("{account}.{user}.SHA256:{fp}"), "sub": format!("{account}.{user}"), "iat": now, "exp": now + 3540}),
+        json!({"iss": format!("{account}.{user}.{fp}"), "sub": format!("{account}.{user}"), "iat": now, "exp": now + 3540}),
+    ))
+}
+
+/// The public key as Snowflake's `RSA_PUBLIC_KEY` takes it: the base64 of
+/// its DER (SubjectPublicKeyInfo), without PEM armour.
+pub fn public_key_body(key: &RsaPrivateKey) -> Result<String, String> {
+    let der = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| e.to_string())?;
+    Ok(B64.encode(der.as_bytes()))
+}
+
+/// `SHA256:<base64 of the DER public key's digest>`, as Snowflake shows it
+/// in `RSA_PUBLIC_KEY_FP` and expects in a key-pair JWT's issuer.
+pub fn public_key_fingerprint(key: &RsaPrivateKey) -> Result<String, String> {
+    let der = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "SHA256:{}",
+        B64.encode(Sha256::digest(der.as_bytes()))
     ))
 }
 

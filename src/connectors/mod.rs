@@ -3,6 +3,7 @@
 //! and the credentials platform code reads.
 
 pub mod actions;
+pub mod aws;
 pub mod catalog;
 pub mod connections;
 pub mod credentials;

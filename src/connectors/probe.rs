@@ -88,11 +88,13 @@ pub async fn run(core: &Core, conn: &Connection, creds: &Map<String, Value>) -> 
         .and_then(Value::as_str)
         .map(str::to_string);
     let settings = conn.settings();
+    let endpoints = conn.endpoints();
     let target = Target {
         egress: &core.egress,
         kind,
         method,
         settings: &settings,
+        endpoints: &endpoints,
         probe_url: probe_url.as_deref(),
         now: core.now(),
     };
@@ -105,6 +107,8 @@ pub struct Target<'a> {
     pub kind: &'a Kind,
     pub method: &'a AuthMethod,
     pub settings: &'a Map<String, Value>,
+    /// Per-connection endpoint overrides (`s3_url`, `iam_url`, `sts_url`, …).
+    pub endpoints: &'a Map<String, Value>,
     pub probe_url: Option<&'a str>,
     /// Dates any token minted for the probe.
     pub now: i64,
@@ -138,6 +142,7 @@ impl Target<'_> {
             ProbeKind::Postgres => postgres(egress, settings, creds).await,
             ProbeKind::Mysql => mysql(egress, settings, creds).await,
             ProbeKind::Redis => redis_probe(egress, settings, creds).await,
+            ProbeKind::Aws => aws_probe(egress, settings, self.endpoints, creds).await,
             ProbeKind::None => {
                 return Outcome {
                     verdict: Verdict::Unverified,
@@ -221,6 +226,51 @@ impl Target<'_> {
             Err(format!("HTTP {} from the provider", status.as_u16()))
         }
     }
+}
+
+/// AWS keys: a signed STS `GetCallerIdentity` (the keys are live and
+/// whose they are), then `AssumeRole` when the connection names a role,
+/// then `HeadBucket` on the bucket.
+async fn aws_probe(
+    egress: &Egress,
+    settings: &Map<String, Value>,
+    endpoints: &Map<String, Value>,
+    creds: &Map<String, Value>,
+) -> Result<String, String> {
+    use super::aws::{Client, Endpoints, Keys};
+    let ep = Endpoints::of(settings, endpoints);
+    let keys = Keys::from_credential(creds)?;
+    let arn = Client {
+        egress,
+        endpoints: &ep,
+        keys: &keys,
+    }
+    .caller_arn()
+    .await
+    .map_err(|e| format!("STS GetCallerIdentity: {e}"))?;
+    let role = s(settings, "role_arn");
+    let bucket_keys = if role.is_empty() {
+        keys
+    } else {
+        Client {
+            egress,
+            endpoints: &ep,
+            keys: &keys,
+        }
+        .assume_role(&role)
+        .await
+        .map_err(|e| format!("STS AssumeRole {role}: {e}"))?
+    };
+    let bucket = s(settings, "bucket");
+    Client {
+        egress,
+        endpoints: &ep,
+        keys: &bucket_keys,
+    }
+    .head_bucket(&bucket)
+    .await
+    .map_err(|e| format!("S3 HeadBucket {bucket} as {arn}: {e}"))?;
+    Ok(format!("HeadBucket {bucket} as {arn}: 200"))
 }
 
 /// The address a driver connects to: resolved and checked by egress, so the

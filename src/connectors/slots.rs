@@ -173,6 +173,28 @@ pub async fn write(
     Ok(version)
 }
 
+/// Replaces the value sealed in `slot`, keeping its version: the pending
+/// credential once the target itself made it (a placeholder was written
+/// ahead).
+pub async fn refill(
+    tx: &mut Tx,
+    core: &Core,
+    connection_id: &str,
+    slot: Slot,
+    creds: &Map<String, Value>,
+    now: i64,
+) -> Result<(), ConnectorError> {
+    sealed::put(
+        tx,
+        &core.keyring,
+        slot.place(connection_id),
+        Value::Object(creds.clone()).to_string().as_bytes(),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The credential in `slot`, if there is one.
 pub async fn read<C: AsEx>(
     c: &mut C,

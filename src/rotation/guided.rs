@@ -67,6 +67,7 @@ pub(super) async fn start(
             run_at: now.saturating_add(req.deadline_ms),
             cutover_window_ms: req.cutover_window_ms,
             deadline_ms: req.deadline_ms,
+            rotate_with: None,
         },
     )
     .await?;

@@ -97,11 +97,12 @@ pub struct RotationRow {
     pub started_by: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    pub rotate_with: Option<String>,
 }
 
 const COLS: &str =
     "id, org_id, target_type, target_id, target_name, status, reason, steps, job_id, \
-    cutover_window_ms, deadline_at, started_by, started_at, finished_at";
+    cutover_window_ms, deadline_at, started_by, started_at, finished_at, rotate_with";
 
 #[derive(Serialize, Debug, Clone)]
 pub struct TargetView {
@@ -120,6 +121,9 @@ pub struct RotationView {
     /// Steps done of all the steps, 0–100.
     pub progress: u8,
     pub cutover_window_s: i64,
+    /// The admin connection the change is made through (`--rotate-with`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotate_with: Option<String>,
     pub deadline_at: String,
     pub started_by: String,
     pub started_at: String,
@@ -173,6 +177,7 @@ impl RotationRow {
             steps,
             progress,
             cutover_window_s: self.cutover_window_ms / 1000,
+            rotate_with: self.rotate_with.clone(),
             deadline_at: rfc3339(self.deadline_at),
             started_by: self.started_by.clone(),
             started_at: rfc3339(self.started_at),
@@ -202,6 +207,9 @@ pub struct StartRequest {
     pub preflight: bool,
     pub cutover_window_ms: i64,
     pub deadline_ms: i64,
+    /// A connection of the same kind holding an admin credential: the
+    /// change is made through it instead of as the rotated account.
+    pub rotate_with: Option<String>,
 }
 
 pub enum Started {
@@ -267,6 +275,11 @@ pub async fn start(
 ) -> Result<Started, RotationError> {
     let name = match &req.target {
         TargetRef::Connection(name) => name,
+        _ if req.rotate_with.is_some() => {
+            return Err(RotationError::Invalid(
+                "--rotate-with applies to connections only".into(),
+            ))
+        }
         _ => return own::start(core, actor, org_id, req).await,
     };
     let conn = connections::find_in(&core.db, org_id, name).await?;
@@ -284,7 +297,38 @@ pub async fn start(
                 conn.kind, conn.auth
             ))
         })?,
+        _ if req.rotate_with.is_some() => {
+            return Err(RotationError::Invalid(format!(
+                "--rotate-with applies to automatic rotations; {} ({}) is rotated by a person",
+                conn.kind, conn.auth
+            )))
+        }
         _ => return guided::start(core, actor, org_id, &conn, req).await,
+    };
+    let via = match &req.rotate_with {
+        None => None,
+        Some(admin) => {
+            let a = connections::find_in(&core.db, org_id, admin).await?;
+            if a.id == conn.id {
+                return Err(RotationError::Invalid(format!(
+                    "--rotate-with names {} itself; name the admin connection to rotate through",
+                    conn.name
+                )));
+            }
+            if a.kind != conn.kind || a.auth != conn.auth {
+                return Err(RotationError::Invalid(format!(
+                    "--rotate-with {}: it is {} ({}), {} is {} ({}); the admin connection must be of the same kind",
+                    a.name, a.kind, a.auth, conn.name, conn.kind, conn.auth
+                )));
+            }
+            if !a.has_credentials {
+                return Err(RotationError::Invalid(format!(
+                    "--rotate-with {}: it holds no credential",
+                    a.name
+                )));
+            }
+            Some(a)
+        }
     };
     let live_previous = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id)
         .await?
@@ -312,6 +356,7 @@ pub async fn start(
             "driver": format!("{} ({})", conn.kind, conn.auth),
             "steps": STEPS,
             "statements": driver.plan(&conn.settings()),
+            "rotate_with": via.as_ref().map(|a| a.name.clone()),
             "dual_credentials": driver.dual(),
             "cutover_window_s": req.cutover_window_ms / 1000,
         })));
@@ -325,11 +370,15 @@ pub async fn start(
             target_id: &conn.id,
             target_name: &conn.name,
             step: STEPS[0],
-            payload: json!({}),
+            payload: match &via {
+                Some(a) => json!({"rotate_with": a.id}),
+                None => json!({}),
+            },
             status: "planned",
             run_at: core.now(),
             cutover_window_ms: req.cutover_window_ms,
             deadline_ms: req.deadline_ms,
+            rotate_with: via.as_ref().map(|a| a.name.as_str()),
         },
     )
     .await?;
@@ -349,6 +398,7 @@ pub(crate) struct NewRotation<'a> {
     pub run_at: i64,
     pub cutover_window_ms: i64,
     pub deadline_ms: i64,
+    pub rotate_with: Option<&'a str>,
 }
 
 /// Records a rotation and its job, with the audit event. The target is
@@ -378,8 +428,8 @@ pub(crate) async fn insert(
     let inserted = exec!(
         &mut tx,
         "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
-            cutover_window_ms, deadline_at, started_by, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11)",
+            cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
+         VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12)",
         &id,
         n.org_id,
         n.target_type,
@@ -390,7 +440,8 @@ pub(crate) async fn insert(
         n.cutover_window_ms,
         now.saturating_add(n.deadline_ms),
         &actor.name,
-        now
+        now,
+        n.rotate_with
     );
     match inserted {
         Ok(_) => {}
@@ -563,6 +614,7 @@ pub async fn retry(
             preflight: false,
             cutover_window_ms: row.cutover_window_ms,
             deadline_ms: (row.deadline_at - row.started_at).max(1),
+            rotate_with: row.rotate_with.clone(),
         },
     )
     .await

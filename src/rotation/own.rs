@@ -100,6 +100,7 @@ pub(super) async fn start(
             run_at: until,
             cutover_window_ms: req.cutover_window_ms,
             deadline_ms: req.deadline_ms,
+            rotate_with: None,
         },
     )
     .await?;

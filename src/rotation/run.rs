@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{by_id, finish, record_step, RotationError, RotationRow, JOB_KIND};
 use crate::connectors::connections::{self, Connection};
-use crate::connectors::drivers::{self, Driver, Target};
+use crate::connectors::drivers::{self, Admin, Driver, Target};
 use crate::connectors::probe::{self, Verdict};
 use crate::connectors::slots::{self, Slot};
 use crate::exec;
@@ -197,14 +197,33 @@ async fn step_once(
         )));
     };
     let settings = conn.settings();
+    let endpoints = conn.endpoints();
     let current = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Current)
         .await?
         .unwrap_or_default();
+    // `--rotate-with`: the admin connection the change is made through.
+    let via = match job.payload()["rotate_with"].as_str() {
+        Some(id) => {
+            let admin = connections::get(&mut core.db.read().await?, id).await?;
+            let creds = slots::read(&mut core.db.read().await?, core, &admin.id, Slot::Current)
+                .await?
+                .unwrap_or_default();
+            Some((admin.name.clone(), admin.settings(), creds))
+        }
+        None => None,
+    };
     let target = Target {
         egress: &core.egress,
         settings: &settings,
-        acting: &current,
+        endpoints: &endpoints,
+        current: &current,
+        admin: via.as_ref().map(|(name, settings, credential)| Admin {
+            name,
+            settings,
+            credential,
+        }),
     };
+    let dual = job.payload()["dual"].as_bool().unwrap_or(driver.dual());
     let now = core.now();
     match job.step.as_str() {
         "check" => {
@@ -217,7 +236,7 @@ async fn step_once(
             let mut tx = core.db.begin_write().await?;
             let version = write_ahead(&mut tx, core, &conn, &new, now).await?;
             let done = [
-                ("check", "the credential may rotate itself".to_string()),
+                ("check", format!("the change may be made {}", target.actor())),
                 ("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes")),
             ];
             commit_steps(tx, row, job, owner, &done, "apply", "running", None, now).await
@@ -246,20 +265,38 @@ async fn step_once(
         "apply" => {
             let pending = pending(core, &conn).await?;
             match driver.apply(&target, &pending).await {
-                Ok(detail) => {
-                    let tx = core.db.begin_write().await?;
+                Ok(applied) => {
+                    let mut tx = core.db.begin_write().await?;
+                    // Only the target could make it (AWS): stored in the
+                    // same commit that records it made.
+                    if let Some(made) = &applied.credential {
+                        slots::refill(&mut tx, core, &conn.id, Slot::Pending, made, now).await?;
+                    }
+                    let payload = applied
+                        .dual
+                        .map(|d| merged(&job.payload(), json!({ "dual": d })));
                     commit_step(
-                        tx, row, job, owner, "apply", &detail, "verify", "running", None, now,
+                        tx,
+                        row,
+                        job,
+                        owner,
+                        "apply",
+                        &applied.detail,
+                        "verify",
+                        "running",
+                        payload.as_ref(),
+                        now,
                     )
                     .await
                 }
                 Err(m) => Ok(Next::Retry(m)),
             }
         }
-        "verify" => verify(core, row, job, owner, driver, &conn, &target).await,
+        "verify" => verify(core, row, job, owner, driver, dual, &conn, &target).await,
         "promote" => {
             let mut tx = core.db.begin_write().await?;
-            let (detail, status, payload) = promote(&mut tx, core, row, driver, &conn, now).await?;
+            let (detail, status, payload) =
+                promote(&mut tx, core, row, job, dual, &conn, now).await?;
             commit_step(
                 tx,
                 row,
@@ -274,7 +311,7 @@ async fn step_once(
             )
             .await
         }
-        "cutover" => cutover(core, row, job, owner, driver, &conn, &target).await,
+        "cutover" => cutover(core, row, job, owner, driver, dual, &conn, &target).await,
         "retire" => retire(core, row, job, owner, driver, &conn, &target, None).await,
         other => Ok(Next::Fail(format!("unknown step {other:?}"))),
     }
@@ -289,22 +326,27 @@ async fn pending(core: &Core, conn: &Connection) -> Result<Map<String, Value>, R
 /// The new credential must prove itself with the connection's own probe.
 /// When it does not, it is removed at the target again and dropped here;
 /// the current credential was never touched.
+#[allow(clippy::too_many_arguments)]
 async fn verify(
     core: &Core,
     row: &RotationRow,
     job: &Job,
     owner: &str,
     driver: &dyn Driver,
+    dual: bool,
     conn: &Connection,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
     let pending = pending(core, conn).await?;
-    let out = probe::run(core, conn, &pending).await;
+    let out = match driver.settle(target, &pending).await {
+        Ok(()) => probe::run(core, conn, &pending).await,
+        Err(m) => probe::Outcome::failed(m),
+    };
     let now = core.now();
     if out.verdict == Verdict::Ok {
         // Verified: promoted in the same commit.
         let mut tx = core.db.begin_write().await?;
-        let (detail, status, payload) = promote(&mut tx, core, row, driver, conn, now).await?;
+        let (detail, status, payload) = promote(&mut tx, core, row, job, dual, conn, now).await?;
         let done = [("verify", out.message.clone()), ("promote", detail)];
         return commit_steps(
             tx,
@@ -465,19 +507,21 @@ async fn own_step(
 /// the promoted version since. At the deadline, with a reader still on the
 /// old one, the rotation stops as `stalled`, naming who — both credentials
 /// keep working, nobody is cut off.
+#[allow(clippy::too_many_arguments)]
 async fn cutover(
     core: &Core,
     row: &RotationRow,
     job: &Job,
     owner: &str,
     driver: &dyn Driver,
+    dual: bool,
     conn: &Connection,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
     let now = core.now();
     let payload = job.payload();
     let until = payload["cutover_until"].as_i64().unwrap_or(now);
-    if !driver.dual() {
+    if !dual {
         let detail = "one credential at a time: nothing to wait for".to_string();
         return retire(core, row, job, owner, driver, conn, target, Some(detail)).await;
     }
@@ -500,9 +544,28 @@ async fn cutover(
                 crate::clock::rfc3339(r.read_at)
             )
         })
-        .collect::<Vec<_>>()
-        .join(", ");
-    if now >= until && behind.is_empty() {
+        .collect::<Vec<_>>();
+    // Where the target reports use of the old credential itself (AWS), a
+    // use after the promotion is a consumer that has not moved.
+    let promoted_at = payload["promoted_at"].as_i64().unwrap_or(0);
+    let mut names = names;
+    if let Some(old) =
+        slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?
+    {
+        match driver.last_used(target, &old).await {
+            Ok(Some(u)) if u.at > promoted_at => {
+                names.push(format!("{} at {}", u.by, crate::clock::rfc3339(u.at)))
+            }
+            Ok(_) => {}
+            // Not knowing is not a use: rekey's own view still holds.
+            Err(e) => {
+                tracing::warn!(rotation = %row.id, error = %e, "the target's report of use is unavailable")
+            }
+        }
+    }
+    let target_behind = names.len() > behind.len();
+    let names = names.join(", ");
+    if now >= until && behind.is_empty() && !target_behind {
         let detail =
             format!("the window has passed and every reader has moved to version {version}");
         return retire(core, row, job, owner, driver, conn, target, Some(detail)).await;
@@ -525,7 +588,7 @@ async fn cutover(
         tx.commit().await?;
         return Ok(Next::Ended);
     }
-    let detail = if behind.is_empty() {
+    let detail = if behind.is_empty() && !target_behind {
         format!(
             "both credentials work until {}; consumers move to the new one",
             crate::clock::rfc3339(until)
@@ -576,7 +639,8 @@ async fn promote(
     tx: &mut Tx,
     core: &Core,
     row: &RotationRow,
-    driver: &dyn Driver,
+    job: &Job,
+    dual: bool,
     conn: &Connection,
     now: i64,
 ) -> Result<(String, &'static str, Value), RotationError> {
@@ -590,7 +654,7 @@ async fn promote(
         &conn.id
     )?;
     let until = now.saturating_add(row.cutover_window_ms);
-    let (detail, status) = if driver.dual() {
+    let (detail, status) = if dual {
         (
             format!("version {version} is current; the previous one works until it is retired"),
             "waiting_cutover",
@@ -601,7 +665,10 @@ async fn promote(
     Ok((
         detail,
         status,
-        json!({"cutover_until": until, "promoted_version": version}),
+        merged(
+            &job.payload(),
+            json!({"cutover_until": until, "promoted_version": version, "promoted_at": now}),
+        ),
     ))
 }
 
@@ -642,4 +709,17 @@ async fn retire(
     }
     tx.commit().await?;
     Ok(Next::Ended)
+}
+
+/// The job's payload with `extra`'s fields set (steps add to it; what the
+/// start put there, such as `rotate_with`, stays).
+fn merged(payload: &Value, extra: Value) -> Value {
+    let mut out = match payload {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    if let Value::Object(e) = extra {
+        out.extend(e);
+    }
+    Value::Object(out)
 }

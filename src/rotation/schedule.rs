@@ -73,6 +73,7 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
             preflight: false,
             cutover_window_ms: 10 * 60_000,
             deadline_ms: 24 * 3_600_000,
+            rotate_with: None,
         };
         match start(core, &actor, &d.org_id, &req).await {
             Ok(_) => {

@@ -388,3 +388,53 @@ pub fn mariadb_up() -> bool {
     std::net::TcpStream::connect_timeout(&"127.0.0.1:3306".parse().unwrap(), Duration::from_secs(1))
         .is_ok()
 }
+
+/// A service key for reading connection credentials (`platform`).
+#[allow(dead_code)]
+pub fn service_key(env: &Env) -> String {
+    env.json(&["service-key", "create", "--name", "platform"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Connection `name` of org `acme`'s stored current credential, read as
+/// platform code reads it (the credentials endpoint, with a service key).
+#[allow(dead_code)]
+pub async fn stored_credential(
+    env: &Env,
+    srv: &Server,
+    key: &str,
+    name: &str,
+) -> serde_json::Value {
+    let id = env.json(&["connection", "show", "--org", "acme", "--name", name])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = client()
+        .get(srv.at(&format!("/api/v1/orgs/acme/connections/{id}/credentials")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["credentials"].clone()
+}
+
+/// Waits (up to 20 s) for rotation `id` to reach status `want`.
+#[allow(dead_code)]
+pub async fn wait_for_status(env: &Env, id: &str, want: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let v = env.json(&["rotation", "show", id]);
+        if v["status"] == want {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "rotation {id} never reached {want}: {}",
+        env.json(&["rotation", "show", id])
+    );
+}

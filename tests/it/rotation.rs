@@ -92,43 +92,12 @@ async fn redis_world(env: &Env, old: &str, may_rotate: bool) -> Option<String> {
     Some(user)
 }
 
-fn service_key(env: &Env) -> String {
-    env.json(&["service-key", "create", "--name", "platform"])["key"]
+/// The stored current password, read as platform code reads it.
+async fn stored_password(env: &Env, srv: &Server, key: &str) -> String {
+    stored_credential(env, srv, key, "cache").await["password"]
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// The stored current password, read as platform code reads it.
-async fn stored_password(env: &Env, srv: &Server, key: &str) -> String {
-    let id = env.json(&["connection", "show", "--org", "acme", "--name", "cache"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let v: Value = client()
-        .get(srv.at(&format!("/api/v1/orgs/acme/connections/{id}/credentials")))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["credentials"]["password"].as_str().unwrap().to_string()
-}
-
-async fn wait_for_status(env: &Env, id: &str, want: &str) -> Value {
-    for _ in 0..200 {
-        let v = env.json(&["rotation", "show", id]);
-        if v["status"] == want {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "rotation {id} never reached {want}: {}",
-        env.json(&["rotation", "show", id])
-    );
 }
 
 dual!(redis_rotation_makes_before_it_breaks, |env| {

@@ -4,9 +4,11 @@
 //! probe), retire — and persists each before the next, so a driver's steps
 //! must be safe to run again after a crash (idempotent at the target).
 
+pub mod aws_keys;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod snowflake;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,13 +19,74 @@ use crate::egress::Egress;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The system a driver acts on: the connection's settings and the
-/// credential it acts with.
+/// The system a driver acts on: the rotated connection's settings,
+/// endpoints and current credential, and the admin connection the change
+/// is made through (`--rotate-with`), if any.
 pub struct Target<'a> {
     pub egress: &'a Egress,
     pub settings: &'a Map<String, Value>,
-    /// The credential the change is made with (the current one).
-    pub acting: &'a Map<String, Value>,
+    pub endpoints: &'a Map<String, Value>,
+    /// The rotated connection's current credential.
+    pub current: &'a Map<String, Value>,
+    pub admin: Option<Admin<'a>>,
+}
+
+/// A connection of the same kind holding an admin credential
+/// (`--rotate-with`): the change is made as it, not as the rotated account.
+pub struct Admin<'a> {
+    pub name: &'a str,
+    pub settings: &'a Map<String, Value>,
+    pub credential: &'a Map<String, Value>,
+}
+
+impl Target<'_> {
+    /// Where to log in to make a change, and the credentials to try in
+    /// turn: the admin's, or the account's own (`own`, in order).
+    pub fn acting<'b>(
+        &'b self,
+        own: &[&'b Map<String, Value>],
+    ) -> (&'b Map<String, Value>, Vec<&'b Map<String, Value>>) {
+        match &self.admin {
+            Some(a) => (a.settings, vec![a.credential]),
+            None => (self.settings, own.to_vec()),
+        }
+    }
+
+    /// Who makes the change, for step details and errors.
+    pub fn actor(&self) -> String {
+        match &self.admin {
+            Some(a) => format!("through {}", a.name),
+            None => "as itself".to_string(),
+        }
+    }
+}
+
+/// What applying did: its detail for the rotation's record; the new
+/// credential when only the target could make it (AWS returns the secret
+/// of a key it created), which replaces the pending one in the same commit;
+/// and whether the old credential keeps working beside it, when only the
+/// target's version tells (MySQL 8.0.14+ keeps a retained password).
+pub struct Applied {
+    pub detail: String,
+    pub credential: Option<Map<String, Value>>,
+    pub dual: Option<bool>,
+}
+
+impl From<String> for Applied {
+    fn from(detail: String) -> Applied {
+        Applied {
+            detail,
+            credential: None,
+            dual: None,
+        }
+    }
+}
+
+/// A use of the old credential the target itself reports (AWS
+/// `GetAccessKeyLastUsed`): who, and when (ms since the epoch).
+pub struct TargetUse {
+    pub at: i64,
+    pub by: String,
 }
 
 pub trait Driver: Send + Sync {
@@ -46,7 +109,28 @@ pub trait Driver: Send + Sync {
         &'a self,
         t: &'a Target<'a>,
         new: &'a Map<String, Value>,
-    ) -> BoxFut<'a, Result<String, String>>;
+    ) -> BoxFut<'a, Result<Applied, String>>;
+
+    /// Waits until the target accepts `new` everywhere (eventually
+    /// consistent systems: IAM), by polling it, before it is verified.
+    fn settle<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        new: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<(), String>> {
+        let _ = (t, new);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The last use of `old` the target reports, where it reports one.
+    fn last_used<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        old: &'a Map<String, Value>,
+    ) -> BoxFut<'a, Result<Option<TargetUse>, String>> {
+        let _ = (t, old);
+        Box::pin(async { Ok(None) })
+    }
 
     /// Makes the target refuse `old`.
     fn retire<'a>(
@@ -75,6 +159,8 @@ pub fn for_kind(kind: &str, method: &str) -> Option<&'static dyn Driver> {
         ("redis", "basic") => Some(&redis::RedisAcl),
         ("postgres", "basic") => Some(&postgres::PgRole),
         ("mysql", "basic") => Some(&mysql::MySqlUser),
+        ("s3" | "s3_managed", "aws_keys") => Some(&aws_keys::AwsAccessKeys),
+        ("snowflake", "rsa_key_pair") => Some(&snowflake::SnowflakeKeyPair),
         _ => None,
     }
 }

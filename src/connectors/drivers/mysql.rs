@@ -1,15 +1,18 @@
-//! MySQL and MariaDB users. The connection rotates itself: `ALTER USER
-//! CURRENT_USER() IDENTIFIED BY …` on MySQL, `SET PASSWORD =
-//! PASSWORD(…)` on MariaDB (any account may change its own password that
-//! way). An account holds one password here — MariaDB has no dual
-//! passwords, and MySQL's `RETAIN CURRENT PASSWORD` is not used yet — so
-//! the old one stops working when the new one is set; write-ahead keeps
-//! that safe, and a failed verification sets the old one back.
+//! MySQL and MariaDB users. The connection rotates itself (any account may
+//! change its own password), or through an admin connection holding
+//! `CREATE USER` (`--rotate-with`).
+//!
+//! - MySQL 8.0.14 and later keep two passwords: `ALTER USER … IDENTIFIED
+//!   BY … RETAIN CURRENT PASSWORD` adds the new one beside the old, and
+//!   `DISCARD OLD PASSWORD` retires the old one after cut-over.
+//! - MariaDB (and older MySQL) hold one password: the old one stops working
+//!   when the new one is set. The write-ahead order keeps that safe, and a
+//!   failed verification sets the old one back.
 
 use serde_json::{Map, Value};
 use sqlx::Connection;
 
-use super::{login_first, nothing_to_retire, text, with_new_password, BoxFut, Driver, Target};
+use super::{login_first, text, with_new_password, Applied, BoxFut, Driver, Target};
 use crate::connectors::probe::{db_error, mysql_options};
 
 pub struct MySqlUser;
@@ -20,80 +23,220 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-async fn connect(
-    t: &Target<'_>,
-    creds: &[&Map<String, Value>],
-) -> Result<sqlx::MySqlConnection, String> {
-    let mut options = Vec::with_capacity(creds.len());
-    for c in creds {
-        options.push(mysql_options(t.egress, t.settings, c).await?);
-    }
-    login_first(options).await
+/// What the server can do, from `VERSION()`.
+#[derive(Debug, PartialEq, Eq)]
+struct Server {
+    mariadb: bool,
+    /// Dual passwords (`RETAIN CURRENT PASSWORD`): MySQL 8.0.14 and later.
+    dual: bool,
 }
 
-async fn set_password(
-    t: &Target<'_>,
-    acting: &[&Map<String, Value>],
-    password: &str,
-) -> Result<String, String> {
-    let mut c = connect(t, acting).await?;
-    let version: String = sqlx::query_scalar("SELECT VERSION()")
-        .fetch_one(&mut c)
-        .await
-        .map_err(|e| db_error(&e))?;
-    let (sql, shown) = if version.contains("MariaDB") {
-        (
-            format!("SET PASSWORD = PASSWORD({})", literal(password)),
-            "SET PASSWORD = PASSWORD('********')",
-        )
-    } else {
-        (
-            format!(
-                "ALTER USER CURRENT_USER() IDENTIFIED BY {}",
-                literal(password)
-            ),
-            "ALTER USER CURRENT_USER() IDENTIFIED BY '********'",
-        )
-    };
-    // A server error may quote the statement: the password never leaves here.
-    sqlx::query(&sql)
-        .persistent(false)
-        .execute(&mut c)
-        .await
-        .map_err(|e| db_error(&e).replace(password, "********"))?;
-    let _ = c.close().await;
-    Ok(shown.to_string())
+fn server(version: &str) -> Server {
+    if version.contains("MariaDB") {
+        return Server {
+            mariadb: true,
+            dual: false,
+        };
+    }
+    let n: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    let v = (
+        n.first().copied().unwrap_or(0),
+        n.get(1).copied().unwrap_or(0),
+        n.get(2).copied().unwrap_or(0),
+    );
+    Server {
+        mariadb: false,
+        dual: v >= (8, 0, 14),
+    }
+}
+
+/// A session as whoever makes the change, the server it is, and the
+/// account the statements name.
+struct Session {
+    c: sqlx::MySqlConnection,
+    server: Server,
+    account: String,
+}
+
+impl Session {
+    async fn open(t: &Target<'_>, own: &[&Map<String, Value>]) -> Result<Session, String> {
+        let (settings, creds) = t.acting(own);
+        let mut options = Vec::with_capacity(creds.len());
+        for c in creds {
+            options.push(mysql_options(t.egress, settings, c).await?);
+        }
+        let mut c = login_first(options).await?;
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let account = match &t.admin {
+            None => "CURRENT_USER()".to_string(),
+            Some(a) => {
+                let u = text(t.settings, "username");
+                let found: Vec<String> = sqlx::query_scalar(
+                    "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.user WHERE User = ?",
+                )
+                .bind(&u)
+                .fetch_all(&mut c)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{} cannot look up the account {u}: {}",
+                        a.name,
+                        db_error(&e)
+                    )
+                })?;
+                match found.as_slice() {
+                    [one] => one.clone(),
+                    [] => return Err(format!("no account {u} on the server {} connects to", a.name)),
+                    many => {
+                        return Err(format!(
+                            "the user {u} has several accounts ({}); rekey will not guess which one the connection logs in as",
+                            many.join(", ")
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(Session {
+            c,
+            server: server(&version),
+            account,
+        })
+    }
+
+    /// Runs `sql`, which carries `password`: a server error may quote the
+    /// statement, so the password is masked before the message goes on.
+    async fn run(&mut self, sql: &str, password: &str) -> Result<(), String> {
+        sqlx::query(sql)
+            .persistent(false)
+            .execute(&mut self.c)
+            .await
+            .map_err(|e| {
+                let m = db_error(&e);
+                if password.is_empty() {
+                    m
+                } else {
+                    m.replace(password, "********")
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Sets `password`, keeping the current one beside it when `retain`
+    /// and the server can; returns what was run, password masked.
+    async fn set(&mut self, password: &str, retain: bool) -> Result<String, String> {
+        let retain = retain && self.server.dual;
+        let (sql, shown) = if self.server.mariadb && self.account == "CURRENT_USER()" {
+            (
+                format!("SET PASSWORD = PASSWORD({})", literal(password)),
+                "SET PASSWORD = PASSWORD('********')".to_string(),
+            )
+        } else {
+            let tail = if retain {
+                " RETAIN CURRENT PASSWORD"
+            } else {
+                ""
+            };
+            (
+                format!(
+                    "ALTER USER {} IDENTIFIED BY {}{tail}",
+                    self.account,
+                    literal(password)
+                ),
+                format!("ALTER USER {} IDENTIFIED BY '********'{tail}", self.account),
+            )
+        };
+        self.run(&sql, password).await?;
+        Ok(shown)
+    }
+
+    async fn discard_old(&mut self) -> Result<String, String> {
+        if !self.server.dual {
+            return Ok(
+                "one password per account: the old one stopped working when the new one was set"
+                    .into(),
+            );
+        }
+        let sql = format!("ALTER USER {} DISCARD OLD PASSWORD", self.account);
+        self.run(&sql, "").await?;
+        Ok(sql)
+    }
+
+    async fn close(self) {
+        let _ = self.c.close().await;
+    }
+}
+
+/// Does `creds` log in as the rotated account (the change already made
+/// before a crash)?
+async fn logs_in(t: &Target<'_>, creds: &Map<String, Value>) -> bool {
+    match mysql_options(t.egress, t.settings, creds).await {
+        Ok(o) => login_first(vec![o]).await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 impl Driver for MySqlUser {
     fn dual(&self) -> bool {
+        // Known only from the server's version: `apply` says.
         false
     }
 
     fn plan(&self, settings: &Map<String, Value>) -> Vec<String> {
         let u = text(settings, "username");
         vec![
-            format!("SELECT CURRENT_USER()   ({u} rotates itself)"),
-            "SET PASSWORD = PASSWORD('********')   (MariaDB) / ALTER USER CURRENT_USER() IDENTIFIED BY '********'   (MySQL)".to_string(),
+            format!("SELECT VERSION(), CURRENT_USER()   ({u} rotates itself, or the --rotate-with admin acts)"),
+            "ALTER USER … IDENTIFIED BY '********' RETAIN CURRENT PASSWORD   (MySQL 8.0.14+: both passwords work until cut-over)".to_string(),
+            "SET PASSWORD = PASSWORD('********')   (MariaDB: one password; write-ahead keeps the new one stored first)".to_string(),
             format!("connect as {u} with the new password   (verify)"),
+            "ALTER USER … DISCARD OLD PASSWORD   (MySQL 8.0.14+, after cut-over)".to_string(),
         ]
     }
 
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
-            let mut c = connect(t, &[t.acting]).await?;
+            let mut s = Session::open(t, &[t.current]).await?;
             let who: String = sqlx::query_scalar("SELECT CURRENT_USER()")
-                .fetch_one(&mut c)
+                .fetch_one(&mut s.c)
                 .await
                 .map_err(|e| db_error(&e))?;
-            let _ = c.close().await;
             let u = text(t.settings, "username");
-            if who.split('@').next() != Some(u.as_str()) {
-                return Err(format!(
+            let r = match &t.admin {
+                None if who.split('@').next() != Some(u.as_str()) => Err(format!(
                     "the credential logs in as {who}, not as the user {u} it would rotate"
-                ));
-            }
-            Ok(())
+                )),
+                None => Ok(()),
+                Some(a) => {
+                    // CREATE USER (or UPDATE on the mysql schema) lets an
+                    // account change another's password.
+                    let grants: Vec<String> = sqlx::query_scalar("SHOW GRANTS")
+                        .fetch_all(&mut s.c)
+                        .await
+                        .map_err(|e| db_error(&e))?;
+                    let may = grants.iter().any(|g| {
+                        let g = g.to_ascii_uppercase();
+                        g.contains("ALL PRIVILEGES ON *.*")
+                            || g.contains("CREATE USER")
+                            || g.contains("ON `MYSQL`.*") && g.contains("UPDATE")
+                    });
+                    if may {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{} logs in as {who}, which lacks CREATE USER and cannot change the password of {u}",
+                            a.name
+                        ))
+                    }
+                }
+            };
+            s.close().await;
+            r
         })
     }
 
@@ -105,16 +248,41 @@ impl Driver for MySqlUser {
         &'a self,
         t: &'a Target<'a>,
         new: &'a Map<String, Value>,
-    ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async move { set_password(t, &[t.acting, new], &text(new, "password")).await })
+    ) -> BoxFut<'a, Result<Applied, String>> {
+        Box::pin(async move {
+            let mut s = Session::open(t, &[t.current, new]).await?;
+            let dual = s.server.dual;
+            // Run again after a crash, RETAIN would keep the new password
+            // as the "old" one and lose the real old one: skip instead.
+            let detail = if logs_in(t, new).await {
+                "the new password was already set (the step ran before a restart)".to_string()
+            } else {
+                format!(
+                    "{}, {}",
+                    s.set(&text(new, "password"), true).await?,
+                    t.actor()
+                )
+            };
+            s.close().await;
+            Ok(Applied {
+                detail,
+                credential: None,
+                dual: Some(dual),
+            })
+        })
     }
 
     fn retire<'a>(
         &'a self,
-        _t: &'a Target<'a>,
+        t: &'a Target<'a>,
         _old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        nothing_to_retire()
+        Box::pin(async move {
+            let mut s = Session::open(t, &[t.current]).await?;
+            let r = s.discard_old().await;
+            s.close().await;
+            r
+        })
     }
 
     fn rollback<'a>(
@@ -123,6 +291,39 @@ impl Driver for MySqlUser {
         old: &'a Map<String, Value>,
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async move { set_password(t, &[new, old], &text(old, "password")).await })
+        Box::pin(async move {
+            let mut s = Session::open(t, &[new, old]).await?;
+            let r = match s.set(&text(old, "password"), false).await {
+                Ok(shown) => s.discard_old().await.map(|_| shown),
+                Err(e) => Err(e),
+            };
+            s.close().await;
+            r
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dual_passwords_from_the_version() {
+        assert_eq!(
+            server("10.11.19-MariaDB-0+deb12u1"),
+            Server {
+                mariadb: true,
+                dual: false
+            }
+        );
+        assert!(server("8.0.14").dual);
+        assert!(server("8.4.3-commercial").dual);
+        assert!(!server("8.0.13-log").dual);
+        assert!(!server("5.7.44").dual);
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal(r"a'b\c"), r"'a''b\\c'");
     }
 }

@@ -1,5 +1,7 @@
 //! PostgreSQL roles. A role may change its own password, so the connection
-//! rotates itself: `ALTER ROLE r PASSWORD 'SCRAM-SHA-256$…'`, where the
+//! rotates itself by default, or through an admin connection holding a
+//! `CREATEROLE` or superuser role (`--rotate-with`):
+//! `ALTER ROLE r PASSWORD 'SCRAM-SHA-256$…'`, where the
 //! SCRAM-SHA-256 verifier (RFC 5802, RFC 7677, as PostgreSQL stores it) is
 //! computed here, so the plaintext never reaches the server, its statement
 //! log or `pg_stat_statements`. A role holds one password: the old one
@@ -14,7 +16,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
-use super::{login_first, nothing_to_retire, text, with_new_password, BoxFut, Driver, Target};
+use super::{
+    login_first, nothing_to_retire, text, with_new_password, Applied, BoxFut, Driver, Target,
+};
 use crate::connectors::probe::{db_error, pg_options};
 
 /// PostgreSQL's own default (`scram_iterations`).
@@ -61,24 +65,27 @@ fn new_verifier(password: &str) -> String {
     scram_verifier(password, &salt, ITERATIONS)
 }
 
+/// Logs in as whoever makes the change: the admin connection, or the role
+/// itself with the first of `own` that works.
 async fn connect(
     t: &Target<'_>,
-    creds: &[&Map<String, Value>],
+    own: &[&Map<String, Value>],
 ) -> Result<sqlx::PgConnection, String> {
+    let (settings, creds) = t.acting(own);
     let mut options = Vec::with_capacity(creds.len());
     for c in creds {
-        options.push(pg_options(t.egress, t.settings, c).await?);
+        options.push(pg_options(t.egress, settings, c).await?);
     }
     login_first(options).await
 }
 
 async fn set_password(
     t: &Target<'_>,
-    acting: &[&Map<String, Value>],
+    own: &[&Map<String, Value>],
     password: &str,
 ) -> Result<String, String> {
     let r = role(t.settings);
-    let mut c = connect(t, acting).await?;
+    let mut c = connect(t, own).await?;
     // The verifier is base64 and `$:` only: safe inside a literal. (ALTER
     // ROLE takes no bind parameters.)
     let sql = format!(
@@ -92,8 +99,9 @@ async fn set_password(
         .map_err(|e| db_error(&e))?;
     let _ = c.close().await;
     Ok(format!(
-        "ALTER ROLE {} PASSWORD (a SCRAM-SHA-256 verifier)",
-        quote_ident(&r)
+        "ALTER ROLE {} PASSWORD (a SCRAM-SHA-256 verifier), {}",
+        quote_ident(&r),
+        t.actor()
     ))
 }
 
@@ -105,7 +113,7 @@ impl Driver for PgRole {
     fn plan(&self, settings: &Map<String, Value>) -> Vec<String> {
         let r = quote_ident(&role(settings));
         vec![
-            "SELECT current_user   (the role rotates itself)".to_string(),
+            "SELECT current_user, rolcreaterole   (who acts: the role itself, or the --rotate-with admin)".to_string(),
             format!("ALTER ROLE {r} PASSWORD 'SCRAM-SHA-256$4096:********$********:********'   (a verifier computed by rekey; the password never reaches the server)"),
             format!("connect as {r} with the new password   (verify)"),
         ]
@@ -114,18 +122,30 @@ impl Driver for PgRole {
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
             let r = role(t.settings);
-            let mut c = connect(t, &[t.acting]).await?;
-            let who: String = sqlx::query_scalar("SELECT current_user::text")
-                .fetch_one(&mut c)
-                .await
-                .map_err(|e| db_error(&e))?;
+            let mut c = connect(t, &[t.current]).await?;
+            // Who acts, whether it may alter r, and whether r exists.
+            let (who, may, exists): (String, bool, bool) = sqlx::query_as(
+                "SELECT current_user::text, \
+                        COALESCE((SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user), false) \
+                          OR current_user = $1, \
+                        EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            )
+            .bind(&r)
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| db_error(&e))?;
             let _ = c.close().await;
-            if who != r {
-                return Err(format!(
+            match &t.admin {
+                None if who != r => Err(format!(
                     "the credential logs in as {who}, not as the role {r} it would rotate"
-                ));
+                )),
+                Some(a) if !may => Err(format!(
+                    "{} logs in as {who}, which has neither CREATEROLE nor superuser and cannot change the password of {r}",
+                    a.name
+                )),
+                Some(a) if !exists => Err(format!("the role {r} does not exist on the server {} connects to", a.name)),
+                _ => Ok(()),
             }
-            Ok(())
         })
     }
 
@@ -137,9 +157,13 @@ impl Driver for PgRole {
         &'a self,
         t: &'a Target<'a>,
         new: &'a Map<String, Value>,
-    ) -> BoxFut<'a, Result<String, String>> {
+    ) -> BoxFut<'a, Result<Applied, String>> {
         // After a crash the new password may already be set: act with it then.
-        Box::pin(async move { set_password(t, &[t.acting, new], &text(new, "password")).await })
+        Box::pin(async move {
+            set_password(t, &[t.current, new], &text(new, "password"))
+                .await
+                .map(Applied::from)
+        })
     }
 
     fn retire<'a>(

@@ -2,13 +2,14 @@
 //! new one (`ACL SETUSER u >new`), is verified and cut over while both
 //! work, then removes the old one (`ACL SETUSER u <old`). Both commands are
 //! idempotent, so a step run again after a crash changes nothing more.
-//! The user rotates itself; it needs the right to run `ACL SETUSER` on
-//! itself, which [`Driver::check`] asks Redis about (`ACL DRYRUN`) before
+//! The user rotates itself, or is rotated through an admin connection
+//! (`--rotate-with`); whoever acts needs the right to run `ACL SETUSER` on
+//! it, which [`Driver::check`] asks Redis about (`ACL DRYRUN`) before
 //! anything changes.
 
 use serde_json::{Map, Value};
 
-use super::{text, with_new_password, BoxFut, Driver, Target};
+use super::{text, with_new_password, Applied, BoxFut, Driver, Target};
 use crate::connectors::probe::{redis_connect, redis_error};
 
 pub struct RedisAcl;
@@ -32,7 +33,8 @@ async fn setuser(t: &Target<'_>, op: char, password: &str) -> Result<String, Str
             m.replace(password, "********")
         }
     };
-    let mut con = redis_connect(t.egress, t.settings, t.acting)
+    let (settings, creds) = t.acting(&[t.current]);
+    let mut con = redis_connect(t.egress, settings, creds[0])
         .await
         .map_err(mask)?;
     redis::cmd("ACL")
@@ -63,11 +65,13 @@ impl Driver for RedisAcl {
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
             let u = user(t.settings);
-            let mut con = redis_connect(t.egress, t.settings, t.acting).await?;
-            // Redis 7: would this user be allowed to change its own passwords?
+            let (settings, creds) = t.acting(&[t.current]);
+            let actor = user(settings);
+            let mut con = redis_connect(t.egress, settings, creds[0]).await?;
+            // Redis 7: would the acting user be allowed to change u's passwords?
             let r: Result<String, _> = redis::cmd("ACL")
                 .arg("DRYRUN")
-                .arg(&u)
+                .arg(&actor)
                 .arg("ACL")
                 .arg("SETUSER")
                 .arg(&u)
@@ -77,15 +81,15 @@ impl Driver for RedisAcl {
             match r {
                 Ok(s) if s == "OK" => Ok(()),
                 Ok(s) => Err(format!(
-                    "the Redis user {u} may not change its own password ({s}); grant it +acl|setuser and +acl|dryrun"
+                    "the Redis user {actor} may not change the password of {u} ({s}); grant it +acl|setuser and +acl|dryrun, or rotate through an admin connection (--rotate-with)"
                 )),
                 // Not even allowed to ask: not allowed to change it either.
                 Err(e) if e.code() == Some("NOPERM") => Err(format!(
-                    "the Redis user {u} may not change its own password ({}); grant it +acl|setuser and +acl|dryrun",
+                    "the Redis user {actor} may not change the password of {u} ({}); grant it +acl|setuser and +acl|dryrun, or rotate through an admin connection (--rotate-with)",
                     redis_error(&e)
                 )),
                 Err(e) => Err(format!(
-                    "cannot ask Redis whether {u} may change its password: {}",
+                    "cannot ask Redis whether {actor} may change the password of {u}: {}",
                     redis_error(&e)
                 )),
             }
@@ -100,8 +104,12 @@ impl Driver for RedisAcl {
         &'a self,
         t: &'a Target<'a>,
         new: &'a Map<String, Value>,
-    ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async move { setuser(t, '>', &text(new, "password")).await })
+    ) -> BoxFut<'a, Result<Applied, String>> {
+        Box::pin(async move {
+            setuser(t, '>', &text(new, "password"))
+                .await
+                .map(Applied::from)
+        })
     }
 
     fn retire<'a>(

@@ -1,0 +1,203 @@
+//! AWS access-key rotation against moto_server (IAM, STS and S3, with IAM
+//! authentication on): the new key is made by AWS, stored, accepted, and
+//! the old one is deleted at AWS after cut-over and refused from then on.
+
+use std::time::Duration;
+
+use rekey::connectors::aws::Keys;
+
+use crate::dual;
+use crate::harness::*;
+use crate::moto::Moto;
+
+/// Org `acme` with an `s3` connection `bucket` on moto, holding `keys`.
+fn s3_connection(env: &Env, moto: &Moto, keys: &Keys) {
+    env.ok(&["org", "create", "acme"]);
+    let mut args = vec![
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "s3",
+        "--name",
+        "bucket",
+        "--setting",
+        "bucket=rekey-bucket",
+        "--setting",
+        "region=us-east-1",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+    args.extend(moto.endpoint_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.json(&args);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "bucket",
+            "--field",
+            "access_key_id",
+            "--field",
+            "secret_access_key",
+            "--value-stdin",
+        ],
+        &format!("{}\n{}\n", keys.id, keys.secret),
+    );
+}
+
+fn keys_of(v: &serde_json::Value) -> Keys {
+    Keys::from_credential(v.as_object().unwrap()).unwrap()
+}
+
+dual!(
+    aws_access_keys_rotate_through_iam_and_the_old_key_is_refused,
+    |env| {
+        let Some(moto) = Moto::start().await else {
+            return;
+        };
+        let old = moto.user_with_key("svc").await;
+        moto.create_bucket(&old, "rekey-bucket").await;
+        s3_connection(&env, &moto, &old);
+
+        // the probe is real: signed GetCallerIdentity, then HeadBucket
+        let t = env.json(&["connection", "test", "--org", "acme", "--name", "bucket"]);
+        assert_eq!(t["last_test"]["outcome"], "ok", "{t}");
+        assert!(
+            t["last_test"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("HeadBucket"),
+            "{t}"
+        );
+
+        let plan = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "bucket",
+            "--dry-run",
+        ]);
+        assert!(plan.to_string().contains("iam:CreateAccessKey"), "{plan}");
+
+        let key = service_key(&env);
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let r = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "bucket",
+            "--cutover-window",
+            "1h",
+        ]);
+        let id = r["id"].as_str().unwrap().to_string();
+        let v = wait_for_status(&env, &id, "waiting_cutover").await;
+        let apply = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "apply")
+            .unwrap();
+        assert!(
+            apply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("created access key"),
+            "{v}"
+        );
+
+        // both keys work until cut-over; the stored one is the new one
+        let new = keys_of(&stored_credential(&env, &srv, &key, "bucket").await);
+        assert_ne!(new.id, old.id);
+        assert!(moto.accepts(&new).await && moto.accepts(&old).await);
+        let mut listed = moto.key_ids(&new, "svc").await;
+        listed.sort();
+        let mut both = vec![old.id.clone(), new.id.clone()];
+        both.sort();
+        assert_eq!(listed, both);
+
+        // the window passes: the old key is deleted at AWS and refused
+        env.advance(Duration::from_secs(3601));
+        let v = wait_for_status(&env, &id, "completed").await;
+        let retire = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "retire")
+            .unwrap();
+        assert!(
+            retire["detail"]
+                .as_str()
+                .unwrap()
+                .contains("deactivated and deleted"),
+            "{v}"
+        );
+        assert!(!moto.accepts(&old).await, "the old key is refused");
+        assert!(moto.accepts(&new).await);
+        assert_eq!(moto.key_ids(&new, "svc").await, vec![new.id.clone()]);
+        let t = env.json(&["connection", "test", "--org", "acme", "--name", "bucket"]);
+        assert_eq!(t["last_test"]["outcome"], "ok", "{t}");
+        // no secret in the audit log or the rotation's record
+        let audit = env.ok(&["audit", "list", "--limit", "1000", "--json"]);
+        assert!(!audit.contains(&new.secret) && !audit.contains(&old.secret));
+        assert!(!v.to_string().contains(&new.secret));
+        drop(srv);
+    }
+);
+
+dual!(
+    aws_user_with_two_keys_is_refused_before_anything_changes,
+    |env| {
+        let Some(moto) = Moto::start().await else {
+            return;
+        };
+        let old = moto.user_with_key("svc").await;
+        moto.create_bucket(&old, "rekey-bucket").await;
+        s3_connection(&env, &moto, &old);
+        // someone made a second key by hand: IAM has no room for a third
+        let ep = moto.endpoints();
+        let egress =
+            rekey::egress::Egress::new(rekey::egress::Policy::new(&[], &[]).unwrap(), None);
+        let (other, _) = rekey::connectors::aws::Client {
+            egress: &egress,
+            endpoints: &ep,
+            keys: &old,
+        }
+        .create_access_key("svc")
+        .await
+        .unwrap();
+
+        let out = env.run(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "bucket",
+            "--wait",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["status"], "failed", "{v}");
+        let reason = v["reason"].as_str().unwrap();
+        assert!(reason.starts_with("check:"), "{reason}");
+        assert!(
+            reason.contains("two access keys")
+                && reason.contains(&other)
+                && reason.contains(&old.id),
+            "{reason}"
+        );
+        // nothing changed: still the two keys, the stored one still works
+        assert_eq!(moto.key_ids(&old, "svc").await.len(), 2);
+        let t = env.json(&["connection", "test", "--org", "acme", "--name", "bucket"]);
+        assert_eq!(t["last_test"]["outcome"], "ok", "{t}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "bucket"]);
+        assert_eq!(show["slots"]["current"]["version"], 1, "{show}");
+    }
+);
