@@ -438,3 +438,45 @@ pub async fn wait_for_status(env: &Env, id: &str, want: &str) -> serde_json::Val
         env.json(&["rotation", "show", id])
     );
 }
+
+/// Creates connection `name` of org `acme` with `settings` (`key=value`).
+#[allow(dead_code)]
+pub fn connection(env: &Env, kind: &str, name: &str, settings: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        kind,
+        "--name",
+        name,
+    ];
+    for s in settings {
+        args.extend(["--setting", s]);
+    }
+    env.json(&args)
+}
+
+/// Stores `values` (one per field, in order) as connection `name`'s credential.
+#[allow(dead_code)]
+pub fn set_credential(
+    env: &Env,
+    name: &str,
+    fields: &[&str],
+    values: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "connection",
+        "set-credential",
+        "--org",
+        "acme",
+        "--name",
+        name,
+    ];
+    for f in fields {
+        args.extend(["--field", f]);
+    }
+    args.push("--value-stdin");
+    env.json_stdin(&args, &format!("{}\n", values.join("\n")))
+}

@@ -15,6 +15,8 @@ mod oauth_support;
 mod platform;
 mod rotation;
 mod rotation_aws;
+mod rotation_snowflake;
+mod rotation_via;
 mod security_api;
 mod security_egress;
 mod security_login;

@@ -79,7 +79,7 @@ impl Session {
             Some(a) => {
                 let u = text(t.settings, "username");
                 let found: Vec<String> = sqlx::query_scalar(
-                    "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.user WHERE User = ?",
+                    "SELECT CAST(CONCAT(QUOTE(User), '@', QUOTE(Host)) AS CHAR) FROM mysql.user WHERE User = ?",
                 )
                 .bind(&u)
                 .fetch_all(&mut c)

@@ -236,9 +236,8 @@ impl Driver for SnowflakeKeyPair {
                 )
                 .into());
             }
-            let current = fingerprint_of(t.current)?;
             let free = (0..2)
-                .find(|&i| s[i].is_none() && s[i].as_deref() != Some(current.as_str()))
+                .find(|&i| s[i].is_none())
                 .ok_or_else(|| format!("no free key slot on the user {user}: both are set"))?;
             statement(t, &set_key(&user, SLOTS[free], &public_key_body(&key)?)).await?;
             Ok(format!(
