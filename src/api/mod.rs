@@ -231,6 +231,11 @@ pub fn router(state: AppState) -> Router {
             post(rotations::start).get(rotations::list),
         )
         .route("/api/v1/orgs/{org}/rotations/{id}", get(rotations::show))
+        .route("/api/v1/credentials/age", get(rotations::age))
+        .route(
+            "/api/v1/orgs/{org}/credentials/age",
+            get(rotations::org_age),
+        )
         .route(
             "/api/v1/orgs/{org}/rotations/{id}/cancel",
             post(rotations::cancel),

@@ -175,3 +175,48 @@ pub async fn step(
     let v = rotation::runbook_step(&st.core, &admin.actor(), &o.id, &id, b.done).await?;
     Ok(Json(json!(v)))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeQuery {
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
+    older_than: Option<Dur>,
+}
+
+/// `GET /api/v1/credentials/age`: every org's credentials and the
+/// platform's own (a platform operator), or one org's (`?org=`, which an
+/// org admin may ask for their own org).
+pub async fn age(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Query(q): Query<AgeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let org_id =
+        match &q.org {
+            Some(slug) => Some(org_for(&st, &admin, slug).await?.id),
+            None if admin.session.principal.is_operator() => None,
+            None => return Err(ApiError::forbidden(
+                "only a platform operator sees every org's credentials; name your org (?org=SLUG)",
+            )),
+        };
+    let rows =
+        crate::rotation::age::list(&st.core, org_id.as_deref(), q.older_than.map(Dur::ms)).await?;
+    Ok(Json(json!(rows)))
+}
+
+/// `GET /api/v1/orgs/{org}/credentials/age`.
+pub async fn org_age(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(org): Path<String>,
+    Query(q): Query<AgeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.org.is_some() {
+        return Err(ApiError::bad_request("the org is in the path"));
+    }
+    let o = org_for(&st, &admin, &org).await?;
+    let rows = crate::rotation::age::list(&st.core, Some(&o.id), q.older_than.map(Dur::ms)).await?;
+    Ok(Json(json!(rows)))
+}

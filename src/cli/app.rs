@@ -109,23 +109,44 @@ pub async fn run(core: &Core, out: &Out, cmd: AppCmd) -> anyhow::Result<ExitCode
             scope,
             callbacks,
             lifetimes: l,
+            rotation_interval,
         } => {
             let oid = org_id(core, &app.org).await?;
-            let c = clients::update(
-                core,
-                &actor,
-                &oid,
-                ClientKind::App,
-                &app.name,
-                Update {
-                    name: rename,
-                    scope,
-                    callbacks: (!callbacks.is_empty()).then_some(callbacks),
-                    lifetimes: lifetimes(&l),
-                },
-            )
-            .await?;
-            out.emit(&c.view(None, now), |_| describe(&c, now));
+            let changes = Update {
+                name: rename,
+                scope,
+                callbacks: (!callbacks.is_empty()).then_some(callbacks),
+                lifetimes: lifetimes(&l),
+            };
+            // Only a schedule given: the application itself is unchanged.
+            let only_schedule = rotation_interval.is_some()
+                && changes.name.is_none()
+                && changes.scope.is_none()
+                && changes.callbacks.is_none()
+                && l.access_token_ttl.is_none()
+                && l.refresh_token_ttl.is_none()
+                && l.refresh_grace.is_none();
+            let c = if only_schedule {
+                find(core, &app).await?
+            } else {
+                clients::update(core, &actor, &oid, ClientKind::App, &app.name, changes).await?
+            };
+            let mut v = serde_json::to_value(c.view(None, now))?;
+            if let Some(d) = rotation_interval {
+                let ms = Some(d.ms()).filter(|ms| *ms > 0);
+                let row = crate::rotation::age::set_interval(
+                    core,
+                    &actor,
+                    &oid,
+                    crate::rotation::age::Own::App,
+                    &c.name,
+                    ms,
+                )
+                .await?;
+                v["rotation_interval_s"] = serde_json::json!(row.rotation_interval_s);
+                v["rotation_due_at"] = serde_json::json!(row.next_due_at);
+            }
+            out.emit(&v, |_| describe(&c, now));
         }
         AppCmd::Deactivate(r) => {
             let oid = org_id(core, &r.org).await?;

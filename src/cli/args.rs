@@ -74,6 +74,23 @@ pub enum Command {
     /// Rotations: list, show, cancel, retry.
     #[command(subcommand)]
     Rotation(RotationCmd),
+    /// Every credential rekey issues or holds.
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CredentialsCmd {
+    /// Each credential's age, last use, last verification, rotation mode
+    /// and next due date, worst first.
+    Age {
+        /// Only this org's (default: every org's and the platform's own).
+        #[arg(long)]
+        org: Option<String>,
+        /// Only those at least this old (e.g. 90d).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<Dur>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +320,14 @@ pub enum KeyCmd {
     },
     /// Revoke a key (and any overlapping previous key) at once.
     Revoke(NamedRef),
+    /// Set when the key is due for rotation (`credentials age` flags it).
+    Update {
+        #[command(flatten)]
+        key: NamedRef,
+        /// Due this long after the key was set (e.g. 90d; 0 turns it off).
+        #[arg(long, value_name = "DURATION")]
+        rotation_interval: Dur,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -347,6 +372,14 @@ pub enum M2mCmd {
     Deactivate(NamedRef),
     /// Accept the client again.
     Activate(NamedRef),
+    /// Set when the secret is due for rotation (`credentials age` flags it).
+    Update {
+        #[command(flatten)]
+        client: NamedRef,
+        /// Due this long after the secret was set (e.g. 90d; 0 turns it off).
+        #[arg(long, value_name = "DURATION")]
+        rotation_interval: Dur,
+    },
 }
 
 /// Names an application: `--org SLUG --name NAME`.
@@ -410,6 +443,10 @@ pub enum AppCmd {
         callbacks: Vec<String>,
         #[command(flatten)]
         lifetimes: LifetimeArgs,
+        /// The client secret is due this long after it was set (e.g. 90d;
+        /// 0 turns it off); `credentials age` flags it.
+        #[arg(long, value_name = "DURATION")]
+        rotation_interval: Option<Dur>,
     },
     /// Refuse the application's tokens until activated again (nothing is destroyed).
     Deactivate(AppRef),

@@ -60,6 +60,23 @@ pub async fn run(core: &Core, out: &Out, cmd: KeyCmd) -> anyhow::Result<ExitCode
                 )
             });
         }
+        KeyCmd::Update {
+            key,
+            rotation_interval,
+        } => {
+            let o = orgs::find_in(&core.db, &key.org).await?;
+            let ms = Some(rotation_interval.ms()).filter(|ms| *ms > 0);
+            let row = crate::rotation::age::set_interval(
+                core,
+                &actor,
+                &o.id,
+                crate::rotation::age::Own::Key,
+                &key.name,
+                ms,
+            )
+            .await?;
+            out.emit(&row, super::rotate::describe_schedule);
+        }
         KeyCmd::Reset { key, overlap } => {
             let o = orgs::find_in(&core.db, &key.org).await?;
             let (k, secret) = access_keys::reset(

@@ -143,6 +143,23 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
             let c = clients::set_active(core, &actor, &o.id, kind, &r.name, true).await?;
             out.emit(&c.view(None, now), |_| format!("activated {}", c.name));
         }
+        M2mCmd::Update {
+            client,
+            rotation_interval,
+        } => {
+            let o = orgs::find_in(&core.db, &client.org).await?;
+            let ms = Some(rotation_interval.ms()).filter(|ms| *ms > 0);
+            let row = crate::rotation::age::set_interval(
+                core,
+                &actor,
+                &o.id,
+                crate::rotation::age::Own::M2m,
+                &client.name,
+                ms,
+            )
+            .await?;
+            out.emit(&row, super::rotate::describe_schedule);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

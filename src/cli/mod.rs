@@ -138,6 +138,7 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::ServiceKey(c) => connection::service_key(&core, &out, c).await?,
         Command::Rotate(a) => rotate::rotate(&core, &out, a).await?,
         Command::Rotation(c) => rotate::run(&core, &out, c).await?,
+        Command::Credentials(c) => rotate::credentials(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)

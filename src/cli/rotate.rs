@@ -205,3 +205,67 @@ pub async fn run(core: &Core, out: &Out, cmd: RotationCmd) -> anyhow::Result<Exi
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// One line for a credential's schedule (`key|m2m update`).
+pub(super) fn describe_schedule(r: &crate::rotation::age::AgeRow) -> String {
+    match &r.next_due_at {
+        Some(due) => format!(
+            "{} {}: rotation due {due}{}",
+            r.kind,
+            r.name,
+            if r.due { " (due now)" } else { "" }
+        ),
+        None => format!("{} {}: no rotation schedule", r.kind, r.name),
+    }
+}
+
+/// `rekey credentials age`.
+pub async fn credentials(
+    core: &Core,
+    out: &Out,
+    cmd: super::args::CredentialsCmd,
+) -> anyhow::Result<ExitCode> {
+    let super::args::CredentialsCmd::Age { org, older_than } = cmd;
+    let org_id = match &org {
+        Some(slug) => Some(crate::identity::orgs::find_in(&core.db, slug).await?.id),
+        None => None,
+    };
+    let rows =
+        crate::rotation::age::list(core, org_id.as_deref(), older_than.map(|d| d.ms())).await?;
+    out.emit(&rows, |rs| {
+        super::output::table(
+            &[
+                "type",
+                "org",
+                "name",
+                "age",
+                "last used",
+                "last verified",
+                "rotation",
+                "next due",
+            ],
+            rs.iter()
+                .map(|r| {
+                    vec![
+                        r.kind.clone(),
+                        r.org.clone().unwrap_or_else(|| "(platform)".into()),
+                        r.name.clone(),
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            u64::try_from(r.age_s).unwrap_or(0) / 60 * 60,
+                        ))
+                        .to_string(),
+                        r.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                        r.last_verified_at.clone().unwrap_or_else(|| "never".into()),
+                        r.rotation.clone(),
+                        match (&r.next_due_at, r.due) {
+                            (Some(d), true) => format!("{d} (DUE)"),
+                            (Some(d), false) => d.clone(),
+                            (None, _) => "-".into(),
+                        },
+                    ]
+                })
+                .collect(),
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}

@@ -228,6 +228,7 @@ pub async fn reset(
         now,
         &k.id
     )?;
+    crate::rotation::age::secret_rotated(&mut tx, "key", &k.id, now).await?;
     record(
         &mut tx,
         now,

@@ -610,6 +610,7 @@ pub async fn regenerate_secret(
         now,
         &c.id
     )?;
+    crate::rotation::age::secret_rotated(&mut tx, &c.kind, &c.id, now).await?;
     record(
         &mut tx,
         now,

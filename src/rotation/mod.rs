@@ -17,6 +17,7 @@
 //! any point resumes (on the next start, or another instance once the
 //! lease runs out) at the step it had reached; driver steps are idempotent.
 
+pub mod age;
 mod guided;
 mod own;
 mod run;

@@ -1,6 +1,7 @@
 //! The one integration test binary: every test starts the real `rekey`
 //! binary against a fresh database, on SQLite and on PostgreSQL.
 
+mod age;
 mod attacker;
 mod harness;
 
