@@ -14,6 +14,7 @@ pub mod connectors;
 pub mod crypto;
 pub mod egress;
 pub mod identity;
+pub mod incident;
 pub mod jobs;
 pub mod oauth;
 pub mod people;

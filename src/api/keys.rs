@@ -183,7 +183,7 @@ pub async fn regenerate_m2m(
     )
     .await?;
     if b.revoke_tokens {
-        clients::revoke_tokens_before(&st.core, &admin.actor(), &c, now).await?;
+        clients::revoke_tokens_before(&st.core, &admin.actor(), &c, now, None).await?;
     }
     Ok(Json(
         json!({"id": c.id, "client_id": c.client_id, "client_secret": secret}),

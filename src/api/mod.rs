@@ -6,6 +6,7 @@ pub mod authorize;
 pub mod connections;
 pub mod error;
 pub mod extract;
+mod incidents;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
@@ -232,6 +233,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/orgs/{org}/rotations/{id}", get(rotations::show))
         .route("/api/v1/credentials/age", get(rotations::age))
+        .route(
+            "/api/v1/incidents",
+            post(incidents::start).get(incidents::list),
+        )
+        .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/incidents/{id}/cancel", post(incidents::cancel))
+        .route("/api/v1/incidents/{id}/retry", post(incidents::retry))
+        .route("/api/v1/incidents/{id}/report", get(incidents::report))
         .route(
             "/api/v1/orgs/{org}/credentials/age",
             get(rotations::org_age),

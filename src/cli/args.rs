@@ -77,6 +77,58 @@ pub enum Command {
     /// Every credential rekey issues or holds.
     #[command(subcommand)]
     Credentials(CredentialsCmd),
+    /// Incident response: campaigns that rotate or revoke everything in a
+    /// scope, and what a leaked value unlocks.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentCmd {
+    /// Plan a campaign and start it (`--dry-run`: print the plan, change nothing).
+    Start {
+        /// Why: recorded with the campaign, its audit events and every
+        /// revocation it makes.
+        #[arg(long)]
+        reason: String,
+        /// `org:SLUG` or `all`.
+        #[arg(long)]
+        scope: String,
+        /// Only connections of this kind; repeat for several.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Also revoke the org's application tokens and regenerate its
+        /// application, machine-client and access-key secrets.
+        #[arg(long)]
+        include_own: bool,
+        /// How long old secrets keep working beside the new ones (default none).
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<Dur>,
+        #[arg(long)]
+        dry_run: bool,
+        /// Run the campaign from here until every item is settled or waits
+        /// on a person (progress on stderr).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Counts per status, progress, and what waits on whom.
+    Status { id: String },
+    /// Campaigns, newest first.
+    List,
+    /// Stop what has not started.
+    Cancel { id: String },
+    /// Run failed items again (all, or `--item N`).
+    Retry {
+        id: String,
+        #[arg(long)]
+        item: Option<i64>,
+    },
+    /// The record for the post-incident review.
+    Report {
+        id: String,
+        #[arg(long, value_parser = ["json", "csv", "md"], default_value = "json")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -108,7 +108,7 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
             )
             .await?;
             if revoke_tokens {
-                clients::revoke_tokens_before(core, &actor, &c, now).await?;
+                clients::revoke_tokens_before(core, &actor, &c, now, None).await?;
             }
             let v = json!({"id": c.id, "client_id": c.client_id, "client_secret": secret,
                            "previous_secret_valid_until": c.prev_secret_expires_at.map(rfc3339), "tokens_revoked": revoke_tokens});

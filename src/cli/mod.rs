@@ -6,6 +6,7 @@ mod app;
 pub mod args;
 mod audit;
 mod connection;
+mod incident;
 mod key;
 mod keyring;
 mod m2m;
@@ -139,6 +140,7 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::Rotate(a) => rotate::rotate(&core, &out, a).await?,
         Command::Rotation(c) => rotate::run(&core, &out, c).await?,
         Command::Credentials(c) => rotate::credentials(&core, &out, c).await?,
+        Command::Incident(c) => incident::run(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)

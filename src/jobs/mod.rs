@@ -40,11 +40,15 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                 let started = crate::rotation::start_due(&core)
                     .await
                     .map_err(|e| e.to_string())?;
-                let ran =
-                    crate::rotation::run_due(&core, crate::connectors::credentials::instance_id())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                Ok((started + ran) as u64)
+                let owner = crate::connectors::credentials::instance_id();
+                // Campaigns first: they start the rotations this pass runs.
+                let campaigns = crate::incident::run_due(&core, owner)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ran = crate::rotation::run_due(&core, owner)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((started + campaigns + ran) as u64)
             })
         }));
     }

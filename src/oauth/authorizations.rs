@@ -53,7 +53,12 @@ fn status(r: &Row, client: &Client, now: i64) -> (&'static str, Option<String>) 
     if cut_off(r.created_at, &[client.revoked_before]) {
         return (
             "Revoked",
-            Some("every token of the application was revoked".into()),
+            Some(
+                client
+                    .revoked_reason
+                    .clone()
+                    .unwrap_or_else(|| "every token of the application was revoked".into()),
+            ),
         );
     }
     if cut_off(r.created_at, &[r.org_cutoff]) {

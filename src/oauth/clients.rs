@@ -56,11 +56,13 @@ pub struct Client {
     pub revoked_before: Option<i64>,
     /// May introspect other clients' tokens of its org (a resource server).
     pub may_introspect: bool,
+    /// Why every token issued before `revoked_before` was cut off.
+    pub revoked_reason: Option<String>,
 }
 
 pub const COLS: &str = "id, org_id, kind, name, client_id, secret_digest, prev_secret_digest, prev_secret_expires_at, \
     scope, callbacks, user_id, access_ttl_ms, refresh_ttl_ms, refresh_grace_ms, active, created_at, updated_at, revoked_before, \
-    may_introspect";
+    may_introspect, revoked_reason";
 
 impl Client {
     pub fn scope(&self) -> Permission {
@@ -275,6 +277,7 @@ pub async fn create(
         updated_at: now,
         revoked_before: None,
         may_introspect: new.may_introspect && new.kind == ClientKind::M2m,
+        revoked_reason: None,
     };
     let mut tx = core.db.begin_write().await?;
     let r = exec!(
@@ -633,15 +636,17 @@ pub async fn revoke_tokens_before(
     actor: &Actor,
     c: &Client,
     cutoff: i64,
+    reason: Option<&str>,
 ) -> Result<(), OAuthError> {
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     exec!(
         &mut tx,
-        "UPDATE oauth_clients SET revoked_before = $1, updated_at = $2 WHERE id = $3",
+        "UPDATE oauth_clients SET revoked_before = $1, revoked_reason = $2, updated_at = $3 WHERE id = $4",
         // Past whatever the old secret may still mint on an instance that
         // has not seen this change yet (`epoch::cutoff`).
         crate::store::epoch::cutoff(now.max(cutoff)),
+        reason,
         now,
         &c.id
     )?;

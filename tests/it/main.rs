@@ -4,6 +4,7 @@
 mod age;
 mod attacker;
 mod harness;
+mod incident;
 
 mod cache;
 mod connections;

@@ -1,0 +1,221 @@
+//! `rekey incident …`: campaigns, their status and report.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::args::IncidentCmd;
+use super::output::table;
+use super::Out;
+use crate::audit::Actor;
+use crate::connectors::credentials::instance_id;
+use crate::incident::{self, Asker, IncidentError, IncidentView, StartRequest, Started};
+use crate::state::Core;
+
+pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<ExitCode> {
+    let actor = Actor::cli();
+    // The CLI acts as the platform operator (it holds the database).
+    let asker = Asker::Operator;
+    match cmd {
+        IncidentCmd::Start {
+            reason,
+            scope,
+            kinds,
+            include_own,
+            overlap,
+            dry_run,
+            wait,
+        } => {
+            let req = StartRequest {
+                reason,
+                scope,
+                kinds,
+                include_own,
+                overlap_ms: overlap.map(|d| d.ms()).unwrap_or(0),
+                dry_run,
+            };
+            let started = match incident::start(core, &actor, &asker, &req).await {
+                Ok(s) => s,
+                Err(IncidentError::Running(v)) => {
+                    out.emit(&*v, describe);
+                    anyhow::bail!(
+                        "campaign {} over {} is running and overlaps this scope",
+                        v.id,
+                        v.scope
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match started {
+                Started::Plan(p) => out.emit(&p, |p| {
+                    let mut s = format!(
+                        "dry run: nothing was changed. A campaign over {} would act on {} items:\n",
+                        p["scope"].as_str().unwrap_or_default(),
+                        p["total"]
+                    );
+                    for i in p["items"].as_array().into_iter().flatten() {
+                        s.push_str(&format!(
+                            "  {:>3}. {:<11} {} {}{}\n",
+                            i["n"],
+                            i["action"].as_str().unwrap_or_default(),
+                            i["target"]["type"].as_str().unwrap_or_default(),
+                            i["target"]["name"].as_str().unwrap_or_default(),
+                            i["org"]
+                                .as_str()
+                                .map(|o| format!(" (org {o})"))
+                                .unwrap_or_default(),
+                        ));
+                    }
+                    s
+                }),
+                Started::Campaign(v, secrets) => {
+                    let v = if wait { follow(core, &v.id).await? } else { *v };
+                    let mut j = serde_json::to_value(&v)?;
+                    j["secrets"] = serde_json::json!(secrets);
+                    out.emit(&j, |_| {
+                        let mut s = describe(&v);
+                        for sec in &secrets {
+                            let value = sec["secret"]
+                                .as_str()
+                                .or(sec["key"].as_str())
+                                .unwrap_or_default();
+                            s.push_str(&format!(
+                                "\n  new {} {} (shown once): {value}",
+                                sec["type"].as_str().unwrap_or_default(),
+                                sec["name"].as_str().unwrap_or_default()
+                            ));
+                        }
+                        if !wait {
+                            s.push_str(&format!(
+                                "\nthe server runs it; follow with `rekey incident status {}`",
+                                v.id
+                            ));
+                        }
+                        s
+                    });
+                }
+            }
+        }
+        IncidentCmd::Status { id } => {
+            let v = incident::get(core, &asker, &id).await?;
+            out.emit(&v, describe);
+        }
+        IncidentCmd::List => {
+            let vs = incident::list(core, &asker).await?;
+            out.emit(&vs, |vs| {
+                table(
+                    &[
+                        "id", "scope", "status", "items", "verified", "started", "reason",
+                    ],
+                    vs.iter()
+                        .map(|v| {
+                            vec![
+                                v.id.clone(),
+                                v.scope.clone(),
+                                v.status.clone(),
+                                v.total.to_string(),
+                                format!("{}%", v.verified_pct),
+                                v.started_at.clone(),
+                                v.reason.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        IncidentCmd::Cancel { id } => {
+            let v = incident::cancel(core, &actor, &asker, &id).await?;
+            out.emit(&v, describe);
+        }
+        IncidentCmd::Retry { id, item } => {
+            let v = incident::retry(core, &actor, &asker, &id, item).await?;
+            out.emit(&v, describe);
+        }
+        IncidentCmd::Report { id, format } => {
+            let f: incident::Format = format.parse()?;
+            // The report is its own format: printed as it is, --json or not.
+            print!("{}", incident::report(core, &asker, &id, f).await?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the campaign (and its rotations) from here until every item is
+/// settled or waits on a person, with a progress bar on stderr.
+async fn follow(core: &Core, id: &str) -> anyhow::Result<IncidentView> {
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        incident::run_due(core, instance_id()).await?;
+        crate::rotation::run_due(core, instance_id()).await?;
+        let v = incident::get(core, &Asker::Operator, id).await?;
+        bar.set_position(u64::from(v.progress));
+        bar.set_message(format!("{} of {} verified", v.counts["verified"], v.total));
+        let moving = ["pending", "acting", "done"]
+            .iter()
+            .any(|s| v.counts[*s].as_u64().unwrap_or(0) > 0);
+        if v.finished_at.is_some() || !moving {
+            bar.finish_and_clear();
+            return Ok(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn bar(pct: u8) -> String {
+    let filled = usize::from(pct) * 30 / 100;
+    format!(
+        "[{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        "-".repeat(30 - filled)
+    )
+}
+
+fn describe(v: &IncidentView) -> String {
+    let mut s = format!(
+        "campaign {} over {} — {} ({})\n{} settled, {}% verified\n",
+        v.id,
+        v.scope,
+        v.status,
+        v.reason,
+        bar(v.progress),
+        v.verified_pct
+    );
+    let counts: Vec<String> = incident::ITEM_STATUSES
+        .iter()
+        .filter_map(|k| {
+            let n = v.counts[*k].as_u64().unwrap_or(0);
+            (n > 0).then(|| format!("{k} {n}"))
+        })
+        .collect();
+    s.push_str(&format!("items: {} ({})\n", v.total, counts.join(", ")));
+    if !v.waiting.is_empty() {
+        s.push_str("waiting on a person:\n");
+        for w in &v.waiting {
+            s.push_str(&format!(
+                "  item {} {} {}{}: {} — {}\n",
+                w["n"],
+                w["target"]["type"].as_str().unwrap_or_default(),
+                w["target"]["name"].as_str().unwrap_or_default(),
+                w["org"]
+                    .as_str()
+                    .map(|o| format!(" (org {o})"))
+                    .unwrap_or_default(),
+                w["who"].as_str().unwrap_or_default(),
+                w["what"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for i in v.items.iter().filter(|i| i.status == "failed") {
+        s.push_str(&format!(
+            "  item {} failed: {} (retry: rekey incident retry {} --item {})\n",
+            i.n,
+            i.detail.clone().unwrap_or_default(),
+            v.id,
+            i.n
+        ));
+    }
+    s
+}

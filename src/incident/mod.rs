@@ -1,0 +1,612 @@
+//! Incident campaigns: "rotate everything" over a scope, planned item by
+//! item, run in the background on the leased-job primitive (a job of kind
+//! `incident` per campaign), and tracked until each item is verified.
+//!
+//! Items, in the order the seed documents follow ("rotate the connector
+//! secrets before you re-authorize"):
+//! 1. `operator`: the platform's own OAuth client of each affected kind, a
+//!    person's job at the provider's developer console, done when
+//!    `connector configure` stores the new secret (scope `all` only);
+//! 2. connections: `rotate` (an automatic driver), `reauthorize` (revoked
+//!    at the provider, re-authorized by a person; after its kind's
+//!    operator item) or `runbook` (a person rotates and pastes the value),
+//!    each carried by a rotation (`crate::rotation`), so the drivers,
+//!    write-ahead, verification and cut-over are the rotation engine's;
+//! 3. with `--include-own`: every application's tokens cut off (one write
+//!    per application, the campaign named as the reason), and application,
+//!    machine-client and access-key secrets regenerated with `--overlap`;
+//!    these are done when the campaign starts, so their new secrets are
+//!    shown once in its answer.
+//!
+//! Item statuses: `pending` → `acting` → `done` → `verified`, or `failed`,
+//! or `waiting_person` (on the operator or the org's admins); `cancelled`
+//! for what a cancel stopped before it started.
+
+mod own;
+mod plan;
+mod report;
+mod run;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::audit::{self, Actor, Event};
+use crate::clock::rfc3339;
+use crate::connectors::ConnectorError;
+use crate::jobs::queue::{self, NewJob};
+use crate::rotation::RotationError;
+use crate::state::Core;
+use crate::store::{new_id, AsEx, StoreError};
+use crate::{exec, fetch_all, fetch_optional};
+
+pub use plan::PlannedItem;
+pub use report::{report, Format};
+pub use run::run_due;
+
+pub const JOB_KIND: &str = "incident";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A running campaign's scope overlaps the one asked for: this is it.
+    #[error("campaign {} over {} is running and overlaps this scope", .0.id, .0.scope)]
+    Running(Box<IncidentView>),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for IncidentError {
+    fn from(e: sqlx::Error) -> Self {
+        IncidentError::Store(e.into())
+    }
+}
+
+impl From<crate::oauth::OAuthError> for IncidentError {
+    fn from(e: crate::oauth::OAuthError) -> Self {
+        IncidentError::Rotation(e.into())
+    }
+}
+
+impl From<crate::identity::IdentityError> for IncidentError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        match e {
+            crate::identity::IdentityError::NotFound(m) => IncidentError::NotFound(m),
+            other => IncidentError::Invalid(other.to_string()),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct IncidentRow {
+    pub id: String,
+    pub scope: String,
+    pub org_id: Option<String>,
+    pub reason: String,
+    pub kinds: String,
+    pub include_own: bool,
+    pub overlap_ms: i64,
+    pub status: String,
+    pub job_id: String,
+    pub started_by: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+const COLS: &str = "id, scope, org_id, reason, kinds, include_own, overlap_ms, status, job_id, \
+    started_by, started_at, finished_at";
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct ItemRow {
+    pub incident_id: String,
+    pub n: i64,
+    pub org_id: Option<String>,
+    pub target_type: String,
+    pub target_id: String,
+    pub target_name: String,
+    pub kind: Option<String>,
+    pub action: String,
+    pub host: Option<String>,
+    pub status: String,
+    pub waiting_on: Option<String>,
+    pub detail: Option<String>,
+    pub after_n: Option<i64>,
+    pub rotation_id: Option<String>,
+    pub done_by: Option<String>,
+    pub done_at: Option<i64>,
+    pub verified_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+const ITEM_COLS: &str = "incident_id, n, org_id, target_type, target_id, target_name, kind, action, \
+    host, status, waiting_on, detail, after_n, rotation_id, done_by, done_at, verified_at, updated_at";
+
+/// Item statuses, in the order a report counts them.
+pub const ITEM_STATUSES: [&str; 7] = [
+    "pending",
+    "acting",
+    "done",
+    "verified",
+    "failed",
+    "waiting_person",
+    "cancelled",
+];
+
+#[derive(Serialize, Debug, Clone)]
+pub struct ItemView {
+    pub n: i64,
+    pub org: Option<String>,
+    pub target: Value,
+    pub action: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<String>,
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    pub rotation_id: Option<String>,
+    pub done_by: Option<String>,
+    pub done_at: Option<String>,
+    pub verified_at: Option<String>,
+}
+
+impl ItemRow {
+    pub fn view(&self, org: Option<String>) -> ItemView {
+        ItemView {
+            n: self.n,
+            org,
+            target: json!({"type": self.target_type, "name": self.target_name, "kind": self.kind}),
+            action: self.action.clone(),
+            status: self.status.clone(),
+            waiting_on: self
+                .waiting_on
+                .clone()
+                .filter(|_| self.status == "waiting_person"),
+            detail: self.detail.clone(),
+            after: self.after_n,
+            rotation_id: self.rotation_id.clone(),
+            done_by: self.done_by.clone(),
+            done_at: self.done_at.map(rfc3339),
+            verified_at: self.verified_at.map(rfc3339),
+        }
+    }
+
+    pub fn settled(&self) -> bool {
+        matches!(self.status.as_str(), "verified" | "failed" | "cancelled")
+    }
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct IncidentView {
+    pub id: String,
+    pub scope: String,
+    pub reason: String,
+    pub kinds: Vec<String>,
+    pub include_own: bool,
+    pub overlap_s: i64,
+    pub status: String,
+    pub started_by: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub total: usize,
+    /// Items per status.
+    pub counts: Value,
+    /// Settled items (verified, failed or cancelled) of all, 0–100.
+    pub progress: u8,
+    /// Items verified of all, 0–100.
+    pub verified_pct: u8,
+    /// What waits on whom.
+    pub waiting: Vec<Value>,
+    pub items: Vec<ItemView>,
+}
+
+impl IncidentRow {
+    pub fn view(
+        &self,
+        items: &[ItemRow],
+        orgs: &std::collections::HashMap<String, String>,
+    ) -> IncidentView {
+        let mut counts = serde_json::Map::new();
+        for s in ITEM_STATUSES {
+            counts.insert(
+                s.into(),
+                json!(items.iter().filter(|i| i.status == s).count()),
+            );
+        }
+        let total = items.len();
+        let pct = |n: usize| {
+            (n * 100)
+                .checked_div(total)
+                .map_or(100, |p| u8::try_from(p).unwrap_or(100))
+        };
+        let settled = items.iter().filter(|i| i.settled()).count();
+        let verified = items.iter().filter(|i| i.status == "verified").count();
+        let org_of = |i: &ItemRow| i.org_id.as_ref().and_then(|o| orgs.get(o).cloned());
+        let waiting = items
+            .iter()
+            .filter(|i| i.status == "waiting_person")
+            .map(|i| {
+                json!({
+                    "n": i.n,
+                    "org": org_of(i),
+                    "target": {"type": i.target_type, "name": i.target_name},
+                    "who": i.waiting_on,
+                    "what": i.detail,
+                })
+            })
+            .collect();
+        IncidentView {
+            id: self.id.clone(),
+            scope: self.scope.clone(),
+            reason: self.reason.clone(),
+            kinds: serde_json::from_str(&self.kinds).unwrap_or_default(),
+            include_own: self.include_own,
+            overlap_s: self.overlap_ms / 1000,
+            status: self.status.clone(),
+            started_by: self.started_by.clone(),
+            started_at: rfc3339(self.started_at),
+            finished_at: self.finished_at.map(rfc3339),
+            total,
+            counts: Value::Object(counts),
+            progress: pct(settled),
+            verified_pct: pct(verified),
+            waiting,
+            items: items.iter().map(|i| i.view(org_of(i))).collect(),
+        }
+    }
+}
+
+/// Who asks: a platform operator (any scope), or an org's admin (their
+/// own org only).
+pub enum Asker<'a> {
+    Operator,
+    OrgAdmin { org_id: &'a str },
+}
+
+pub struct StartRequest {
+    pub reason: String,
+    /// `all` or `org:SLUG`.
+    pub scope: String,
+    pub kinds: Vec<String>,
+    pub include_own: bool,
+    pub overlap_ms: i64,
+    pub dry_run: bool,
+}
+
+pub enum Started {
+    Plan(Value),
+    /// The campaign, with the new secrets of rekey's own credentials
+    /// (shown once).
+    Campaign(Box<IncidentView>, Vec<Value>),
+}
+
+async fn slugs(core: &Core) -> Result<std::collections::HashMap<String, String>, IncidentError> {
+    Ok(crate::identity::orgs::list(&core.db)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o.slug))
+        .collect())
+}
+
+pub async fn get_row<C: AsEx>(c: &mut C, id: &str) -> Result<IncidentRow, IncidentError> {
+    fetch_optional!(
+        c,
+        IncidentRow,
+        &format!("SELECT {COLS} FROM incidents WHERE id = $1"),
+        id
+    )?
+    .ok_or_else(|| IncidentError::NotFound(format!("campaign {id}")))
+}
+
+pub async fn items<C: AsEx>(c: &mut C, id: &str) -> Result<Vec<ItemRow>, IncidentError> {
+    Ok(fetch_all!(
+        c,
+        ItemRow,
+        &format!("SELECT {ITEM_COLS} FROM incident_items WHERE incident_id = $1 ORDER BY n"),
+        id
+    )?)
+}
+
+/// A campaign the asker may see.
+pub async fn get(core: &Core, asker: &Asker<'_>, id: &str) -> Result<IncidentView, IncidentError> {
+    let mut c = core.db.read().await?;
+    let row = get_row(&mut c, id).await?;
+    if let Asker::OrgAdmin { org_id } = asker {
+        if row.org_id.as_deref() != Some(*org_id) {
+            return Err(IncidentError::NotFound(format!("campaign {id}")));
+        }
+    }
+    let its = items(&mut c, id).await?;
+    drop(c);
+    Ok(row.view(&its, &slugs(core).await?))
+}
+
+pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, IncidentError> {
+    let org = match asker {
+        Asker::Operator => "",
+        Asker::OrgAdmin { org_id } => org_id,
+    };
+    let mut c = core.db.read().await?;
+    let rows = fetch_all!(
+        &mut c,
+        IncidentRow,
+        &format!(
+            "SELECT {COLS} FROM incidents WHERE ($1 = '' OR org_id = $1) ORDER BY started_at DESC LIMIT 200"
+        ),
+        org
+    )?;
+    let orgs = slugs(core).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let its = items(&mut c, &r.id).await?;
+        let mut v = r.view(&its, &orgs);
+        v.items.clear();
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Plans a campaign and (unless `dry_run`) starts it.
+pub async fn start(
+    core: &Core,
+    actor: &Actor,
+    asker: &Asker<'_>,
+    req: &StartRequest,
+) -> Result<Started, IncidentError> {
+    if req.reason.trim().is_empty() {
+        return Err(IncidentError::Invalid("say why (--reason)".into()));
+    }
+    if !(0..=30 * 86_400_000).contains(&req.overlap_ms) {
+        return Err(IncidentError::Invalid(
+            "the overlap must be between 0s and 30d".into(),
+        ));
+    }
+    let scope = plan::Scope::parse(core, &req.scope).await?;
+    match (asker, &scope) {
+        (Asker::Operator, _) => {}
+        (Asker::OrgAdmin { .. }, plan::Scope::All) => {
+            return Err(IncidentError::Forbidden(
+                "only a platform operator may start a campaign over every org (scope all)".into(),
+            ))
+        }
+        (Asker::OrgAdmin { org_id }, plan::Scope::Org(o)) if o.id != *org_id => {
+            return Err(IncidentError::Forbidden(
+                "an org admin may start a campaign over their own org only".into(),
+            ))
+        }
+        _ => {}
+    }
+    for k in &req.kinds {
+        if crate::connectors::catalog::kind(k).is_none() {
+            return Err(IncidentError::Invalid(format!(
+                "{k:?} is not a connector kind in the catalog (`rekey connector list`)"
+            )));
+        }
+    }
+    let planned = plan::plan(core, &scope, &req.kinds, req.include_own).await?;
+    if planned.is_empty() {
+        return Err(IncidentError::Invalid(format!(
+            "nothing to do: {} holds no credential{}; no campaign was created",
+            scope.name(),
+            if req.kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" of kind {}", req.kinds.join(", "))
+            }
+        )));
+    }
+    if req.dry_run {
+        let orgs = slugs(core).await?;
+        return Ok(Started::Plan(json!({
+            "dry_run": true,
+            "scope": scope.name(),
+            "reason": req.reason,
+            "overlap_s": req.overlap_ms / 1000,
+            "total": planned.len(),
+            "items": planned.iter().map(|p| p.view(&orgs)).collect::<Vec<_>>(),
+        })));
+    }
+    let now = core.now();
+    let id = new_id();
+    let mut tx = core.db.begin_write().await?;
+    // Serializes campaign starts (both engines): the overlap check below
+    // sees every campaign started before this one.
+    exec!(&mut tx, "UPDATE incident_gate SET n = n + 1 WHERE id = 1")?;
+    let running = fetch_all!(
+        &mut tx,
+        IncidentRow,
+        &format!("SELECT {COLS} FROM incidents WHERE finished_at IS NULL")
+    )?;
+    let org_id = scope.org_id();
+    if let Some(r) = running
+        .into_iter()
+        .find(|r| r.org_id.is_none() || org_id.is_none() || r.org_id.as_deref() == org_id)
+    {
+        drop(tx);
+        let mut c = core.db.read().await?;
+        let its = items(&mut c, &r.id).await?;
+        drop(c);
+        return Err(IncidentError::Running(Box::new(
+            r.view(&its, &slugs(core).await?),
+        )));
+    }
+    let job_id = queue::enqueue(
+        &mut tx,
+        &NewJob {
+            kind: JOB_KIND,
+            subject: &id,
+            step: "run",
+            payload: &json!({}),
+            run_at: now,
+            max_attempts: 10,
+        },
+        now,
+    )
+    .await?;
+    exec!(
+        &mut tx,
+        "INSERT INTO incidents (id, scope, org_id, reason, kinds, include_own, overlap_ms, status, job_id, started_by, started_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)",
+        &id,
+        scope.name(),
+        org_id,
+        req.reason.trim(),
+        json!(req.kinds).to_string(),
+        req.include_own,
+        req.overlap_ms,
+        &job_id,
+        &actor.name,
+        now
+    )?;
+    for p in &planned {
+        plan::insert(&mut tx, &id, p, now).await?;
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id,
+            action: "incident.start",
+            target: Some(&id),
+            detail: json!({"scope": scope.name(), "reason": req.reason.trim(), "items": planned.len(), "include_own": req.include_own}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    // rekey's own credentials: done now, so their new secrets reach the
+    // person who started the campaign (once).
+    let row = get_row(&mut core.db.read().await?, &id).await?;
+    let mut secrets = Vec::new();
+    for item in items(&mut core.db.read().await?, &id).await? {
+        if own::is_own(&item) {
+            if let Some(s) = own::act(core, actor, &row, &item).await? {
+                secrets.push(s);
+            }
+        }
+    }
+    let view = get(core, &Asker::Operator, &id).await?;
+    Ok(Started::Campaign(Box::new(view), secrets))
+}
+
+/// Stops what has not started: pending items become `cancelled`; what is
+/// under way (rotations) finishes or is cancelled on its own.
+pub async fn cancel(
+    core: &Core,
+    actor: &Actor,
+    asker: &Asker<'_>,
+    id: &str,
+) -> Result<IncidentView, IncidentError> {
+    get(core, asker, id).await?;
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let row = get_row(&mut tx, id).await?;
+    if row.finished_at.is_some() {
+        return Err(IncidentError::Invalid(format!(
+            "campaign {id} is {}; nothing to cancel",
+            row.status
+        )));
+    }
+    let n = exec!(
+        &mut tx,
+        "UPDATE incident_items SET status = 'cancelled', detail = 'cancelled before it started', updated_at = $1
+         WHERE incident_id = $2 AND status = 'pending'",
+        now,
+        id
+    )?;
+    exec!(
+        &mut tx,
+        "UPDATE incidents SET status = 'cancelled', finished_at = $1 WHERE id = $2",
+        now,
+        id
+    )?;
+    queue::cancel(&mut tx, &row.job_id, now).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: row.org_id.as_deref(),
+            action: "incident.cancel",
+            target: Some(id),
+            detail: json!({"items_cancelled": n}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(core, asker, id).await
+}
+
+/// Puts failed items (or item `n`) back to `pending` and runs the
+/// campaign again.
+pub async fn retry(
+    core: &Core,
+    actor: &Actor,
+    asker: &Asker<'_>,
+    id: &str,
+    n: Option<i64>,
+) -> Result<IncidentView, IncidentError> {
+    get(core, asker, id).await?;
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let row = get_row(&mut tx, id).await?;
+    if row.status == "cancelled" {
+        return Err(IncidentError::Invalid(format!(
+            "campaign {id} was cancelled"
+        )));
+    }
+    let its = items(&mut tx, id).await?;
+    if let Some(n) = n {
+        let Some(item) = its.iter().find(|i| i.n == n) else {
+            return Err(IncidentError::NotFound(format!(
+                "item {n} of campaign {id}"
+            )));
+        };
+        if item.status != "failed" {
+            return Err(IncidentError::Invalid(format!(
+                "item {n} is {}; only failed items are retried",
+                item.status
+            )));
+        }
+    } else if !its.iter().any(|i| i.status == "failed") {
+        return Err(IncidentError::Invalid(format!(
+            "campaign {id} has no failed item"
+        )));
+    }
+    let k = exec!(
+        &mut tx,
+        "UPDATE incident_items SET status = 'pending', rotation_id = NULL, detail = 'retried', updated_at = $1
+         WHERE incident_id = $2 AND status = 'failed' AND ($3 IS NULL OR n = $3)",
+        now,
+        id,
+        n
+    )?;
+    exec!(
+        &mut tx,
+        "UPDATE incidents SET status = 'running', finished_at = NULL WHERE id = $1",
+        id
+    )?;
+    queue::requeue(&mut tx, &row.job_id, "run", now).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: row.org_id.as_deref(),
+            action: "incident.retry",
+            target: Some(id),
+            detail: json!({"items": k, "item": n}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(core, asker, id).await
+}

@@ -1,0 +1,404 @@
+//! Running campaigns: each pass of an instance's jobs loop claims due
+//! campaign jobs (leased, so several instances share the work and a killed
+//! one's campaigns are taken over) and moves every open item one step:
+//!
+//! - a pending connection item starts its rotation (at most [`PER_HOST`]
+//!   acting at a time per provider host), or adopts the one it started
+//!   before a crash, so no target is rotated twice by one campaign;
+//! - an item under way follows its rotation: promoted → `done`,
+//!   completed and probed → `verified`, failed or stalled → `failed`,
+//!   a person's turn → `waiting_person`;
+//! - a provider-client item waits on the operator until `connector
+//!   configure` stores a new secret for the kind;
+//! - when every item is settled the campaign is `completed`.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::{get_row, items, own, IncidentError, IncidentRow, ItemRow, JOB_KIND};
+use crate::audit::{self, Actor, Event};
+use crate::connectors::{connections, probe};
+use crate::jobs::queue::{self, Job, DONE};
+use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
+use crate::state::Core;
+use crate::{exec, fetch_optional};
+
+/// Items acting at once per provider host (a database server, an API).
+pub const PER_HOST: usize = 64;
+const LEASE_MS: i64 = 120_000;
+/// How soon a campaign with open items looks again.
+const AGAIN_MS: i64 = 1_000;
+/// A campaign's rotations: the cut-over deadline.
+const DEADLINE_MS: i64 = 24 * 3_600_000;
+
+/// Runs the due campaigns' passes; returns how many ran.
+pub async fn run_due(core: &Core, owner: &str) -> Result<usize, IncidentError> {
+    let jobs = queue::claim(&core.db, JOB_KIND, owner, LEASE_MS, 8, core.now()).await?;
+    let n = jobs.len();
+    for job in jobs {
+        if let Err(e) = pass(core, &job, owner).await {
+            tracing::warn!(campaign = %job.subject, error = %e, "campaign pass failed");
+            queue::fail(&core.db, &job.id, owner, &e.to_string(), core.now()).await?;
+        }
+    }
+    Ok(n)
+}
+
+fn system() -> Actor {
+    Actor::new("incident".to_string(), None)
+}
+
+async fn pass(core: &Core, job: &Job, owner: &str) -> Result<(), IncidentError> {
+    let row = get_row(&mut core.db.read().await?, &job.subject).await?;
+    if row.finished_at.is_some() {
+        let mut tx = core.db.begin_write().await?;
+        queue::finish(&mut tx, &job.id, owner, DONE, core.now()).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let all = items(&mut core.db.read().await?, &row.id).await?;
+    let by_n: HashMap<i64, ItemRow> = all.iter().map(|i| (i.n, i.clone())).collect();
+    let mut acting: HashMap<String, usize> = HashMap::new();
+    for i in &all {
+        if i.status == "acting" {
+            *acting
+                .entry(i.host.clone().unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    for item in all.iter().filter(|i| !i.settled()) {
+        let r = step(core, &row, item, &by_n, &mut acting).await;
+        if let Err(e) = r {
+            tracing::warn!(campaign = %row.id, item = item.n, error = %e, "campaign item step failed");
+        }
+    }
+    let all = items(&mut core.db.read().await?, &row.id).await?;
+    let now = core.now();
+    if all.iter().all(ItemRow::settled) {
+        let failed = all.iter().filter(|i| i.status == "failed").count();
+        let mut tx = core.db.begin_write().await?;
+        if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+            return Ok(());
+        }
+        exec!(
+            &mut tx,
+            "UPDATE incidents SET status = 'completed', finished_at = $1 WHERE id = $2 AND finished_at IS NULL",
+            now,
+            &row.id
+        )?;
+        audit::record(
+            &mut tx,
+            now,
+            &system(),
+            Event {
+                org_id: row.org_id.as_deref(),
+                action: "incident.finish",
+                target: Some(&row.id),
+                detail: json!({"items": all.len(), "failed": failed}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+    } else {
+        queue::release(&core.db, &job.id, owner, now.saturating_add(AGAIN_MS), now).await?;
+    }
+    Ok(())
+}
+
+/// What an item becomes, with its detail.
+struct Change<'a> {
+    status: &'a str,
+    detail: String,
+    waiting_on: Option<&'a str>,
+    rotation_id: Option<String>,
+    /// The audit event the change is (item failed, item waiting), if any.
+    event: Option<&'a str>,
+}
+
+async fn record(core: &Core, item: &ItemRow, c: Change<'_>) -> Result<(), IncidentError> {
+    if c.status == item.status
+        && Some(c.detail.as_str()) == item.detail.as_deref()
+        && c.rotation_id.is_none()
+    {
+        return Ok(());
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let done_at = matches!(c.status, "done" | "verified").then_some(now);
+    let verified_at = (c.status == "verified").then_some(now);
+    exec!(
+        &mut tx,
+        "UPDATE incident_items SET status = $1, detail = $2, waiting_on = $3,
+            rotation_id = COALESCE($4, rotation_id),
+            done_at = COALESCE(done_at, $5), verified_at = COALESCE(verified_at, $6),
+            done_by = CASE WHEN $5 IS NULL THEN done_by ELSE COALESCE(done_by, $7) END,
+            updated_at = $8
+         WHERE incident_id = $9 AND n = $10",
+        c.status,
+        &c.detail,
+        c.waiting_on,
+        &c.rotation_id,
+        done_at,
+        verified_at,
+        done_by(item),
+        now,
+        &item.incident_id,
+        item.n
+    )?;
+    if let Some(action) = c.event.filter(|_| c.status != item.status) {
+        audit::record(
+            &mut tx,
+            now,
+            &system(),
+            Event {
+                org_id: item.org_id.as_deref(),
+                action,
+                target: Some(&item.incident_id),
+                detail: json!({"n": item.n, "target": {"type": item.target_type, "name": item.target_name}, "detail": c.detail, "who": c.waiting_on}),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn done_by(item: &ItemRow) -> &'static str {
+    match item.action.as_str() {
+        "rotate" => "rekey (automatic rotation)",
+        "operator" => "the operator (connector configure)",
+        "reauthorize" => "an org admin (re-authorized at the provider)",
+        _ => "an org admin (runbook, set-credential)",
+    }
+}
+
+async fn step(
+    core: &Core,
+    row: &IncidentRow,
+    item: &ItemRow,
+    by_n: &HashMap<i64, ItemRow>,
+    acting: &mut HashMap<String, usize>,
+) -> Result<(), IncidentError> {
+    if own::is_own(item) {
+        // Left pending by a crash during the start.
+        own::act(core, &system(), row, item).await?;
+        return Ok(());
+    }
+    if item.target_type == "provider_client" {
+        return provider_client(core, row, item).await;
+    }
+    match (item.status.as_str(), &item.rotation_id) {
+        ("pending", _) => {
+            if let Some(first) = item.after_n.and_then(|n| by_n.get(&n)) {
+                if !matches!(first.status.as_str(), "done" | "verified") {
+                    let detail = format!(
+                        "waits for item {} ({} {}): the platform's OAuth client is rotated first",
+                        first.n, first.target_type, first.target_name
+                    );
+                    return record(
+                        core,
+                        item,
+                        Change {
+                            status: "pending",
+                            detail,
+                            waiting_on: None,
+                            rotation_id: None,
+                            event: None,
+                        },
+                    )
+                    .await;
+                }
+            }
+            let host = item.host.clone().unwrap_or_default();
+            let n = acting.entry(host).or_default();
+            if *n >= PER_HOST {
+                return Ok(());
+            }
+            *n += 1;
+            start_rotation(core, row, item).await
+        }
+        (_, Some(rid)) => follow(core, item, rid).await,
+        // Acting without a rotation: the start was interrupted; start (or adopt).
+        _ => start_rotation(core, row, item).await,
+    }
+}
+
+/// Starts the item's rotation, or adopts the one this campaign already
+/// started for the target (a crash between starting it and recording it).
+async fn start_rotation(
+    core: &Core,
+    row: &IncidentRow,
+    item: &ItemRow,
+) -> Result<(), IncidentError> {
+    let org_id = item.org_id.clone().unwrap_or_default();
+    let existing = fetch_optional!(
+        &mut core.db.read().await?,
+        (String,),
+        "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND started_at >= $2
+         ORDER BY started_at DESC LIMIT 1",
+        &item.target_id,
+        row.started_at
+    )?;
+    let rid = match existing {
+        Some((id,)) => id,
+        None => {
+            let req = StartRequest {
+                target: TargetRef::Connection(item.target_id.clone()),
+                dry_run: false,
+                preflight: false,
+                cutover_window_ms: row.overlap_ms,
+                deadline_ms: DEADLINE_MS,
+                rotate_with: None,
+            };
+            let actor = Actor::new(format!("incident:{}", row.id), None);
+            match rotation::start(core, &actor, &org_id, &req).await {
+                Ok(Started::Rotation(v)) => v.id,
+                Ok(Started::Plan(_)) => return Ok(()),
+                Err(RotationError::InProgress(v)) => v.id,
+                Err(e) => {
+                    let detail = format!("the rotation could not start: {e}");
+                    return record(
+                        core,
+                        item,
+                        Change {
+                            status: "failed",
+                            detail,
+                            waiting_on: None,
+                            rotation_id: None,
+                            event: Some("incident.item_failed"),
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+    record(
+        core,
+        item,
+        Change {
+            status: "acting",
+            detail: format!("rotation {rid} started"),
+            waiting_on: None,
+            rotation_id: Some(rid.clone()),
+            event: None,
+        },
+    )
+    .await?;
+    follow(core, item, &rid).await
+}
+
+/// Moves the item along with its rotation.
+async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentError> {
+    let r = rotation::get_any(core, rid).await?;
+    let v = r.view();
+    let last = v
+        .steps
+        .last()
+        .and_then(|s| s["detail"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let change = match r.status.as_str() {
+        "completed" => {
+            // Verified by the connection's own probe with the credential
+            // now stored.
+            let conn = connections::get(&mut core.db.read().await?, &item.target_id).await?;
+            let creds = crate::connectors::slots::read(
+                &mut core.db.read().await?,
+                core,
+                &conn.id,
+                crate::connectors::slots::Slot::Current,
+            )
+            .await?
+            .unwrap_or_default();
+            let out = probe::run(core, &conn, &creds).await;
+            match out.verdict {
+                probe::Verdict::Ok => Change { status: "verified", detail: format!("rotation {rid} completed; probe: {}", out.message), waiting_on: None, rotation_id: None, event: None },
+                probe::Verdict::Unverified => Change { status: "done", detail: format!("rotation {rid} completed; the credential cannot be verified by a request ({})", out.message), waiting_on: None, rotation_id: None, event: None },
+                probe::Verdict::Failed => Change { status: "failed", detail: format!("rotation {rid} completed but the probe fails: {}", out.message), waiting_on: None, rotation_id: None, event: Some("incident.item_failed") },
+            }
+        }
+        "waiting_cutover" => Change {
+            status: "done",
+            detail: format!("rotation {rid}: the new credential is current and verified; {last}"),
+            waiting_on: None,
+            rotation_id: None,
+            event: None,
+        },
+        "waiting_person" => {
+            let what = match (&v.authorize_url, &v.runbook) {
+                (Some(url), _) => format!("re-authorize at {url}"),
+                (None, Some(_)) => format!("follow the runbook of rotation {rid} (`rekey rotation show {rid}`), then `rekey connection set-credential`"),
+                _ => last.clone(),
+            };
+            Change {
+                status: "waiting_person",
+                detail: what,
+                waiting_on: Some("org_admins"),
+                rotation_id: None,
+                event: Some("incident.item_waiting"),
+            }
+        }
+        "failed" | "stalled" | "cancelled" => Change {
+            status: "failed",
+            detail: format!(
+                "rotation {rid} {}: {}",
+                r.status,
+                r.reason.clone().unwrap_or(last)
+            ),
+            waiting_on: None,
+            rotation_id: None,
+            event: Some("incident.item_failed"),
+        },
+        _ => Change {
+            status: "acting",
+            detail: format!("rotation {rid} {}: {last}", r.status),
+            waiting_on: None,
+            rotation_id: None,
+            event: None,
+        },
+    };
+    record(core, item, change).await
+}
+
+/// The platform's OAuth client of a kind: the operator's turn, until
+/// `connector configure` has stored a new secret since the campaign began.
+async fn provider_client(
+    core: &Core,
+    row: &IncidentRow,
+    item: &ItemRow,
+) -> Result<(), IncidentError> {
+    let updated = fetch_optional!(
+        &mut core.db.read().await?,
+        (i64,),
+        "SELECT updated_at FROM connector_clients WHERE kind = $1",
+        &item.target_id
+    )?
+    .map(|r| r.0);
+    let change = match updated {
+        Some(t) if t >= row.started_at => Change {
+            status: "verified",
+            detail: format!(
+                "the operator stored a new client secret for {} ({})",
+                item.target_name,
+                crate::clock::rfc3339(t)
+            ),
+            waiting_on: None,
+            rotation_id: None,
+            event: None,
+        },
+        _ => Change {
+            status: "waiting_person",
+            detail: item
+                .detail
+                .clone()
+                .filter(|_| item.status != "pending")
+                .unwrap_or_else(|| item.detail.clone().unwrap_or_default()),
+            waiting_on: Some("operator"),
+            rotation_id: None,
+            event: Some("incident.item_waiting"),
+        },
+    };
+    record(core, item, change).await
+}

@@ -1,0 +1,469 @@
+//! Incident campaigns end to end against the real local Redis and MariaDB:
+//! plan, dry run, rotate what rekey can, wait on people for what it cannot,
+//! revoke and regenerate rekey's own credentials, report; and the requests
+//! a campaign refuses with nothing written.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use crate::dual;
+use crate::harness::*;
+
+/// A stand-in REST API that accepts one X-API-Key at a time (the one a
+/// person set at the provider).
+async fn api_accepting(key: &str) -> (Arc<Mutex<String>>, String) {
+    let valid = Arc::new(Mutex::new(key.to_string()));
+    let v = valid.clone();
+    let app = Router::new().route(
+        "/me",
+        get(move |h: HeaderMap| {
+            let v = v.clone();
+            async move {
+                let ok = h.get("x-api-key").and_then(|k| k.to_str().ok())
+                    == Some(v.lock().unwrap().as_str());
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (valid, url)
+}
+
+async fn redis_user(password: &str) -> String {
+    let user = format!("rk_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg("resetpass")
+        .arg(format!(">{password}"))
+        .arg("+ping")
+        .arg("+acl|setuser")
+        .arg("+acl|dryrun")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    user
+}
+
+async fn cc_status(srv: &Server, id: &str, secret: &str) -> u16 {
+    client()
+        .post(srv.at("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn key_status(srv: &Server, key: &str) -> u16 {
+    client()
+        .get(srv.at("/v1/people?limit=1"))
+        .header("Accesskey", key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn item<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"]["name"] == name)
+        .unwrap_or_else(|| panic!("no item {name}: {v}"))
+}
+
+dual!(
+    a_campaign_rotates_what_it_can_and_tracks_the_rest_to_verified,
+    |env| {
+        if !require(redis_up(), "Redis") || !require(mariadb_up(), "MariaDB") {
+            return;
+        }
+        let email = env.org_with_admin("acme");
+        // Redis and MariaDB connections rekey rotates itself
+        let redis_pw = "incident-redis-pw-01";
+        let ru = redis_user(redis_pw).await;
+        connection(
+            &env,
+            "redis",
+            "cache",
+            &["host=127.0.0.1", &format!("username={ru}")],
+        );
+        set_credential(&env, "cache", &["password"], &[redis_pw]);
+        let mu = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
+        let maria_pw = "incident-maria-pw-01";
+        let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "CREATE USER '{mu}'@'%' IDENTIFIED BY '{maria_pw}'"
+        ))
+        .execute(&root)
+        .await
+        .unwrap();
+        connection(
+            &env,
+            "mysql",
+            "maria",
+            &[
+                "host=127.0.0.1",
+                "database=information_schema",
+                &format!("username={mu}"),
+            ],
+        );
+        set_credential(&env, "maria", &["password"], &[maria_pw]);
+        // a REST API a person rotates by hand
+        let (valid, api) = api_accepting("old-api-key-0001").await;
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "custom_rest",
+            "--auth",
+            "api_key",
+            "--name",
+            "crm",
+            "--setting",
+            &format!("base_url={api}"),
+            "--setting",
+            "probe_path=/me",
+        ]);
+        set_credential(&env, "crm", &["api_key"], &["old-api-key-0001"]);
+        // rekey's own credentials
+        let old_key = env.json(&[
+            "key", "create", "--org", "acme", "--name", "ci", "--scope", "read",
+        ])["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let m2m = env.json(&[
+            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+        ]);
+        let (m2m_id, old_m2m) = (
+            m2m["client_id"].as_str().unwrap().to_string(),
+            m2m["client_secret"].as_str().unwrap().to_string(),
+        );
+        env.json(&[
+            "app",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "portal",
+            "--scope",
+            "read",
+            "--callback",
+            "https://portal.example/cb",
+        ]);
+
+        // the plan: every item with its action, nothing changed
+        let plan = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "provider breach",
+            "--scope",
+            "org:acme",
+            "--include-own",
+            "--dry-run",
+        ]);
+        assert_eq!(plan["dry_run"], true);
+        let actions: Vec<(String, String)> = plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["target"]["name"].as_str().unwrap().to_string(),
+                    i["action"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for (name, action) in [
+            ("cache", "rotate"),
+            ("maria", "rotate"),
+            ("crm", "runbook"),
+            ("portal", "revoke"),
+            ("portal", "regenerate"),
+            ("sync", "regenerate"),
+            ("ci", "regenerate"),
+        ] {
+            assert!(
+                actions.contains(&(name.to_string(), action.to_string())),
+                "{name} {action}: {plan}"
+            );
+        }
+        assert_eq!(env.json(&["incident", "list"]), serde_json::json!([]));
+        assert_eq!(
+            env.json(&["rotation", "list", "--org", "acme"]),
+            serde_json::json!([])
+        );
+
+        // the campaign, run from the CLI until only people's work is left
+        let v = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "provider breach",
+            "--scope",
+            "org:acme",
+            "--include-own",
+            "--wait",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        assert_eq!(item(&v, "cache")["status"], "verified", "{v}");
+        assert_eq!(item(&v, "maria")["status"], "verified", "{v}");
+        let crm = item(&v, "crm");
+        assert_eq!(crm["status"], "waiting_person", "{v}");
+        assert_eq!(crm["waiting_on"], "org_admins");
+        assert_eq!(v["waiting"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["status"], "running");
+        // new secrets, shown once
+        let secrets = v["secrets"].as_array().unwrap();
+        assert_eq!(secrets.len(), 3, "{v}");
+        let new_key = secrets.iter().find(|s| s["type"] == "key").unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let new_m2m = secrets.iter().find(|s| s["type"] == "m2m").unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // the databases really changed: the old passwords are refused
+        let url = format!("mysql://{mu}:{maria_pw}@127.0.0.1:3306/information_schema");
+        {
+            use sqlx::Connection;
+            assert!(
+                sqlx::MySqlConnection::connect(&url).await.is_err(),
+                "old MariaDB password refused"
+            );
+        }
+        let old_redis =
+            redis::Client::open(format!("redis://{ru}:{redis_pw}@127.0.0.1:6379/").as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await;
+        assert!(old_redis.is_err(), "old Redis password refused");
+
+        // rekey's own: old key and old machine secret refused, new ones work;
+        // the application's authorizations are revoked with the campaign as reason
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        assert_eq!(key_status(&srv, &old_key).await, 401);
+        assert_eq!(key_status(&srv, &new_key).await, 200);
+        assert_eq!(cc_status(&srv, &m2m_id, &old_m2m).await, 401);
+        assert_eq!(cc_status(&srv, &m2m_id, &new_m2m).await, 200);
+
+        // a person rotates the API key at the provider and stores it
+        *valid.lock().unwrap() = "new-api-key-0002".into();
+        set_credential(&env, "crm", &["api_key"], &["new-api-key-0002"]);
+        let mut done = Value::Null;
+        for _ in 0..100 {
+            done = env.json(&["incident", "status", &id]);
+            if done["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["counts"]["verified"], done["total"], "{done}");
+        assert_eq!(done["progress"], 100);
+
+        // the report lists every item, in every format
+        let out = env.run(&["incident", "report", &id, "--format", "csv"]);
+        let csv = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            csv.starts_with(
+                "n,org,type,name,kind,action,status,done_by,done_at,verified_at,detail"
+            ),
+            "{csv}"
+        );
+        assert_eq!(
+            csv.lines().count(),
+            1 + done["total"].as_u64().unwrap() as usize,
+            "{csv}"
+        );
+        let md = String::from_utf8(
+            env.run(&["incident", "report", &id, "--format", "md"])
+                .stdout,
+        )
+        .unwrap();
+        assert!(
+            md.contains("| crm |") && md.contains("Nothing: every item is verified."),
+            "{md}"
+        );
+        let json: Value = serde_json::from_slice(
+            &env.run(&["incident", "report", &id, "--format", "json"])
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            json["items"].as_array().unwrap().len() as u64,
+            done["total"].as_u64().unwrap()
+        );
+        assert!(
+            json["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["done_at"].is_string() && i["verified_at"].is_string()),
+            "{json}"
+        );
+        // audited: started, items, finished; no secret in the log
+        let audit = env.ok(&["audit", "list", "--limit", "1000", "--json"]);
+        for ev in ["incident.start", "incident.item_waiting", "incident.finish"] {
+            assert!(audit.contains(ev), "{ev}");
+        }
+        assert!(!audit.contains(&new_key) && !audit.contains(&new_m2m));
+        // the admin API shows it to the org's admin, with its progress figure
+        let (c, _) = admin_login(&srv, &email).await;
+        let r = c
+            .get(srv.at(&format!("/api/v1/incidents/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["progress"], 100);
+        let auths = env.json(&["app", "authorizations", "--org", "acme", "--name", "portal"]);
+        assert!(
+            auths
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["status"] == "Revoked"),
+            "{auths}"
+        );
+        sqlx::query(&format!("DROP USER '{mu}'@'%'"))
+            .execute(&root)
+            .await
+            .unwrap();
+    }
+);
+
+dual!(campaigns_refuse_bad_scopes_with_nothing_written, |env| {
+    let email = env.org_with_admin("acme");
+    env.org_with_admin("beta");
+    let bad = |args: &[&str], expect: &str| {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains(expect), "{args:?}: {err}");
+    };
+    bad(
+        &["incident", "start", "--reason", "x", "--scope", "org:nope"],
+        "names no org",
+    );
+    bad(
+        &[
+            "incident",
+            "start",
+            "--reason",
+            "x",
+            "--scope",
+            "everything",
+        ],
+        "org:SLUG or all",
+    );
+    bad(
+        &["incident", "start", "--reason", "x", "--scope", "org:acme"],
+        "nothing to do",
+    );
+    bad(
+        &[
+            "incident", "start", "--reason", "x", "--scope", "org:acme", "--kind", "nosuch",
+        ],
+        "not a connector kind",
+    );
+    bad(
+        &["incident", "report", "01NOPE", "--format", "md"],
+        "not found",
+    );
+    bad(&["incident", "status", "01NOPE"], "not found");
+    assert_eq!(env.json(&["incident", "list"]), serde_json::json!([]));
+
+    // one running campaign per scope: a second overlapping one gets it back
+    env.json(&[
+        "key", "create", "--org", "acme", "--name", "ci", "--scope", "read",
+    ]);
+    connection(&env, "redis", "cache", &["host=127.0.0.1", "port=1"]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "cache",
+            "--field",
+            "password",
+            "--value-stdin",
+            "--force",
+        ],
+        "pw-0301",
+    );
+    let first = env.json(&[
+        "incident", "start", "--reason", "leak", "--scope", "org:acme",
+    ]);
+    let out = env.run(&[
+        "incident", "start", "--reason", "again", "--scope", "all", "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let running: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(running["id"], first["id"]);
+    assert_eq!(env.json(&["incident", "list"]).as_array().unwrap().len(), 1);
+
+    // the admin API: an org admin may not ask for all, nor another org
+    let srv = env.serve();
+    let (c, csrf) = admin_login(&srv, &email).await;
+    let post = |body: Value| {
+        c.post(srv.at("/api/v1/incidents"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post(serde_json::json!({"reason": "x", "scope": "all"}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(serde_json::json!({"reason": "x", "scope": "org:beta"}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = post(serde_json::json!({"reason": "x", "scope": "org:acme"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["campaign"]["id"],
+        first["id"]
+    );
+    // cancel stops what has not started
+    let v = env.json(&["incident", "cancel", first["id"].as_str().unwrap()]);
+    assert_eq!(v["status"], "cancelled");
+});
