@@ -83,6 +83,32 @@ pub enum Command {
     Incident(IncidentCmd),
 }
 
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(false)
+    .args(["secret_stdin", "key", "app", "m2m", "connection"])))]
+pub struct BlastArgs {
+    /// Read the value from standard input (never from the command line).
+    #[arg(long)]
+    pub secret_stdin: bool,
+    /// An org access key, by name (with --org).
+    #[arg(long, requires = "org")]
+    pub key: Option<String>,
+    /// An application's client secret (with --org).
+    #[arg(long, requires = "org")]
+    pub app: Option<String>,
+    /// A machine client's secret (with --org).
+    #[arg(long, requires = "org")]
+    pub m2m: Option<String>,
+    /// A connection's credential (with --org).
+    #[arg(long, requires = "org")]
+    pub connection: Option<String>,
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Kill it now (audited): revoke, regenerate or rotate, as `kill` says.
+    #[arg(long)]
+    pub revoke: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum IncidentCmd {
     /// Plan a campaign and start it (`--dry-run`: print the plan, change nothing).
@@ -123,6 +149,9 @@ pub enum IncidentCmd {
         #[arg(long)]
         item: Option<i64>,
     },
+    /// What a leaked value is, whether it is live, what it unlocks, and
+    /// the command that kills it (exit 1: not issued or held by this rekey).
+    BlastRadius(BlastArgs),
     /// The record for the post-incident review.
     Report {
         id: String,

@@ -130,6 +130,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
             let v = incident::retry(core, &actor, &asker, &id, item).await?;
             out.emit(&v, describe);
         }
+        IncidentCmd::BlastRadius(a) => return blast_radius(core, out, &actor, a).await,
         IncidentCmd::Report { id, format } => {
             let f: incident::Format = format.parse()?;
             // The report is its own format: printed as it is, --json or not.
@@ -218,4 +219,80 @@ fn describe(v: &IncidentView) -> String {
         ));
     }
     s
+}
+
+async fn blast_radius(
+    core: &Core,
+    out: &Out,
+    actor: &Actor,
+    a: super::args::BlastArgs,
+) -> anyhow::Result<ExitCode> {
+    use crate::incident::blast::{self, Query};
+    let org_id = match &a.org {
+        Some(slug) => crate::identity::orgs::find_in(&core.db, slug).await?.id,
+        None => String::new(),
+    };
+    let q = match (a.key, a.app, a.m2m, a.connection) {
+        (Some(name), ..) => Query::Key { org_id, name },
+        (None, Some(name), ..) => Query::App { org_id, name },
+        (None, None, Some(name), _) => Query::M2m { org_id, name },
+        (None, None, None, Some(name)) => Query::Connection { org_id, name },
+        (None, None, None, None) => Query::Secret(super::read_stdin_all("the value")?),
+    };
+    let r = blast::look_up(core, actor, q).await?;
+    let mut answer = r.answer.clone();
+    if a.revoke {
+        if let Some(kill) = &r.revoke {
+            answer["revoke"] = blast::revoke(core, actor, kill).await?;
+        }
+    }
+    out.emit(&answer, |v| {
+        if v["found"] != true {
+            return "not issued or held by this rekey".to_string();
+        }
+        let mut s = format!(
+            "{} {} — {}
+  speaks for: {}
+  unlocks: {}
+  last used: {}{}
+  kill it: {}",
+            v["type"].as_str().unwrap_or_default(),
+            v["name"]
+                .as_str()
+                .or(v["application"].as_str())
+                .unwrap_or_default(),
+            if v["live"] == true {
+                "LIVE"
+            } else {
+                "not live"
+            },
+            v["speaks_for"],
+            v["unlocks"],
+            v["last_used_at"].as_str().unwrap_or("never"),
+            if v["last_used_from"].is_null() {
+                String::new()
+            } else {
+                format!(" from {}", v["last_used_from"])
+            },
+            v["kill"].as_str().unwrap_or_default()
+        );
+        if let Some(done) = v["revoke"]["detail"].as_str() {
+            s.push_str(&format!(
+                "
+  done: {done}"
+            ));
+        }
+        if let Some(secret) = v["revoke"]["new_secret"].as_str() {
+            s.push_str(&format!(
+                "
+  new secret (shown once): {secret}"
+            ));
+        }
+        s
+    });
+    Ok(if r.found {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

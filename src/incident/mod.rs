@@ -22,6 +22,7 @@
 //! or `waiting_person` (on the operator or the org's admins); `cancelled`
 //! for what a cancel stopped before it started.
 
+pub mod blast;
 mod own;
 mod plan;
 mod report;

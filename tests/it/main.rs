@@ -3,6 +3,7 @@
 
 mod age;
 mod attacker;
+mod blast;
 mod harness;
 mod incident;
 
