@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rekey");
@@ -337,4 +338,135 @@ pub fn backends() -> Vec<&'static str> {
         .into_iter()
         .filter(|b| only.contains(b))
         .collect()
+}
+
+/// The admin API as an org admin (session cookie and CSRF token).
+pub struct Api {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub csrf: String,
+}
+
+impl Api {
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .header("X-CSRF-Token", &self.csrf)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status())
+            .unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
+    }
+
+    /// Creates connection `name` with `settings` and stores `password`.
+    pub async fn connection(&self, kind: &str, name: &str, settings: Value, password: &str) -> bool {
+        let a = self
+            .post(
+                "/api/v1/orgs/acme/connections",
+                json!({"kind": kind, "name": name, "settings": settings}),
+            )
+            .await;
+        let b = self
+            .post(
+                &format!("/api/v1/orgs/acme/connections/{name}/credential"),
+                json!({"fields": {"password": password}}),
+            )
+            .await;
+        a.is_success() && b.is_success()
+    }
+}
+
+/// Runs `f` over `items`, 16 at a time.
+pub async fn each<T, F, Fut>(items: Vec<T>, f: F) -> usize
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items.into_iter().map(f))
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}
+
+pub async fn redis_targets(api: &Api, run: &str, n: usize) -> Option<Vec<String>> {
+    let client = redis::Client::open("redis://127.0.0.1:6379/").ok()?;
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+        eprintln!("SKIPPED Redis: unreachable");
+        return None;
+    };
+    for i in 0..n {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(format!("rkb_{run}_{i}"))
+            .arg("on")
+            .arg("resetpass")
+            .arg(format!(">pw-{i}-0123456789"))
+            .arg("+ping")
+            .arg("+acl|setuser")
+            .arg("+acl|dryrun")
+            .query_async(&mut con)
+            .await
+            .ok()?;
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let made = each((0..n).collect(), |i| async move {
+        api.connection(
+            "redis",
+            &format!("r{i}"),
+            json!({"host": "127.0.0.1", "username": format!("rkb_{run}_{i}")}),
+            &format!("pw-{i}-0123456789"),
+        )
+        .await
+    })
+    .await;
+    (made == n).then_some(names)
+}
+
+pub async fn drop_redis_users(run: &str, n: usize) {
+    if let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") {
+        if let Ok(mut con) = client.get_multiplexed_async_connection().await {
+            for i in 0..n {
+                let _: Result<(), _> = redis::cmd("ACL")
+                    .arg("DELUSER")
+                    .arg(format!("rkb_{run}_{i}"))
+                    .query_async(&mut con)
+                    .await;
+            }
+        }
+    }
+}
+
+
+/// Org `acme` with an admin, a release server running its jobs every
+/// second (keeper off), and the admin API logged in as that admin.
+pub async fn admin_world(w: &World) -> (Child, Api) {
+    w.json(&["org", "create", "acme"], None);
+    w.json(
+        &[
+            "user", "create", "--org", "acme", "--email", "admin@acme.test", "--permission", "read_write",
+            "--admin", "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    let mut c = w.cmd();
+    c.env("REKEY_JOBS_INTERVAL", "1s").env("REKEY_KEEPER_INTERVAL", "0");
+    let (child, url, _) = serve_cmd(c);
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let r = http
+        .post(format!("{url}/api/v1/session"))
+        .json(&json!({"email": "admin@acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let csrf = r.json::<Value>().await.expect("json")["csrf_token"]
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    (child, Api { http, url, csrf })
 }
