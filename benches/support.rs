@@ -360,7 +360,13 @@ impl Api {
     }
 
     /// Creates connection `name` with `settings` and stores `password`.
-    pub async fn connection(&self, kind: &str, name: &str, settings: Value, password: &str) -> bool {
+    pub async fn connection(
+        &self,
+        kind: &str,
+        name: &str,
+        settings: Value,
+        password: &str,
+    ) -> bool {
         let a = self
             .post(
                 "/api/v1/orgs/acme/connections",
@@ -439,20 +445,28 @@ pub async fn drop_redis_users(run: &str, n: usize) {
     }
 }
 
-
 /// Org `acme` with an admin, a release server running its jobs every
 /// second (keeper off), and the admin API logged in as that admin.
 pub async fn admin_world(w: &World) -> (Child, Api) {
     w.json(&["org", "create", "acme"], None);
     w.json(
         &[
-            "user", "create", "--org", "acme", "--email", "admin@acme.test", "--permission", "read_write",
-            "--admin", "--password-stdin",
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "admin@acme.test",
+            "--permission",
+            "read_write",
+            "--admin",
+            "--password-stdin",
         ],
         Some(PASSWORD),
     );
     let mut c = w.cmd();
-    c.env("REKEY_JOBS_INTERVAL", "1s").env("REKEY_KEEPER_INTERVAL", "0");
+    c.env("REKEY_JOBS_INTERVAL", "1s")
+        .env("REKEY_KEEPER_INTERVAL", "0");
     let (child, url, _) = serve_cmd(c);
     let http = reqwest::Client::builder()
         .cookie_store(true)

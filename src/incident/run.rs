@@ -13,6 +13,10 @@
 //! - when every item is settled the campaign is `completed`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use serde_json::json;
 
@@ -22,6 +26,7 @@ use crate::connectors::{connections, probe};
 use crate::jobs::queue::{self, Job, DONE};
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
 use crate::state::Core;
+use crate::store::sql::{exec_args, Arg};
 use crate::{exec, fetch_optional};
 
 /// Items acting at once per provider host (a database server, an API).
@@ -58,19 +63,40 @@ async fn pass(core: &Core, job: &Job, owner: &str) -> Result<(), IncidentError> 
         return Ok(());
     }
     let all = items(&mut core.db.read().await?, &row.id).await?;
-    let by_n: HashMap<i64, ItemRow> = all.iter().map(|i| (i.n, i.clone())).collect();
-    let mut acting: HashMap<String, usize> = HashMap::new();
-    for i in &all {
-        if i.status == "acting" {
-            *acting
-                .entry(i.host.clone().unwrap_or_default())
-                .or_default() += 1;
-        }
+    let by_n: Arc<HashMap<i64, ItemRow>> = Arc::new(all.iter().map(|i| (i.n, i.clone())).collect());
+    // Items that can move now, each a pipeline of its own (start or adopt
+    // its rotation, drive it, follow it to verified), run concurrently up
+    // to PER_HOST per provider host.
+    let starting: Vec<i64> = all
+        .iter()
+        .filter(|i| {
+            i.status == "pending" && i.target_type == "connection" && blocked(i, &by_n).is_none()
+        })
+        .map(|i| i.n)
+        .collect();
+    // What starts now shows as acting at once (one write for all).
+    mark_acting(core, &row.id, &starting).await?;
+    let mut gates: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let mut set = JoinSet::new();
+    for item in all.into_iter().filter(|i| !i.settled()) {
+        let gate = gates
+            .entry(item.host.clone().unwrap_or_default())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_HOST)))
+            .clone();
+        let (core, row, by_n, owner) = (core.clone(), row.clone(), by_n.clone(), owner.to_string());
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let r = step(&core, &row, &item, &by_n, &owner).await;
+            if let Err(e) = r {
+                tracing::warn!(campaign = %row.id, item = item.n, error = %e, "campaign item step failed");
+            }
+        });
     }
-    for item in all.iter().filter(|i| !i.settled()) {
-        let r = step(core, &row, item, &by_n, &mut acting).await;
-        if let Err(e) = r {
-            tracing::warn!(campaign = %row.id, item = item.n, error = %e, "campaign item step failed");
+    let mut beat = tokio::time::Instant::now();
+    while set.join_next().await.is_some() {
+        if beat.elapsed() > std::time::Duration::from_secs(10) {
+            queue::heartbeat(&core.db, &job.id, owner, LEASE_MS, core.now()).await?;
+            beat = tokio::time::Instant::now();
         }
     }
     let all = items(&mut core.db.read().await?, &row.id).await?;
@@ -119,7 +145,7 @@ struct Change<'a> {
 async fn record(core: &Core, item: &ItemRow, c: Change<'_>) -> Result<(), IncidentError> {
     if c.status == item.status
         && Some(c.detail.as_str()) == item.detail.as_deref()
-        && c.rotation_id.is_none()
+        && (c.rotation_id.is_none() || c.rotation_id == item.rotation_id)
     {
         return Ok(());
     }
@@ -173,12 +199,42 @@ fn done_by(item: &ItemRow) -> &'static str {
     }
 }
 
+/// Why a pending item cannot start yet: the item it waits for.
+fn blocked<'a>(item: &ItemRow, by_n: &'a HashMap<i64, ItemRow>) -> Option<&'a ItemRow> {
+    item.after_n
+        .and_then(|n| by_n.get(&n))
+        .filter(|first| !matches!(first.status.as_str(), "done" | "verified"))
+}
+
+async fn mark_acting(core: &Core, id: &str, ns: &[i64]) -> Result<(), IncidentError> {
+    if ns.is_empty() {
+        return Ok(());
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    for chunk in ns.chunks(500) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE incident_items SET status = 'acting', detail = 'starting its rotation', updated_at = $1
+             WHERE incident_id = $2 AND status = 'pending' AND n IN ({list})"
+        );
+        let mut args = vec![Arg::Int(now), Arg::Text(id.to_string())];
+        args.extend(chunk.iter().map(|n| Arg::Int(*n)));
+        exec_args(&mut tx, &sql, args).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn step(
     core: &Core,
     row: &IncidentRow,
     item: &ItemRow,
     by_n: &HashMap<i64, ItemRow>,
-    acting: &mut HashMap<String, usize>,
+    owner: &str,
 ) -> Result<(), IncidentError> {
     if own::is_own(item) {
         // Left pending by a crash during the start.
@@ -188,40 +244,41 @@ async fn step(
     if item.target_type == "provider_client" {
         return provider_client(core, row, item).await;
     }
-    match (item.status.as_str(), &item.rotation_id) {
-        ("pending", _) => {
-            if let Some(first) = item.after_n.and_then(|n| by_n.get(&n)) {
-                if !matches!(first.status.as_str(), "done" | "verified") {
-                    let detail = format!(
-                        "waits for item {} ({} {}): the platform's OAuth client is rotated first",
-                        first.n, first.target_type, first.target_name
-                    );
-                    return record(
-                        core,
-                        item,
-                        Change {
-                            status: "pending",
-                            detail,
-                            waiting_on: None,
-                            rotation_id: None,
-                            event: None,
-                        },
-                    )
-                    .await;
-                }
-            }
-            let host = item.host.clone().unwrap_or_default();
-            let n = acting.entry(host).or_default();
-            if *n >= PER_HOST {
-                return Ok(());
-            }
-            *n += 1;
-            start_rotation(core, row, item).await
+    if item.status == "pending" {
+        if let Some(first) = blocked(item, by_n) {
+            let detail = format!(
+                "waits for item {} ({} {}): the platform's OAuth client is rotated first",
+                first.n, first.target_type, first.target_name
+            );
+            return record(
+                core,
+                item,
+                Change {
+                    status: "pending",
+                    detail,
+                    waiting_on: None,
+                    rotation_id: None,
+                    event: None,
+                },
+            )
+            .await;
         }
-        (_, Some(rid)) => follow(core, item, rid).await,
-        // Acting without a rotation: the start was interrupted; start (or adopt).
-        _ => start_rotation(core, row, item).await,
     }
+    let rid = match &item.rotation_id {
+        Some(rid) => rid.clone(),
+        // Pending, or acting without a rotation (a crash after it was
+        // marked): start its rotation, or adopt the one already started.
+        None => match start_rotation(core, row, item).await? {
+            Some(rid) => rid,
+            None => return Ok(()),
+        },
+    };
+    // Run the rotation from here (when it is due and nobody else holds
+    // it), then follow it.
+    if let Err(e) = rotation::drive(core, &rid, owner).await {
+        tracing::warn!(rotation = %rid, error = %e, "campaign rotation step failed");
+    }
+    follow(core, item, &rid).await
 }
 
 /// Starts the item's rotation, or adopts the one this campaign already
@@ -230,7 +287,7 @@ async fn start_rotation(
     core: &Core,
     row: &IncidentRow,
     item: &ItemRow,
-) -> Result<(), IncidentError> {
+) -> Result<Option<String>, IncidentError> {
     let org_id = item.org_id.clone().unwrap_or_default();
     let existing = fetch_optional!(
         &mut core.db.read().await?,
@@ -254,11 +311,11 @@ async fn start_rotation(
             let actor = Actor::new(format!("incident:{}", row.id), None);
             match rotation::start(core, &actor, &org_id, &req).await {
                 Ok(Started::Rotation(v)) => v.id,
-                Ok(Started::Plan(_)) => return Ok(()),
+                Ok(Started::Plan(_)) => return Ok(None),
                 Err(RotationError::InProgress(v)) => v.id,
                 Err(e) => {
                     let detail = format!("the rotation could not start: {e}");
-                    return record(
+                    record(
                         core,
                         item,
                         Change {
@@ -269,28 +326,21 @@ async fn start_rotation(
                             event: Some("incident.item_failed"),
                         },
                     )
-                    .await;
+                    .await?;
+                    return Ok(None);
                 }
             }
         }
     };
-    record(
-        core,
-        item,
-        Change {
-            status: "acting",
-            detail: format!("rotation {rid} started"),
-            waiting_on: None,
-            rotation_id: Some(rid.clone()),
-            event: None,
-        },
-    )
-    .await?;
-    follow(core, item, &rid).await
+    Ok(Some(rid))
 }
 
 /// Moves the item along with its rotation.
 async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentError> {
+    let keep = |mut c: Change<'static>| {
+        c.rotation_id = Some(rid.to_string());
+        c
+    };
     let r = rotation::get_any(core, rid).await?;
     let v = r.view();
     let last = v
@@ -359,7 +409,7 @@ async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentEr
             event: None,
         },
     };
-    record(core, item, change).await
+    record(core, item, keep(change)).await
 }
 
 /// The platform's OAuth client of a kind: the operator's turn, until

@@ -433,7 +433,8 @@ dual!(campaigns_refuse_bad_scopes_with_nothing_written, |env| {
     assert_eq!(env.json(&["incident", "list"]).as_array().unwrap().len(), 1);
 
     // the admin API: an org admin may not ask for all, nor another org
-    let srv = env.serve();
+    // (this server runs no jobs: the campaign stays running)
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0")]);
     let (c, csrf) = admin_login(&srv, &email).await;
     let post = |body: Value| {
         c.post(srv.at("/api/v1/incidents"))
@@ -467,3 +468,130 @@ dual!(campaigns_refuse_bad_scopes_with_nothing_written, |env| {
     let v = env.json(&["incident", "cancel", first["id"].as_str().unwrap()]);
     assert_eq!(v["status"], "cancelled");
 });
+
+dual!(
+    a_campaign_killed_halfway_finishes_with_no_item_done_twice,
+    |env| {
+        if !require(redis_up(), "Redis") || !require(mariadb_up(), "MariaDB") {
+            return;
+        }
+        env.ok(&["org", "create", "acme"]);
+        const N: usize = 12;
+        let mut users = Vec::new();
+        for i in 0..N {
+            let pw = format!("kill-test-pw-{i:02}");
+            let u = redis_user(&pw).await;
+            connection(
+                &env,
+                "redis",
+                &format!("r{i}"),
+                &["host=127.0.0.1", &format!("username={u}")],
+            );
+            set_credential(&env, &format!("r{i}"), &["password"], &[&pw]);
+            users.push((u, pw));
+        }
+        let mu = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
+        let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "CREATE USER '{mu}'@'%' IDENTIFIED BY 'kill-maria-pw'"
+        ))
+        .execute(&root)
+        .await
+        .unwrap();
+        connection(
+            &env,
+            "mysql",
+            "maria",
+            &[
+                "host=127.0.0.1",
+                "database=information_schema",
+                &format!("username={mu}"),
+            ],
+        );
+        set_credential(&env, "maria", &["password"], &["kill-maria-pw"]);
+        // The first server pauses after the first step of every rotation it
+        // runs (REKEY_TEST_PAUSE_AFTER_STEP) and is SIGKILLed there: every
+        // item is under way, none finished.
+        let mut first = env.serve_with(&[
+            ("REKEY_JOBS_INTERVAL", "1s"),
+            ("REKEY_TEST_PAUSE_AFTER_STEP", "1"),
+        ]);
+        let v = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "kill test",
+            "--scope",
+            "org:acme",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        let mut under_way = 0;
+        for _ in 0..200 {
+            let rs = env.json(&["rotation", "list", "--org", "acme"]);
+            under_way = rs
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| !r["steps"].as_array().unwrap().is_empty())
+                .count();
+            if under_way == N + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(under_way > 0, "rotations under way before the kill");
+        first.kill();
+        let halfway = env.json(&["incident", "status", &id]);
+        assert_eq!(halfway["status"], "running");
+        assert_eq!(halfway["counts"]["verified"], 0, "{halfway}");
+
+        // leases run out (test clock); a new server finishes the campaign
+        env.advance(Duration::from_secs(600));
+        let _second = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let mut done = Value::Null;
+        for _ in 0..300 {
+            done = env.json(&["incident", "status", &id]);
+            if done["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["counts"]["verified"], N + 1, "{done}");
+        // each target rotated once: one rotation each, credential version 2
+        let rs = env.json(&["rotation", "list", "--org", "acme"]);
+        assert_eq!(rs.as_array().unwrap().len(), N + 1, "{rs}");
+        for (i, (u, pw)) in users.iter().enumerate() {
+            let show = env.json(&[
+                "connection",
+                "show",
+                "--org",
+                "acme",
+                "--name",
+                &format!("r{i}"),
+            ]);
+            assert_eq!(show["slots"]["current"]["version"], 2, "{show}");
+            let old = redis::Client::open(format!("redis://{u}:{pw}@127.0.0.1:6379/").as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await;
+            assert!(old.is_err(), "the old password of {u} is refused");
+        }
+        // MariaDB: the original password is refused, the stored one logs in
+        {
+            use sqlx::Connection;
+            let url = format!("mysql://{mu}:kill-maria-pw@127.0.0.1:3306/information_schema");
+            assert!(sqlx::MySqlConnection::connect(&url).await.is_err());
+        }
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "maria"]);
+        assert_eq!(show["slots"]["current"]["version"], 2, "{show}");
+        let t = env.json(&["connection", "test", "--org", "acme", "--name", "maria"]);
+        assert_eq!(t["last_test"]["outcome"], "ok");
+        sqlx::query(&format!("DROP USER '{mu}'@'%'"))
+            .execute(&root)
+            .await
+            .unwrap();
+    }
+);
