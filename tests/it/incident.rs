@@ -595,3 +595,120 @@ dual!(
             .unwrap();
     }
 );
+
+dual!(
+    a_campaign_reauthorizes_an_oauth_connection_and_rotates_aws_keys,
+    |env| {
+        let Some(moto) = crate::moto::Moto::start().await else {
+            return;
+        };
+        // a `rekey` OAuth connection to a second rekey server (the provider)
+        let p = crate::connections::pair(&env, "1h", &[("REKEY_JOBS_INTERVAL", "1s")]).await;
+        let c = crate::connections::authorize(&env, &p, "authorize").await;
+        assert_eq!(c["status"], "connected");
+        // an AWS-keys connection on moto_server
+        let keys = moto.user_with_key("svc").await;
+        moto.create_bucket(&keys, "rekey-bucket").await;
+        let mut args: Vec<String> = [
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "s3",
+            "--name",
+            "bucket",
+            "--setting",
+            "bucket=rekey-bucket",
+            "--setting",
+            "region=us-east-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(moto.endpoint_flags());
+        env.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        set_credential(
+            &env,
+            "bucket",
+            &["access_key_id", "secret_access_key"],
+            &[&keys.id, &keys.secret],
+        );
+
+        // run from the CLI (which knows the public URL the provider calls back)
+        // until only people's work is left
+        let mut cmd = env.cmd();
+        cmd.env("REKEY_PUBLIC_URL", &p.csrv.url).args([
+            "incident",
+            "start",
+            "--reason",
+            "provider breach",
+            "--scope",
+            "org:acme",
+            "--wait",
+            "--json",
+        ]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = s["id"].as_str().unwrap().to_string();
+        assert_eq!(item(&s, "upstream")["action"], "reauthorize");
+        assert_eq!(item(&s, "bucket")["action"], "rotate");
+        assert_eq!(item(&s, "bucket")["status"], "verified", "{s}");
+        let up = item(&s, "upstream");
+        assert_eq!(up["status"], "waiting_person", "{s}");
+        assert_eq!(up["waiting_on"], "org_admins");
+        let what = up["detail"].as_str().unwrap();
+        let url = what
+            .strip_prefix("re-authorize at ")
+            .unwrap_or_else(|| panic!("{what}"));
+        assert!(url.starts_with(&p.psrv.url), "{url}");
+        let grants = p.provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+        ]);
+        assert!(
+            grants
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["status"] == "Revoked"),
+            "{grants}"
+        );
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(show["status"], "needs_reauth");
+        assert!(!moto.accepts(&keys).await, "the old AWS key is deleted");
+
+        // an org admin re-authorizes through the provider's pages
+        let back = crate::oauth_support::browse(url, crate::oauth_support::USER, PASSWORD, "allow")
+            .await
+            .unwrap();
+        assert!(client()
+            .get(back.as_str())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success());
+        let mut done = Value::Null;
+        for _ in 0..100 {
+            done = env.json(&["incident", "status", &id]);
+            if done["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(item(&done, "upstream")["status"], "verified", "{done}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(show["status"], "connected");
+    }
+);
