@@ -40,21 +40,7 @@ dual!(credentials_age_lists_everything_worst_first, |env| {
         "https://portal.example/cb",
     ]);
     connection(&env, "redis", "cache", &["host=127.0.0.1", "port=1"]);
-    env.json_stdin(
-        &[
-            "connection",
-            "set-credential",
-            "--org",
-            "acme",
-            "--name",
-            "cache",
-            "--field",
-            "password",
-            "--value-stdin",
-            "--force",
-        ],
-        "a-password-0201",
-    );
+    store_unprobed(&env, "cache", "password", "a-password-0201");
 
     // schedules on rekey's own secrets
     let k = env.json(&[

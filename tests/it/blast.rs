@@ -38,21 +38,7 @@ dual!(blast_radius_names_every_kind_of_value_and_kills_it, |env| {
         "cache",
         &["host=127.0.0.1", "port=1", "username=svc"],
     );
-    env.json_stdin(
-        &[
-            "connection",
-            "set-credential",
-            "--org",
-            "acme",
-            "--name",
-            "cache",
-            "--field",
-            "password",
-            "--value-stdin",
-            "--force",
-        ],
-        "held-redis-password-77",
-    );
+    store_unprobed(env, "cache", "password", "held-redis-password-77");
 
     let (code, v) = radius(env, &key);
     assert_eq!(code, 0, "{v}");

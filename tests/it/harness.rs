@@ -423,10 +423,11 @@ pub async fn stored_credential(
     v["credentials"].clone()
 }
 
-/// Waits (up to 20 s) for rotation `id` to reach status `want`.
+/// Waits (up to 60 s: a loaded CI machine runs many servers at once) for
+/// rotation `id` to reach status `want`.
 #[allow(dead_code)]
 pub async fn wait_for_status(env: &Env, id: &str, want: &str) -> serde_json::Value {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let v = env.json(&["rotation", "show", id]);
         if v["status"] == want {
             return v;
@@ -479,4 +480,44 @@ pub fn set_credential(
     }
     args.push("--value-stdin");
     env.json_stdin(&args, &format!("{}\n", values.join("\n")))
+}
+
+/// Stores `value` as connection `name`'s `field` without a passing probe
+/// (`--force`: the target is not reachable in the test).
+#[allow(dead_code)]
+pub fn store_unprobed(env: &Env, name: &str, field: &str, value: &str) -> serde_json::Value {
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            name,
+            "--field",
+            field,
+            "--value-stdin",
+            "--force",
+        ],
+        value,
+    )
+}
+
+/// Runs `args` (a `--json` command) every 100 ms, up to 20 s, until `done`
+/// holds for its answer; returns the last answer.
+#[allow(dead_code)]
+pub async fn poll(
+    env: &Env,
+    args: &[&str],
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut v = serde_json::Value::Null;
+    for _ in 0..200 {
+        v = env.json(args);
+        if done(&v) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    v
 }

@@ -277,14 +277,10 @@ dual!(
         // a person rotates the API key at the provider and stores it
         *valid.lock().unwrap() = "new-api-key-0002".into();
         set_credential(&env, "crm", &["api_key"], &["new-api-key-0002"]);
-        let mut done = Value::Null;
-        for _ in 0..100 {
-            done = env.json(&["incident", "status", &id]);
-            if done["status"] == "completed" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let done = poll(&env, &["incident", "status", &id], |v| {
+            v["status"] == "completed"
+        })
+        .await;
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["counts"]["verified"], done["total"], "{done}");
         assert_eq!(done["progress"], 100);
@@ -406,21 +402,7 @@ dual!(campaigns_refuse_bad_scopes_with_nothing_written, |env| {
         "key", "create", "--org", "acme", "--name", "ci", "--scope", "read",
     ]);
     connection(&env, "redis", "cache", &["host=127.0.0.1", "port=1"]);
-    env.json_stdin(
-        &[
-            "connection",
-            "set-credential",
-            "--org",
-            "acme",
-            "--name",
-            "cache",
-            "--field",
-            "password",
-            "--value-stdin",
-            "--force",
-        ],
-        "pw-0301",
-    );
+    store_unprobed(&env, "cache", "password", "pw-0301");
     let first = env.json(&[
         "incident", "start", "--reason", "leak", "--scope", "org:acme",
     ]);
@@ -550,14 +532,10 @@ dual!(
         // leases run out (test clock); a new server finishes the campaign
         env.advance(Duration::from_secs(600));
         let _second = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-        let mut done = Value::Null;
-        for _ in 0..300 {
-            done = env.json(&["incident", "status", &id]);
-            if done["status"] == "completed" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let done = poll(&env, &["incident", "status", &id], |v| {
+            v["status"] == "completed"
+        })
+        .await;
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["counts"]["verified"], N + 1, "{done}");
         // each target rotated once: one rotation each, credential version 2
@@ -698,14 +676,10 @@ dual!(
             .unwrap()
             .status()
             .is_success());
-        let mut done = Value::Null;
-        for _ in 0..100 {
-            done = env.json(&["incident", "status", &id]);
-            if done["status"] == "completed" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let done = poll(&env, &["incident", "status", &id], |v| {
+            v["status"] == "completed"
+        })
+        .await;
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(item(&done, "upstream")["status"], "verified", "{done}");
         let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);

@@ -58,6 +58,35 @@ fn acting_keys(t: &Target<'_>) -> Result<Keys, String> {
     keys(creds[0])
 }
 
+/// Where the rotated keys' IAM calls go, with what keys, for which user.
+struct Iam {
+    ep: Endpoints,
+    keys: Keys,
+    user: String,
+}
+
+impl Iam {
+    /// The user from the rotated connection's current key; the calls made
+    /// with the admin connection's keys, or the connection's own.
+    async fn of(t: &Target<'_>) -> Result<Iam, String> {
+        let ep = Endpoints::of(t.settings, t.endpoints);
+        let user = user_of(t, &ep, t.current).await?;
+        Ok(Iam {
+            ep,
+            keys: acting_keys(t)?,
+            user,
+        })
+    }
+
+    fn client<'a>(&'a self, t: &'a Target<'_>) -> Client<'a> {
+        Client {
+            egress: t.egress,
+            endpoints: &self.ep,
+            keys: &self.keys,
+        }
+    }
+}
+
 fn id(c: &Map<String, Value>) -> String {
     c.get("access_key_id")
         .and_then(Value::as_str)
@@ -83,14 +112,8 @@ impl Driver for AwsAccessKeys {
 
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
-            let ep = Endpoints::of(t.settings, t.endpoints);
-            let user = user_of(t, &ep, t.current).await?;
-            let k = acting_keys(t)?;
-            let iam = Client {
-                egress: t.egress,
-                endpoints: &ep,
-                keys: &k,
-            };
+            let a = Iam::of(t).await?;
+            let (iam, user) = (a.client(t), &a.user);
             let listed = iam
                 .list_access_keys(&user)
                 .await
@@ -124,14 +147,8 @@ impl Driver for AwsAccessKeys {
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<Applied, String>> {
         Box::pin(async move {
-            let ep = Endpoints::of(t.settings, t.endpoints);
-            let user = user_of(t, &ep, t.current).await?;
-            let k = acting_keys(t)?;
-            let iam = Client {
-                egress: t.egress,
-                endpoints: &ep,
-                keys: &k,
-            };
+            let a = Iam::of(t).await?;
+            let (iam, user) = (a.client(t), &a.user);
             let current = id(t.current);
             let mut cleaned = Vec::new();
             for stray in iam.list_access_keys(&user).await.map_err(err)? {
@@ -242,14 +259,8 @@ impl Driver for AwsAccessKeys {
         old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
         Box::pin(async move {
-            let ep = Endpoints::of(t.settings, t.endpoints);
-            let user = user_of(t, &ep, t.current).await?;
-            let k = acting_keys(t)?;
-            let iam = Client {
-                egress: t.egress,
-                endpoints: &ep,
-                keys: &k,
-            };
+            let a = Iam::of(t).await?;
+            let (iam, user) = (a.client(t), &a.user);
             let old_id = id(old);
             if old_id.is_empty() || old_id == id(t.current) {
                 return Ok("no previous key to remove".into());
@@ -277,14 +288,8 @@ impl Driver for AwsAccessKeys {
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
         Box::pin(async move {
-            let ep = Endpoints::of(t.settings, t.endpoints);
-            let user = user_of(t, &ep, t.current).await?;
-            let k = acting_keys(t)?;
-            let iam = Client {
-                egress: t.egress,
-                endpoints: &ep,
-                keys: &k,
-            };
+            let a = Iam::of(t).await?;
+            let (iam, user) = (a.client(t), &a.user);
             let new_id = id(new);
             match iam.delete_access_key(&user, &new_id).await {
                 Err(e) if e.code() != Some("NoSuchEntity") => Err(err(e)),
