@@ -31,6 +31,11 @@ impl From<RotationError> for ApiError {
                 ),
             )
             .with_header(header::LOCATION, &v.id),
+            RotationError::LeaseLost => ApiError::new(
+                StatusCode::CONFLICT,
+                "lease_lost",
+                "another instance took the rotation over; look again",
+            ),
             RotationError::Connector(c) => c.into(),
             RotationError::Store(s) => s.into(),
         }

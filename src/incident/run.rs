@@ -142,7 +142,7 @@ struct Change<'a> {
     event: Option<&'a str>,
 }
 
-async fn record(core: &Core, item: &ItemRow, c: Change<'_>) -> Result<(), IncidentError> {
+async fn record(core: &Core, item: &ItemRow, c: Change<'static>) -> Result<(), IncidentError> {
     if c.status == item.status
         && Some(c.detail.as_str()) == item.detail.as_deref()
         && (c.rotation_id.is_none() || c.rotation_id == item.rotation_id)
@@ -150,44 +150,52 @@ async fn record(core: &Core, item: &ItemRow, c: Change<'_>) -> Result<(), Incide
         return Ok(());
     }
     let now = core.now();
-    let mut tx = core.db.begin_write().await?;
-    let done_at = matches!(c.status, "done" | "verified").then_some(now);
-    let verified_at = (c.status == "verified").then_some(now);
-    exec!(
-        &mut tx,
-        "UPDATE incident_items SET status = $1, detail = $2, waiting_on = $3,
-            rotation_id = COALESCE($4, rotation_id),
-            done_at = COALESCE(done_at, $5), verified_at = COALESCE(verified_at, $6),
-            done_by = CASE WHEN $5 IS NULL THEN done_by ELSE COALESCE(done_by, $7) END,
-            updated_at = $8
-         WHERE incident_id = $9 AND n = $10",
-        c.status,
-        &c.detail,
-        c.waiting_on,
-        &c.rotation_id,
-        done_at,
-        verified_at,
-        done_by(item),
-        now,
-        &item.incident_id,
-        item.n
-    )?;
-    if let Some(action) = c.event.filter(|_| c.status != item.status) {
-        audit::record(
-            &mut tx,
-            now,
-            &system(),
-            Event {
-                org_id: item.org_id.as_deref(),
-                action,
-                target: Some(&item.incident_id),
-                detail: json!({"n": item.n, "target": {"type": item.target_type, "name": item.target_name}, "detail": c.detail, "who": c.waiting_on}),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    let item = item.clone();
+    // Through the group-commit writer: a campaign's items settle many at
+    // a time, and share a commit.
+    core.writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let done_at = matches!(c.status, "done" | "verified").then_some(now);
+                let verified_at = (c.status == "verified").then_some(now);
+                exec!(
+                    tx,
+                    "UPDATE incident_items SET status = $1, detail = $2, waiting_on = $3,
+                        rotation_id = COALESCE($4, rotation_id),
+                        done_at = COALESCE(done_at, $5), verified_at = COALESCE(verified_at, $6),
+                        done_by = CASE WHEN $5 IS NULL THEN done_by ELSE COALESCE(done_by, $7) END,
+                        updated_at = $8
+                     WHERE incident_id = $9 AND n = $10",
+                    c.status,
+                    &c.detail,
+                    c.waiting_on,
+                    &c.rotation_id,
+                    done_at,
+                    verified_at,
+                    done_by(&item),
+                    now,
+                    &item.incident_id,
+                    item.n
+                )?;
+                if let Some(action) = c.event.filter(|_| c.status != item.status) {
+                    audit::record(
+                        tx,
+                        now,
+                        &system(),
+                        Event {
+                            org_id: item.org_id.as_deref(),
+                            action,
+                            target: Some(&item.incident_id),
+                            detail: json!({"n": item.n, "target": {"type": item.target_type, "name": item.target_name}, "detail": c.detail, "who": c.waiting_on}),
+                        },
+                    )
+                    .await?;
+                }
+                Ok::<_, IncidentError>(())
+            })
+        })
+        .await
+        .map_err(crate::store::StoreError::from)?
 }
 
 fn done_by(item: &ItemRow) -> &'static str {

@@ -145,8 +145,21 @@ pub async fn claim_id(
     now: i64,
 ) -> Result<Option<Job>, StoreError> {
     let mut tx = db.begin_write().await?;
-    let job = fetch_optional!(
-        &mut tx,
+    let job = claim_id_in(&mut tx, id, owner, lease_ms, now).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// [`claim_id`] in the caller's transaction (the group-commit writer's).
+pub async fn claim_id_in(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    Ok(fetch_optional!(
+        tx,
         Job,
         &format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
@@ -158,9 +171,7 @@ pub async fn claim_id(
         now.saturating_add(lease_ms),
         now,
         id
-    )?;
-    tx.commit().await?;
-    Ok(job)
+    )?)
 }
 
 /// Extends `owner`'s lease; false when it no longer holds the job.

@@ -59,10 +59,20 @@ pub enum RotationError {
     /// A rotation of the same target is in progress: this is it.
     #[error("a rotation of {} is already in progress ({})", .0.target.name, .0.id)]
     InProgress(Box<RotationView>),
+    /// Another instance took the job over: what this step wrote is rolled
+    /// back (only ever seen inside a step's transaction).
+    #[error("the rotation's lease was lost to another instance")]
+    LeaseLost,
     #[error(transparent)]
     Connector(#[from] ConnectorError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::store::writer::WriterError> for RotationError {
+    fn from(e: crate::store::writer::WriterError) -> Self {
+        RotationError::Store(e.into())
+    }
 }
 
 impl From<crate::oauth::OAuthError> for RotationError {
@@ -402,6 +412,39 @@ pub(crate) struct NewRotation<'a> {
     pub rotate_with: Option<&'a str>,
 }
 
+/// [`NewRotation`] owned, for the group-commit writer.
+struct OwnedRotation {
+    org_id: String,
+    target_type: String,
+    target_id: String,
+    target_name: String,
+    step: String,
+    payload: Value,
+    status: String,
+    run_at: i64,
+    cutover_window_ms: i64,
+    deadline_ms: i64,
+    rotate_with: Option<String>,
+}
+
+impl OwnedRotation {
+    fn of(n: &NewRotation<'_>) -> OwnedRotation {
+        OwnedRotation {
+            org_id: n.org_id.into(),
+            target_type: n.target_type.into(),
+            target_id: n.target_id.into(),
+            target_name: n.target_name.into(),
+            step: n.step.into(),
+            payload: n.payload.clone(),
+            status: n.status.into(),
+            run_at: n.run_at,
+            cutover_window_ms: n.cutover_window_ms,
+            deadline_ms: n.deadline_ms,
+            rotate_with: n.rotate_with.map(str::to_string),
+        }
+    }
+}
+
 /// Records a rotation and its job, with the audit event. The target is
 /// reserved here: while it has an unfinished rotation, a second one is
 /// refused with it ([`RotationError::InProgress`]).
@@ -412,42 +455,66 @@ pub(crate) async fn insert(
 ) -> Result<RotationRow, RotationError> {
     let now = core.now();
     let id = new_id();
-    let mut tx = core.db.begin_write().await?;
-    let job_id = queue::enqueue(
-        &mut tx,
-        &NewJob {
-            kind: JOB_KIND,
-            subject: &id,
-            step: n.step,
-            payload: &n.payload,
-            run_at: n.run_at,
-            max_attempts: 3,
-        },
-        now,
-    )
-    .await?;
-    let inserted = exec!(
-        &mut tx,
-        "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
-            cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
-         VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12)",
-        &id,
-        n.org_id,
-        n.target_type,
-        n.target_id,
-        n.target_name,
-        n.status,
-        &job_id,
-        n.cutover_window_ms,
-        now.saturating_add(n.deadline_ms),
-        &actor.name,
-        now,
-        n.rotate_with
-    );
+    let target = (n.target_type.to_string(), n.target_id.to_string());
+    let n = OwnedRotation::of(&n);
+    let (rid, actor) = (id.clone(), actor.clone());
+    // Through the group-commit writer: a campaign starts many at once.
+    let inserted = core
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let job_id = queue::enqueue(
+                    tx,
+                    &NewJob {
+                        kind: JOB_KIND,
+                        subject: &rid,
+                        step: &n.step,
+                        payload: &n.payload,
+                        run_at: n.run_at,
+                        max_attempts: 3,
+                    },
+                    now,
+                )
+                .await?;
+                // The unique index on unfinished rotations reserves the
+                // target; a second start fails here and rolls back.
+                exec!(
+                    tx,
+                    "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
+                        cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
+                     VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12)",
+                    &rid,
+                    &n.org_id,
+                    &n.target_type,
+                    &n.target_id,
+                    &n.target_name,
+                    &n.status,
+                    &job_id,
+                    n.cutover_window_ms,
+                    now.saturating_add(n.deadline_ms),
+                    &actor.name,
+                    now,
+                    &n.rotate_with
+                )?;
+                audit::record(
+                    tx,
+                    now,
+                    &actor,
+                    Event {
+                        org_id: Some(&n.org_id),
+                        action: "rotation.start",
+                        target: Some(&rid),
+                        detail: json!({"target": {"type": n.target_type, "name": n.target_name}}),
+                    },
+                )
+                .await?;
+                Ok::<_, StoreError>(())
+            })
+        })
+        .await?;
     match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            drop(tx);
+        Ok(()) => {}
+        Err(StoreError::Database(e)) if is_unique_violation(&e) => {
             let mut c = core.db.read().await?;
             let existing = fetch_optional!(
                 &mut c,
@@ -455,8 +522,8 @@ pub(crate) async fn insert(
                 &format!(
                     "SELECT {COLS} FROM rotations WHERE target_type = $1 AND target_id = $2 AND finished_at IS NULL"
                 ),
-                n.target_type,
-                n.target_id
+                target.0,
+                target.1
             )?;
             return Err(match existing {
                 Some(r) => RotationError::InProgress(Box::new(r.view())),
@@ -467,19 +534,6 @@ pub(crate) async fn insert(
         }
         Err(e) => return Err(e.into()),
     }
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        Event {
-            org_id: Some(n.org_id),
-            action: "rotation.start",
-            target: Some(&id),
-            detail: json!({"target": {"type": n.target_type, "name": n.target_name}}),
-        },
-    )
-    .await?;
-    tx.commit().await?;
     by_id(&mut core.db.read().await?, &id)
         .await?
         .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))

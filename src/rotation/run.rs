@@ -12,6 +12,7 @@ use crate::connectors::slots::{self, Slot};
 use crate::exec;
 use crate::jobs::queue::{self, Job, DEAD, DONE};
 use crate::state::Core;
+use crate::store::writer::BoxFuture;
 use crate::store::Tx;
 
 /// How long a step may run before another instance may take the job over.
@@ -77,7 +78,15 @@ pub async fn drive(core: &Core, id: &str, owner: &str) -> Result<bool, RotationE
     let Some(row) = by_id(&mut core.db.read().await?, id).await? else {
         return Ok(false);
     };
-    match queue::claim_id(&core.db, &row.job_id, owner, LEASE_MS, core.now()).await? {
+    // Through the group-commit writer: campaigns drive many at once.
+    let (job_id, who, now) = (row.job_id.clone(), owner.to_string(), core.now());
+    let claimed = core
+        .writer
+        .run(move |tx| {
+            Box::pin(async move { queue::claim_id_in(tx, &job_id, &who, LEASE_MS, now).await })
+        })
+        .await??;
+    match claimed {
         Some(job) => {
             run_job(core, job, owner).await?;
             Ok(true)
@@ -233,60 +242,53 @@ async fn step_once(
             // The check changed nothing: its record commits with the
             // write-ahead, before anything changes at the target.
             let new = driver.create(&current);
-            let mut tx = core.db.begin_write().await?;
-            let version = write_ahead(&mut tx, core, &conn, &new, now).await?;
-            let done = [
-                ("check", format!("the change may be made {}", target.actor())),
-                ("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes")),
-            ];
-            commit_steps(tx, row, job, owner, &done, "apply", "running", None, now).await
+            let checked = format!("the change may be made {}", target.actor());
+            let s = Owned::of(core, row, job, owner, &conn);
+            grouped(core, move |tx| {
+                Box::pin(async move {
+                    let version = write_ahead(tx, &s.core, &s.conn, &new, now).await?;
+                    let done = [
+                        ("check", checked),
+                        ("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes")),
+                    ];
+                    steps_in(tx, &s, &done, "apply", "running", None, now).await
+                })
+            })
+            .await
         }
         "write_ahead" => {
             let new = driver.create(&current);
-            let mut tx = core.db.begin_write().await?;
-            let version = write_ahead(&mut tx, core, &conn, &new, now).await?;
-            let detail = format!(
-                "new credential sealed as pending (version {version}) before the target changes"
-            );
-            commit_step(
-                tx,
-                row,
-                job,
-                owner,
-                "write_ahead",
-                &detail,
-                "apply",
-                "running",
-                None,
-                now,
-            )
+            let s = Owned::of(core, row, job, owner, &conn);
+            grouped(core, move |tx| {
+                Box::pin(async move {
+                    let version = write_ahead(tx, &s.core, &s.conn, &new, now).await?;
+                    let done = [("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes"))];
+                    steps_in(tx, &s, &done, "apply", "running", None, now).await
+                })
+            })
             .await
         }
         "apply" => {
             let pending = pending(core, &conn).await?;
             match driver.apply(&target, &pending).await {
                 Ok(applied) => {
-                    let mut tx = core.db.begin_write().await?;
-                    // Only the target could make it (AWS): stored in the
-                    // same commit that records it made.
-                    if let Some(made) = &applied.credential {
-                        slots::refill(&mut tx, core, &conn.id, Slot::Pending, made, now).await?;
-                    }
                     let payload = applied
                         .dual
                         .map(|d| merged(&job.payload(), json!({ "dual": d })));
-                    commit_step(
-                        tx,
-                        row,
-                        job,
-                        owner,
-                        "apply",
-                        &applied.detail,
-                        "verify",
-                        "running",
-                        payload.as_ref(),
-                        now,
-                    )
+                    let s = Owned::of(core, row, job, owner, &conn);
+                    grouped(core, move |tx| {
+                        Box::pin(async move {
+                            // Only the target could make it (AWS): stored in
+                            // the same commit that records it made.
+                            if let Some(made) = &applied.credential {
+                                slots::refill(tx, &s.core, &s.conn.id, Slot::Pending, made, now)
+                                    .await?;
+                            }
+                            let done = [("apply", applied.detail)];
+                            steps_in(tx, &s, &done, "verify", "running", payload.as_ref(), now)
+                                .await
+                        })
+                    })
                     .await
                 }
                 Err(m) => Ok(Next::Retry(m)),
@@ -294,21 +296,23 @@ async fn step_once(
         }
         "verify" => verify(core, row, job, owner, driver, dual, &conn, &target).await,
         "promote" => {
-            let mut tx = core.db.begin_write().await?;
-            let (detail, status, payload) =
-                promote(&mut tx, core, row, job, dual, &conn, now).await?;
-            commit_step(
-                tx,
-                row,
-                job,
-                owner,
-                "promote",
-                &detail,
-                "cutover",
-                status,
-                Some(&payload),
-                now,
-            )
+            let s = Owned::of(core, row, job, owner, &conn);
+            grouped(core, move |tx| {
+                Box::pin(async move {
+                    let (detail, status, payload) =
+                        promote(tx, &s.core, &s.row, &s.job, dual, &s.conn, now).await?;
+                    steps_in(
+                        tx,
+                        &s,
+                        &[("promote", detail)],
+                        "cutover",
+                        status,
+                        Some(&payload),
+                        now,
+                    )
+                    .await
+                })
+            })
             .await
         }
         "cutover" => cutover(core, row, job, owner, driver, dual, &conn, &target).await,
@@ -345,20 +349,16 @@ async fn verify(
     let now = core.now();
     if out.verdict == Verdict::Ok {
         // Verified: promoted in the same commit.
-        let mut tx = core.db.begin_write().await?;
-        let (detail, status, payload) = promote(&mut tx, core, row, job, dual, conn, now).await?;
-        let done = [("verify", out.message.clone()), ("promote", detail)];
-        return commit_steps(
-            tx,
-            row,
-            job,
-            owner,
-            &done,
-            "cutover",
-            status,
-            Some(&payload),
-            now,
-        )
+        let s = Owned::of(core, row, job, owner, conn);
+        let message = out.message.clone();
+        return grouped(core, move |tx| {
+            Box::pin(async move {
+                let (detail, status, payload) =
+                    promote(tx, &s.core, &s.row, &s.job, dual, &s.conn, now).await?;
+                let done = [("verify", message), ("promote", detail)];
+                steps_in(tx, &s, &done, "cutover", status, Some(&payload), now).await
+            })
+        })
         .await;
     }
     let why = match out.verdict {
@@ -384,34 +384,6 @@ async fn verify(
     fail_rotation(&mut tx, row, "verify", &format!("{why}; {rollback}"), now).await?;
     tx.commit().await?;
     Ok(Next::Ended)
-}
-
-/// Records several steps done and moves the job to `next`, in one
-/// transaction with whatever the caller already did in `tx`: steps whose
-/// effects need no durable point of their own share one commit (every
-/// commit is an fsync on SQLite).
-#[allow(clippy::too_many_arguments)]
-async fn commit_steps(
-    mut tx: Tx,
-    row: &RotationRow,
-    job: &Job,
-    owner: &str,
-    done: &[(&str, String)],
-    next: &str,
-    status: &str,
-    payload: Option<&Value>,
-    now: i64,
-) -> Result<Next, RotationError> {
-    if !queue::advance(&mut tx, &job.id, owner, next, payload, now).await? {
-        return Ok(Next::Lost);
-    }
-    let mut r = row.clone();
-    for (name, detail) in done {
-        record_step(&mut tx, &r, name, "done", detail, status, now).await?;
-        r = by_id(&mut tx, &row.id).await?.unwrap_or(r);
-    }
-    tx.commit().await?;
-    Ok(Next::Continue)
 }
 
 /// Records `name` done and moves the job to `next`, with whatever the
@@ -695,20 +667,81 @@ async fn retire(
         None => "nothing to retire".to_string(),
     };
     let now = core.now();
-    let mut tx = core.db.begin_write().await?;
-    slots::retire_previous(&mut tx, &conn.id, now).await?;
-    let mut r = row.clone();
-    if let Some(c) = cutover {
-        record_step(&mut tx, &r, "cutover", "done", &c, "running", now).await?;
-        r = by_id(&mut tx, &row.id).await?.unwrap_or(r);
+    let s = Owned::of(core, row, job, owner, conn);
+    grouped(core, move |tx| {
+        Box::pin(async move {
+            if !queue::finish(tx, &s.job.id, &s.owner, DONE, now).await? {
+                return Err(RotationError::LeaseLost);
+            }
+            slots::retire_previous(tx, &s.conn.id, now).await?;
+            let mut r = s.row.clone();
+            if let Some(c) = cutover {
+                record_step(tx, &r, "cutover", "done", &c, "running", now).await?;
+                r = by_id(tx, &s.row.id).await?.unwrap_or(r);
+            }
+            record_step(tx, &r, "retire", "done", &detail, "completed", now).await?;
+            finish(tx, &s.row, "completed", None, now).await?;
+            Ok(Next::Ended)
+        })
+    })
+    .await
+}
+
+/// What a step's closure owns (the writer runs it later, on its task).
+struct Owned {
+    core: Core,
+    row: RotationRow,
+    job: Job,
+    owner: String,
+    conn: Connection,
+}
+
+impl Owned {
+    fn of(core: &Core, row: &RotationRow, job: &Job, owner: &str, conn: &Connection) -> Owned {
+        Owned {
+            core: core.clone(),
+            row: row.clone(),
+            job: job.clone(),
+            owner: owner.to_string(),
+            conn: conn.clone(),
+        }
     }
-    record_step(&mut tx, &r, "retire", "done", &detail, "completed", now).await?;
-    finish(&mut tx, row, "completed", None, now).await?;
-    if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
-        return Ok(Next::Lost);
+}
+
+/// Runs a step's writes in the group-commit writer: the steps of many
+/// rotations at once share one commit (every commit is an fsync on
+/// SQLite), each in a savepoint of its own. A lost lease rolls the step's
+/// writes back.
+async fn grouped<F>(core: &Core, f: F) -> Result<Next, RotationError>
+where
+    F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<Next, RotationError>> + Send + 'static,
+{
+    match core.writer.run(f).await? {
+        Err(RotationError::LeaseLost) => Ok(Next::Lost),
+        other => other,
     }
-    tx.commit().await?;
-    Ok(Next::Ended)
+}
+
+/// Records `done` steps and moves the job to `next`, in the caller's
+/// transaction; a lost lease is an error, so the writes roll back.
+async fn steps_in(
+    tx: &mut Tx,
+    s: &Owned,
+    done: &[(&str, String)],
+    next: &str,
+    status: &str,
+    payload: Option<&Value>,
+    now: i64,
+) -> Result<Next, RotationError> {
+    if !queue::advance(tx, &s.job.id, &s.owner, next, payload, now).await? {
+        return Err(RotationError::LeaseLost);
+    }
+    let mut r = s.row.clone();
+    for (name, detail) in done {
+        record_step(tx, &r, name, "done", detail, status, now).await?;
+        r = by_id(tx, &s.row.id).await?.unwrap_or(r);
+    }
+    Ok(Next::Continue)
 }
 
 /// The job's payload with `extra`'s fields set (steps add to it; what the
