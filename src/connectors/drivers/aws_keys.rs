@@ -115,7 +115,7 @@ impl Driver for AwsAccessKeys {
             let a = Iam::of(t).await?;
             let (iam, user) = (a.client(t), &a.user);
             let listed = iam
-                .list_access_keys(&user)
+                .list_access_keys(user)
                 .await
                 .map_err(|e| format!("iam:ListAccessKeys on {user} ({}): {e}", t.actor()))?;
             if listed.len() >= 2 {
@@ -151,14 +151,14 @@ impl Driver for AwsAccessKeys {
             let (iam, user) = (a.client(t), &a.user);
             let current = id(t.current);
             let mut cleaned = Vec::new();
-            for stray in iam.list_access_keys(&user).await.map_err(err)? {
+            for stray in iam.list_access_keys(user).await.map_err(err)? {
                 if stray.id != current {
-                    iam.delete_access_key(&user, &stray.id).await.map_err(err)?;
+                    iam.delete_access_key(user, &stray.id).await.map_err(err)?;
                     cleaned.push(stray.id);
                 }
             }
             let (key_id, secret) = iam
-                .create_access_key(&user)
+                .create_access_key(user)
                 .await
                 .map_err(|e| format!("iam:CreateAccessKey for {user}: {e}"))?;
             let mut stored = new.clone();
@@ -266,13 +266,13 @@ impl Driver for AwsAccessKeys {
                 return Ok("no previous key to remove".into());
             }
             // Deactivated first: were deleting to fail, the key is off.
-            match iam.update_access_key(&user, &old_id, "Inactive").await {
+            match iam.update_access_key(user, &old_id, "Inactive").await {
                 Err(e) if e.code() == Some("NoSuchEntity") => {
                     return Ok(format!("the access key {old_id} was already deleted"))
                 }
                 other => other.map_err(err)?,
             }
-            match iam.delete_access_key(&user, &old_id).await {
+            match iam.delete_access_key(user, &old_id).await {
                 Err(e) if e.code() != Some("NoSuchEntity") => Err(err(e)),
                 _ => Ok(format!(
                     "access key {old_id} of {user} deactivated and deleted"
@@ -291,7 +291,7 @@ impl Driver for AwsAccessKeys {
             let a = Iam::of(t).await?;
             let (iam, user) = (a.client(t), &a.user);
             let new_id = id(new);
-            match iam.delete_access_key(&user, &new_id).await {
+            match iam.delete_access_key(user, &new_id).await {
                 Err(e) if e.code() != Some("NoSuchEntity") => Err(err(e)),
                 _ => Ok(format!("access key {new_id} deleted")),
             }
