@@ -2,7 +2,8 @@
 //! campaign jobs (leased, so several instances share the work and a killed
 //! one's campaigns are taken over) and moves every open item one step:
 //!
-//! - a pending connection item starts its rotation (at most [`PER_HOST`]
+//! - a pending connection item starts its rotation (at most [`PER_HOST`],
+//!   [`PER_DATABASE_HOST`] for databases,
 //!   acting at a time per provider host), or adopts the one it started
 //!   before a crash, so no target is rotated twice by one campaign;
 //! - an item under way follows its rotation: promoted → `done`,
@@ -29,8 +30,20 @@ use crate::state::Core;
 use crate::store::sql::{exec_args, Arg};
 use crate::{exec, fetch_optional};
 
-/// Items acting at once per provider host (a database server, an API).
-pub const PER_HOST: usize = 64;
+/// Items acting at once per provider host (an API, a Redis server). Each
+/// holds at most one connection to the target at a time.
+pub const PER_HOST: usize = 128;
+/// The same for database servers, whose connection limits are small
+/// (PostgreSQL's `max_connections` is 100 by default): a campaign must not
+/// take a database's last connections from the applications that use it.
+pub const PER_DATABASE_HOST: usize = 16;
+
+fn per_host(kind: Option<&str>) -> usize {
+    match kind {
+        Some("postgres" | "mysql" | "redshift" | "snowflake") => PER_DATABASE_HOST,
+        _ => PER_HOST,
+    }
+}
 const LEASE_MS: i64 = 120_000;
 /// How soon a campaign with open items looks again.
 const AGAIN_MS: i64 = 1_000;
@@ -81,7 +94,7 @@ async fn pass(core: &Core, job: &Job, owner: &str) -> Result<(), IncidentError> 
     for item in all.into_iter().filter(|i| !i.settled()) {
         let gate = gates
             .entry(item.host.clone().unwrap_or_default())
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_HOST)))
+            .or_insert_with(|| Arc::new(Semaphore::new(per_host(item.kind.as_deref()))))
             .clone();
         let (core, row, by_n, owner) = (core.clone(), row.clone(), by_n.clone(), owner.to_string());
         set.spawn(async move {
