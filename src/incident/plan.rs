@@ -146,7 +146,7 @@ pub async fn plan(
                 host: Some(kind.clone()),
                 after_n: None,
                 detail: format!(
-                    "the operator rotates the client secret of OAuth client {client_id} in the provider's developer console, then stores it: rekey connector configure --kind {kind} --client-id {client_id} --client-secret-stdin"
+                    "the operator rotates the client secret of OAuth client {client_id} in the provider's developer console, then stores it: rekey connector configure {kind} --client-id {client_id} --client-secret-stdin"
                 ),
             });
         }

@@ -15,7 +15,7 @@
 use serde_json::{json, Value};
 
 use super::{
-    by_id, finish, insert, record_step, record_step_with, NewRotation, RotationError, RotationRow,
+    finish, insert, record_step, record_step_with, NewRotation, RotationError, RotationRow,
     RotationView, StartRequest, Started,
 };
 use crate::audit::Actor;
@@ -92,7 +92,6 @@ pub(super) async fn start(
         )
         .await?;
         let mut tx = core.db.begin_write().await?;
-        let row = by_id(&mut tx, &row.id).await?.unwrap_or(row);
         let revoked = note.unwrap_or_else(|| "the grant was revoked at the provider".into());
         record_step(
             &mut tx,
@@ -104,7 +103,6 @@ pub(super) async fn start(
             now,
         )
         .await?;
-        let row = by_id(&mut tx, &row.id).await?.unwrap_or(row);
         exec!(
             &mut tx,
             "UPDATE connections SET status = 'needs_reauth', status_reason = 'rotation: re-authorize' WHERE id = $1",
@@ -124,7 +122,6 @@ pub(super) async fn start(
         tx.commit().await?;
     } else {
         let mut tx = core.db.begin_write().await?;
-        let row = by_id(&mut tx, &row.id).await?.unwrap_or(row);
         record_runbook(&mut tx, &row, &method.runbook, &[], now).await?;
         tx.commit().await?;
     }

@@ -755,15 +755,46 @@ pub(crate) async fn record_step_with(
     now: i64,
     extra: Value,
 ) -> Result<(), RotationError> {
-    let mut steps: Vec<Value> = serde_json::from_str(&row.steps).unwrap_or_default();
-    // A step run again after a crash replaces its earlier record.
-    steps.retain(|s| s["name"] != step);
     let mut entry =
         json!({"name": step, "status": step_status, "at": rfc3339(now), "detail": detail});
     if let (Value::Object(e), Value::Object(x)) = (&mut entry, extra) {
         e.extend(x);
     }
-    steps.push(entry);
+    record_entries(tx, row, vec![entry], status, now).await
+}
+
+/// Records several steps `done` in one update of the rotation (steps that
+/// share a commit), each audited.
+pub(crate) async fn record_steps(
+    tx: &mut Tx,
+    row: &RotationRow,
+    done: &[(&str, String)],
+    status: &str,
+    now: i64,
+) -> Result<(), RotationError> {
+    let entries = done
+        .iter()
+        .map(|(name, detail)| json!({"name": name, "status": "done", "at": rfc3339(now), "detail": detail}))
+        .collect();
+    record_entries(tx, row, entries, status, now).await
+}
+
+async fn record_entries(
+    tx: &mut Tx,
+    row: &RotationRow,
+    entries: Vec<Value>,
+    status: &str,
+    now: i64,
+) -> Result<(), RotationError> {
+    // The row as it is now in this transaction: an earlier step of the
+    // same commit may have written it.
+    let current = by_id(tx, &row.id).await?.unwrap_or_else(|| row.clone());
+    let mut steps: Vec<Value> = serde_json::from_str(&current.steps).unwrap_or_default();
+    for entry in &entries {
+        // A step run again after a crash replaces its earlier record.
+        steps.retain(|s| s["name"] != entry["name"]);
+        steps.push(entry.clone());
+    }
     exec!(
         tx,
         "UPDATE rotations SET steps = $1, status = $2 WHERE id = $3",
@@ -771,18 +802,21 @@ pub(crate) async fn record_step_with(
         status,
         &row.id
     )?;
-    audit::record(
-        tx,
-        now,
-        &Actor::new("rotation".to_string(), None),
-        Event {
-            org_id: Some(&row.org_id),
-            action: "rotation.step",
-            target: Some(&row.id),
-            detail: json!({"step": step, "status": step_status, "detail": detail}),
-        },
-    )
-    .await?;
+    let actor = Actor::new("rotation".to_string(), None);
+    for entry in entries {
+        audit::record(
+            tx,
+            now,
+            &actor,
+            Event {
+                org_id: Some(&row.org_id),
+                action: "rotation.step",
+                target: Some(&row.id),
+                detail: json!({"step": entry["name"], "status": entry["status"], "detail": entry["detail"]}),
+            },
+        )
+        .await?;
+    }
     Ok(())
 }
 

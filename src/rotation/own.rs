@@ -151,7 +151,6 @@ pub(super) async fn start(
         now,
     )
     .await?;
-    let row = super::by_id(&mut tx, &row.id).await?.unwrap_or(row);
     let applied = if req.cutover_window_ms > 0 {
         format!(
             "a new secret was issued; the previous one works until {}",
@@ -161,7 +160,6 @@ pub(super) async fn start(
         "a new secret was issued; the previous one stopped working".to_string()
     };
     record_step(&mut tx, &row, "apply", "done", &applied, "running", now).await?;
-    let row = super::by_id(&mut tx, &row.id).await?.unwrap_or(row);
     if verified {
         let status = if req.cutover_window_ms > 0 {
             "waiting_cutover"

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{by_id, finish, record_step, RotationError, RotationRow, JOB_KIND};
+use super::{by_id, finish, record_step, record_steps, RotationError, RotationRow, JOB_KIND};
 use crate::connectors::connections::{self, Connection};
 use crate::connectors::drivers::{self, Admin, Driver, Target};
 use crate::connectors::probe::{self, Verdict};
@@ -674,12 +674,12 @@ async fn retire(
                 return Err(RotationError::LeaseLost);
             }
             slots::retire_previous(tx, &s.conn.id, now).await?;
-            let mut r = s.row.clone();
+            let mut done = Vec::with_capacity(2);
             if let Some(c) = cutover {
-                record_step(tx, &r, "cutover", "done", &c, "running", now).await?;
-                r = by_id(tx, &s.row.id).await?.unwrap_or(r);
+                done.push(("cutover", c));
             }
-            record_step(tx, &r, "retire", "done", &detail, "completed", now).await?;
+            done.push(("retire", detail));
+            record_steps(tx, &s.row, &done, "completed", now).await?;
             finish(tx, &s.row, "completed", None, now).await?;
             Ok(Next::Ended)
         })
@@ -736,11 +736,7 @@ async fn steps_in(
     if !queue::advance(tx, &s.job.id, &s.owner, next, payload, now).await? {
         return Err(RotationError::LeaseLost);
     }
-    let mut r = s.row.clone();
-    for (name, detail) in done {
-        record_step(tx, &r, name, "done", detail, status, now).await?;
-        r = by_id(tx, &s.row.id).await?.unwrap_or(r);
-    }
+    record_steps(tx, &s.row, done, status, now).await?;
     Ok(Next::Continue)
 }
 
