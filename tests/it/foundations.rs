@@ -18,14 +18,11 @@ dual!(
             "--org",
             "acme",
             "--kind",
-            "s3",
+            "segment",
             "--name",
             "lake",
-            "--setting",
-            "bucket=data-lake",
-            "--setting",
-            "region=eu-west-1",
         ]);
+        // Segment's write keys can only send events: no request checks one.
         let v = env.json_stdin(
             &[
                 "connection",
@@ -35,12 +32,10 @@ dual!(
                 "--name",
                 "lake",
                 "--field",
-                "access_key_id",
-                "--field",
-                "secret_access_key",
+                "write_key",
                 "--value-stdin",
             ],
-            "AKIAIOSFODNN7EXAMPLE\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+            "a-segment-write-key-0001",
         );
         assert_eq!(v["last_test"]["outcome"], "unverified", "{v}");
         assert_eq!(v["last_test"]["ok"], false);

@@ -581,7 +581,10 @@ dual!(
             return;
         };
         // a `rekey` OAuth connection to a second rekey server (the provider)
-        let p = crate::connections::pair(&env, "1h", &[("REKEY_JOBS_INTERVAL", "1s")]).await;
+        // (the consumer server runs no jobs: the CLI below runs the campaign
+        // with the public URL the provider calls back, and no other
+        // instance may start its rotations first)
+        let p = crate::connections::pair(&env, "1h", &[("REKEY_JOBS_INTERVAL", "0")]).await;
         let c = crate::connections::authorize(&env, &p, "authorize").await;
         assert_eq!(c["status"], "connected");
         // an AWS-keys connection on moto_server
@@ -676,6 +679,8 @@ dual!(
             .unwrap()
             .status()
             .is_success());
+        // an instance that runs jobs finishes the campaign
+        let _runner = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
         let done = poll(&env, &["incident", "status", &id], |v| {
             v["status"] == "completed"
         })
