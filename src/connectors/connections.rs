@@ -46,8 +46,6 @@ pub struct Connection {
     pub refresh_due_at: Option<i64>,
     pub failures: i64,
     pub next_attempt_at: Option<i64>,
-    pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
     pub last_test_at: Option<i64>,
     pub last_test_ok: Option<bool>,
     pub last_test_message: Option<String>,
@@ -59,7 +57,7 @@ pub struct Connection {
 }
 
 pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints, client_id, \
-    has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, lease_owner, lease_until, last_test_at, \
+    has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, last_test_at, \
     last_test_ok, last_test_message, last_test_outcome, rotation_interval_ms, last_rotated_at, created_at, updated_at";
 
 pub fn credentials_place(id: &str) -> Place<'_> {
@@ -341,8 +339,6 @@ pub async fn create(
         refresh_due_at: None,
         failures: 0,
         next_attempt_at: None,
-        lease_owner: None,
-        lease_until: None,
         last_test_at: None,
         last_test_ok: None,
         last_test_message: None,
@@ -607,6 +603,9 @@ pub async fn put_credentials(
         now,
         &c.id
     )?;
+    if c.auth == "oauth2" {
+        super::refresh_jobs::schedule(tx, &c.id, refresh_due_at, now).await?;
+    }
     Ok(())
 }
 

@@ -15,36 +15,20 @@ use crate::audit::Actor;
 use crate::exec;
 use crate::state::Core;
 
-const LEASE_MS: i64 = 60_000;
-
 /// This process's name in leases.
 pub fn instance_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| format!("instance-{}", crate::store::new_id()))
 }
 
-/// Takes the connection's lease (or renews our own). True when we hold it.
+/// Takes the connection's refresh lock (its refresh job's lease), or
+/// renews our own. True when we hold it.
 pub async fn acquire_lease(core: &Core, id: &str, owner: &str) -> Result<bool, ConnectorError> {
-    let now = core.now();
-    let mut tx = core.db.begin_write().await?;
-    let n = exec!(
-        &mut tx,
-        "UPDATE connections SET lease_owner = $1, lease_until = $2
-         WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1)",
-        owner,
-        now + LEASE_MS,
-        id,
-        now
-    )?;
-    tx.commit().await?;
-    Ok(n == 1)
+    super::refresh_jobs::lock(core, id, owner).await
 }
 
 pub async fn release_lease(core: &Core, id: &str, owner: &str) -> Result<(), ConnectorError> {
-    let mut tx = core.db.begin_write().await?;
-    exec!(&mut tx, "UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2", id, owner)?;
-    tx.commit().await?;
-    Ok(())
+    super::refresh_jobs::release(core, owner, &[id.to_string()]).await
 }
 
 /// What a refresh attempt came to.

@@ -14,6 +14,7 @@ pub mod mint;
 pub mod oauth_client;
 pub mod probe;
 pub mod provider_clients;
+pub mod refresh_jobs;
 pub mod service_keys;
 pub mod shapes;
 pub mod slots;
