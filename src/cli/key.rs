@@ -64,18 +64,16 @@ pub async fn run(core: &Core, out: &Out, cmd: KeyCmd) -> anyhow::Result<ExitCode
             key,
             rotation_interval,
         } => {
-            let o = orgs::find_in(&core.db, &key.org).await?;
-            let ms = Some(rotation_interval.ms()).filter(|ms| *ms > 0);
-            let row = crate::rotation::age::set_interval(
+            use crate::rotation::age::Own;
+            super::rotate::schedule_own(
                 core,
-                &actor,
-                &o.id,
-                crate::rotation::age::Own::Key,
+                out,
+                &key.org,
+                Own::Key,
                 &key.name,
-                ms,
+                rotation_interval,
             )
             .await?;
-            out.emit(&row, super::rotate::describe_schedule);
         }
         KeyCmd::Reset { key, overlap } => {
             let o = orgs::find_in(&core.db, &key.org).await?;

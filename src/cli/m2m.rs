@@ -147,18 +147,16 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
             client,
             rotation_interval,
         } => {
-            let o = orgs::find_in(&core.db, &client.org).await?;
-            let ms = Some(rotation_interval.ms()).filter(|ms| *ms > 0);
-            let row = crate::rotation::age::set_interval(
+            use crate::rotation::age::Own;
+            super::rotate::schedule_own(
                 core,
-                &actor,
-                &o.id,
-                crate::rotation::age::Own::M2m,
+                out,
+                &client.org,
+                Own::M2m,
                 &client.name,
-                ms,
+                rotation_interval,
             )
             .await?;
-            out.emit(&row, super::rotate::describe_schedule);
         }
     }
     Ok(ExitCode::SUCCESS)

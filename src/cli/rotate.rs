@@ -206,6 +206,23 @@ pub async fn run(core: &Core, out: &Out, cmd: RotationCmd) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// `key|m2m update --rotation-interval` (0 turns the schedule off).
+pub(super) async fn schedule_own(
+    core: &Core,
+    out: &Out,
+    org: &str,
+    what: crate::rotation::age::Own,
+    name: &str,
+    interval: crate::config::Dur,
+) -> anyhow::Result<()> {
+    let o = orgs::find_in(&core.db, org).await?;
+    let ms = Some(interval.ms()).filter(|ms| *ms > 0);
+    let row =
+        crate::rotation::age::set_interval(core, &Actor::cli(), &o.id, what, name, ms).await?;
+    out.emit(&row, describe_schedule);
+    Ok(())
+}
+
 /// One line for a credential's schedule (`key|m2m update`).
 pub(super) fn describe_schedule(r: &crate::rotation::age::AgeRow) -> String {
     match &r.next_due_at {

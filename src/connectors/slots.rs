@@ -160,14 +160,7 @@ pub async fn write(
     creds: &Map<String, Value>,
     now: i64,
 ) -> Result<i64, ConnectorError> {
-    sealed::put(
-        tx,
-        &core.keyring,
-        slot.place(connection_id),
-        Value::Object(creds.clone()).to_string().as_bytes(),
-        now,
-    )
-    .await?;
+    refill(tx, core, connection_id, slot, creds, now).await?;
     let version = next_version(tx, connection_id).await?;
     upsert(tx, connection_id, slot, version, now).await?;
     Ok(version)
