@@ -133,8 +133,17 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
         IncidentCmd::BlastRadius(a) => return blast_radius(core, out, &actor, a).await,
         IncidentCmd::Report { id, format } => {
             let f: incident::Format = format.parse()?;
-            // The report is its own format: printed as it is, --json or not.
-            print!("{}", incident::report(core, &asker, &id, f).await?);
+            let text = incident::report(core, &asker, &id, f).await?;
+            if out.json && f != incident::Format::Json {
+                // --json is one JSON document on stdout, whatever the format.
+                out.emit(
+                    &serde_json::json!({"id": id, "format": format, "report": text}),
+                    |_| String::new(),
+                );
+            } else {
+                // The report is a document of its own: printed as it is.
+                print!("{text}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@
 use super::ConnectorError;
 use crate::exec;
 use crate::state::Core;
-use crate::store::sql::{exec_args, Arg};
+use crate::store::sql::{exec_args, param_list, Arg};
 use crate::store::Tx;
 
 pub const KIND: &str = "refresh";
@@ -76,10 +76,7 @@ pub async fn release(
     connection_ids: &[String],
 ) -> Result<(), ConnectorError> {
     for chunk in connection_ids.chunks(500) {
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = param_list(3, chunk.len());
         let sql = format!(
             "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $2,
                 next_run_at = COALESCE((

@@ -15,6 +15,7 @@ use crate::audit::{self, Actor, Event};
 use crate::clock::rfc3339;
 use crate::connectors::connections;
 use crate::connectors::slots::{self, Slot};
+use crate::oauth::grants::cut_off;
 use crate::state::Core;
 use crate::{fetch_all, fetch_optional};
 
@@ -113,10 +114,6 @@ struct TokenRow {
     org_cutoff: Option<i64>,
 }
 
-fn cut(at: i64, cutoffs: &[Option<i64>]) -> bool {
-    cutoffs.iter().flatten().any(|c| at < *c)
-}
-
 pub async fn look_up(core: &Core, actor: &Actor, q: Query) -> Result<Radius, IncidentError> {
     let now = core.now();
     let (digest, r) = match q {
@@ -128,7 +125,7 @@ pub async fn look_up(core: &Core, actor: &Actor, q: Query) -> Result<Radius, Inc
             let digest = core.pepper.digest(&v);
             let r = match by_digest(core, &digest, now).await? {
                 Some(r) => Some(r),
-                None => held(core, &v, now).await?,
+                None => held(core, &v).await?,
             };
             (Some(digest), r)
         }
@@ -159,13 +156,7 @@ pub async fn look_up(core: &Core, actor: &Actor, q: Query) -> Result<Radius, Inc
         }
         Query::Connection { org_id, name } => {
             let c = connections::find_in(&core.db, &org_id, &name).await?;
-            let creds = slots::read(&mut core.db.read().await?, core, &c.id, Slot::Current)
-                .await?
-                .unwrap_or_default();
-            (
-                None,
-                Some(connection_answer(core, &c, "current", &creds, now).await?),
-            )
+            (None, Some(connection_answer(core, &c, "current").await?))
         }
     };
     // Every look-up is audited; a value's only trace is its digest prefix.
@@ -210,7 +201,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
         let live = k.revoked_at.is_none()
             && k.expires_at.is_none_or(|t| t > now)
             && (!previous || k.prev_expires_at.is_some_and(|t| t > now))
-            && !cut(k.created_at, &[k.org_cutoff]);
+            && !cut_off(k.created_at, &[k.org_cutoff]);
         let cmd = format!("rekey key revoke --org {} --name {}", k.slug, k.name);
         return Ok(Some(Radius {
             found: true,
@@ -316,7 +307,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
             && t.grant_revoked_at.is_none()
             && t.expires_at > now
             && (t.kind == "access_token" || t.used_at.is_none())
-            && !cut(t.issued_at, &[t.client_cutoff, t.org_cutoff]);
+            && !cut_off(t.issued_at, &[t.client_cutoff, t.org_cutoff]);
         let (cmd, revoke) = match &t.grant_id {
             Some(g) if t.client_kind == "app" => (
                 format!(
@@ -394,7 +385,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
 
 /// A value held as (part of) a connection credential: every sealed slot
 /// opened and each field compared in constant time.
-async fn held(core: &Core, v: &str, now: i64) -> Result<Option<Radius>, IncidentError> {
+async fn held(core: &Core, v: &str) -> Result<Option<Radius>, IncidentError> {
     let ids = fetch_all!(
         &mut core.db.read().await?,
         (String, String),
@@ -418,9 +409,7 @@ async fn held(core: &Core, v: &str, now: i64) -> Result<Option<Radius>, Incident
             });
         if hit {
             let conn = connections::get(&mut core.db.read().await?, &id).await?;
-            return Ok(Some(
-                connection_answer(core, &conn, &slot, &creds, now).await?,
-            ));
+            return Ok(Some(connection_answer(core, &conn, &slot).await?));
         }
     }
     Ok(None)
@@ -430,8 +419,6 @@ async fn connection_answer(
     core: &Core,
     c: &connections::Connection,
     slot: &str,
-    _creds: &serde_json::Map<String, Value>,
-    _now: i64,
 ) -> Result<Radius, IncidentError> {
     let org = crate::identity::orgs::find_in(&core.db, &c.org_id).await?;
     let readers = slots::readers(&mut core.db.read().await?, &c.id).await?;

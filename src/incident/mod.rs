@@ -344,10 +344,29 @@ pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, I
         ),
         org
     )?;
+    // Every listed campaign's items in one query, not one per campaign.
+    let all = fetch_all!(
+        &mut c,
+        ItemRow,
+        &format!(
+            "SELECT {ITEM_COLS} FROM incident_items WHERE incident_id IN (
+               SELECT id FROM incidents WHERE ($1 = '' OR org_id = $1) ORDER BY started_at DESC LIMIT 200)
+             ORDER BY incident_id, n"
+        ),
+        org
+    )?;
+    drop(c);
+    let mut by_campaign: std::collections::HashMap<String, Vec<ItemRow>> = Default::default();
+    for i in all {
+        by_campaign
+            .entry(i.incident_id.clone())
+            .or_default()
+            .push(i);
+    }
     let orgs = slugs(core).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let its = items(&mut c, &r.id).await?;
+        let its = by_campaign.remove(&r.id).unwrap_or_default();
         let mut v = r.view(&its, &orgs);
         v.items.clear();
         out.push(v);

@@ -27,7 +27,7 @@ use crate::connectors::{connections, probe};
 use crate::jobs::queue::{self, Job, DONE};
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
 use crate::state::Core;
-use crate::store::sql::{exec_args, Arg};
+use crate::store::sql::{exec_args, param_list, Arg};
 use crate::{exec, fetch_optional};
 
 /// Items acting at once per provider host (an API, a Redis server). Each
@@ -234,10 +234,7 @@ async fn mark_acting(core: &Core, id: &str, ns: &[i64]) -> Result<(), IncidentEr
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     for chunk in ns.chunks(500) {
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = param_list(3, chunk.len());
         let sql = format!(
             "UPDATE incident_items SET status = 'acting', detail = 'starting its rotation', updated_at = $1
              WHERE incident_id = $2 AND status = 'pending' AND n IN ({list})"

@@ -93,6 +93,14 @@ pub fn placeholders(rows: usize, cols: usize) -> String {
     placeholders_from(1, rows, cols)
 }
 
+/// `$first, $first+1, …` (`n` of them), for `IN (…)` lists.
+pub fn param_list(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Like [`placeholders`], numbered from `$first`.
 pub fn placeholders_from(first: usize, rows: usize, cols: usize) -> String {
     (0..rows)

@@ -590,31 +590,7 @@ dual!(
         // an AWS-keys connection on moto_server
         let keys = moto.user_with_key("svc").await;
         moto.create_bucket(&keys, "rekey-bucket").await;
-        let mut args: Vec<String> = [
-            "connection",
-            "create",
-            "--org",
-            "acme",
-            "--kind",
-            "s3",
-            "--name",
-            "bucket",
-            "--setting",
-            "bucket=rekey-bucket",
-            "--setting",
-            "region=us-east-1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(moto.endpoint_flags());
-        env.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        set_credential(
-            &env,
-            "bucket",
-            &["access_key_id", "secret_access_key"],
-            &[&keys.id, &keys.secret],
-        );
+        moto.s3_connection(&env, &keys);
 
         // run from the CLI (which knows the public URL the provider calls back)
         // until only people's work is left

@@ -153,4 +153,34 @@ impl Moto {
             .map(|k| k.id)
             .collect()
     }
+
+    /// An `s3` connection `bucket` of org `acme` on this server (bucket
+    /// `rekey-bucket`), holding `keys`.
+    pub fn s3_connection(&self, env: &crate::harness::Env, keys: &Keys) {
+        let mut args: Vec<String> = [
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "s3",
+            "--name",
+            "bucket",
+            "--setting",
+            "bucket=rekey-bucket",
+            "--setting",
+            "region=us-east-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.endpoint_flags());
+        env.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        crate::harness::set_credential(
+            env,
+            "bucket",
+            &["access_key_id", "secret_access_key"],
+            &[&keys.id, &keys.secret],
+        );
+    }
 }

@@ -13,42 +13,7 @@ use crate::moto::Moto;
 /// Org `acme` with an `s3` connection `bucket` on moto, holding `keys`.
 fn s3_connection(env: &Env, moto: &Moto, keys: &Keys) {
     env.ok(&["org", "create", "acme"]);
-    let mut args = vec![
-        "connection",
-        "create",
-        "--org",
-        "acme",
-        "--kind",
-        "s3",
-        "--name",
-        "bucket",
-        "--setting",
-        "bucket=rekey-bucket",
-        "--setting",
-        "region=us-east-1",
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect::<Vec<_>>();
-    args.extend(moto.endpoint_flags());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    env.json(&args);
-    env.json_stdin(
-        &[
-            "connection",
-            "set-credential",
-            "--org",
-            "acme",
-            "--name",
-            "bucket",
-            "--field",
-            "access_key_id",
-            "--field",
-            "secret_access_key",
-            "--value-stdin",
-        ],
-        &format!("{}\n{}\n", keys.id, keys.secret),
-    );
+    moto.s3_connection(env, keys);
 }
 
 fn keys_of(v: &serde_json::Value) -> Keys {

@@ -91,13 +91,17 @@ pub fn slot_fingerprints(answer: &Value) -> Result<[Option<String>; 2], String> 
     Ok(out)
 }
 
-fn fingerprint_of(creds: &Map<String, Value>) -> Result<String, String> {
+/// The credential's private key (decrypted with its passphrase, if any).
+fn key_of(creds: &Map<String, Value>) -> Result<RsaPrivateKey, String> {
     let pass = creds
         .get("private_key_passphrase")
         .and_then(Value::as_str)
         .filter(|p| !p.is_empty());
-    let key = rsa_key(&text(creds, "private_key"), pass)?;
-    public_key_fingerprint(&key)
+    rsa_key(&text(creds, "private_key"), pass)
+}
+
+fn fingerprint_of(creds: &Map<String, Value>) -> Result<String, String> {
+    public_key_fingerprint(&key_of(creds)?)
 }
 
 /// The slot holding `fp`, if any.
@@ -110,11 +114,7 @@ async fn statement(t: &Target<'_>, sql: &str) -> Result<Value, String> {
     let (settings, creds) = t.acting(&[t.current]);
     let creds = creds[0];
     let account = text(settings, "account");
-    let pass = creds
-        .get("private_key_passphrase")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty());
-    let key = rsa_key(&text(creds, "private_key"), pass)?;
+    let key = key_of(creds)?;
     let jwt = snowflake_jwt(&account, &text(settings, "username"), &key, now_ms())?;
     let base = match t.endpoints.get("api_url").and_then(Value::as_str) {
         Some(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
@@ -226,7 +226,7 @@ impl Driver for SnowflakeKeyPair {
     ) -> BoxFut<'a, Result<Applied, String>> {
         Box::pin(async move {
             let user = text(t.settings, "username");
-            let key = rsa_key(&text(new, "private_key"), None)?;
+            let key = key_of(new)?;
             let fp = public_key_fingerprint(&key)?;
             let s = slots(t).await?;
             if let Some(i) = slot_of(&s, &fp) {
