@@ -299,9 +299,12 @@ async fn blast_radius(
         }
         s
     });
-    Ok(if r.found {
-        ExitCode::SUCCESS
+    if r.found {
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::from(1)
-    })
+        // A refused request: one line on stderr and exit 1 (with --json the
+        // answer is still the one document on stdout).
+        eprintln!("error: not issued or held by this rekey");
+        Ok(ExitCode::from(1))
+    }
 }
