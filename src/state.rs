@@ -61,6 +61,11 @@ pub struct CoreInner {
     /// Every outbound call to an address an admin typed goes through it.
     pub egress: crate::egress::Egress,
     pub config: Arc<Config>,
+    /// Woken when work for the jobs loop was just queued in this process
+    /// (a rotation or campaign started through the API): it runs at once
+    /// instead of at its next `jobs_interval` tick. Other instances still
+    /// find it on their tick.
+    pub work_due: tokio::sync::Notify,
 }
 
 /// Creates the data directory 0700 (it holds the database and the key
@@ -138,6 +143,7 @@ impl Core {
                     clock,
                     egress,
                     config: Arc::new(config),
+                    work_due: tokio::sync::Notify::new(),
                 }),
             },
             source,

@@ -513,6 +513,7 @@ pub async fn start(
             }
         }
     }
+    core.work_due.notify_one();
     let view = get(core, &Asker::Operator, &id).await?;
     Ok(Started::Campaign(Box::new(view), secrets))
 }

@@ -35,22 +35,28 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
     }
     let due = core.config.jobs_interval.0;
     if !due.is_zero() {
-        jobs.push(every(core.clone(), stop.clone(), due, "jobs", |core| {
-            Box::pin(async move {
-                let started = crate::rotation::start_due(&core)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let owner = crate::connectors::credentials::instance_id();
-                // Campaigns first: they start the rotations this pass runs.
-                let campaigns = crate::incident::run_due(&core, owner)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let ran = crate::rotation::run_due(&core, owner)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((started + campaigns + ran) as u64)
-            })
-        }));
+        jobs.push(every_or_woken(
+            core.clone(),
+            stop.clone(),
+            due,
+            "jobs",
+            |core| {
+                Box::pin(async move {
+                    let started = crate::rotation::start_due(&core)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let owner = crate::connectors::credentials::instance_id();
+                    // Campaigns first: they start the rotations this pass runs.
+                    let campaigns = crate::incident::run_due(&core, owner)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let ran = crate::rotation::run_due(&core, owner)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((started + campaigns + ran) as u64)
+                })
+            },
+        ));
     }
     jobs.extend([
         every(
@@ -113,10 +119,32 @@ type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, 
 
 fn every(
     core: Core,
+    stop: watch::Receiver<bool>,
+    period: Duration,
+    name: &'static str,
+    job: fn(Core) -> JobFuture,
+) -> JoinHandle<()> {
+    run_loop(core, stop, period, name, job, false)
+}
+
+/// [`every`], also run as soon as `Core::work_due` is notified.
+fn every_or_woken(
+    core: Core,
+    stop: watch::Receiver<bool>,
+    period: Duration,
+    name: &'static str,
+    job: fn(Core) -> JobFuture,
+) -> JoinHandle<()> {
+    run_loop(core, stop, period, name, job, true)
+}
+
+fn run_loop(
+    core: Core,
     mut stop: watch::Receiver<bool>,
     period: Duration,
     name: &'static str,
     job: fn(Core) -> JobFuture,
+    wakes: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -124,6 +152,7 @@ fn every(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = core.work_due.notified(), if wakes => {}
                 _ = stop.changed() => {
                     // one last run so nothing noted in memory is lost
                     let _ = job(core.clone()).await;

@@ -20,6 +20,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::store::sql::Arg;
 use crate::store::{new_id, AsEx, Db, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -341,6 +342,29 @@ pub async fn cancel(tx: &mut Tx, id: &str, now: i64) -> Result<bool, StoreError>
         id
     )?;
     Ok(n == 1)
+}
+
+/// [`cancel`], unless the job is at one of the `busy` steps (work that,
+/// once begun, must run to its end); `Ok(false)` then, or when the job has
+/// ended. One conditional update, so a step that a worker takes meanwhile
+/// is seen (the row lock orders the two on PostgreSQL).
+pub async fn cancel_unless_at(
+    tx: &mut Tx,
+    id: &str,
+    busy: &[&str],
+    now: i64,
+) -> Result<bool, StoreError> {
+    if busy.is_empty() {
+        return cancel(tx, id, now).await;
+    }
+    let sql = format!(
+        "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = $1
+         WHERE id = $2 AND state IN ('queued', 'running', 'dead') AND step NOT IN ({})",
+        crate::store::sql::param_list(3, busy.len())
+    );
+    let mut args = vec![Arg::Int(now), Arg::Text(id.to_string())];
+    args.extend(busy.iter().map(|s| Arg::Text(s.to_string())));
+    Ok(crate::store::sql::exec_args(tx, &sql, args).await? == 1)
 }
 
 /// Delay before retry number `attempts`: 5 s doubling to at most 15 min,

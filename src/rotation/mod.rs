@@ -393,6 +393,7 @@ pub async fn start(
         },
     )
     .await?;
+    core.work_due.notify_one();
     Ok(Started::Rotation(Box::new(row.view())))
 }
 
@@ -597,9 +598,31 @@ pub async fn cancel(
             row.status
         )));
     }
-    queue::cancel(&mut tx, &row.job_id, now).await?;
-    // A pending credential that was never promoted is dropped; the target
-    // may hold it too, which the audit event says.
+    // Between the write-ahead and the promotion the target may already
+    // hold the new credential while `current` is still the old one: on a
+    // one-password target (PostgreSQL, MariaDB) dropping the pending one
+    // then would leave a credential that nothing stored opens. Those steps
+    // run to their end — the verify promotes, or rolls back and fails.
+    const BUSY: [&str; 3] = ["apply", "verify", "promote"];
+    let busy: &[&str] = if row.target_type == "connection" {
+        &BUSY
+    } else {
+        &[]
+    };
+    if !queue::cancel_unless_at(&mut tx, &row.job_id, busy, now).await? {
+        if let Some(job) = queue::get(&mut tx, &row.job_id).await? {
+            if busy.contains(&job.step.as_str())
+                && [queue::QUEUED, queue::RUNNING].contains(&job.state.as_str())
+            {
+                return Err(RotationError::Invalid(format!(
+                    "rotation {id} is changing the target (step {}): it cannot be cancelled until the new credential is verified and promoted, or rolled back; cancel it in its cut-over, or retry it if it fails",
+                    job.step
+                )));
+            }
+        }
+    }
+    // A pending credential that was never promoted is dropped (before the
+    // apply step the target never saw it).
     let pending = crate::connectors::slots::list(&mut tx, &row.target_id)
         .await?
         .iter()

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{by_id, finish, record_step, record_steps, RotationError, RotationRow, JOB_KIND};
 use crate::connectors::connections::{self, Connection};
-use crate::connectors::drivers::{self, Admin, Driver, Target};
+use crate::connectors::drivers::{self, Admin, Driver, Since, Target};
 use crate::connectors::probe::{self, Verdict};
 use crate::connectors::slots::{self, Slot};
 use crate::exec;
@@ -19,8 +19,12 @@ use crate::store::Tx;
 const LEASE_MS: i64 = 60_000;
 
 enum Next {
-    /// The step committed; go on with the job's new step.
-    Continue,
+    /// The step committed and moved the job to `step` (with `payload`
+    /// when the step set one): go on from there without reading it back.
+    Continue {
+        step: String,
+        payload: Option<Value>,
+    },
     /// Nothing to do until then (cut-over window).
     WaitUntil(i64),
     /// The rotation ended (completed, failed, cancelled).
@@ -35,41 +39,50 @@ enum Next {
 
 /// Rotations run at once by one instance.
 const PARALLEL: usize = 64;
-/// Batches claimed in one pass of the jobs loop before it yields.
-const MAX_BATCHES: usize = 50;
+/// Most rotations one pass of the jobs loop takes before it yields.
+const MAX_PER_PASS: usize = 3_200;
 
-/// Claims due rotation jobs and runs them, many at once, batch after batch
-/// while there are more (the server's jobs loop).
+/// Claims due rotation jobs and runs them, many at once: as rotations end,
+/// more are claimed (a quarter of the slots at a time, so that claims stay
+/// batched), until none are due (the server's jobs loop).
 pub async fn run_due(core: &Core, owner: &str) -> Result<usize, RotationError> {
     let mut total = 0;
-    for _ in 0..MAX_BATCHES {
-        let jobs = queue::claim(
-            &core.db,
-            JOB_KIND,
-            owner,
-            LEASE_MS,
-            PARALLEL as i64,
-            core.now(),
-        )
-        .await?;
-        let n = jobs.len();
-        let mut set = tokio::task::JoinSet::new();
-        for job in jobs {
-            let core = core.clone();
-            let owner = owner.to_string();
-            set.spawn(async move {
-                if let Err(e) = run_job(&core, job, &owner).await {
-                    tracing::warn!(error = %e, "rotation step failed");
+    let mut set = tokio::task::JoinSet::new();
+    let mut more = true;
+    let mut failed = None;
+    loop {
+        if more && set.len() <= PARALLEL * 3 / 4 && total < MAX_PER_PASS {
+            let want = PARALLEL - set.len();
+            match queue::claim(&core.db, JOB_KIND, owner, LEASE_MS, want as i64, core.now()).await {
+                Ok(jobs) => {
+                    more = jobs.len() == want;
+                    total += jobs.len();
+                    for job in jobs {
+                        let core = core.clone();
+                        let owner = owner.to_string();
+                        set.spawn(async move {
+                            if let Err(e) = run_job(&core, job, &owner).await {
+                                tracing::warn!(error = %e, "rotation step failed");
+                            }
+                        });
+                    }
                 }
-            });
+                // Let what runs finish (dropping the set would abort it
+                // mid-step), then report.
+                Err(e) => {
+                    more = false;
+                    failed = Some(e);
+                }
+            }
         }
-        while set.join_next().await.is_some() {}
-        total += n;
-        if n < PARALLEL {
+        if set.join_next().await.is_none() && (!more || total >= MAX_PER_PASS) {
             break;
         }
     }
-    Ok(total)
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(total),
+    }
 }
 
 /// Runs rotation `id` from this process if its job is due and free (the
@@ -96,31 +109,35 @@ pub async fn drive(core: &Core, id: &str, owner: &str) -> Result<bool, RotationE
 }
 
 async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationError> {
+    // The row's fields a step uses do not change while it runs; a cancel
+    // meanwhile takes the lease, which the next step's commit notices.
+    let Some(row) = by_id(&mut core.db.read().await?, &job.subject).await? else {
+        let mut tx = core.db.begin_write().await?;
+        queue::finish(&mut tx, &job.id, owner, queue::CANCELLED, core.now()).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    if row.finished_at.is_some() {
+        let mut tx = core.db.begin_write().await?;
+        queue::finish(&mut tx, &job.id, owner, DONE, core.now()).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let mut ctx = None;
     loop {
-        let Some(row) = by_id(&mut core.db.read().await?, &job.subject).await? else {
-            let mut tx = core.db.begin_write().await?;
-            queue::finish(&mut tx, &job.id, owner, queue::CANCELLED, core.now()).await?;
-            tx.commit().await?;
-            return Ok(());
-        };
-        if row.finished_at.is_some() {
-            let mut tx = core.db.begin_write().await?;
-            queue::finish(&mut tx, &job.id, owner, DONE, core.now()).await?;
-            tx.commit().await?;
-            return Ok(());
-        }
         let step = job.step.clone();
-        let next = match step_once(core, &row, &job, owner).await {
+        let next = match step_once(core, &row, &job, owner, &mut ctx).await {
             Ok(n) => n,
             Err(e) => Next::Retry(e.to_string()),
         };
         match next {
-            Next::Continue => {
+            Next::Continue { step: to, payload } => {
                 pause_for_crash_tests(&step).await;
-                // The step committed the job's next step and payload.
-                match queue::get(&mut core.db.read().await?, &job.id).await? {
-                    Some(j) => job = j,
-                    None => return Ok(()),
+                // What the step's commit wrote to the job, kept here.
+                job.step = to;
+                job.attempts = 0;
+                if let Some(p) = payload {
+                    job.payload = p.to_string();
                 }
             }
             Next::WaitUntil(at) => {
@@ -131,9 +148,6 @@ async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationE
             Next::Retry(msg) => {
                 let now = core.now();
                 let state = queue::fail(&core.db, &job.id, owner, &msg, now).await?;
-                let row = by_id(&mut core.db.read().await?, &job.subject)
-                    .await?
-                    .unwrap_or(row);
                 let mut tx = core.db.begin_write().await?;
                 if state == Some(DEAD) {
                     fail_rotation(&mut tx, &row, &step, &msg, now).await?;
@@ -176,11 +190,106 @@ pub(super) async fn fail_rotation(
     Ok(())
 }
 
+/// What one run of a connection's rotation job keeps between its steps:
+/// read once, then kept in step with what each step commits (every read
+/// is a round trip, and at hundreds of rotations a second they count).
+struct Ctx {
+    conn: Connection,
+    driver: &'static dyn Driver,
+    /// The admin connection of `--rotate-with`: name, settings, credential.
+    via: Option<(String, Map<String, Value>, Map<String, Value>)>,
+    current: Map<String, Value>,
+    /// `None`: not known here yet (read it when needed).
+    pending: Option<Map<String, Value>>,
+    previous: Option<Option<Map<String, Value>>>,
+}
+
+impl Ctx {
+    /// Reads what the steps of `row`'s rotation need; `Err` with a message
+    /// when no driver rotates the connection's kind.
+    async fn load(
+        core: &Core,
+        row: &RotationRow,
+        job: &Job,
+    ) -> Result<Result<Ctx, String>, RotationError> {
+        let mut c = core.db.read().await?;
+        let conn = connections::get(&mut c, &row.target_id).await?;
+        let Some(driver) = drivers::for_kind(&conn.kind, &conn.auth) else {
+            return Ok(Err(format!(
+                "no driver rotates {} ({})",
+                conn.kind, conn.auth
+            )));
+        };
+        let current = slots::read(&mut c, core, &conn.id, Slot::Current)
+            .await?
+            .unwrap_or_default();
+        let via = match job.payload()["rotate_with"].as_str() {
+            Some(id) => {
+                let admin = connections::get(&mut c, id).await?;
+                let creds = slots::read(&mut c, core, &admin.id, Slot::Current)
+                    .await?
+                    .unwrap_or_default();
+                Some((admin.name.clone(), admin.settings(), creds))
+            }
+            None => None,
+        };
+        Ok(Ok(Ctx {
+            conn,
+            driver,
+            via,
+            current,
+            pending: None,
+            previous: None,
+        }))
+    }
+
+    async fn pending(&mut self, core: &Core) -> Result<Map<String, Value>, RotationError> {
+        if self.pending.is_none() {
+            self.pending = slots::read(
+                &mut core.db.read().await?,
+                core,
+                &self.conn.id,
+                Slot::Pending,
+            )
+            .await?;
+        }
+        self.pending
+            .clone()
+            .ok_or_else(|| RotationError::Invalid("the pending credential is missing".into()))
+    }
+
+    async fn previous(&mut self, core: &Core) -> Result<Option<Map<String, Value>>, RotationError> {
+        if self.previous.is_none() {
+            self.previous = Some(
+                slots::read(
+                    &mut core.db.read().await?,
+                    core,
+                    &self.conn.id,
+                    Slot::Previous,
+                )
+                .await?,
+            );
+        }
+        Ok(self.previous.clone().flatten())
+    }
+
+    /// `pending` became `current`, and `current` `previous`.
+    fn promoted(&mut self) {
+        if let Some(new) = self.pending.take() {
+            self.previous = Some(Some(std::mem::replace(&mut self.current, new)));
+        } else {
+            // Not known here: read again when needed.
+            self.previous = None;
+        }
+    }
+}
+
 async fn step_once(
     core: &Core,
     row: &RotationRow,
     job: &Job,
     owner: &str,
+    ctx: &mut Option<Ctx>,
 ) -> Result<Next, RotationError> {
     if row.target_type != "connection" {
         return own_step(core, row, job, owner).await;
@@ -198,29 +307,21 @@ async fn step_once(
         tx.commit().await?;
         return Ok(Next::Ended);
     }
-    let conn = connections::get(&mut core.db.read().await?, &row.target_id).await?;
-    let Some(driver) = drivers::for_kind(&conn.kind, &conn.auth) else {
-        return Ok(Next::Fail(format!(
-            "no driver rotates {} ({})",
-            conn.kind, conn.auth
-        )));
-    };
-    let settings = conn.settings();
-    let endpoints = conn.endpoints();
-    let current = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Current)
-        .await?
-        .unwrap_or_default();
-    // `--rotate-with`: the admin connection the change is made through.
-    let via = match job.payload()["rotate_with"].as_str() {
-        Some(id) => {
-            let admin = connections::get(&mut core.db.read().await?, id).await?;
-            let creds = slots::read(&mut core.db.read().await?, core, &admin.id, Slot::Current)
-                .await?
-                .unwrap_or_default();
-            Some((admin.name.clone(), admin.settings(), creds))
+    if ctx.is_none() {
+        match Ctx::load(core, row, job).await? {
+            Ok(c) => *ctx = Some(c),
+            Err(m) => return Ok(Next::Fail(m)),
         }
-        None => None,
+    }
+    let Some(ctx) = ctx.as_mut() else {
+        return Ok(Next::Fail(
+            "the rotation's connection could not be read".into(),
+        ));
     };
+    // The target's view, owned here so that `ctx` may change as steps commit.
+    let (conn, driver) = (ctx.conn.clone(), ctx.driver);
+    let (settings, endpoints, current) = (conn.settings(), conn.endpoints(), ctx.current.clone());
+    let via = ctx.via.clone();
     let target = Target {
         egress: &core.egress,
         settings: &settings,
@@ -235,46 +336,49 @@ async fn step_once(
     let dual = job.payload()["dual"].as_bool().unwrap_or(driver.dual());
     let now = core.now();
     match job.step.as_str() {
-        "check" => {
-            if let Err(m) = driver.check(&target).await {
-                return Ok(Next::Fail(m));
+        step @ ("check" | "write_ahead") => {
+            let mut done = Vec::with_capacity(2);
+            if step == "check" {
+                if let Err(m) = driver.check(&target).await {
+                    return Ok(Next::Fail(m));
+                }
+                // The check changed nothing: its record commits with the
+                // write-ahead, before anything changes at the target.
+                done.push((
+                    "check",
+                    format!("the change may be made {}", target.actor()),
+                ));
             }
-            // The check changed nothing: its record commits with the
-            // write-ahead, before anything changes at the target.
             let new = driver.create(&current);
-            let checked = format!("the change may be made {}", target.actor());
+            ctx.pending = Some(new.clone());
             let s = Owned::of(core, row, job, owner, &conn);
             grouped(core, move |tx| {
                 Box::pin(async move {
                     let version = write_ahead(tx, &s.core, &s.conn, &new, now).await?;
-                    let done = [
-                        ("check", checked),
-                        ("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes")),
-                    ];
-                    steps_in(tx, &s, &done, "apply", "running", None, now).await
-                })
-            })
-            .await
-        }
-        "write_ahead" => {
-            let new = driver.create(&current);
-            let s = Owned::of(core, row, job, owner, &conn);
-            grouped(core, move |tx| {
-                Box::pin(async move {
-                    let version = write_ahead(tx, &s.core, &s.conn, &new, now).await?;
-                    let done = [("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes"))];
+                    done.push(("write_ahead", format!("new credential sealed as pending (version {version}) before the target changes")));
                     steps_in(tx, &s, &done, "apply", "running", None, now).await
                 })
             })
             .await
         }
         "apply" => {
-            let pending = pending(core, &conn).await?;
+            let pending = ctx.pending(core).await?;
             match driver.apply(&target, &pending).await {
                 Ok(applied) => {
-                    let payload = applied
-                        .dual
-                        .map(|d| merged(&job.payload(), json!({ "dual": d })));
+                    // What only the target's answer tells, kept for the
+                    // steps after (and a resume elsewhere).
+                    let mut extra = Map::new();
+                    if let Some(d) = applied.dual {
+                        extra.insert("dual".into(), json!(d));
+                    }
+                    if let Some(m) = applied.mark.clone() {
+                        extra.insert("applied_mark".into(), m);
+                    }
+                    let payload =
+                        (!extra.is_empty()).then(|| merged(&job.payload(), Value::Object(extra)));
+                    if let Some(made) = &applied.credential {
+                        ctx.pending = Some(made.clone());
+                    }
                     let s = Owned::of(core, row, job, owner, &conn);
                     grouped(core, move |tx| {
                         Box::pin(async move {
@@ -294,10 +398,10 @@ async fn step_once(
                 Err(m) => Ok(Next::Retry(m)),
             }
         }
-        "verify" => verify(core, row, job, owner, driver, dual, &conn, &target).await,
+        "verify" => verify(core, row, job, owner, dual, ctx, &target).await,
         "promote" => {
             let s = Owned::of(core, row, job, owner, &conn);
-            grouped(core, move |tx| {
+            let next = grouped(core, move |tx| {
                 Box::pin(async move {
                     let (detail, status, payload) =
                         promote(tx, &s.core, &s.row, &s.job, dual, &s.conn, now).await?;
@@ -313,18 +417,14 @@ async fn step_once(
                     .await
                 })
             })
-            .await
+            .await?;
+            ctx.promoted();
+            Ok(next)
         }
-        "cutover" => cutover(core, row, job, owner, driver, dual, &conn, &target).await,
-        "retire" => retire(core, row, job, owner, driver, &conn, &target, None).await,
+        "cutover" => cutover(core, row, job, owner, dual, ctx, &target).await,
+        "retire" => retire(core, row, job, owner, ctx, &target, None).await,
         other => Ok(Next::Fail(format!("unknown step {other:?}"))),
     }
-}
-
-async fn pending(core: &Core, conn: &Connection) -> Result<Map<String, Value>, RotationError> {
-    slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Pending)
-        .await?
-        .ok_or_else(|| RotationError::Invalid("the pending credential is missing".into()))
 }
 
 /// The new credential must prove itself with the connection's own probe.
@@ -336,12 +436,12 @@ async fn verify(
     row: &RotationRow,
     job: &Job,
     owner: &str,
-    driver: &dyn Driver,
     dual: bool,
-    conn: &Connection,
+    ctx: &mut Ctx,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
-    let pending = pending(core, conn).await?;
+    let pending = ctx.pending(core).await?;
+    let (driver, conn) = (ctx.driver, &ctx.conn);
     let out = match driver.settle(target, &pending).await {
         Ok(()) => probe::run(core, conn, &pending).await,
         Err(m) => probe::Outcome::failed(m),
@@ -351,7 +451,7 @@ async fn verify(
         // Verified: promoted in the same commit.
         let s = Owned::of(core, row, job, owner, conn);
         let message = out.message.clone();
-        return grouped(core, move |tx| {
+        let next = grouped(core, move |tx| {
             Box::pin(async move {
                 let (detail, status, payload) =
                     promote(tx, &s.core, &s.row, &s.job, dual, &s.conn, now).await?;
@@ -359,16 +459,15 @@ async fn verify(
                 steps_in(tx, &s, &done, "cutover", status, Some(&payload), now).await
             })
         })
-        .await;
+        .await?;
+        ctx.promoted();
+        return Ok(next);
     }
     let why = match out.verdict {
         Verdict::Unverified => format!("the new credential cannot be verified ({}); a rotation only completes on a verified credential", out.message),
         _ => format!("the new credential failed its test: {}", out.message),
     };
-    let current = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Current)
-        .await?
-        .unwrap_or_default();
-    let rollback = match driver.rollback(target, &current, &pending).await {
+    let rollback = match driver.rollback(target, target.current, &pending).await {
         Ok(_) => {
             "it was removed at the target again; the current credential is unchanged".to_string()
         }
@@ -406,7 +505,10 @@ async fn commit_step(
     }
     record_step(&mut tx, row, name, "done", detail, status, now).await?;
     tx.commit().await?;
-    Ok(Next::Continue)
+    Ok(Next::Continue {
+        step: next.to_string(),
+        payload: payload.cloned(),
+    })
 }
 
 /// `REKEY_TEST_PAUSE_AFTER_STEP` (tests only): stop for good after each
@@ -485,9 +587,8 @@ async fn cutover(
     row: &RotationRow,
     job: &Job,
     owner: &str,
-    driver: &dyn Driver,
     dual: bool,
-    conn: &Connection,
+    ctx: &mut Ctx,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
     let now = core.now();
@@ -495,10 +596,10 @@ async fn cutover(
     let until = payload["cutover_until"].as_i64().unwrap_or(now);
     if !dual {
         let detail = "one credential at a time: nothing to wait for".to_string();
-        return retire(core, row, job, owner, driver, conn, target, Some(detail)).await;
+        return retire(core, row, job, owner, ctx, target, Some(detail)).await;
     }
     let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
-    let behind: Vec<slots::Reader> = slots::readers(&mut core.db.read().await?, &conn.id)
+    let behind: Vec<slots::Reader> = slots::readers(&mut core.db.read().await?, &ctx.conn.id)
         .await?
         .into_iter()
         .filter(|r| r.version < version)
@@ -517,18 +618,16 @@ async fn cutover(
             )
         })
         .collect::<Vec<_>>();
-    // Where the target reports use of the old credential itself (AWS), a
-    // use after the promotion is a consumer that has not moved.
-    let promoted_at = payload["promoted_at"].as_i64().unwrap_or(0);
+    // Where the target itself reports who is still on the old credential
+    // (AWS: a use after the promotion; Redis: sessions opened before it).
+    let since = Since {
+        promoted_at: payload["promoted_at"].as_i64().unwrap_or(0),
+        mark: &payload["applied_mark"],
+    };
     let mut names = names;
-    if let Some(old) =
-        slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?
-    {
-        match driver.last_used(target, &old).await {
-            Ok(Some(u)) if u.at > promoted_at => {
-                names.push(format!("{} at {}", u.by, crate::clock::rfc3339(u.at)))
-            }
-            Ok(_) => {}
+    if let Some(old) = ctx.previous(core).await? {
+        match ctx.driver.still_on_old(target, &old, &since).await {
+            Ok(found) => names.extend(found),
             // Not knowing is not a use: rekey's own view still holds.
             Err(e) => {
                 tracing::warn!(rotation = %row.id, error = %e, "the target's report of use is unavailable")
@@ -540,7 +639,7 @@ async fn cutover(
     if now >= until && behind.is_empty() && !target_behind {
         let detail =
             format!("the window has passed and every reader has moved to version {version}");
-        return retire(core, row, job, owner, driver, conn, target, Some(detail)).await;
+        return retire(core, row, job, owner, ctx, target, Some(detail)).await;
     }
     if now >= row.deadline_at {
         let mut tx = core.db.begin_write().await?;
@@ -653,21 +752,20 @@ async fn retire(
     row: &RotationRow,
     job: &Job,
     owner: &str,
-    driver: &dyn Driver,
-    conn: &Connection,
+    ctx: &mut Ctx,
     target: &Target<'_>,
     cutover: Option<String>,
 ) -> Result<Next, RotationError> {
-    let previous = slots::read(&mut core.db.read().await?, core, &conn.id, Slot::Previous).await?;
+    let previous = ctx.previous(core).await?;
     let detail = match &previous {
-        Some(old) => match driver.retire(target, old).await {
+        Some(old) => match ctx.driver.retire(target, old).await {
             Ok(d) => format!("the previous credential no longer works ({d})"),
             Err(m) => return Ok(Next::Retry(m)),
         },
         None => "nothing to retire".to_string(),
     };
     let now = core.now();
-    let s = Owned::of(core, row, job, owner, conn);
+    let s = Owned::of(core, row, job, owner, &ctx.conn);
     grouped(core, move |tx| {
         Box::pin(async move {
             if !queue::finish(tx, &s.job.id, &s.owner, DONE, now).await? {
@@ -737,7 +835,10 @@ async fn steps_in(
         return Err(RotationError::LeaseLost);
     }
     record_steps(tx, &s.row, done, status, now).await?;
-    Ok(Next::Continue)
+    Ok(Next::Continue {
+        step: next.to_string(),
+        payload: payload.cloned(),
+    })
 }
 
 /// The job's payload with `extra`'s fields set (steps add to it; what the

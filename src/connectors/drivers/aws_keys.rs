@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Applied, BoxFut, Driver, Target, TargetUse};
+use super::{Applied, BoxFut, Driver, Since, Target};
 use crate::connectors::aws::{self, AwsError, Client, Endpoints, Keys};
 
 pub struct AwsAccessKeys;
@@ -175,6 +175,7 @@ impl Driver for AwsAccessKeys {
                 ));
             }
             Ok(Applied {
+                mark: None,
                 detail,
                 credential: Some(stored),
                 dual: None,
@@ -216,11 +217,12 @@ impl Driver for AwsAccessKeys {
         })
     }
 
-    fn last_used<'a>(
+    fn still_on_old<'a>(
         &'a self,
         t: &'a Target<'a>,
         old: &'a Map<String, Value>,
-    ) -> BoxFut<'a, Result<Option<TargetUse>, String>> {
+        since: &'a Since<'a>,
+    ) -> BoxFut<'a, Result<Vec<String>, String>> {
         Box::pin(async move {
             let ep = Endpoints::of(t.settings, t.endpoints);
             let k = acting_keys(t)?;
@@ -230,26 +232,27 @@ impl Driver for AwsAccessKeys {
                 keys: &k,
             };
             let old_id = id(old);
-            Ok(iam
-                .access_key_last_used(&old_id)
-                .await
-                .map_err(err)?
-                .map(|u| TargetUse {
-                    at: u.at,
-                    by: format!(
-                        "AWS reports {old_id} used by {} in {}",
-                        if u.service.is_empty() {
-                            "a service"
+            let used = iam.access_key_last_used(&old_id).await.map_err(err)?;
+            // A use after the promotion is a consumer that has not moved.
+            Ok(used
+                .filter(|u| u.at > since.promoted_at)
+                .map(|u| {
+                    let or = |s: &str, none: &str| {
+                        if s.is_empty() {
+                            none.to_string()
                         } else {
-                            &u.service
-                        },
-                        if u.region.is_empty() {
-                            "a region"
-                        } else {
-                            &u.region
+                            s.to_string()
                         }
-                    ),
-                }))
+                    };
+                    format!(
+                        "AWS reports {old_id} used by {} in {} at {}",
+                        or(&u.service, "a service"),
+                        or(&u.region, "a region"),
+                        crate::clock::rfc3339(u.at)
+                    )
+                })
+                .into_iter()
+                .collect())
         })
     }
 

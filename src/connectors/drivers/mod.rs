@@ -65,11 +65,14 @@ impl Target<'_> {
 /// credential when only the target could make it (AWS returns the secret
 /// of a key it created), which replaces the pending one in the same commit;
 /// and whether the old credential keeps working beside it, when only the
-/// target's version tells (MySQL 8.0.14+ keeps a retained password).
+/// target's version tells (MySQL 8.0.14+ keeps a retained password);
+/// and a mark of the moment of the change in the target's own terms, kept
+/// for [`Driver::still_on_old`] (Redis: the client id at the change).
 pub struct Applied {
     pub detail: String,
     pub credential: Option<Map<String, Value>>,
     pub dual: Option<bool>,
+    pub mark: Option<Value>,
 }
 
 impl From<String> for Applied {
@@ -78,15 +81,17 @@ impl From<String> for Applied {
             detail,
             credential: None,
             dual: None,
+            mark: None,
         }
     }
 }
 
-/// A use of the old credential the target itself reports (AWS
-/// `GetAccessKeyLastUsed`): who, and when (ms since the epoch).
-pub struct TargetUse {
-    pub at: i64,
-    pub by: String,
+/// When the cut-over asks who is still on the old credential: the
+/// promotion (rekey's clock) and the mark `apply` left (`Value::Null`
+/// when it left none).
+pub struct Since<'a> {
+    pub promoted_at: i64,
+    pub mark: &'a Value,
 }
 
 pub trait Driver: Send + Sync {
@@ -122,14 +127,18 @@ pub trait Driver: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    /// The last use of `old` the target reports, where it reports one.
-    fn last_used<'a>(
+    /// Consumers the target itself reports still on `old` since the
+    /// change, each named for a person (AWS: a use after the promotion;
+    /// Redis: sessions opened before the new password existed); empty when
+    /// none, or where the target reports nothing.
+    fn still_on_old<'a>(
         &'a self,
         t: &'a Target<'a>,
         old: &'a Map<String, Value>,
-    ) -> BoxFut<'a, Result<Option<TargetUse>, String>> {
-        let _ = (t, old);
-        Box::pin(async { Ok(None) })
+        since: &'a Since<'a>,
+    ) -> BoxFut<'a, Result<Vec<String>, String>> {
+        let _ = (t, old, since);
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     /// Makes the target refuse `old`.

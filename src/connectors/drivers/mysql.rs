@@ -265,6 +265,7 @@ impl Driver for MySqlUser {
             };
             s.close().await;
             Ok(Applied {
+                mark: None,
                 detail,
                 credential: None,
                 dual: Some(dual),

@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{text, with_new_password, Applied, BoxFut, Driver, Target};
+use super::{text, with_new_password, Applied, BoxFut, Driver, Since, Target};
 use crate::connectors::probe::{redis_connect, redis_error};
 
 pub struct RedisAcl;
@@ -24,7 +24,15 @@ fn user(settings: &Map<String, Value>) -> String {
 /// `ACL SETUSER user >password` (add) or `<password` (remove). Redis's
 /// error messages quote the modifier, password and all: it is masked
 /// before the message goes anywhere (rotation steps, the audit log).
-async fn setuser(t: &Target<'_>, op: char, password: &str) -> Result<String, String> {
+/// Returns the detail and, when `mark`, the acting session's client id:
+/// Redis numbers sessions in the order they open, so one numbered below it
+/// was opened before the change.
+async fn setuser(
+    t: &Target<'_>,
+    op: char,
+    password: &str,
+    mark: bool,
+) -> Result<(String, Option<i64>), String> {
     let u = user(t.settings);
     let mask = |m: String| {
         if password.is_empty() {
@@ -44,8 +52,30 @@ async fn setuser(t: &Target<'_>, op: char, password: &str) -> Result<String, Str
         .query_async::<()>(&mut con)
         .await
         .map_err(|e| mask(redis_error(&e)))?;
-    Ok(format!("ACL SETUSER {u} {op}******** done"))
+    let detail = format!("ACL SETUSER {u} {op}******** done");
+    if !mark {
+        return Ok((detail, None));
+    }
+    // HELLO needs no ACL permission (CLIENT ID does) and names the session.
+    let hello: std::collections::HashMap<String, redis::Value> = redis::cmd("HELLO")
+        .arg(2)
+        .query_async(&mut con)
+        .await
+        .map_err(|e| redis_error(&e))?;
+    let id = match hello.get("id") {
+        Some(redis::Value::Int(id)) => Some(*id),
+        _ => None,
+    };
+    Ok((detail, id))
 }
+
+/// One line of `CLIENT LIST`, as `field=value` pairs.
+fn client_fields(line: &str) -> std::collections::HashMap<&str, &str> {
+    line.split(' ').filter_map(|f| f.split_once('=')).collect()
+}
+
+/// Most sessions named one by one in a rotation's record.
+const NAMED: usize = 5;
 
 impl Driver for RedisAcl {
     fn dual(&self) -> bool {
@@ -106,9 +136,66 @@ impl Driver for RedisAcl {
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<Applied, String>> {
         Box::pin(async move {
-            setuser(t, '>', &text(new, "password"))
+            let (detail, id) = setuser(t, '>', &text(new, "password"), true).await?;
+            Ok(Applied {
+                mark: id.map(|id| serde_json::json!({ "client_id": id })),
+                ..Applied::from(detail)
+            })
+        })
+    }
+
+    /// Sessions of the user still open that were opened before the new
+    /// password existed, so with the old one (`CLIENT LIST`: Redis numbers
+    /// sessions in order). Removing a password does not close them, but
+    /// their owner reconnects with what it holds: it has not moved yet.
+    /// Reading the list takes `+client|list` for whoever acts.
+    fn still_on_old<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        _old: &'a Map<String, Value>,
+        since: &'a Since<'a>,
+    ) -> BoxFut<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let Some(before) = since.mark["client_id"].as_i64().filter(|id| *id > 0) else {
+                return Ok(Vec::new());
+            };
+            let u = user(t.settings);
+            let (settings, creds) = t.acting(&[t.current]);
+            let mut con = redis_connect(t.egress, settings, creds[0]).await?;
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut con)
                 .await
-                .map(Applied::from)
+                .map_err(|e| {
+                    format!(
+                        "Redis's session list is not readable by {} ({}); grant it +client|list, or rotate through an admin connection",
+                        user(settings),
+                        redis_error(&e)
+                    )
+                })?;
+            let old: Vec<String> = list
+                .lines()
+                .map(client_fields)
+                .filter(|f| f.get("user") == Some(&u.as_str()))
+                .filter(|f| {
+                    f.get("id")
+                        .and_then(|id| id.parse::<i64>().ok())
+                        .is_some_and(|id| id < before)
+                })
+                .map(|f| {
+                    format!(
+                        "Redis session {} of {u} from {} (open {} s, since before the new password)",
+                        f.get("id").unwrap_or(&"?"),
+                        f.get("addr").unwrap_or(&"?"),
+                        f.get("age").unwrap_or(&"?"),
+                    )
+                })
+                .collect();
+            let mut named: Vec<String> = old.iter().take(NAMED).cloned().collect();
+            if old.len() > NAMED {
+                named.push(format!("{} more sessions of {u}", old.len() - NAMED));
+            }
+            Ok(named)
         })
     }
 
@@ -118,7 +205,10 @@ impl Driver for RedisAcl {
         old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
         Box::pin(async move {
-            match setuser(t, '<', &text(old, "password")).await {
+            match setuser(t, '<', &text(old, "password"), false)
+                .await
+                .map(|(d, _)| d)
+            {
                 // Already removed (the step ran before a crash): done.
                 Err(e) if e.contains("does not exist") => Ok(format!(
                     "the old password of {} was already removed",
