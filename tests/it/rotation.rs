@@ -1161,3 +1161,105 @@ async fn two_instances_run_each_rotation_once() {
         assert_eq!(n, Some(1), "{user}: {info:?}");
     }
 }
+
+dual!(
+    redis_sessions_opened_before_the_change_hold_the_cut_over,
+    |env| {
+        let old = "the-old-password-0011";
+        let Some(user) = redis_world(&env, old, true).await else {
+            return;
+        };
+        // the user may read the session list (Redis reports who is on)
+        let admin = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+        let mut a = admin.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user)
+            .arg("+client|list")
+            .query_async(&mut a)
+            .await
+            .unwrap();
+        // a consumer with a session opened on the old password
+        let url = format!("redis://{user}:{old}@127.0.0.1:6379/");
+        let consumer = redis::Client::open(url.as_str()).unwrap();
+        let mut session = consumer.get_multiplexed_async_connection().await.unwrap();
+        let _: String = redis::cmd("PING").query_async(&mut session).await.unwrap();
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--cutover-window",
+            "0s",
+            "--deadline",
+            "1h",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        // the window is zero, yet it waits: Redis reports the session
+        let names_session = |v: &Value| {
+            v["steps"].as_array().is_some_and(|s| {
+                s.iter().any(|s| {
+                    s["name"] == "cutover"
+                        && s["detail"].as_str().unwrap_or("").contains("Redis session")
+                })
+            })
+        };
+        let v = poll(&env, &["rotation", "show", &id], names_session).await;
+        assert!(
+            names_session(&v),
+            "the cut-over did not name the session: {v}"
+        );
+        assert_eq!(v["status"], "waiting_cutover", "{v}");
+        assert!(logs_in(&user, old).await, "both passwords work meanwhile");
+        // the consumer closes its session: the next look retires the old one
+        drop(session);
+        drop(consumer);
+        env.advance(Duration::from_secs(31));
+        wait_for_status(&env, &id, "completed").await;
+        assert!(!logs_in(&user, old).await);
+    }
+);
+
+dual!(a_rotation_changing_its_target_cannot_be_cancelled, |env| {
+    let old = "the-old-password-0012";
+    let Some(user) = redis_world(&env, old, true).await else {
+        return;
+    };
+    let v = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--cutover-window",
+        "0s",
+    ]);
+    let id = v["id"].as_str().unwrap().to_string();
+    // the server commits the check and the write-ahead, then stops
+    // holding the job: its next step changes the target
+    let mut srv = env.serve_with(&[
+        ("REKEY_JOBS_INTERVAL", "1s"),
+        ("REKEY_TEST_PAUSE_AFTER_STEP", "1"),
+    ]);
+    let v = poll(&env, &["rotation", "show", &id], |v| {
+        v["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "write_ahead"))
+    })
+    .await;
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(2), "{v}");
+    let out = env.run(&["rotation", "cancel", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("changing the target"), "{err}");
+    assert_eq!(env.json(&["rotation", "show", &id])["status"], "running");
+    // it runs to its end on the next instance, and works
+    let _ = srv.child.kill();
+    let _ = srv.child.wait();
+    env.advance(Duration::from_secs(61));
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    wait_for_status(&env, &id, "completed").await;
+    assert!(!logs_in(&user, old).await);
+});
