@@ -190,14 +190,16 @@ pub(super) async fn fail_rotation(
     Ok(())
 }
 
+/// The admin connection of `--rotate-with`: name, settings, credential.
+type Via = (String, Map<String, Value>, Map<String, Value>);
+
 /// What one run of a connection's rotation job keeps between its steps:
 /// read once, then kept in step with what each step commits (every read
 /// is a round trip, and at hundreds of rotations a second they count).
 struct Ctx {
     conn: Connection,
     driver: &'static dyn Driver,
-    /// The admin connection of `--rotate-with`: name, settings, credential.
-    via: Option<(String, Map<String, Value>, Map<String, Value>)>,
+    via: Option<Via>,
     current: Map<String, Value>,
     /// `None`: not known here yet (read it when needed).
     pending: Option<Map<String, Value>>,
