@@ -717,6 +717,65 @@ pub async fn refresh_call(
     token_map(&body, Some(creds), core.now()).map_err(Failure::Refused)
 }
 
+/// Whether the provider accepts the OAuth client `conn` uses (its own, or
+/// the kind's the operator configured) — after its secret was rotated,
+/// before any connection depends on it. An authorization-code exchange
+/// with a made-up code: RFC 6749 §4.1.3 has the server authenticate the
+/// client before it looks at the code, so `invalid_grant` means the client
+/// was accepted, and `invalid_client` (or 401) that it was not; any other
+/// answer cannot tell.
+pub async fn probe_client(core: &Core, conn: &Connection) -> probe::Outcome {
+    let unverified = |m: String| probe::Outcome {
+        verdict: probe::Verdict::Unverified,
+        message: m,
+    };
+    let (method, spec) = match conn.method().and_then(|m| Ok((m, spec(m)?))) {
+        Ok(x) => x,
+        Err(e) => return probe::Outcome::failed(e.to_string()),
+    };
+    let ep = match endpoints(core, conn, method).await {
+        Ok(ep) => ep,
+        Err(e) => return unverified(format!("the token endpoint is unknown: {e}")),
+    };
+    let client = match core.db.read().await {
+        Ok(mut c) => provider_clients::resolve(&mut c, core, conn, ep.catalog_own).await,
+        Err(e) => return unverified(e.to_string()),
+    };
+    let (id, secret) = match client {
+        Ok(c) => c,
+        Err(e) => return probe::Outcome::failed(e.to_string()),
+    };
+    let made_up = format!("rekey-client-probe-{}", B64URL.encode(rand_bytes()));
+    let form = vec![
+        ("grant_type".to_string(), "authorization_code".to_string()),
+        ("code".to_string(), made_up),
+    ];
+    match token_request(
+        &core.egress,
+        &ep.token,
+        Some((spec.client_auth, &id, &secret)),
+        form,
+    )
+    .await
+    {
+        Err(Failure::InvalidGrant(m)) => probe::Outcome {
+            verdict: probe::Verdict::Ok,
+            message: format!(
+                "the provider accepted client {id} (it refused only a made-up code: {m})"
+            ),
+        },
+        Err(Failure::Refused(m)) if m.contains("invalid_client") || m.starts_with("HTTP 401") => {
+            probe::Outcome::failed(format!("the provider refuses client {id}: {m}"))
+        }
+        Err(Failure::Refused(m)) | Err(Failure::Unavailable { message: m, .. }) => {
+            unverified(format!("the provider's answer does not tell: {m}"))
+        }
+        Ok(_) => probe::Outcome::failed(
+            "the provider issued a token for a made-up code; it cannot be trusted to check clients",
+        ),
+    }
+}
+
 /// Revokes the grant at the provider (when it has a revocation endpoint),
 /// destroys the stored tokens, and marks the connection `disconnected`.
 pub async fn revoke(

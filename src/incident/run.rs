@@ -260,7 +260,7 @@ async fn step(
         return Ok(());
     }
     if item.target_type == "provider_client" {
-        return provider_client(core, row, item).await;
+        return provider_client(core, row, item, by_n).await;
     }
     if item.status == "pending" {
         if let Some(first) = blocked(item, by_n) {
@@ -436,6 +436,7 @@ async fn provider_client(
     core: &Core,
     row: &IncidentRow,
     item: &ItemRow,
+    by_n: &HashMap<i64, ItemRow>,
 ) -> Result<(), IncidentError> {
     let updated = fetch_optional!(
         &mut core.db.read().await?,
@@ -444,29 +445,56 @@ async fn provider_client(
         &item.target_id
     )?
     .map(|r| r.0);
-    let change = match updated {
-        Some(t) if t >= row.started_at => Change {
+    let waiting = |detail: String| Change {
+        status: "waiting_person",
+        detail,
+        waiting_on: Some("operator"),
+        rotation_id: None,
+        event: Some("incident.item_waiting"),
+    };
+    let Some(t) = updated.filter(|t| *t >= row.started_at) else {
+        let detail = item.detail.clone().unwrap_or_default();
+        return record(core, item, waiting(detail)).await;
+    };
+    let stored = format!(
+        "the operator stored a new client secret for {} ({})",
+        item.target_name,
+        crate::clock::rfc3339(t)
+    );
+    // Probed at the provider through one of the connections that wait on
+    // it (the token endpoint may depend on a connection's settings).
+    let waiter = by_n
+        .values()
+        .find(|i| i.after_n == Some(item.n) && i.target_type == "connection");
+    let out = match waiter {
+        Some(w) => {
+            let conn = connections::get(&mut core.db.read().await?, &w.target_id).await?;
+            crate::connectors::oauth_client::probe_client(core, &conn).await
+        }
+        None => probe::Outcome {
+            verdict: probe::Verdict::Unverified,
+            message: "no connection in the campaign uses it".into(),
+        },
+    };
+    let change = match out.verdict {
+        probe::Verdict::Ok => Change {
             status: "verified",
-            detail: format!(
-                "the operator stored a new client secret for {} ({})",
-                item.target_name,
-                crate::clock::rfc3339(t)
-            ),
+            detail: format!("{stored}; {}", out.message),
             waiting_on: None,
             rotation_id: None,
             event: None,
         },
-        _ => Change {
-            status: "waiting_person",
-            detail: item
-                .detail
-                .clone()
-                .filter(|_| item.status != "pending")
-                .unwrap_or_else(|| item.detail.clone().unwrap_or_default()),
-            waiting_on: Some("operator"),
+        probe::Verdict::Unverified => Change {
+            status: "done",
+            detail: format!("{stored}; it cannot be verified by a request: {}", out.message),
+            waiting_on: None,
             rotation_id: None,
-            event: Some("incident.item_waiting"),
+            event: None,
         },
+        probe::Verdict::Failed => waiting(format!(
+            "{stored}, but {}; store the new one: rekey connector configure {} --client-id ID --client-secret-stdin",
+            out.message, item.target_name
+        )),
     };
     record(core, item, change).await
 }
