@@ -725,10 +725,7 @@ pub async fn refresh_call(
 /// was accepted, and `invalid_client` (or 401) that it was not; any other
 /// answer cannot tell.
 pub async fn probe_client(core: &Core, conn: &Connection) -> probe::Outcome {
-    let unverified = |m: String| probe::Outcome {
-        verdict: probe::Verdict::Unverified,
-        message: m,
-    };
+    let unverified = probe::Outcome::unverified;
     let (method, spec) = match conn.method().and_then(|m| Ok((m, spec(m)?))) {
         Ok(x) => x,
         Err(e) => return probe::Outcome::failed(e.to_string()),

@@ -58,6 +58,14 @@ impl Outcome {
         }
     }
 
+    /// Nothing could prove or disprove it, with the reason.
+    pub fn unverified(message: impl Into<String>) -> Outcome {
+        Outcome {
+            verdict: Verdict::Unverified,
+            message: message.into(),
+        }
+    }
+
     /// The credential was proven to work.
     pub fn ok(&self) -> bool {
         self.verdict == Verdict::Ok
@@ -144,13 +152,10 @@ impl Target<'_> {
             ProbeKind::Redis => redis_probe(egress, settings, creds).await,
             ProbeKind::Aws => aws_probe(egress, settings, self.endpoints, creds).await,
             ProbeKind::None => {
-                return Outcome {
-                    verdict: Verdict::Unverified,
-                    message: format!(
-                        "not verifiable by a request: {}",
-                        self.method.probe.note.clone().unwrap_or_default()
-                    ),
-                }
+                return Outcome::unverified(format!(
+                    "not verifiable by a request: {}",
+                    self.method.probe.note.clone().unwrap_or_default()
+                ))
             }
         };
         match r {

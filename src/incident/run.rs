@@ -471,10 +471,7 @@ async fn provider_client(
             let conn = connections::get(&mut core.db.read().await?, &w.target_id).await?;
             crate::connectors::oauth_client::probe_client(core, &conn).await
         }
-        None => probe::Outcome {
-            verdict: probe::Verdict::Unverified,
-            message: "no connection in the campaign uses it".into(),
-        },
+        None => probe::Outcome::unverified("no connection in the campaign uses it"),
     };
     let change = match out.verdict {
         probe::Verdict::Ok => Change {

@@ -31,11 +31,12 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                         .map_err(|e| e.to_string())
                 })
             },
+            false,
         ));
     }
     let due = core.config.jobs_interval.0;
     if !due.is_zero() {
-        jobs.push(every_or_woken(
+        jobs.push(every(
             core.clone(),
             stop.clone(),
             due,
@@ -56,6 +57,8 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                     Ok((started + campaigns + ran) as u64)
                 })
             },
+            // A rotation or campaign started here runs at once.
+            true,
         ));
     }
     jobs.extend([
@@ -73,6 +76,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                         .map_err(|e| e.to_string())
                 })
             },
+            false,
         ),
         every(
             core.clone(),
@@ -80,6 +84,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             Duration::from_secs(300),
             "janitor",
             |core| Box::pin(async move { janitor::sweep(&core).await.map_err(|e| e.to_string()) }),
+            false,
         ),
     ]);
     jobs
@@ -117,28 +122,9 @@ fn epoch_poller(core: Core, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
 
 type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
 
+/// Runs `job` every `period` until `stop`; when `wakes`, also as soon as
+/// `Core::work_due` is notified.
 fn every(
-    core: Core,
-    stop: watch::Receiver<bool>,
-    period: Duration,
-    name: &'static str,
-    job: fn(Core) -> JobFuture,
-) -> JoinHandle<()> {
-    run_loop(core, stop, period, name, job, false)
-}
-
-/// [`every`], also run as soon as `Core::work_due` is notified.
-fn every_or_woken(
-    core: Core,
-    stop: watch::Receiver<bool>,
-    period: Duration,
-    name: &'static str,
-    job: fn(Core) -> JobFuture,
-) -> JoinHandle<()> {
-    run_loop(core, stop, period, name, job, true)
-}
-
-fn run_loop(
     core: Core,
     mut stop: watch::Receiver<bool>,
     period: Duration,

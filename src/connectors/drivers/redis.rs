@@ -21,6 +21,16 @@ fn user(settings: &Map<String, Value>) -> String {
     }
 }
 
+/// A session as whoever acts on the user (itself, or the admin of
+/// `--rotate-with`), and that actor's user name.
+async fn acting_session(
+    t: &Target<'_>,
+) -> Result<(redis::aio::MultiplexedConnection, String), String> {
+    let (settings, creds) = t.acting(&[t.current]);
+    let con = redis_connect(t.egress, settings, creds[0]).await?;
+    Ok((con, user(settings)))
+}
+
 /// `ACL SETUSER user >password` (add) or `<password` (remove). Redis's
 /// error messages quote the modifier, password and all: it is masked
 /// before the message goes anywhere (rotation steps, the audit log).
@@ -41,10 +51,7 @@ async fn setuser(
             m.replace(password, "********")
         }
     };
-    let (settings, creds) = t.acting(&[t.current]);
-    let mut con = redis_connect(t.egress, settings, creds[0])
-        .await
-        .map_err(mask)?;
+    let (mut con, _) = acting_session(t).await.map_err(mask)?;
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&u)
@@ -95,9 +102,7 @@ impl Driver for RedisAcl {
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
             let u = user(t.settings);
-            let (settings, creds) = t.acting(&[t.current]);
-            let actor = user(settings);
-            let mut con = redis_connect(t.egress, settings, creds[0]).await?;
+            let (mut con, actor) = acting_session(t).await?;
             // Redis 7: would the acting user be allowed to change u's passwords?
             let r: Result<String, _> = redis::cmd("ACL")
                 .arg("DRYRUN")
@@ -160,16 +165,14 @@ impl Driver for RedisAcl {
                 return Ok(Vec::new());
             };
             let u = user(t.settings);
-            let (settings, creds) = t.acting(&[t.current]);
-            let mut con = redis_connect(t.egress, settings, creds[0]).await?;
+            let (mut con, actor) = acting_session(t).await?;
             let list: String = redis::cmd("CLIENT")
                 .arg("LIST")
                 .query_async(&mut con)
                 .await
                 .map_err(|e| {
                     format!(
-                        "Redis's session list is not readable by {} ({}); grant it +client|list, or rotate through an admin connection",
-                        user(settings),
+                        "Redis's session list is not readable by {actor} ({}); grant it +client|list, or rotate through an admin connection",
                         redis_error(&e)
                     )
                 })?;
