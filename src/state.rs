@@ -36,6 +36,18 @@ pub struct Core {
     inner: Arc<CoreInner>,
 }
 
+impl Core {
+    /// Where clients reach rekey (OAuth callbacks, the issuer): the
+    /// configured `public_url`, else the address this process's server
+    /// is bound to, else `http://{listen}` (a CLI command).
+    pub fn public_url(&self) -> String {
+        self.bound_url
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.config.public_url_configured())
+    }
+}
+
 impl std::ops::Deref for Core {
     type Target = CoreInner;
     fn deref(&self) -> &CoreInner {
@@ -66,6 +78,10 @@ pub struct CoreInner {
     /// instead of at its next `jobs_interval` tick. Other instances still
     /// find it on their tick.
     pub work_due: tokio::sync::Notify,
+    /// The public URL of this process's server, set once it is bound (so a
+    /// server on port 0 hands out callback URLs that work); see
+    /// [`Core::public_url`].
+    pub bound_url: std::sync::OnceLock<String>,
 }
 
 /// Creates the data directory 0700 (it holds the database and the key
@@ -144,6 +160,7 @@ impl Core {
                     egress,
                     config: Arc::new(config),
                     work_due: tokio::sync::Notify::new(),
+                    bound_url: std::sync::OnceLock::new(),
                 }),
             },
             source,

@@ -106,11 +106,6 @@ fn map(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
 
-/// The public URL the provider sends the browser back to.
-fn public_url(core: &Core) -> String {
-    core.config.public_url_configured()
-}
-
 pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<ExitCode> {
     let actor = Actor::cli();
     match cmd {
@@ -235,7 +230,7 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
         ConnectionCmd::Authorize(r) | ConnectionCmd::Reauthenticate(r) => {
             let o = orgs::find_in(&core.db, &r.org).await?;
             let (_, url) =
-                oauth_client::start(core, &actor, &o.id, &r.name, &public_url(core)).await?;
+                oauth_client::start(core, &actor, &o.id, &r.name, &core.public_url()).await?;
             out.emit(&json!({"authorize_url": url}), |_| {
                 format!("open this URL to authorize (valid for 10 minutes):\n{url}")
             });

@@ -72,6 +72,41 @@ pub fn render_url(
     template: &str,
     vars: &Vars<'_>,
 ) -> Result<Rendered, ConnectorError> {
+    let r = render_checked(kind, template, vars)?;
+    Ok(Rendered {
+        url: stand_in(r.url),
+        own: r.own,
+    })
+}
+
+/// Test builds only (`debug_assertions`): `REKEY_TEST_CATALOG_URLS` holds
+/// `FROM=TO` pairs (separated by spaces) that send a catalog URL starting
+/// with `FROM` to `TO` instead — a local stand-in for a provider whose host
+/// the catalog fixes, the only kind of host the operator's kind-wide OAuth
+/// client goes to. A release build ignores it: it would move where secrets
+/// are sent.
+fn stand_in(url: String) -> String {
+    if !cfg!(debug_assertions) {
+        return url;
+    }
+    let Ok(pairs) = std::env::var("REKEY_TEST_CATALOG_URLS") else {
+        return url;
+    };
+    for pair in pairs.split_whitespace() {
+        if let Some((from, to)) = pair.split_once('=') {
+            if let Some(rest) = url.strip_prefix(from) {
+                return format!("{to}{rest}");
+            }
+        }
+    }
+    url
+}
+
+fn render_checked(
+    kind: &Kind,
+    template: &str,
+    vars: &Vars<'_>,
+) -> Result<Rendered, ConnectorError> {
     let authority = template_authority(template);
     let refs = references(authority);
     let mut from_enum_only = true;

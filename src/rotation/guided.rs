@@ -83,14 +83,8 @@ pub(super) async fn start(
     if reauthorize {
         // The old grant goes first: the incident is that it may be known.
         let (_, note) = oauth_client::revoke(core, actor, org_id, &conn.id).await?;
-        let (_, url) = oauth_client::start(
-            core,
-            actor,
-            org_id,
-            &conn.id,
-            &core.config.public_url_configured(),
-        )
-        .await?;
+        let (_, url) =
+            oauth_client::start(core, actor, org_id, &conn.id, &core.public_url()).await?;
         let mut tx = core.db.begin_write().await?;
         let revoked = note.unwrap_or_else(|| "the grant was revoked at the provider".into());
         record_step(

@@ -627,20 +627,23 @@ async fn cutover(
         mark: &payload["applied_mark"],
     };
     let mut names = names;
+    // Not knowing is not a use: rekey's own view still decides, and the
+    // step says so (once per look, in the record, not the log).
+    let mut unknown = String::new();
     if let Some(old) = ctx.previous(core).await? {
         match ctx.driver.still_on_old(target, &old, &since).await {
             Ok(found) => names.extend(found),
-            // Not knowing is not a use: rekey's own view still holds.
             Err(e) => {
-                tracing::warn!(rotation = %row.id, error = %e, "the target's report of use is unavailable")
+                unknown = format!("; the target's own report of who still uses the old credential is unavailable ({e}), so rekey's readers decide");
             }
         }
     }
     let target_behind = names.len() > behind.len();
     let names = names.join(", ");
     if now >= until && behind.is_empty() && !target_behind {
-        let detail =
-            format!("the window has passed and every reader has moved to version {version}");
+        let detail = format!(
+            "the window has passed and every reader has moved to version {version}{unknown}"
+        );
         return retire(core, row, job, owner, ctx, target, Some(detail)).await;
     }
     if now >= row.deadline_at {
@@ -669,6 +672,7 @@ async fn cutover(
     } else {
         format!("waiting for readers still on the previous credential: {names}")
     };
+    let detail = detail + &unknown;
     let mut tx = core.db.begin_write().await?;
     record_step(
         &mut tx,

@@ -30,6 +30,8 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     let public_url: Arc<str> = core.config.public_url_for(bound).into();
+    // Jobs (a guided rotation's authorize URL) use it too.
+    let _ = core.bound_url.set(public_url.to_string());
     let state = AppState {
         core: core.clone(),
         metrics: Arc::new(crate::api::metrics::Metrics::new(&core.passwords.metrics)),

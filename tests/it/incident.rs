@@ -667,3 +667,245 @@ dual!(
         assert_eq!(show["status"], "connected");
     }
 );
+
+/// An org admin re-authorizes at `url` (which rekey gave) through the
+/// provider's pages at `provider`; rekey's callback stores the grant.
+async fn consent(provider: &str, url: &str) {
+    use crate::oauth_support::{browse, USER};
+    assert!(
+        url.starts_with(&format!("{provider}/oauth2/authorize")),
+        "{url}"
+    );
+    let back = browse(url, USER, PASSWORD, "allow").await.unwrap();
+    let page = client().get(back.as_str()).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("authorized"), "{page}");
+}
+
+/// Item number `n` of a campaign answer.
+fn item_n(v: &Value, n: u64) -> &Value {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["n"] == n)
+        .unwrap_or_else(|| panic!("no item {n}: {v}"))
+}
+
+dual!(
+    the_operators_client_is_rotated_and_probed_before_its_connections_reauthorize,
+    |env| {
+        use crate::oauth_support::USER;
+        // A second rekey stands in for Pipedrive: the catalog fixes its
+        // hosts, and only there does the operator's kind-wide client go.
+        let provider = Env::new(Engine::Sqlite).await.unwrap();
+        provider.ok(&["org", "create", "prov"]);
+        provider.json_stdin(
+            &[
+                "user",
+                "create",
+                "--org",
+                "prov",
+                "--email",
+                USER,
+                "--permission",
+                "read",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        );
+        let psrv = provider.serve();
+        let urls = format!(
+            "https://oauth.pipedrive.com/oauth/authorize={p}/oauth2/authorize \
+             https://oauth.pipedrive.com/oauth/token={p}/oauth2/token \
+             https://oauth.pipedrive.com/oauth/revoke={p}/oauth2/revoke \
+             https://api.pipedrive.com/v1/users/me={p}/v1/me",
+            p = psrv.url
+        );
+        env.org_with_admin("acme");
+        let csrv = env.serve_with(&[
+            ("REKEY_JOBS_INTERVAL", "1s"),
+            ("REKEY_KEEPER_INTERVAL", "0"),
+            ("REKEY_TEST_CATALOG_URLS", &urls),
+        ]);
+        let app = provider.json(&[
+            "app",
+            "create",
+            "--org",
+            "prov",
+            "--name",
+            "platform-pipedrive",
+            "--scope",
+            "read",
+            "--callback",
+            &format!("{}/oauth/callback", csrv.url),
+        ]);
+        let client_id = app["client_id"].as_str().unwrap().to_string();
+        let configure = |secret: &str| {
+            env.json_stdin(
+                &[
+                    "connector",
+                    "configure",
+                    "pipedrive",
+                    "--client-id",
+                    &client_id,
+                    "--client-secret-stdin",
+                ],
+                secret,
+            )
+        };
+        // before the breach: the operator's client, one connection on it
+        configure(app["client_secret"].as_str().unwrap());
+        connection(&env, "pipedrive", "deals", &[]);
+        let mut cmd = env.cmd();
+        cmd.env("REKEY_PUBLIC_URL", &csrv.url)
+            .env("REKEY_TEST_CATALOG_URLS", &urls)
+            .args([
+                "connection",
+                "authorize",
+                "--org",
+                "acme",
+                "--name",
+                "deals",
+                "--json",
+            ]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        consent(&psrv.url, v["authorize_url"].as_str().unwrap()).await;
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "deals"]);
+        assert_eq!(show["status"], "connected", "{show}");
+
+        // the plan: the operator's client first, the connection after it
+        let plan = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "Pipedrive breach",
+            "--scope",
+            "all",
+            "--dry-run",
+        ]);
+        let first = item_n(&plan, 1);
+        assert_eq!(first["target"]["type"], "provider_client", "{plan}");
+        assert_eq!(first["action"], "operator");
+        assert!(
+            first["detail"].as_str().unwrap().contains(&format!(
+                "rekey connector configure pipedrive --client-id {client_id}"
+            )),
+            "{plan}"
+        );
+        let deals = item(&plan, "deals");
+        assert_eq!(deals["action"], "reauthorize", "{plan}");
+        assert_eq!(deals["after"], 1, "{plan}");
+
+        let v = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "Pipedrive breach",
+            "--scope",
+            "all",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        let status = ["incident", "status", id.as_str()];
+        let s = poll(&env, &status, |v| {
+            item_n(v, 1)["status"] == "waiting_person"
+                && item(v, "deals")["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("waits for item 1"))
+        })
+        .await;
+        assert_eq!(item_n(&s, 1)["waiting_on"], "operator", "{s}");
+        let deals = item(&s, "deals");
+        assert_eq!(deals["status"], "pending", "{s}");
+        assert!(deals["rotation_id"].is_null(), "{s}");
+        assert!(
+            s["waiting"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["n"] == 1 && w["who"] == "operator"),
+            "{s}"
+        );
+        // the connection is untouched while the operator's client is old
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "deals"]);
+        assert_eq!(show["status"], "connected", "{show}");
+
+        // a secret the provider refuses keeps the item on the operator
+        configure("not-the-secret-the-provider-issued");
+        let s = poll(&env, &status, |v| {
+            item_n(v, 1)["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("stored a new client secret"))
+        })
+        .await;
+        let first = item_n(&s, 1);
+        assert_eq!(first["status"], "waiting_person", "{s}");
+        assert_eq!(first["waiting_on"], "operator", "{s}");
+        assert!(first["detail"].as_str().unwrap().contains(", but "), "{s}");
+        assert_eq!(item(&s, "deals")["status"], "pending", "{s}");
+
+        // the secret rotated in the provider's console passes the probe;
+        // then the grant is revoked there and an admin asked to re-authorize
+        let rotated = provider.json(&[
+            "app",
+            "regenerate-secret",
+            "--org",
+            "prov",
+            "--name",
+            "platform-pipedrive",
+        ]);
+        configure(rotated["client_secret"].as_str().unwrap());
+        let s = poll(&env, &status, |v| {
+            item(v, "deals")["status"] == "waiting_person"
+        })
+        .await;
+        let first = item_n(&s, 1);
+        assert_eq!(first["status"], "verified", "{s}");
+        assert!(first["verified_at"].is_string(), "{s}");
+        let deals = item(&s, "deals");
+        assert_eq!(deals["waiting_on"], "org_admins", "{s}");
+        let grants = provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "platform-pipedrive",
+        ]);
+        assert!(
+            grants
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["status"] == "Revoked"),
+            "{grants}"
+        );
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "deals"]);
+        assert_eq!(show["status"], "needs_reauth", "{show}");
+        let what = deals["detail"].as_str().unwrap();
+        let url = what
+            .strip_prefix("re-authorize at ")
+            .unwrap_or_else(|| panic!("{what}"));
+        assert!(url.contains(&client_id), "{url}");
+        consent(&psrv.url, url).await;
+
+        // the new grant (on the rotated client) is verified: campaign over
+        let done = poll(&env, &status, |v| v["status"] == "completed").await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(item(&done, "deals")["status"], "verified", "{done}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "deals"]);
+        assert_eq!(show["status"], "connected", "{show}");
+        let report: Value = serde_json::from_slice(
+            &env.run(&["incident", "report", &id, "--format", "json"])
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(item_n(&report, 1)["status"], "verified", "{report}");
+    }
+);
