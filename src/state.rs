@@ -78,6 +78,9 @@ pub struct CoreInner {
     /// instead of at its next `jobs_interval` tick. Other instances still
     /// find it on their tick.
     pub work_due: tokio::sync::Notify,
+    /// Rotations this process runs at once (`rotation::run_due` takes a
+    /// slot per claimed job; it frees as the rotation's run ends).
+    pub rotation_slots: Arc<tokio::sync::Semaphore>,
     /// The public URL of this process's server, set once it is bound (so a
     /// server on port 0 hands out callback URLs that work); see
     /// [`Core::public_url`].
@@ -160,6 +163,9 @@ impl Core {
                     egress,
                     config: Arc::new(config),
                     work_due: tokio::sync::Notify::new(),
+                    rotation_slots: Arc::new(tokio::sync::Semaphore::new(
+                        crate::rotation::limits::PARALLEL,
+                    )),
                     bound_url: std::sync::OnceLock::new(),
                 }),
             },

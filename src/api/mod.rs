@@ -250,6 +250,10 @@ pub fn router(state: AppState) -> Router {
             post(rotations::cancel),
         )
         .route(
+            "/api/v1/orgs/{org}/rotations/{id}/finish",
+            post(rotations::finish),
+        )
+        .route(
             "/api/v1/orgs/{org}/rotations/{id}/retry",
             post(rotations::retry),
         )

@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::apps::{body, org_for};
-use super::extract::AdminSession;
+use super::extract::{AdminSession, OptionalJson};
 use super::{ApiError, AppState};
 use crate::config::Dur;
+use crate::rotation::limits;
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
 
 impl From<RotationError> for ApiError {
@@ -95,8 +96,11 @@ pub async fn start(
         target,
         dry_run: b.dry_run,
         preflight: b.preflight,
-        cutover_window_ms: b.cutover_window.unwrap_or(Dur::secs(600)).ms(),
-        deadline_ms: b.deadline.unwrap_or(Dur::secs(86_400)).ms(),
+        cutover_window_ms: b
+            .cutover_window
+            .map(|d| d.ms())
+            .unwrap_or(limits::CUTOVER_WINDOW_MS),
+        deadline_ms: b.deadline.map(|d| d.ms()).unwrap_or(limits::DEADLINE_MS),
         rotate_with: b.rotate_with,
     };
     match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
@@ -148,6 +152,28 @@ pub async fn cancel(
     let o = org_for(&st, &admin, &org).await?;
     let row = rotation::cancel(&st.core, &admin.actor(), &o.id, &id).await?;
     Ok(Json(json!(row.view())))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FinishBody {
+    #[serde(default)]
+    now: bool,
+}
+
+/// `POST …/rotations/{id}/finish` `{"now": true}`: ends the cut-over; with
+/// `now` the previous credential is retired at once, and `breaks` names
+/// the readers still on it.
+pub async fn finish(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, id)): Path<(String, String)>,
+    OptionalJson(b): OptionalJson<FinishBody>,
+) -> Result<Json<Value>, ApiError> {
+    let b = b.unwrap_or_default();
+    let o = org_for(&st, &admin, &org).await?;
+    let f = rotation::finish_cutover(&st.core, &admin.actor(), &o.id, &id, b.now).await?;
+    Ok(Json(f.json()))
 }
 
 pub async fn retry(

@@ -214,6 +214,13 @@ pub async fn run(core: &Core, out: &Out, cmd: AppCmd) -> anyhow::Result<ExitCode
                 format!("authorization {} of {} is {}", a.id, a.user, a.status)
             });
         }
+        AppCmd::EndOverlap(app) => {
+            let oid = org_id(core, &app.org).await?;
+            let c = clients::end_overlap(core, &actor, &oid, ClientKind::App, &app.name).await?;
+            out.emit(&c.view(None, core.now()), |v| {
+                format!("{}: the previous secret no longer works", v.name)
+            });
+        }
         AppCmd::RegenerateSecret { app, overlap } => {
             let oid = org_id(core, &app.org).await?;
             let overlap_ms = overlap.map(Dur::ms).unwrap_or(0);

@@ -204,10 +204,10 @@ pub struct RotateArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long both credentials work before the old one is retired.
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    #[arg(long, value_name = "DURATION", default_value = crate::rotation::limits::CUTOVER_WINDOW)]
     pub cutover_window: Dur,
     /// When to stop as `stalled` if the old credential is still in use.
-    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    #[arg(long, value_name = "DURATION", default_value = crate::rotation::limits::DEADLINE)]
     pub deadline: Dur,
     /// Make the change through this connection (same kind, an admin
     /// credential) instead of as the rotated account itself.
@@ -230,6 +230,15 @@ pub enum RotationCmd {
     Cancel { id: String },
     /// Start a failed, stalled or cancelled rotation again.
     Retry { id: String },
+    /// End a rotation's cut-over (one past its promotion, or stalled):
+    /// retire the previous credential once no reader is left on it.
+    Finish {
+        id: String,
+        /// Retire the previous credential at once, even with readers still
+        /// on it (they break; the answer names them).
+        #[arg(long)]
+        now: bool,
+    },
     /// Mark a step of a manual rotation's runbook done.
     Step {
         id: String,
@@ -401,6 +410,9 @@ pub enum KeyCmd {
     },
     /// Revoke a key (and any overlapping previous key) at once.
     Revoke(NamedRef),
+    /// End a reset's overlap now: the previous key stops working, the
+    /// current one goes on (a leaked previous key).
+    EndOverlap(NamedRef),
     /// Set when the key is due for rotation (`credentials age` flags it).
     Update {
         #[command(flatten)]
@@ -447,6 +459,9 @@ pub enum M2mCmd {
         #[arg(long)]
         revoke_tokens: bool,
     },
+    /// End a regenerated secret's overlap now: the previous secret stops
+    /// working, the current one goes on.
+    EndOverlap(NamedRef),
     /// Delete a machine client and its tokens.
     Delete(NamedRef),
     /// Refuse the client and its tokens until activated.
@@ -553,6 +568,9 @@ pub enum AppCmd {
         #[arg(long, value_name = "DURATION")]
         overlap: Option<Dur>,
     },
+    /// End a regenerated secret's overlap now: the previous secret stops
+    /// working, the current one goes on.
+    EndOverlap(AppRef),
 }
 
 /// Every setting, as `rekey.toml` key / environment variable (flags above

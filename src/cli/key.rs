@@ -95,6 +95,13 @@ pub async fn run(core: &Core, out: &Out, cmd: KeyCmd) -> anyhow::Result<ExitCode
                 format!("new key (shown once): {secret}\n{old}")
             });
         }
+        KeyCmd::EndOverlap(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let k = access_keys::end_overlap(core, &actor, &o.id, &r.name).await?;
+            out.emit(&k.view(now), |v| {
+                format!("access key {}: the previous key no longer works", v.name)
+            });
+        }
         KeyCmd::Revoke(r) => {
             let o = orgs::find_in(&core.db, &r.org).await?;
             let k = access_keys::revoke(core, &actor, &o.id, &r.name).await?;

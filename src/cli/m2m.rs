@@ -92,6 +92,13 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
                 )
             });
         }
+        M2mCmd::EndOverlap(r) => {
+            let o = orgs::find_in(&core.db, &r.org).await?;
+            let c = clients::end_overlap(core, &actor, &o.id, kind, &r.name).await?;
+            out.emit(&c.view(None, now), |v| {
+                format!("{}: the previous secret no longer works", v.name)
+            });
+        }
         M2mCmd::RegenerateSecret {
             client,
             overlap,

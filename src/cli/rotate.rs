@@ -195,6 +195,32 @@ pub async fn run(core: &Core, out: &Out, cmd: RotationCmd) -> anyhow::Result<Exi
             let v = rotation::runbook_step(core, &actor, &row.org_id, &id, done).await?;
             out.emit(&v, describe);
         }
+        RotationCmd::Finish { id, now } => {
+            let row = rotation::get_any(core, &id).await?;
+            let f = rotation::finish_cutover(core, &actor, &row.org_id, &id, now).await?;
+            let v = f.json();
+            out.emit(&v, |_| {
+                let mut s = describe(&f.rotation);
+                if !f.breaks.is_empty() {
+                    let verb = if f.now {
+                        "broken"
+                    } else {
+                        "still on the previous credential"
+                    };
+                    s.push_str(&format!("\n{verb}: {}", f.breaks.join(", ")));
+                }
+                s
+            });
+            return Ok(
+                if rotation::SETTLED.contains(&f.rotation.status.as_str())
+                    && f.rotation.status != "completed"
+                {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                },
+            );
+        }
         RotationCmd::Retry { id } => {
             let row = rotation::get_any(core, &id).await?;
             match rotation::retry(core, &actor, &row.org_id, &id).await? {

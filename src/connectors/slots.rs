@@ -258,7 +258,11 @@ pub struct Reader {
     pub read_at: i64,
 }
 
-/// Every reader of the connection's credentials and the version it last got.
+/// Every live reader of the connection's credentials and the version it
+/// last got. A reader whose service key was revoked or deleted is none: it
+/// can read nothing more, and counting its last read would let anyone who
+/// revokes a key (or an attacker who read once with a key since revoked)
+/// hold a cut-over, and so a leaked credential, open forever.
 pub async fn readers<C: AsEx>(
     c: &mut C,
     connection_id: &str,
@@ -266,7 +270,11 @@ pub async fn readers<C: AsEx>(
     Ok(fetch_all!(
         c,
         Reader,
-        "SELECT reader, ip, version, read_at FROM credential_reads WHERE connection_id = $1 ORDER BY reader",
+        "SELECT r.reader, r.ip, r.version, r.read_at FROM credential_reads r
+         WHERE r.connection_id = $1
+           AND EXISTS (SELECT 1 FROM service_keys k
+                       WHERE 'service:' || k.name = r.reader AND k.revoked_at IS NULL)
+         ORDER BY r.reader",
         connection_id
     )?)
 }

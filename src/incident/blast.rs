@@ -55,6 +55,20 @@ pub enum Revoke {
     ServiceKey {
         name: String,
     },
+    /// A value kept by an overlap (`key reset --overlap`,
+    /// `regenerate-secret --overlap`): the overlap ends, the new value
+    /// goes on working.
+    EndOverlap {
+        org_id: String,
+        name: String,
+        /// `None`: an access key; else the client's kind.
+        client: Option<crate::oauth::clients::ClientKind>,
+    },
+    /// A connection's previous credential: its rotation finishes `--now`.
+    Finish {
+        org_id: String,
+        rotation_id: String,
+    },
     Rotate {
         org_id: String,
         connection: String,
@@ -202,7 +216,11 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
             && k.expires_at.is_none_or(|t| t > now)
             && (!previous || k.prev_expires_at.is_some_and(|t| t > now))
             && !cut_off(k.created_at, &[k.org_cutoff]);
-        let cmd = format!("rekey key revoke --org {} --name {}", k.slug, k.name);
+        let cmd = if previous {
+            format!("rekey key end-overlap --org {} --name {}", k.slug, k.name)
+        } else {
+            format!("rekey key revoke --org {} --name {}", k.slug, k.name)
+        };
         return Ok(Some(Radius {
             found: true,
             answer: json!({
@@ -219,9 +237,17 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
                 "kill": cmd,
                 "id": k.id,
             }),
-            revoke: Some(Revoke::Key {
-                org_id: k.org_id,
-                name: k.name,
+            revoke: Some(if previous {
+                Revoke::EndOverlap {
+                    org_id: k.org_id,
+                    name: k.name,
+                    client: None,
+                }
+            } else {
+                Revoke::Key {
+                    org_id: k.org_id,
+                    name: k.name,
+                }
             }),
         }));
     }
@@ -256,6 +282,14 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
                 cl.slug, cl.name
             )
         };
+        let cmd = if previous {
+            format!(
+                "rekey {} end-overlap --org {} --name {}",
+                cl.kind, cl.slug, cl.name
+            )
+        } else {
+            cmd
+        };
         return Ok(Some(Radius {
             found: true,
             answer: json!({
@@ -276,10 +310,22 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
                 "last_used_from": null,
                 "kill": cmd,
             }),
-            revoke: Some(Revoke::ClientSecret {
-                org_id: cl.org_id,
-                name: cl.name,
-                m2m,
+            revoke: Some(if previous {
+                Revoke::EndOverlap {
+                    org_id: cl.org_id,
+                    name: cl.name,
+                    client: Some(if m2m {
+                        crate::oauth::clients::ClientKind::M2m
+                    } else {
+                        crate::oauth::clients::ClientKind::App
+                    }),
+                }
+            } else {
+                Revoke::ClientSecret {
+                    org_id: cl.org_id,
+                    name: cl.name,
+                    m2m,
+                }
             }),
         }));
     }
@@ -423,7 +469,16 @@ async fn connection_answer(
     let org = crate::identity::orgs::find_in(&core.db, &c.org_id).await?;
     let readers = slots::readers(&mut core.db.read().await?, &c.id).await?;
     let last = readers.iter().max_by_key(|r| r.read_at);
-    let cmd = format!("rekey rotate --org {} --connection {}", org.slug, c.name);
+    // A previous credential is retired by finishing the rotation that
+    // keeps it; a current (or pending) one is rotated.
+    let finishing = match slot {
+        "previous" => crate::rotation::last_of(core, &c.id).await?,
+        _ => None,
+    };
+    let cmd = match &finishing {
+        Some(id) => format!("rekey rotation finish {id} --now"),
+        None => format!("rekey rotate --org {} --connection {}", org.slug, c.name),
+    };
     Ok(Radius {
         found: true,
         answer: json!({
@@ -443,9 +498,15 @@ async fn connection_answer(
             "last_used_from": last.map(|r| json!({"reader": r.reader, "ip": r.ip})),
             "kill": cmd,
         }),
-        revoke: Some(Revoke::Rotate {
-            org_id: org.id,
-            connection: c.name.clone(),
+        revoke: Some(match finishing {
+            Some(rotation_id) => Revoke::Finish {
+                org_id: org.id,
+                rotation_id,
+            },
+            None => Revoke::Rotate {
+                org_id: org.id,
+                connection: c.name.clone(),
+            },
         }),
     })
 }
@@ -492,13 +553,45 @@ pub async fn revoke(core: &Core, actor: &Actor, r: &Revoke) -> Result<Value, Inc
             crate::connectors::service_keys::revoke(core, actor, name).await?;
             json!({"revoked": true, "detail": format!("service key {name} revoked")})
         }
+        Revoke::EndOverlap {
+            org_id,
+            name,
+            client,
+        } => {
+            match client {
+                None => {
+                    crate::oauth::access_keys::end_overlap(core, actor, org_id, name).await?;
+                }
+                Some(kind) => {
+                    clients::end_overlap(core, actor, org_id, *kind, name).await?;
+                }
+            }
+            json!({"revoked": true, "detail": format!("{name}: the overlap ended; the previous value no longer works, the current one does")})
+        }
+        Revoke::Finish {
+            org_id,
+            rotation_id,
+        } => {
+            let f = crate::rotation::finish_cutover(core, actor, org_id, rotation_id, true).await?;
+            let done = f.rotation.status == "completed";
+            json!({
+                "revoked": done,
+                "detail": if done {
+                    format!("rotation {rotation_id} finished at once: the previous credential no longer works")
+                } else {
+                    format!("rotation {rotation_id} is {}: {}", f.rotation.status, f.rotation.reason.clone().unwrap_or_default())
+                },
+                "breaks": f.breaks,
+                "rotation": f.json(),
+            })
+        }
         Revoke::Rotate { org_id, connection } => {
             let req = crate::rotation::StartRequest {
                 target: crate::rotation::TargetRef::Connection(connection.clone()),
                 dry_run: false,
                 preflight: false,
                 cutover_window_ms: 0,
-                deadline_ms: 24 * 3_600_000,
+                deadline_ms: crate::rotation::limits::DEADLINE_MS,
                 rotate_with: None,
             };
             match crate::rotation::start(core, actor, org_id, &req).await {

@@ -384,7 +384,7 @@ pub async fn start(
     if req.reason.trim().is_empty() {
         return Err(IncidentError::Invalid("say why (--reason)".into()));
     }
-    if !(0..=30 * 86_400_000).contains(&req.overlap_ms) {
+    if !(0..=crate::rotation::limits::MAX_OVERLAP_MS).contains(&req.overlap_ms) {
         return Err(IncidentError::Invalid(
             "the overlap must be between 0s and 30d".into(),
         ));

@@ -51,11 +51,12 @@ const AGAIN_MS: i64 = 1_000;
 const DEADLINE_MS: i64 = 24 * 3_600_000;
 
 /// Runs the due campaigns' passes; returns how many ran.
-pub async fn run_due(core: &Core, owner: &str) -> Result<usize, IncidentError> {
+pub async fn run_due(core: &Core, instance: &str) -> Result<usize, IncidentError> {
+    let owner = &queue::claim_token(instance);
     let jobs = queue::claim(&core.db, JOB_KIND, owner, LEASE_MS, 8, core.now()).await?;
     let n = jobs.len();
     for job in jobs {
-        if let Err(e) = pass(core, &job, owner).await {
+        if let Err(e) = pass(core, &job, owner, instance).await {
             tracing::warn!(campaign = %job.subject, error = %e, "campaign pass failed");
             queue::fail(&core.db, &job.id, owner, &e.to_string(), core.now()).await?;
         }
@@ -67,7 +68,9 @@ fn system() -> Actor {
     Actor::new("incident".to_string(), None)
 }
 
-async fn pass(core: &Core, job: &Job, owner: &str) -> Result<(), IncidentError> {
+async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(), IncidentError> {
+    // Renewed while the pass runs (its items may take minutes).
+    let _lease = crate::jobs::lease::Lease::hold(core, &job.id, owner, LEASE_MS);
     let row = get_row(&mut core.db.read().await?, &job.subject).await?;
     if row.finished_at.is_some() {
         let mut tx = core.db.begin_write().await?;
@@ -96,22 +99,21 @@ async fn pass(core: &Core, job: &Job, owner: &str) -> Result<(), IncidentError> 
             .entry(item.host.clone().unwrap_or_default())
             .or_insert_with(|| Arc::new(Semaphore::new(per_host(item.kind.as_deref()))))
             .clone();
-        let (core, row, by_n, owner) = (core.clone(), row.clone(), by_n.clone(), owner.to_string());
+        let (core, row, by_n, instance) = (
+            core.clone(),
+            row.clone(),
+            by_n.clone(),
+            instance.to_string(),
+        );
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let r = step(&core, &row, &item, &by_n, &owner).await;
+            let r = step(&core, &row, &item, &by_n, &instance).await;
             if let Err(e) = r {
                 tracing::warn!(campaign = %row.id, item = item.n, error = %e, "campaign item step failed");
             }
         });
     }
-    let mut beat = tokio::time::Instant::now();
-    while set.join_next().await.is_some() {
-        if beat.elapsed() > std::time::Duration::from_secs(10) {
-            queue::heartbeat(&core.db, &job.id, owner, LEASE_MS, core.now()).await?;
-            beat = tokio::time::Instant::now();
-        }
-    }
+    while set.join_next().await.is_some() {}
     let all = items(&mut core.db.read().await?, &row.id).await?;
     let now = core.now();
     if all.iter().all(ItemRow::settled) {
@@ -252,7 +254,7 @@ async fn step(
     row: &IncidentRow,
     item: &ItemRow,
     by_n: &HashMap<i64, ItemRow>,
-    owner: &str,
+    instance: &str,
 ) -> Result<(), IncidentError> {
     if own::is_own(item) {
         // Left pending by a crash during the start.
@@ -293,7 +295,7 @@ async fn step(
     };
     // Run the rotation from here (when it is due and nobody else holds
     // it), then follow it.
-    if let Err(e) = rotation::drive(core, &rid, owner).await {
+    if let Err(e) = rotation::drive(core, &rid, instance).await {
         tracing::warn!(rotation = %rid, error = %e, "campaign rotation step failed");
     }
     follow(core, item, &rid).await

@@ -4,6 +4,7 @@
 //! exactly once is claimed by lease in the database.
 
 pub mod janitor;
+pub mod lease;
 pub mod queue;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                 })
             },
             false,
+            false,
         ));
     }
     let due = core.config.jobs_interval.0;
@@ -46,12 +48,12 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                     let started = crate::rotation::start_due(&core)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let owner = crate::connectors::credentials::instance_id();
+                    let instance = crate::connectors::credentials::instance_id();
                     // Campaigns first: they start the rotations this pass runs.
-                    let campaigns = crate::incident::run_due(&core, owner)
+                    let campaigns = crate::incident::run_due(&core, instance)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let ran = crate::rotation::run_due(&core, owner)
+                    let ran = crate::rotation::run_due(&core, instance)
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok((started + campaigns + ran) as u64)
@@ -59,6 +61,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             },
             // A rotation or campaign started here runs at once.
             true,
+            false,
         ));
     }
     jobs.extend([
@@ -77,6 +80,8 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                 })
             },
             false,
+            // What is noted in memory is written before the server stops.
+            true,
         ),
         every(
             core.clone(),
@@ -84,6 +89,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             Duration::from_secs(300),
             "janitor",
             |core| Box::pin(async move { janitor::sweep(&core).await.map_err(|e| e.to_string()) }),
+            false,
             false,
         ),
     ]);
@@ -123,7 +129,9 @@ fn epoch_poller(core: Core, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
 type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
 
 /// Runs `job` every `period` until `stop`; when `wakes`, also as soon as
-/// `Core::work_due` is notified.
+/// `Core::work_due` is notified. Only a `final_pass` job runs once more on
+/// stop (a flush of what is noted in memory): work claimed by lease is
+/// never claimed anew by an instance that is stopping.
 fn every(
     core: Core,
     mut stop: watch::Receiver<bool>,
@@ -131,6 +139,7 @@ fn every(
     name: &'static str,
     job: fn(Core) -> JobFuture,
     wakes: bool,
+    final_pass: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -140,8 +149,9 @@ fn every(
                 _ = tick.tick() => {}
                 _ = core.work_due.notified(), if wakes => {}
                 _ = stop.changed() => {
-                    // one last run so nothing noted in memory is lost
-                    let _ = job(core.clone()).await;
+                    if final_pass {
+                        let _ = job(core.clone()).await;
+                    }
                     return;
                 }
             }

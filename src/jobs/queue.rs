@@ -7,9 +7,14 @@
 //!
 //! - [`claim`] takes due jobs of one kind: `FOR UPDATE SKIP LOCKED` on
 //!   PostgreSQL, so instances claiming at once take different jobs; SQLite's
-//!   write transaction is exclusive already.
+//!   write transaction is exclusive already. The owner is a token of the
+//!   claim's own ([`claim_token`]), never reused: a process cannot claim a
+//!   job it is still running, and a task that lost a job to another claim
+//!   (even of its own process) fails every owner check from then on.
 //! - [`heartbeat`] extends a lease while a long step runs; every change
 //!   checks the owner, so a job whose lease was lost is not written by two.
+//!   `crate::jobs::lease` renews it in the background and checks it right
+//!   before every action at an outside system.
 //! - [`fail`] counts an attempt and retries with exponential backoff and
 //!   jitter, until `max_attempts`: then the job is `dead`, shown to a
 //!   person, and waits for [`clear`] — never a silent forever-retry.
@@ -56,6 +61,12 @@ impl Job {
 
 const COLS: &str = "id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, \
     lease_owner, lease_until, last_error, created_at, updated_at";
+
+/// A fresh lease owner for one claim by `instance`: the instance names
+/// who holds a job (shown to people), the suffix makes each claim its own.
+pub fn claim_token(instance: &str) -> String {
+    format!("{instance}/{}", new_id())
+}
 
 pub struct NewJob<'a> {
     pub kind: &'a str,
@@ -137,7 +148,8 @@ pub async fn claim(
 }
 
 /// Takes one job by id, when it is due and nobody holds it (a CLI that
-/// drives the rotation it started).
+/// drives the rotation it started). A job whose lease is live is held,
+/// whoever holds it — this process included.
 pub async fn claim_id(
     db: &Db,
     id: &str,
@@ -165,7 +177,7 @@ pub async fn claim_id_in(
         &format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
              WHERE id = $4 AND next_run_at <= $3
-               AND (state = 'queued' OR (state = 'running' AND (lease_until < $3 OR lease_owner = $1)))
+               AND (state = 'queued' OR (state = 'running' AND lease_until < $3))
              RETURNING {COLS}"
         ),
         owner,
@@ -184,8 +196,21 @@ pub async fn heartbeat(
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut tx = db.begin_write().await?;
+    let held = heartbeat_in(&mut tx, id, owner, lease_ms, now).await?;
+    tx.commit().await?;
+    Ok(held)
+}
+
+/// [`heartbeat`] in the caller's transaction (the group-commit writer's).
+pub async fn heartbeat_in(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
     let n = exec!(
-        &mut tx,
+        tx,
         "UPDATE jobs SET lease_until = $1, updated_at = $2
          WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
         now.saturating_add(lease_ms),
@@ -193,7 +218,6 @@ pub async fn heartbeat(
         id,
         owner
     )?;
-    tx.commit().await?;
     Ok(n == 1)
 }
 
@@ -251,8 +275,22 @@ pub async fn release(
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut tx = db.begin_write().await?;
+    let held = release_in(&mut tx, id, owner, run_at, now).await?;
+    tx.commit().await?;
+    Ok(held)
+}
+
+/// [`release`] in the caller's transaction, so what the holder records
+/// about the wait commits only while it still holds the job.
+pub async fn release_in(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
     let n = exec!(
-        &mut tx,
+        tx,
         "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_run_at = $1, updated_at = $2
          WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
         run_at,
@@ -260,7 +298,6 @@ pub async fn release(
         id,
         owner
     )?;
-    tx.commit().await?;
     Ok(n == 1)
 }
 
@@ -275,7 +312,21 @@ pub async fn fail(
     now: i64,
 ) -> Result<Option<&'static str>, StoreError> {
     let mut tx = db.begin_write().await?;
-    let Some(job) = get(&mut tx, id).await? else {
+    let state = fail_in(&mut tx, id, owner, error, now).await?;
+    tx.commit().await?;
+    Ok(state)
+}
+
+/// [`fail`] in the caller's transaction: what the holder records about the
+/// failure commits with it, and only while it holds the job.
+pub async fn fail_in(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    error: &str,
+    now: i64,
+) -> Result<Option<&'static str>, StoreError> {
+    let Some(job) = get(tx, id).await? else {
         return Ok(None);
     };
     if job.lease_owner.as_deref() != Some(owner) || job.state != RUNNING {
@@ -288,7 +339,7 @@ pub async fn fail(
         QUEUED
     };
     exec!(
-        &mut tx,
+        tx,
         "UPDATE jobs SET state = $1, attempts = $2, last_error = $3, next_run_at = $4,
                 lease_owner = NULL, lease_until = NULL, updated_at = $5
          WHERE id = $6 AND lease_owner = $7",
@@ -300,7 +351,6 @@ pub async fn fail(
         id,
         owner
     )?;
-    tx.commit().await?;
     Ok(Some(state))
 }
 
@@ -329,6 +379,51 @@ pub async fn requeue(tx: &mut Tx, id: &str, step: &str, now: i64) -> Result<bool
         id
     )?;
     Ok(n == 1)
+}
+
+/// Sets `patch`'s fields on a job's payload (a person's decision the
+/// worker reads at its next step: `finish_now`).
+pub async fn patch_payload(
+    tx: &mut Tx,
+    id: &str,
+    patch: &Value,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Some(job) = get(tx, id).await? else {
+        return Ok(false);
+    };
+    let mut payload = match job.payload() {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Value::Object(p) = patch {
+        payload.extend(p.clone());
+    }
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET payload = $1, updated_at = $2 WHERE id = $3",
+        Value::Object(payload).to_string(),
+        now,
+        id
+    )?;
+    Ok(n == 1)
+}
+
+/// Makes a waiting job due now with `patch` on its payload; false while a
+/// live lease holds it (its holder would write over the change) or when it
+/// has ended.
+pub async fn hurry(tx: &mut Tx, id: &str, patch: &Value, now: i64) -> Result<bool, StoreError> {
+    let n = exec!(
+        tx,
+        "UPDATE jobs SET next_run_at = $1, updated_at = $1
+         WHERE id = $2 AND (state = 'queued' OR (state = 'running' AND lease_until < $1))",
+        now,
+        id
+    )?;
+    if n != 1 {
+        return Ok(false);
+    }
+    patch_payload(tx, id, patch, now).await
 }
 
 /// Cancels a job whatever holds it (a person's decision); a holder finds

@@ -195,7 +195,7 @@ pub async fn reset(
     name: &str,
     overlap_ms: i64,
 ) -> Result<(AccessKey, String), OAuthError> {
-    if !(0..=30 * 86_400_000).contains(&overlap_ms) {
+    if !(0..=crate::rotation::limits::MAX_OVERLAP_MS).contains(&overlap_ms) {
         return Err(OAuthError::InvalidRequest(
             "overlap must be between 0s and 30d".into(),
         ));
@@ -240,6 +240,46 @@ pub async fn reset(
     .await?;
     tx.commit().await?;
     Ok((k, secret))
+}
+
+/// Ends a reset's overlap at once: the previous value (perhaps leaked)
+/// stops working, the current one goes on. Nothing to end is not an error.
+pub async fn end_overlap(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    name: &str,
+) -> Result<AccessKey, OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let mut k = find(&mut tx, org_id, name).await?;
+    let ended = end_overlap_in(&mut tx, &k.id, now).await?;
+    k.prev_digest = None;
+    k.prev_expires_at = None;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &k,
+        "key.end_overlap",
+        serde_json::json!({"ended": ended}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(k)
+}
+
+/// [`end_overlap`]'s write, in the caller's transaction; true when an
+/// overlap was live.
+pub async fn end_overlap_in(tx: &mut Tx, id: &str, now: i64) -> Result<bool, OAuthError> {
+    let n = exec!(
+        tx,
+        "UPDATE access_keys SET prev_digest = NULL, prev_expires_at = NULL, updated_at = $1
+         WHERE id = $2 AND prev_digest IS NOT NULL",
+        now,
+        id
+    )?;
+    Ok(n == 1)
 }
 
 pub async fn revoke(

@@ -586,7 +586,7 @@ pub async fn regenerate_secret(
     key: &str,
     overlap_ms: i64,
 ) -> Result<(Client, String), OAuthError> {
-    if !(0..=30 * 86_400_000).contains(&overlap_ms) {
+    if !(0..=crate::rotation::limits::MAX_OVERLAP_MS).contains(&overlap_ms) {
         return Err(OAuthError::InvalidRequest(
             "overlap must be between 0s and 30d".into(),
         ));
@@ -627,6 +627,47 @@ pub async fn regenerate_secret(
     .await?;
     tx.commit().await?;
     Ok((c, secret))
+}
+
+/// Ends a regenerated secret's overlap at once: the previous secret
+/// (perhaps leaked) stops working, the new one goes on.
+pub async fn end_overlap(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    kind: ClientKind,
+    name: &str,
+) -> Result<Client, OAuthError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let mut c = find(&mut tx, org_id, kind, name).await?;
+    let ended = end_overlap_in(&mut tx, &c.id, now).await?;
+    c.prev_secret_digest = None;
+    c.prev_secret_expires_at = None;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        &format!("{}.end_overlap", c.kind),
+        serde_json::json!({"ended": ended}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// [`end_overlap`]'s write, in the caller's transaction; true when an
+/// overlap was live.
+pub async fn end_overlap_in(tx: &mut Tx, id: &str, now: i64) -> Result<bool, OAuthError> {
+    let n = exec!(
+        tx,
+        "UPDATE oauth_clients SET prev_secret_digest = NULL, prev_secret_expires_at = NULL, updated_at = $1
+         WHERE id = $2 AND prev_secret_digest IS NOT NULL",
+        now,
+        id
+    )?;
+    Ok(n == 1)
 }
 
 /// Bulk revocation of one client: every token it was issued before `cutoff`

@@ -18,7 +18,9 @@
 //! lease runs out) at the step it had reached; driver steps are idempotent.
 
 pub mod age;
+mod finish;
 mod guided;
+pub mod limits;
 mod own;
 mod run;
 mod schedule;
@@ -35,6 +37,7 @@ use crate::state::Core;
 use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
+pub use finish::{finish_cutover, Finished};
 pub use guided::{credential_stored, runbook_step};
 pub use run::{drive, run_due};
 pub use schedule::start_due;
@@ -341,14 +344,28 @@ pub async fn start(
             Some(a)
         }
     };
-    let live_previous = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id)
-        .await?
-        .into_iter()
-        .find(|r| r.slot == "previous" && r.retired_at.is_none());
-    if let Some(p) = live_previous {
+    let held = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id).await?;
+    // A pending credential a failed rotation kept (the target may hold
+    // it) is never overwritten by a new write-ahead.
+    if let Some(p) = held.iter().find(|r| r.slot == "pending") {
+        let by = last_of(core, &conn.id)
+            .await?
+            .unwrap_or_else(|| "ID".into());
+        return Err(RotationError::Invalid(format!(
+            "{} holds a pending credential (version {}) that the target may already use: `rekey rotation retry {by}` resolves it before a new rotation",
+            conn.name, p.version
+        )));
+    }
+    if let Some(p) = held
+        .iter()
+        .find(|r| r.slot == "previous" && r.retired_at.is_none())
+    {
+        let by = last_of(core, &conn.id)
+            .await?
+            .unwrap_or_else(|| "ID".into());
         return Err(RotationError::Invalid(format!(
             "the previous credential of {} (version {}) still works: finish the rotation that left it \
-             (`rekey rotation retry` a stalled one) before rotating again",
+             (`rekey rotation finish {by}`, with `--now` to retire it at once) before rotating again",
             conn.name, p.version
         )));
     }
@@ -395,6 +412,18 @@ pub async fn start(
     .await?;
     core.work_due.notify_one();
     Ok(Started::Rotation(Box::new(row.view())))
+}
+
+/// The id of the newest rotation of a connection (the one that keeps its
+/// pending or previous credential).
+pub(crate) async fn last_of(core: &Core, conn_id: &str) -> Result<Option<String>, RotationError> {
+    let id: Option<(String,)> = fetch_optional!(
+        &mut core.db.read().await?,
+        (String,),
+        "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 ORDER BY started_at DESC LIMIT 1",
+        conn_id
+    )?;
+    Ok(id.map(|(i,)| i))
 }
 
 pub(crate) struct NewRotation<'a> {
@@ -603,19 +632,28 @@ pub async fn cancel(
     // one-password target (PostgreSQL, MariaDB) dropping the pending one
     // then would leave a credential that nothing stored opens. Those steps
     // run to their end — the verify promotes, or rolls back and fails.
-    const BUSY: [&str; 3] = ["apply", "verify", "promote"];
+    // After the promotion the change is made: a cancel would leave the
+    // previous (perhaps leaked) credential working with nothing to retire
+    // it, so the way out is `finish`.
+    const BUSY: [&str; 6] = ["apply", "verify", "recover", "promote", "cutover", "retire"];
+    const PROMOTED: [&str; 2] = ["cutover", "retire"];
     let busy: &[&str] = if row.target_type == "connection" {
         &BUSY
     } else {
-        &[]
+        &PROMOTED
     };
     if !queue::cancel_unless_at(&mut tx, &row.job_id, busy, now).await? {
         if let Some(job) = queue::get(&mut tx, &row.job_id).await? {
             if busy.contains(&job.step.as_str())
                 && [queue::QUEUED, queue::RUNNING].contains(&job.state.as_str())
             {
+                if PROMOTED.contains(&job.step.as_str()) {
+                    return Err(RotationError::Invalid(format!(
+                        "rotation {id} has promoted the new credential: it cannot be cancelled; finish it with `rekey rotation finish {id}` (`--now` retires the previous credential at once, even with readers still on it)"
+                    )));
+                }
                 return Err(RotationError::Invalid(format!(
-                    "rotation {id} is changing the target (step {}): it cannot be cancelled until the new credential is verified and promoted, or rolled back; cancel it in its cut-over, or retry it if it fails",
+                    "rotation {id} is changing the target (step {}): it cannot be cancelled until the new credential is verified and promoted, or rolled back; retry it if it fails",
                     job.step
                 )));
             }
@@ -669,7 +707,21 @@ pub async fn retry(
 ) -> Result<Started, RotationError> {
     let row = get(&mut core.db.read().await?, org_id, id).await?;
     if row.status == "stalled" {
-        return reopen(core, actor, &row).await;
+        return reopen(core, actor, &row, "cutover", json!({})).await;
+    }
+    // A rotation that failed after the write-ahead resumes where it was:
+    // with a pending credential the target may hold, at `recover`; after
+    // the promotion, at its cut-over (a fresh rotation would be refused
+    // while the previous credential still works).
+    if row.status == "failed" && row.target_type == "connection" {
+        let job = queue::get(&mut core.db.read().await?, &row.job_id).await?;
+        let step = job.map(|j| j.step).unwrap_or_default();
+        if run::CHANGING.contains(&step.as_str()) {
+            return reopen(core, actor, &row, "recover", json!({})).await;
+        }
+        if ["cutover", "retire"].contains(&step.as_str()) {
+            return reopen(core, actor, &row, "cutover", json!({})).await;
+        }
     }
     if !matches!(row.status.as_str(), "failed" | "stalled" | "cancelled") {
         return Err(RotationError::Invalid(format!(
@@ -698,33 +750,45 @@ pub async fn retry(
     .await
 }
 
-/// A stalled rotation goes back to waiting for its readers, with a fresh
-/// deadline as long as the first one: both credentials still work, so
-/// starting over would only add a third.
-async fn reopen(core: &Core, actor: &Actor, row: &RotationRow) -> Result<Started, RotationError> {
+/// A rotation past its write-ahead goes on where it was instead of
+/// starting over (which would only add a third credential): a stalled one
+/// waits for its readers again, with a fresh deadline as long as the first
+/// one; a failed one resumes its recovery or its cut-over. `patch` is set
+/// on the job's payload (`finish_now`).
+async fn reopen(
+    core: &Core,
+    actor: &Actor,
+    row: &RotationRow,
+    step: &str,
+    patch: Value,
+) -> Result<Started, RotationError> {
     let now = core.now();
     let span = (row.deadline_at - row.started_at).max(1);
+    let status = if step == "cutover" {
+        "waiting_cutover"
+    } else {
+        "running"
+    };
     let mut tx = core.db.begin_write().await?;
     exec!(
         &mut tx,
-        "UPDATE rotations SET status = 'waiting_cutover', reason = NULL, finished_at = NULL, deadline_at = $1 WHERE id = $2",
+        "UPDATE rotations SET status = $1, reason = NULL, finished_at = NULL, deadline_at = $2 WHERE id = $3",
+        status,
         now.saturating_add(span),
         &row.id
     )?;
-    queue::requeue(&mut tx, &row.job_id, "cutover", now).await?;
+    queue::requeue(&mut tx, &row.job_id, step, now).await?;
+    if patch.as_object().is_some_and(|m| !m.is_empty()) {
+        queue::patch_payload(&mut tx, &row.job_id, &patch, now).await?;
+    }
     let fresh = by_id(&mut tx, &row.id)
         .await?
         .unwrap_or_else(|| row.clone());
-    record_step(
-        &mut tx,
-        &fresh,
-        "cutover",
-        "waiting",
-        "retried: waiting again for readers to move",
-        "waiting_cutover",
-        now,
-    )
-    .await?;
+    let detail = match step {
+        "cutover" => "retried: waiting again for readers to move",
+        _ => "retried: putting the target on a stored credential again",
+    };
+    record_step(&mut tx, &fresh, step, "waiting", detail, status, now).await?;
     audit::record(
         &mut tx,
         now,
@@ -733,11 +797,12 @@ async fn reopen(core: &Core, actor: &Actor, row: &RotationRow) -> Result<Started
             org_id: Some(&row.org_id),
             action: "rotation.retry",
             target: Some(&row.id),
-            detail: json!({"from": "stalled"}),
+            detail: json!({"from": row.status, "step": step}),
         },
     )
     .await?;
     tx.commit().await?;
+    core.work_due.notify_one();
     Ok(Started::Rotation(Box::new(
         get_any(core, &row.id).await?.view(),
     )))
@@ -818,9 +883,11 @@ async fn record_entries(
         steps.retain(|s| s["name"] != entry["name"]);
         steps.push(entry.clone());
     }
+    // An ended rotation's record is final: nothing (a stale instance that
+    // wakes after another finished it) turns it back to running.
     exec!(
         tx,
-        "UPDATE rotations SET steps = $1, status = $2 WHERE id = $3",
+        "UPDATE rotations SET steps = $1, status = $2 WHERE id = $3 AND finished_at IS NULL",
         Value::Array(steps).to_string(),
         status,
         &row.id

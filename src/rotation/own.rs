@@ -17,7 +17,7 @@ use crate::oauth::clients::{self, ClientKind};
 use crate::state::Core;
 
 /// The longest overlap rekey keeps for its own secrets.
-const MAX_WINDOW_MS: i64 = 30 * 86_400_000;
+use super::limits::MAX_OVERLAP_MS as MAX_WINDOW_MS;
 
 pub(super) async fn start(
     core: &Core,

@@ -4,19 +4,24 @@
 
 use serde_json::{json, Map, Value};
 
+use super::limits::{LEASE_MS, STEP_BUDGET};
 use super::{by_id, finish, record_step, record_steps, RotationError, RotationRow, JOB_KIND};
 use crate::connectors::connections::{self, Connection};
 use crate::connectors::drivers::{self, Admin, Driver, Since, Target};
 use crate::connectors::probe::{self, Verdict};
 use crate::connectors::slots::{self, Slot};
 use crate::exec;
+use crate::jobs::lease::Lease;
 use crate::jobs::queue::{self, Job, DEAD, DONE};
 use crate::state::Core;
 use crate::store::writer::BoxFuture;
 use crate::store::Tx;
 
-/// How long a step may run before another instance may take the job over.
-const LEASE_MS: i64 = 60_000;
+/// Steps between the write-ahead and the promotion: the target may hold
+/// the new credential while `current` is still the old one. They cannot be
+/// cancelled, and when their budget is spent nothing sealed is dropped —
+/// a retry resumes at `recover`.
+pub(super) const CHANGING: [&str; 3] = ["apply", "verify", "recover"];
 
 enum Next {
     /// The step committed and moved the job to `step` (with `payload`
@@ -33,82 +38,81 @@ enum Next {
     Retry(String),
     /// The step failed for good: the rotation fails, naming the step.
     Fail(String),
-    /// The lease was lost to another instance: stop here.
+    /// The lease was lost to another instance: stop here, act nowhere.
     Lost,
+    /// The step gave the job back itself (with what it recorded).
+    Released,
 }
 
-/// Rotations run at once by one instance.
-const PARALLEL: usize = 64;
-/// Most rotations one pass of the jobs loop takes before it yields.
-const MAX_PER_PASS: usize = 3_200;
-
-/// Claims due rotation jobs and runs them, many at once: as rotations end,
-/// more are claimed (a quarter of the slots at a time, so that claims stay
-/// batched), until none are due (the server's jobs loop).
-pub async fn run_due(core: &Core, owner: &str) -> Result<usize, RotationError> {
-    let mut total = 0;
-    let mut set = tokio::task::JoinSet::new();
-    let mut more = true;
-    let mut failed = None;
-    loop {
-        if more && set.len() <= PARALLEL * 3 / 4 && total < MAX_PER_PASS {
-            let want = PARALLEL - set.len();
-            match queue::claim(&core.db, JOB_KIND, owner, LEASE_MS, want as i64, core.now()).await {
-                Ok(jobs) => {
-                    more = jobs.len() == want;
-                    total += jobs.len();
-                    for job in jobs {
-                        let core = core.clone();
-                        let owner = owner.to_string();
-                        set.spawn(async move {
-                            if let Err(e) = run_job(&core, job, &owner).await {
-                                tracing::warn!(error = %e, "rotation step failed");
-                            }
-                        });
-                    }
-                }
-                // Let what runs finish (dropping the set would abort it
-                // mid-step), then report.
-                Err(e) => {
-                    more = false;
-                    failed = Some(e);
-                }
+/// Claims as many due rotation jobs as this instance has free slots and
+/// runs each on a task of its own; returns at once. A task that ends frees
+/// its slot and wakes the jobs loop, which claims again. Nothing here waits
+/// for a rotation: one slow target holds one slot (for at most
+/// [`STEP_BUDGET`] a step), never the loop, so it cannot delay another
+/// org's rotation or a campaign.
+pub async fn run_due(core: &Core, instance: &str) -> Result<usize, RotationError> {
+    let slots = core.rotation_slots.clone();
+    let free = slots.available_permits();
+    if free == 0 {
+        return Ok(0);
+    }
+    let token = queue::claim_token(instance);
+    let jobs = queue::claim(
+        &core.db,
+        JOB_KIND,
+        &token,
+        LEASE_MS,
+        free as i64,
+        core.now(),
+    )
+    .await?;
+    let n = jobs.len();
+    for job in jobs {
+        // Only this loop takes slots, so one is free for each job claimed.
+        let permit = slots.clone().try_acquire_owned().ok();
+        let core = core.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_job(&core, job).await {
+                tracing::warn!(error = %e, "rotation step failed");
             }
-        }
-        if set.join_next().await.is_none() && (!more || total >= MAX_PER_PASS) {
-            break;
-        }
+            drop(permit);
+            core.work_due.notify_one();
+        });
     }
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(total),
-    }
+    Ok(n)
 }
 
 /// Runs rotation `id` from this process if its job is due and free (the
-/// CLI's `--wait`). True when it ran a step.
-pub async fn drive(core: &Core, id: &str, owner: &str) -> Result<bool, RotationError> {
+/// CLI's `--wait`, a campaign's item). True when it ran a step.
+pub async fn drive(core: &Core, id: &str, instance: &str) -> Result<bool, RotationError> {
     let Some(row) = by_id(&mut core.db.read().await?, id).await? else {
         return Ok(false);
     };
     // Through the group-commit writer: campaigns drive many at once.
-    let (job_id, who, now) = (row.job_id.clone(), owner.to_string(), core.now());
+    let (job_id, token, now) = (row.job_id.clone(), queue::claim_token(instance), core.now());
     let claimed = core
         .writer
         .run(move |tx| {
-            Box::pin(async move { queue::claim_id_in(tx, &job_id, &who, LEASE_MS, now).await })
+            Box::pin(async move { queue::claim_id_in(tx, &job_id, &token, LEASE_MS, now).await })
         })
         .await??;
     match claimed {
         Some(job) => {
-            run_job(core, job, owner).await?;
+            run_job(core, job).await?;
             Ok(true)
         }
         None => Ok(false),
     }
 }
 
-async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationError> {
+async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
+    let Some(token) = job.lease_owner.clone() else {
+        return Ok(());
+    };
+    // Renewed while the steps run; checked right before every action at
+    // the target.
+    let lease = Lease::hold(core, &job.id, &token, LEASE_MS);
+    let owner = lease.token();
     // The row's fields a step uses do not change while it runs; a cancel
     // meanwhile takes the lease, which the next step's commit notices.
     let Some(row) = by_id(&mut core.db.read().await?, &job.subject).await? else {
@@ -126,9 +130,15 @@ async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationE
     let mut ctx = None;
     loop {
         let step = job.step.clone();
-        let next = match step_once(core, &row, &job, owner, &mut ctx).await {
-            Ok(n) => n,
-            Err(e) => Next::Retry(e.to_string()),
+        let run = step_once(core, &row, &job, &lease, &mut ctx);
+        let next = match tokio::time::timeout(STEP_BUDGET, run).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(RotationError::LeaseLost)) => Next::Lost,
+            Ok(Err(e)) => Next::Retry(e.to_string()),
+            Err(_) => Next::Retry(format!(
+                "the {step} step ran past its budget of {} s; it is retried",
+                STEP_BUDGET.as_secs()
+            )),
         };
         match next {
             Next::Continue { step: to, payload } => {
@@ -144,15 +154,24 @@ async fn run_job(core: &Core, mut job: Job, owner: &str) -> Result<(), RotationE
                 queue::release(&core.db, &job.id, owner, at, core.now()).await?;
                 return Ok(());
             }
-            Next::Ended | Next::Lost => return Ok(()),
+            Next::Ended | Next::Lost | Next::Released => return Ok(()),
             Next::Retry(msg) => {
+                // The attempt and what the rotation says about it commit
+                // together, and only while this claim holds the job: a
+                // stale instance records nothing.
                 let now = core.now();
-                let state = queue::fail(&core.db, &job.id, owner, &msg, now).await?;
                 let mut tx = core.db.begin_write().await?;
-                if state == Some(DEAD) {
-                    fail_rotation(&mut tx, &row, &step, &msg, now).await?;
-                } else {
-                    record_step(&mut tx, &row, &step, "retrying", &msg, "running", now).await?;
+                match queue::fail_in(&mut tx, &job.id, owner, &msg, now).await? {
+                    None => return Ok(()),
+                    // Past the write-ahead the target may hold the new
+                    // credential: nothing sealed is dropped.
+                    Some(DEAD) if CHANGING.contains(&step.as_str()) => {
+                        unrecovered(&mut tx, &row, &step, &msg, now).await?;
+                    }
+                    Some(DEAD) => fail_rotation(&mut tx, &row, &step, &msg, now).await?,
+                    Some(_) => {
+                        record_step(&mut tx, &row, &step, "retrying", &msg, "running", now).await?
+                    }
                 }
                 tx.commit().await?;
                 return Ok(());
@@ -290,9 +309,10 @@ async fn step_once(
     core: &Core,
     row: &RotationRow,
     job: &Job,
-    owner: &str,
+    lease: &Lease,
     ctx: &mut Option<Ctx>,
 ) -> Result<Next, RotationError> {
+    let owner = lease.token();
     if row.target_type != "connection" {
         return own_step(core, row, job, owner).await;
     }
@@ -365,6 +385,9 @@ async fn step_once(
         }
         "apply" => {
             let pending = ctx.pending(core).await?;
+            if !lease.held().await? {
+                return Ok(Next::Lost);
+            }
             match driver.apply(&target, &pending).await {
                 Ok(applied) => {
                     // What only the target's answer tells, kept for the
@@ -400,7 +423,14 @@ async fn step_once(
                 Err(m) => Ok(Next::Retry(m)),
             }
         }
-        "verify" => verify(core, row, job, owner, dual, ctx, &target).await,
+        "verify" => verify(core, row, job, lease, dual, ctx, &target).await,
+        "recover" => {
+            let why = job.payload()["verify_failed"]
+                .as_str()
+                .unwrap_or("the new credential failed its test")
+                .to_string();
+            recover(core, row, job, lease, dual, ctx, &target, why).await
+        }
         "promote" => {
             let s = Owned::of(core, row, job, owner, &conn);
             let next = grouped(core, move |tx| {
@@ -423,68 +453,190 @@ async fn step_once(
             ctx.promoted();
             Ok(next)
         }
-        "cutover" => cutover(core, row, job, owner, dual, ctx, &target).await,
-        "retire" => retire(core, row, job, owner, ctx, &target, None).await,
+        "cutover" => cutover(core, row, job, lease, dual, ctx, &target).await,
+        "retire" => retire(core, row, job, lease, ctx, &target, None).await,
         other => Ok(Next::Fail(format!("unknown step {other:?}"))),
     }
 }
 
 /// The new credential must prove itself with the connection's own probe.
-/// When it does not, it is removed at the target again and dropped here;
-/// the current credential was never touched.
+/// When it does not, the target is put back on the current credential
+/// ([`recover`]); the current credential was never touched here.
 #[allow(clippy::too_many_arguments)]
 async fn verify(
     core: &Core,
     row: &RotationRow,
     job: &Job,
-    owner: &str,
+    lease: &Lease,
     dual: bool,
     ctx: &mut Ctx,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
     let pending = ctx.pending(core).await?;
-    let (driver, conn) = (ctx.driver, &ctx.conn);
+    let (driver, conn) = (ctx.driver, ctx.conn.clone());
     let out = match driver.settle(target, &pending).await {
-        Ok(()) => probe::run(core, conn, &pending).await,
+        Ok(()) => probe::run(core, &conn, &pending).await,
         Err(m) => probe::Outcome::failed(m),
     };
-    let now = core.now();
     if out.verdict == Verdict::Ok {
         // Verified: promoted in the same commit.
-        let s = Owned::of(core, row, job, owner, conn);
-        let message = out.message.clone();
-        let next = grouped(core, move |tx| {
-            Box::pin(async move {
-                let (detail, status, payload) =
-                    promote(tx, &s.core, &s.row, &s.job, dual, &s.conn, now).await?;
-                let done = [("verify", message), ("promote", detail)];
-                steps_in(tx, &s, &done, "cutover", status, Some(&payload), now).await
-            })
-        })
-        .await?;
-        ctx.promoted();
-        return Ok(next);
+        return promote_now(
+            core,
+            row,
+            job,
+            lease,
+            dual,
+            ctx,
+            vec![("verify", out.message)],
+        )
+        .await;
     }
     let why = match out.verdict {
         Verdict::Unverified => format!("the new credential cannot be verified ({}); a rotation only completes on a verified credential", out.message),
         _ => format!("the new credential failed its test: {}", out.message),
     };
-    let rollback = match driver.rollback(target, target.current, &pending).await {
-        Ok(_) => {
-            "it was removed at the target again; the current credential is unchanged".to_string()
-        }
-        Err(m) => format!(
-            "removing it at the target failed too ({m}); the current credential is unchanged"
-        ),
-    };
-    let mut tx = core.db.begin_write().await?;
-    slots::discard_pending(&mut tx, &conn.id).await?;
-    if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+    recover(core, row, job, lease, dual, ctx, target, why).await
+}
+
+/// After a failed verify the target may hold the new credential (a
+/// one-password target — PostgreSQL, MariaDB — then refuses the current
+/// one). The pending credential is dropped only once the target is known to
+/// accept the current one again; until then both stay sealed and this step
+/// is retried with backoff, and `rotation retry` resumes it after its
+/// budget is spent. Never a state where nothing stored works:
+/// - rolled back and the current credential logs in (or, where nothing can
+///   be verified, the rollback succeeded): the pending one goes, the
+///   rotation fails saying so;
+/// - else, when the target accepts the new one, it is promoted (a passing
+///   failure made the verify fail) and the rotation goes on;
+/// - else both are kept and the step is retried.
+#[allow(clippy::too_many_arguments)]
+async fn recover(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    lease: &Lease,
+    dual: bool,
+    ctx: &mut Ctx,
+    target: &Target<'_>,
+    why: String,
+) -> Result<Next, RotationError> {
+    let owner = lease.token();
+    let pending = ctx.pending(core).await?;
+    let conn = ctx.conn.clone();
+    // Never act at the target for a job another instance has taken over.
+    if !lease.held().await? {
         return Ok(Next::Lost);
     }
-    fail_rotation(&mut tx, row, "verify", &format!("{why}; {rollback}"), now).await?;
-    tx.commit().await?;
-    Ok(Next::Ended)
+    let rollback = ctx.driver.rollback(target, target.current, &pending).await;
+    let back = probe::run(core, &conn, target.current).await;
+    let restored =
+        back.verdict == Verdict::Ok || (back.verdict == Verdict::Unverified && rollback.is_ok());
+    let now = core.now();
+    if restored {
+        let how = if back.verdict == Verdict::Ok {
+            format!(
+                "it was removed at the target again, which accepts the current credential ({})",
+                back.message
+            )
+        } else {
+            let done = rollback.as_deref().unwrap_or_default();
+            format!(
+                "it was removed at the target again ({done}); the current credential is unchanged"
+            )
+        };
+        let mut tx = core.db.begin_write().await?;
+        if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+            return Ok(Next::Lost);
+        }
+        slots::discard_pending(&mut tx, &conn.id).await?;
+        fail_rotation(&mut tx, row, "verify", &format!("{why}; {how}"), now).await?;
+        tx.commit().await?;
+        return Ok(Next::Ended);
+    }
+    // Not back on the current credential. If the target holds the new one
+    // and accepts it, that is the credential to keep.
+    let again = probe::run(core, &conn, &pending).await;
+    if again.verdict == Verdict::Ok {
+        let detail = format!(
+            "{why}; the target accepts the new credential now: {}",
+            again.message
+        );
+        return promote_now(core, row, job, lease, dual, ctx, vec![("verify", detail)]).await;
+    }
+    let rolled = match &rollback {
+        Ok(_) => "rolled back".to_string(),
+        Err(m) => format!("rolling back failed ({m})"),
+    };
+    let msg = format!(
+        "{why}; {rolled}, and the target accepts neither the current credential ({}) nor the new one ({}) right now; both are kept sealed and this is retried",
+        back.message, again.message
+    );
+    if job.step != "recover" {
+        // Recorded once; the retries count attempts at this step.
+        let payload = merged(&job.payload(), json!({"verify_failed": why}));
+        let mut tx = core.db.begin_write().await?;
+        if !queue::advance(&mut tx, &job.id, owner, "recover", Some(&payload), now).await? {
+            return Ok(Next::Lost);
+        }
+        record_step(&mut tx, row, "verify", "failed", &msg, "running", now).await?;
+        tx.commit().await?;
+    }
+    Ok(Next::Retry(msg))
+}
+
+/// The recovery's budget is spent with the target accepting neither stored
+/// credential: the rotation is `failed`, both credentials stay sealed, the
+/// connection shows the error, and `rotation retry` runs the recovery again.
+async fn unrecovered(
+    tx: &mut Tx,
+    row: &RotationRow,
+    step: &str,
+    msg: &str,
+    now: i64,
+) -> Result<(), RotationError> {
+    let reason = format!(
+        "{step}: {msg}; both credentials are kept sealed: `rekey rotation retry {}` tries again to put the target on a stored credential",
+        row.id
+    );
+    record_step(tx, row, step, "failed", &reason, "failed", now).await?;
+    finish(tx, row, "failed", Some(&reason), now).await?;
+    exec!(
+        tx,
+        "UPDATE connections SET status = 'error', status_reason = $1 WHERE id = $2",
+        "a rotation could not put the target back on a stored credential; retry it",
+        &row.target_id
+    )?;
+    Ok(())
+}
+
+/// Promotes the pending credential (verified by the caller), recording
+/// `done` and the promotion in one commit; the job moves to the cut-over.
+async fn promote_now(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    lease: &Lease,
+    dual: bool,
+    ctx: &mut Ctx,
+    done: Vec<(&'static str, String)>,
+) -> Result<Next, RotationError> {
+    let now = core.now();
+    let s = Owned::of(core, row, job, lease.token(), &ctx.conn);
+    let next = grouped(core, move |tx| {
+        Box::pin(async move {
+            let (detail, status, payload) =
+                promote(tx, &s.core, &s.row, &s.job, dual, &s.conn, now).await?;
+            let mut done = done;
+            done.push(("promote", detail));
+            steps_in(tx, &s, &done, "cutover", status, Some(&payload), now).await
+        })
+    })
+    .await?;
+    if matches!(next, Next::Continue { .. }) {
+        ctx.promoted();
+    }
+    Ok(next)
 }
 
 /// Records `name` done and moves the job to `next`, with whatever the
@@ -536,9 +688,11 @@ async fn own_step(
     owner: &str,
 ) -> Result<Next, RotationError> {
     let now = core.now();
-    let until = job.payload()["cutover_until"].as_i64().unwrap_or(now);
+    let payload = job.payload();
+    let until = payload["cutover_until"].as_i64().unwrap_or(now);
+    let finish_now = payload["finish_now"].as_bool() == Some(true);
     match job.step.as_str() {
-        "cutover" if now < until => Ok(Next::WaitUntil(until)),
+        "cutover" if now < until && !finish_now => Ok(Next::WaitUntil(until)),
         "cutover" => {
             let tx = core.db.begin_write().await?;
             commit_step(
@@ -557,6 +711,16 @@ async fn own_step(
         }
         "retire" => {
             let mut tx = core.db.begin_write().await?;
+            // The overlap ends here whatever time it was given (`finish
+            // --now` comes before it would have).
+            match row.target_type.as_str() {
+                "key" => {
+                    crate::oauth::access_keys::end_overlap_in(&mut tx, &row.target_id, now).await?;
+                }
+                _ => {
+                    crate::oauth::clients::end_overlap_in(&mut tx, &row.target_id, now).await?;
+                }
+            }
             record_step(
                 &mut tx,
                 row,
@@ -588,17 +752,18 @@ async fn cutover(
     core: &Core,
     row: &RotationRow,
     job: &Job,
-    owner: &str,
+    lease: &Lease,
     dual: bool,
     ctx: &mut Ctx,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
+    let owner = lease.token();
     let now = core.now();
     let payload = job.payload();
     let until = payload["cutover_until"].as_i64().unwrap_or(now);
     if !dual {
         let detail = "one credential at a time: nothing to wait for".to_string();
-        return retire(core, row, job, owner, ctx, target, Some(detail)).await;
+        return retire(core, row, job, lease, ctx, target, Some(detail)).await;
     }
     let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
     let behind: Vec<slots::Reader> = slots::readers(&mut core.db.read().await?, &ctx.conn.id)
@@ -644,7 +809,21 @@ async fn cutover(
         let detail = format!(
             "the window has passed and every reader has moved to version {version}{unknown}"
         );
-        return retire(core, row, job, owner, ctx, target, Some(detail)).await;
+        return retire(core, row, job, lease, ctx, target, Some(detail)).await;
+    }
+    // `rotation finish --now` (or a campaign's forced cut-over at its
+    // deadline): the previous credential goes now, and the record names
+    // whom that breaks.
+    let forced = payload["finish_now"].as_bool() == Some(true)
+        || (now >= row.deadline_at && payload["force_at_deadline"].as_bool() == Some(true));
+    if forced {
+        let who = if names.is_empty() {
+            "no reader was still on it".to_string()
+        } else {
+            format!("readers still on it break: {names}")
+        };
+        let detail = format!("finished at once by a person's decision; {who}{unknown}");
+        return retire(core, row, job, lease, ctx, target, Some(detail)).await;
     }
     if now >= row.deadline_at {
         let mut tx = core.db.begin_write().await?;
@@ -673,7 +852,19 @@ async fn cutover(
         format!("waiting for readers still on the previous credential: {names}")
     };
     let detail = detail + &unknown;
+    // Look again soon (a reader may move at any time), and at the deadline.
+    let next = if now < until {
+        until
+    } else {
+        now.saturating_add(30_000)
+    };
+    // The wait is recorded with the job's release, and only while this
+    // claim holds the job: a stale instance never turns a rotation that
+    // another finished back to waiting.
     let mut tx = core.db.begin_write().await?;
+    if !queue::release_in(&mut tx, &job.id, owner, next.min(row.deadline_at), now).await? {
+        return Ok(Next::Lost);
+    }
     record_step(
         &mut tx,
         row,
@@ -685,13 +876,7 @@ async fn cutover(
     )
     .await?;
     tx.commit().await?;
-    // Look again soon (a reader may move at any time), and at the deadline.
-    let next = if now < until {
-        until
-    } else {
-        now.saturating_add(30_000)
-    };
-    Ok(Next::WaitUntil(next.min(row.deadline_at)))
+    Ok(Next::Released)
 }
 
 async fn write_ahead(
@@ -757,12 +942,16 @@ async fn retire(
     core: &Core,
     row: &RotationRow,
     job: &Job,
-    owner: &str,
+    lease: &Lease,
     ctx: &mut Ctx,
     target: &Target<'_>,
     cutover: Option<String>,
 ) -> Result<Next, RotationError> {
+    let owner = lease.token();
     let previous = ctx.previous(core).await?;
+    if previous.is_some() && !lease.held().await? {
+        return Ok(Next::Lost);
+    }
     let detail = match &previous {
         Some(old) => match ctx.driver.retire(target, old).await {
             Ok(d) => format!("the previous credential no longer works ({d})"),

@@ -71,8 +71,8 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
             target: TargetRef::Connection(conn.id.clone()),
             dry_run: false,
             preflight: false,
-            cutover_window_ms: 10 * 60_000,
-            deadline_ms: 24 * 3_600_000,
+            cutover_window_ms: super::limits::CUTOVER_WINDOW_MS,
+            deadline_ms: super::limits::DEADLINE_MS,
             rotate_with: None,
         };
         match start(core, &actor, &d.org_id, &req).await {

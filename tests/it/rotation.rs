@@ -10,7 +10,7 @@ use crate::dual;
 use crate::harness::*;
 
 /// A fresh Redis ACL user that may change its own password; returns its name.
-async fn acl_user(password: &str, may_rotate: bool) -> String {
+pub(crate) async fn acl_user(password: &str, may_rotate: bool) -> String {
     acl_user_with(password, may_rotate, true).await
 }
 
@@ -35,7 +35,7 @@ async fn acl_user_with(password: &str, may_rotate: bool, may_ping: bool) -> Stri
 }
 
 /// Can `user` log in with `password`?
-async fn logs_in(user: &str, password: &str) -> bool {
+pub(crate) async fn logs_in(user: &str, password: &str) -> bool {
     let url = format!("redis://{user}:{password}@127.0.0.1:6379/");
     let Ok(client) = redis::Client::open(url.as_str()) else {
         return false;
@@ -82,7 +82,7 @@ fn redis_connection(env: &Env, user: &str, password: &str) {
 
 /// Org `acme` with a Redis connection `cache` as a fresh ACL user whose
 /// password is `old`; `None` (SKIPPED) off CI when Redis is down.
-async fn redis_world(env: &Env, old: &str, may_rotate: bool) -> Option<String> {
+pub(crate) async fn redis_world(env: &Env, old: &str, may_rotate: bool) -> Option<String> {
     if !require(redis_up(), "Redis") {
         return None;
     }
@@ -93,7 +93,7 @@ async fn redis_world(env: &Env, old: &str, may_rotate: bool) -> Option<String> {
 }
 
 /// The stored current password, read as platform code reads it.
-async fn stored_password(env: &Env, srv: &Server, key: &str) -> String {
+pub(crate) async fn stored_password(env: &Env, srv: &Server, key: &str) -> String {
     stored_credential(env, srv, key, "cache").await["password"]
         .as_str()
         .unwrap()

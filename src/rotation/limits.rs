@@ -1,0 +1,39 @@
+//! The one home of the rotation engine's limits and defaults: every place
+//! that needs one names it from here, so a change is made once.
+
+/// Default cut-over window: how long both credentials work after the new
+/// one is promoted before the old one may be retired. Ten minutes covers a
+/// consumer that re-reads its credential every few minutes (connection
+/// pools, cron jobs) without keeping a leaked value alive for long.
+pub const CUTOVER_WINDOW_MS: i64 = 10 * 60_000;
+pub const CUTOVER_WINDOW: &str = "10m";
+
+/// Default deadline of a rotation: at it, a cut-over still waiting on a
+/// reader stops as `stalled` (breaking no one) and a person decides. A day
+/// lets a nightly consumer move on its own.
+pub const DEADLINE_MS: i64 = 24 * 3_600_000;
+pub const DEADLINE: &str = "24h";
+
+/// An incident's rotations stop waiting much sooner: the old credential is
+/// presumed leaked, so after the overlap the campaign gives readers one
+/// hour to move before it stops `stalled` (or, with `--force-cutover`,
+/// retires the old credential and names who breaks).
+pub const INCIDENT_GRACE_MS: i64 = 3_600_000;
+
+/// Longest overlap (and cut-over window) a person may choose: beyond a
+/// month a "rotated" secret is not really rotated.
+pub const MAX_OVERLAP_MS: i64 = 30 * 86_400_000;
+
+/// How long a rotation step may run before another instance may take the
+/// job over, unless its holder renews it (it does, every third of it, while
+/// the step runs — `crate::jobs::lease`).
+pub const LEASE_MS: i64 = 60_000;
+
+/// Longest one step may take, whatever the target does (a tarpit that
+/// accepts and never answers, a slow server): past it the step is retried
+/// with backoff and its slot freed for other rotations. AWS `settle` polls
+/// STS for up to two minutes, so the budget is above that.
+pub const STEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Rotations one instance runs at once.
+pub const PARALLEL: usize = 64;

@@ -1,0 +1,532 @@
+//! The rotation engine under attack and failure (the engine's security
+//! issue): a verify whose rollback fails too, an instance that stalls past
+//! its lease and wakes, a revoked reader, a cut-over a person ends at once,
+//! and a leaked previous credential or overlap killed by blast radius.
+//! Each reproduces the defect through the real binary and a real target.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::dual;
+use crate::harness::*;
+use crate::proxy::{Mode, Proxy};
+use crate::rotation::{logs_in, redis_world, stored_password};
+
+/// A fresh MariaDB user whose password is `old`.
+async fn maria_user(old: &str) -> String {
+    let user = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
+    let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'"))
+        .execute(&root)
+        .await
+        .unwrap();
+    user
+}
+
+/// Does MariaDB itself (not the proxy) accept `user` / `password`?
+async fn maria_logs_in(user: &str, password: &str) -> bool {
+    use sqlx::Connection;
+    let url = format!("mysql://{user}:{password}@127.0.0.1:3306/information_schema");
+    sqlx::MySqlConnection::connect(&url).await.is_ok()
+}
+
+/// Connection `maria` of org `acme`, reaching MariaDB through `port`.
+fn maria_connection(env: &Env, user: &str, port: u16, password: &str) {
+    connection(
+        env,
+        "mysql",
+        "maria",
+        &[
+            "host=127.0.0.1",
+            &format!("port={port}"),
+            "database=information_schema",
+            &format!("username={user}"),
+        ],
+    );
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "acme",
+            "--name",
+            "maria",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        password,
+    );
+}
+
+/// Runs rotation `id` on servers that stop after each committed step, each
+/// SIGKILLed there, until step `step` is recorded done; then waits out the
+/// lease with the test clock. The job is left due at the step after it.
+async fn run_until_done(env: &Env, id: &str, step: &str) {
+    for _ in 0..6 {
+        let before = steps(env, id).len();
+        let srv = env.serve_with(&[
+            ("REKEY_JOBS_INTERVAL", "1s"),
+            ("REKEY_TEST_PAUSE_AFTER_STEP", "1"),
+        ]);
+        let mut moved = false;
+        for _ in 0..600 {
+            if steps(env, id).len() > before {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(srv); // SIGKILL, paused between two steps
+        env.advance(Duration::from_secs(61));
+        assert!(moved, "rotation {id} did not move: {:?}", steps(env, id));
+        if steps(env, id)
+            .iter()
+            .any(|s| s["name"] == step && s["status"] == "done")
+        {
+            return;
+        }
+    }
+    panic!("rotation {id} never reached {step}");
+}
+
+fn steps(env: &Env, id: &str) -> Vec<Value> {
+    env.json(&["rotation", "show", id])["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn poll_rotation(env: &Env, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..1200 {
+        let v = env.json(&["rotation", "show", id]);
+        if f(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rotation {id}: {what} never happened");
+}
+
+dual!(
+    a_failed_verify_whose_rollback_fails_keeps_the_credential,
+    |env| {
+        if !require(mariadb_up(), "MariaDB") {
+            return;
+        }
+        env.ok(&["org", "create", "acme"]);
+        let old = "the-old-password-2201";
+        let user = maria_user(old).await;
+        let proxy = Proxy::start("127.0.0.1:3306").await;
+        maria_connection(&env, &user, proxy.port, old);
+        let key = service_key(&env);
+        let id = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "maria",
+            "--cutover-window",
+            "0s",
+        ])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        run_until_done(&env, &id, "apply").await;
+        assert!(
+            !maria_logs_in(&user, old).await,
+            "apply changed the one password MariaDB keeps"
+        );
+
+        // The connection drops: the verify fails, and so does the rollback.
+        proxy.set(Mode::Drop);
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let v = poll_rotation(&env, &id, "a failed verify", |v| {
+            v["status"] == "failed"
+                || v["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["name"] == "verify"))
+        })
+        .await;
+        // Nothing stored would open the account if the new password went now.
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "maria"]);
+        assert!(
+            !show["slots"]["pending"].is_null(),
+            "the pending credential was discarded while MariaDB holds it: {show}\n{v}"
+        );
+        assert_ne!(v["status"], "completed", "{v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains("the current credential is unchanged"),
+            "an untrue record: {text}"
+        );
+
+        // The network comes back: the retry puts the target on a stored
+        // credential, whichever it is.
+        proxy.set(Mode::Pass);
+        for _ in 0..40 {
+            env.advance(Duration::from_secs(60));
+            let v = env.json(&["rotation", "show", &id]);
+            if v["status"] == "failed" || v["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let v = env.json(&["rotation", "show", &id]);
+        assert!(v["status"] == "failed" || v["status"] == "completed", "{v}");
+        let current = stored_credential(&env, &srv, &key, "maria").await["password"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            maria_logs_in(&user, &current).await,
+            "the stored current password is refused by MariaDB: {v}"
+        );
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "maria"]);
+        assert!(show["slots"]["pending"].is_null(), "{show}");
+    }
+);
+
+/// Instance A stalls (SIGSTOP) inside the verify, past its lease; B takes
+/// the rotation over and completes it; A wakes to a failed probe. A must not
+/// roll back at the target: MariaDB would be left on a password whose
+/// sealed copy B already retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_instance_does_not_act_after_losing_its_lease() {
+    let Some(env) = Env::new(Engine::Postgres).await else {
+        return;
+    };
+    if !require(mariadb_up(), "MariaDB") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let old = "the-old-password-2206";
+    let user = maria_user(old).await;
+    let proxy = Proxy::start("127.0.0.1:3306").await;
+    maria_connection(&env, &user, proxy.port, old);
+    let key = service_key(&env);
+    let id = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "maria",
+        "--cutover-window",
+        "0s",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run_until_done(&env, &id, "apply").await;
+
+    // A claims the verify; its probe hangs in the network.
+    proxy.set(Mode::Hold);
+    let a = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    assert!(
+        wait_until(|| proxy.held() > 0, Duration::from_secs(60)).await,
+        "A never probed"
+    );
+    signal(&a, "STOP");
+    env.advance(Duration::from_secs(61));
+
+    // B takes the job over and completes the rotation.
+    proxy.set(Mode::Pass);
+    let b = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    wait_for_status(&env, &id, "completed").await;
+    let current = stored_credential(&env, &b, &key, "maria").await["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(maria_logs_in(&user, &current).await);
+
+    // A wakes to a failed probe.
+    proxy.release_held(Mode::Drop);
+    signal(&a, "CONT");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(a);
+    let v = env.json(&["rotation", "show", &id]);
+    assert_eq!(v["status"], "completed", "a stale instance rewrote it: {v}");
+    assert!(
+        maria_logs_in(&user, &current).await,
+        "the stale instance rolled the target back: the stored password is refused"
+    );
+    assert!(!maria_logs_in(&user, old).await);
+    drop(b);
+}
+
+fn signal(srv: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &srv.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+dual!(a_revoked_service_key_is_no_longer_a_reader, |env| {
+    let old = "the-old-password-2251";
+    let Some(user) = redis_world(&env, old, true).await else {
+        return;
+    };
+    let key = service_key(&env);
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0")]);
+    assert_eq!(stored_password(&env, &srv, &key).await, old);
+    drop(srv);
+    env.ok(&["service-key", "revoke", "--name", "platform"]);
+    let out = env.run(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--cutover-window",
+        "0s",
+        "--deadline",
+        "3s",
+        "--wait",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        v["status"], "completed",
+        "a revoked key held the cut-over: {v}"
+    );
+    assert!(!logs_in(&user, old).await);
+});
+
+dual!(
+    finish_now_retires_the_previous_credential_and_cancel_names_it,
+    |env| {
+        let old = "the-old-password-2252";
+        let Some(user) = redis_world(&env, old, true).await else {
+            return;
+        };
+        let email = "admin@acme.test";
+        env.json_stdin(
+            &[
+                "user",
+                "create",
+                "--org",
+                "acme",
+                "--email",
+                email,
+                "--permission",
+                "read_write",
+                "--admin",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        );
+        let key = service_key(&env);
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        // A consumer that read the old password and never comes back.
+        assert_eq!(stored_password(&env, &srv, &key).await, old);
+        let id = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--cutover-window",
+            "0s",
+        ])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_for_status(&env, &id, "waiting_cutover").await;
+        assert!(logs_in(&user, old).await, "both work during the cut-over");
+
+        // After the promotion the change is made: no cancel.
+        let out = env.run(&["rotation", "cancel", &id]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("rekey rotation finish {id}")),
+            "{err}"
+        );
+        // Nor a new rotation while the previous credential works.
+        let out = env.run(&["rotate", "--org", "acme", "--connection", "cache"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("rotation finish"));
+
+        // `finish` without --now: the reader is named, nothing breaks.
+        let f = env.json(&["rotation", "finish", &id]);
+        assert_eq!(f["status"], "waiting_cutover", "{f}");
+        let on = f["still_on_previous"][0].as_str().unwrap_or_default();
+        assert!(on.starts_with("service:platform"), "{f}");
+        assert_eq!(f["breaks"], json!([]));
+        assert!(logs_in(&user, old).await);
+
+        // The API twin with {"now": true}: retired at once, naming who breaks.
+        let (c, csrf) = admin_login(&srv, email).await;
+        let r = c
+            .post(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}/finish")))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"now": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let f: Value = r.json().await.unwrap();
+        assert_eq!(f["status"], "completed", "{f}");
+        let breaks = f["breaks"][0].as_str().unwrap_or_default();
+        assert!(breaks.starts_with("service:platform"), "{f}");
+        assert!(
+            !logs_in(&user, old).await,
+            "the previous password still works"
+        );
+        let new = stored_password(&env, &srv, &key).await;
+        assert!(logs_in(&user, &new).await);
+        let audit = env.json(&["audit", "list", "--action", "rotation.finish"]);
+        assert_eq!(audit.as_array().map(Vec::len), Some(2), "{audit}");
+        // A bad body changes nothing and says why.
+        let r = c
+            .post(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}/finish")))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"now": "yes"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        // And rotating again is allowed.
+        env.ok(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--dry-run",
+        ]);
+    }
+);
+
+dual!(
+    blast_radius_revoke_retires_a_leaked_previous_credential,
+    |env| {
+        let old = "the-old-password-2253";
+        let Some(user) = redis_world(&env, old, true).await else {
+            return;
+        };
+        let key = service_key(&env);
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        assert_eq!(stored_password(&env, &srv, &key).await, old);
+        let id = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--cutover-window",
+            "0s",
+        ])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_for_status(&env, &id, "waiting_cutover").await;
+        // The old password leaked: blast radius names the way to kill it and
+        // --revoke does it.
+        let out = env.run_stdin(
+            &["incident", "blast-radius", "--secret-stdin", "--json"],
+            Some(old),
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["slot"], "previous", "{v}");
+        assert_eq!(
+            v["kill"],
+            format!("rekey rotation finish {id} --now"),
+            "{v}"
+        );
+        let out = env.run_stdin(
+            &[
+                "incident",
+                "blast-radius",
+                "--secret-stdin",
+                "--revoke",
+                "--json",
+            ],
+            Some(old),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !logs_in(&user, old).await,
+            "the leaked password still works"
+        );
+        let new = stored_password(&env, &srv, &key).await;
+        assert!(logs_in(&user, &new).await, "the replacement was killed too");
+        assert_eq!(env.json(&["rotation", "show", &id])["status"], "completed");
+    }
+);
+
+dual!(
+    blast_radius_revoke_of_an_overlap_keeps_the_new_value,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        let old = env.json(&[
+            "key", "create", "--org", "acme", "--name", "ci", "--scope", "read",
+        ])["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let new = env.json(&[
+            "key",
+            "reset",
+            "--org",
+            "acme",
+            "--name",
+            "ci",
+            "--overlap",
+            "1h",
+        ])["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let srv = env.serve();
+        let works = |k: String| {
+            let url = srv.at("/v1/people");
+            async move {
+                client()
+                    .get(url)
+                    .header("Accesskey", k)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            }
+        };
+        assert!(works(old.clone()).await && works(new.clone()).await);
+        let out = env.run_stdin(
+            &["incident", "blast-radius", "--secret-stdin", "--json"],
+            Some(&old),
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["kill"], "rekey key end-overlap --org acme --name ci",
+            "{v}"
+        );
+        let out = env.run_stdin(
+            &[
+                "incident",
+                "blast-radius",
+                "--secret-stdin",
+                "--revoke",
+                "--json",
+            ],
+            Some(&old),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!works(old).await, "the leaked previous key still works");
+        assert!(works(new).await, "the replacement was revoked too");
+    }
+);
