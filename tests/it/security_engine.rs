@@ -530,3 +530,90 @@ dual!(
         assert!(works(new).await, "the replacement was revoked too");
     }
 );
+
+/// Org `acme` points a MySQL connection at a tarpit (accepts, never
+/// answers) and rotates it; org `other`'s Redis rotation, started after,
+/// completes while the first still hangs: one slow target holds its own
+/// slot, never the jobs loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tarpit_cannot_stall_another_orgs_rotation() {
+    let Some(env) = Env::new(Engine::Sqlite).await else {
+        return;
+    };
+    if !require(redis_up(), "Redis") {
+        return;
+    }
+    let tarpit = Proxy::start("127.0.0.1:3306").await;
+    tarpit.set(Mode::Hold);
+    env.ok(&["org", "create", "acme"]);
+    connection(
+        &env,
+        "mysql",
+        "maria",
+        &[
+            "host=127.0.0.1",
+            &format!("port={}", tarpit.port),
+            "database=information_schema",
+            "username=nobody",
+        ],
+    );
+    store_unprobed(&env, "maria", "password", "a-password-2204");
+    let stuck = env.json(&["rotate", "--org", "acme", "--connection", "maria"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    assert!(
+        wait_until(|| tarpit.held() > 0, Duration::from_secs(60)).await,
+        "the tarpit was never reached"
+    );
+    // Org `other`, its own Redis user and connection.
+    env.ok(&["org", "create", "other"]);
+    let old = "the-old-password-2204";
+    let user = crate::rotation::acl_user(old, true).await;
+    let u = format!("username={user}");
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "other",
+        "--kind",
+        "redis",
+        "--name",
+        "cache",
+        "--setting",
+        "host=127.0.0.1",
+        "--setting",
+        &u,
+    ]);
+    env.json_stdin(
+        &[
+            "connection",
+            "set-credential",
+            "--org",
+            "other",
+            "--name",
+            "cache",
+            "--field",
+            "password",
+            "--value-stdin",
+        ],
+        old,
+    );
+    let id = env.json(&[
+        "rotate",
+        "--org",
+        "other",
+        "--connection",
+        "cache",
+        "--cutover-window",
+        "0s",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for_status(&env, &id, "completed").await;
+    assert!(!logs_in(&user, old).await);
+    let v = env.json(&["rotation", "show", &stuck]);
+    assert_ne!(v["status"], "completed", "{v}");
+}
