@@ -13,13 +13,7 @@ pub enum Engine {
     Postgres,
 }
 
-/// The `rekey` binary under test: cargo's, or `REKEY_TEST_BIN` (where
-/// several worktrees share one target directory, the uplifted
-/// `target/debug/rekey` is whichever worktree linked last; a copy of one's
-/// own build keeps a run honest).
-pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    std::env::var("REKEY_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rekey").to_string())
-});
+pub const BIN: &str = env!("CARGO_BIN_EXE_rekey");
 
 pub fn pg_admin_url() -> String {
     std::env::var("REKEY_TEST_POSTGRES_URL")
@@ -98,7 +92,7 @@ impl Env {
 
     /// A `rekey` command with this world's database, key and light argon2.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(&*BIN);
+        let mut c = Command::new(BIN);
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("REKEY_DATABASE_URL", &self.db_url)
@@ -284,7 +278,7 @@ impl Drop for Env {
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 
 fn run_plain(args: &[&str]) -> String {
-    let out = Command::new(&*BIN).args(args).output().expect("run rekey");
+    let out = Command::new(BIN).args(args).output().expect("run rekey");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 

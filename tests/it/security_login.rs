@@ -427,7 +427,7 @@ async fn database_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let env = sqlite().await;
     let data = env.dir.path().join("fresh-data");
-    let mut c = std::process::Command::new(&*BIN);
+    let mut c = std::process::Command::new(BIN);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("REKEY_DATA_DIR", &data)
@@ -455,7 +455,7 @@ async fn database_files_are_private() {
     // an older install's readable files are made private on the next start
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut c2 = std::process::Command::new(&*BIN);
+    let mut c2 = std::process::Command::new(BIN);
     c2.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("REKEY_DATA_DIR", &data)
