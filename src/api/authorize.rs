@@ -21,7 +21,7 @@ use crate::crypto::token::{self, ct_eq, TokenKind};
 use crate::identity::{orgs, sessions, IdentityError};
 use crate::oauth::authorize::{self, redirect_with, Refusal, Request, Valid};
 
-const CSRF_COOKIE: &str = "rekey_authz_csrf";
+pub(super) const CSRF_COOKIE: &str = "rekey_authz_csrf";
 const AUTHN_COOKIE: &str = "rekey_authn";
 
 /// Parameters as the seed endpoint names them.
@@ -63,7 +63,7 @@ fn cookie_attrs(st: &AppState) -> &'static str {
 }
 
 /// The CSRF nonce (existing or new) and the cookie to set when new.
-fn csrf_nonce(st: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
+pub(super) fn csrf_nonce(st: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE).filter(|n| n.len() >= 32) {
         Some(n) => (n.to_string(), None),
         None => {
@@ -74,7 +74,7 @@ fn csrf_nonce(st: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
-fn csrf_for(st: &AppState, nonce: &str) -> String {
+pub(super) fn csrf_for(st: &AppState, nonce: &str) -> String {
     st.core.pepper.digest(&format!("authorize-csrf\0{nonce}"))
 }
 

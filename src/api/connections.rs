@@ -11,14 +11,17 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use axum_extra::extract::cookie::CookieJar;
+
 use super::apps::{body, org_for};
 use super::extract::{AdminSession, ClientIp};
 use super::pages;
-use super::{ApiError, AppState};
+use super::{cookies, ApiError, AppState};
 use crate::audit::Actor;
 use crate::connectors::connections::{self, NewConnection};
 use crate::connectors::{
-    actions, catalog, credentials, oauth_client, provider_clients, service_keys, ConnectorError,
+    actions, catalog, credentials, flow, oauth_client, provider_clients, service_keys,
+    ConnectorError,
 };
 use crate::identity::orgs;
 
@@ -27,6 +30,7 @@ impl From<ConnectorError> for ApiError {
         match e {
             ConnectorError::Invalid(m) => ApiError::bad_request(m),
             ConnectorError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            ConnectorError::Forbidden(m) => ApiError::forbidden(m),
             ConnectorError::Conflict(m) => ApiError::conflict(format!("{m} already exists")),
             ConnectorError::ProbeFailed(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "probe_failed", m)
@@ -226,15 +230,29 @@ pub async fn test(
     Ok(Json(json!(c.view())))
 }
 
+/// Starts the flow and binds it to the calling browser at once (it holds
+/// the admin's session): the answer sets the flow cookie and carries the
+/// provider URL to send that browser to. Only that browser can finish it.
 pub async fn authorize(
     State(st): State<AppState>,
     admin: AdminSession,
+    jar: CookieJar,
     Path((org, conn)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
-    let (_, url) =
-        oauth_client::start(&st.core, &admin.actor(), &o.id, &conn, &st.public_url).await?;
-    Ok(Json(json!({"authorize_url": url})))
+    let begun =
+        oauth_client::start(&st.core, &admin.actor(), &o.id, &conn, &st.public_url, None).await?;
+    let bound = flow::bind(&st.core, &begun.state, &admin.session, admin.ip.clone()).await?;
+    Ok((
+        jar.add(cookies::flow(&st, &bound, st.core.now())),
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "authorize_url": bound.provider_url,
+            "client_id": begun.client_id,
+            "expires_at": crate::clock::rfc3339(bound.expires_at),
+        })),
+    )
+        .into_response())
 }
 
 pub async fn revoke(
@@ -282,25 +300,37 @@ pub async fn set_client(
     Ok(Json(json!(c.view())))
 }
 
-/// `GET /oauth/callback`: the provider sends the browser back here.
+/// `GET /oauth/callback`: the provider sends the browser back here. It
+/// completes only in the browser the flow was bound to (its flow cookie);
+/// anything else is refused with nothing written.
 pub async fn callback(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
-    admin: Result<AdminSession, ApiError>,
+    jar: CookieJar,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let state = q.get("state").map(String::as_str).unwrap_or("");
-    let completer = admin.ok().map(|a| a.session.principal.actor_name());
-    match oauth_client::callback(
+    let tag = flow::cookie_tag(&st.core, state);
+    let name = cookies::flow_name(&st, &tag);
+    let browser = jar.get(&name).map(|c| c.value().to_string());
+    let result = oauth_client::callback(
         &st.core,
         state,
         q.get("code").map(String::as_str),
         q.get("error").map(String::as_str),
         ip,
-        completer.as_deref(),
+        browser.as_deref(),
     )
-    .await
-    {
+    .await;
+    // The flow is over once its state is used (done or failed after it):
+    // its cookie goes. A refusal before that leaves it for the real return.
+    let used = result.is_ok() || !flow::is_pending(&st.core, state).await;
+    let jar = if used && browser.is_some() {
+        jar.add(cookies::flow_removal(&st, &tag))
+    } else {
+        jar
+    };
+    let page = match result {
         Ok(c) => pages::message_page(
             StatusCode::OK,
             "Connected",
@@ -323,7 +353,8 @@ pub async fn callback(
             )
         }
         Err(e) => pages::error_page(StatusCode::BAD_REQUEST, &e.to_string()),
-    }
+    };
+    (jar, page).into_response()
 }
 
 /// `GET /api/v1/orgs/{org}/connections/{id}/credentials` for a platform

@@ -25,15 +25,10 @@ impl From<IncidentError> for ApiError {
             IncidentError::Invalid(m) => ApiError::bad_request(m),
             IncidentError::Forbidden(m) => ApiError::forbidden(m),
             IncidentError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
-            IncidentError::Running(v) => ApiError::new(
-                StatusCode::CONFLICT,
-                "campaign_running",
-                format!(
-                    "campaign {} over {} is running and overlaps this scope",
-                    v.id, v.scope
-                ),
-            )
-            .with_header(header::LOCATION, &format!("/api/v1/incidents/{}", v.id)),
+            IncidentError::Running(o) => {
+                ApiError::new(StatusCode::CONFLICT, "campaign_running", o.message())
+                    .with_header(header::LOCATION, &format!("/api/v1/incidents/{}", o.id()))
+            }
             IncidentError::Rotation(r) => r.into(),
             IncidentError::Connector(c) => c.into(),
             IncidentError::Store(s) => s.into(),
@@ -93,14 +88,15 @@ pub async fn start(
             )
                 .into_response())
         }
-        // The answer is the running campaign.
-        Err(IncidentError::Running(v)) => Ok((
+        // The answer is the running campaign, as far as the asker may see
+        // it: an org admin is told the operator's campaign by its id only.
+        Err(IncidentError::Running(o)) => Ok((
             StatusCode::CONFLICT,
-            [(header::LOCATION, format!("/api/v1/incidents/{}", v.id))],
+            [(header::LOCATION, format!("/api/v1/incidents/{}", o.id()))],
             Json(json!({
                 "error": "campaign_running",
-                "message": format!("campaign {} over {} is running and overlaps this scope", v.id, v.scope),
-                "campaign": *v,
+                "message": o.message(),
+                "campaign": o.campaign(),
             })),
         )
             .into_response()),

@@ -3,7 +3,9 @@
 
 pub mod apps;
 pub mod authorize;
+mod connect;
 pub mod connections;
+pub mod cookies;
 pub mod error;
 pub mod extract;
 mod incidents;
@@ -183,6 +185,7 @@ pub fn router(state: AppState) -> Router {
             post(keys::activate_m2m),
         )
         .route("/oauth/callback", get(connections::callback))
+        .route("/connect/{state}", get(connect::get).post(connect::post))
         .route("/api/v1/connectors", get(connections::catalog_list))
         .route("/api/v1/connectors/{kind}", get(connections::catalog_show))
         .route(

@@ -128,6 +128,40 @@ pub fn consent_page(p: ConsentPage<'_>) -> Response {
     page(StatusCode::OK, "Authorize", &body, &p.cookies)
 }
 
+pub struct ConnectLoginPage<'a> {
+    pub org: &'a str,
+    pub connection: &'a str,
+    pub kind: &'a str,
+    pub action: &'a str,
+    pub csrf: &'a str,
+    pub error: Option<&'a str>,
+    pub status: StatusCode,
+    pub cookies: Vec<String>,
+}
+
+/// Sign-in before an OAuth connection flow is bound to this browser.
+pub fn connect_login_page(p: ConnectLoginPage<'_>) -> Response {
+    let err = p
+        .error
+        .map(|e| format!("<p class=\"error\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Connect {conn}</h1><p class=\"muted\">Sign in as an admin of <b>{org}</b> to authorize \
+         its {kind} connection <b>{conn}</b>; you will then be sent to the provider.</p>{err}\
+         <form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label>Email<input type=\"email\" name=\"email\" autocomplete=\"username\" required autofocus></label>\
+         <label>Password<input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
+         <button type=\"submit\">Sign in and continue</button></form>",
+        org = escape(p.org),
+        conn = escape(p.connection),
+        kind = escape(p.kind),
+        action = escape(p.action),
+        csrf = escape(p.csrf),
+    );
+    page(p.status, "Connect", &body, &p.cookies)
+}
+
 pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
     page(
         status,

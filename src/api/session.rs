@@ -4,14 +4,17 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use axum_extra::extract::cookie::CookieJar;
+
+use super::cookies;
 use super::error::json_rejection;
-use super::extract::{AdminSession, ClientIp, SESSION_COOKIE};
+use super::extract::{AdminSession, ClientIp};
 use super::{ApiError, AppState, Format};
 use crate::identity::sessions;
 
@@ -24,14 +27,10 @@ pub struct LoginBody {
     org: Option<String>,
 }
 
-fn session_cookie(st: &AppState, token: &str, max_age_secs: i64) -> String {
-    let secure = if st.secure_cookies() { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}")
-}
-
 pub async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    jar: CookieJar,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|r| json_rejection(r, Format::Admin))?;
@@ -44,14 +43,10 @@ pub async fn login(
     )
     .await?;
     let max_age = (session.expires_at - st.core.now()) / 1000;
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&session_cookie(&st, &token, max_age)) {
-        headers.insert(header::SET_COOKIE, v);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok((
         StatusCode::OK,
-        headers,
+        jar.add(cookies::session(&st, token, max_age)),
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(json!({"csrf_token": session.csrf, "session": session.view()})),
     )
         .into_response())
@@ -61,11 +56,15 @@ pub async fn whoami(admin: AdminSession) -> impl IntoResponse {
     Json(json!({"session": admin.session.view(), "csrf_token": admin.session.csrf}))
 }
 
-pub async fn logout(State(st): State<AppState>, admin: AdminSession) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    jar: CookieJar,
+) -> Result<Response, ApiError> {
     sessions::logout(&st.core, &admin.session, admin.ip.as_deref()).await?;
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&session_cookie(&st, "", 0)) {
-        headers.insert(header::SET_COOKIE, v);
-    }
-    Ok((StatusCode::NO_CONTENT, headers).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        jar.add(cookies::session(&st, String::new(), 0)),
+    )
+        .into_response())
 }

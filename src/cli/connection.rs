@@ -229,11 +229,26 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
         }
         ConnectionCmd::Authorize(r) | ConnectionCmd::Reauthenticate(r) => {
             let o = orgs::find_in(&core.db, &r.org).await?;
-            let (_, url) =
-                oauth_client::start(core, &actor, &o.id, &r.name, &core.public_url()).await?;
-            out.emit(&json!({"authorize_url": url}), |_| {
-                format!("open this URL to authorize (valid for 10 minutes):\n{url}")
-            });
+            let public_url = core.public_url();
+            let begun =
+                oauth_client::start(core, &actor, &o.id, &r.name, &public_url, None).await?;
+            // A link to rekey, not the provider's URL: opened in a browser
+            // signed in as the org's admin, it binds the flow to that
+            // browser and goes on to the provider.
+            let url = begun.link(&public_url);
+            out.emit(
+                &json!({
+                    "authorize_url": url,
+                    "client_id": begun.client_id,
+                    "expires_at": crate::clock::rfc3339(begun.expires_at),
+                }),
+                |_| {
+                    format!(
+                        "open this link in a browser, signed in as an admin of {} (valid for 10 minutes):\n{url}",
+                        o.slug
+                    )
+                },
+            );
         }
         ConnectionCmd::RevokeAuthorization(r) => {
             let o = orgs::find_in(&core.db, &r.org).await?;

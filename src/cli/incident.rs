@@ -35,13 +35,12 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
             };
             let started = match incident::start(core, &actor, &asker, &req).await {
                 Ok(s) => s,
-                Err(IncidentError::Running(v)) => {
-                    out.emit(&*v, describe);
-                    anyhow::bail!(
-                        "campaign {} over {} is running and overlaps this scope",
-                        v.id,
-                        v.scope
-                    );
+                Err(IncidentError::Running(o)) => {
+                    match &o {
+                        incident::Overlap::Visible(v) => out.emit(&**v, describe),
+                        other => out.emit(&other.campaign(), |_| other.message()),
+                    }
+                    anyhow::bail!("{}", o.message());
                 }
                 Err(e) => return Err(e.into()),
             };

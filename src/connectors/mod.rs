@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod connections;
 pub mod credentials;
 pub mod drivers;
+pub mod flow;
 pub mod hosts;
 pub mod keeper;
 pub mod mint;
@@ -29,6 +30,9 @@ pub enum ConnectorError {
     Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The asker may not act on this (another org's flow, say).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} already exists")]
     Conflict(String),
     /// The credential failed its probe and was not stored.

@@ -18,8 +18,8 @@ use crate::crypto::keyring::Place;
 use crate::crypto::sealed;
 use crate::crypto::token::{self, TokenKind};
 use crate::egress;
+use crate::exec;
 use crate::state::Core;
-use crate::{exec, fetch_optional};
 
 /// How long a started authorization may take.
 const STATE_TTL_MS: i64 = 10 * 60_000;
@@ -188,16 +188,47 @@ fn verifier_place(digest: &str) -> Place<'_> {
     }
 }
 
-/// Starts authorizing (or re-authenticating) a connection: returns the
-/// provider URL to open. `state` is single use, lives ten minutes, and is
-/// bound to the connection and to whoever started it.
+pub(super) fn provider_url_place(digest: &str) -> Place<'_> {
+    Place {
+        table: "connection_states",
+        column: "provider_url",
+        row: digest,
+    }
+}
+
+/// A started authorization, not yet bound to a browser.
+#[derive(Debug)]
+pub struct Begun {
+    pub conn: Connection,
+    /// The client rekey presents to the provider.
+    pub client_id: String,
+    /// The single-use `state`; also the key of the flow's start link.
+    pub state: String,
+    pub expires_at: i64,
+}
+
+impl Begun {
+    /// The link a person opens (see [`super::flow`]): it signs them in,
+    /// binds the flow to their browser and sends it on to the provider.
+    pub fn link(&self, public_url: &str) -> String {
+        super::flow::link(public_url, &self.state)
+    }
+}
+
+/// Starts authorizing (or re-authenticating) a connection. `state` is
+/// single use, lives ten minutes, and is bound to the connection; the
+/// provider URL (which carries it) is held sealed until a signed-in admin's
+/// browser is bound to the flow ([`super::flow::bind`]), and the callback
+/// completes only in that browser. `campaign` names the campaign the flow
+/// is issued for, if any.
 pub async fn start(
     core: &Core,
     actor: &Actor,
     org_id: &str,
     key: &str,
     public_url: &str,
-) -> Result<(Connection, String), ConnectorError> {
+    campaign: Option<&str>,
+) -> Result<Begun, ConnectorError> {
     let conn = connections::find_in(&core.db, org_id, key).await?;
     let method = conn.method()?;
     if !method.is_oauth_code() {
@@ -263,14 +294,24 @@ pub async fn start(
     let mut tx = core.db.begin_write().await?;
     exec!(
         &mut tx,
-        "INSERT INTO connection_states (digest, connection_id, started_by, redirect_uri, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO connection_states (digest, connection_id, started_by, redirect_uri, created_at, expires_at, campaign_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &digest,
         &conn.id,
         &actor.name,
         &redirect_uri,
         now,
-        now + STATE_TTL_MS
+        now + STATE_TTL_MS,
+        campaign
     )?;
+    sealed::put(
+        &mut tx,
+        &core.keyring,
+        provider_url_place(&digest),
+        u.as_str().as_bytes(),
+        now,
+    )
+    .await?;
     sealed::put(
         &mut tx,
         &core.keyring,
@@ -285,11 +326,16 @@ pub async fn start(
         actor,
         &conn,
         "connection.authorize_start",
-        json!({"redirect_uri": redirect_uri}),
+        json!({"redirect_uri": redirect_uri, "campaign": campaign}),
     )
     .await?;
     tx.commit().await?;
-    Ok((conn, u.to_string()))
+    Ok(Begun {
+        conn,
+        client_id,
+        state,
+        expires_at: now + STATE_TTL_MS,
+    })
 }
 
 fn rand_bytes() -> [u8; 24] {
@@ -299,71 +345,45 @@ fn rand_bytes() -> [u8; 24] {
     b
 }
 
-#[derive(sqlx::FromRow)]
-struct StateRow {
-    connection_id: String,
-    started_by: String,
-    redirect_uri: String,
-    expires_at: i64,
-    used_at: Option<i64>,
-}
-
-/// The provider sent the browser back. Checks and consumes `state`,
-/// exchanges the code, stores the tokens, probes, sets the status.
+/// The provider sent the browser back. Checks `state` and that this is
+/// the browser the flow was bound to (`browser`: the flow cookie's value)
+/// before anything is written — a request from anywhere else neither
+/// completes the flow nor uses it up — then consumes `state`, exchanges the
+/// code, stores the tokens, probes and sets the status, as the admin whose
+/// browser it is.
 pub async fn callback(
     core: &Core,
     state: &str,
     code: Option<&str>,
     error: Option<&str>,
     ip: Option<String>,
-    completer: Option<&str>,
+    browser: Option<&str>,
 ) -> Result<Connection, ConnectorError> {
-    let bad = || {
-        ConnectorError::Invalid(
-            "this authorization link is invalid, expired or already used; start again".into(),
-        )
-    };
-    if !token::well_formed(TokenKind::OAuthState, state.trim()) {
-        return Err(bad());
-    }
     let digest = core.pepper.digest(state.trim());
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
-    let row = fetch_optional!(
-        &mut tx,
-        StateRow,
-        "SELECT connection_id, started_by, redirect_uri, expires_at, used_at FROM connection_states WHERE digest = $1",
-        &digest
-    )?
-    .ok_or_else(bad)?;
-    if row.used_at.is_some() || row.expires_at <= now {
-        return Err(bad());
-    }
-    // Bound to whoever started it: a browser signed in to rekey as someone
-    // else cannot complete another admin's authorization. (A flow started
-    // from the CLI is completed by a browser with no rekey session.)
-    if let Some(who) = completer {
-        if who != row.started_by && row.started_by != "cli" {
-            return Err(ConnectorError::Invalid(
-                "this authorization was started by another admin; start your own".into(),
-            ));
-        }
-    }
+    let row = super::flow::check_callback(core, &mut tx, state, browser, now).await?;
+    // The browser's binding is part of the compare-and-set: a rebinding
+    // between the check and here loses the race instead of completing.
     let n = exec!(
         &mut tx,
-        "UPDATE connection_states SET used_at = $1 WHERE digest = $2 AND used_at IS NULL",
+        "UPDATE connection_states SET used_at = $1 WHERE digest = $2 AND used_at IS NULL AND browser_digest = $3",
         now,
-        &digest
+        &digest,
+        &row.browser_digest
     )?;
     if n != 1 {
-        return Err(bad());
+        return Err(super::flow::invalid_link());
     }
+    sealed::delete(&mut tx, provider_url_place(&digest)).await?;
     let verifier = sealed::get(&mut tx, &core.keyring, verifier_place(&digest))
         .await?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
     sealed::delete(&mut tx, verifier_place(&digest)).await?;
     let conn = connections::get(&mut tx, &row.connection_id).await?;
-    let actor = Actor::new(row.started_by.clone(), ip);
+    // The admin whose browser completes it acts, not whoever (or whatever
+    // campaign) issued the link.
+    let actor = Actor::new(row.bound_by.clone().unwrap_or(row.started_by.clone()), ip);
     if let Some(err) = error {
         connections::record(
             &mut tx,

@@ -233,6 +233,34 @@ pub async fn authenticate(core: &Core, presented: &str) -> Result<Option<Session
     else {
         return Ok(None);
     };
+    resolve(core, &mut c, row, now).await
+}
+
+/// Session `id`, if it is still live (not logged out, not expired, its
+/// admin still an active admin): for work a session started that finishes
+/// in a request that cannot carry the session cookie (an OAuth callback
+/// after the provider's cross-site redirect).
+pub async fn live(core: &Core, id: &str) -> Result<Option<Session>, IdentityError> {
+    let now = core.now();
+    let mut c = core.db.read().await?;
+    let Some(row) = fetch_optional!(
+        &mut c,
+        SessionRow,
+        "SELECT id, principal_kind, principal_id, org_id, expires_at, revoked_at FROM admin_sessions WHERE id = $1",
+        id
+    )?
+    else {
+        return Ok(None);
+    };
+    resolve(core, &mut c, row, now).await
+}
+
+async fn resolve(
+    core: &Core,
+    c: &mut crate::store::Conn,
+    row: SessionRow,
+    now: i64,
+) -> Result<Option<Session>, IdentityError> {
     if row.revoked_at.is_some() || row.expires_at <= now {
         return Ok(None);
     }
@@ -242,18 +270,18 @@ pub async fn authenticate(core: &Core, presented: &str) -> Result<Option<Session
             None => return Ok(None),
         },
         ("user", Some(org_id)) => {
-            let Some(user) = users::get(&mut c, org_id, &row.principal_id).await? else {
+            let Some(user) = users::get(&mut *c, org_id, &row.principal_id).await? else {
                 return Ok(None);
             };
             if !user.active || !user.is_admin {
                 return Ok(None);
             }
-            let org = orgs::find(&mut c, org_id).await?;
+            let org = orgs::find(&mut *c, org_id).await?;
             Principal::OrgAdmin { user, org }
         }
         _ => return Ok(None),
     };
-    let csrf = sealed::get(&mut c, &core.keyring, csrf_place(&row.id))
+    let csrf = sealed::get(&mut *c, &core.keyring, csrf_place(&row.id))
         .await?
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_default();

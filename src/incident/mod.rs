@@ -54,9 +54,10 @@ pub enum IncidentError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(String),
-    /// A running campaign's scope overlaps the one asked for: this is it.
-    #[error("campaign {} over {} is running and overlaps this scope", .0.id, .0.scope)]
-    Running(Box<IncidentView>),
+    /// A running campaign's scope overlaps the one asked for: this is it,
+    /// as far as the asker may see it.
+    #[error("{}", .0.message())]
+    Running(Overlap),
     #[error(transparent)]
     Rotation(#[from] RotationError),
     #[error(transparent)]
@@ -272,6 +273,74 @@ pub enum Asker<'a> {
     OrgAdmin { org_id: &'a str },
 }
 
+impl Asker<'_> {
+    /// Of a campaign's items, those the asker may see: an org admin sees
+    /// their own org's items only, in their own campaign or the operator's
+    /// (whose other orgs' items, and their re-authorize links, are none of
+    /// theirs; nor are the operator's own items).
+    fn visible(&self, items: Vec<ItemRow>) -> Vec<ItemRow> {
+        match self {
+            Asker::Operator => items,
+            Asker::OrgAdmin { org_id } => items
+                .into_iter()
+                .filter(|i| i.org_id.as_deref() == Some(*org_id))
+                .collect(),
+        }
+    }
+
+    /// Whether the asker may act on (cancel, retry) the campaign: the
+    /// operator, or an org admin on their own org's campaign — never on the
+    /// operator's, however much of it is theirs.
+    fn owns(&self, row: &IncidentRow) -> bool {
+        match self {
+            Asker::Operator => true,
+            Asker::OrgAdmin { org_id } => row.org_id.as_deref() == Some(*org_id),
+        }
+    }
+}
+
+/// The running campaign a start overlaps, as the asker may see it.
+#[derive(Debug)]
+pub enum Overlap {
+    /// The asker's own campaign (or any, for the operator): all of it.
+    Visible(Box<IncidentView>),
+    /// The operator's campaign, to an org admin: named, nothing of it shown
+    /// (its items for the asker's org are at `GET /api/v1/incidents/{id}`).
+    Operators { id: String, scope: String },
+}
+
+impl Overlap {
+    pub fn id(&self) -> &str {
+        match self {
+            Overlap::Visible(v) => &v.id,
+            Overlap::Operators { id, .. } => id,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Overlap::Visible(v) => format!(
+                "campaign {} over {} is running and overlaps this scope",
+                v.id, v.scope
+            ),
+            Overlap::Operators { id, scope } => format!(
+                "the platform operator's campaign {id} over {scope} is running and covers your org; \
+                 your org's items in it are at /api/v1/incidents/{id}"
+            ),
+        }
+    }
+
+    /// The campaign, as the conflict's answer carries it.
+    pub fn campaign(&self) -> Value {
+        match self {
+            Overlap::Visible(v) => json!(v),
+            Overlap::Operators { id, scope } => {
+                json!({"id": id, "scope": scope, "owner": "operator"})
+            }
+        }
+    }
+}
+
 pub struct StartRequest {
     pub reason: String,
     /// `all` or `org:SLUG`.
@@ -316,19 +385,23 @@ pub async fn items<C: AsEx>(c: &mut C, id: &str) -> Result<Vec<ItemRow>, Inciden
     )?)
 }
 
-/// A campaign the asker may see.
+/// A campaign the asker may see, with the items they may see: an org
+/// admin sees their org's campaigns, and the operator's that hold items of
+/// their org (those items only).
 pub async fn get(core: &Core, asker: &Asker<'_>, id: &str) -> Result<IncidentView, IncidentError> {
     let mut c = core.db.read().await?;
     let row = get_row(&mut c, id).await?;
-    if let Asker::OrgAdmin { org_id } = asker {
-        if row.org_id.as_deref() != Some(*org_id) {
-            return Err(IncidentError::NotFound(format!("campaign {id}")));
-        }
-    }
-    let its = items(&mut c, id).await?;
+    let its = asker.visible(items(&mut c, id).await?);
     drop(c);
+    if !asker.owns(&row) && (row.org_id.is_some() || its.is_empty()) {
+        return Err(IncidentError::NotFound(format!("campaign {id}")));
+    }
     Ok(row.view(&its, &slugs(core).await?))
 }
+
+/// The campaigns `get` would show the asker, newest first.
+const VISIBLE: &str = "($1 = '' OR org_id = $1 OR (org_id IS NULL AND EXISTS (
+    SELECT 1 FROM incident_items v WHERE v.incident_id = incidents.id AND v.org_id = $1)))";
 
 pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, IncidentError> {
     let org = match asker {
@@ -339,18 +412,17 @@ pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, I
     let rows = fetch_all!(
         &mut c,
         IncidentRow,
-        &format!(
-            "SELECT {COLS} FROM incidents WHERE ($1 = '' OR org_id = $1) ORDER BY started_at DESC LIMIT 200"
-        ),
+        &format!("SELECT {COLS} FROM incidents WHERE {VISIBLE} ORDER BY started_at DESC LIMIT 200"),
         org
     )?;
-    // Every listed campaign's items in one query, not one per campaign.
+    // Every listed campaign's visible items in one query, not one per
+    // campaign.
     let all = fetch_all!(
         &mut c,
         ItemRow,
         &format!(
-            "SELECT {ITEM_COLS} FROM incident_items WHERE incident_id IN (
-               SELECT id FROM incidents WHERE ($1 = '' OR org_id = $1) ORDER BY started_at DESC LIMIT 200)
+            "SELECT {ITEM_COLS} FROM incident_items WHERE ($1 = '' OR org_id = $1) AND incident_id IN (
+               SELECT id FROM incidents WHERE {VISIBLE} ORDER BY started_at DESC LIMIT 200)
              ORDER BY incident_id, n"
         ),
         org
@@ -451,12 +523,18 @@ pub async fn start(
         .find(|r| r.org_id.is_none() || org_id.is_none() || r.org_id.as_deref() == org_id)
     {
         drop(tx);
+        if !asker.owns(&r) {
+            return Err(IncidentError::Running(Overlap::Operators {
+                id: r.id,
+                scope: r.scope,
+            }));
+        }
         let mut c = core.db.read().await?;
-        let its = items(&mut c, &r.id).await?;
+        let its = asker.visible(items(&mut c, &r.id).await?);
         drop(c);
-        return Err(IncidentError::Running(Box::new(
+        return Err(IncidentError::Running(Overlap::Visible(Box::new(
             r.view(&its, &slugs(core).await?),
-        )));
+        ))));
     }
     let job_id = queue::enqueue(
         &mut tx,
@@ -518,6 +596,12 @@ pub async fn start(
     Ok(Started::Campaign(Box::new(view), secrets))
 }
 
+fn not_yours(id: &str) -> IncidentError {
+    IncidentError::Forbidden(format!(
+        "campaign {id} is the platform operator's; only the operator can cancel or retry it"
+    ))
+}
+
 /// Stops what has not started: pending items become `cancelled`; what is
 /// under way (rotations) finishes or is cancelled on its own.
 pub async fn cancel(
@@ -530,6 +614,9 @@ pub async fn cancel(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     let row = get_row(&mut tx, id).await?;
+    if !asker.owns(&row) {
+        return Err(not_yours(id));
+    }
     if row.finished_at.is_some() {
         return Err(IncidentError::Invalid(format!(
             "campaign {id} is {}; nothing to cancel",
@@ -579,6 +666,9 @@ pub async fn retry(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     let row = get_row(&mut tx, id).await?;
+    if !asker.owns(&row) {
+        return Err(not_yours(id));
+    }
     if row.status == "cancelled" {
         return Err(IncidentError::Invalid(format!(
             "campaign {id} was cancelled"

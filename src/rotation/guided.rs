@@ -83,8 +83,13 @@ pub(super) async fn start(
     if reauthorize {
         // The old grant goes first: the incident is that it may be known.
         let (_, note) = oauth_client::revoke(core, actor, org_id, &conn.id).await?;
-        let (_, url) =
-            oauth_client::start(core, actor, org_id, &conn.id, &core.public_url()).await?;
+        // A campaign's rotation runs as `incident:ID`: its flow is the
+        // campaign's, completed only by a signed-in admin of the org.
+        let campaign = actor.name.strip_prefix("incident:");
+        let public_url = core.public_url();
+        let url = oauth_client::start(core, actor, org_id, &conn.id, &public_url, campaign)
+            .await?
+            .link(&public_url);
         let mut tx = core.db.begin_write().await?;
         let revoked = note.unwrap_or_else(|| "the grant was revoked at the provider".into());
         record_step(

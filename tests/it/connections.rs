@@ -97,7 +97,8 @@ pub async fn pair(env: &Env, access_ttl: &str, consumer_env: &[(&str, &str)]) ->
         "--access-token-ttl",
         access_ttl,
     ]);
-    env.ok(&["org", "create", "acme"]);
+    // an admin (`admin@acme.test`) to open the authorize links
+    env.org_with_admin("acme");
     env.json(&[
         "connection",
         "create",
@@ -152,19 +153,36 @@ pub async fn authorize(env: &Env, p: &Pair, verb: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let url = v["authorize_url"].as_str().unwrap();
-    assert!(url.starts_with(&p.psrv.url), "{url}");
-    let back = browse(url, USER, PASSWORD, "allow").await.unwrap();
+    let link = v["authorize_url"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("{}/connect/", p.csrv.url)),
+        "{link}"
+    );
+    complete(&p.csrv, link, &p.psrv.url).await;
+    env.json(&["connection", "show", "--org", "acme", "--name", "upstream"])
+}
+
+/// What a person does with an authorize link rekey printed: opens it in a
+/// browser signed in as acme's admin (which gets the flow cookie and goes to
+/// the provider at `provider`), consents there as `USER`, and comes back to
+/// rekey's callback in the same browser. Returns the provider URL.
+pub async fn complete(csrv: &Server, link: &str, provider: &str) -> String {
+    let (browser, _) = admin_login(csrv, "admin@acme.test").await;
+    let r = browser.get(link).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let url = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(url.starts_with(provider), "{url}");
+    let back = browse(&url, USER, PASSWORD, "allow").await.unwrap();
     assert!(
         back.as_str()
-            .starts_with(&format!("{}/oauth/callback", p.csrv.url)),
+            .starts_with(&format!("{}/oauth/callback", csrv.url)),
         "{back}"
     );
     assert!(param(&back, "code").is_some());
-    let r = client().get(back.as_str()).send().await.unwrap();
+    let r = browser.get(back.as_str()).send().await.unwrap();
     let page = r.text().await.unwrap();
     assert!(page.contains("authorized"), "{page}");
-    env.json(&["connection", "show", "--org", "acme", "--name", "upstream"])
+    url
 }
 
 fn audit_count(env: &Env, action: &str) -> usize {

@@ -623,7 +623,10 @@ dual!(
         let url = what
             .strip_prefix("re-authorize at ")
             .unwrap_or_else(|| panic!("{what}"));
-        assert!(url.starts_with(&p.psrv.url), "{url}");
+        assert!(
+            url.starts_with(&format!("{}/connect/", p.csrv.url)),
+            "{url}"
+        );
         let grants = p.provider.json(&[
             "app",
             "authorizations",
@@ -644,17 +647,8 @@ dual!(
         assert_eq!(show["status"], "needs_reauth");
         assert!(!moto.accepts(&keys).await, "the old AWS key is deleted");
 
-        // an org admin re-authorizes through the provider's pages
-        let back = crate::oauth_support::browse(url, crate::oauth_support::USER, PASSWORD, "allow")
-            .await
-            .unwrap();
-        assert!(client()
-            .get(back.as_str())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success());
+        // an org admin re-authorizes: signed in, through the provider's pages
+        crate::connections::complete(&p.csrv, url, &p.psrv.url).await;
         // an instance that runs jobs finishes the campaign
         let _runner = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
         let done = poll(&env, &["incident", "status", &id], |v| {
@@ -668,18 +662,11 @@ dual!(
     }
 );
 
-/// An org admin re-authorizes at `url` (which rekey gave) through the
+/// An org admin re-authorizes at `link` (which rekey gave) through the
 /// provider's pages at `provider`; rekey's callback stores the grant.
-async fn consent(provider: &str, url: &str) {
-    use crate::oauth_support::{browse, USER};
-    assert!(
-        url.starts_with(&format!("{provider}/oauth2/authorize")),
-        "{url}"
-    );
-    let back = browse(url, USER, PASSWORD, "allow").await.unwrap();
-    let page = client().get(back.as_str()).send().await.unwrap();
-    let page = page.text().await.unwrap();
-    assert!(page.contains("authorized"), "{page}");
+/// Returns the provider URL the link led to.
+async fn consent(csrv: &Server, provider: &str, link: &str) -> String {
+    crate::connections::complete(csrv, link, &format!("{provider}/oauth2/authorize")).await
 }
 
 /// Item number `n` of a campaign answer.
@@ -776,7 +763,7 @@ dual!(
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        consent(&psrv.url, v["authorize_url"].as_str().unwrap()).await;
+        consent(&csrv, &psrv.url, v["authorize_url"].as_str().unwrap()).await;
         let show = env.json(&["connection", "show", "--org", "acme", "--name", "deals"]);
         assert_eq!(show["status"], "connected", "{show}");
 
@@ -892,8 +879,8 @@ dual!(
         let url = what
             .strip_prefix("re-authorize at ")
             .unwrap_or_else(|| panic!("{what}"));
-        assert!(url.contains(&client_id), "{url}");
-        consent(&psrv.url, url).await;
+        let at_provider = consent(&csrv, &psrv.url, url).await;
+        assert!(at_provider.contains(&client_id), "{at_provider}");
 
         // the new grant (on the rotated client) is verified: campaign over
         let done = poll(&env, &status, |v| v["status"] == "completed").await;

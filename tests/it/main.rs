@@ -24,4 +24,5 @@ mod rotation_via;
 mod security_api;
 mod security_egress;
 mod security_engine;
+mod security_engine_h2;
 mod security_login;

@@ -914,19 +914,17 @@ dual!(
         assert_eq!(v["status"], "waiting_person", "{v}");
         let id = v["id"].as_str().unwrap().to_string();
         let url = v["authorize_url"].as_str().unwrap().to_string();
-        assert!(url.starts_with(&p.psrv.url), "{url}");
+        assert!(
+            url.starts_with(&format!("{}/connect/", p.csrv.url)),
+            "{url}"
+        );
         let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
         assert_eq!(
             show["status"], "needs_reauth",
             "the old grant is gone: {show}"
         );
         // the person signs in and consents; the callback completes the rotation
-        let back =
-            crate::oauth_support::browse(&url, crate::oauth_support::USER, PASSWORD, "allow")
-                .await
-                .unwrap();
-        let r = client().get(back.as_str()).send().await.unwrap();
-        assert!(r.status().is_success());
+        crate::connections::complete(&p.csrv, &url, &p.psrv.url).await;
         let v = env.json(&["rotation", "show", &id]);
         assert_eq!(v["status"], "completed", "{v}");
         let show = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);

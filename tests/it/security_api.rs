@@ -155,9 +155,18 @@ async fn absurd_durations_are_refused_before_anything_is_written() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let u = url::Url::parse(v["authorize_url"].as_str().unwrap()).unwrap();
+    // the admin opens the link (binding the flow to their browser) and the
+    // provider sends that browser back with a code
+    let (browser, _) = admin_login(&srv, "admin@acme.test").await;
+    let r = browser
+        .get(v["authorize_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let u = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = oauth_support::param(&u, "state").unwrap();
-    let r = client()
+    let r = browser
         .get(srv.at(&format!("/oauth/callback?code=c1&state={state}")))
         .send()
         .await
