@@ -18,6 +18,13 @@ impl Clock for SystemClock {
     }
 }
 
+/// The machine's wall clock, never moved by tests: for comparing with
+/// timestamps another system wrote with its own wall clock (AWS's
+/// `CreateDate`), where the injected clock's offset would mislead.
+pub fn wall_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
 /// A clock tests can move: the system time plus an offset in milliseconds
 /// read from a file on every reading, so every process of a test (the
 /// server, a second instance, the CLI) sees a move at once. Used only when

@@ -55,6 +55,8 @@ pub struct Start {
     #[serde(default)]
     overlap: Option<Dur>,
     #[serde(default)]
+    force_cutover: bool,
+    #[serde(default)]
     dry_run: bool,
 }
 
@@ -70,6 +72,7 @@ pub async fn start(
         kinds: b.kinds,
         include_own: b.include_own,
         overlap_ms: b.overlap.map(Dur::ms).unwrap_or(0),
+        force_cutover: b.force_cutover,
         dry_run: b.dry_run,
     };
     match incident::start(&st.core, &admin.actor(), &asker(&admin), &req).await {

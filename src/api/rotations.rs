@@ -102,6 +102,7 @@ pub async fn start(
             .unwrap_or(limits::CUTOVER_WINDOW_MS),
         deadline_ms: b.deadline.map(|d| d.ms()).unwrap_or(limits::DEADLINE_MS),
         rotate_with: b.rotate_with,
+        force_at_deadline: false,
     };
     match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
         Started::Plan(p) => Ok((StatusCode::OK, Json(p)).into_response()),

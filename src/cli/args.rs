@@ -127,9 +127,17 @@ pub enum IncidentCmd {
         /// application, machine-client and access-key secrets.
         #[arg(long)]
         include_own: bool,
-        /// How long old secrets keep working beside the new ones (default none).
+        /// How long old secrets keep working beside the new ones (default
+        /// none). It is also the cut-over window of the campaign's
+        /// connection rotations: the previous credential goes once the
+        /// overlap has passed and every reader has moved; readers get one
+        /// more hour (the rotation's deadline) before it stops `stalled`.
         #[arg(long, value_name = "DURATION")]
         overlap: Option<Dur>,
+        /// At that deadline, retire the previous (leaked) credential even
+        /// with readers still on it, naming who breaks, instead of stalling.
+        #[arg(long)]
+        force_cutover: bool,
         #[arg(long)]
         dry_run: bool,
         /// Run the campaign from here until every item is settled or waits

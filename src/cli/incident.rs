@@ -22,6 +22,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
             kinds,
             include_own,
             overlap,
+            force_cutover,
             dry_run,
             wait,
         } => {
@@ -31,6 +32,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
                 kinds,
                 include_own,
                 overlap_ms: overlap.map(|d| d.ms()).unwrap_or(0),
+                force_cutover,
                 dry_run,
             };
             let started = match incident::start(core, &actor, &asker, &req).await {

@@ -30,6 +30,7 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
         cutover_window_ms: a.cutover_window.ms(),
         deadline_ms: a.deadline.ms(),
         rotate_with: a.rotate_with,
+        force_at_deadline: false,
     };
     let started = match rotation::start(core, &actor, &o.id, &req).await {
         Ok(s) => s,

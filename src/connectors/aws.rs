@@ -108,6 +108,8 @@ pub struct Client<'a> {
 pub struct AccessKey {
     pub id: String,
     pub status: String,
+    /// `CreateDate`, unix seconds (IAM keeps whole seconds).
+    pub created_s: Option<i64>,
 }
 
 /// When and where IAM last saw an access key used.
@@ -298,10 +300,16 @@ impl Client<'_> {
             .await?;
         let ids = all(&xml, "AccessKeyId");
         let statuses = all(&xml, "Status");
+        let created = all(&xml, "CreateDate");
         Ok(ids
             .into_iter()
             .zip(statuses)
-            .map(|(id, status)| AccessKey { id, status })
+            .enumerate()
+            .map(|(i, (id, status))| AccessKey {
+                id,
+                status,
+                created_s: created.get(i).and_then(|d| unix_seconds(d)),
+            })
             .collect())
     }
 
@@ -391,6 +399,15 @@ pub fn user_name(arn: &str) -> Option<String> {
 }
 
 /// The text of every element named `tag`, in document order.
+/// An ISO 8601 time as IAM writes it (`2026-12-06T03:20:52Z`, perhaps with
+/// fractions or an offset of +00:00): its whole seconds, read as UTC.
+fn unix_seconds(s: &str) -> Option<i64> {
+    let head = s.get(..19)?;
+    let t = humantime::parse_rfc3339_weak(head).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_secs()).ok()
+}
+
 fn all(xml: &str, tag: &str) -> Vec<String> {
     let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();

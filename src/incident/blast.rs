@@ -593,6 +593,7 @@ pub async fn revoke(core: &Core, actor: &Actor, r: &Revoke) -> Result<Value, Inc
                 cutover_window_ms: 0,
                 deadline_ms: crate::rotation::limits::DEADLINE_MS,
                 rotate_with: None,
+                force_at_deadline: false,
             };
             match crate::rotation::start(core, actor, org_id, &req).await {
                 Ok(crate::rotation::Started::Rotation(v)) => {

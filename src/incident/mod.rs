@@ -348,6 +348,9 @@ pub struct StartRequest {
     pub kinds: Vec<String>,
     pub include_own: bool,
     pub overlap_ms: i64,
+    /// The campaign's rotations retire the previous credential at their
+    /// deadline even with readers still on it, naming them.
+    pub force_cutover: bool,
     pub dry_run: bool,
 }
 
@@ -542,7 +545,7 @@ pub async fn start(
             kind: JOB_KIND,
             subject: &id,
             step: "run",
-            payload: &json!({}),
+            payload: &json!({"force_cutover": req.force_cutover}),
             run_at: now,
             max_attempts: 10,
         },

@@ -47,8 +47,6 @@ fn per_host(kind: Option<&str>) -> usize {
 const LEASE_MS: i64 = 120_000;
 /// How soon a campaign with open items looks again.
 const AGAIN_MS: i64 = 1_000;
-/// A campaign's rotations: the cut-over deadline.
-const DEADLINE_MS: i64 = 24 * 3_600_000;
 
 /// Runs the due campaigns' passes; returns how many ran.
 pub async fn run_due(core: &Core, instance: &str) -> Result<usize, IncidentError> {
@@ -71,6 +69,7 @@ fn system() -> Actor {
 async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(), IncidentError> {
     // Renewed while the pass runs (its items may take minutes).
     let _lease = crate::jobs::lease::Lease::hold(core, &job.id, owner, LEASE_MS);
+    let force = job.payload()["force_cutover"].as_bool() == Some(true);
     let row = get_row(&mut core.db.read().await?, &job.subject).await?;
     if row.finished_at.is_some() {
         let mut tx = core.db.begin_write().await?;
@@ -107,7 +106,7 @@ async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(),
         );
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let r = step(&core, &row, &item, &by_n, &instance).await;
+            let r = step(&core, &row, &item, &by_n, &instance, force).await;
             if let Err(e) = r {
                 tracing::warn!(campaign = %row.id, item = item.n, error = %e, "campaign item step failed");
             }
@@ -255,6 +254,7 @@ async fn step(
     item: &ItemRow,
     by_n: &HashMap<i64, ItemRow>,
     instance: &str,
+    force: bool,
 ) -> Result<(), IncidentError> {
     if own::is_own(item) {
         // Left pending by a crash during the start.
@@ -288,7 +288,7 @@ async fn step(
         Some(rid) => rid.clone(),
         // Pending, or acting without a rotation (a crash after it was
         // marked): start its rotation, or adopt the one already started.
-        None => match start_rotation(core, row, item).await? {
+        None => match start_rotation(core, row, item, force).await? {
             Some(rid) => rid,
             None => return Ok(()),
         },
@@ -307,6 +307,7 @@ async fn start_rotation(
     core: &Core,
     row: &IncidentRow,
     item: &ItemRow,
+    force: bool,
 ) -> Result<Option<String>, IncidentError> {
     let org_id = item.org_id.clone().unwrap_or_default();
     let existing = fetch_optional!(
@@ -325,8 +326,13 @@ async fn start_rotation(
                 dry_run: false,
                 preflight: false,
                 cutover_window_ms: row.overlap_ms,
-                deadline_ms: DEADLINE_MS,
+                // The old credential is presumed leaked: readers get the
+                // overlap and then an hour, not a day.
+                deadline_ms: row
+                    .overlap_ms
+                    .saturating_add(crate::rotation::limits::INCIDENT_GRACE_MS),
                 rotate_with: None,
+                force_at_deadline: force,
             };
             let actor = Actor::new(format!("incident:{}", row.id), None);
             match rotation::start(core, &actor, &org_id, &req).await {

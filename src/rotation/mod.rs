@@ -224,6 +224,10 @@ pub struct StartRequest {
     /// A connection of the same kind holding an admin credential: the
     /// change is made through it instead of as the rotated account.
     pub rotate_with: Option<String>,
+    /// At the deadline, retire the previous credential even with readers
+    /// still on it (naming them) instead of stopping `stalled`: an
+    /// incident's rotations, where the old credential is presumed leaked.
+    pub force_at_deadline: bool,
 }
 
 pub enum Started {
@@ -398,9 +402,15 @@ pub async fn start(
             target_id: &conn.id,
             target_name: &conn.name,
             step: STEPS[0],
-            payload: match &via {
-                Some(a) => json!({"rotate_with": a.id}),
-                None => json!({}),
+            payload: {
+                let mut p = serde_json::Map::new();
+                if let Some(a) = &via {
+                    p.insert("rotate_with".into(), json!(a.id));
+                }
+                if req.force_at_deadline {
+                    p.insert("force_at_deadline".into(), json!(true));
+                }
+                Value::Object(p)
             },
             status: "planned",
             run_at: core.now(),
@@ -745,6 +755,7 @@ pub async fn retry(
             cutover_window_ms: row.cutover_window_ms,
             deadline_ms: (row.deadline_at - row.started_at).max(1),
             rotate_with: row.rotate_with.clone(),
+            force_at_deadline: false,
         },
     )
     .await

@@ -354,6 +354,7 @@ async fn step_once(
             settings,
             credential,
         }),
+        apply_since_ms: job.payload()["apply_started_at"].as_i64(),
     };
     let dual = job.payload()["dual"].as_bool().unwrap_or(driver.dual());
     let now = core.now();
@@ -385,6 +386,33 @@ async fn step_once(
         }
         "apply" => {
             let pending = ctx.pending(core).await?;
+            // When the change was first attempted is recorded before the
+            // attempt: a resume then tells what this rotation made at the
+            // target from what someone else made meanwhile.
+            let started = match target.apply_since_ms {
+                Some(t) => t,
+                None => {
+                    let t = crate::clock::wall_ms();
+                    let payload = merged(&job.payload(), json!({"apply_started_at": t}));
+                    let (id, owner) = (job.id.clone(), owner.to_string());
+                    let held = core
+                        .writer
+                        .run(move |tx| {
+                            Box::pin(async move {
+                                queue::advance(tx, &id, &owner, "apply", Some(&payload), now).await
+                            })
+                        })
+                        .await??;
+                    if !held {
+                        return Ok(Next::Lost);
+                    }
+                    t
+                }
+            };
+            let target = Target {
+                apply_since_ms: Some(started),
+                ..target
+            };
             if !lease.held().await? {
                 return Ok(Next::Lost);
             }
@@ -393,14 +421,14 @@ async fn step_once(
                     // What only the target's answer tells, kept for the
                     // steps after (and a resume elsewhere).
                     let mut extra = Map::new();
+                    extra.insert("apply_started_at".into(), json!(started));
                     if let Some(d) = applied.dual {
                         extra.insert("dual".into(), json!(d));
                     }
                     if let Some(m) = applied.mark.clone() {
                         extra.insert("applied_mark".into(), m);
                     }
-                    let payload =
-                        (!extra.is_empty()).then(|| merged(&job.payload(), Value::Object(extra)));
+                    let payload = Some(merged(&job.payload(), Value::Object(extra)));
                     if let Some(made) = &applied.credential {
                         ctx.pending = Some(made.clone());
                     }

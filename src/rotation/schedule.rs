@@ -74,6 +74,7 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
             cutover_window_ms: super::limits::CUTOVER_WINDOW_MS,
             deadline_ms: super::limits::DEADLINE_MS,
             rotate_with: None,
+            force_at_deadline: false,
         };
         match start(core, &actor, &d.org_id, &req).await {
             Ok(_) => {

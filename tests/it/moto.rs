@@ -142,6 +142,16 @@ impl Moto {
         self.client(&ep, keys).caller_arn().await.is_ok()
     }
 
+    /// A new access key of `user`, made with `keys` (as a person would).
+    pub async fn create_key(&self, keys: &Keys, user: &str) -> String {
+        let ep = self.endpoints();
+        self.client(&ep, keys)
+            .create_access_key(user)
+            .await
+            .unwrap()
+            .0
+    }
+
     /// The user's access keys, as IAM lists them.
     pub async fn key_ids(&self, keys: &Keys, user: &str) -> Vec<String> {
         let ep = self.endpoints();

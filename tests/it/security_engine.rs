@@ -617,3 +617,50 @@ async fn one_tarpit_cannot_stall_another_orgs_rotation() {
     let v = env.json(&["rotation", "show", &stuck]);
     assert_ne!(v["status"], "completed", "{v}");
 }
+
+/// A key someone made by hand after the rotation's write-ahead is not "a
+/// key left by an interrupted attempt": the resumed apply leaves it alone
+/// (IAM then refuses a third key, and the rotation says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_resume_deletes_only_keys_it_made() {
+    let Some(env) = Env::new(Engine::Sqlite).await else {
+        return;
+    };
+    let Some(moto) = crate::moto::Moto::start().await else {
+        return;
+    };
+    env.ok(&["org", "create", "acme"]);
+    let old = moto.user_with_key("svc").await;
+    moto.create_bucket(&old, "rekey-bucket").await;
+    moto.s3_connection(&env, &old);
+    let id = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "bucket",
+        "--cutover-window",
+        "0s",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run_until_done(&env, &id, "write_ahead").await;
+    // Another consumer makes a key of its own, by hand.
+    let mine: Vec<String> = moto.key_ids(&old, "svc").await;
+    let theirs = moto.create_key(&old, "svc").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let v = poll_rotation(&env, &id, "the apply", |v| {
+        v["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "apply"))
+    })
+    .await;
+    let keys = moto.key_ids(&old, "svc").await;
+    assert!(
+        keys.contains(&theirs),
+        "the hand-made key {theirs} was deleted: {keys:?} (before: {mine:?})\n{v}"
+    );
+    assert!(keys.contains(&old.id), "{keys:?}");
+}

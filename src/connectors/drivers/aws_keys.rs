@@ -8,9 +8,11 @@
 //! Only AWS can make the key, so the write-ahead holds a placeholder and
 //! `apply` returns the key to store in the same commit as its record. A
 //! crash between `CreateAccessKey` and that commit leaves a key whose
-//! secret nothing holds: `apply`, run again, deletes it first (the check
-//! refused to start when the user already had two keys, so any key but the
-//! current one appeared during this rotation).
+//! secret nothing holds: `apply`, run again, deletes it first — only a key
+//! IAM says was created since this rotation first attempted the change
+//! (recorded before the attempt, `Target::apply_since_ms`); a key someone
+//! made by hand before that is theirs and stays (IAM then refuses a third
+//! key, and the error names both).
 
 use serde_json::{Map, Value};
 
@@ -150,9 +152,15 @@ impl Driver for AwsAccessKeys {
             let a = Iam::of(t).await?;
             let (iam, user) = (a.client(t), &a.user);
             let current = id(t.current);
+            // A key this rotation made before a crash (its secret never
+            // stored) appeared after the attempt began; one made by anyone
+            // else before that is theirs, and is never deleted here (IAM
+            // then refuses a third key, and the error names it).
+            let since_s = t.apply_since_ms.map(|ms| ms.div_euclid(1000));
             let mut cleaned = Vec::new();
             for stray in iam.list_access_keys(user).await.map_err(err)? {
-                if stray.id != current {
+                let ours = matches!((stray.created_s, since_s), (Some(c), Some(s)) if c >= s);
+                if stray.id != current && ours {
                     iam.delete_access_key(user, &stray.id).await.map_err(err)?;
                     cleaned.push(stray.id);
                 }

@@ -29,6 +29,10 @@ pub struct Target<'a> {
     /// The rotated connection's current credential.
     pub current: &'a Map<String, Value>,
     pub admin: Option<Admin<'a>>,
+    /// When this rotation first began to apply its change (wall clock,
+    /// unix ms), recorded before the first attempt: on a resume, only what
+    /// appeared at the target since is this rotation's own (AWS keys).
+    pub apply_since_ms: Option<i64>,
 }
 
 /// A connection of the same kind holding an admin credential
