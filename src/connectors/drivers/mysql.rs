@@ -12,8 +12,8 @@
 use serde_json::{Map, Value};
 use sqlx::Connection;
 
-use super::{login_first, text, with_new_password, Applied, BoxFut, Driver, Target};
-use crate::connectors::probe::{db_error, mysql_options};
+use super::{text, with_new_password, Applied, BoxFut, Driver, Target};
+use crate::connectors::session::{self, db_error};
 
 pub struct MySqlUser;
 
@@ -65,11 +65,7 @@ struct Session {
 impl Session {
     async fn open(t: &Target<'_>, own: &[&Map<String, Value>]) -> Result<Session, String> {
         let (settings, creds) = t.acting(own);
-        let mut options = Vec::with_capacity(creds.len());
-        for c in creds {
-            options.push(mysql_options(t.egress, settings, c).await?);
-        }
-        let mut c = login_first(options).await?;
+        let mut c = session::mysql(t.egress, settings, &creds).await?;
         let version: String = sqlx::query_scalar("SELECT VERSION()")
             .fetch_one(&mut c)
             .await
@@ -176,10 +172,7 @@ impl Session {
 /// Does `creds` log in as the rotated account (the change already made
 /// before a crash)?
 async fn logs_in(t: &Target<'_>, creds: &Map<String, Value>) -> bool {
-    match mysql_options(t.egress, t.settings, creds).await {
-        Ok(o) => login_first(vec![o]).await.is_ok(),
-        Err(_) => false,
-    }
+    session::mysql(t.egress, t.settings, &[creds]).await.is_ok()
 }
 
 impl Driver for MySqlUser {

@@ -16,10 +16,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
-use super::{
-    login_first, nothing_to_retire, text, with_new_password, Applied, BoxFut, Driver, Target,
-};
-use crate::connectors::probe::{db_error, pg_options};
+use super::{nothing_to_retire, text, with_new_password, Applied, BoxFut, Driver, Target};
+use crate::connectors::session::{self, db_error};
 
 /// PostgreSQL's own default (`scram_iterations`).
 const ITERATIONS: u32 = 4096;
@@ -72,11 +70,7 @@ async fn connect(
     own: &[&Map<String, Value>],
 ) -> Result<sqlx::PgConnection, String> {
     let (settings, creds) = t.acting(own);
-    let mut options = Vec::with_capacity(creds.len());
-    for c in creds {
-        options.push(pg_options(t.egress, settings, c).await?);
-    }
-    login_first(options).await
+    session::postgres(t.egress, settings, &creds).await
 }
 
 async fn set_password(

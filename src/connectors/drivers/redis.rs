@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::{text, with_new_password, Applied, BoxFut, Driver, Since, Target};
-use crate::connectors::probe::{redis_connect, redis_error};
+use crate::connectors::session::{self, redis_error};
 
 pub struct RedisAcl;
 
@@ -27,7 +27,7 @@ async fn acting_session(
     t: &Target<'_>,
 ) -> Result<(redis::aio::MultiplexedConnection, String), String> {
     let (settings, creds) = t.acting(&[t.current]);
-    let con = redis_connect(t.egress, settings, creds[0]).await?;
+    let con = session::redis(t.egress, settings, creds[0]).await?;
     Ok((con, user(settings)))
 }
 
