@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::catalog::{Apply, AuthMethod, Kind, ProbeKind};
 use super::connections::Connection;
 use super::hosts;
-use super::session::{self, db_error, redis_error};
+use super::session;
 use super::template::{render, Vars};
 use crate::egress::{self, Egress};
 use crate::state::Core;
@@ -148,8 +148,10 @@ impl Target<'_> {
                     Err(e) => Err(format!("could not obtain an access token: {e}")),
                 }
             }
-            ProbeKind::Postgres => postgres(egress, settings, creds).await,
-            ProbeKind::Mysql => mysql(egress, settings, creds).await,
+            ProbeKind::Postgres => {
+                sql_ping(session::postgres(egress, settings, &[creds]).await).await
+            }
+            ProbeKind::Mysql => sql_ping(session::mysql(egress, settings, &[creds]).await).await,
             ProbeKind::Redis => redis_probe(egress, settings, creds).await,
             ProbeKind::Aws => aws_probe(egress, settings, self.endpoints, creds).await,
             ProbeKind::None => {
@@ -279,33 +281,13 @@ async fn aws_probe(
     Ok(format!("HeadBucket {bucket} as {arn}: 200"))
 }
 
-async fn postgres(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
+/// A database probe: the login authenticates, a ping proves the session.
+async fn sql_ping<C: sqlx::Connection>(
+    session: Result<session::Sql<C>, String>,
 ) -> Result<String, String> {
-    let fut = async { sql_ping(session::postgres(egress, settings, &[creds]).await?).await };
-    tokio::time::timeout(TIMEOUT, fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
-}
-
-async fn mysql(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-) -> Result<String, String> {
-    let fut = async { sql_ping(session::mysql(egress, settings, &[creds]).await?).await };
-    tokio::time::timeout(TIMEOUT, fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
-}
-
-/// Pings on a logged-in connection: the trivial command every SQL server
-/// answers.
-async fn sql_ping<C: sqlx::Connection>(mut c: C) -> Result<String, String> {
-    c.ping().await.map_err(|e| db_error(&e))?;
-    let _ = c.close().await;
+    let mut c = session?;
+    c.ping().await?;
+    c.close().await;
     Ok("connected and pinged".to_string())
 }
 
@@ -314,15 +296,10 @@ async fn redis_probe(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    let fut = async {
-        let mut con = session::redis(egress, settings, creds).await?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| redis_error(&e))?;
-        Ok::<_, String>(format!("connected; PING answered {pong}"))
-    };
-    tokio::time::timeout(TIMEOUT, fut)
+    let mut s = session::redis(egress, settings, creds).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut s.con)
         .await
-        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| s.error(&e))?;
+    Ok(format!("connected; PING answered {pong}"))
 }
