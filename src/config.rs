@@ -138,6 +138,12 @@ pub struct Config {
     pub egress_allow: Vec<String>,
     /// Longest life of a machine client's access token (and its default).
     pub m2m_token_ttl_max: Dur,
+    /// How long a login to a target rekey connects to itself (databases,
+    /// Redis) may take, and how long each statement or command there may
+    /// wait for its answer: a target that never answers fails the probe or
+    /// rotation step instead of holding it.
+    pub target_connect_timeout: Dur,
+    pub target_statement_timeout: Dur,
 }
 
 /// A list given as a TOML array or, from the environment, a comma list.
@@ -191,6 +197,8 @@ impl Default for Config {
             egress_deny: Vec::new(),
             egress_allow: Vec::new(),
             m2m_token_ttl_max: Dur::secs(3600),
+            target_connect_timeout: Dur(crate::egress::Budget::default().connect),
+            target_statement_timeout: Dur(crate::egress::Budget::default().statement),
         }
     }
 }
@@ -239,6 +247,8 @@ const KNOWN: &[&str] = &[
     "egress_deny",
     "egress_allow",
     "m2m_token_ttl_max",
+    "target_connect_timeout",
+    "target_statement_timeout",
     // read by the CLI, not a server setting
     "config",
 ];
@@ -370,6 +380,8 @@ impl Config {
             ("header_read_timeout", self.header_read_timeout),
             ("idle_timeout", self.idle_timeout),
             ("request_timeout", self.request_timeout),
+            ("target_connect_timeout", self.target_connect_timeout),
+            ("target_statement_timeout", self.target_statement_timeout),
         ] {
             if d.0.is_zero() || d.0 > Duration::from_secs(86_400) {
                 return Err(ConfigError::Invalid(format!(
@@ -401,6 +413,14 @@ impl Config {
                     })
             })
             .collect()
+    }
+
+    /// The budget of sessions at targets.
+    pub fn target_budget(&self) -> crate::egress::Budget {
+        crate::egress::Budget {
+            connect: self.target_connect_timeout.0,
+            statement: self.target_statement_timeout.0,
+        }
     }
 
     /// Password-hashing threads: the setting, or the number of cores.

@@ -139,7 +139,8 @@ impl Core {
         let pepper = load_pepper(&db, &keyring, clock.now_ms()).await?;
         let policy = crate::egress::Policy::new(&config.egress_deny, &config.egress_allow)
             .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
-        let egress = crate::egress::Egress::new(policy, Some((db.clone(), clock.clone())));
+        let egress = crate::egress::Egress::new(policy, Some((db.clone(), clock.clone())))
+            .with_budget(config.target_budget());
         let passwords = PasswordPool::new(
             PasswordHasherConfig::new(
                 config.argon2_memory_kib,

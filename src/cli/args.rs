@@ -612,6 +612,8 @@ const SETTINGS_HELP: &str = "Settings (rekey.toml key / environment variable; fl
   egress_deny / REKEY_EGRESS_DENY            private, loopback: refused outbound [none]
   egress_allow / REKEY_EGRESS_ALLOW          CIDRs exempt from egress_deny [none]
   m2m_token_ttl_max / REKEY_M2M_TOKEN_TTL_MAX  longest machine access token [1h]
+  target_connect_timeout / REKEY_TARGET_CONNECT_TIMEOUT  login to a database or Redis target [10s]
+  target_statement_timeout / REKEY_TARGET_STATEMENT_TIMEOUT  each statement or command there [30s]
 Durations: 30s, 15m, 1h, 90d, or a bare number of seconds.";
 
 #[derive(Args, Debug)]

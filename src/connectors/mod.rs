@@ -17,6 +17,7 @@ pub mod probe;
 pub mod provider_clients;
 pub mod refresh_jobs;
 pub mod service_keys;
+pub mod session;
 pub mod shapes;
 pub mod slots;
 pub mod template;

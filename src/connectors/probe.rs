@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::catalog::{Apply, AuthMethod, Kind, ProbeKind};
 use super::connections::Connection;
 use super::hosts;
+use super::session;
 use super::template::{render, Vars};
 use crate::egress::{self, Egress};
 use crate::state::Core;
@@ -147,8 +148,10 @@ impl Target<'_> {
                     Err(e) => Err(format!("could not obtain an access token: {e}")),
                 }
             }
-            ProbeKind::Postgres => postgres(egress, settings, creds).await,
-            ProbeKind::Mysql => mysql(egress, settings, creds).await,
+            ProbeKind::Postgres => {
+                sql_ping(session::postgres(egress, settings, &[creds]).await).await
+            }
+            ProbeKind::Mysql => sql_ping(session::mysql(egress, settings, &[creds]).await).await,
             ProbeKind::Redis => redis_probe(egress, settings, creds).await,
             ProbeKind::Aws => aws_probe(egress, settings, self.endpoints, creds).await,
             ProbeKind::None => {
@@ -278,107 +281,14 @@ async fn aws_probe(
     Ok(format!("HeadBucket {bucket} as {arn}: 200"))
 }
 
-/// The address a driver connects to: resolved and checked by egress, so the
-/// driver connects to that address and never resolves the name again.
-async fn checked(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    default_port: u16,
-) -> Result<std::net::SocketAddr, String> {
-    let port: u16 = match s(settings, "port") {
-        p if p.is_empty() => default_port,
-        p => p
-            .parse()
-            .map_err(|_| format!("port {p:?} is not a port number"))?,
-    };
-    egress
-        .resolve(&s(settings, "host"), port)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn postgres(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
+/// A database probe: the login authenticates, a ping proves the session.
+async fn sql_ping<C: sqlx::Connection>(
+    session: Result<session::Sql<C>, String>,
 ) -> Result<String, String> {
-    sql_ping(pg_options(egress, settings, creds).await?).await
-}
-
-async fn mysql(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-) -> Result<String, String> {
-    sql_ping(mysql_options(egress, settings, creds).await?).await
-}
-
-/// How to reach the connection's PostgreSQL as its role with `creds`, at
-/// the address the egress policy checked (probes and the rotation driver).
-pub async fn pg_options(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-) -> Result<sqlx::postgres::PgConnectOptions, String> {
-    let addr = checked(egress, settings, 5432).await?;
-    let mut opts = sqlx::postgres::PgConnectOptions::new()
-        .host(&addr.ip().to_string())
-        .port(addr.port())
-        .username(&s(settings, "username"))
-        .password(&s(creds, "password"));
-    let db = s(settings, "database");
-    if !db.is_empty() {
-        opts = opts.database(&db);
-    }
-    Ok(opts)
-}
-
-/// The same for MySQL and MariaDB.
-pub async fn mysql_options(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-) -> Result<sqlx::mysql::MySqlConnectOptions, String> {
-    let addr = checked(egress, settings, 3306).await?;
-    let mut opts = sqlx::mysql::MySqlConnectOptions::new()
-        .host(&addr.ip().to_string())
-        .port(addr.port())
-        .username(&s(settings, "username"))
-        .password(&s(creds, "password"));
-    let db = s(settings, "database");
-    if !db.is_empty() {
-        opts = opts.database(&db);
-    }
-    Ok(opts)
-}
-
-/// Connects (which authenticates) and pings: the trivial command every
-/// SQL server answers.
-async fn sql_ping<O>(opts: O) -> Result<String, String>
-where
-    O: sqlx::ConnectOptions,
-    O::Connection: Sized,
-{
-    use sqlx::Connection;
-    let fut = async {
-        let mut c = opts.connect().await.map_err(|e| db_error(&e))?;
-        c.ping().await.map_err(|e| db_error(&e))?;
-        let _ = c.close().await;
-        Ok::<_, String>("connected and pinged".to_string())
-    };
-    tokio::time::timeout(TIMEOUT, fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
-}
-
-/// Database errors without anything the server echoed of our input.
-pub fn db_error(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => format!("refused: {}", d.message()),
-        sqlx::Error::Io(_) => "could not connect".into(),
-        sqlx::Error::PoolTimedOut => "timed out".into(),
-        other => other.to_string(),
-    }
+    let mut c = session?;
+    c.ping().await?;
+    c.close().await;
+    Ok("connected and pinged".to_string())
 }
 
 async fn redis_probe(
@@ -386,48 +296,10 @@ async fn redis_probe(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
 ) -> Result<String, String> {
-    let fut = async {
-        let mut con = redis_connect(egress, settings, creds).await?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| redis_error(&e))?;
-        Ok::<_, String>(format!("connected; PING answered {pong}"))
-    };
-    tokio::time::timeout(TIMEOUT, fut)
+    let mut s = session::redis(egress, settings, creds).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut s.con)
         .await
-        .map_err(|_| "timed out".to_string())?
-}
-
-/// A Redis connection as the connection's ACL user with `creds`, to the
-/// address the egress policy checked (probes and the rotation driver).
-pub async fn redis_connect(
-    egress: &Egress,
-    settings: &Map<String, Value>,
-    creds: &Map<String, Value>,
-) -> Result<redis::aio::MultiplexedConnection, String> {
-    let addr = checked(egress, settings, 6379).await?;
-    let mut u =
-        url::Url::parse(&format!("redis://{addr}/")).map_err(|_| "bad host or port".to_string())?;
-    let user = s(settings, "username");
-    if !user.is_empty() {
-        let _ = u.set_username(&user);
-    }
-    let pw = s(creds, "password");
-    if !pw.is_empty() {
-        let _ = u.set_password(Some(&pw));
-    }
-    let client = redis::Client::open(u.as_str()).map_err(|e| e.to_string())?;
-    tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| redis_error(&e))
-}
-
-pub fn redis_error(e: &redis::RedisError) -> String {
-    if e.is_connection_refusal() {
-        "could not connect".into()
-    } else {
-        format!("refused: {}", e.detail().unwrap_or(e.category()))
-    }
+        .map_err(|e| s.error(&e))?;
+    Ok(format!("connected; PING answered {pong}"))
 }

@@ -28,6 +28,28 @@ use crate::store::Db;
 const TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a session rekey opens at a target itself (databases, Redis)
+/// may wait: for the login, and for the answer to each statement or
+/// command. Set by `target_connect_timeout` and `target_statement_timeout`;
+/// [`crate::connectors::session`] applies it to every such session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub connect: Duration,
+    pub statement: Duration,
+}
+
+impl Default for Budget {
+    /// A login is a few round trips: 10 s is generous across the world.
+    /// A rotation statement changes one account and returns at once
+    /// unless it waits on a lock: 30 s, then it is retried.
+    fn default() -> Budget {
+        Budget {
+            connect: Duration::from_secs(10),
+            statement: Duration::from_secs(30),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EgressError {
     #[error("egress refused {host} ({addr}): {} (rule {rule})", rule.reason())]
@@ -60,6 +82,7 @@ struct Inner {
 pub struct Egress {
     inner: Arc<Inner>,
     http: reqwest::Client,
+    budget: Budget,
 }
 
 impl Egress {
@@ -79,7 +102,21 @@ impl Egress {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Egress { inner, http }
+        Egress {
+            inner,
+            http,
+            budget: Budget::default(),
+        }
+    }
+
+    /// The same, with the sessions' budget the settings give.
+    pub fn with_budget(self, budget: Budget) -> Egress {
+        Egress { budget, ..self }
+    }
+
+    /// How long sessions at targets may wait.
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     /// A request to `url`, refused before anything is sent when its host

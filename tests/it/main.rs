@@ -25,4 +25,5 @@ mod security_api;
 mod security_egress;
 mod security_engine;
 mod security_engine_h2;
+mod security_engine_h3;
 mod security_login;

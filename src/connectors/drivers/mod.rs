@@ -200,23 +200,6 @@ pub(crate) fn nothing_to_retire<'a>() -> BoxFut<'a, Result<String, String>> {
     })
 }
 
-/// Logs in with the first of `options` (one per credential) that works:
-/// after a crash the new password may already be the one set.
-pub(crate) async fn login_first<O>(options: Vec<O>) -> Result<O::Connection, String>
-where
-    O: sqlx::ConnectOptions,
-    O::Connection: Sized,
-{
-    let mut last = String::from("no credential to connect with");
-    for o in options {
-        match o.connect().await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => last = crate::connectors::probe::db_error(&e),
-        }
-    }
-    Err(last)
-}
-
 pub(crate) fn text(m: &Map<String, Value>, k: &str) -> String {
     match m.get(k) {
         Some(Value::String(v)) => v.clone(),

@@ -10,10 +10,9 @@
 //!   failed verification sets the old one back.
 
 use serde_json::{Map, Value};
-use sqlx::Connection;
 
-use super::{login_first, text, with_new_password, Applied, BoxFut, Driver, Target};
-use crate::connectors::probe::{db_error, mysql_options};
+use super::{text, with_new_password, Applied, BoxFut, Driver, Target};
+use crate::connectors::session::{self, Sql};
 
 pub struct MySqlUser;
 
@@ -57,7 +56,7 @@ fn server(version: &str) -> Server {
 /// A session as whoever makes the change, the server it is, and the
 /// account the statements name.
 struct Session {
-    c: sqlx::MySqlConnection,
+    c: Sql<sqlx::MySqlConnection>,
     server: Server,
     account: String,
 }
@@ -65,32 +64,24 @@ struct Session {
 impl Session {
     async fn open(t: &Target<'_>, own: &[&Map<String, Value>]) -> Result<Session, String> {
         let (settings, creds) = t.acting(own);
-        let mut options = Vec::with_capacity(creds.len());
-        for c in creds {
-            options.push(mysql_options(t.egress, settings, c).await?);
-        }
-        let mut c = login_first(options).await?;
-        let version: String = sqlx::query_scalar("SELECT VERSION()")
-            .fetch_one(&mut c)
-            .await
-            .map_err(|e| db_error(&e))?;
+        let mut c = session::mysql(t.egress, settings, &creds).await?;
+        let version: String = c
+            .run(|c| sqlx::query_scalar("SELECT VERSION()").fetch_one(c))
+            .await?;
         let account = match &t.admin {
             None => "CURRENT_USER()".to_string(),
             Some(a) => {
                 let u = text(t.settings, "username");
-                let found: Vec<String> = sqlx::query_scalar(
-                    "SELECT CAST(CONCAT(QUOTE(User), '@', QUOTE(Host)) AS CHAR) FROM mysql.user WHERE User = ?",
-                )
-                .bind(&u)
-                .fetch_all(&mut c)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "{} cannot look up the account {u}: {}",
-                        a.name,
-                        db_error(&e)
-                    )
-                })?;
+                let found: Vec<String> = c
+                    .run(|c| {
+                        sqlx::query_scalar(
+                            "SELECT CAST(CONCAT(QUOTE(User), '@', QUOTE(Host)) AS CHAR) FROM mysql.user WHERE User = ?",
+                        )
+                        .bind(&u)
+                        .fetch_all(c)
+                    })
+                    .await
+                    .map_err(|e| format!("{} cannot look up the account {u}: {e}", a.name))?;
                 match found.as_slice() {
                     [one] => one.clone(),
                     [] => return Err(format!("no account {u} on the server {} connects to", a.name)),
@@ -113,12 +104,10 @@ impl Session {
     /// Runs `sql`, which carries `password`: a server error may quote the
     /// statement, so the password is masked before the message goes on.
     async fn run(&mut self, sql: &str, password: &str) -> Result<(), String> {
-        sqlx::query(sql)
-            .persistent(false)
-            .execute(&mut self.c)
+        self.c
+            .run(|c| sqlx::query(sql).persistent(false).execute(c))
             .await
-            .map_err(|e| {
-                let m = db_error(&e);
+            .map_err(|m| {
                 if password.is_empty() {
                     m
                 } else {
@@ -169,15 +158,18 @@ impl Session {
     }
 
     async fn close(self) {
-        let _ = self.c.close().await;
+        self.c.close().await;
     }
 }
 
 /// Does `creds` log in as the rotated account (the change already made
 /// before a crash)?
 async fn logs_in(t: &Target<'_>, creds: &Map<String, Value>) -> bool {
-    match mysql_options(t.egress, t.settings, creds).await {
-        Ok(o) => login_first(vec![o]).await.is_ok(),
+    match session::mysql(t.egress, t.settings, &[creds]).await {
+        Ok(s) => {
+            s.close().await;
+            true
+        }
         Err(_) => false,
     }
 }
@@ -202,10 +194,9 @@ impl Driver for MySqlUser {
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
             let mut s = Session::open(t, &[t.current]).await?;
-            let who: String = sqlx::query_scalar("SELECT CURRENT_USER()")
-                .fetch_one(&mut s.c)
-                .await
-                .map_err(|e| db_error(&e))?;
+            let who: String =
+                s.c.run(|c| sqlx::query_scalar("SELECT CURRENT_USER()").fetch_one(c))
+                    .await?;
             let u = text(t.settings, "username");
             let r = match &t.admin {
                 None if who.split('@').next() != Some(u.as_str()) => Err(format!(
@@ -215,10 +206,9 @@ impl Driver for MySqlUser {
                 Some(a) => {
                     // CREATE USER (or UPDATE on the mysql schema) lets an
                     // account change another's password.
-                    let grants: Vec<String> = sqlx::query_scalar("SHOW GRANTS")
-                        .fetch_all(&mut s.c)
-                        .await
-                        .map_err(|e| db_error(&e))?;
+                    let grants: Vec<String> =
+                        s.c.run(|c| sqlx::query_scalar("SHOW GRANTS").fetch_all(c))
+                            .await?;
                     let may = grants.iter().any(|g| {
                         let g = g.to_ascii_uppercase();
                         g.contains("ALL PRIVILEGES ON *.*")

@@ -14,12 +14,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
 
-use super::{
-    login_first, nothing_to_retire, text, with_new_password, Applied, BoxFut, Driver, Target,
-};
-use crate::connectors::probe::{db_error, pg_options};
+use super::{nothing_to_retire, text, with_new_password, Applied, BoxFut, Driver, Target};
+use crate::connectors::session::{self, Sql};
 
 /// PostgreSQL's own default (`scram_iterations`).
 const ITERATIONS: u32 = 4096;
@@ -70,13 +67,9 @@ fn new_verifier(password: &str) -> String {
 async fn connect(
     t: &Target<'_>,
     own: &[&Map<String, Value>],
-) -> Result<sqlx::PgConnection, String> {
+) -> Result<Sql<sqlx::PgConnection>, String> {
     let (settings, creds) = t.acting(own);
-    let mut options = Vec::with_capacity(creds.len());
-    for c in creds {
-        options.push(pg_options(t.egress, settings, c).await?);
-    }
-    login_first(options).await
+    session::postgres(t.egress, settings, &creds).await
 }
 
 async fn set_password(
@@ -93,11 +86,8 @@ async fn set_password(
         quote_ident(&r),
         new_verifier(password)
     );
-    sqlx::query(&sql)
-        .execute(&mut c)
-        .await
-        .map_err(|e| db_error(&e))?;
-    let _ = c.close().await;
+    c.run(|c| sqlx::query(&sql).execute(c)).await?;
+    c.close().await;
     Ok(format!(
         "ALTER ROLE {} PASSWORD (a SCRAM-SHA-256 verifier), {}",
         quote_ident(&r),
@@ -124,17 +114,19 @@ impl Driver for PgRole {
             let r = role(t.settings);
             let mut c = connect(t, &[t.current]).await?;
             // Who acts, whether it may alter r, and whether r exists.
-            let (who, may, exists): (String, bool, bool) = sqlx::query_as(
-                "SELECT current_user::text, \
-                        COALESCE((SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user), false) \
-                          OR current_user = $1, \
-                        EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
-            )
-            .bind(&r)
-            .fetch_one(&mut c)
-            .await
-            .map_err(|e| db_error(&e))?;
-            let _ = c.close().await;
+            let (who, may, exists): (String, bool, bool) = c
+                .run(|c| {
+                    sqlx::query_as(
+                        "SELECT current_user::text, \
+                                COALESCE((SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user), false) \
+                                  OR current_user = $1, \
+                                EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+                    )
+                    .bind(&r)
+                    .fetch_one(c)
+                })
+                .await?;
+            c.close().await;
             match &t.admin {
                 None if who != r => Err(format!(
                     "the credential logs in as {who}, not as the role {r} it would rotate"

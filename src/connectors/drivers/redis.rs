@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::{text, with_new_password, Applied, BoxFut, Driver, Since, Target};
-use crate::connectors::probe::{redis_connect, redis_error};
+use crate::connectors::session::{self, Redis};
 
 pub struct RedisAcl;
 
@@ -23,11 +23,9 @@ fn user(settings: &Map<String, Value>) -> String {
 
 /// A session as whoever acts on the user (itself, or the admin of
 /// `--rotate-with`), and that actor's user name.
-async fn acting_session(
-    t: &Target<'_>,
-) -> Result<(redis::aio::MultiplexedConnection, String), String> {
+async fn acting_session(t: &Target<'_>) -> Result<(Redis, String), String> {
     let (settings, creds) = t.acting(&[t.current]);
-    let con = redis_connect(t.egress, settings, creds[0]).await?;
+    let con = session::redis(t.egress, settings, creds[0]).await?;
     Ok((con, user(settings)))
 }
 
@@ -51,14 +49,14 @@ async fn setuser(
             m.replace(password, "********")
         }
     };
-    let (mut con, _) = acting_session(t).await.map_err(mask)?;
+    let (mut s, _) = acting_session(t).await.map_err(mask)?;
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&u)
         .arg(format!("{op}{password}"))
-        .query_async::<()>(&mut con)
+        .query_async::<()>(&mut s.con)
         .await
-        .map_err(|e| mask(redis_error(&e)))?;
+        .map_err(|e| mask(s.error(&e)))?;
     let detail = format!("ACL SETUSER {u} {op}******** done");
     if !mark {
         return Ok((detail, None));
@@ -66,9 +64,9 @@ async fn setuser(
     // HELLO needs no ACL permission (CLIENT ID does) and names the session.
     let hello: std::collections::HashMap<String, redis::Value> = redis::cmd("HELLO")
         .arg(2)
-        .query_async(&mut con)
+        .query_async(&mut s.con)
         .await
-        .map_err(|e| redis_error(&e))?;
+        .map_err(|e| s.error(&e))?;
     let id = match hello.get("id") {
         Some(redis::Value::Int(id)) => Some(*id),
         _ => None,
@@ -102,7 +100,7 @@ impl Driver for RedisAcl {
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
             let u = user(t.settings);
-            let (mut con, actor) = acting_session(t).await?;
+            let (mut s, actor) = acting_session(t).await?;
             // Redis 7: would the acting user be allowed to change u's passwords?
             let r: Result<String, _> = redis::cmd("ACL")
                 .arg("DRYRUN")
@@ -111,7 +109,7 @@ impl Driver for RedisAcl {
                 .arg("SETUSER")
                 .arg(&u)
                 .arg(">probe")
-                .query_async(&mut con)
+                .query_async(&mut s.con)
                 .await;
             match r {
                 Ok(s) if s == "OK" => Ok(()),
@@ -121,11 +119,11 @@ impl Driver for RedisAcl {
                 // Not even allowed to ask: not allowed to change it either.
                 Err(e) if e.code() == Some("NOPERM") => Err(format!(
                     "the Redis user {actor} may not change the password of {u} ({}); grant it +acl|setuser and +acl|dryrun, or rotate through an admin connection (--rotate-with)",
-                    redis_error(&e)
+                    s.error(&e)
                 )),
                 Err(e) => Err(format!(
                     "cannot ask Redis whether {actor} may change the password of {u}: {}",
-                    redis_error(&e)
+                    s.error(&e)
                 )),
             }
         })
@@ -165,15 +163,15 @@ impl Driver for RedisAcl {
                 return Ok(Vec::new());
             };
             let u = user(t.settings);
-            let (mut con, actor) = acting_session(t).await?;
+            let (mut s, actor) = acting_session(t).await?;
             let list: String = redis::cmd("CLIENT")
                 .arg("LIST")
-                .query_async(&mut con)
+                .query_async(&mut s.con)
                 .await
                 .map_err(|e| {
                     format!(
                         "Redis's session list is not readable by {actor} ({}); grant it +client|list, or rotate through an admin connection",
-                        redis_error(&e)
+                        s.error(&e)
                     )
                 })?;
             let old: Vec<String> = list
