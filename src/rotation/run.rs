@@ -557,22 +557,25 @@ async fn recover(
         return Ok(Next::Lost);
     }
     let rollback = ctx.driver.rollback(target, target.current, &pending).await;
-    let back = probe::run(core, &conn, target.current).await;
-    let restored =
-        back.verdict == Verdict::Ok || (back.verdict == Verdict::Unverified && rollback.is_ok());
+    // The rollback's success is the target's word that it is back on the
+    // current credential (a dual target never left it). When the rollback
+    // failed, only a login with the current credential proves it.
+    let back = match &rollback {
+        Ok(_) => None,
+        Err(_) => Some(probe::run(core, &conn, target.current).await),
+    };
     let now = core.now();
-    if restored {
-        let how = if back.verdict == Verdict::Ok {
-            format!(
-                "it was removed at the target again, which accepts the current credential ({})",
-                back.message
-            )
-        } else {
-            let done = rollback.as_deref().unwrap_or_default();
-            format!(
-                "it was removed at the target again ({done}); the current credential is unchanged"
-            )
-        };
+    let restored = match (&rollback, &back) {
+        (Ok(done), _) => Some(format!(
+            "it was removed at the target again ({done}); the current credential is unchanged"
+        )),
+        (Err(m), Some(b)) if b.verdict == Verdict::Ok => Some(format!(
+            "removing it at the target failed ({m}), but the target accepts the current credential ({})",
+            b.message
+        )),
+        _ => None,
+    };
+    if let Some(how) = restored {
         let mut tx = core.db.begin_write().await?;
         if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
             return Ok(Next::Lost);
@@ -592,13 +595,11 @@ async fn recover(
         );
         return promote_now(core, row, job, lease, dual, ctx, vec![("verify", detail)]).await;
     }
-    let rolled = match &rollback {
-        Ok(_) => "rolled back".to_string(),
-        Err(m) => format!("rolling back failed ({m})"),
-    };
     let msg = format!(
-        "{why}; {rolled}, and the target accepts neither the current credential ({}) nor the new one ({}) right now; both are kept sealed and this is retried",
-        back.message, again.message
+        "{why}; rolling back failed ({}), and the target accepts neither the current credential ({}) nor the new one ({}) right now; both are kept sealed and this is retried",
+        rollback.err().unwrap_or_default(),
+        back.map(|b| b.message).unwrap_or_default(),
+        again.message
     );
     if job.step != "recover" {
         // Recorded once; the retries count attempts at this step.

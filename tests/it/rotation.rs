@@ -374,16 +374,28 @@ dual!(admin_api_for_rotations, |env| {
         .await
         .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // After the promotion the change is made: cancel is refused and names
+    // `finish`, which ends the cut-over.
     let r = c
         .post(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}/cancel")))
         .header("X-CSRF-Token", &csrf)
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("rotation finish"), "{v}");
+    let r = c
+        .post(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}/finish")))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"now": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["status"], "cancelled");
-    // cancelled after promotion: the new credential stays current and works
+    assert_eq!(v["status"], "completed", "{v}");
+    // the new credential is current and works
     let show: Value = c
         .get(srv.at("/api/v1/orgs/acme/connections/cache"))
         .send()
