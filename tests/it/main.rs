@@ -22,4 +22,5 @@ mod rotation_snowflake;
 mod rotation_via;
 mod security_api;
 mod security_egress;
+mod security_engine_h1;
 mod security_login;

@@ -1,0 +1,126 @@
+//! Security issue #22, items 11, 7, 8 and 12: a lost or exposed master key
+//! file, the server following a keyring rotation, settings that decide where
+//! a credential goes frozen while one is held, the refresh keeper's lease and
+//! its `invalid_grant` reading, and test hooks only in debug builds.
+
+use crate::dual;
+use crate::harness::*;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- #11 ----
+
+/// This world with its key in `{data_dir}/master.key` instead of
+/// `REKEY_MASTER_KEY` (an empty variable means "not set").
+fn with_key_file(mut env: Env) -> Env {
+    env.master_key = String::new();
+    env
+}
+
+fn key_file(env: &Env) -> std::path::PathBuf {
+    env.data_dir().join("master.key")
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+dual!(lost_key_file_is_an_error_not_a_new_key, |env| {
+    let env = with_key_file(env);
+    env.org_with_admin("acme");
+    let path = key_file(&env);
+    assert!(path.exists(), "the first command generated the key file");
+    std::fs::remove_file(&path).unwrap();
+
+    let out = env.run(&["org", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("restore"), "says to restore it: {err}");
+    assert!(
+        err.contains(&path.display().to_string()),
+        "names the path: {err}"
+    );
+    assert!(!path.exists(), "no new key was generated");
+    // the server refuses to start the same way
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(!path.exists(), "no new key was generated");
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_file_readable_by_others_is_refused() {
+    let env = with_key_file(Env::new(Engine::Sqlite).await.unwrap());
+    env.ok(&["org", "create", "acme"]);
+    let path = key_file(&env);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = env.run(&["org", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("chmod 600"),
+        "names the file and the fix: {err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "refused, not silently changed"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.ok(&["org", "list"]);
+}
+
+/// Logs in; returns the session cookie's token and its CSRF token.
+async fn login(srv: &Server, email: &str) -> (String, String) {
+    let r = client()
+        .post(srv.at("/api/v1/session"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let token = cookie
+        .split(';')
+        .next()
+        .and_then(|c| c.split_once('='))
+        .unwrap()
+        .1
+        .to_string();
+    let v: Value = r.json().await.unwrap();
+    (token, v["csrf_token"].as_str().unwrap().to_string())
+}
+
+/// The session's CSRF token as the server reads it back (a sealed value).
+async fn session_csrf(srv: &Server, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(srv.at("/api/v1/session"))
+        .header("cookie", format!("rekey_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+dual!(server_follows_keyring_rotation_by_the_cli, |env| {
+    let env = with_key_file(env);
+    let admin = env.org_with_admin("acme");
+    let srv = env.serve();
+    let (before, csrf_before) = login(&srv, &admin).await;
+
+    let r = env.json(&["keyring", "rotate", "--generate", "--remove-old"]);
+    assert_eq!(r["old_keys_removed"], true);
+
+    // a session sealed under the removed key, re-encrypted by the CLI
+    let (status, v) = session_csrf(&srv, &before).await;
+    assert_eq!(status, 200, "the running server opens the new key: {v}");
+    assert_eq!(v["csrf_token"], csrf_before.as_str());
+    // a value the server seals now is under the new key
+    let (after, csrf_after) = login(&srv, &admin).await;
+    assert_eq!(env.json(&["keyring", "status"])["pending"], 0);
+    assert_eq!(env.json(&["keyring", "verify"])["failures"], json!([]));
+    let (status, v) = session_csrf(&srv, &after).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["csrf_token"], csrf_after.as_str());
+});
