@@ -28,6 +28,7 @@ impl From<ConnectorError> for ApiError {
             ConnectorError::Invalid(m) => ApiError::bad_request(m),
             ConnectorError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             ConnectorError::Conflict(m) => ApiError::conflict(format!("{m} already exists")),
+            ConnectorError::Refused(m) => ApiError::conflict(m),
             ConnectorError::ProbeFailed(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "probe_failed", m)
             }

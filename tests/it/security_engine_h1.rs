@@ -124,3 +124,170 @@ dual!(server_follows_keyring_rotation_by_the_cli, |env| {
     assert_eq!(status, 200);
     assert_eq!(v["csrf_token"], csrf_after.as_str());
 });
+
+// ----------------------------------------------------------------- #7 ----
+
+/// A TCP listener that records every byte anyone sends it.
+struct Listener {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    async fn start() -> Listener {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, a) = (got.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        g.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Listener {
+            port,
+            got,
+            accepted,
+        }
+    }
+
+    fn heard(&self) -> (usize, Vec<u8>) {
+        (
+            self.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            self.got.lock().unwrap().clone(),
+        )
+    }
+}
+
+const REDIS_PASSWORD: &str = "the-held-password-0007";
+
+dual!(
+    settings_that_decide_where_a_credential_goes_are_frozen,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        connection(&env, "redis", "cache", &["host=127.0.0.1", "port=1"]);
+        store_unprobed(&env, "cache", "password", REDIS_PASSWORD);
+        let before = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+        let listener = Listener::start().await;
+        let port = format!("port={}", listener.port);
+
+        // CLI: refused, naming the setting and the way to change it
+        let out = env.run(&[
+            "connection",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "cache",
+            "--setting",
+            &port,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("port")
+                && err.contains("revoke-authorization")
+                && err.contains("set-credential"),
+            "names the setting and the way: {err}"
+        );
+        assert!(!err.contains(REDIS_PASSWORD));
+        // an endpoint override is a destination too
+        let out = env.run(&[
+            "connection",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "cache",
+            "--endpoint",
+            &format!("api_url=http://127.0.0.1:{}/", listener.port),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("api_url"), "{}", stderr_of(&out));
+
+        // the admin API: 409 in its format, the same check
+        let srv = env.serve_with(&[("REKEY_KEEPER_INTERVAL", "0")]);
+        let (c, csrf) = admin_login(&srv, &admin).await;
+        for body in [
+            json!({"settings": {"port": listener.port.to_string()}}),
+            json!({"settings": {"host": "localhost"}}),
+            json!({"endpoints": {"s3_url": format!("http://127.0.0.1:{}/", listener.port)}}),
+        ] {
+            let r = c
+                .patch(srv.at("/api/v1/orgs/acme/connections/cache"))
+                .header("X-CSRF-Token", &csrf)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 409, "{body}");
+            let v: Value = r.json().await.unwrap();
+            assert!(
+                v.to_string().contains("revoke"),
+                "says how to change it: {v}"
+            );
+        }
+        // a setting that does not decide where still changes
+        let r = c
+            .patch(srv.at("/api/v1/orgs/acme/connections/cache"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"settings": {"username": "default", "port": "1"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+
+        // nothing changed, and Test still goes to the old place
+        let after = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+        assert_eq!(after["settings"], before["settings"]);
+        assert_eq!(after["endpoints"], before["endpoints"]);
+        assert_eq!(after["has_credentials"], true);
+        let r = c
+            .post(srv.at("/api/v1/orgs/acme/connections/cache/test"))
+            .header("X-CSRF-Token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        env.run(&["connection", "test", "--org", "acme", "--name", "cache"]);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (accepted, bytes) = listener.heard();
+        assert_eq!(accepted, 0, "nobody connected to the listener");
+        assert!(bytes.is_empty());
+
+        // the documented way: revoke, update, set the credential again
+        env.json(&[
+            "connection",
+            "revoke-authorization",
+            "--org",
+            "acme",
+            "--name",
+            "cache",
+        ]);
+        let v = env.json(&[
+            "connection",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "cache",
+            "--setting",
+            &port,
+        ]);
+        assert_eq!(v["settings"]["port"], listener.port.to_string());
+        assert_eq!(v["has_credentials"], false);
+    }
+);
