@@ -291,3 +291,68 @@ dual!(
         assert_eq!(v["has_credentials"], false);
     }
 );
+
+// ----------------------------------------------------------------- #8 ----
+
+dual!(invalid_grant_for_the_held_token_means_needs_reauth, |env| {
+    use crate::connections::{authorize, pair};
+    let p = pair(&env, "1h", &[]).await;
+    let c = authorize(&env, &p, "authorize").await;
+    assert_eq!(c["status"], "connected");
+    // the provider kills the grant: the token rekey holds is refused
+    let auths = p.provider.json(&[
+        "app",
+        "authorizations",
+        "--org",
+        "prov",
+        "--name",
+        "consumer",
+    ]);
+    let live = auths
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["status"] == "Active")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    p.provider.json(&[
+        "app",
+        "revoke-authorization",
+        "--org",
+        "prov",
+        "--name",
+        "consumer",
+        "--id",
+        &live,
+    ]);
+    let r = env.json(&[
+        "connection",
+        "refresh",
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+    ]);
+    assert_eq!(r["status"], "needs_reauth", "{r}");
+    let events = env.json(&["audit", "list", "--action", "connection.needs_reauth"]);
+    let events: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "connection.needs_reauth")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["target"], "upstream");
+    // the keeper's lock was given back: a later refresh is not refused as busy
+    let r = env.json(&[
+        "connection",
+        "refresh",
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+    ]);
+    assert_eq!(r["status"], "needs_reauth");
+});
