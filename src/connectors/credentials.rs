@@ -329,14 +329,21 @@ mod tests {
     use crate::connectors::refresh_jobs;
     use crate::crypto::keyring::generate_key;
 
-    /// A provider that counts the requests it gets, describes itself
-    /// (RFC 8414) and refuses every refresh with `invalid_grant`.
-    async fn counting_provider() -> (String, Arc<AtomicUsize>) {
+    /// A connection whose refresh lease the provider takes away from
+    /// "stalled" (as if it had stalled past it) while its token call runs.
+    type Steal = Arc<tokio::sync::Mutex<Option<(Core, String)>>>;
+
+    /// A provider that counts the requests it gets and describes itself
+    /// (RFC 8414). A refresh is refused with `invalid_grant`, unless a
+    /// [`Steal`] is set: then the lease is taken over meanwhile and the
+    /// refresh answered with new tokens.
+    async fn counting_provider() -> (String, Arc<AtomicUsize>, Steal) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
-        let (h, base) = (hits.clone(), url.clone());
+        let steal: Steal = Default::default();
+        let (h, base, st) = (hits.clone(), url.clone(), steal.clone());
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 h.fetch_add(1, Ordering::SeqCst);
@@ -349,6 +356,11 @@ mod tests {
                         "token_endpoint": format!("{base}/oauth2/token"),
                     });
                     ("200 OK", meta.to_string())
+                } else if let Some((core, id)) = st.lock().await.take() {
+                    take_over(&core, &id).await;
+                    let tokens = json!({"access_token": "at2", "refresh_token": "rt2",
+                        "token_type": "Bearer", "expires_in": 3600});
+                    ("200 OK", tokens.to_string())
                 } else {
                     (
                         "400 Bad Request",
@@ -362,7 +374,19 @@ mod tests {
                 let _ = s.write_all(answer.as_bytes()).await;
             }
         });
-        (url, hits)
+        (url, hits, steal)
+    }
+
+    /// "stalled" held the refresh lease of connection `id` and stalled past
+    /// it; "successor" takes it over.
+    async fn take_over(core: &Core, id: &str) {
+        let mut tx = core.db.begin_write().await.unwrap();
+        let job = format!("refresh-{id}");
+        crate::jobs::queue::heartbeat_in(&mut tx, &job, "stalled", -1, core.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(refresh_jobs::lock(core, id, "successor").await.unwrap());
     }
 
     /// A core on a fresh SQLite file, with an OAuth connection (kind
@@ -424,23 +448,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refresher_whose_lease_was_taken_over_does_not_call_the_provider() {
         let dir = tempfile::tempdir().unwrap();
-        let (provider, hits) = counting_provider().await;
+        let (provider, hits, _) = counting_provider().await;
         let (core, id) = world(dir.path(), &provider).await;
 
         // We held the lease, stalled past it, and another instance took it.
         assert!(refresh_jobs::lock(&core, &id, "stalled").await.unwrap());
-        let mut tx = core.db.begin_write().await.unwrap();
-        crate::jobs::queue::heartbeat_in(
-            &mut tx,
-            &format!("refresh-{id}"),
-            "stalled",
-            -1,
-            core.now(),
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-        assert!(refresh_jobs::lock(&core, &id, "successor").await.unwrap());
+        take_over(&core, &id).await;
 
         let r = refresh_locked(&core, &id, "stalled", true).await.unwrap();
         assert_eq!(r, Refreshed::LeaseLost);
@@ -461,5 +474,24 @@ mod tests {
         let r = refresh_locked(&core, &id, "successor", true).await.unwrap();
         assert!(hits.load(Ordering::SeqCst) >= 1);
         assert_eq!(r, Refreshed::NeedsReauth);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresher_that_loses_its_lease_during_the_call_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (provider, _, steal) = counting_provider().await;
+        let (core, id) = world(dir.path(), &provider).await;
+        assert!(refresh_jobs::lock(&core, &id, "stalled").await.unwrap());
+        *steal.lock().await = Some((core.clone(), id.clone()));
+
+        let r = refresh_locked(&core, &id, "stalled", true).await.unwrap();
+        assert_eq!(r, Refreshed::LeaseLost);
+        assert!(steal.lock().await.is_none(), "the token call was made");
+        let mut c = core.db.read().await.unwrap();
+        let creds = connections::credentials(&mut c, &core, &id).await.unwrap();
+        assert_eq!(
+            creds["refresh_token"], "rt",
+            "the late result was not stored"
+        );
     }
 }
