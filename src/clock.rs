@@ -27,9 +27,10 @@ pub fn wall_ms() -> i64 {
 
 /// A clock tests can move: the system time plus an offset in milliseconds
 /// read from a file on every reading, so every process of a test (the
-/// server, a second instance, the CLI) sees a move at once. Used only when
-/// `REKEY_TEST_CLOCK_FILE` names the file; `rekey serve` logs a warning when
-/// it is on. A missing or unreadable file means no offset.
+/// server, a second instance, the CLI) sees a move at once. Used only in
+/// debug builds, when `REKEY_TEST_CLOCK_FILE` names the file (see
+/// [`crate::test_hooks`]); `rekey serve` logs a warning when it is on. A
+/// missing or unreadable file means no offset.
 #[derive(Debug)]
 pub struct OffsetFileClock {
     path: std::path::PathBuf,
@@ -45,21 +46,22 @@ impl Clock for OffsetFileClock {
     }
 }
 
-/// The environment variable that turns the test clock on.
-pub const TEST_CLOCK_ENV: &str = "REKEY_TEST_CLOCK_FILE";
+/// The environment variable that turns the test clock on (debug builds).
+pub const TEST_CLOCK_ENV: &str = crate::test_hooks::CLOCK_FILE;
 
-/// The clock the binary runs on: the system clock, or the test clock when
-/// [`TEST_CLOCK_ENV`] is set.
+/// The clock the binary runs on: the system clock, or the test clock in a
+/// debug build with [`TEST_CLOCK_ENV`] set.
 pub fn from_env() -> std::sync::Arc<dyn Clock> {
-    match std::env::var_os(TEST_CLOCK_ENV) {
-        Some(p) if !p.is_empty() => std::sync::Arc::new(OffsetFileClock { path: p.into() }),
-        _ => std::sync::Arc::new(SystemClock),
+    match crate::test_hooks::clock_file() {
+        Some(path) => std::sync::Arc::new(OffsetFileClock { path }),
+        None => std::sync::Arc::new(SystemClock),
     }
 }
 
-/// True when the test clock is on (for a warning at start).
+/// True when the test clock is on (for a warning at start; never in a
+/// release build).
 pub fn is_test_clock() -> bool {
-    std::env::var_os(TEST_CLOCK_ENV).is_some_and(|p| !p.is_empty())
+    crate::test_hooks::clock_file().is_some()
 }
 
 /// RFC 3339 form of a unix-millisecond instant, for people and JSON.

@@ -22,3 +22,4 @@ pub mod rotation;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod test_hooks;

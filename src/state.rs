@@ -131,10 +131,13 @@ impl Core {
         }
         // A broken catalog fails start-up, naming the file and field.
         crate::connectors::catalog::catalog()?;
-        let (keyring, source) =
-            Keyring::load(config.master_key.as_deref(), &config.key_file(), create_key)?;
         let db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
+        // A missing key file next to encrypted secrets is a lost key, not a
+        // first start: a new key would open none of them, so none is made.
+        let create_key = create_key && !sealed::any(&db).await?;
+        let (keyring, source) =
+            Keyring::load(config.master_key.as_deref(), &config.key_file(), create_key)?;
         let clock: Arc<dyn Clock> = crate::clock::from_env();
         let pepper = load_pepper(&db, &keyring, clock.now_ms()).await?;
         let policy = crate::egress::Policy::new(&config.egress_deny, &config.egress_allow)

@@ -32,6 +32,7 @@ impl From<ConnectorError> for ApiError {
             ConnectorError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             ConnectorError::Forbidden(m) => ApiError::forbidden(m),
             ConnectorError::Conflict(m) => ApiError::conflict(format!("{m} already exists")),
+            ConnectorError::Refused(m) => ApiError::conflict(m),
             ConnectorError::ProbeFailed(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "probe_failed", m)
             }

@@ -314,7 +314,7 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             if !credentials::acquire_lease(core, &c.id, owner).await? {
                 anyhow::bail!("the connection is being refreshed right now; try again");
             }
-            let res = credentials::refresh_locked(core, &c.id, true).await;
+            let res = credentials::refresh_locked(core, &c.id, owner, true).await;
             credentials::release_lease(core, &c.id, owner).await?;
             let res = res?;
             let c = connections::find_in(&core.db, &o.id, &r.name).await?;

@@ -131,27 +131,12 @@ async fn rotate(
         );
         b
     };
-    let mut done = 0i64;
-    loop {
-        let n = sealed::rotate_batch(&core.db, &keyring, batch_size).await? as i64;
-        if n == 0 {
-            // Rows changed concurrently are skipped by the compare-and-set;
-            // stop only when nothing is left under an old key.
-            if sealed::pending(&core.db, &keyring).await? == 0 {
-                break;
-            }
-            continue;
-        }
-        done += n;
-        bar.set_position(done as u64);
-        if out.json {
-            eprintln!("{}", json!({"progress": {"done": done, "total": total}}));
-        }
-        if let Some(p) = pause {
-            tokio::time::sleep(p.0).await;
-        }
-    }
-    bar.finish_and_clear();
+    let progress = Progress {
+        bar,
+        json: out.json,
+        total,
+    };
+    let mut done = reencrypt(core, &keyring, batch_size, pause, &progress, 0).await?;
     let newest = keyring.newest_id();
     let old: Vec<String> = keyring
         .key_ids()
@@ -163,6 +148,12 @@ async fn rotate(
         let Some(path) = key_file_of(&source) else {
             anyhow::bail!("--remove-old edits the key file; with REKEY_MASTER_KEY, remove the old keys from the variable yourself");
         };
+        // A running server seals under the new key once it sees the file
+        // change, but a transaction that sealed under the old key just
+        // before may commit after the pass above: let those land and take
+        // them too before the old key goes.
+        tokio::time::sleep(REMOVE_SETTLE).await;
+        done += reencrypt(core, &keyring, batch_size, None, &progress, done).await?;
         let text = std::fs::read_to_string(path)?;
         let first = strip_comments(&text)
             .lines()
@@ -172,6 +163,7 @@ async fn rotate(
         keyring::write_key_file(path, &first)?;
         removed = true;
     }
+    progress.bar.finish_and_clear();
     let where_ = match &source {
         KeySource::Environment => "REKEY_MASTER_KEY".to_string(),
         KeySource::File(p) | KeySource::Generated(p) => p.display().to_string(),
@@ -192,6 +184,53 @@ async fn rotate(
         },
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The progress bar (hidden with `--json`, which prints progress lines).
+struct Progress {
+    bar: ProgressBar,
+    json: bool,
+    total: i64,
+}
+
+/// How long `--remove-old` waits for writes sealed under the old key by
+/// servers that had not yet seen the new key file.
+const REMOVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-encrypts every ciphertext not under `keyring`'s newest key, in
+/// batches; returns how many it re-encrypted.
+async fn reencrypt(
+    core: &Core,
+    keyring: &Keyring,
+    batch_size: i64,
+    pause: Option<crate::config::Dur>,
+    progress: &Progress,
+    before: i64,
+) -> anyhow::Result<i64> {
+    let mut done = before;
+    loop {
+        let n = sealed::rotate_batch(&core.db, keyring, batch_size).await? as i64;
+        if n == 0 {
+            // Rows changed concurrently are skipped by the compare-and-set;
+            // stop only when nothing is left under an old key.
+            if sealed::pending(&core.db, keyring).await? == 0 {
+                break;
+            }
+            continue;
+        }
+        done += n;
+        progress.bar.set_position(done as u64);
+        if progress.json {
+            eprintln!(
+                "{}",
+                json!({"progress": {"done": done, "total": progress.total}})
+            );
+        }
+        if let Some(p) = pause {
+            tokio::time::sleep(p.0).await;
+        }
+    }
+    Ok(done - before)
 }
 
 fn strip_comments(text: &str) -> String {

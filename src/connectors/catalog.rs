@@ -60,6 +60,12 @@ pub struct Field {
     pub default: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// For settings: this one decides where a credential is sent although
+    /// neither its format nor the URL templates say so (code builds the
+    /// address from it, as S3's bucket and region). See
+    /// [`Kind::decides_destination`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destination: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +253,38 @@ impl Kind {
     pub fn method(&self, m: &str) -> Option<&AuthMethod> {
         self.auth.iter().find(|a| a.method.as_str() == m)
     }
+
+    /// Whether setting `key` decides where a credential of this kind goes:
+    /// a host, port or URL; one substituted into the host of any of the
+    /// kind's URL templates (OAuth endpoints, probe); or one the catalog
+    /// marks `destination = true`. These are frozen while a credential is
+    /// held, so changing them cannot deliver it to someone else.
+    pub fn decides_destination(&self, key: &str) -> bool {
+        let Some(f) = self.settings.iter().find(|f| f.key == key) else {
+            return false;
+        };
+        if f.destination || matches!(f.format, Format::Hostname | Format::Port | Format::Url) {
+            return true;
+        }
+        let wanted = format!("settings.{key}");
+        self.auth
+            .iter()
+            .flat_map(AuthMethod::url_templates)
+            .any(|t| references(super::hosts::template_authority(t)).contains(&wanted))
+    }
+}
+
+impl AuthMethod {
+    /// The URL templates credentials of this method are sent to.
+    fn url_templates(&self) -> Vec<&String> {
+        let mut out: Vec<&String> = self.probe.url.iter().collect();
+        if let Some(o) = &self.oauth {
+            out.push(&o.token_url);
+            out.extend(o.authorize_url.iter());
+            out.extend(o.revoke_url.iter());
+        }
+        out
+    }
 }
 
 /// Every `${…}` reference in a template.
@@ -350,6 +388,12 @@ fn validate(file: &str, k: &Kind) -> Result<(), CatalogError> {
             ));
         }
         let fields = check_fields(&format!("{at}.fields"), &a.fields)?;
+        if let Some(i) = a.fields.iter().position(|f| f.destination) {
+            return Err(err(
+                format!("{at}.fields[{i}].destination"),
+                "only settings decide where a credential goes".into(),
+            ));
+        }
         let oauthish = matches!(a.method, Method::Oauth2 | Method::ClientCredentials);
         if oauthish {
             let Some(o) = &a.oauth else {
@@ -618,6 +662,26 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn settings_that_decide_where_a_credential_goes() {
+        let c = catalog().unwrap();
+        let frozen = |kind: &str| -> Vec<&str> {
+            let k = &c[kind];
+            k.settings
+                .iter()
+                .map(|f| f.key.as_str())
+                .filter(|key| k.decides_destination(key))
+                .collect()
+        };
+        assert_eq!(frozen("redis"), ["host", "port"]);
+        assert_eq!(frozen("s3"), ["bucket", "region"], "marked in the catalog");
+        // substituted into a host, though an enum: the region's server
+        assert_eq!(frozen("mixpanel"), ["api_host"]);
+        // a role or a scope decides what, not where
+        assert_eq!(frozen("snowflake"), ["account"]);
+        assert_eq!(frozen("rekey"), ["base_url"]);
     }
 
     #[test]

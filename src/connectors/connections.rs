@@ -478,17 +478,13 @@ pub async fn update(
     let kind = c.kind()?;
     let s = validate_settings(kind, settings, Some(c.settings()))?;
     let e = validate_endpoints(endpoints, Some(c.endpoints()))?;
-    let before = destinations(&c);
     let was = c.clone();
     c.settings = Value::Object(s).to_string();
     c.endpoints = Value::Object(e).to_string();
-    // Stored credentials never go to a place they were not issued for.
-    if was.has_credentials && destinations(&c) != before {
-        return Err(ConnectorError::Invalid(format!(
-            "{} holds credentials, and this change would send them to another host; \
-             revoke them first (rekey connection revoke-authorization) or create a new connection",
-            c.name
-        )));
+    if was.has_credentials {
+        if let Some(what) = moved_destination(kind, &was, &c) {
+            return Err(frozen(&c.name, &what));
+        }
     }
     c.updated_at = now;
     exec!(
@@ -512,11 +508,48 @@ pub async fn update(
     Ok(c)
 }
 
+/// What of a connection's settings and endpoint overrides, changed from
+/// `was` to `now`, decides where its credential goes (named for the
+/// error), if anything: a setting the catalog marks so
+/// ([`Kind::decides_destination`]), any endpoint override, or — in case a
+/// catalog entry missed one — a change of the origins its URL templates
+/// render to.
+fn moved_destination(kind: &Kind, was: &Connection, now: &Connection) -> Option<String> {
+    let (before, after) = (was.settings(), now.settings());
+    let changed = |a: &Map<String, Value>, b: &Map<String, Value>| -> Vec<String> {
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let settings = changed(&before, &after);
+    if let Some(k) = settings.iter().find(|k| kind.decides_destination(k)) {
+        return Some(format!("setting {k}"));
+    }
+    if let Some(k) = changed(&was.endpoints(), &now.endpoints()).first() {
+        return Some(format!("endpoint {k}"));
+    }
+    (destinations(was) != destinations(now)).then(|| format!("setting {}", settings.join(", ")))
+}
+
+/// The error for a refused change of where a held credential goes.
+fn frozen(name: &str, what: &str) -> ConnectorError {
+    ConnectorError::Refused(format!(
+        "{name} holds a credential, and its {what} decides where that credential is sent, so it \
+         cannot change while one is held; nothing was changed. To change it: revoke the credential \
+         (rekey connection revoke-authorization, or POST …/revoke-authorization), update the connection, \
+         then set the credential again (rekey connection set-credential, or authorize)"
+    ))
+}
+
 /// The origins a connection's credentials are sent to: its OAuth endpoints
 /// and its probe, rendered from its settings with its overrides applied.
 fn destinations(c: &Connection) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
-    let (Ok(kind), Ok(method)) = (c.kind(), c.method()) else {
+    let Ok(method) = c.method() else {
         return out;
     };
     let settings = c.settings();
@@ -542,7 +575,6 @@ fn destinations(c: &Connection) -> std::collections::BTreeSet<String> {
             out.insert(o);
         }
     }
-    let _ = kind;
     out
 }
 

@@ -42,6 +42,9 @@ pub enum Refreshed {
     NeedsReauth,
     /// A passing failure; retried later.
     Retry(String),
+    /// The refresh lock was lost (this instance stalled past its lease and
+    /// another took the work over): nothing was sent, or nothing stored.
+    LeaseLost,
 }
 
 fn stale(conn: &Connection, creds: &Map<String, Value>, now: i64) -> bool {
@@ -54,12 +57,17 @@ fn stale(conn: &Connection, creds: &Map<String, Value>, now: i64) -> bool {
     expiring || due
 }
 
-/// Refreshes one connection; the caller holds its lease. Re-reads first and
-/// does nothing when a sibling already refreshed. A rotated refresh token is
-/// stored before anything else happens.
+/// Refreshes one connection; the caller holds its lease as `owner`.
+/// Re-reads first and does nothing when a sibling already refreshed. The
+/// lease is checked (and renewed) right before the refresh token is sent
+/// and again in the transaction that stores the result: an instance that
+/// stalled past its lease must not spend a token its successor may already
+/// have rotated (the provider's reuse detection would kill the grant). A
+/// rotated refresh token is stored before anything else happens.
 pub async fn refresh_locked(
     core: &Core,
     id: &str,
+    owner: &str,
     force: bool,
 ) -> Result<Refreshed, ConnectorError> {
     let actor = Actor::system();
@@ -73,6 +81,9 @@ pub async fn refresh_locked(
     if !force && !stale(&conn, &creds, core.now()) {
         return Ok(Refreshed::Fresh);
     }
+    if !super::refresh_jobs::hold(core, id, owner).await? {
+        return Ok(lease_lost(&conn, "before the refresh token was sent"));
+    }
     match oauth_client::refresh_call(core, &conn, &creds).await {
         Ok(new) => {
             let now = core.now();
@@ -81,10 +92,14 @@ pub async fn refresh_locked(
             let rotated = new.get("refresh_token") != creds.get("refresh_token");
             // Through the group-commit writer: many connections refreshed at
             // once share one commit (the keeper refreshes in parallel).
-            let (core2, conn2) = (core.clone(), conn.clone());
-            core.writer
+            let (core2, conn2, owner2) = (core.clone(), conn.clone(), owner.to_string());
+            let stored = core
+                .writer
                 .run(move |tx| {
                     Box::pin(async move {
+                        if !super::refresh_jobs::hold_in(tx, &conn2.id, &owner2, now).await? {
+                            return Ok::<_, ConnectorError>(false);
+                        }
                         connections::put_credentials(tx, &core2, &conn2, &new, due, now).await?;
                         connections::record(
                             tx,
@@ -106,11 +121,14 @@ pub async fn refresh_locked(
                             )
                             .await?;
                         }
-                        Ok::<_, ConnectorError>(())
+                        Ok(true)
                     })
                 })
                 .await
                 .map_err(crate::store::StoreError::from)??;
+            if !stored {
+                return Ok(lease_lost(&conn, "before the new tokens were stored"));
+            }
             Ok(Refreshed::Done)
         }
         Err(Failure::InvalidGrant(msg)) => {
@@ -120,8 +138,10 @@ pub async fn refresh_locked(
             let now_creds = connections::credentials(&mut c, core, id).await?;
             drop(c);
             if now_creds.get("refresh_token") != creds.get("refresh_token") {
+                tracing::info!(connection = %conn.id, "refresh token refused, but another refresh had already replaced it");
                 return Ok(Refreshed::Fresh);
             }
+            // set_status audits the change and logs it at warn.
             let now = core.now();
             let mut tx = core.db.begin_write().await?;
             exec!(
@@ -151,6 +171,13 @@ pub async fn refresh_locked(
             retry_after_ms,
         }) => retry_later(core, &conn, &creds, &message, retry_after_ms).await,
     }
+}
+
+/// Logs (no token, only the connection) that this instance lost the
+/// refresh lock, and what it did not do because of it.
+fn lease_lost(conn: &Connection, when: &str) -> Refreshed {
+    tracing::warn!(connection = %conn.id, kind = %conn.kind, "lost the refresh lease {when}: another instance took the refresh over; nothing more is done here");
+    Refreshed::LeaseLost
 }
 
 async fn retry_later(
@@ -207,6 +234,20 @@ fn local_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
     m.entry(id.to_string()).or_default().clone()
 }
 
+/// The keeper's refresh of a connection it claimed: under this process's
+/// lock for the connection too, since every task here leases as the same
+/// owner, so the lease alone does not keep a concurrent read's refresh
+/// ([`ensure_fresh`]) out.
+pub async fn refresh_locked_here(
+    core: &Core,
+    id: &str,
+    owner: &str,
+) -> Result<Refreshed, ConnectorError> {
+    let lock = local_lock(id);
+    let _guard = lock.lock().await;
+    refresh_locked(core, id, owner, false).await
+}
+
 /// Refreshes if stale, exactly once however many callers ask at the same
 /// time, in this process (a local lock) and across instances (the lease).
 pub async fn ensure_fresh(core: &Core, conn: &Connection) -> Result<(), ConnectorError> {
@@ -222,7 +263,7 @@ pub async fn ensure_fresh(core: &Core, conn: &Connection) -> Result<(), Connecto
         }
         let owner = instance_id();
         if acquire_lease(core, &conn.id, owner).await? {
-            let r = refresh_locked(core, &conn.id, false).await;
+            let r = refresh_locked(core, &conn.id, owner, false).await;
             release_lease(core, &conn.id, owner).await?;
             return r.map(|_| ());
         }
@@ -276,4 +317,181 @@ pub async fn read(
     .await?;
     tx.commit().await?;
     Ok((conn, creds))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::connectors::connections::NewConnection;
+    use crate::connectors::refresh_jobs;
+    use crate::crypto::keyring::generate_key;
+
+    /// A connection whose refresh lease the provider takes away from
+    /// "stalled" (as if it had stalled past it) while its token call runs.
+    type Steal = Arc<tokio::sync::Mutex<Option<(Core, String)>>>;
+
+    /// A provider that counts the requests it gets and describes itself
+    /// (RFC 8414). A refresh is refused with `invalid_grant`, unless a
+    /// [`Steal`] is set: then the lease is taken over meanwhile and the
+    /// refresh answered with new tokens.
+    async fn counting_provider() -> (String, Arc<AtomicUsize>, Steal) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let steal: Steal = Default::default();
+        let (h, base, st) = (hits.clone(), url.clone(), steal.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                h.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let (status, body) = if buf[..n].starts_with(b"GET /.well-known/") {
+                    let meta = json!({
+                        "issuer": base,
+                        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+                        "token_endpoint": format!("{base}/oauth2/token"),
+                    });
+                    ("200 OK", meta.to_string())
+                } else if let Some((core, id)) = st.lock().await.take() {
+                    take_over(&core, &id).await;
+                    let tokens = json!({"access_token": "at2", "refresh_token": "rt2",
+                        "token_type": "Bearer", "expires_in": 3600});
+                    ("200 OK", tokens.to_string())
+                } else {
+                    (
+                        "400 Bad Request",
+                        r#"{"error":"invalid_grant"}"#.to_string(),
+                    )
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, hits, steal)
+    }
+
+    /// "stalled" held the refresh lease of connection `id` and stalled past
+    /// it; "successor" takes it over.
+    async fn take_over(core: &Core, id: &str) {
+        let mut tx = core.db.begin_write().await.unwrap();
+        let job = format!("refresh-{id}");
+        crate::jobs::queue::heartbeat_in(&mut tx, &job, "stalled", -1, core.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(refresh_jobs::lock(core, id, "successor").await.unwrap());
+    }
+
+    /// A core on a fresh SQLite file, with an OAuth connection (kind
+    /// `rekey`) to `provider` holding a stale refresh token.
+    async fn world(dir: &std::path::Path, provider: &str) -> (Core, String) {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            master_key: Some(generate_key()),
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            ..Config::default()
+        };
+        let (core, _) = Core::open(config, true).await.unwrap();
+        let actor = Actor::cli();
+        let org = crate::identity::orgs::create(&core.db, &actor, "acme", None, core.now())
+            .await
+            .unwrap();
+        let settings = [
+            ("base_url".to_string(), provider.to_string()),
+            ("scope".to_string(), "read".to_string()),
+        ]
+        .into();
+        let endpoints = [("token_url".to_string(), format!("{provider}/oauth2/token"))].into();
+        let conn = connections::create(
+            &core,
+            &actor,
+            NewConnection {
+                org_id: &org.id,
+                kind: "rekey",
+                name: "upstream",
+                auth: None,
+                settings: &settings,
+                endpoints: &endpoints,
+            },
+        )
+        .await
+        .unwrap();
+        crate::connectors::provider_clients::set_for_connection(
+            &core, &actor, &org.id, &conn.id, "client", "secret",
+        )
+        .await
+        .unwrap();
+        let creds = json!({"access_token": "at", "refresh_token": "rt", "expires_at": 0});
+        let mut tx = core.db.begin_write().await.unwrap();
+        connections::put_credentials(
+            &mut tx,
+            &core,
+            &conn,
+            creds.as_object().unwrap(),
+            Some(0),
+            core.now(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        (core, conn.id)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresher_whose_lease_was_taken_over_does_not_call_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let (provider, hits, _) = counting_provider().await;
+        let (core, id) = world(dir.path(), &provider).await;
+
+        // We held the lease, stalled past it, and another instance took it.
+        assert!(refresh_jobs::lock(&core, &id, "stalled").await.unwrap());
+        take_over(&core, &id).await;
+
+        let r = refresh_locked(&core, &id, "stalled", true).await.unwrap();
+        assert_eq!(r, Refreshed::LeaseLost);
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the provider was not called"
+        );
+        let mut c = core.db.read().await.unwrap();
+        let conn = connections::get(&mut c, &id).await.unwrap();
+        let creds = connections::credentials(&mut c, &core, &id).await.unwrap();
+        assert_eq!(creds["refresh_token"], "rt", "nothing stored");
+        assert_ne!(conn.status, "needs_reauth");
+        drop(c);
+
+        // The holder does call it (and, refused with the token it holds,
+        // marks the connection needs_reauth).
+        let r = refresh_locked(&core, &id, "successor", true).await.unwrap();
+        assert!(hits.load(Ordering::SeqCst) >= 1);
+        assert_eq!(r, Refreshed::NeedsReauth);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresher_that_loses_its_lease_during_the_call_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (provider, _, steal) = counting_provider().await;
+        let (core, id) = world(dir.path(), &provider).await;
+        assert!(refresh_jobs::lock(&core, &id, "stalled").await.unwrap());
+        *steal.lock().await = Some((core.clone(), id.clone()));
+
+        let r = refresh_locked(&core, &id, "stalled", true).await.unwrap();
+        assert_eq!(r, Refreshed::LeaseLost);
+        assert!(steal.lock().await.is_none(), "the token call was made");
+        let mut c = core.db.read().await.unwrap();
+        let creds = connections::credentials(&mut c, &core, &id).await.unwrap();
+        assert_eq!(
+            creds["refresh_token"], "rt",
+            "the late result was not stored"
+        );
+    }
 }

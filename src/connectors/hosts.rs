@@ -79,17 +79,14 @@ pub fn render_url(
     })
 }
 
-/// Test builds only (`debug_assertions`): `REKEY_TEST_CATALOG_URLS` holds
+/// Debug builds only ([`crate::test_hooks`]): `REKEY_TEST_CATALOG_URLS` holds
 /// `FROM=TO` pairs (separated by spaces) that send a catalog URL starting
 /// with `FROM` to `TO` instead — a local stand-in for a provider whose host
 /// the catalog fixes, the only kind of host the operator's kind-wide OAuth
 /// client goes to. A release build ignores it: it would move where secrets
 /// are sent.
 fn stand_in(url: String) -> String {
-    if !cfg!(debug_assertions) {
-        return url;
-    }
-    let Ok(pairs) = std::env::var("REKEY_TEST_CATALOG_URLS") else {
+    let Some(pairs) = crate::test_hooks::catalog_urls() else {
         return url;
     };
     for pair in pairs.split_whitespace() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::credentials::{instance_id, refresh_locked, Refreshed};
+use super::credentials::{instance_id, refresh_locked_here, Refreshed};
 use super::{refresh_jobs, ConnectorError};
 use crate::jobs::queue;
 use crate::state::Core;
@@ -50,7 +50,7 @@ pub async fn run_once(core: &Core) -> Result<Pass, ConnectorError> {
         let gate = gate.clone();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            refresh_locked(&core, &id, false).await
+            refresh_locked_here(&core, &id, owner).await
         });
     }
     while let Some(r) = set.join_next().await {
@@ -58,7 +58,8 @@ pub async fn run_once(core: &Core) -> Result<Pass, ConnectorError> {
             Ok(Ok(Refreshed::Done)) => pass.refreshed += 1,
             Ok(Ok(Refreshed::NeedsReauth)) => pass.needs_reauth += 1,
             Ok(Ok(Refreshed::Retry(_))) => pass.retried += 1,
-            Ok(Ok(Refreshed::Fresh)) => {}
+            // Logged where it happened; another instance holds the work.
+            Ok(Ok(Refreshed::Fresh | Refreshed::LeaseLost)) => {}
             Ok(Err(e)) => {
                 pass.retried += 1;
                 tracing::warn!(error = %e, "refresh failed");

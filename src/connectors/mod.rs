@@ -36,6 +36,10 @@ pub enum ConnectorError {
     Forbidden(String),
     #[error("{0} already exists")]
     Conflict(String),
+    /// A change refused because of the connection's state (a setting that
+    /// decides where a held credential goes); the message says what to do.
+    #[error("{0}")]
+    Refused(String),
     /// The credential failed its probe and was not stored.
     #[error("the connection test failed: {0}")]
     ProbeFailed(String),

@@ -169,6 +169,7 @@ mod tests {
             options: vec![],
             default: None,
             description: None,
+            destination: false,
         }
     }
 

@@ -9,6 +9,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -31,6 +32,16 @@ pub enum KeyringError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the key file {path} is missing, but the database holds encrypted secrets: restore it \
+         from your backup (or set REKEY_MASTER_KEY). No new key was generated: it would open none of them"
+    )]
+    Lost { path: PathBuf },
+    #[error(
+        "the key file {path} is readable by group or others (mode {mode:o}): run chmod 600 {path} \
+         and consider the keys in it exposed"
+    )]
+    Exposed { path: PathBuf, mode: u32 },
     #[error("ciphertext is malformed")]
     Malformed,
     #[error("ciphertext was sealed with key {0}, which is not configured")]
@@ -76,9 +87,47 @@ impl Place<'_> {
 
 /// The configured master keys, newest first. Seals with the newest; opens with
 /// whichever key the ciphertext names.
+///
+/// Loaded from a key file, it follows that file: `rekey keyring rotate
+/// --generate --remove-old` run by the CLI rewrites it while servers run. A
+/// seal checks the file's stamp first (one `stat`), so a server seals under
+/// the key the CLI is re-encrypting to as soon as it is written, not under a
+/// key about to be removed; an open that names an unknown key re-reads the
+/// file before failing. Polling on a timer instead would leave a window in
+/// which a server seals under the old key after the CLI has finished.
 #[derive(Clone)]
 pub struct Keyring {
-    keys: Vec<MasterKey>,
+    keys: Arc<RwLock<Arc<Vec<MasterKey>>>>,
+    watch: Option<Arc<Watch>>,
+}
+
+/// The key file a keyring follows, and the stamp of the version it read.
+struct Watch {
+    path: PathBuf,
+    stamp: Mutex<Option<Stamp>>,
+}
+
+/// What tells one version of the key file from the next: it is rewritten by
+/// rename (a new inode), and its time and length change.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode,
+        }
+    }
 }
 
 impl std::fmt::Debug for Keyring {
@@ -101,27 +150,17 @@ pub enum KeySource {
 impl Keyring {
     /// Parses a comma- or newline-separated list of base64 keys, newest first.
     pub fn parse(list: &str) -> Result<Keyring, KeyringError> {
-        let mut keys = Vec::new();
-        for (i, part) in list
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .flat_map(|l| l.split(','))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .enumerate()
-        {
-            let raw = B64.decode(part).map_err(|_| KeyringError::BadKey(i + 1))?;
-            let raw: [u8; 32] = raw.try_into().map_err(|_| KeyringError::BadKey(i + 1))?;
-            keys.push(MasterKey::new(&raw));
-        }
-        if keys.is_empty() {
-            return Err(KeyringError::Empty);
-        }
-        Ok(Keyring { keys })
+        Ok(Keyring {
+            keys: Arc::new(RwLock::new(Arc::new(parse_keys(list)?))),
+            watch: None,
+        })
     }
 
-    /// Loads keys from `env_keys` when set, else from `key_file`; when neither
-    /// exists and `create` is true, generates a key into `key_file` (mode 0600).
+    /// Loads keys from `env_keys` when set, else from `key_file` (which the
+    /// keyring then follows); when neither exists and `create` is true,
+    /// generates a key into `key_file` (mode 0600). When it is missing and
+    /// `create` is false, the error is [`KeyringError::Lost`]: the caller
+    /// refuses creation only when secrets exist that a new key cannot open.
     pub fn load(
         env_keys: Option<&str>,
         key_file: &Path,
@@ -134,34 +173,141 @@ impl Keyring {
             path: key_file.to_path_buf(),
             source,
         };
-        match fs::read_to_string(key_file) {
-            Ok(text) => Ok((Self::parse(&text)?, KeySource::File(key_file.to_path_buf()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+        let source = match fs::metadata(key_file) {
+            Ok(_) => KeySource::File(key_file.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !create {
+                    return Err(KeyringError::Lost {
+                        path: key_file.to_path_buf(),
+                    });
+                }
                 if let Some(dir) = key_file.parent() {
                     crate::state::private_dir(dir).map_err(io)?;
                 }
                 write_key_file(key_file, &generate_key()).map_err(io)?;
-                let text = fs::read_to_string(key_file).map_err(io)?;
-                Ok((
-                    Self::parse(&text)?,
-                    KeySource::Generated(key_file.to_path_buf()),
-                ))
+                KeySource::Generated(key_file.to_path_buf())
             }
-            Err(e) => Err(io(e)),
+            Err(e) => return Err(io(e)),
+        };
+        let (keys, stamp) = read_key_file(key_file)?;
+        let keyring = Keyring {
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            watch: Some(Arc::new(Watch {
+                path: key_file.to_path_buf(),
+                stamp: Mutex::new(Some(stamp)),
+            })),
+        };
+        Ok((keyring, source))
+    }
+
+    /// The keys as last read, newest first.
+    fn current(&self) -> Arc<Vec<MasterKey>> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            // A panic while swapping an `Arc` leaves a whole value behind.
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
+    /// Re-reads the followed key file when it changed since it was read;
+    /// returns whether the keys changed. A file that no longer parses or
+    /// has become readable by others is not taken: the keys stay as they
+    /// were and the log says why (key ids only, never key material).
+    fn follow_file(&self) -> bool {
+        let Some(watch) = &self.watch else {
+            return false;
+        };
+        let Ok(mut seen) = watch.stamp.lock() else {
+            return false;
+        };
+        let Ok(meta) = fs::metadata(&watch.path) else {
+            // Missing for a moment (or for good): keep the keys in memory.
+            return false;
+        };
+        if *seen == Some(Stamp::of(&meta)) {
+            return false;
+        }
+        match read_key_file(&watch.path) {
+            Ok((keys, stamp)) => {
+                *seen = Some(stamp);
+                let ids: Vec<String> = keys.iter().map(|k| hex(&k.id)).collect();
+                let mut slot = match self.keys.write() {
+                    Ok(slot) => slot,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = Arc::new(keys);
+                tracing::info!(path = %watch.path.display(), key_ids = ?ids, "key file changed: keyring re-read");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "key file changed but was not taken; keeping the keys in memory");
+                false
+            }
+        }
+    }
+}
+
+/// Reads and parses a key file, refusing one that group or others can read.
+fn read_key_file(path: &Path) -> Result<(Vec<MasterKey>, Stamp), KeyringError> {
+    let io = |source| KeyringError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyringError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let text = std::io::read_to_string(file).map_err(io)?;
+    Ok((parse_keys(&text)?, Stamp::of(&meta)))
+}
+
+/// Parses a comma- or newline-separated list of base64 keys, newest first.
+fn parse_keys(list: &str) -> Result<Vec<MasterKey>, KeyringError> {
+    let mut keys = Vec::new();
+    for (i, part) in list
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        let raw = B64.decode(part).map_err(|_| KeyringError::BadKey(i + 1))?;
+        let raw: [u8; 32] = raw.try_into().map_err(|_| KeyringError::BadKey(i + 1))?;
+        keys.push(MasterKey::new(&raw));
+    }
+    if keys.is_empty() {
+        return Err(KeyringError::Empty);
+    }
+    Ok(keys)
+}
+
+impl Keyring {
     /// Key ids (hex), newest first.
     pub fn key_ids(&self) -> Vec<String> {
-        self.keys.iter().map(|k| hex(&k.id)).collect()
+        self.current().iter().map(|k| hex(&k.id)).collect()
     }
 
     pub fn newest_id(&self) -> String {
-        hex(&self.keys[0].id)
+        hex(&self.current()[0].id)
     }
 
+    /// Seals under the newest key (of the key file as it is now, when the
+    /// keyring follows one). The ciphertext names its key:
+    /// [`Keyring::key_id_of`] is the id to store beside it.
     pub fn seal(&self, place: Place<'_>, plaintext: &[u8]) -> Vec<u8> {
-        let key = &self.keys[0];
+        self.follow_file();
+        let keys = self.current();
+        let key = &keys[0];
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = place.aad();
@@ -190,8 +336,12 @@ impl Keyring {
             return Err(KeyringError::Malformed);
         }
         let id = &ciphertext[1..5];
-        let key = self
-            .keys
+        let mut keys = self.current();
+        if !keys.iter().any(|k| k.id == id) && self.follow_file() {
+            // Rotated by another process since this one read the file.
+            keys = self.current();
+        }
+        let key = keys
             .iter()
             .find(|k| k.id == id)
             .ok_or_else(|| KeyringError::UnknownKey(hex(id)))?;
@@ -232,6 +382,13 @@ pub fn write_key_file(path: &Path, keys: &str) -> std::io::Result<()> {
             opts.mode(0o600);
         }
         let mut f = opts.open(&tmp)?;
+        // `mode` applies only when the file is created: a stale temporary
+        // file left with wider access must not pass it on.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        }
         writeln!(
             f,
             "# rekey master keys, newest first. Keep this file secret and backed up."
@@ -288,6 +445,38 @@ mod tests {
             kr_new_only.open(place("1"), &ct),
             Err(KeyringError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn follows_its_key_file_and_refuses_an_exposed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let (kr, source) = Keyring::load(None, &path, true).unwrap();
+        assert_eq!(source, KeySource::Generated(path.clone()));
+        let old_id = kr.newest_id();
+        // another process puts a new key first and re-encrypts under it
+        let new = generate_key();
+        write_key_file(&path, &new).unwrap();
+        let ct = Keyring::parse(&new).unwrap().seal(place("1"), b"x");
+        assert_eq!(kr.open(place("1"), &ct).unwrap(), b"x");
+        assert_ne!(kr.newest_id(), old_id);
+        assert_eq!(
+            Keyring::key_id_of(&kr.seal(place("1"), b"x")).unwrap(),
+            kr.newest_id()
+        );
+
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            Keyring::load(None, &path, true),
+            Err(KeyringError::Exposed { .. })
+        ));
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            Keyring::load(None, &path, false),
+            Err(KeyringError::Lost { .. })
+        ));
+        assert!(!path.exists());
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn put(
         place.table,
         place.column,
         place.row,
-        keyring.newest_id(),
+        Keyring::key_id_of(&ct),
         ct,
         now
     )?;
@@ -71,7 +71,7 @@ pub async fn put_if_absent(
         place.table,
         place.column,
         place.row,
-        keyring.newest_id(),
+        Keyring::key_id_of(&ct),
         ct,
         now
     )?;
@@ -180,7 +180,7 @@ pub async fn rotate_batch(db: &Db, keyring: &Keyring, batch: i64) -> Result<u64,
             &mut tx,
             "UPDATE sealed SET key_id = $1, ciphertext = $2
              WHERE owner_table = $3 AND owner_column = $4 AND owner_id = $5 AND key_id = $6 AND updated_at = $7",
-            &newest,
+            Keyring::key_id_of(&ct),
             ct,
             &r.owner_table,
             &r.owner_column,
@@ -191,6 +191,16 @@ pub async fn rotate_batch(db: &Db, keyring: &Keyring, batch: i64) -> Result<u64,
     }
     tx.commit().await?;
     Ok(done)
+}
+
+/// Whether the database holds any sealed value (it does once a server or
+/// command has run: the pepper is one).
+pub async fn any(db: &Db) -> Result<bool, SealedError> {
+    let mut c = db.read().await?;
+    Ok(
+        crate::scalar_optional!(&mut c, i64, "SELECT CAST(1 AS BIGINT) FROM sealed LIMIT 1")?
+            .is_some(),
+    )
 }
 
 /// Number of ciphertexts not yet under the newest key.

@@ -201,7 +201,9 @@ pub async fn heartbeat(
     Ok(held)
 }
 
-/// [`heartbeat`] in the caller's transaction (the group-commit writer's).
+/// [`heartbeat`] in the caller's transaction (the group-commit writer's):
+/// the check that the lease is still held commits (or rolls back) with the
+/// work it guards.
 pub async fn heartbeat_in(
     tx: &mut Tx,
     id: &str,
@@ -219,6 +221,110 @@ pub async fn heartbeat_in(
         owner
     )?;
     Ok(n == 1)
+}
+
+/// A job with an id of its own, one per subject (a connection's refresh):
+/// it is created on first use and then only moves.
+pub struct Standing<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub subject: &'a str,
+    pub step: &'a str,
+}
+
+/// Creates a standing job due at `run_at`, or moves it there, in the
+/// caller's transaction. A held job keeps its lease.
+pub async fn schedule_standing(
+    tx: &mut Tx,
+    job: &Standing<'_>,
+    run_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec!(
+        tx,
+        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at)
+         VALUES ($1, $2, $3, 'queued', $4, '{}', 0, 1, $5, $6, $6)
+         ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
+        job.id,
+        job.kind,
+        job.subject,
+        job.step,
+        run_at,
+        now
+    )?;
+    Ok(())
+}
+
+/// Takes a standing job's lease for `owner` (or renews its own), due or
+/// not, creating the job (due at `idle_run_at`) when it does not exist.
+/// False when someone else holds a live lease.
+pub async fn take_standing(
+    db: &Db,
+    job: &Standing<'_>,
+    owner: &str,
+    lease_ms: i64,
+    idle_run_at: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let n = exec!(
+        &mut tx,
+        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at,
+            lease_owner, lease_until, created_at, updated_at)
+         VALUES ($1, $2, $3, 'running', $4, '{}', 0, 1, $5, $6, $7, $8, $8)
+         ON CONFLICT (id) DO UPDATE SET state = 'running', lease_owner = excluded.lease_owner,
+            lease_until = excluded.lease_until, updated_at = excluded.updated_at
+         WHERE jobs.state <> 'running' OR jobs.lease_until < $8 OR jobs.lease_owner = excluded.lease_owner",
+        job.id,
+        job.kind,
+        job.subject,
+        job.step,
+        idle_run_at,
+        owner,
+        now.saturating_add(lease_ms),
+        now
+    )?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Gives back `owner`'s leases on the refresh jobs (`kind`) of the
+/// connections `subjects`, each due again when its connection next is: the
+/// later of its refresh time and a failure's retry time, or `idle_run_at`
+/// when it has nothing left to refresh. One statement per 500 (a write per
+/// connection would cost as much as the refresh itself).
+pub async fn release_connection_refreshes(
+    db: &Db,
+    kind: &str,
+    owner: &str,
+    subjects: &[String],
+    idle_run_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in subjects.chunks(500) {
+        let list = crate::store::sql::param_list(5, chunk.len());
+        let sql = format!(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $2,
+                next_run_at = COALESCE((
+                    SELECT CASE WHEN c.next_attempt_at IS NOT NULL AND c.next_attempt_at > c.refresh_due_at
+                                THEN c.next_attempt_at ELSE c.refresh_due_at END
+                    FROM connections c
+                    WHERE c.id = jobs.subject AND c.has_credentials = TRUE AND c.status IN ('connected', 'error')
+                ), $3)
+             WHERE kind = $4 AND lease_owner = $1 AND subject IN ({list})"
+        );
+        let mut args = vec![
+            Arg::Text(owner.to_string()),
+            Arg::Int(now),
+            Arg::Int(idle_run_at),
+            Arg::Text(kind.to_string()),
+        ];
+        args.extend(chunk.iter().map(|id| Arg::Text(id.clone())));
+        let mut tx = db.begin_write().await?;
+        crate::store::sql::exec_args(&mut tx, &sql, args).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// Moves a held job to `step` (and `payload`, when given) in the caller's

@@ -694,11 +694,12 @@ async fn commit_step(
     })
 }
 
-/// `REKEY_TEST_PAUSE_AFTER_STEP` (tests only): stop for good after each
-/// committed step, holding the lease, so a test can SIGKILL the process at
-/// an exact point between steps and show the rotation resuming elsewhere.
+/// `REKEY_TEST_PAUSE_AFTER_STEP` (debug builds only, see
+/// [`crate::test_hooks`]): stop for good after each committed step, holding
+/// the lease, so a test can SIGKILL the process at an exact point between
+/// steps and show the rotation resuming elsewhere.
 async fn pause_for_crash_tests(step: &str) {
-    if std::env::var_os("REKEY_TEST_PAUSE_AFTER_STEP").is_some() {
+    if crate::test_hooks::pause_after_rotation_steps() {
         tracing::warn!(
             step,
             "paused after a rotation step (REKEY_TEST_PAUSE_AFTER_STEP)"

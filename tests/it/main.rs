@@ -24,6 +24,7 @@ mod rotation_via;
 mod security_api;
 mod security_egress;
 mod security_engine;
+mod security_engine_h1;
 mod security_engine_h2;
 mod security_engine_h3;
 mod security_login;
