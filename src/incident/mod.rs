@@ -24,7 +24,7 @@
 
 pub mod blast;
 mod own;
-mod plan;
+pub mod plan;
 mod report;
 mod run;
 
@@ -548,6 +548,7 @@ pub async fn start(
             payload: &json!({"force_cutover": req.force_cutover}),
             run_at: now,
             max_attempts: 10,
+            host: None,
         },
         now,
     )

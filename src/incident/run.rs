@@ -2,8 +2,8 @@
 //! campaign jobs (leased, so several instances share the work and a killed
 //! one's campaigns are taken over) and moves every open item one step:
 //!
-//! - a pending connection item starts its rotation (at most [`PER_HOST`],
-//!   [`PER_DATABASE_HOST`] for databases,
+//! - a pending connection item starts its rotation (at most [`crate::rotation::limits::PER_HOST`],
+//!   [`crate::rotation::limits::PER_DATABASE_HOST`] for databases,
 //!   acting at a time per provider host), or adopts the one it started
 //!   before a crash, so no target is rotated twice by one campaign;
 //! - an item under way follows its rotation: promoted → `done`,
@@ -30,19 +30,10 @@ use crate::state::Core;
 use crate::store::sql::{exec_args, param_list, Arg};
 use crate::{exec, fetch_optional};
 
-/// Items acting at once per provider host (an API, a Redis server). Each
-/// holds at most one connection to the target at a time.
-pub const PER_HOST: usize = 128;
-/// The same for database servers, whose connection limits are small
-/// (PostgreSQL's `max_connections` is 100 by default): a campaign must not
-/// take a database's last connections from the applications that use it.
-pub const PER_DATABASE_HOST: usize = 16;
-
-fn per_host(kind: Option<&str>) -> usize {
-    match kind {
-        Some("postgres" | "mysql" | "redshift" | "snowflake") => PER_DATABASE_HOST,
-        _ => PER_HOST,
-    }
+/// Items acting at once per provider host within a pass; the jobs'
+/// claims bound it across campaigns, rotations and instances too.
+fn per_host(host: Option<&str>) -> usize {
+    usize::try_from(crate::rotation::limits::per_host(host.unwrap_or_default())).unwrap_or(1)
 }
 const LEASE_MS: i64 = 120_000;
 /// How soon a campaign with open items looks again.
@@ -96,7 +87,7 @@ async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(),
     for item in all.into_iter().filter(|i| !i.settled()) {
         let gate = gates
             .entry(item.host.clone().unwrap_or_default())
-            .or_insert_with(|| Arc::new(Semaphore::new(per_host(item.kind.as_deref()))))
+            .or_insert_with(|| Arc::new(Semaphore::new(per_host(item.host.as_deref()))))
             .clone();
         let (core, row, by_n, instance) = (
             core.clone(),

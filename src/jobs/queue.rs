@@ -51,6 +51,8 @@ pub struct Job {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The outside system it acts on (`kind:host`), capped per host.
+    pub host: Option<String>,
 }
 
 impl Job {
@@ -60,7 +62,7 @@ impl Job {
 }
 
 const COLS: &str = "id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, \
-    lease_owner, lease_until, last_error, created_at, updated_at";
+    lease_owner, lease_until, last_error, created_at, updated_at, host";
 
 /// A fresh lease owner for one claim by `instance`: the instance names
 /// who holds a job (shown to people), the suffix makes each claim its own.
@@ -76,6 +78,9 @@ pub struct NewJob<'a> {
     pub run_at: i64,
     /// Failed attempts allowed before the job is `dead`.
     pub max_attempts: i64,
+    /// The outside system it acts on (`kind:host`): claims cap the jobs
+    /// running against one host ([`claim_capped`]).
+    pub host: Option<&'a str>,
 }
 
 /// Adds a job, in the caller's transaction (with whatever it is about).
@@ -83,8 +88,8 @@ pub async fn enqueue(tx: &mut Tx, new: &NewJob<'_>, now: i64) -> Result<String, 
     let id = new_id();
     exec!(
         tx,
-        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at)
-         VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, $7, $8, $8)",
+        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at, host)
+         VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, $7, $8, $8, $9)",
         &id,
         new.kind,
         new.subject,
@@ -92,7 +97,8 @@ pub async fn enqueue(tx: &mut Tx, new: &NewJob<'_>, now: i64) -> Result<String, 
         new.payload.to_string(),
         new.max_attempts.max(1),
         new.run_at,
-        now
+        now,
+        new.host
     )?;
     Ok(id)
 }
@@ -117,6 +123,20 @@ pub async fn claim(
     limit: i64,
     now: i64,
 ) -> Result<Vec<Job>, StoreError> {
+    claim_capped(db, kind, owner, lease_ms, limit, now, &|_| i64::MAX).await
+}
+
+/// [`claim`], taking a job with a host only while fewer than `cap(host)`
+/// jobs (of any kind, on any instance) hold a live lease on that host.
+pub async fn claim_capped(
+    db: &Db,
+    kind: &str,
+    owner: &str,
+    lease_ms: i64,
+    limit: i64,
+    now: i64,
+    cap: &(dyn Fn(&str) -> i64 + Sync),
+) -> Result<Vec<Job>, StoreError> {
     let mut tx = db.begin_write().await?;
     // BACKEND-SPECIFIC: PostgreSQL skips rows another instance is claiming
     // right now; SQLite's write transaction is exclusive already.
@@ -124,27 +144,76 @@ pub async fn claim(
         Tx::Postgres(..) => "FOR UPDATE SKIP LOCKED",
         Tx::Sqlite(..) => "",
     };
+    // More candidates than wanted: some may be over their host's cap.
+    let candidates: Vec<(String, Option<String>)> = fetch_all!(
+        &mut tx,
+        (String, Option<String>),
+        &format!(
+            "SELECT id, host FROM jobs
+             WHERE kind = $1 AND next_run_at <= $2
+               AND (state = 'queued' OR (state = 'running' AND lease_until < $2))
+             ORDER BY next_run_at LIMIT $3 {lock}"
+        ),
+        kind,
+        now,
+        limit.saturating_mul(4).max(limit)
+    )?;
+    let mut hosts: Vec<&str> = candidates.iter().filter_map(|c| c.1.as_deref()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let mut running = std::collections::HashMap::new();
+    for host in &hosts {
+        running.insert(*host, running_on(&mut tx, host, now).await?);
+    }
+    let mut chosen = Vec::new();
+    for (id, host) in &candidates {
+        if chosen.len() as i64 >= limit {
+            break;
+        }
+        if let Some(h) = host.as_deref() {
+            let n = running.entry(h).or_insert(0);
+            if *n >= cap(h) {
+                continue;
+            }
+            *n += 1;
+        }
+        chosen.push(id.clone());
+    }
     let sql = format!(
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
-         WHERE id IN (
-           SELECT id FROM jobs
-           WHERE kind = $4 AND next_run_at <= $3
-             AND (state = 'queued' OR (state = 'running' AND lease_until < $3))
-           ORDER BY next_run_at LIMIT $5 {lock})
-         RETURNING {COLS}"
+         WHERE id = $4 RETURNING {COLS}"
     );
-    let jobs = fetch_all!(
-        &mut tx,
-        Job,
-        &sql,
-        owner,
-        now.saturating_add(lease_ms),
-        now,
-        kind,
-        limit
-    )?;
+    let mut jobs = Vec::with_capacity(chosen.len());
+    for id in chosen {
+        let until = now.saturating_add(lease_ms);
+        if let Some(j) = fetch_optional!(&mut tx, Job, &sql, owner, until, now, id)? {
+            jobs.push(j);
+        }
+    }
     tx.commit().await?;
     Ok(jobs)
+}
+
+/// Jobs holding a live lease on `host`. On PostgreSQL it first takes the
+/// host's advisory lock for the transaction, so instances claiming on one
+/// host at once count one after the other and the cap holds across them.
+async fn running_on(tx: &mut Tx, host: &str, now: i64) -> Result<i64, StoreError> {
+    // BACKEND-SPECIFIC: SQLite's write transaction is exclusive already.
+    if let Tx::Postgres(..) = tx {
+        exec!(
+            tx,
+            "SELECT pg_advisory_xact_lock(hashtext('rekey-job-host:' || $1))",
+            host
+        )?;
+    }
+    let n = crate::scalar_optional!(
+        tx,
+        i64,
+        "SELECT COUNT(*) FROM jobs WHERE host = $1 AND state = 'running' AND lease_until >= $2",
+        host,
+        now
+    )?;
+    Ok(n.unwrap_or(0))
 }
 
 /// Takes one job by id, when it is due and nobody holds it (a CLI that
@@ -158,19 +227,33 @@ pub async fn claim_id(
     now: i64,
 ) -> Result<Option<Job>, StoreError> {
     let mut tx = db.begin_write().await?;
-    let job = claim_id_in(&mut tx, id, owner, lease_ms, now).await?;
+    let job = claim_id_in(&mut tx, id, owner, lease_ms, now, &|_| i64::MAX).await?;
     tx.commit().await?;
     Ok(job)
 }
 
-/// [`claim_id`] in the caller's transaction (the group-commit writer's).
+/// [`claim_id`] in the caller's transaction (the group-commit writer's),
+/// while fewer than `cap(host)` jobs hold a live lease on the job's host.
 pub async fn claim_id_in(
     tx: &mut Tx,
     id: &str,
     owner: &str,
     lease_ms: i64,
     now: i64,
+    cap: &(dyn Fn(&str) -> i64 + Sync),
 ) -> Result<Option<Job>, StoreError> {
+    let host = crate::scalar_optional!(
+        tx,
+        Option<String>,
+        "SELECT host FROM jobs WHERE id = $1",
+        id
+    )?
+    .flatten();
+    if let Some(h) = host {
+        if running_on(tx, &h, now).await? >= cap(&h) {
+            return Ok(None);
+        }
+    }
     Ok(fetch_optional!(
         tx,
         Job,
@@ -630,6 +713,10 @@ mod tests {
     }
 
     async fn add(db: &Db, subject: &str, run_at: i64, max: i64) -> String {
+        add_on(db, subject, run_at, max, None).await
+    }
+
+    async fn add_on(db: &Db, subject: &str, run_at: i64, max: i64, host: Option<&str>) -> String {
         let mut tx = db.begin_write().await.unwrap();
         let id = enqueue(
             &mut tx,
@@ -640,6 +727,7 @@ mod tests {
                 payload: &json!({"n": 1}),
                 run_at,
                 max_attempts: max,
+                host,
             },
             0,
         )
@@ -769,12 +857,81 @@ mod tests {
         );
     }
 
+    /// Claimers on several "instances" at once, 30 jobs on one host capped
+    /// at 3 and 10 on another host: never more than 3 hold a live lease on
+    /// the first host, by claim or by id; the rest wait their turn.
+    async fn host_cap(db: &Db) {
+        for i in 0..30 {
+            add_on(db, &format!("h{i}"), 0, 3, Some("mysql:db1")).await;
+        }
+        for i in 0..10 {
+            add_on(db, &format!("r{i}"), 0, 3, Some("redis:cache")).await;
+        }
+        let cap = |h: &str| if h == "mysql:db1" { 3 } else { 100 };
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..6 {
+            let db = db.clone();
+            set.spawn(async move {
+                claim_capped(&db, "test", &format!("w{w}"), 60_000, 20, 1_000, &cap)
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.extend(r.unwrap());
+        }
+        let on = |h: &str| all.iter().filter(|j| j.host.as_deref() == Some(h)).count();
+        assert_eq!((on("mysql:db1"), on("redis:cache")), (3, 10));
+        // by id too: the host is full
+        let waiting = fetch_all!(
+            &mut db.read().await.unwrap(),
+            (String,),
+            "SELECT id FROM jobs WHERE host = 'mysql:db1' AND state = 'queued' LIMIT 1"
+        )
+        .unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        let got = claim_id_in(&mut tx, &waiting[0].0, "cli", 60_000, 1_000, &cap)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(got.is_none(), "claimed past the host's cap");
+        // one ends: one more may start
+        let first = all
+            .iter()
+            .find(|j| j.host.as_deref() == Some("mysql:db1"))
+            .unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        let owner = first.lease_owner.clone().unwrap();
+        assert!(finish(&mut tx, &first.id, &owner, DONE, 1_001)
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        let more = claim_capped(db, "test", "w9", 60_000, 20, 1_002, &cap)
+            .await
+            .unwrap();
+        assert_eq!(more.len(), 1, "{more:?}");
+        // and a lease that ran out frees its place
+        let later = claim_capped(db, "test", "w10", 60_000, 20, 200_000, &cap)
+            .await
+            .unwrap();
+        assert_eq!(
+            later
+                .iter()
+                .filter(|j| j.host.as_deref() == Some("mysql:db1"))
+                .count(),
+            3
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn jobs_on_sqlite() {
         let (_d, db) = sqlite().await;
         lifecycle(&db).await;
         let (_d, db) = sqlite().await;
         concurrent_claims(&db).await;
+        let (_d, db) = sqlite().await;
+        host_cap(&db).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -785,6 +942,10 @@ mod tests {
         }
         if let Some((db, name)) = postgres().await {
             concurrent_claims(&db).await;
+            drop_pg(db, name).await;
+        }
+        if let Some((db, name)) = postgres().await {
+            host_cap(&db).await;
             drop_pg(db, name).await;
         }
     }

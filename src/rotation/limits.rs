@@ -37,3 +37,20 @@ pub const STEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(180)
 
 /// Rotations one instance runs at once.
 pub const PARALLEL: usize = 64;
+
+/// Rotations acting at once on one provider host (an API, a Redis server),
+/// across every rotation, campaign and instance: each holds a connection
+/// to the target while it acts.
+pub const PER_HOST: i64 = 128;
+/// The same for database servers, whose connection limits are small
+/// (PostgreSQL's `max_connections` is 100 by default): rotations must not
+/// take a database's last connections from the applications that use it.
+pub const PER_DATABASE_HOST: i64 = 16;
+
+/// The cap of a host named `kind:host` (`incident::plan::host_of`).
+pub fn per_host(host: &str) -> i64 {
+    match host.split(':').next() {
+        Some("postgres" | "mysql" | "redshift" | "snowflake") => PER_DATABASE_HOST,
+        _ => PER_HOST,
+    }
+}

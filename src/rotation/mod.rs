@@ -417,6 +417,7 @@ pub async fn start(
             cutover_window_ms: req.cutover_window_ms,
             deadline_ms: req.deadline_ms,
             rotate_with: via.as_ref().map(|a| a.name.as_str()),
+            host: Some(crate::incident::plan::host_of(&conn)),
         },
     )
     .await?;
@@ -450,6 +451,8 @@ pub(crate) struct NewRotation<'a> {
     pub cutover_window_ms: i64,
     pub deadline_ms: i64,
     pub rotate_with: Option<&'a str>,
+    /// The target host (`kind:host`) the rotation acts on, capped per host.
+    pub host: Option<String>,
 }
 
 /// [`NewRotation`] owned, for the group-commit writer.
@@ -465,6 +468,7 @@ struct OwnedRotation {
     cutover_window_ms: i64,
     deadline_ms: i64,
     rotate_with: Option<String>,
+    host: Option<String>,
 }
 
 impl OwnedRotation {
@@ -481,6 +485,7 @@ impl OwnedRotation {
             cutover_window_ms: n.cutover_window_ms,
             deadline_ms: n.deadline_ms,
             rotate_with: n.rotate_with.map(str::to_string),
+            host: n.host.clone(),
         }
     }
 }
@@ -512,6 +517,7 @@ pub(crate) async fn insert(
                         payload: &n.payload,
                         run_at: n.run_at,
                         max_attempts: 3,
+                        host: n.host.as_deref(),
                     },
                     now,
                 )

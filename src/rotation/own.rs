@@ -101,6 +101,7 @@ pub(super) async fn start(
             cutover_window_ms: req.cutover_window_ms,
             deadline_ms: req.deadline_ms,
             rotate_with: None,
+            host: None,
         },
     )
     .await?;

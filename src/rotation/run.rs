@@ -57,13 +57,16 @@ pub async fn run_due(core: &Core, instance: &str) -> Result<usize, RotationError
         return Ok(0);
     }
     let token = queue::claim_token(instance);
-    let jobs = queue::claim(
+    // At most `per_host` rotations act on one target host at once, across
+    // rotations, campaigns and instances.
+    let jobs = queue::claim_capped(
         &core.db,
         JOB_KIND,
         &token,
         LEASE_MS,
         free as i64,
         core.now(),
+        &super::limits::per_host,
     )
     .await?;
     let n = jobs.len();
@@ -93,7 +96,10 @@ pub async fn drive(core: &Core, id: &str, instance: &str) -> Result<bool, Rotati
     let claimed = core
         .writer
         .run(move |tx| {
-            Box::pin(async move { queue::claim_id_in(tx, &job_id, &token, LEASE_MS, now).await })
+            Box::pin(async move {
+                queue::claim_id_in(tx, &job_id, &token, LEASE_MS, now, &super::limits::per_host)
+                    .await
+            })
         })
         .await??;
     match claimed {
