@@ -9,6 +9,7 @@ mod incident;
 
 mod cache;
 mod connections;
+mod engine_evidence;
 mod foundation;
 mod foundations;
 mod keyring;
@@ -27,3 +28,4 @@ mod security_engine;
 mod security_engine_h2;
 mod security_engine_h3;
 mod security_login;
+mod strict_pg;
