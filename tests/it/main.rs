@@ -9,6 +9,7 @@ mod incident;
 
 mod cache;
 mod connections;
+mod engine_evidence;
 mod foundation;
 mod foundations;
 mod keyring;
@@ -28,3 +29,4 @@ mod security_engine_h1;
 mod security_engine_h2;
 mod security_engine_h3;
 mod security_login;
+mod strict_pg;
