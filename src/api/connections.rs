@@ -387,16 +387,18 @@ pub async fn read_credentials(
     let reader = format!("service:{}", key.name);
     // Who reads which version: what a rotation's cut-over waits on.
     let target = connections::find_in(&st.core.db, &o.id, &conn).await?;
+    let slot = crate::connectors::slots::served(&mut st.core.db.read().await?, &target).await?;
     crate::connectors::slots::record_read(
         &st.core,
         &target.id,
+        slot,
         &reader,
         ip.as_deref(),
         st.core.now(),
     )
     .await?;
     let actor = Actor::new(reader, ip);
-    let (c, creds) = credentials::read(&st.core, &o.id, &target.id, &actor).await?;
+    let (c, creds) = credentials::read(&st.core, &o.id, &target.id, slot, &actor).await?;
     let mut resp = Json(json!({
         "id": c.id,
         "name": c.name,

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::connections::{self, Connection};
 use super::oauth_client::{self, Failure};
+use super::slots::Slot;
 use super::ConnectorError;
 use crate::audit::Actor;
 use crate::exec;
@@ -281,6 +282,7 @@ pub async fn read(
     core: &Core,
     org_id: &str,
     key: &str,
+    slot: Slot,
     reader: &Actor,
 ) -> Result<(Connection, Map<String, Value>), ConnectorError> {
     let conn = connections::find_in(&core.db, org_id, key).await?;
@@ -295,7 +297,12 @@ pub async fn read(
     }
     let mut c = core.db.read().await?;
     let conn = connections::get(&mut c, &conn.id).await?;
-    let creds = connections::credentials(&mut c, core, &conn.id).await?;
+    let creds = match slot {
+        Slot::Current => connections::credentials(&mut c, core, &conn.id).await?,
+        other => super::slots::read(&mut c, core, &conn.id, other)
+            .await?
+            .unwrap_or_default(),
+    };
     drop(c);
     if conn.status == "needs_reauth" {
         return Err(ConnectorError::Provider(format!(

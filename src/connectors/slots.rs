@@ -223,6 +223,7 @@ pub async fn mark_verified(
 pub async fn record_read(
     core: &Core,
     connection_id: &str,
+    slot: Slot,
     reader: &str,
     ip: Option<&str>,
     now: i64,
@@ -231,22 +232,62 @@ pub async fn record_read(
     exec!(
         &mut tx,
         "INSERT INTO credential_reads (connection_id, reader, ip, version, read_at)
-         SELECT $1, $2, $3, version, $4 FROM credential_slots WHERE connection_id = $1 AND slot = 'current'
+         SELECT $1, $2, $3, version, $4 FROM credential_slots WHERE connection_id = $1 AND slot = $5
          ON CONFLICT (connection_id, reader) DO UPDATE SET ip = excluded.ip, version = excluded.version,
            read_at = excluded.read_at",
         connection_id,
         reader,
         ip,
-        now
+        now,
+        slot.as_str()
     )?;
     exec!(
         &mut tx,
-        "UPDATE credential_slots SET last_read_at = $1 WHERE connection_id = $2 AND slot = 'current'",
+        "UPDATE credential_slots SET last_read_at = $1 WHERE connection_id = $2 AND slot = $3",
         now,
-        connection_id
+        connection_id,
+        slot.as_str()
     )?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The slot platform code is handed: `current`, except while a rotation of
+/// a one-password target (MariaDB, PostgreSQL) is past its apply and not
+/// yet promoted. The target then accepts only the pending credential
+/// (apply's commit recorded that it took), so handing out `current` would
+/// lock every reader out until the rotation resumes — after a crash, a
+/// whole lease. Where the target keeps two credentials, `current` works
+/// throughout and is handed out.
+pub async fn served<C: AsEx>(
+    c: &mut C,
+    conn: &super::connections::Connection,
+) -> Result<Slot, ConnectorError> {
+    let Some(driver) = super::drivers::for_kind(&conn.kind, &conn.auth) else {
+        return Ok(Slot::Current);
+    };
+    let job: Option<(String, String)> = crate::fetch_optional!(
+        c,
+        (String, String),
+        "SELECT j.step, j.payload FROM rotations r JOIN jobs j ON j.id = r.job_id
+         WHERE r.target_type = 'connection' AND r.target_id = $1 AND r.finished_at IS NULL",
+        &conn.id
+    )?;
+    let Some((step, payload)) = job else {
+        return Ok(Slot::Current);
+    };
+    let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    let dual = payload["dual"].as_bool().unwrap_or(driver.dual());
+    let applied = matches!(step.as_str(), "verify" | "recover" | "promote");
+    if dual || !applied {
+        return Ok(Slot::Current);
+    }
+    let pending = list(c, &conn.id).await?.iter().any(|r| r.slot == "pending");
+    Ok(if pending {
+        Slot::Pending
+    } else {
+        Slot::Current
+    })
 }
 
 #[derive(sqlx::FromRow, Debug, Clone, Serialize)]
