@@ -35,10 +35,14 @@ async fn maria_logs_in(user: &str, password: &str) -> bool {
 
 /// Connection `maria` of org `acme`, reaching MariaDB through `port`.
 fn maria_connection(env: &Env, user: &str, port: u16, password: &str) {
+    maria_connection_named(env, "maria", user, port, password)
+}
+
+fn maria_connection_named(env: &Env, name: &str, user: &str, port: u16, password: &str) {
     connection(
         env,
         "mysql",
-        "maria",
+        name,
         &[
             "host=127.0.0.1",
             &format!("port={port}"),
@@ -53,7 +57,7 @@ fn maria_connection(env: &Env, user: &str, port: u16, password: &str) {
             "--org",
             "acme",
             "--name",
-            "maria",
+            name,
             "--field",
             "password",
             "--value-stdin",
@@ -190,10 +194,12 @@ dual!(
     }
 );
 
-/// Instance A stalls (SIGSTOP) inside the verify, past its lease; B takes
-/// the rotation over and completes it; A wakes to a failed probe. A must not
-/// roll back at the target: MariaDB would be left on a password whose
-/// sealed copy B already retired.
+/// Instance A stalls (SIGSTOP) while it acts at the target — at the check,
+/// the apply, the verify — past its lease; B takes the rotation over and
+/// completes it; A wakes to the target's answer (refused, or let through).
+/// A must act nowhere: MariaDB keeps one password, so a stale rollback or
+/// apply would leave it on a password whose sealed copy B already retired,
+/// and a stale status write would turn B's completed rotation back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_instance_does_not_act_after_losing_its_lease() {
     let Some(env) = Env::new(Engine::Postgres).await else {
@@ -203,58 +209,79 @@ async fn a_stalled_instance_does_not_act_after_losing_its_lease() {
         return;
     }
     env.ok(&["org", "create", "acme"]);
-    let old = "the-old-password-2206";
-    let user = maria_user(old).await;
-    let proxy = Proxy::start("127.0.0.1:3306").await;
-    maria_connection(&env, &user, proxy.port, old);
     let key = service_key(&env);
-    let id = env.json(&[
-        "rotate",
-        "--org",
-        "acme",
-        "--connection",
-        "maria",
-        "--cutover-window",
-        "0s",
-    ])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    run_until_done(&env, &id, "apply").await;
+    // (the step done before A takes the job, how A's held session ends)
+    let points = [
+        (None, Mode::Drop),
+        (Some("write_ahead"), Mode::Pass),
+        (Some("apply"), Mode::Drop),
+        (Some("apply"), Mode::Pass),
+    ];
+    for (i, (done, fate)) in points.into_iter().enumerate() {
+        let name = format!("maria{i}");
+        let old = format!("the-old-password-22060{i}");
+        let user = maria_user(&old).await;
+        let proxy = Proxy::start("127.0.0.1:3306").await;
+        maria_connection_named(&env, &name, &user, proxy.port, &old);
+        let id = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            &name,
+            "--cutover-window",
+            "0s",
+        ])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some(step) = done {
+            run_until_done(&env, &id, step).await;
+        }
+        let at = format!("{name}: A held after {done:?}, released as {fate:?}");
 
-    // A claims the verify; its probe hangs in the network.
-    proxy.set(Mode::Hold);
-    let a = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-    assert!(
-        wait_until(|| proxy.held() > 0, Duration::from_secs(60)).await,
-        "A never probed"
-    );
-    signal(&a, "STOP");
-    env.advance(Duration::from_secs(61));
+        // A claims the next step; its session hangs in the network.
+        proxy.set(Mode::Hold);
+        let a = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        assert!(
+            wait_until(|| proxy.held() > 0, Duration::from_secs(60)).await,
+            "{at}: A never reached the target"
+        );
+        signal(&a, "STOP");
+        env.advance(Duration::from_secs(61));
 
-    // B takes the job over and completes the rotation.
-    proxy.set(Mode::Pass);
-    let b = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-    wait_for_status(&env, &id, "completed").await;
-    let current = stored_credential(&env, &b, &key, "maria").await["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(maria_logs_in(&user, &current).await);
+        // B takes the job over and completes the rotation.
+        proxy.set(Mode::Pass);
+        let b = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        wait_for_status(&env, &id, "completed").await;
+        let current = stored_credential(&env, &b, &key, &name).await["password"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(maria_logs_in(&user, &current).await, "{at}");
 
-    // A wakes to a failed probe.
-    proxy.release_held(Mode::Drop);
-    signal(&a, "CONT");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    drop(a);
-    let v = env.json(&["rotation", "show", &id]);
-    assert_eq!(v["status"], "completed", "a stale instance rewrote it: {v}");
-    assert!(
-        maria_logs_in(&user, &current).await,
-        "the stale instance rolled the target back: the stored password is refused"
-    );
-    assert!(!maria_logs_in(&user, old).await);
-    drop(b);
+        // A wakes to the target's answer.
+        proxy.release_held(fate);
+        signal(&a, "CONT");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(a);
+        let v = env.json(&["rotation", "show", &id]);
+        assert_eq!(
+            v["status"], "completed",
+            "{at}: a stale instance rewrote it: {v}"
+        );
+        let now = stored_credential(&env, &b, &key, &name).await["password"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(now, current, "{at}: the stored credential changed");
+        assert!(
+            maria_logs_in(&user, &current).await,
+            "{at}: the stale instance changed the target: the stored password is refused"
+        );
+        assert!(!maria_logs_in(&user, &old).await, "{at}");
+        drop(b);
+    }
 }
 
 fn signal(srv: &Server, sig: &str) {
