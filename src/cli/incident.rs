@@ -15,6 +15,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
     let actor = Actor::cli();
     // The CLI acts as the platform operator (it holds the database).
     let asker = Asker::Operator;
+    let mut failed = false;
     match cmd {
         IncidentCmd::Start {
             reason,
@@ -70,6 +71,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
                 }),
                 Started::Campaign(v, secrets) => {
                     let v = if wait { follow(core, &v.id).await? } else { *v };
+                    failed = wait && failed_items(&v);
                     let mut j = serde_json::to_value(&v)?;
                     j["secrets"] = serde_json::json!(secrets);
                     out.emit(&j, |_| {
@@ -99,6 +101,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
         IncidentCmd::Status { id } => {
             let v = incident::get(core, &asker, &id).await?;
             out.emit(&v, describe);
+            failed = failed_items(&v);
         }
         IncidentCmd::List => {
             let vs = incident::list(core, &asker).await?;
@@ -147,7 +150,18 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // Failed items end the command with exit 1, as a rotation that ends
+    // `failed` does (the answer is on stdout all the same).
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Whether any item of the campaign failed.
+fn failed_items(v: &IncidentView) -> bool {
+    v.counts["failed"].as_u64().unwrap_or(0) > 0
 }
 
 /// Runs the campaign (and its rotations) from here until every item is

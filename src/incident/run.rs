@@ -301,13 +301,16 @@ async fn start_rotation(
     force: bool,
 ) -> Result<Option<String>, IncidentError> {
     let org_id = item.org_id.clone().unwrap_or_default();
+    // Adopted: only a rotation started since the item last changed status
+    // (a crash between starting it and recording it). A retried item was
+    // reset after its failed rotation started, so it gets a fresh one.
     let existing = fetch_optional!(
         &mut core.db.read().await?,
         (String,),
         "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND started_at >= $2
          ORDER BY started_at DESC LIMIT 1",
         &item.target_id,
-        row.started_at
+        row.started_at.max(item.updated_at)
     )?;
     let rid = match existing {
         Some((id,)) => id,

@@ -691,3 +691,71 @@ async fn an_aws_resume_deletes_only_keys_it_made() {
     );
     assert!(keys.contains(&old.id), "{keys:?}");
 }
+
+// A campaign item whose rotation failed is retried with a fresh rotation,
+// not the failed one adopted again: once the credential's privilege is
+// fixed, the retry verifies.
+dual!(an_item_retry_starts_a_fresh_rotation, |env| {
+    let old = "the-old-password-2303";
+    // May not change its own password: the rotation fails at its check.
+    let Some(user) = redis_world(&env, old, false).await else {
+        return;
+    };
+    let out = env.run(&[
+        "incident",
+        "start",
+        "--reason",
+        "retry test",
+        "--scope",
+        "org:acme",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "failed items end with exit 1");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(env.run(&["incident", "status", &id]).status.code(), Some(1));
+    let item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"]["name"] == "cache")
+        .cloned()
+        .unwrap();
+    assert_eq!(item["status"], "failed", "{v}");
+    let n = item["n"].as_u64().unwrap().to_string();
+    let first = item["rotation_id"].as_str().unwrap_or_default().to_string();
+    // The privilege is fixed; the item is retried.
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("+acl|setuser")
+        .arg("+acl|dryrun")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    env.json(&["incident", "retry", &id, "--item", &n]);
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let v = poll(&env, &["incident", "status", &id], |v| {
+        v["items"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i["n"].to_string() == n && i["status"] == "verified")
+        })
+    })
+    .await;
+    let again = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["n"].to_string() == n)
+        .unwrap();
+    assert_eq!(again["status"], "verified", "{v}");
+    assert_ne!(
+        again["rotation_id"].as_str().unwrap_or_default(),
+        first,
+        "{v}"
+    );
+    assert!(!logs_in(&user, old).await);
+});
