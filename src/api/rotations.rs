@@ -104,15 +104,19 @@ pub async fn start(
         rotate_with: b.rotate_with,
         force_at_deadline: false,
     };
-    match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
-        Started::Plan(p) => Ok((StatusCode::OK, Json(p)).into_response()),
-        // The answer may carry a new secret: never cached.
-        Started::Rotation(v) => Ok((
-            StatusCode::CREATED,
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(json!(*v)),
-        )
-            .into_response()),
+    Ok(started(
+        rotation::start(&st.core, &admin.actor(), &o.id, &req).await?,
+    ))
+}
+
+/// The answer of a start or a retry: 201 with the rotation, or 200 with a
+/// plan. Either may carry a new secret (rekey's own, shown once): never
+/// cached.
+fn started(s: Started) -> Response {
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    match s {
+        Started::Plan(p) => (StatusCode::OK, no_store, Json(p)).into_response(),
+        Started::Rotation(v) => (StatusCode::CREATED, no_store, Json(json!(*v))).into_response(),
     }
 }
 
@@ -183,10 +187,9 @@ pub async fn retry(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
-    match rotation::retry(&st.core, &admin.actor(), &o.id, &id).await? {
-        Started::Rotation(v) => Ok((StatusCode::CREATED, Json(json!(*v))).into_response()),
-        Started::Plan(p) => Ok(Json(p).into_response()),
-    }
+    Ok(started(
+        rotation::retry(&st.core, &admin.actor(), &o.id, &id).await?,
+    ))
 }
 
 #[derive(Deserialize)]

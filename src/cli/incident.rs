@@ -146,7 +146,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
                 );
             } else {
                 // The report is a document of its own: printed as it is.
-                print!("{text}");
+                super::output::print_raw(&text);
             }
         }
     }

@@ -16,15 +16,34 @@ impl Out {
     pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => print_line(&s),
                 Err(e) => eprintln!("error: cannot render JSON: {e}"),
             }
         } else {
             let text = human(value);
             if !text.is_empty() {
-                println!("{}", text.trim_end());
+                print_line(text.trim_end());
             }
         }
+    }
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (`rekey
+/// … | head -1`) ends the command quietly: what it did is done, and
+/// nobody is left to read the rest.
+pub fn print_line(text: &str) {
+    print_raw(&format!("{text}\n"));
+}
+
+/// [`print_line`] without the newline (a document printed as it is).
+pub fn print_raw(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
     }
 }
 

@@ -157,3 +157,29 @@ dual!(
         assert!(!text.contains("first-password") && !text.contains("second-password"));
     }
 );
+
+// `rekey … | head -1`: the reader goes away; the command ends quietly
+// (exit 0, no panic), with or without --json.
+dual!(a_closed_pipe_ends_the_command_quietly, |env| {
+    for i in 0..3 {
+        env.ok(&["org", "create", &format!("org{i}")]);
+    }
+    for json in [false, true] {
+        let mut c = env.cmd();
+        c.args(["org", "list"]);
+        if json {
+            c.arg("--json");
+        }
+        let mut child = c
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    }
+});
