@@ -1,6 +1,7 @@
 //! Hooks the integration tests use to drive the real binary: a clock moved
 //! by a file (`REKEY_TEST_CLOCK_FILE`), a stop after each rotation step
-//! (`REKEY_TEST_PAUSE_AFTER_STEP`) and catalog URLs sent to a local
+//! (`REKEY_TEST_PAUSE_AFTER_STEP`), a stall before a refresh token is sent
+//! (`REKEY_TEST_PAUSE_BEFORE_REFRESH`) and catalog URLs sent to a local
 //! stand-in (`REKEY_TEST_CATALOG_URLS`).
 //!
 //! Each reads its variable only in debug builds (`debug_assertions`, which
@@ -34,6 +35,20 @@ pub fn clock_file() -> Option<PathBuf> {
 /// can SIGKILL the process at an exact point between steps.
 pub fn pause_after_rotation_steps() -> bool {
     var("REKEY_TEST_PAUSE_AFTER_STEP").is_some()
+}
+
+/// `REKEY_TEST_PAUSE_BEFORE_REFRESH=<path>`: a refresh that holds its lease
+/// and is about to check it and send the refresh token waits here until the
+/// file at `<path>` exists, so a test can stall it past its lease while
+/// another instance refreshes. Nothing happens when the variable is unset.
+pub async fn pause_before_refresh(connection_id: &str) {
+    let Some(path) = var("REKEY_TEST_PAUSE_BEFORE_REFRESH").map(PathBuf::from) else {
+        return;
+    };
+    tracing::warn!(connection = %connection_id, path = %path.display(), "paused before the refresh lease check until the file exists (REKEY_TEST_PAUSE_BEFORE_REFRESH)");
+    while !path.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// `FROM=TO` pairs (separated by spaces): a catalog URL starting with
@@ -71,5 +86,24 @@ mod tests {
             assert_eq!(clock, None);
         }
         assert!(!pause_after_rotation_steps(), "unset means off");
+    }
+
+    #[tokio::test]
+    async fn the_refresh_pause_waits_for_its_file_in_debug_builds_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("release");
+        let wait = std::time::Duration::from_millis(200);
+        std::env::set_var("REKEY_TEST_PAUSE_BEFORE_REFRESH", &release);
+        let paused = tokio::time::timeout(wait, pause_before_refresh("c")).await;
+        std::env::remove_var("REKEY_TEST_PAUSE_BEFORE_REFRESH");
+        // A refresh of another test caught by the variable goes on now.
+        std::fs::write(&release, "").unwrap();
+        assert_eq!(
+            paused.is_err(),
+            cfg!(debug_assertions),
+            "pauses only in debug builds"
+        );
+        let after = tokio::time::timeout(wait, pause_before_refresh("c")).await;
+        assert!(after.is_ok(), "unset means off");
     }
 }

@@ -82,6 +82,8 @@ pub async fn refresh_locked(
     if !force && !stale(&conn, &creds, core.now()) {
         return Ok(Refreshed::Fresh);
     }
+    // Debug builds only: a test stalls here, before the check below.
+    crate::test_hooks::pause_before_refresh(id).await;
     if !super::refresh_jobs::hold(core, id, owner).await? {
         return Ok(lease_lost(&conn, "before the refresh token was sent"));
     }

@@ -220,9 +220,10 @@ impl Env {
         let mut child = c.spawn().expect("spawn rekey serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
-            let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     if let Some(i) = line.find("listening on http://") {
@@ -235,10 +236,10 @@ impl Env {
                         sent = true;
                     }
                 }
-                log.push(line);
+                lines.lock().unwrap().push(line);
             }
             if !sent {
-                let _ = tx.send(Err(log.join("\n")));
+                let _ = tx.send(Err(lines.lock().unwrap().join("\n")));
             }
         });
         let url = match rx.recv_timeout(Duration::from_secs(30)) {
@@ -246,7 +247,7 @@ impl Env {
             Ok(Err(log)) => panic!("rekey serve exited before listening:\n{log}"),
             Err(_) => panic!("rekey serve did not start within 30 s"),
         };
-        Server { child, url }
+        Server { child, url, log }
     }
 }
 
@@ -285,11 +286,20 @@ fn run_plain(args: &[&str]) -> String {
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// Its stderr (the log, `REKEY_LOG=info`) so far, one entry a line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// Whether a line of its log so far contains every one of `parts`.
+    #[allow(dead_code)]
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().any(|l| parts.iter().all(|p| l.contains(p)))
     }
 
     pub fn kill(&mut self) {

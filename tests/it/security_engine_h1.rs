@@ -356,3 +356,120 @@ dual!(invalid_grant_for_the_held_token_means_needs_reauth, |env| {
     ]);
     assert_eq!(r["status"], "needs_reauth");
 });
+
+/// How many events of `action` `env`'s audit log holds.
+fn audited(env: &Env, action: &str) -> usize {
+    env.json(&["audit", "list", "--action", action, "--limit", "10000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .count()
+}
+
+dual!(
+    a_keeper_stalled_past_its_lease_sends_nothing_on_waking,
+    |env| {
+        use crate::connections::{authorize, pair};
+        use std::time::Duration;
+        let p = pair(&env, "1h", &[]).await;
+        let c = authorize(&env, &p, "authorize").await;
+        assert_eq!(c["status"], "connected", "{c}");
+        let id = c["id"].as_str().unwrap().to_string();
+        // The access token comes due (the consumer's clock; the provider's runs on).
+        env.advance(Duration::from_secs(3600));
+
+        // Instance A: its keeper claims the refresh, reads the refresh token and
+        // stalls (REKEY_TEST_PAUSE_BEFORE_REFRESH) right before its lease check.
+        let release = env.dir.path().join("release-refresh");
+        let a = env.serve_with(&[
+            ("REKEY_KEEPER_INTERVAL", "1"),
+            ("REKEY_TEST_PAUSE_BEFORE_REFRESH", release.to_str().unwrap()),
+        ]);
+        assert!(
+            wait_until(
+                || a.logged(&["paused before the refresh lease check", &id]),
+                Duration::from_secs(30)
+            )
+            .await,
+            "A took the refresh lease and stalled"
+        );
+
+        // A stalls past its lease; instance B's keeper takes the refresh over and
+        // rotates the refresh token A read.
+        env.advance(Duration::from_secs(61)); // refresh_jobs::LEASE_MS is 60 s
+        let b = env.serve_with(&[("REKEY_KEEPER_INTERVAL", "1")]);
+        assert!(
+            wait_until(
+                || audited(&env, "connection.refresh") == 1,
+                Duration::from_secs(30)
+            )
+            .await,
+            "B refreshed the connection"
+        );
+
+        // A wakes up holding the refresh token B already rotated.
+        std::fs::write(&release, "").unwrap();
+        let woke = wait_until(
+            || {
+                a.logged(&[
+                    "lost the refresh lease before the refresh token was sent",
+                    &id,
+                ]) || a.logged(&["another refresh had already replaced it", &id])
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(woke, "A finished its refresh attempt");
+
+        // The provider's grant is live: no reuse detection, nothing revoked.
+        assert_eq!(
+            p.provider
+                .json(&["audit", "list", "--action", "oauth.refresh.reuse_detected"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == "oauth.refresh.reuse_detected")
+                .count(),
+            0,
+            "the provider saw a rotated refresh token presented again"
+        );
+        let auths = p.provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+        ]);
+        let auths = auths.as_array().unwrap();
+        assert_eq!(auths.len(), 1, "{auths:?}");
+        assert_eq!(auths[0]["status"], "Active", "{auths:?}");
+        assert!(
+            a.logged(&[
+                "lost the refresh lease before the refresh token was sent",
+                &id
+            ]),
+            "A gave up at its lease check"
+        );
+        // Only B's refresh was stored, and the connection works: its access
+        // token at the provider, and its refresh token for a refresh after.
+        assert_eq!(audited(&env, "connection.refresh"), 1);
+        let v = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(v["status"], "connected", "{v}");
+        let v = env.json(&["connection", "test", "--org", "acme", "--name", "upstream"]);
+        assert_eq!(v["last_test"]["ok"], true, "{v}");
+        let v = env.json(&[
+            "connection",
+            "refresh",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+        ]);
+        assert_eq!(v["status"], "connected", "{v}");
+        assert_eq!(audited(&env, "connection.refresh"), 2);
+        assert_eq!(audited(&env, "connection.needs_reauth"), 0);
+        drop((a, b, p));
+    }
+);
