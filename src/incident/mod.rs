@@ -464,6 +464,18 @@ pub async fn start(
             "the overlap must be between 0s and 30d".into(),
         ));
     }
+    // An org admin's scope is judged before any org is looked up: naming
+    // another org is refused alike whether it exists or not, so the answer
+    // never tells a tenant which other orgs there are.
+    if let Asker::OrgAdmin { org_id } = asker {
+        let own = crate::identity::orgs::find_in(&core.db, org_id).await?;
+        let s = req.scope.trim();
+        if s != "all" && s != format!("org:{}", own.slug) && s != format!("org:{}", own.id) {
+            return Err(IncidentError::Forbidden(
+                "an org admin may start a campaign over their own org only".into(),
+            ));
+        }
+    }
     let scope = plan::Scope::parse(core, &req.scope).await?;
     match (asker, &scope) {
         (Asker::Operator, _) => {}

@@ -438,6 +438,15 @@ dual!(campaigns_refuse_bad_scopes_with_nothing_written, |env| {
             .status(),
         403
     );
+    // an org that does not exist answers the same: no tenant learns which
+    // other orgs there are
+    assert_eq!(
+        post(serde_json::json!({"reason": "x", "scope": "org:no-such-org"}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     let r = post(serde_json::json!({"reason": "x", "scope": "org:acme"}))
         .await
         .unwrap();
