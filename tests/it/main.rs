@@ -10,6 +10,7 @@ mod incident;
 mod cache;
 mod connections;
 mod engine_evidence;
+mod fault_suite;
 mod foundation;
 mod foundations;
 mod keyring;
