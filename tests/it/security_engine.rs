@@ -723,7 +723,8 @@ dual!(an_item_retry_starts_a_fresh_rotation, |env| {
         .cloned()
         .unwrap();
     assert_eq!(item["status"], "failed", "{v}");
-    let n = item["n"].as_u64().unwrap().to_string();
+    let num = item["n"].as_u64().unwrap();
+    let n = num.to_string();
     let first = item["rotation_id"].as_str().unwrap_or_default().to_string();
     // The privilege is fixed; the item is retried.
     let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
@@ -739,17 +740,16 @@ dual!(an_item_retry_starts_a_fresh_rotation, |env| {
     env.json(&["incident", "retry", &id, "--item", &n]);
     let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
     let v = poll(&env, &["incident", "status", &id], |v| {
-        v["items"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|i| i["n"].to_string() == n && i["status"] == "verified")
-        })
+        v["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["n"] == num && i["status"] == "verified"))
     })
     .await;
     let again = v["items"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["n"].to_string() == n)
+        .find(|i| i["n"] == num)
         .unwrap();
     assert_eq!(again["status"], "verified", "{v}");
     assert_ne!(
