@@ -35,6 +35,7 @@ pub async fn set_credential(
     let mut c = core.db.read().await?;
     let mut creds: Map<String, Value> = connections::credentials(&mut c, core, &conn.id).await?;
     drop(c);
+    let before = serde_json::to_vec(&creds).unwrap_or_default();
     for (k, v) in fields {
         let Some(f) = method.fields.iter().find(|f| &f.key == k) else {
             let known: Vec<&str> = method.fields.iter().map(|f| f.key.as_str()).collect();
@@ -59,6 +60,20 @@ pub async fn set_credential(
             )));
         }
     }
+    // The same value again is no new credential: it neither completes a
+    // rotation waiting for one (it would verify the leaked value) nor
+    // resets the credential's age. Compared in constant time.
+    let unchanged = {
+        use subtle::ConstantTimeEq;
+        let after = serde_json::to_vec(&creds).unwrap_or_default();
+        bool::from(after.ct_eq(&before))
+    };
+    if unchanged && crate::rotation::waits_for_person(core, &conn.id).await? {
+        return Err(ConnectorError::Invalid(format!(
+            "that is the credential {} holds now: a rotation waits for a new one; nothing was stored",
+            conn.name
+        )));
+    }
     let out = probe::run(core, &conn, &creds).await;
     if out.verdict == Verdict::Failed && !force {
         return Err(ConnectorError::ProbeFailed(format!(
@@ -69,7 +84,9 @@ pub async fn set_credential(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     connections::put_credentials(&mut tx, core, &conn, &creds, None, now).await?;
-    connections::mark_rotated(&mut tx, &conn.id, now).await?;
+    if !unchanged {
+        connections::mark_rotated(&mut tx, &conn.id, now).await?;
+    }
     connections::record_test(&mut tx, &conn, &out, now).await?;
     connections::record(
         &mut tx,
@@ -97,11 +114,10 @@ pub async fn set_credential(
         ),
     };
     connections::set_status(&mut tx, actor, &conn, status, Some(&reason), now).await?;
+    // A manual rotation waiting for this value is done (or told why not),
+    // in the transaction that stored it.
+    crate::rotation::credential_stored_in(&mut tx, &conn.id, Some(&out), now).await?;
     tx.commit().await?;
-    // A manual rotation waiting for this value is done (or told why not).
-    if let Err(e) = crate::rotation::credential_stored(core, &conn.id, &out).await {
-        tracing::warn!(error = %e, connection = %conn.id, "cannot update the rotation waiting for this credential");
-    }
     Ok((
         connections::get(&mut core.db.read().await?, &conn.id).await?,
         out,

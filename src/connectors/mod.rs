@@ -57,6 +57,18 @@ pub enum ConnectorError {
     Sealed(#[from] crate::crypto::sealed::SealedError),
 }
 
+impl From<crate::rotation::RotationError> for ConnectorError {
+    fn from(e: crate::rotation::RotationError) -> Self {
+        use crate::rotation::RotationError as R;
+        match e {
+            R::Connector(c) => c,
+            R::Store(s) => ConnectorError::Store(s),
+            R::NotFound(m) => ConnectorError::NotFound(m),
+            other => ConnectorError::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ConnectorError {
     fn from(e: sqlx::Error) -> Self {
         ConnectorError::Store(e.into())

@@ -463,6 +463,9 @@ pub async fn store_tokens_and_probe(
     connections::put_credentials(&mut tx, core, conn, &creds, due, now).await?;
     // A new grant replaces the credential (a token refresh does not).
     connections::mark_rotated(&mut tx, &conn.id, now).await?;
+    // The person's step of a rotation waiting for this grant is done with
+    // it; its verification follows (below, or by the job after a crash).
+    crate::rotation::credential_stored_in(&mut tx, &conn.id, None, now).await?;
     connections::record(
         &mut tx,
         now,
@@ -492,11 +495,10 @@ pub async fn store_tokens_and_probe(
         )
         .await?;
     }
+    // The rotation waiting for this re-authorization is done (or told
+    // why not) with the probe's record.
+    crate::rotation::credential_stored_in(&mut tx, &conn.id, Some(&out), now).await?;
     tx.commit().await?;
-    // A rotation waiting for this re-authorization is done (or told why not).
-    if let Err(e) = crate::rotation::credential_stored(core, &conn.id, &out).await {
-        tracing::warn!(error = %e, connection = %conn.id, "cannot update the rotation waiting for this grant");
-    }
     connections::get(&mut core.db.read().await?, &conn.id).await
 }
 

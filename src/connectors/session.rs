@@ -155,6 +155,14 @@ pub async fn postgres(
     creds: &[&Map<String, Value>],
 ) -> Result<Sql<sqlx::PgConnection>, String> {
     let budget = egress.budget();
+    // sqlx panics on a user name SASLprep refuses (a control character,
+    // say); refused here with a message instead, before any connection.
+    let user = text(settings, "username");
+    if stringprep::saslprep(&user).is_err() {
+        return Err(format!(
+            "the user name {user:?} is not one PostgreSQL's SCRAM login can carry (SASLprep refuses it)"
+        ));
+    }
     let place = Place {
         system: "PostgreSQL",
         addr: checked(egress, settings, 5432).await?,

@@ -220,33 +220,51 @@ pub async fn runbook_step(
     Ok(super::get_any(core, id).await?.view())
 }
 
-/// Called when a connection's credential was stored by a person (the OAuth
-/// callback, `set-credential`) and probed: completes a rotation waiting for
-/// that person. A failing credential (stored with `--force`) does not.
-pub async fn credential_stored(
-    core: &Core,
+/// A credential was stored for `connection_id`: the rotation a person is
+/// carrying out for it (a runbook, a re-authorization) moves on, in the
+/// caller's transaction — the one that stored the credential, so a crash
+/// cannot leave the credential stored and the rotation waiting. `out` is
+/// the probe of the stored value; `None` when it is not known yet (a new
+/// grant is stored before it is probed): the person's step is recorded and
+/// the job verifies the grant itself if nothing else does within a minute.
+pub async fn credential_stored_in(
+    tx: &mut crate::store::Tx,
     connection_id: &str,
-    out: &Outcome,
+    out: Option<&Outcome>,
+    now: i64,
 ) -> Result<(), RotationError> {
-    let now = core.now();
-    let mut tx = core.db.begin_write().await?;
     let Some(row) = fetch_optional!(
-        &mut tx,
+        tx,
         RotationRow,
         &format!(
-            "SELECT {} FROM rotations WHERE target_type = 'connection' AND target_id = $1
-               AND status = 'waiting_person' AND finished_at IS NULL",
-            super::COLS
+            "SELECT {} FROM rotations r WHERE r.target_type = 'connection' AND r.target_id = $1
+               AND r.finished_at IS NULL
+               AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = r.job_id AND j.step IN ('person', 'verify_person'))",
+            cols_of("r")
         ),
         connection_id
     )?
     else {
         return Ok(());
     };
+    let Some(out) = out else {
+        record_step(
+            tx,
+            &row,
+            "person",
+            "done",
+            "a new credential was stored; verifying it",
+            "running",
+            now,
+        )
+        .await?;
+        queue::requeue(tx, &row.job_id, "verify_person", now.saturating_add(60_000)).await?;
+        return Ok(());
+    };
     match out.verdict {
         Verdict::Failed => {
             record_step(
-                &mut tx,
+                tx,
                 &row,
                 "verify",
                 "failed",
@@ -255,6 +273,8 @@ pub async fn credential_stored(
                 now,
             )
             .await?;
+            // Back to waiting on the person, due at the deadline.
+            queue::requeue(tx, &row.job_id, "person", row.deadline_at).await?;
         }
         verdict => {
             let (status, reason) = if verdict == Verdict::Ok {
@@ -265,20 +285,33 @@ pub async fn credential_stored(
                     Some("completed without verification: nothing can prove this kind's credential by a request"),
                 )
             };
-            record_step(
-                &mut tx,
-                &row,
-                "verify",
-                status,
-                &out.message,
-                "completed",
-                now,
-            )
-            .await?;
-            finish(&mut tx, &row, "completed", reason, now).await?;
-            queue::cancel(&mut tx, &row.job_id, now).await?;
+            record_step(tx, &row, "verify", status, &out.message, "completed", now).await?;
+            finish(tx, &row, "completed", reason, now).await?;
+            queue::cancel(tx, &row.job_id, now).await?;
         }
     }
-    tx.commit().await?;
     Ok(())
+}
+
+/// Whether a rotation of the connection waits for a person to store a new
+/// credential.
+pub async fn waits_for_person(core: &Core, connection_id: &str) -> Result<bool, RotationError> {
+    let n = crate::scalar_optional!(
+        &mut core.db.read().await?,
+        i64,
+        "SELECT COUNT(*) FROM rotations r JOIN jobs j ON j.id = r.job_id
+         WHERE r.target_type = 'connection' AND r.target_id = $1 AND r.finished_at IS NULL
+           AND j.step = 'person'",
+        connection_id
+    )?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// The rotation columns, each qualified by `alias`.
+fn cols_of(alias: &str) -> String {
+    super::COLS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

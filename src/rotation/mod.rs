@@ -38,7 +38,7 @@ use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
 pub use finish::{finish_cutover, Finished};
-pub use guided::{credential_stored, runbook_step};
+pub use guided::{credential_stored_in, runbook_step, waits_for_person};
 pub use run::{drive, run_due};
 pub use schedule::start_due;
 

@@ -322,6 +322,23 @@ async fn step_once(
     if row.target_type != "connection" {
         return own_step(core, row, job, owner).await;
     }
+    if job.step == "verify_person" {
+        // A person stored a new grant and the process that stored it did
+        // not get to verify it (a crash): verified here.
+        let mut c = core.db.read().await?;
+        let conn = connections::get(&mut c, &row.target_id).await?;
+        let creds = connections::credentials(&mut c, core, &conn.id).await?;
+        drop(c);
+        let out = probe::run(core, &conn, &creds).await;
+        let now = core.now();
+        let mut tx = core.db.begin_write().await?;
+        if !queue::heartbeat_in(&mut tx, &job.id, owner, LEASE_MS, now).await? {
+            return Ok(Next::Lost);
+        }
+        super::credential_stored_in(&mut tx, &row.target_id, Some(&out), now).await?;
+        tx.commit().await?;
+        return Ok(Next::Released);
+    }
     if job.step == "person" {
         // Due only at the deadline: nobody completed it.
         let now = core.now();

@@ -891,7 +891,30 @@ dual!(
         assert_eq!(v["runbook"][1]["done"], false);
         let out = env.run(&["rotation", "step", &id, "--done", "9"]);
         assert_eq!(out.status.code(), Some(1), "no step 9");
+        // the same value again is no new credential: refused, nothing
+        // changes, the rotation still waits
+        let out = env.run_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "acme",
+                "--name",
+                "crm",
+                "--field",
+                "api_key",
+                "--value-stdin",
+            ],
+            Some("old-api-key-000000000001"),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("a rotation waits for a new one"));
+        let v = env.json(&["rotation", "show", &id]);
+        assert_eq!(v["status"], "waiting_person", "{v}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "crm"]);
+        assert_eq!(show["slots"]["current"]["version"], 1, "{show}");
         // the new value, probed before it replaces the old one, completes it
+        // in the transaction that stores it
         set("new-api-key-000000000002");
         let v = env.json(&["rotation", "show", &id]);
         assert_eq!(v["status"], "completed", "{v}");

@@ -759,3 +759,37 @@ dual!(an_item_retry_starts_a_fresh_rotation, |env| {
     );
     assert!(!logs_in(&user, old).await);
 });
+
+// A PostgreSQL user name SASLprep refuses (a private-use character) is a
+// clear error, never a panic (sqlx panics on it while logging in).
+dual!(
+    a_postgres_user_name_saslprep_refuses_is_an_error_not_a_panic,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        connection(
+            &env,
+            "postgres",
+            "pg",
+            &[
+                "host=127.0.0.1",
+                "database=postgres",
+                "username=rk\u{E000}user",
+            ],
+        );
+        store_unprobed(&env, "pg", "password", "a-password-2309");
+        let out = env.run(&[
+            "connection",
+            "test",
+            "--org",
+            "acme",
+            "--name",
+            "pg",
+            "--json",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_ne!(out.status.code(), Some(101), "{err}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(v.to_string().contains("SASLprep"), "{v}\n{err}");
+    }
+);
