@@ -131,6 +131,12 @@ struct Load {
     authorizations: AtomicU64,
     authorize_retries: AtomicU64,
     races: AtomicU64,
+    /// Honoured tokens presented again and refused: as reused or revoked,
+    /// and as expired (the clock moved past them first).
+    replays: AtomicU64,
+    replays_expired: AtomicU64,
+    /// Tokens in doubt found not yet honoured (the kill came first).
+    doubt_unused: AtomicU64,
     /// Refresh tokens answered with success, in order.
     honoured: Mutex<Vec<String>>,
     /// Refresh tokens whose answer was cut off (B killed): maybe honoured.
@@ -298,89 +304,141 @@ async fn authorize(load: &Load) -> Result<String, String> {
 /// token is presented to A and B at once. An answer cut off (B killed)
 /// leaves the token in doubt: it is never used again in the loop (a client
 /// that did would revoke its authorization) and a new authorization starts.
+/// When a chain ends, each token it had honoured is presented again at once
+/// (before the clock moves on: an expired token would prove nothing) and
+/// must be refused.
 async fn refresher(load: Arc<Load>) {
     let mut n = 0u64;
-    'chain: while !load.stopped() && n < MAX_PER_TASK {
-        let mut rt = match authorize(&load).await {
+    while !load.stopped() && n < MAX_PER_TASK {
+        let rt = match authorize(&load).await {
             Ok(rt) => rt,
             Err(e) => {
                 load.unexpected(e);
                 return;
             }
         };
-        while !load.stopped() && n < MAX_PER_TASK {
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let b = load.b.read().unwrap().clone();
-            if let (0, Some(b)) = (n % 10, b) {
-                // The same token at both instances at once.
-                load.races.fetch_add(1, Ordering::SeqCst);
-                let (x, y) =
-                    tokio::join!(refresh_at(&load, &load.a, &rt), refresh_at(&load, &b, &rt));
-                let mut ok = 0;
-                let mut cut = false;
-                for (who, ans) in [('A', x), ('B', y)] {
-                    match ans {
-                        Answer::Status(200, _) => {
-                            ok += 1;
-                            load.refresh.ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Answer::Status(400, v) if v["errorCode"] == "invalid_grant" => {}
-                        Answer::Status(s, v) => {
-                            load.unexpected(format!("raced refresh at {who}: {s} {v}"))
-                        }
-                        Answer::Cut(e) => {
-                            cut = true;
-                            load.cut(&load.refresh, who, "raced refresh", &e);
-                        }
-                    }
+        let (chain, doubt) = refresh_chain(&load, rt, &mut n).await;
+        for rt in &chain {
+            replay(&load, rt, "an honoured refresh token").await;
+        }
+        // Cut off: honoured or not, it is honoured at most once — of two
+        // more presentations at most the first succeeds (when the kill
+        // came before the commit), the second is refused.
+        if let Some(rt) = doubt {
+            match refresh_at(&load, &load.a, &rt).await {
+                Answer::Status(200, _) => {
+                    load.doubt_unused.fetch_add(1, Ordering::SeqCst);
                 }
-                if ok > 1 {
-                    load.unexpected(format!(
-                        "one refresh token honoured twice (raced at A and B): {}…",
-                        &rt[..12]
-                    ));
-                }
-                if ok == 0 && !cut {
-                    load.unexpected(
-                        "two concurrent uses of one refresh token: neither succeeded".into(),
-                    );
-                }
-                if ok == 1 {
-                    load.honoured.lock().unwrap().push(rt.clone());
-                }
-                if cut {
-                    load.in_doubt.lock().unwrap().push(rt);
-                }
-                // The loser presented a rotated token: the authorization is
-                // revoked (reuse detection). Start another.
-                continue 'chain;
-            }
-            let (who, base) = load.pick(n);
-            match refresh_at(&load, &base, &rt).await {
-                Answer::Status(200, v) => match v["data"]["refreshToken"].as_str() {
-                    Some(next) => {
-                        load.refresh.ok.fetch_add(1, Ordering::SeqCst);
-                        load.honoured.lock().unwrap().push(rt);
-                        rt = next.to_string();
-                    }
-                    None => {
-                        load.unexpected(format!("refresh at {who}: 200 without a token: {v}"));
-                        continue 'chain;
-                    }
-                },
+                Answer::Status(400, v) if v["errorCode"] == "invalid_grant" => {}
                 Answer::Status(s, v) => {
-                    load.unexpected(format!("refresh of a fresh token at {who}: {s} {v}"));
-                    continue 'chain;
+                    load.unexpected(format!("a refresh token in doubt presented again: {s} {v}"))
                 }
-                Answer::Cut(e) => {
-                    load.cut(&load.refresh, who, "refresh", &e);
-                    load.in_doubt.lock().unwrap().push(rt);
-                    continue 'chain;
+                Answer::Cut(e) => load.unexpected(format!("A cut off a replay: {e}")),
+            }
+            replay(
+                &load,
+                &rt,
+                "a refresh token in doubt, presented a second time",
+            )
+            .await;
+            load.in_doubt.lock().unwrap().push(rt);
+        }
+        load.honoured.lock().unwrap().extend(chain);
+    }
+}
+
+/// Presents `rt` at A again: it must be refused with `invalid_grant`.
+/// Counted by the reason given (expired or not).
+async fn replay(load: &Load, rt: &str, what: &str) {
+    match refresh_at(load, &load.a, rt).await {
+        Answer::Status(400, v) if v["errorCode"] == "invalid_grant" => {
+            let expired = v["errorDesc"].as_str().unwrap_or("").contains("expired");
+            let c = if expired {
+                &load.replays_expired
+            } else {
+                &load.replays
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        Answer::Status(s, v) => {
+            load.unexpected(format!("{what} presented again was answered {s}: {v}"))
+        }
+        Answer::Cut(e) => load.unexpected(format!("A cut off a replay: {e}")),
+    }
+}
+
+/// One authorization's refreshes, until the load stops, a race, or a cut;
+/// returns the tokens it honoured, and the one left in doubt by a cut.
+async fn refresh_chain(load: &Load, mut rt: String, n: &mut u64) -> (Vec<String>, Option<String>) {
+    let mut honoured = Vec::new();
+    while !load.stopped() && *n < MAX_PER_TASK {
+        *n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b = load.b.read().unwrap().clone();
+        if let (0, Some(b)) = (*n % 10, b) {
+            // The same token at both instances at once.
+            load.races.fetch_add(1, Ordering::SeqCst);
+            let (x, y) = tokio::join!(refresh_at(load, &load.a, &rt), refresh_at(load, &b, &rt));
+            let mut ok = 0;
+            let mut cut = false;
+            for (who, ans) in [('A', x), ('B', y)] {
+                match ans {
+                    Answer::Status(200, _) => {
+                        ok += 1;
+                        load.refresh.ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Answer::Status(400, v) if v["errorCode"] == "invalid_grant" => {}
+                    Answer::Status(s, v) => {
+                        load.unexpected(format!("raced refresh at {who}: {s} {v}"))
+                    }
+                    Answer::Cut(e) => {
+                        cut = true;
+                        load.cut(&load.refresh, who, "raced refresh", &e);
+                    }
                 }
+            }
+            if ok > 1 {
+                load.unexpected(format!(
+                    "one refresh token honoured twice (raced at A and B): {}…",
+                    &rt[..12]
+                ));
+            }
+            if ok == 0 && !cut {
+                load.unexpected(
+                    "two concurrent uses of one refresh token: neither succeeded".into(),
+                );
+            }
+            let doubt = cut.then(|| rt.clone());
+            if ok == 1 {
+                honoured.push(rt);
+            }
+            // The loser presented a rotated token: the authorization is
+            // revoked (reuse detection). Another one starts.
+            return (honoured, doubt);
+        }
+        let (who, base) = load.pick(*n);
+        match refresh_at(load, &base, &rt).await {
+            Answer::Status(200, v) => match v["data"]["refreshToken"].as_str() {
+                Some(next) => {
+                    load.refresh.ok.fetch_add(1, Ordering::SeqCst);
+                    honoured.push(std::mem::replace(&mut rt, next.to_string()));
+                }
+                None => {
+                    load.unexpected(format!("refresh at {who}: 200 without a token: {v}"));
+                    return (honoured, None);
+                }
+            },
+            Answer::Status(s, v) => {
+                load.unexpected(format!("refresh of a fresh token at {who}: {s} {v}"));
+                return (honoured, None);
+            }
+            Answer::Cut(e) => {
+                load.cut(&load.refresh, who, "refresh", &e);
+                return (honoured, Some(rt));
             }
         }
     }
+    (honoured, None)
 }
 
 /// A fresh MariaDB user whose password is `old`.
@@ -717,6 +775,9 @@ async fn fault_suite() {
         authorizations: AtomicU64::new(0),
         authorize_retries: AtomicU64::new(0),
         races: AtomicU64::new(0),
+        replays: AtomicU64::new(0),
+        replays_expired: AtomicU64::new(0),
+        doubt_unused: AtomicU64::new(0),
         honoured: Mutex::new(Vec::new()),
         in_doubt: Mutex::new(Vec::new()),
         acked: Mutex::new(HashMap::new()),
@@ -876,7 +937,7 @@ async fn fault_suite() {
     let campaign = campaign.expect("the campaign started");
 
     // --- no refresh token honoured twice -----------------------------------
-    // (before the clock moves on: a token that expired would prove nothing)
+    // (each was presented again when its chain ended, in the load)
     let honoured = load.honoured.lock().unwrap().clone();
     let unique: HashSet<&String> = honoured.iter().collect();
     assert_eq!(
@@ -884,31 +945,12 @@ async fn fault_suite() {
         honoured.len(),
         "a refresh token was honoured twice in the load"
     );
-    for rt in &honoured {
-        match refresh_at(&load, &load.a, rt).await {
-            Answer::Status(400, v) if v["errorCode"] == "invalid_grant" => {}
-            Answer::Status(s, v) => {
-                panic!("an honoured refresh token was answered {s} on replay: {v}")
-            }
-            Answer::Cut(e) => panic!("A cut off a replay: {e}"),
-        }
-    }
-    // A token whose answer was cut off may or may not have been honoured;
-    // either way it is honoured at most once: the second replay is refused.
-    let in_doubt = load.in_doubt.lock().unwrap().clone();
-    let mut doubt_unused = 0;
-    for rt in &in_doubt {
-        for replay in 0..2 {
-            match refresh_at(&load, &load.a, rt).await {
-                Answer::Status(200, _) if replay == 0 && !unique.contains(rt) => doubt_unused += 1,
-                Answer::Status(400, v) if v["errorCode"] == "invalid_grant" => {}
-                Answer::Status(s, v) => {
-                    panic!("a refresh token in doubt was answered {s} on replay {replay}: {v}")
-                }
-                Answer::Cut(e) => panic!("A cut off a replay: {e}"),
-            }
-        }
-    }
+    let in_doubt = load.in_doubt.lock().unwrap().len();
+    let doubt_unused = load.doubt_unused.load(Ordering::SeqCst);
+    let (replays, replays_expired) = (
+        load.replays.load(Ordering::SeqCst),
+        load.replays_expired.load(Ordering::SeqCst),
+    );
 
     // --- every acknowledged People write is there ---------------------------
     let acked = load.acked.lock().unwrap().clone();
@@ -1164,16 +1206,14 @@ async fn fault_suite() {
         "fault suite figures: load {seconds} s; B SIGKILLed {kills} times (restart avg {restart_avg} ms); \
          People writes acknowledged {people_ok} (cut off {people_cut}; {} emails read back); \
          client-credentials tokens {cc_ok} (cut off {cc_cut}); refreshes honoured {rf_ok} (cut off {rf_cut}, \
-         in doubt {} of which {doubt_unused} not yet used; raced {}; authorizations {}, retried {}; \
-         {} replayed, all refused); rotations {rotations} ({} acme, {} by the campaign; proxied MariaDB \
+         in doubt {in_doubt} of which {doubt_unused} not yet honoured; raced {}; authorizations {}, retried {}; \
+         presented again and refused {replays} + {replays_expired} as expired); rotations {rotations} ({} acme, {} by the campaign; proxied MariaDB \
          unreachable {outage_s:.1} s from {outage_hit}{}, not done: [{}]); all completed {:.1} s after the load (clock moved {advances} × 61 s); \
          unexpected answers {}",
         acked.len(),
-        in_doubt.len(),
         load.races.load(Ordering::SeqCst),
         load.authorizations.load(Ordering::SeqCst),
         load.authorize_retries.load(Ordering::SeqCst),
-        honoured.len(),
         acme_rot.len(),
         beta_rot.len(),
         if proxied_actions.is_empty() {
@@ -1193,6 +1233,17 @@ async fn fault_suite() {
     assert!(
         people_ok > 0 && cc_ok > 0 && rf_ok > 0,
         "the load did nothing"
+    );
+    // Every honoured token, and every token in doubt a second time, was
+    // presented again and refused — for a reason an expiry would not explain.
+    assert_eq!(
+        replays + replays_expired,
+        (honoured.len() + in_doubt) as u64,
+        "not every honoured refresh token was presented again"
+    );
+    assert_eq!(
+        replays_expired, 0,
+        "replays refused only as expired prove nothing"
     );
     drop(a);
 }

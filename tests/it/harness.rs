@@ -120,7 +120,12 @@ impl Env {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         let next = now + i64::try_from(d.as_millis()).expect("duration");
-        std::fs::write(self.clock_file(), next.to_string()).expect("write clock");
+        // Written aside and renamed over (atomic): every `now` of a running
+        // server reads the file, and one that caught it truncated, half
+        // written, would read no offset and mint tokens already expired.
+        let tmp = self.dir.path().join("clock-offset-ms.next");
+        std::fs::write(&tmp, next.to_string()).expect("write clock");
+        std::fs::rename(&tmp, self.clock_file()).expect("move clock");
     }
 
     /// Runs the CLI; returns the output whatever the exit status.
