@@ -37,7 +37,7 @@ use crate::connectors::ConnectorError;
 use crate::jobs::queue::{self, NewJob};
 use crate::rotation::RotationError;
 use crate::state::Core;
-use crate::store::{new_id, AsEx, StoreError};
+use crate::store::{new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
 pub use plan::PlannedItem;
@@ -533,9 +533,26 @@ pub async fn start(
         &format!("SELECT {COLS} FROM incidents WHERE finished_at IS NULL")
     )?;
     let org_id = scope.org_id();
+    let overlapping =
+        |r: &IncidentRow| r.org_id.is_none() || org_id.is_none() || r.org_id.as_deref() == org_id;
+    // The operator's campaign over every org is never blocked by an org's:
+    // it takes the org campaigns over (their open items end, and the
+    // rotations they started are adopted by this campaign's items). Only
+    // another campaign over every org blocks it.
+    let mut taken_over = Vec::new();
+    if matches!(asker, Asker::Operator) && org_id.is_none() {
+        for r in running
+            .iter()
+            .filter(|r| r.org_id.is_some() && overlapping(r))
+        {
+            take_over(&mut tx, r, &id, now).await?;
+            taken_over.push(r.id.clone());
+        }
+    }
     if let Some(r) = running
         .into_iter()
-        .find(|r| r.org_id.is_none() || org_id.is_none() || r.org_id.as_deref() == org_id)
+        .filter(|r| !taken_over.contains(&r.id))
+        .find(overlapping)
     {
         drop(tx);
         if !asker.owns(&r) {
@@ -591,7 +608,7 @@ pub async fn start(
             org_id,
             action: "incident.start",
             target: Some(&id),
-            detail: json!({"scope": scope.name(), "reason": req.reason.trim(), "items": planned.len(), "include_own": req.include_own}),
+            detail: json!({"scope": scope.name(), "reason": req.reason.trim(), "items": planned.len(), "include_own": req.include_own, "took_over": taken_over}),
         },
     )
     .await?;
@@ -610,6 +627,41 @@ pub async fn start(
     core.work_due.notify_one();
     let view = get(core, &Asker::Operator, &id).await?;
     Ok(Started::Campaign(Box::new(view), secrets))
+}
+
+/// Ends org campaign `r` in favour of the operator's campaign `by`, in the
+/// start's transaction: its open items end `cancelled` saying so (their
+/// rotations go on, and `by`'s items adopt them), its job stops, audited.
+async fn take_over(tx: &mut Tx, r: &IncidentRow, by: &str, now: i64) -> Result<(), IncidentError> {
+    let detail = format!("taken over by the operator's campaign {by}");
+    exec!(
+        tx,
+        "UPDATE incident_items SET status = 'cancelled', detail = $1, updated_at = $2
+         WHERE incident_id = $3 AND status IN ('pending', 'acting', 'done', 'waiting_person', 'failed')",
+        &detail,
+        now,
+        &r.id
+    )?;
+    exec!(
+        tx,
+        "UPDATE incidents SET status = 'cancelled', finished_at = $1 WHERE id = $2 AND finished_at IS NULL",
+        now,
+        &r.id
+    )?;
+    queue::cancel(tx, &r.job_id, now).await?;
+    audit::record(
+        tx,
+        now,
+        &Actor::new("incident".to_string(), None),
+        Event {
+            org_id: r.org_id.as_deref(),
+            action: "incident.taken_over",
+            target: Some(&r.id),
+            detail: json!({"by": by}),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 fn not_yours(id: &str) -> IncidentError {

@@ -406,13 +406,30 @@ dual!(campaigns_refuse_bad_scopes_with_nothing_written, |env| {
     let first = env.json(&[
         "incident", "start", "--reason", "leak", "--scope", "org:acme",
     ]);
+    // a second over the same org is refused with the running one…
     let out = env.run(&[
-        "incident", "start", "--reason", "again", "--scope", "all", "--json",
+        "incident", "start", "--reason", "again", "--scope", "org:acme", "--json",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let running: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(running["id"], first["id"]);
     assert_eq!(env.json(&["incident", "list"]).as_array().unwrap().len(), 1);
+    // …but the operator's campaign over every org is never blocked by an
+    // org's: it takes it over (the org campaign ends, saying by whom)
+    let all = env.json(&[
+        "incident", "start", "--reason", "platform", "--scope", "all",
+    ]);
+    let taken = env.json(&["incident", "status", first["id"].as_str().unwrap()]);
+    assert_eq!(taken["status"], "cancelled", "{taken}");
+    assert!(
+        taken.to_string().contains(&format!(
+            "taken over by the operator's campaign {}",
+            all["id"].as_str().unwrap()
+        )),
+        "{taken}"
+    );
+    assert_eq!(env.json(&["incident", "list"]).as_array().unwrap().len(), 2);
+    let first = all;
 
     // the admin API: an org admin may not ask for all, nor another org
     // (this server runs no jobs: the campaign stays running)
