@@ -177,7 +177,7 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             let o = orgs::find_in(&core.db, &r.org).await?;
             let c = connections::find_in(&core.db, &o.id, &r.name).await?;
             out.emit(&connections::detailed_view(core, &c).await?, |v| {
-                serde_json::to_string_pretty(v).unwrap_or_default()
+                describe_detail(&serde_json::to_value(v).unwrap_or_default())
             });
         }
         ConnectionCmd::Update {
@@ -357,4 +357,66 @@ pub async fn service_key(core: &Core, out: &Out, cmd: ServiceKeyCmd) -> anyhow::
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `connection show` for a person: what it is, where it points, its
+/// status, the credential it holds (versions and times, never a value),
+/// its last test and its rotation.
+fn describe_detail(v: &serde_json::Value) -> String {
+    let t = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_string();
+    let mut s = format!(
+        "{} ({} {}): {}",
+        t(&v["name"]),
+        t(&v["kind"]),
+        t(&v["auth"]),
+        t(&v["status"])
+    );
+    if let Some(r) = v["status_reason"].as_str() {
+        s.push_str(&format!(" — {r}"));
+    }
+    if let Some(m) = v["settings"].as_object() {
+        for (k, val) in m {
+            s.push_str(&format!(
+                "\n  {k} = {}",
+                val.as_str().map_or(val.to_string(), str::to_string)
+            ));
+        }
+    }
+    if let Some(m) = v["endpoints"].as_object() {
+        for (k, val) in m {
+            s.push_str(&format!(
+                "\n  endpoint {k} = {}",
+                val.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for slot in ["current", "pending", "previous"] {
+        let x = &v["slots"][slot];
+        if x.is_object() {
+            s.push_str(&format!(
+                "\n  credential {slot}: version {}, set {}, verified {}",
+                x["version"],
+                t(&x["created_at"]),
+                t(&x["verified_at"])
+            ));
+        }
+    }
+    if v["last_test"].is_object() {
+        s.push_str(&format!(
+            "\n  last test: {} at {} ({})",
+            t(&v["last_test"]["outcome"]),
+            t(&v["last_test"]["at"]),
+            t(&v["last_test"]["message"])
+        ));
+    }
+    if let Some(age) = v["credential_age_s"].as_i64() {
+        s.push_str(&format!(
+            "\n  credential age: {}",
+            crate::cli::output::age(age)
+        ));
+    }
+    if let Some(due) = v["next_rotation_at"].as_str() {
+        s.push_str(&format!("\n  rotation due: {due}"));
+    }
+    s
 }

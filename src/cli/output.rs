@@ -73,3 +73,22 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     }
     out.join("\n")
 }
+
+/// An age for a person: seconds under a minute, else whole minutes and up
+/// (`42s`, `3h 12m`, `90days`), never `0s` for a fresh credential.
+pub fn age(secs: i64) -> String {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    let shown = if secs < 60 { secs } else { secs / 60 * 60 };
+    humantime::format_duration(std::time::Duration::from_secs(shown)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(super::age(0), "0s");
+        assert_eq!(super::age(42), "42s");
+        assert_eq!(super::age(3 * 3600 + 12 * 60 + 5), "3h 12m");
+        assert_eq!(super::age(-5), "0s");
+    }
+}

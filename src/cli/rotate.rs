@@ -47,7 +47,7 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
     };
     let view = match started {
         Started::Plan(p) if p["preflight"] == true => {
-            out.emit(&p, |p| serde_json::to_string_pretty(p).unwrap_or_default());
+            out.emit(&p, describe_preflight);
             return Ok(ExitCode::SUCCESS);
         }
         Started::Plan(p) => {
@@ -294,10 +294,7 @@ pub async fn credentials(
                         r.kind.clone(),
                         r.org.clone().unwrap_or_else(|| "(platform)".into()),
                         r.name.clone(),
-                        humantime::format_duration(std::time::Duration::from_secs(
-                            u64::try_from(r.age_s).unwrap_or(0) / 60 * 60,
-                        ))
-                        .to_string(),
+                        super::output::age(r.age_s),
                         r.last_used_at.clone().unwrap_or_else(|| "never".into()),
                         r.last_verified_at.clone().unwrap_or_else(|| "never".into()),
                         r.rotation.clone(),
@@ -312,4 +309,38 @@ pub async fn credentials(
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rotate --preflight` for a person: who reads the credential, which
+/// version each has, and who would have to move.
+fn describe_preflight(p: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{} (current version {}): ",
+        p["target"]["name"].as_str().unwrap_or_default(),
+        p["current_version"]
+    );
+    let readers = p["readers"].as_array().cloned().unwrap_or_default();
+    if readers.is_empty() {
+        s.push_str("nobody has read it through rekey; nothing to wait for");
+        return s;
+    }
+    s.push_str(&format!("{} reader(s)", readers.len()));
+    for r in &readers {
+        s.push_str(&format!(
+            "\n  {}{} — version {} at {}{}",
+            r["reader"].as_str().unwrap_or_default(),
+            r["ip"]
+                .as_str()
+                .map(|ip| format!(" from {ip}"))
+                .unwrap_or_default(),
+            r["version"],
+            r["last_read_at"].as_str().unwrap_or_default(),
+            if r["on_current"] == true {
+                ""
+            } else {
+                " (not on the current version)"
+            }
+        ));
+    }
+    s
 }

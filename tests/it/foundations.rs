@@ -183,3 +183,34 @@ dual!(a_closed_pipe_ends_the_command_quietly, |env| {
         assert_eq!(out.status.code(), Some(0), "{err}");
     }
 });
+
+// Without --json a person reads text: `connection show`, `rotate
+// --preflight` and `credentials age` (seconds, not `0s`, for a fresh one).
+dual!(text_output_is_for_people, |env| {
+    env.ok(&["org", "create", "acme"]);
+    connection(
+        &env,
+        "redis",
+        "cache",
+        &["host=127.0.0.1", "port=1", "username=svc"],
+    );
+    store_unprobed(&env, "cache", "password", "held-password-0311");
+    let show = env.ok(&["connection", "show", "--org", "acme", "--name", "cache"]);
+    assert!(!show.trim_start().starts_with('{'), "{show}");
+    assert!(show.contains("cache (redis basic)"), "{show}");
+    assert!(show.contains("credential current: version 1"), "{show}");
+    assert!(!show.contains("held-password-0311"), "{show}");
+    let pre = env.ok(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--preflight",
+    ]);
+    assert!(!pre.trim_start().starts_with('{'), "{pre}");
+    assert!(pre.contains("nothing to wait for"), "{pre}");
+    env.advance(Duration::from_secs(5));
+    let age = env.ok(&["credentials", "age", "--org", "acme"]);
+    assert!(!age.contains(" 0s "), "{age}");
+});
