@@ -104,19 +104,87 @@ pub async fn start(
         rotate_with: b.rotate_with,
         force_at_deadline: false,
     };
-    Ok(started(
-        rotation::start(&st.core, &admin.actor(), &o.id, &req).await?,
-    ))
+    let s = rotation::start(&st.core, &admin.actor(), &o.id, &req).await?;
+    started(&st, &admin, s).await
 }
 
 /// The answer of a start or a retry: 201 with the rotation, or 200 with a
 /// plan. Either may carry a new secret (rekey's own, shown once): never
 /// cached.
-fn started(s: Started) -> Response {
+async fn started(st: &AppState, admin: &AdminSession, s: Started) -> Result<Response, ApiError> {
     let no_store = [(header::CACHE_CONTROL, "no-store")];
-    match s {
-        Started::Plan(p) => (StatusCode::OK, no_store, Json(p)).into_response(),
-        Started::Rotation(v) => (StatusCode::CREATED, no_store, Json(json!(*v))).into_response(),
+    Ok(match s {
+        Started::Plan(p) => {
+            (StatusCode::OK, no_store, Json(seen_by(st, admin, p).await?)).into_response()
+        }
+        Started::Rotation(v) => {
+            let v = seen_by(st, admin, json!(*v)).await?;
+            (StatusCode::CREATED, no_store, Json(v)).into_response()
+        }
+    })
+}
+
+/// What an org admin is shown of the platform's own consumers. Service
+/// keys are the platform's, not the tenant's: their names and the addresses
+/// they read from are the operator's business, so to an org admin each is
+/// "a platform service key" (in the reader lists and in step details
+/// alike). The operator sees everything.
+async fn seen_by(st: &AppState, admin: &AdminSession, v: Value) -> Result<Value, ApiError> {
+    if admin.session.principal.is_operator() {
+        return Ok(v);
+    }
+    let names: Vec<(String,)> = crate::fetch_all!(
+        &mut st.core.db.read().await?,
+        (String,),
+        "SELECT name FROM service_keys"
+    )?;
+    // Longest first: `service:etl` must not eat the start of `service:etl-2`.
+    let mut names = names;
+    names.sort_by_key(|(n,)| std::cmp::Reverse(n.len()));
+    let mut text = v.to_string();
+    for (name,) in &names {
+        text = hide_reader(&text, &format!("service:{name}"));
+    }
+    let mut out: Value = serde_json::from_str(&text).unwrap_or(v);
+    hide_addresses(&mut out);
+    Ok(out)
+}
+
+/// `tag` (and the ` from ADDRESS` after it, as step details name a reader)
+/// replaced by "a platform service key".
+fn hide_reader(text: &str, tag: &str) -> String {
+    const SHOWN: &str = "a platform service key";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(tag) {
+        out.push_str(&rest[..i]);
+        out.push_str(SHOWN);
+        rest = &rest[i + tag.len()..];
+        if let Some(after) = rest.strip_prefix(" from ") {
+            let end = after
+                .find(|c: char| c == ' ' || c == ',' || c == ')' || c == '"' || c == ';')
+                .unwrap_or(after.len());
+            rest = &after[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Readers' `ip` fields emptied (the reader lists of `rotation show` and
+/// `--preflight`).
+fn hide_addresses(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("reader") && m.contains_key("ip") {
+                m.insert("ip".into(), Value::Null);
+            }
+            for x in m.values_mut() {
+                hide_addresses(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(hide_addresses),
+        _ => {}
     }
 }
 
@@ -133,10 +201,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let rows = rotation::list(&st.core, &o.id, q.status.as_deref()).await?;
-    Ok(Json(json!(rows
-        .iter()
-        .map(|r| r.view())
-        .collect::<Vec<_>>())))
+    let v = json!(rows.iter().map(|r| r.view()).collect::<Vec<_>>());
+    Ok(Json(seen_by(&st, &admin, v).await?))
 }
 
 pub async fn show(
@@ -146,7 +212,8 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let row = rotation::get(&mut st.core.db.read().await?, &o.id, &id).await?;
-    Ok(Json(rotation::detailed_view(&st.core, &row).await?))
+    let v = rotation::detailed_view(&st.core, &row).await?;
+    Ok(Json(seen_by(&st, &admin, v).await?))
 }
 
 pub async fn cancel(
@@ -156,7 +223,7 @@ pub async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let row = rotation::cancel(&st.core, &admin.actor(), &o.id, &id).await?;
-    Ok(Json(json!(row.view())))
+    Ok(Json(seen_by(&st, &admin, json!(row.view())).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -178,7 +245,7 @@ pub async fn finish(
     let b = b.unwrap_or_default();
     let o = org_for(&st, &admin, &org).await?;
     let f = rotation::finish_cutover(&st.core, &admin.actor(), &o.id, &id, b.now).await?;
-    Ok(Json(f.json()))
+    Ok(Json(seen_by(&st, &admin, f.json()).await?))
 }
 
 pub async fn retry(
@@ -187,9 +254,8 @@ pub async fn retry(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
-    Ok(started(
-        rotation::retry(&st.core, &admin.actor(), &o.id, &id).await?,
-    ))
+    let s = rotation::retry(&st.core, &admin.actor(), &o.id, &id).await?;
+    started(&st, &admin, s).await
 }
 
 #[derive(Deserialize)]
@@ -208,7 +274,7 @@ pub async fn step(
     let b = body(b)?;
     let o = org_for(&st, &admin, &org).await?;
     let v = rotation::runbook_step(&st.core, &admin.actor(), &o.id, &id, b.done).await?;
-    Ok(Json(json!(v)))
+    Ok(Json(seen_by(&st, &admin, json!(v)).await?))
 }
 
 #[derive(Deserialize)]
@@ -254,4 +320,23 @@ pub async fn org_age(
     let o = org_for(&st, &admin, &org).await?;
     let rows = crate::rotation::age::list(&st.core, Some(&o.id), q.older_than.map(Dur::ms)).await?;
     Ok(Json(json!(rows)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_readers_are_not_named_to_tenants() {
+        let t = "waiting for readers: service:etl from 10.1.2.3 (last read version 1), service:etl-2 from ::1; service:etl";
+        let out = hide_reader(&hide_reader(t, "service:etl-2"), "service:etl");
+        assert_eq!(
+            out,
+            "waiting for readers: a platform service key (last read version 1), a platform service key; a platform service key"
+        );
+        let mut v = json!({"consumers": [{"reader": "x", "ip": "10.0.0.1"}], "ip": "kept"});
+        hide_addresses(&mut v);
+        assert_eq!(v["consumers"][0]["ip"], Value::Null);
+        assert_eq!(v["ip"], "kept");
+    }
 }
