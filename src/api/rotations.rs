@@ -161,9 +161,7 @@ fn hide_reader(text: &str, tag: &str) -> String {
         out.push_str(SHOWN);
         rest = &rest[i + tag.len()..];
         if let Some(after) = rest.strip_prefix(" from ") {
-            let end = after
-                .find(|c: char| c == ' ' || c == ',' || c == ')' || c == '"' || c == ';')
-                .unwrap_or(after.len());
+            let end = after.find([' ', ',', ')', '"', ';']).unwrap_or(after.len());
             rest = &after[end..];
         }
     }
