@@ -320,7 +320,29 @@ pub async fn readers<C: AsEx>(
     )?)
 }
 
+/// The live readers still on a version older than `version` (the promoted
+/// one): who a cut-over waits for.
+pub async fn readers_behind<C: AsEx>(
+    c: &mut C,
+    connection_id: &str,
+    version: i64,
+) -> Result<Vec<Reader>, ConnectorError> {
+    Ok(readers(c, connection_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.version < version)
+        .collect())
+}
+
 impl Reader {
+    /// The reader for a person: its name and the address it read from.
+    pub fn who(&self) -> String {
+        match &self.ip {
+            Some(ip) => format!("{} from {ip}", self.reader),
+            None => self.reader.clone(),
+        }
+    }
+
     pub fn view(&self, current_version: Option<i64>) -> Value {
         serde_json::json!({
             "reader": self.reader,

@@ -147,13 +147,11 @@ async fn still_on_previous(
     let version = job.payload()["promoted_version"]
         .as_i64()
         .unwrap_or(i64::MAX);
-    Ok(slots::readers(&mut core.db.read().await?, &row.target_id)
-        .await?
-        .into_iter()
-        .filter(|r| r.version < version)
-        .map(|r| match r.ip {
-            Some(ip) => format!("{} from {ip}", r.reader),
-            None => r.reader,
-        })
-        .collect())
+    Ok(
+        slots::readers_behind(&mut core.db.read().await?, &row.target_id, version)
+            .await?
+            .iter()
+            .map(slots::Reader::who)
+            .collect(),
+    )
 }

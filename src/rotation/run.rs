@@ -819,20 +819,13 @@ async fn cutover(
         return retire(core, row, job, lease, ctx, target, Some(detail)).await;
     }
     let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
-    let behind: Vec<slots::Reader> = slots::readers(&mut core.db.read().await?, &ctx.conn.id)
-        .await?
-        .into_iter()
-        .filter(|r| r.version < version)
-        .collect();
+    let behind = slots::readers_behind(&mut core.db.read().await?, &ctx.conn.id, version).await?;
     let names = behind
         .iter()
         .map(|r| {
             format!(
-                "{}{} (last read version {} at {})",
-                r.reader,
-                r.ip.as_ref()
-                    .map(|ip| format!(" from {ip}"))
-                    .unwrap_or_default(),
+                "{} (last read version {} at {})",
+                r.who(),
                 r.version,
                 crate::clock::rfc3339(r.read_at)
             )

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::dual;
 use crate::harness::*;
+use crate::maria::{maria_login, maria_user};
 use crate::strict_pg::{strict_pg, StrictPg};
 
 /// Connection `name` of org `acme` to the strict cluster as `role`, on
@@ -281,35 +282,6 @@ where
 
 fn is_terminal(v: &Value) -> bool {
     ["completed", "failed", "cancelled", "stalled"].contains(&v["status"].as_str().unwrap_or(""))
-}
-
-/// A fresh MariaDB user whose password is `old`.
-async fn maria_user(old: &str) -> String {
-    let user = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
-    let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'"))
-        .execute(&root)
-        .await
-        .unwrap();
-    user
-}
-
-/// MariaDB's own answer (no proxy) to `user` / `password`.
-async fn maria_login(user: &str, password: &str) -> Result<(), String> {
-    use sqlx::Connection;
-    let opts = sqlx::mysql::MySqlConnectOptions::new()
-        .host("127.0.0.1")
-        .port(3306)
-        .username(user)
-        .password(password)
-        .database("information_schema");
-    let c = sqlx::MySqlConnection::connect_with(&opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = c.close().await;
-    Ok(())
 }
 
 dual!(

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::*;
+use crate::maria::{maria_login, maria_user};
 use crate::oauth_support::{browse, param, pkce, CALLBACK, USER};
 use crate::proxy::{Mode, Proxy};
 use crate::rotation::{acl_user, logs_in};
@@ -439,36 +440,6 @@ async fn refresh_chain(load: &Load, mut rt: String, n: &mut u64) -> (Vec<String>
         }
     }
     (honoured, None)
-}
-
-/// A fresh MariaDB user whose password is `old`.
-async fn maria_user(old: &str) -> String {
-    let user = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
-    let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'"))
-        .execute(&root)
-        .await
-        .unwrap();
-    root.close().await;
-    user
-}
-
-/// MariaDB's own answer (not the proxy's) to `user` / `password`.
-async fn maria_login(user: &str, password: &str) -> Result<(), String> {
-    use sqlx::Connection;
-    let opts = sqlx::mysql::MySqlConnectOptions::new()
-        .host("127.0.0.1")
-        .port(3306)
-        .username(user)
-        .password(password)
-        .database("information_schema");
-    let c = sqlx::MySqlConnection::connect_with(&opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = c.close().await;
-    Ok(())
 }
 
 /// How many passwords Redis holds for `user`.

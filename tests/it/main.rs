@@ -14,6 +14,7 @@ mod fault_suite;
 mod foundation;
 mod foundations;
 mod keyring;
+mod maria;
 mod moto;
 mod oauth;
 mod oauth_support;

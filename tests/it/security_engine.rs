@@ -10,28 +10,9 @@ use serde_json::{json, Value};
 
 use crate::dual;
 use crate::harness::*;
+use crate::maria::{maria_logs_in, maria_user};
 use crate::proxy::{Mode, Proxy};
 use crate::rotation::{logs_in, redis_world, stored_password};
-
-/// A fresh MariaDB user whose password is `old`.
-async fn maria_user(old: &str) -> String {
-    let user = format!("rk_{}", &ulid::Ulid::new().to_string().to_lowercase()[..12]);
-    let root = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/mysql")
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'"))
-        .execute(&root)
-        .await
-        .unwrap();
-    user
-}
-
-/// Does MariaDB itself (not the proxy) accept `user` / `password`?
-async fn maria_logs_in(user: &str, password: &str) -> bool {
-    use sqlx::Connection;
-    let url = format!("mysql://{user}:{password}@127.0.0.1:3306/information_schema");
-    sqlx::MySqlConnection::connect(&url).await.is_ok()
-}
 
 /// Connection `maria` of org `acme`, reaching MariaDB through `port`.
 fn maria_connection(env: &Env, user: &str, port: u16, password: &str) {
