@@ -264,6 +264,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/orgs/{org}/rotations/{id}/steps",
             post(rotations::step),
         )
+        .merge(crate::web::routes())
         .fallback(ops::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))

@@ -284,6 +284,33 @@ pub async fn list(
     )?)
 }
 
+/// Rotations a person must act on, of one org or of every org (`None`):
+/// `stalled` and `waiting_person` ones, and `failed` ones that no later
+/// rotation of the same target has replaced. At most `limit`, stalled
+/// first, then oldest first.
+pub async fn needing_person(
+    core: &Core,
+    org_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RotationRow>, RotationError> {
+    let mut c = core.db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        RotationRow,
+        &format!(
+            "SELECT {COLS} FROM rotations r
+             WHERE ($1 IS NULL OR r.org_id = $1)
+               AND (r.status IN ('stalled', 'waiting_person')
+                    OR (r.status = 'failed' AND NOT EXISTS (
+                        SELECT 1 FROM rotations n WHERE n.target_id = r.target_id AND n.started_at > r.started_at)))
+             ORDER BY CASE r.status WHEN 'stalled' THEN 0 WHEN 'failed' THEN 1 ELSE 2 END, r.started_at
+             LIMIT $2"
+        ),
+        org_id,
+        limit
+    )?)
+}
+
 /// Starts a rotation (or, with `dry_run`, says what it would do).
 pub async fn start(
     core: &Core,
