@@ -14,6 +14,8 @@ mod assets;
 mod auth;
 mod connections;
 mod home;
+mod incidents;
+mod operator;
 pub mod page;
 mod rotations;
 mod status;
@@ -58,6 +60,22 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/ui/orgs/{org}/apps/{app}/{action}",
             get(apps::confirm).post(apps::act),
+        )
+        .route("/ui/incidents", get(incidents::list).post(incidents::start))
+        .route("/ui/incidents/plan", post(incidents::plan))
+        .route("/ui/incidents/{id}", get(incidents::show))
+        .route("/ui/incidents/{id}/report", get(incidents::report))
+        .route(
+            "/ui/incidents/{id}/{action}",
+            get(incidents::confirm_cancel).post(incidents::act),
+        )
+        .route(
+            "/ui/blast-radius",
+            get(operator::blast_form).post(operator::blast),
+        )
+        .route(
+            "/ui/catalog",
+            get(operator::catalog_list).post(operator::configure),
         )
         .route("/ui/{*rest}", get(page::not_found).post(page::not_found))
         .route("/status", get(status::page))

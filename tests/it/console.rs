@@ -453,3 +453,182 @@ dual!(
         assert_eq!(v["has_credentials"], true);
     }
 );
+
+/// Signs the platform operator in through the console's form.
+async fn operator_sign_in(env: &Env, srv: &Server) -> (reqwest::Client, String) {
+    env.run_stdin(
+        &[
+            "operator",
+            "create",
+            "--email",
+            "op@platform.test",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    sign_in(srv, "op@platform.test").await
+}
+
+dual!(
+    an_incident_starts_from_its_dry_run_plan_and_its_report_downloads,
+    |env| {
+        env.org_with_admin("acme");
+        env.ok(&[
+            "app",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "crm",
+            "--scope",
+            "read",
+            "--callback",
+            "https://crm.example/cb",
+        ]);
+        let srv = env.serve();
+        let (c, csrf) = operator_sign_in(&env, &srv).await;
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("reason", "leaked backup"),
+            ("scope", "all"),
+            ("include_own", "true"),
+        ];
+        // the plan: item by item, nothing started
+        let r = post(&c, &srv, "/ui/incidents/plan", &fields).await;
+        assert_eq!(r.status(), 200);
+        let plan = r.text().await.unwrap();
+        assert!(
+            plan.contains("Dry run") && plan.contains("app crm"),
+            "{plan}"
+        );
+        assert_eq!(env.json(&["incident", "list"]).as_array().unwrap().len(), 0);
+        // for real: the new secret shown once on the answer
+        let r = post(&c, &srv, "/ui/incidents", &fields).await;
+        assert_eq!(r.status(), 201);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("rk_cs_"),
+            "the regenerated app secret is shown once"
+        );
+        let list = env.json(&["incident", "list"]);
+        let id = list[0]["id"].as_str().unwrap().to_string();
+        let (s, again) = get(&c, &srv, &format!("/ui/incidents/{id}")).await;
+        assert_eq!(s, 200);
+        assert!(!again.contains("rk_cs_"), "never again");
+        assert!(again.contains("<progress"));
+        for (fmt, ctype) in [
+            ("md", "text/markdown"),
+            ("csv", "text/csv"),
+            ("json", "application/json"),
+        ] {
+            let r = c
+                .get(srv.at(&format!("/ui/incidents/{id}/report?format={fmt}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(ctype));
+            assert!(r.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment"));
+            assert!(r.text().await.unwrap().contains("crm"));
+        }
+        // an org admin may not start a platform-wide one from the console either
+        let (oc, ocsrf) = sign_in(&srv, "admin@acme.test").await;
+        let r = post(
+            &oc,
+            &srv,
+            "/ui/incidents/plan",
+            &[("csrf", ocsrf.as_str()), ("reason", "x"), ("scope", "all")],
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+    }
+);
+
+dual!(
+    blast_radius_looks_a_value_up_and_revokes_it_after_asking,
+    |env| {
+        env.org_with_admin("acme");
+        let made = env.json(&[
+            "app",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "crm",
+            "--scope",
+            "read",
+            "--callback",
+            "https://crm.example/cb",
+        ]);
+        let secret = made["client_secret"].as_str().unwrap().to_string();
+        let srv = env.serve();
+        let (c, csrf) = operator_sign_in(&env, &srv).await;
+        let r = post(
+            &c,
+            &srv,
+            "/ui/blast-radius",
+            &[("csrf", csrf.as_str()), ("value", secret.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("app_secret") && page.contains("Revoke it?"),
+            "{page}"
+        );
+        // looking is not revoking
+        let before = env.json(&["incident", "blast-radius", "--app", "crm", "--org", "acme"]);
+        assert_eq!(before["live"], true);
+        let r = post(
+            &c,
+            &srv,
+            "/ui/blast-radius",
+            &[
+                ("csrf", csrf.as_str()),
+                ("value", secret.as_str()),
+                ("revoke", "true"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Revoked"));
+        let r = post(
+            &c,
+            &srv,
+            "/ui/blast-radius",
+            &[("csrf", csrf.as_str()), ("value", secret.as_str())],
+        )
+        .await;
+        assert!(
+            !r.text().await.unwrap().contains("Revoke it?"),
+            "the old secret is dead"
+        );
+        // the API twin, and an org admin is refused both
+        let (api, token) = admin_login(&srv, "op@platform.test").await;
+        let r = api
+            .post(srv.at("/api/v1/blast-radius"))
+            .header("x-csrf-token", token)
+            .json(&serde_json::json!({"value": "rk_cs_never-issued"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["found"], false);
+        let (oc, ocsrf) = sign_in(&srv, "admin@acme.test").await;
+        assert_eq!(get(&oc, &srv, "/ui/blast-radius").await.0, 403);
+        let r = post(
+            &oc,
+            &srv,
+            "/ui/blast-radius",
+            &[("csrf", ocsrf.as_str()), ("value", secret.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+    }
+);
