@@ -41,6 +41,7 @@ fn notice(code: Option<&str>) -> Option<String> {
             "revoked" => "Authorization revoked at the provider where it allows; the connection needs re-authorization.",
             "deleted" => "Connection deleted, with its credentials.",
             "settings" => "Settings saved.",
+            "client" => "OAuth client set for this connection; its secret is sealed. Authorize the connection next.",
             _ => return None,
         }
         .to_string(),
@@ -759,6 +760,27 @@ pub async fn act(
             match result {
                 Ok(_) => done("settings"),
                 Err(e) => shown(e, &c).await,
+            }
+        }
+        "client" => {
+            let get = |k: &str| {
+                p.form
+                    .get(k)
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            match crate::connectors::provider_clients::set_for_connection(
+                &st.core,
+                &actor,
+                &o.id,
+                &c.id,
+                &get("client_id"),
+                &get("client_secret"),
+            )
+            .await
+            {
+                Ok(_) => done("client"),
+                Err(e) => shown(e.into(), &c).await,
             }
         }
         "delete" => match connections::delete(&st.core, &actor, &o.id, &c.id).await {

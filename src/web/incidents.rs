@@ -245,7 +245,13 @@ pub async fn start(State(st): State<AppState>, p: Posted<HashMap<String, String>
                     )
                 })
                 .collect();
-            show_page(&st, &p.ui, *v, StatusCode::CREATED, None, shown)
+            if shown.is_empty() {
+                // Nothing shown once: the campaign's own page, which a
+                // reload does not start again.
+                page::see_other(&format!("/ui/incidents/{}", seg(&v.id)))
+            } else {
+                show_page(&st, &p.ui, *v, StatusCode::CREATED, None, shown)
+            }
         }
         Ok(Started::Plan(_)) => page::see_other("/ui/incidents"),
         Err(e) => {
@@ -286,6 +292,14 @@ pub struct ShowPage {
     pub waiting: Vec<(String, String, String)>,
     pub secrets: Vec<String>,
     pub running: bool,
+    pub error: Option<String>,
+}
+
+/// A refusal shown on the campaign's page.
+fn refused(notice: &Option<String>) -> Option<String> {
+    notice
+        .as_ref()
+        .and_then(|n| n.strip_prefix("Refused: ").map(str::to_string))
 }
 
 fn show_page(
@@ -296,6 +310,8 @@ fn show_page(
     notice: Option<String>,
     secrets: Vec<String>,
 ) -> Response {
+    let error = refused(&notice);
+    let notice = if error.is_some() { None } else { notice };
     let mut groups: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
     for i in &v.items {
         let org = i.org.clone().unwrap_or_else(|| "platform".into());
@@ -353,6 +369,7 @@ fn show_page(
                 .notice(notice),
             badge: page::badge(&v.status),
             running: v.status == "running",
+            error,
             groups,
             items,
             waiting,

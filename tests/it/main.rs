@@ -4,6 +4,7 @@
 mod age;
 mod attacker;
 mod blast;
+mod browser;
 mod harness;
 mod incident;
 

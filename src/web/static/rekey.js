@@ -15,21 +15,22 @@
     });
   });
   document.querySelectorAll("button[data-copy]").forEach(function (b) { b.hidden = false; });
-  // Live regions: fetch this same page and swap the region in, every few
-  // seconds, until the server marks it finished.
-  var live = document.querySelector("[data-live]");
+  // The live region (`id="live"`, polling while it carries data-live):
+  // fetch this same page and swap the region in every few seconds; the
+  // last swap brings the finished state and stops (no data-live on it).
+  var live = document.querySelector("#live[data-live]");
   if (live) {
     var every = Math.max(1, parseInt(live.getAttribute("data-live"), 10) || 3) * 1000;
     var tick = function () {
       fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
-          if (!html) return;
+          if (!html) { setTimeout(tick, every * 2); return; }
           var doc = new DOMParser().parseFromString(html, "text/html");
-          var fresh = doc.querySelector("[data-live]");
-          var now = document.querySelector("[data-live]");
+          var fresh = doc.getElementById("live");
+          var now = document.getElementById("live");
           if (fresh && now) { now.replaceWith(fresh); }
-          if (fresh) setTimeout(tick, every);
+          if (fresh && fresh.hasAttribute("data-live")) setTimeout(tick, every);
         })
         .catch(function () { setTimeout(tick, every * 2); });
     };
