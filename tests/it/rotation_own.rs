@@ -148,12 +148,14 @@ dual!(
             "--key",
             "etl",
             "--cutover-window",
-            "60s",
+            "5m",
             "--deadline",
             "10m",
         ]);
         let id = v["id"].as_str().unwrap().to_string();
         let new = secret_of(&v);
+        // used at least once every window (5 min), up to the deadline
+        assert_eq!(me(&srv, &old, "nightly-etl/3.1").await, 200);
         for step in [240, 240, 110] {
             env.advance(Duration::from_secs(step));
             assert_eq!(me(&srv, &old, "nightly-etl/3.1").await, 200);
@@ -218,6 +220,7 @@ dual!(
         let id = v["id"].as_str().unwrap().to_string();
         let new = secret_of(&v);
         assert_eq!(token(&srv, &cid, &new, "sync/2").await, 200);
+        assert_eq!(token(&srv, &cid, &old, "sync/1").await, 200);
         env.advance(Duration::from_secs(45));
         assert_eq!(token(&srv, &cid, &old, "sync/1").await, 200);
         env.advance(Duration::from_secs(45));
@@ -262,12 +265,13 @@ dual!(
             "--app",
             "crm",
             "--cutover-window",
-            "60s",
+            "2m",
             "--deadline",
             "5m",
         ]);
         let id = v["id"].as_str().unwrap().to_string();
         let new = secret_of(&v);
+        assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
         for step in [100, 100, 90] {
             env.advance(Duration::from_secs(step));
             assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
