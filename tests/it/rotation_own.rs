@@ -251,6 +251,8 @@ dual!(
             "acme",
             "--name",
             "crm",
+            "--scope",
+            "read",
             "--callback",
             "https://crm.example/cb",
         ]);
