@@ -119,10 +119,7 @@ dual!(
         // it stops being used; a whole window passes without a use
         env.advance(Duration::from_secs(90));
         let v = wait_for_status(&env, &id, "completed").await;
-        assert!(
-            step_detail(&v, "cutover").contains("not been used"),
-            "{v}"
-        );
+        assert!(step_detail(&v, "cutover").contains("not been used"), "{v}");
         assert_eq!(me(&srv, &old, "etl-job/1.0").await, 401);
         assert_eq!(me(&srv, &new, "etl-job/2.0").await, 200);
         let keys = env.json(&["key", "list", "--org", "acme"]);
@@ -240,59 +237,56 @@ dual!(
     }
 );
 
-dual!(
-    an_application_secret_in_use_stalls_at_the_deadline,
-    |env| {
-        env.ok(&["org", "create", "acme"]);
-        let app = env.json(&[
-            "app",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "crm",
-            "--scope",
-            "read",
-            "--callback",
-            "https://crm.example/cb",
-        ]);
-        let cid = app["client_id"].as_str().unwrap().to_string();
-        let old = app["client_secret"].as_str().unwrap().to_string();
-        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+dual!(an_application_secret_in_use_stalls_at_the_deadline, |env| {
+    env.ok(&["org", "create", "acme"]);
+    let app = env.json(&[
+        "app",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "crm",
+        "--scope",
+        "read",
+        "--callback",
+        "https://crm.example/cb",
+    ]);
+    let cid = app["client_id"].as_str().unwrap().to_string();
+    let old = app["client_secret"].as_str().unwrap().to_string();
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
+    let v = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--app",
+        "crm",
+        "--cutover-window",
+        "2m",
+        "--deadline",
+        "5m",
+    ]);
+    let id = v["id"].as_str().unwrap().to_string();
+    let new = secret_of(&v);
+    assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
+    for step in [100, 100, 90] {
+        env.advance(Duration::from_secs(step));
         assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
-        let v = env.json(&[
-            "rotate",
-            "--org",
-            "acme",
-            "--app",
-            "crm",
-            "--cutover-window",
-            "2m",
-            "--deadline",
-            "5m",
-        ]);
-        let id = v["id"].as_str().unwrap().to_string();
-        let new = secret_of(&v);
-        assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
-        for step in [100, 100, 90] {
-            env.advance(Duration::from_secs(step));
-            assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
-        }
-        env.advance(Duration::from_secs(20));
-        let v = wait_for_status(&env, &id, "stalled").await;
-        let reason = v["reason"].as_str().unwrap_or_default();
-        assert!(
-            reason.contains("crm-web/7") && reason.contains("127.0.0.1"),
-            "{v}"
-        );
-        assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
-        let f = env.json(&["rotation", "finish", &id, "--now"]);
-        assert_eq!(f["status"], "completed", "{f}");
-        assert!(f["breaks"].to_string().contains("crm-web/7"), "{f}");
-        assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 401);
-        assert_eq!(app_auth(&srv, &cid, &new, "crm-web/8").await, 200);
     }
-);
+    env.advance(Duration::from_secs(20));
+    let v = wait_for_status(&env, &id, "stalled").await;
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("crm-web/7") && reason.contains("127.0.0.1"),
+        "{v}"
+    );
+    assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 200);
+    let f = env.json(&["rotation", "finish", &id, "--now"]);
+    assert_eq!(f["status"], "completed", "{f}");
+    assert!(f["breaks"].to_string().contains("crm-web/7"), "{f}");
+    assert_eq!(app_auth(&srv, &cid, &old, "crm-web/7").await, 401);
+    assert_eq!(app_auth(&srv, &cid, &new, "crm-web/8").await, 200);
+});
 
 dual!(
     the_new_secret_and_the_rotation_are_written_in_one_transaction,
