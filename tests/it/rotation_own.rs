@@ -82,6 +82,15 @@ dual!(
             .unwrap()
             .to_string();
         let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        // who uses the key: its last use, written within a few seconds
+        assert_eq!(me(&srv, &old, "etl-job/1.0").await, 200);
+        let pre = poll(
+            &env,
+            &["rotate", "--org", "acme", "--key", "etl", "--preflight"],
+            |v| v["consumers"][0]["user_agent"] == "etl-job/1.0",
+        )
+        .await;
+        assert_eq!(pre["consumers"][0]["ip"], "127.0.0.1", "{pre}");
         let v = env.json(&[
             "rotate",
             "--org",
@@ -116,6 +125,9 @@ dual!(
             "the wait names who still uses the old key: {v}"
         );
         assert_eq!(me(&srv, &old, "etl-job/1.0").await, 200);
+        let not_moved = &v["not_moved"];
+        assert_eq!(not_moved[0]["user_agent"], "etl-job/1.0", "{v}");
+        assert_eq!(not_moved[0]["secret"], "previous", "{v}");
         // it stops being used; a whole window passes without a use
         env.advance(Duration::from_secs(90));
         let v = wait_for_status(&env, &id, "completed").await;
@@ -343,6 +355,46 @@ dual!(
             assert!(!audit.contains(action), "{action} recorded: {audit}");
         }
         // without the fault the same rotation goes through
+        let v = env.json(&["rotate", "--org", "acme", "--key", "etl"]);
+        assert_eq!(v["status"], "waiting_cutover", "{v}");
+    }
+);
+
+dual!(
+    end_overlap_during_a_cut_over_completes_the_rotation,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        let old = env.json(&[
+            "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
+        ])["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--key",
+            "etl",
+            "--cutover-window",
+            "60s",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        let new = secret_of(&v);
+        assert_eq!(me(&srv, &old, "etl-job/1.0").await, 200);
+        // a person ends the old key by hand (a leak): it stops at once,
+        // and the rotation finds nothing left to retire
+        env.json(&["key", "end-overlap", "--org", "acme", "--name", "etl"]);
+        assert_eq!(me(&srv, &old, "etl-job/1.0").await, 401);
+        assert_eq!(me(&srv, &new, "etl-job/2.0").await, 200);
+        env.advance(Duration::from_secs(61));
+        let v = wait_for_status(&env, &id, "completed").await;
+        assert!(
+            step_detail(&v, "cutover").contains("already stopped working"),
+            "{v}"
+        );
+        // a new rotation may follow
         let v = env.json(&["rotate", "--org", "acme", "--key", "etl"]);
         assert_eq!(v["status"], "waiting_cutover", "{v}");
     }
