@@ -24,6 +24,7 @@ mod platform;
 mod proxy;
 mod rotation;
 mod rotation_aws;
+mod rotation_own;
 mod rotation_snowflake;
 mod rotation_via;
 mod security_api;
