@@ -567,6 +567,7 @@ pub async fn act(
                 ClientKind::App,
                 &c.id,
                 overlap,
+                false,
             )
             .await
             {
