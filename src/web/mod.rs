@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
             "/ui/orgs/{org}/connections/{conn}/{action}",
             get(connections::confirm).post(connections::act),
         )
+        .route("/ui/rotations", get(rotations::queue))
         .route("/ui/orgs/{org}/rotations", get(rotations::list))
         .route("/ui/orgs/{org}/rotations/{id}", get(rotations::show))
         .route(
