@@ -22,7 +22,8 @@ use crate::rotation::age::{self, AgeRow};
 
 /// Credentials per page (and bars in the chart).
 const PAGE: usize = 50;
-/// "Due soon": within this of the schedule.
+/// "Due soon": within a week of the schedule, or within a quarter of a
+/// shorter schedule (an hourly one is not always "due soon").
 const SOON_S: i64 = 7 * 86_400;
 
 // The chart's geometry, in SVG user units.
@@ -125,7 +126,9 @@ fn state(r: &AgeRow) -> (&'static str, &'static str, &'static str) {
     match r.rotation_interval_s {
         None => ("no schedule", "neutral", "#4f5863"),
         Some(_) if r.due => ("past due", "bad", "#a3161b"),
-        Some(i) if i.saturating_sub(r.age_s) <= SOON_S => ("due soon", "warn", "#7a4b00"),
+        Some(i) if i.saturating_sub(r.age_s) <= SOON_S.min(i / 4) => {
+            ("due soon", "warn", "#7a4b00")
+        }
         Some(_) => ("on schedule", "ok", "#136c2e"),
     }
 }

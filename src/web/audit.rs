@@ -182,13 +182,11 @@ async fn render(
     }
 }
 
-fn query(q: Result<Query<AuditQuery>, QueryRejection>) -> Result<AuditQuery, Response> {
-    q.map(|Query(q)| q).map_err(|_| {
-        page::error(
-            StatusCode::BAD_REQUEST,
-            "The search could not be read; start from the log's first page.",
-        )
-    })
+fn unreadable() -> Response {
+    page::error(
+        StatusCode::BAD_REQUEST,
+        "The search could not be read; start from the log's first page.",
+    )
 }
 
 /// `GET /ui/orgs/{org}/audit`.
@@ -198,9 +196,8 @@ pub async fn org_page(
     Path(org): Path<String>,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    let mut q = match query(q) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Ok(Query(mut q)) = q else {
+        return unreadable();
     };
     q.org = None;
     match org_for(&st, &admin, &org).await {
@@ -221,8 +218,8 @@ pub async fn all_page(
             "Only the platform operator reads every org's audit log; your org's is under Audit log.",
         );
     }
-    match query(q) {
-        Ok(q) => render(&st, &admin, None, q).await,
-        Err(r) => r,
+    match q {
+        Ok(Query(q)) => render(&st, &admin, None, q).await,
+        Err(_) => unreadable(),
     }
 }
