@@ -23,10 +23,9 @@ use crate::api::{ApiError, AppState};
 use crate::clock::rfc3339;
 use crate::identity::orgs::Org;
 use crate::identity::users;
-use crate::oauth::access_keys;
 use crate::oauth::clients::{self, ClientKind, Lifetimes, NewClient};
+use crate::oauth::{access_keys, usage};
 use crate::rotation::{self, limits, StartRequest, Started, TargetRef};
-use crate::{fetch_all, store::Db};
 
 fn notice(code: Option<&str>) -> Option<String> {
     Some(
@@ -52,7 +51,8 @@ pub struct KeyLine {
     pub created: String,
     pub last_used: String,
     pub expires: String,
-    pub previous_until: Option<String>,
+    /// While the previous value still works: until when.
+    pub previous: Option<String>,
 }
 
 pub struct ClientLine {
@@ -64,7 +64,7 @@ pub struct ClientLine {
     pub active: bool,
     pub created: String,
     pub last_used: String,
-    pub previous_until: Option<String>,
+    pub previous: Option<String>,
 }
 
 #[derive(Template)]
@@ -78,28 +78,13 @@ pub struct ListPage {
     pub error: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct LastToken {
-    client_pk: String,
-    at: i64,
-}
-
-/// When each machine client of `org_id` last got a token. Machine clients
-/// keep no use stamp of their own (a token call is not a write to the
-/// client, whose row change would empty every validation cache); the
-/// newest access token on record says it, while tokens are kept (until an
-/// hour past their expiry).
-async fn last_tokens(db: &Db, org_id: &str) -> Result<HashMap<String, i64>, ApiError> {
-    let mut c = db.read().await?;
-    let rows = fetch_all!(
-        &mut c,
-        LastToken,
-        "SELECT t.client_pk, MAX(t.issued_at) AS at FROM oauth_access_tokens t
-         JOIN oauth_clients cl ON cl.id = t.client_pk
-         WHERE cl.org_id = $1 AND cl.kind = 'm2m' GROUP BY t.client_pk",
-        org_id
-    )?;
-    Ok(rows.into_iter().map(|r| (r.client_pk, r.at)).collect())
+/// While a previous value still works: until a time (a reset's overlap) or
+/// until the rotation that replaced it retires it.
+fn previous(live: bool, until: Option<String>) -> Option<String> {
+    live.then(|| match until {
+        Some(t) => format!("until {t}"),
+        None => "until its rotation retires it (once nobody uses it)".into(),
+    })
 }
 
 #[derive(Default)]
@@ -121,7 +106,7 @@ async fn list_page(
         let keys = access_keys::list(&st.core.db, &o.id).await?;
         let cls = clients::list(&st.core.db, &o.id, ClientKind::M2m).await?;
         let people = users::list(&st.core.db, &o.id).await?;
-        let last = last_tokens(&st.core.db, &o.id).await?;
+        let last = usage::latest_in_org(&st.core.db, &o.id).await?;
         Ok::<_, ApiError>((keys, cls, people, last))
     };
     let (keys, cls, people, last) = match loaded.await {
@@ -152,9 +137,13 @@ async fn list_page(
                         scope: v.scope,
                         status: v.status,
                         created: v.created,
-                        last_used: v.last_used.unwrap_or_else(|| "never".into()),
+                        last_used: last
+                            .get(&k.id)
+                            .map(usage::LastUse::who)
+                            .or(v.last_used)
+                            .unwrap_or_else(|| "never".into()),
                         expires: v.expires.unwrap_or_else(|| "never".into()),
-                        previous_until: v.previous_key_valid_until,
+                        previous: previous(v.previous_key_live, v.previous_key_valid_until),
                     }
                 })
                 .collect(),
@@ -170,9 +159,12 @@ async fn list_page(
                     created: rfc3339(c.created_at),
                     last_used: last
                         .get(&c.id)
-                        .map(|t| rfc3339(*t))
-                        .unwrap_or_else(|| "no token on record".into()),
-                    previous_until: c.prev_secret_expires_at.filter(|t| *t > now).map(rfc3339),
+                        .map(usage::LastUse::who)
+                        .unwrap_or_else(|| "never".into()),
+                    previous: previous(
+                        c.previous_live(now),
+                        c.prev_secret_expires_at.filter(|t| *t > now).map(rfc3339),
+                    ),
                 })
                 .collect(),
             shown: x.shown,
@@ -554,7 +546,7 @@ async fn act(
         Ok(match (what, action) {
             (What::Key, "reset") => {
                 let overlap = page::duration(&p.form, "overlap", "overlap")?.unwrap_or(0);
-                let (k, key) = access_keys::reset(&st.core, &actor, &o.id, &name, overlap).await?;
+                let (k, key) = access_keys::reset(&st.core, &actor, &o.id, &name, overlap, false).await?;
                 let x = shown(Reveal {
                     heading: format!("New access key for {}", k.name),
                     note: overlap_note("key", overlap),
@@ -572,6 +564,7 @@ async fn act(
                     ClientKind::M2m,
                     &name,
                     overlap,
+                    false,
                 )
                 .await?;
                 let revoke = field(&p.form, "revoke_tokens") == "true";
@@ -616,7 +609,7 @@ async fn act(
                 let x = shown(Reveal {
                     heading: format!("{} {name} rotating", what.noun()),
                     note: format!(
-                        "The old value keeps working for the cut-over window ({}); rotation {id} then retires it. Move its callers to this one now. Copy it now: it is never shown again.",
+                        "The old value keeps working until nobody has used it for the cut-over window ({}); rotation {id} then retires it. Move its callers to this one now. Copy it now: it is never shown again.",
                         page::human_s(limits::CUTOVER_WINDOW_MS / 1000)
                     ),
                     fields,
