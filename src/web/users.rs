@@ -268,7 +268,7 @@ pub async fn confirm(
     };
     let mut lines = vec![
         format!(
-            "Their OAuth refresh tokens become Invalid at once: {} active {} ({} listed in all) stop working, with every access token issued from them. They stay Invalid even if {} is activated again; the user must authorize those applications anew.",
+            "Their OAuth refresh tokens become Invalid at once: {} active {} stop working, with every access token issued from them ({} in all, counting expired ones, will read Invalid). They stay Invalid even if {} is activated again; the user must authorize those applications anew.",
             n.active,
             if n.active == 1 { "authorization" } else { "authorizations" },
             n.listed,
