@@ -186,6 +186,54 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
         });
     }
 
+    // Campaign items waiting on a person: for the operator, those that
+    // wait on the operator (a provider's OAuth client to replace before
+    // anyone re-authorizes); for an org admin, their org's.
+    let asker = crate::api::incidents::asker(admin);
+    for v in crate::incident::list(&st.core, &asker).await? {
+        if v.status != "running" {
+            continue;
+        }
+        for w in &v.waiting {
+            let who = w["who"].as_str().unwrap_or("");
+            let mine = if org_id.is_none() {
+                who == "operator"
+            } else {
+                who != "operator"
+            };
+            if !mine {
+                continue;
+            }
+            let target = format!(
+                "{} {}",
+                w["target"]["type"].as_str().unwrap_or(""),
+                w["target"]["name"].as_str().unwrap_or("")
+            );
+            let provider = w["target"]["type"] == "provider_client";
+            out.push(Need {
+                badge: "warn",
+                status: "waiting_person".into(),
+                org: w["org"].as_str().unwrap_or("platform").to_string(),
+                what: format!("Campaign item: {target}"),
+                href: format!("/ui/incidents/{}", seg(&v.id)),
+                why: w["what"].as_str().unwrap_or("").to_string(),
+                action: Some(Action {
+                    label: if provider {
+                        "Set the provider's client".into()
+                    } else {
+                        "Open the campaign".into()
+                    },
+                    post: false,
+                    to: if provider {
+                        "/ui/catalog".into()
+                    } else {
+                        format!("/ui/incidents/{}", seg(&v.id))
+                    },
+                }),
+            });
+        }
+    }
+
     // Credentials past or near their schedule (the age view, worst first).
     let now = st.core.now();
     let mut soon = Vec::new();
