@@ -192,13 +192,26 @@ pub struct SetClient {
     client_secret: String,
 }
 
+/// A connection's status.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ConnectionStatus {
+    Connected,
+    NeedsReauth,
+    Error,
+    Rotating,
+    Disconnected,
+}
+
 /// Query of the connection list.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ListQuery {
-    /// Only connections in this status (`connected`, `needs_reauth`, `error`, `rotating`, `disconnected`).
-    status: Option<String>,
+    /// Only connections in this status.
+    #[param(inline)]
+    status: Option<ConnectionStatus>,
     /// `true`: only connections whose rotation is due.
     rotation_due: Option<String>,
 }

@@ -5,7 +5,7 @@
 //! and `…/{id}/retry`, `GET …/{id}/report?format=json|csv|md`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::apps::body;
 use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
 use super::openapi::IdParam;
-use super::extract::{AdminSession, OptionalJson};
+use super::extract::{AdminSession, OptionalJson, Query};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::sessions::Principal;

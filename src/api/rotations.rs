@@ -4,7 +4,7 @@
 //! the steps (`jobs_interval`).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::apps::{body, org_for};
 use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
 use super::openapi::{IdParam, OrgParam};
-use super::extract::{AdminSession, OptionalJson};
+use super::extract::{AdminSession, OptionalJson, Query};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::rotation::age::AgeRow;

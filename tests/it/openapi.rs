@@ -313,3 +313,52 @@ dual!(the_docs_page_loads_nothing_from_another_origin, |env| {
         }
     }
 });
+
+// What the contract test (scripts/contract) found, each kept as a test.
+
+dual!(a_bad_query_string_is_refused_in_the_admin_error_format, |env| {
+    let admin = env.org_with_admin("acme");
+    let srv = env.serve();
+    let (c, _) = admin_login(&srv, &admin).await;
+    for path in [
+        "/api/v1/credentials/age?org=acme&bogus=1",
+        "/api/v1/orgs/acme/credentials/age?older_than=rzp",
+        "/api/v1/incidents/x/report?nope=1",
+    ] {
+        let r = c.get(srv.at(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{path}: not JSON ({e})"));
+        assert_eq!(v["error"], "invalid_request", "{path}: {v}");
+        assert!(v["message"].is_string(), "{path}: {v}");
+    }
+});
+
+dual!(an_optional_body_of_json_null_is_no_body, |env| {
+    let admin = env.org_with_admin("acme");
+    env.json(&[
+        "app",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "billing",
+        "--scope",
+        "read",
+        "--callback",
+        "https://billing.example.com/cb",
+    ]);
+    let srv = env.serve();
+    let (c, csrf) = admin_login(&srv, &admin).await;
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/apps/billing/regenerate-secret"))
+        .header("x-csrf-token", &csrf)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert!(v["client_secret"].as_str().is_some_and(|s| s.starts_with("rk_cs_")), "{v}");
+});
