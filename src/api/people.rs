@@ -119,16 +119,17 @@ struct PutAnswer {
     updated: usize,
 }
 
-/// No record was valid: nothing was written.
+/// A refused PUT: nothing was written. When the body parsed but no record
+/// was valid, `results` says why for each (and the counts are given).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct PutRefused {
     error: String,
     error_description: String,
-    results: Vec<Item>,
-    inserted: usize,
-    updated: usize,
-    failed: usize,
+    results: Option<Vec<Item>>,
+    inserted: Option<usize>,
+    updated: Option<usize>,
+    failed: Option<usize>,
 }
 
 /// A page of people.
