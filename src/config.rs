@@ -67,7 +67,12 @@ impl<'de> Deserialize<'de> for Dur {
             S(String),
         }
         match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Dur::secs(n)),
+            // A number of seconds is held to the same bound as `90d`.
+            Raw::N(n) if Duration::from_secs(n) <= MAX_DURATION => Ok(Dur::secs(n)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "invalid duration {n} (at most 100 years: {} seconds)",
+                MAX_DURATION.as_secs()
+            ))),
             Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }

@@ -362,3 +362,47 @@ dual!(an_optional_body_of_json_null_is_no_body, |env| {
     assert_eq!(status, 200, "{v}");
     assert!(v["client_secret"].as_str().is_some_and(|s| s.starts_with("rk_cs_")), "{v}");
 });
+
+dual!(a_duration_in_seconds_past_a_hundred_years_is_refused, |env| {
+    // The document says at most 100 years, as a string duration is; a bare
+    // number of seconds was taken unbounded and carried into time
+    // arithmetic (an access key "expiring" past i64 milliseconds).
+    let admin = env.org_with_admin("acme");
+    let srv = env.serve();
+    let (c, csrf) = admin_login(&srv, &admin).await;
+    for expires in [
+        serde_json::json!(3_153_600_001u64),
+        serde_json::json!(u64::MAX),
+    ] {
+        let r = c
+            .post(srv.at("/api/v1/orgs/acme/keys"))
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({"name": "etl", "scope": "read", "expires": expires}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("expires {expires}: no answer ({e})"));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 400, "expires {expires}: {v}");
+        assert_eq!(v["error"], "invalid_request", "{v}");
+    }
+    // Nothing was created.
+    let keys: Value = c
+        .get(srv.at("/api/v1/orgs/acme/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys, serde_json::json!([]));
+    // A hundred years is still a duration.
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/keys"))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"name": "etl", "scope": "read", "expires": 3_153_600_000u64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+});
