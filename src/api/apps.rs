@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::error::{json_rejection, AdminReadErrors, AdminWriteErrors};
-use super::openapi::{AppParam, IdParam, OrgParam};
 use super::extract::{AdminSession, OptionalJson};
+use super::openapi::{AppParam, IdParam, OrgParam};
 use super::{ApiError, AppState, Format};
 use crate::config::Dur;
 use crate::identity::orgs::{self, Org};

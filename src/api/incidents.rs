@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::apps::body;
 use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
-use super::openapi::IdParam;
 use super::extract::{AdminSession, OptionalJson, Query};
+use super::openapi::IdParam;
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::sessions::Principal;

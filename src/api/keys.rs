@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 
 use super::apps::{body, org_for, NewSecret};
 use super::error::{AdminReadErrors, AdminWriteErrors};
-use super::openapi::{NameParam, NewKey, OrgParam, ResetKey};
-use crate::oauth::access_keys::KeyView;
-use crate::oauth::clients::ClientView;
 use super::extract::{AdminSession, OptionalJson};
+use super::openapi::{NameParam, NewKey, OrgParam, ResetKey};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::users;
 use crate::oauth::access_keys;
+use crate::oauth::access_keys::KeyView;
+use crate::oauth::clients::ClientView;
 use crate::oauth::clients::{self, ClientKind, Lifetimes, NewClient};
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{current_request_id, json_rejection};
 use super::error::SeedErrors;
+use super::error::{current_request_id, json_rejection};
 use super::extract::ClientIp;
 use super::oauth::oauth_error;
 use super::{ApiError, AppState, Format};

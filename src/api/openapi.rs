@@ -125,17 +125,12 @@ impl Modify for Security {
             ),
         );
         let mut bearer = Http::new(HttpAuthScheme::Bearer);
-        bearer.description = Some(
-            "An OAuth access token (`rk_at_…`) or a machine client's token.".to_string(),
-        );
+        bearer.description =
+            Some("An OAuth access token (`rk_at_…`) or a machine client's token.".to_string());
         c.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         c.add_security_scheme(
             "accesskey",
-            key(
-                ApiKey::Header,
-                "Accesskey",
-                "An access key (`rk_ak_…`).",
-            ),
+            key(ApiKey::Header, "Accesskey", "An access key (`rk_ak_…`)."),
         );
         let mut basic = Http::new(HttpAuthScheme::Basic);
         basic.description = Some(
@@ -178,10 +173,21 @@ impl Modify for UniqueIds {
     }
 }
 
-fn operations(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = &utoipa::openapi::path::Operation> {
-    [&item.get, &item.put, &item.post, &item.delete, &item.patch, &item.head, &item.options, &item.trace]
-        .into_iter()
-        .flatten()
+fn operations(
+    item: &utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &utoipa::openapi::path::Operation> {
+    [
+        &item.get,
+        &item.put,
+        &item.post,
+        &item.delete,
+        &item.patch,
+        &item.head,
+        &item.options,
+        &item.trace,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 fn operations_mut(

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::apps::{body, org_for};
 use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
-use super::openapi::{IdParam, OrgParam};
 use super::extract::{AdminSession, OptionalJson, Query};
+use super::openapi::{IdParam, OrgParam};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::rotation::age::AgeRow;

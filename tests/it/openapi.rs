@@ -129,7 +129,10 @@ fn the_route_scanner_reads_method_routers() {
     assert_eq!(
         calls,
         vec![
-            ("/a/{x}".into(), vec!["get".into(), "post".into(), "delete".into()]),
+            (
+                "/a/{x}".into(),
+                vec!["get".into(), "post".into(), "delete".into()]
+            ),
             ("/b".into(), vec!["delete".into()]),
             ("/c".into(), vec!["post".into()]),
         ]
@@ -140,7 +143,9 @@ dual!(every_served_route_is_in_the_openapi_document, |env| {
     let srv = env.serve();
     let doc = fetch_doc(&srv).await;
     assert!(
-        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
         "not OpenAPI 3.1: {}",
         doc["openapi"]
     );
@@ -150,7 +155,10 @@ dual!(every_served_route_is_in_the_openapi_document, |env| {
         ("post", "/api/v1/session"),
         ("patch", "/api/v1/orgs/{org}/apps/{app}"),
         ("delete", "/api/v1/orgs/{org}/keys/{name}"),
-        ("post", "/api/v1/orgs/{org}/connections/{conn}/reauthenticate"),
+        (
+            "post",
+            "/api/v1/orgs/{org}/connections/{conn}/reauthenticate",
+        ),
         ("get", "/api/v1/incidents/{id}/report"),
         ("put", "/v1/people"),
         ("get", "/v1/me"),
@@ -176,10 +184,7 @@ dual!(every_served_route_is_in_the_openapi_document, |env| {
         "served but not in the OpenAPI document (add #[utoipa::path] and list it in src/api/openapi.rs): {missing:?}"
     );
     let phantom: Vec<_> = docs.iter().filter(|r| !served.contains(*r)).collect();
-    assert!(
-        phantom.is_empty(),
-        "documented but not served: {phantom:?}"
-    );
+    assert!(phantom.is_empty(), "documented but not served: {phantom:?}");
 
     // Operation ids are unique, and every operation says what it answers.
     let mut ids = BTreeSet::new();
@@ -187,10 +192,15 @@ dual!(every_served_route_is_in_the_openapi_document, |env| {
         for m in METHODS {
             let Some(op) = item.get(m) else { continue };
             let id = op["operationId"].as_str().unwrap_or_default().to_string();
-            assert!(ids.insert(id.clone()), "operationId {id:?} repeats ({m} {path})");
+            assert!(
+                ids.insert(id.clone()),
+                "operationId {id:?} repeats ({m} {path})"
+            );
             let responses = op["responses"].as_object().expect("responses");
             assert!(
-                responses.keys().any(|s| s.starts_with('2') || s.starts_with('3')),
+                responses
+                    .keys()
+                    .any(|s| s.starts_with('2') || s.starts_with('3')),
                 "{m} {path} documents no success"
             );
         }
@@ -199,8 +209,7 @@ dual!(every_served_route_is_in_the_openapi_document, |env| {
 
 /// The error body a surface speaks, as its 4xx answers document it.
 fn error_schema(doc: &Value, method: &str, path: &str, status: &str) -> String {
-    doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
-        ["$ref"]
+    doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
         .as_str()
         .unwrap_or_default()
         .rsplit('/')
@@ -245,7 +254,10 @@ dual!(each_surface_documents_its_own_error_body, |env| {
     let r = c.get(srv.at("/v1/people")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"].is_string() && v["error_description"].is_string(), "{v}");
+    assert!(
+        v["error"].is_string() && v["error_description"].is_string(),
+        "{v}"
+    );
     let r = c
         .post(srv.at("/v1/users/oauth/token"))
         .json(&serde_json::json!({"clientId": "nobody", "clientSecret": "x", "grantType": "client_credentials"}))
@@ -255,7 +267,10 @@ dual!(each_surface_documents_its_own_error_body, |env| {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["result"], false, "{v}");
-    assert!(v["errorCode"].is_string() && v["requestId"].is_string(), "{v}");
+    assert!(
+        v["errorCode"].is_string() && v["requestId"].is_string(),
+        "{v}"
+    );
 });
 
 dual!(the_docs_page_loads_nothing_from_another_origin, |env| {
@@ -291,7 +306,9 @@ dual!(the_docs_page_loads_nothing_from_another_origin, |env| {
             }
         }
     }
-    assert!(assets.iter().any(|a| a.ends_with(".js")) && assets.iter().any(|a| a.ends_with(".css")));
+    assert!(
+        assets.iter().any(|a| a.ends_with(".js")) && assets.iter().any(|a| a.ends_with(".css"))
+    );
     for a in assets {
         let r = c.get(srv.at(&a)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{a}");
@@ -301,7 +318,11 @@ dual!(the_docs_page_loads_nothing_from_another_origin, |env| {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let want = if a.ends_with(".js") { "text/javascript" } else { "text/css" };
+        let want = if a.ends_with(".js") {
+            "text/javascript"
+        } else {
+            "text/css"
+        };
         assert!(ctype.starts_with(want), "{a}: {ctype}");
         let text = r.text().await.unwrap();
         assert!(
@@ -316,22 +337,28 @@ dual!(the_docs_page_loads_nothing_from_another_origin, |env| {
 
 // What the contract test (scripts/contract) found, each kept as a test.
 
-dual!(a_bad_query_string_is_refused_in_the_admin_error_format, |env| {
-    let admin = env.org_with_admin("acme");
-    let srv = env.serve();
-    let (c, _) = admin_login(&srv, &admin).await;
-    for path in [
-        "/api/v1/credentials/age?org=acme&bogus=1",
-        "/api/v1/orgs/acme/credentials/age?older_than=rzp",
-        "/api/v1/incidents/x/report?nope=1",
-    ] {
-        let r = c.get(srv.at(path)).send().await.unwrap();
-        assert_eq!(r.status(), 400, "{path}");
-        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{path}: not JSON ({e})"));
-        assert_eq!(v["error"], "invalid_request", "{path}: {v}");
-        assert!(v["message"].is_string(), "{path}: {v}");
+dual!(
+    a_bad_query_string_is_refused_in_the_admin_error_format,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        let srv = env.serve();
+        let (c, _) = admin_login(&srv, &admin).await;
+        for path in [
+            "/api/v1/credentials/age?org=acme&bogus=1",
+            "/api/v1/orgs/acme/credentials/age?older_than=rzp",
+            "/api/v1/incidents/x/report?nope=1",
+        ] {
+            let r = c.get(srv.at(path)).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{path}");
+            let v: Value = r
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: not JSON ({e})"));
+            assert_eq!(v["error"], "invalid_request", "{path}: {v}");
+            assert!(v["message"].is_string(), "{path}: {v}");
+        }
     }
-});
+);
 
 dual!(an_optional_body_of_json_null_is_no_body, |env| {
     let admin = env.org_with_admin("acme");
@@ -360,49 +387,57 @@ dual!(an_optional_body_of_json_null_is_no_body, |env| {
     let status = r.status();
     let v: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{v}");
-    assert!(v["client_secret"].as_str().is_some_and(|s| s.starts_with("rk_cs_")), "{v}");
+    assert!(
+        v["client_secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("rk_cs_")),
+        "{v}"
+    );
 });
 
-dual!(a_duration_in_seconds_past_a_hundred_years_is_refused, |env| {
-    // The document says at most 100 years, as a string duration is; a bare
-    // number of seconds was taken unbounded and carried into time
-    // arithmetic (an access key "expiring" past i64 milliseconds).
-    let admin = env.org_with_admin("acme");
-    let srv = env.serve();
-    let (c, csrf) = admin_login(&srv, &admin).await;
-    for expires in [
-        serde_json::json!(3_153_600_001u64),
-        serde_json::json!(u64::MAX),
-    ] {
+dual!(
+    a_duration_in_seconds_past_a_hundred_years_is_refused,
+    |env| {
+        // The document says at most 100 years, as a string duration is; a bare
+        // number of seconds was taken unbounded and carried into time
+        // arithmetic (an access key "expiring" past i64 milliseconds).
+        let admin = env.org_with_admin("acme");
+        let srv = env.serve();
+        let (c, csrf) = admin_login(&srv, &admin).await;
+        for expires in [
+            serde_json::json!(3_153_600_001u64),
+            serde_json::json!(u64::MAX),
+        ] {
+            let r = c
+                .post(srv.at("/api/v1/orgs/acme/keys"))
+                .header("x-csrf-token", &csrf)
+                .json(&serde_json::json!({"name": "etl", "scope": "read", "expires": expires}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("expires {expires}: no answer ({e})"));
+            let status = r.status();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 400, "expires {expires}: {v}");
+            assert_eq!(v["error"], "invalid_request", "{v}");
+        }
+        // Nothing was created.
+        let keys: Value = c
+            .get(srv.at("/api/v1/orgs/acme/keys"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(keys, serde_json::json!([]));
+        // A hundred years is still a duration.
         let r = c
             .post(srv.at("/api/v1/orgs/acme/keys"))
             .header("x-csrf-token", &csrf)
-            .json(&serde_json::json!({"name": "etl", "scope": "read", "expires": expires}))
+            .json(&serde_json::json!({"name": "etl", "scope": "read", "expires": 3_153_600_000u64}))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("expires {expires}: no answer ({e})"));
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 400, "expires {expires}: {v}");
-        assert_eq!(v["error"], "invalid_request", "{v}");
+            .unwrap();
+        assert_eq!(r.status(), 201);
     }
-    // Nothing was created.
-    let keys: Value = c
-        .get(srv.at("/api/v1/orgs/acme/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(keys, serde_json::json!([]));
-    // A hundred years is still a duration.
-    let r = c
-        .post(srv.at("/api/v1/orgs/acme/keys"))
-        .header("x-csrf-token", &csrf)
-        .json(&serde_json::json!({"name": "etl", "scope": "read", "expires": 3_153_600_000u64}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-});
+);
