@@ -21,6 +21,16 @@
     return e;
   }
 
+  // Text with `code` spans, as the document's descriptions write them.
+  function prose(text) {
+    const f = document.createDocumentFragment();
+    String(text || "").split("`").forEach((part, i) => {
+      if (!part) return;
+      f.append(i % 2 ? el("code", {}, part) : document.createTextNode(part));
+    });
+    return f;
+  }
+
   function resolve(s) {
     let seen = 0;
     while (s && s.$ref && seen++ < 20) {
@@ -69,7 +79,7 @@
     depth = depth || 0;
     const r = resolve(s);
     const box = el("div", { class: "schema" });
-    box.append(el("p", {}, el("code", {}, typeOf(s)), r.description ? " — " + r.description : ""));
+    box.append(el("p", {}, el("code", {}, typeOf(s)), r.description ? " — " : null, r.description ? prose(r.description) : null));
     const variants = r.oneOf || r.anyOf;
     if (variants && depth < 3) {
       const ul = el("ul");
@@ -90,7 +100,7 @@
             {},
             el("td", {}, el("code", {}, p.name), p.required ? " " : null, p.required ? el("span", { class: "badge" }, "required") : null),
             el("td", {}, el("code", {}, typeOf(p.schema))),
-            el("td", {}, p.schema.description || ps.description || "")
+            el("td", {}, prose(p.schema.description || ps.description))
           )
         );
       }
@@ -147,10 +157,10 @@
       {},
       el("span", { class: "method m-" + method }, method),
       el("span", { class: "path" }, path),
-      op.summary ? el("span", { class: "summary" }, op.summary) : null
+      op.summary ? el("span", { class: "summary" }, prose(op.summary)) : null
     );
     const body = el("div", { class: "op-body" });
-    if (op.description) body.append(el("p", {}, op.description));
+    if (op.description) body.append(el("p", {}, prose(op.description)));
     const sec = security(op);
     if (sec) body.append(sec);
 
@@ -167,7 +177,7 @@
             el("td", {}, el("code", {}, p.name), p.required ? " " : null, p.required ? el("span", { class: "badge" }, "required") : null),
             el("td", {}, p.in),
             el("td", {}, el("code", {}, typeOf(p.schema))),
-            el("td", {}, p.description || "", ex !== undefined ? " (e.g. " + ex + ")" : "")
+            el("td", {}, prose(p.description), ex !== undefined ? " (e.g. " : null, ex !== undefined ? el("code", {}, String(ex)) : null, ex !== undefined ? ")" : null)
           )
         );
       }
@@ -178,7 +188,7 @@
     if (op.requestBody) {
       const rb = resolve(op.requestBody);
       body.append(el("h4", {}, "Request body" + (rb.required ? "" : " (optional)")));
-      if (rb.description) body.append(el("p", {}, rb.description));
+      if (rb.description) body.append(el("p", {}, prose(rb.description)));
       body.append(contentBlock(rb.content));
     }
 
@@ -186,10 +196,10 @@
     for (const [status, r0] of Object.entries(op.responses || {})) {
       const r = resolve(r0);
       const row = el("div", { class: "response" });
-      row.append(el("p", {}, el("span", { class: "status s" + status[0] }, status), " ", r.description || ""));
+      row.append(el("p", {}, el("span", { class: "status s" + status[0] }, status), " ", prose(r.description)));
       if (r.headers) {
         for (const [h, hv] of Object.entries(r.headers)) {
-          row.append(el("p", {}, "Header ", el("code", {}, h), hv.description ? " — " + hv.description : ""));
+          row.append(el("p", {}, "Header ", el("code", {}, h), hv.description ? " — " : null, hv.description ? prose(hv.description) : null));
         }
       }
       if (r.content) row.append(contentBlock(r.content));
@@ -207,7 +217,7 @@
     const info = doc.info || {};
     if (info.description) {
       const intro = el("section", { class: "intro" });
-      for (const para of info.description.split(/\n\n+/)) intro.append(el("p", {}, para));
+      for (const para of info.description.split(/\n\n+/)) intro.append(el("p", {}, prose(para)));
       intro.append(el("p", {}, "Version " + (info.version || "?") + ", OpenAPI " + doc.openapi + "."));
       main.append(intro);
     }
@@ -225,7 +235,7 @@
       if (!ops.length) continue;
       const meta = (doc.tags || []).find((t) => t.name === tag) || {};
       const sec = el("section", { class: "tag", id: "tag-" + tag }, el("h2", {}, tag));
-      if (meta.description) sec.append(el("p", {}, meta.description));
+      if (meta.description) sec.append(el("p", {}, prose(meta.description)));
       const list = el("ul");
       for (const [path, m, op, item] of ops) {
         const node = operation(path, m, op, item);
