@@ -321,6 +321,7 @@ pub async fn regenerate_secret(
         ClientKind::App,
         &app,
         overlap,
+        false,
     )
     .await?;
     Ok(Json(json!(NewSecret {

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
 
 use super::error::{AdminErrorBody, OAuthErrorBody, SeedErrorBody};
 use super::{
-    apps, authorize, connect, connections, incidents, keys, oauth, oauth_seed, oauth_std, ops,
+    apps, authorize, blast, connect, connections, incidents, keys, oauth, oauth_seed, oauth_std, ops,
     people, platform, rotations, session,
 };
 
@@ -239,7 +239,7 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
         rotations::finish, rotations::retry, rotations::step, rotations::age,
         rotations::org_age,
         incidents::start, incidents::list, incidents::show, incidents::cancel,
-        incidents::retry, incidents::report,
+        incidents::retry, incidents::report, blast::post,
         platform::me, people::get, people::put, people::delete,
         oauth_std::token, oauth_std::revoke, oauth_std::introspect, oauth::metadata,
         authorize::std_get, authorize::std_post, authorize::seed_get, authorize::seed_post,
