@@ -53,7 +53,7 @@ impl From<ConnectorError> for ApiError {
 
 /// A connector kind of the catalog, as the API shows it.
 #[derive(ToSchema)]
-#[schema(example = json!({"kind": "redis", "name": "Redis", "category": "database", "settings": [{"key": "host", "label": "Host", "format": "hostname"}], "auth_methods": [{"method": "password", "credentials": [{"key": "password", "secret": true}]}]}))]
+#[schema(example = json!({"kind": "redis", "name": "Redis", "category": "database", "settings": [{"key": "host", "label": "Host", "format": "hostname"}], "auth_methods": [{"method": "basic", "credentials": [{"key": "password", "secret": true}]}]}))]
 #[allow(dead_code)]
 pub struct ConnectorKind {
     kind: String,
@@ -147,7 +147,7 @@ pub async fn configure(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"kind": "redis", "name": "cache", "settings": {"host": "127.0.0.1", "port": "6379"}}))]
+#[schema(example = json!({"kind": "redis", "name": "cache", "settings": {"host": "redis.example.com", "port": "6379"}}))]
 pub struct Create {
     /// A connector kind of the catalog.
     kind: String,
@@ -557,7 +557,7 @@ pub async fn callback(
 
 /// The credentials a platform service key reads.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "name": "cache", "kind": "redis", "auth": "password", "status": "connected", "settings": {"host": "127.0.0.1", "port": "6379"}, "credentials": {"password": "s3cret"}}))]
+#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "name": "cache", "kind": "redis", "auth": "basic", "status": "connected", "settings": {"host": "redis.example.com", "port": "6379"}, "credentials": {"password": "s3cret"}}))]
 pub struct CredentialsAnswer {
     id: String,
     name: String,

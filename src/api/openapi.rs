@@ -13,8 +13,8 @@ use utoipa::{IntoParams, Modify, OpenApi};
 
 use super::error::{AdminErrorBody, OAuthErrorBody, SeedErrorBody};
 use super::{
-    apps, authorize, blast, connect, connections, incidents, keys, oauth, oauth_seed, oauth_std, ops,
-    people, platform, rotations, session,
+    apps, authorize, blast, connect, connections, incidents, keys, oauth, oauth_seed, oauth_std,
+    ops, people, platform, rotations, session,
 };
 
 /// `{org}`: an org named by its slug (or id).
