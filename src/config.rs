@@ -67,11 +67,44 @@ impl<'de> Deserialize<'de> for Dur {
             S(String),
         }
         match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Dur::secs(n)),
+            // A number of seconds is held to the same bound as `90d`.
+            Raw::N(n) if Duration::from_secs(n) <= MAX_DURATION => Ok(Dur::secs(n)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "invalid duration {n} (at most 100 years: {} seconds)",
+                MAX_DURATION.as_secs()
+            ))),
             Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
 }
+
+/// A duration in the OpenAPI document: what `Deserialize` above takes.
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Integer))
+                    .minimum(Some(0))
+                    .maximum(Some(MAX_DURATION.as_secs()))
+                    .description(Some("seconds")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .pattern(Some(r"^[0-9]{1,9} ?(s|m|h|d)?$"))
+                    .description(Some("`30s`, `15m`, `1h`, `90d`, or seconds")),
+            )
+            .description(Some(
+                "A duration: `30s`, `15m`, `1h`, `90d` (humantime), or a number of seconds; at most 100 years.",
+            ))
+            .examples([serde_json::json!("90d"), serde_json::json!(3600)])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Dur {}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

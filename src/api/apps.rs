@@ -5,16 +5,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::error::json_rejection;
+use super::error::{json_rejection, AdminReadErrors, AdminWriteErrors};
 use super::extract::{AdminSession, OptionalJson};
+use super::openapi::{AppParam, IdParam, OrgParam};
 use super::{ApiError, AppState, Format};
 use crate::config::Dur;
 use crate::identity::orgs::{self, Org};
-use crate::oauth::authorizations;
-use crate::oauth::clients::{self, ClientKind, Lifetimes, NewClient, Update};
+use crate::oauth::authorizations::{self, Authorization};
+use crate::oauth::clients::{self, ClientKind, ClientView, Lifetimes, NewClient, Update};
 
 /// The org named in the path, if this admin may act on it. Another org's
 /// objects are "not found", never "forbidden": their existence is not told.
@@ -33,19 +35,23 @@ pub fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|r| json_rejection(r, Format::Admin))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "billing", "scope": "read_write", "callbacks": ["https://billing.example.com/callback"], "access_token_ttl": "1h", "refresh_token_ttl": "90d"}))]
 pub struct CreateApp {
     name: String,
+    /// `read` or `read_write`.
     scope: String,
+    /// The redirect URIs the application may name.
     callbacks: Vec<String>,
     access_token_ttl: Option<Dur>,
     refresh_token_ttl: Option<Dur>,
     refresh_grace: Option<Dur>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"scope": "read", "refresh_grace": "30s"}))]
 pub struct UpdateApp {
     name: Option<String>,
     scope: Option<String>,
@@ -55,12 +61,39 @@ pub struct UpdateApp {
     refresh_grace: Option<Dur>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"overlap": "1h"}))]
 pub struct Regenerate {
+    /// How long the previous secret keeps working (default 0: at once).
     overlap: Option<Dur>,
 }
 
+/// A new client: its secret is shown here once and never again.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "client_id": "rk_ci_4hV…", "client_secret": "rk_cs_8Jq…", "app": {"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "name": "billing", "client_id": "rk_ci_4hV…", "scope": "read_write", "callbacks": ["https://billing.example.com/callback"], "status": "active", "access_token_ttl": 3600, "refresh_token_ttl": 7776000, "refresh_grace": 0, "previous_secret_valid_until": null, "created_at": 1767225600000_i64, "updated_at": 1767225600000_i64}}))]
+pub struct CreatedApp {
+    pub id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub app: ClientView,
+}
+
+/// A client's new secret, shown once.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "client_id": "rk_ci_4hV…", "client_secret": "rk_cs_8Jq…"}))]
+pub struct NewSecret {
+    pub id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// The org's OAuth applications.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/apps", tag = "apps", params(OrgParam),
+    responses((status = 200, description = "The applications.", body = Vec<ClientView>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -75,6 +108,12 @@ pub async fn list(
         .collect::<Vec<_>>())))
 }
 
+/// Registers an OAuth application; its client secret is shown once.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/apps", tag = "apps", params(OrgParam), request_body = CreateApp,
+    responses((status = 201, description = "Created; the secret is in this answer only.", body = CreatedApp), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn create(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -102,14 +141,25 @@ pub async fn create(
         },
     )
     .await?;
-    let view = c.view(None, st.core.now());
+    let app = c.view(None, st.core.now());
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": c.id, "client_id": c.client_id, "client_secret": secret, "app": view})),
+        Json(CreatedApp {
+            id: c.id,
+            client_id: c.client_id,
+            client_secret: secret,
+            app,
+        }),
     )
         .into_response())
 }
 
+/// One application.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/apps/{app}", tag = "apps", params(OrgParam, AppParam),
+    responses((status = 200, description = "The application.", body = ClientView), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn show(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -120,6 +170,12 @@ pub async fn show(
     Ok(Json(json!(c.view(None, st.core.now()))))
 }
 
+/// Changes an application's name, scope, callbacks or token lifetimes.
+#[utoipa::path(
+    patch, path = "/api/v1/orgs/{org}/apps/{app}", tag = "apps", params(OrgParam, AppParam), request_body = UpdateApp,
+    responses((status = 200, description = "The application as it is now.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn update(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -149,6 +205,12 @@ pub async fn update(
     Ok(Json(json!(c.view(None, st.core.now()))))
 }
 
+/// Deletes an application with every code and token it has.
+#[utoipa::path(
+    delete, path = "/api/v1/orgs/{org}/apps/{app}", tag = "apps", params(OrgParam, AppParam),
+    responses((status = 204, description = "Deleted."), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn delete(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -159,6 +221,12 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Deactivates an application: its tokens are refused until it is activated again.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/apps/{app}/deactivate", tag = "apps", params(OrgParam, AppParam),
+    responses((status = 200, description = "The application, `deactivated`.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn deactivate(
     st: State<AppState>,
     admin: AdminSession,
@@ -167,6 +235,12 @@ pub async fn deactivate(
     set_active(st, admin, path, ClientKind::App, false).await
 }
 
+/// Activates a deactivated application.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/apps/{app}/activate", tag = "apps", params(OrgParam, AppParam),
+    responses((status = 200, description = "The application, `active`.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn activate(
     st: State<AppState>,
     admin: AdminSession,
@@ -188,6 +262,13 @@ pub async fn set_active(
     Ok(Json(json!(c.view(None, st.core.now()))))
 }
 
+/// The application's authorizations: who granted it what, and each one's
+/// status (`Active`, `Expired`, `Revoked`, `Invalid`) with the reason.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/apps/{app}/authorizations", tag = "apps", params(OrgParam, AppParam),
+    responses((status = 200, description = "The authorizations.", body = Vec<Authorization>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn authorizations(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -200,6 +281,12 @@ pub async fn authorizations(
     )))
 }
 
+/// Revokes one authorization (its refresh and access tokens).
+#[utoipa::path(
+    delete, path = "/api/v1/orgs/{org}/apps/{app}/authorizations/{id}", tag = "apps", params(OrgParam, AppParam, IdParam),
+    responses((status = 200, description = "The authorization, `Revoked`.", body = Authorization), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn revoke_authorization(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -212,6 +299,13 @@ pub async fn revoke_authorization(
     )))
 }
 
+/// A new client secret, shown once; the previous one works for `overlap`.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/apps/{app}/regenerate-secret", tag = "apps", params(OrgParam, AppParam),
+    request_body(content = Option<Regenerate>, description = "Optional."),
+    responses((status = 200, description = "The new secret.", body = NewSecret), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn regenerate_secret(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -230,7 +324,9 @@ pub async fn regenerate_secret(
         false,
     )
     .await?;
-    Ok(Json(
-        json!({"id": c.id, "client_id": c.client_id, "client_secret": secret}),
-    ))
+    Ok(Json(json!(NewSecret {
+        id: c.id,
+        client_id: c.client_id,
+        client_secret: secret,
+    })))
 }

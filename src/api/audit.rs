@@ -22,7 +22,8 @@ pub const PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 500;
 
 /// The query string as sent; every field optional.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub actor: Option<String>,
     pub action: Option<String>,
@@ -34,6 +35,18 @@ pub struct AuditQuery {
     pub limit: Option<String>,
     /// The operator's search only: one org's events.
     pub org: Option<String>,
+}
+
+/// A page of audit events (`{items, total, next_before_seq}`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AuditPage {
+    /// Events, newest first, with the fields of `rekey audit list --json`.
+    items: Vec<crate::api::users::Object>,
+    /// Events matching, in all.
+    total: i64,
+    /// The `before_seq` of the next page; null on the last.
+    next_before_seq: Option<i64>,
 }
 
 /// A parsed search: the filter (without the org), the keyset and the page size.
@@ -97,6 +110,11 @@ fn query(q: Result<Query<AuditQuery>, QueryRejection>) -> Result<AuditQuery, Api
 }
 
 /// `GET /api/v1/orgs/{org}/audit`.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/audit", tag = "audit", params(crate::api::openapi::OrgParam, AuditQuery),
+    responses((status = 200, description = "A page of the org's audit events, newest first.", body = AuditPage), crate::api::error::AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn org_list(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -115,6 +133,11 @@ pub async fn org_list(
 
 /// `GET /api/v1/audit`: the operator's, every org's and the platform's
 /// own events (`?org=SLUG` for one org's).
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "A page of every org's and the platform's audit events (the operator).", body = AuditPage), crate::api::error::AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,

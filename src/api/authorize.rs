@@ -114,6 +114,18 @@ fn found(location: &str, cookies: &[String]) -> Response {
     resp
 }
 
+/// The sign-in form (`email`, `password`) or the consent form (`decision`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AuthorizeForm {
+    /// The form's CSRF field.
+    csrf: String,
+    email: Option<String>,
+    password: Option<String>,
+    /// `allow` or `deny`.
+    decision: Option<String>,
+}
+
 struct Ctx {
     valid: Valid,
     org_name: String,
@@ -289,6 +301,26 @@ async fn post(
     }
 }
 
+/// The authorization endpoint (RFC 6749 §4.1): the sign-in page, or the consent page for a signed-in user.
+#[utoipa::path(
+    get, path = "/oauth2/authorize", tag = "oauth2",
+    params(
+        ("response_type" = Option<String>, Query, description = "`code`.", example = "code"),
+        ("client_id" = Option<String>, Query, description = "The application's client id."),
+        ("redirect_uri" = Option<String>, Query, description = "One of the application's callbacks."),
+        ("scope" = Option<String>, Query, description = "`read` or `read_write`."),
+        ("state" = Option<String>, Query, description = "Returned with the code."),
+        ("code_challenge" = Option<String>, Query, description = "PKCE (RFC 7636)."),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`."),
+    ),
+    responses(
+        (status = 200, description = "An HTML page: sign in, or consent.", content_type = "text/html"),
+        (status = 302, description = "Back to the client with an error (`Location`)."),
+        (status = 400, description = "An HTML page: the request cannot continue (an unknown client or callback).", content_type = "text/html"),
+        (status = 503, description = "An HTML page: try again.", content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn std_get(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -298,6 +330,30 @@ pub async fn std_get(
     get(st, std_request(&q), uri, headers).await
 }
 
+/// The authorization endpoint (RFC 6749 §4.1): the sign-in and consent forms post here (CSRF-checked).
+#[utoipa::path(
+    post, path = "/oauth2/authorize", tag = "oauth2",
+    params(
+        ("response_type" = Option<String>, Query, description = "`code`.", example = "code"),
+        ("client_id" = Option<String>, Query, description = "The application's client id."),
+        ("redirect_uri" = Option<String>, Query, description = "One of the application's callbacks."),
+        ("scope" = Option<String>, Query, description = "`read` or `read_write`."),
+        ("state" = Option<String>, Query, description = "Returned with the code."),
+        ("code_challenge" = Option<String>, Query, description = "PKCE (RFC 7636)."),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`."),
+    ),
+    request_body(content = AuthorizeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "An HTML page: consent, after signing in.", content_type = "text/html"),
+        (status = 302, description = "Back to the client with a code or an error (`Location`)."),
+        (status = 400, description = "An HTML page: the request cannot continue.", content_type = "text/html"),
+        (status = 401, description = "An HTML page: wrong email or password.", content_type = "text/html"),
+        (status = 403, description = "An HTML page: the form expired (CSRF).", content_type = "text/html"),
+        (status = 429, description = "An HTML page: too many failed attempts.", content_type = "text/html"),
+        (status = 503, description = "An HTML page: try again.", content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn std_post(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -309,6 +365,25 @@ pub async fn std_post(
     post(st, std_request(&q), uri, headers, ip, body).await
 }
 
+/// The seed-compatible authorization endpoint: the sign-in page, or the consent page for a signed-in user.
+#[utoipa::path(
+    get, path = "/v1/authorize", tag = "seed",
+    params(
+        ("clientId" = Option<String>, Query, description = "The application's client id."),
+        ("redirectUri" = Option<String>, Query, description = "One of the application's callbacks."),
+        ("scopes" = Option<String>, Query, description = "`read` or `read_write`."),
+        ("state" = Option<String>, Query, description = "Returned with the code."),
+        ("code_challenge" = Option<String>, Query, description = "PKCE (RFC 7636)."),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`."),
+    ),
+    responses(
+        (status = 200, description = "An HTML page: sign in, or consent.", content_type = "text/html"),
+        (status = 302, description = "Back to the client with an error (`Location`)."),
+        (status = 400, description = "An HTML page: the request cannot continue (an unknown client or callback).", content_type = "text/html"),
+        (status = 503, description = "An HTML page: try again.", content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn seed_get(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -318,6 +393,29 @@ pub async fn seed_get(
     get(st, seed_request(&q), uri, headers).await
 }
 
+/// The seed-compatible authorization endpoint: the sign-in and consent forms post here (CSRF-checked).
+#[utoipa::path(
+    post, path = "/v1/authorize", tag = "seed",
+    params(
+        ("clientId" = Option<String>, Query, description = "The application's client id."),
+        ("redirectUri" = Option<String>, Query, description = "One of the application's callbacks."),
+        ("scopes" = Option<String>, Query, description = "`read` or `read_write`."),
+        ("state" = Option<String>, Query, description = "Returned with the code."),
+        ("code_challenge" = Option<String>, Query, description = "PKCE (RFC 7636)."),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`."),
+    ),
+    request_body(content = AuthorizeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "An HTML page: consent, after signing in.", content_type = "text/html"),
+        (status = 302, description = "Back to the client with a code or an error (`Location`)."),
+        (status = 400, description = "An HTML page: the request cannot continue.", content_type = "text/html"),
+        (status = 401, description = "An HTML page: wrong email or password.", content_type = "text/html"),
+        (status = 403, description = "An HTML page: the form expired (CSRF).", content_type = "text/html"),
+        (status = 429, description = "An HTML page: too many failed attempts.", content_type = "text/html"),
+        (status = 503, description = "An HTML page: try again.", content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn seed_post(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,

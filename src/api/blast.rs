@@ -11,16 +11,22 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::apps::body;
+use super::error::AdminWriteErrors;
 use super::extract::AdminSession;
 use super::{ApiError, AppState};
 use crate::audit::Actor;
 use crate::incident::blast::{self, Query};
 
-#[derive(Deserialize)]
+/// A value found (in a log, a repository), or one credential named by its
+/// org and name; `revoke` kills it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"value": "rk_ak_9dX…"}))]
 pub struct Ask {
+    /// The value found.
     #[serde(default)]
     pub value: Option<String>,
+    /// The org of a named credential.
     #[serde(default)]
     pub org: Option<String>,
     #[serde(default)]
@@ -31,8 +37,30 @@ pub struct Ask {
     pub m2m: Option<String>,
     #[serde(default)]
     pub connection: Option<String>,
+    /// Revoke what was found (an overlap's previous secret: end the overlap).
     #[serde(default)]
     pub revoke: bool,
+}
+
+/// What a value is: `found`, and for a live one its `type`, org and name,
+/// whom it speaks for, what it unlocks, when it was last used, and the
+/// command that kills it (`revoke` holds what revoking did).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"found": true, "type": "access_key", "live": true, "org": "acme", "name": "etl", "which": "current", "speaks_for": {"org": "acme", "scope": "read", "user": null}, "unlocks": {"api": "the org's People API with scope read"}, "last_used_at": null, "last_used_from": null, "kill": "rekey key revoke --org acme --name etl"}))]
+#[allow(dead_code)]
+pub struct Radius {
+    found: bool,
+    #[schema(rename = "type")]
+    kind: Option<String>,
+    live: Option<bool>,
+    org: Option<String>,
+    name: Option<String>,
+    message: Option<String>,
+    speaks_for: Option<serde_json::Value>,
+    unlocks: Option<serde_json::Value>,
+    last_used_at: Option<String>,
+    kill: Option<String>,
+    revoke: Option<serde_json::Value>,
 }
 
 /// Looks the value (or the named credential) up and, when asked, revokes
@@ -89,6 +117,13 @@ pub async fn ask(
     Ok(answer)
 }
 
+/// What a leaked value is and what it unlocks; with `revoke`, kill it (a
+/// platform operator). The value goes in the body, never in a URL.
+#[utoipa::path(
+    post, path = "/api/v1/blast-radius", tag = "incidents", request_body = Ask,
+    responses((status = 200, description = "What it is (and what revoking did).", body = Radius), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn post(
     State(st): State<AppState>,
     admin: AdminSession,

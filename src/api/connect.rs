@@ -95,6 +95,20 @@ async fn sign_in_page(
     })
 }
 
+/// The link a person opens to authorize an OAuth connection: signed in, it
+/// binds the flow to this browser and redirects to the provider; otherwise
+/// it shows a sign-in form.
+#[utoipa::path(
+    get, path = "/connect/{state}", tag = "connections",
+    params(("state" = String, Path, description = "The flow's state.")),
+    responses(
+        (status = 200, description = "An HTML page: sign in.", content_type = "text/html"),
+        (status = 302, description = "To the provider (`Location`); the flow cookie is set."),
+        (status = 400, description = "An HTML page: the link is not (or no longer) valid.", content_type = "text/html"),
+        (status = 403, description = "An HTML page: not an admin of the connection's org.", content_type = "text/html"),
+    ),
+    security((), ("session" = [])),
+)]
 pub async fn get(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -109,6 +123,20 @@ pub async fn get(
     }
 }
 
+/// The sign-in form of `GET /connect/{state}` posts here.
+#[utoipa::path(
+    post, path = "/connect/{state}", tag = "connections",
+    params(("state" = String, Path, description = "The flow's state.")),
+    request_body(content = super::authorize::AuthorizeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "To the provider (`Location`); the session and flow cookies are set."),
+        (status = 400, description = "An HTML page: the link is not (or no longer) valid.", content_type = "text/html"),
+        (status = 401, description = "An HTML page: wrong email or password.", content_type = "text/html"),
+        (status = 403, description = "An HTML page: the form expired (CSRF), or not an admin of the org.", content_type = "text/html"),
+        (status = 429, description = "An HTML page: too many failed attempts.", content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn post(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,

@@ -8,17 +8,20 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use axum_extra::extract::cookie::CookieJar;
 
 use super::apps::{body, org_for};
+use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
 use super::extract::{AdminSession, ClientIp};
+use super::openapi::{ConnParam, KindParam, OrgParam};
 use super::pages;
 use super::{cookies, ApiError, AppState};
 use crate::audit::Actor;
-use crate::connectors::connections::{self, NewConnection};
+use crate::connectors::connections::{self, ConnectionView, NewConnection};
 use crate::connectors::{
     actions, catalog, credentials, flow, oauth_client, provider_clients, service_keys,
     ConnectorError,
@@ -48,6 +51,31 @@ impl From<ConnectorError> for ApiError {
     }
 }
 
+/// A connector kind of the catalog, as the API shows it.
+#[derive(ToSchema)]
+#[schema(example = json!({"kind": "redis", "name": "Redis", "category": "database", "settings": [{"key": "host", "label": "Host", "format": "hostname"}], "auth_methods": [{"method": "basic", "credentials": [{"key": "password", "secret": true}]}]}))]
+#[allow(dead_code)]
+pub struct ConnectorKind {
+    kind: String,
+    name: String,
+    category: Option<String>,
+    /// Where the provider documents it.
+    docs: Option<String>,
+    /// Host patterns the URLs of this kind must stay within.
+    hosts: Vec<String>,
+    /// The settings' input schema: key, label, format, default, optional.
+    settings: Vec<Value>,
+    /// The authentication methods, each with its credential fields,
+    /// endpoints and rotation mode.
+    auth_methods: Vec<Value>,
+}
+
+/// The connector catalog.
+#[utoipa::path(
+    get, path = "/api/v1/connectors", tag = "connectors",
+    responses((status = 200, description = "Every connector kind.", body = Vec<ConnectorKind>), AdminReadErrors),
+    security(()),
+)]
 pub async fn catalog_list() -> Result<Json<Value>, ApiError> {
     let c = catalog::catalog().map_err(ApiError::internal)?;
     Ok(Json(json!(c
@@ -56,19 +84,40 @@ pub async fn catalog_list() -> Result<Json<Value>, ApiError> {
         .collect::<Vec<_>>())))
 }
 
+/// One connector kind.
+#[utoipa::path(
+    get, path = "/api/v1/connectors/{kind}", tag = "connectors", params(KindParam),
+    responses((status = 200, description = "The kind.", body = ConnectorKind), AdminReadErrors),
+    security(()),
+)]
 pub async fn catalog_show(Path(kind): Path<String>) -> Result<Json<Value>, ApiError> {
     let k = catalog::kind(&kind)
         .ok_or_else(|| ApiError::not_found(format!("connector kind {kind:?} not found")))?;
     Ok(Json(k.view()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"client_id": "provider-client-id", "client_secret": "provider-client-secret"}))]
 pub struct Configure {
     client_id: String,
     client_secret: String,
 }
 
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"kind": "jira", "client_id": "provider-client-id", "configured": true}))]
+pub struct Configured {
+    kind: String,
+    client_id: String,
+    configured: bool,
+}
+
+/// Sets the platform's OAuth client at a provider (a platform operator).
+#[utoipa::path(
+    post, path = "/api/v1/connectors/{kind}/client", tag = "connectors", params(KindParam), request_body = Configure,
+    responses((status = 200, description = "Configured.", body = Configured), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn configure(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -89,16 +138,21 @@ pub async fn configure(
         &b.client_secret,
     )
     .await?;
-    Ok(Json(
-        json!({"kind": kind, "client_id": b.client_id, "configured": true}),
-    ))
+    Ok(Json(json!(Configured {
+        kind,
+        client_id: b.client_id,
+        configured: true,
+    })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "redis", "name": "cache", "settings": {"host": "redis.example.com", "port": "6379"}}))]
 pub struct Create {
+    /// A connector kind of the catalog.
     kind: String,
     name: String,
+    /// The authentication method, when the kind has several.
     auth: Option<String>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
@@ -106,8 +160,9 @@ pub struct Create {
     endpoints: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"rotation_interval": "90d"}))]
 pub struct Update {
     #[serde(default)]
     settings: BTreeMap<String, String>,
@@ -118,21 +173,55 @@ pub struct Update {
     rotation_interval: Option<crate::config::Dur>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"fields": {"password": "s3cret"}}))]
 pub struct SetCredential {
+    /// The credential's fields, as the kind's method names them.
     fields: BTreeMap<String, String>,
+    /// Store it even though its test fails.
     #[serde(default)]
     force: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"client_id": "org-own-client-id", "client_secret": "org-own-client-secret"}))]
 pub struct SetClient {
     client_id: String,
     client_secret: String,
 }
 
+/// A connection's status.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ConnectionStatus {
+    Connected,
+    NeedsReauth,
+    Error,
+    Rotating,
+    Disconnected,
+}
+
+/// Query of the connection list.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListQuery {
+    /// Only connections in this status.
+    #[param(inline)]
+    status: Option<ConnectionStatus>,
+    /// `true`: only connections whose rotation is due.
+    rotation_due: Option<String>,
+}
+
+/// The org's connections.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/connections", tag = "connections", params(OrgParam, ListQuery),
+    responses((status = 200, description = "The connections.", body = Vec<ConnectionView>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -150,6 +239,12 @@ pub async fn list(
         .collect::<Vec<_>>())))
 }
 
+/// Creates a connection (settings only; credentials are set apart).
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections", tag = "connections", params(OrgParam), request_body = Create,
+    responses((status = 201, description = "Created.", body = ConnectionView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn create(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -174,6 +269,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!(c.view()))).into_response())
 }
 
+/// One connection, with its credential slots and age (never a value).
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/connections/{conn}", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 200, description = "The connection.", body = ConnectionView), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn show(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -184,6 +285,13 @@ pub async fn show(
     Ok(Json(json!(connections::detailed_view(&st.core, &c).await?)))
 }
 
+/// Changes settings, endpoints or the rotation schedule. Settings that
+/// decide where a credential goes are frozen while one is held.
+#[utoipa::path(
+    patch, path = "/api/v1/orgs/{org}/connections/{conn}", tag = "connections", params(OrgParam, ConnParam), request_body = Update,
+    responses((status = 200, description = "The connection as it is now.", body = ConnectionView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn update(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -211,6 +319,12 @@ pub async fn update(
     Ok(Json(json!(c.view_at(st.core.now()))))
 }
 
+/// Deletes a connection and its credentials.
+#[utoipa::path(
+    delete, path = "/api/v1/orgs/{org}/connections/{conn}", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 204, description = "Deleted."), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn delete(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -221,6 +335,13 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Tests the stored credential against the outside system.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections/{conn}/test", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 200, description = "The connection with `last_test`.", body = ConnectionView), AdminWriteErrors,
+        (status = 503, description = "The outside system is unreachable.", body = AdminErrorBody)),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn test(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -231,9 +352,23 @@ pub async fn test(
     Ok(Json(json!(c.view())))
 }
 
+/// Where to send the browser to authorize (or re-authenticate) an OAuth connection.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"authorize_url": "https://auth.example.com/authorize?client_id=…&state=…", "client_id": "provider-client-id", "expires_at": "2026-01-01T00:10:00Z"}))]
+pub struct AuthorizeAnswer {
+    authorize_url: String,
+    client_id: String,
+    expires_at: String,
+}
+
 /// Starts the flow and binds it to the calling browser at once (it holds
 /// the admin's session): the answer sets the flow cookie and carries the
 /// provider URL to send that browser to. Only that browser can finish it.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections/{conn}/authorize", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 200, description = "The provider URL; the flow cookie is set.", body = AuthorizeAnswer), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn authorize(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -247,15 +382,45 @@ pub async fn authorize(
     Ok((
         jar.add(cookies::flow(&st, &bound, st.core.now())),
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({
-            "authorize_url": bound.provider_url,
-            "client_id": begun.client_id,
-            "expires_at": crate::clock::rfc3339(bound.expires_at),
-        })),
+        Json(AuthorizeAnswer {
+            authorize_url: bound.provider_url.clone(),
+            client_id: begun.client_id,
+            expires_at: crate::clock::rfc3339(bound.expires_at),
+        }),
     )
         .into_response())
 }
 
+/// Re-authenticates a connection: the authorize flow again; its settings stay.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections/{conn}/reauthenticate", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 200, description = "The provider URL; the flow cookie is set.", body = AuthorizeAnswer), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
+pub async fn reauthenticate(
+    st: State<AppState>,
+    admin: AdminSession,
+    jar: CookieJar,
+    path: Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    authorize(st, admin, jar, path).await
+}
+
+/// A connection after its authorization was revoked.
+#[derive(Serialize, ToSchema)]
+pub struct RevokedConnection {
+    #[serde(flatten)]
+    connection: ConnectionView,
+    /// What the provider said to the revocation, if it was asked.
+    provider: Option<String>,
+}
+
+/// Revokes the connection's authorization (at the provider too, where it can).
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections/{conn}/revoke-authorization", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 200, description = "The connection, `disconnected`.", body = RevokedConnection), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn revoke(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -263,11 +428,20 @@ pub async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let (c, note) = oauth_client::revoke(&st.core, &admin.actor(), &o.id, &conn).await?;
-    let mut v = json!(c.view());
-    v["provider"] = json!(note);
-    Ok(Json(v))
+    Ok(Json(json!(RevokedConnection {
+        connection: c.view(),
+        provider: note,
+    })))
 }
 
+/// Sets the connection's credential; it is tested before it is stored.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections/{conn}/credential", tag = "connections", params(OrgParam, ConnParam), request_body = SetCredential,
+    responses((status = 200, description = "Stored.", body = ConnectionView), AdminWriteErrors,
+        (status = 422, description = "The credential's test failed; nothing was stored.", body = AdminErrorBody),
+        (status = 503, description = "The outside system is unreachable.", body = AdminErrorBody)),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn set_credential(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -281,6 +455,12 @@ pub async fn set_credential(
     Ok(Json(json!(c.view())))
 }
 
+/// Sets the org's own OAuth client at the provider for this connection.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/connections/{conn}/client", tag = "connections", params(OrgParam, ConnParam), request_body = SetClient,
+    responses((status = 200, description = "Set.", body = ConnectionView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn set_client(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -304,6 +484,19 @@ pub async fn set_client(
 /// `GET /oauth/callback`: the provider sends the browser back here. It
 /// completes only in the browser the flow was bound to (its flow cookie);
 /// anything else is refused with nothing written.
+#[utoipa::path(
+    get, path = "/oauth/callback", tag = "connections",
+    params(
+        ("state" = Option<String>, Query, description = "The flow's state."),
+        ("code" = Option<String>, Query, description = "The provider's authorization code."),
+        ("error" = Option<String>, Query, description = "The provider's error."),
+    ),
+    responses(
+        (status = 200, description = "An HTML page: connected.", content_type = "text/html"),
+        (status = 400, description = "An HTML page: the flow cannot complete.", content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn callback(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -362,8 +555,28 @@ pub async fn callback(
     (jar, page).into_response()
 }
 
+/// The credentials a platform service key reads.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "name": "cache", "kind": "redis", "auth": "basic", "status": "connected", "settings": {"host": "redis.example.com", "port": "6379"}, "credentials": {"password": "s3cret"}}))]
+pub struct CredentialsAnswer {
+    id: String,
+    name: String,
+    kind: String,
+    auth: String,
+    status: String,
+    settings: Map<String, Value>,
+    /// The credential's fields, in plaintext: never cache them past use.
+    credentials: Map<String, Value>,
+}
+
 /// `GET /api/v1/orgs/{org}/connections/{id}/credentials` for a platform
 /// service key: the current credentials, refreshed first when about to expire.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/connections/{conn}/credentials", tag = "connections", params(OrgParam, ConnParam),
+    responses((status = 200, description = "The credentials.", body = CredentialsAnswer), AdminReadErrors,
+        (status = 503, description = "The provider is unreachable for a due refresh.", body = AdminErrorBody)),
+    security(("service_key" = [])),
+)]
 pub async fn read_credentials(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -403,15 +616,16 @@ pub async fn read_credentials(
     .await?;
     let actor = Actor::new(reader, ip);
     let (c, creds) = credentials::read(&st.core, &o.id, &target.id, slot, &actor).await?;
-    let mut resp = Json(json!({
-        "id": c.id,
-        "name": c.name,
-        "kind": c.kind,
-        "auth": c.auth,
-        "status": c.status,
-        "settings": c.settings(),
-        "credentials": creds,
-    }))
+    let settings = c.settings();
+    let mut resp = Json(CredentialsAnswer {
+        id: c.id,
+        name: c.name,
+        kind: c.kind,
+        auth: c.auth,
+        status: c.status,
+        settings,
+        credentials: creds,
+    })
     .into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,

@@ -6,7 +6,9 @@
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::openapi::{RefOr, Response as DocResponse, ResponseBuilder};
+use utoipa::ToSchema;
 
 use crate::identity::IdentityError;
 
@@ -85,21 +87,80 @@ impl ApiError {
     }
 }
 
+/// The admin API's error body.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "not_found", "message": "org \"acme\" not found"}))]
+pub struct AdminErrorBody {
+    /// A stable, machine-readable code: `invalid_request`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `too_many_requests`,
+    /// `payload_too_large`, `probe_failed`, `provider_refused`,
+    /// `rotation_in_progress`, `campaign_running`, `server_error`, …
+    pub error: String,
+    /// For a person to read.
+    pub message: String,
+}
+
+/// RFC 6749 §5.2's error body: the standard OAuth endpoints and the
+/// platform API.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid_grant", "error_description": "the refresh token is invalid, expired or revoked"}))]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
+    /// `invalid_token`, `insufficient_scope`, `not_found`, `server_error`, …
+    pub error: String,
+    pub error_description: String,
+}
+
+/// The seed-compatible endpoints' envelope, as an error.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"result": false, "errorCode": "invalid_client", "errorDesc": "client authentication failed", "requestId": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "data": null, "message": "client authentication failed"}))]
+pub struct SeedErrorBody {
+    /// Always `false` on an error.
+    pub result: bool,
+    pub error_code: String,
+    pub error_desc: String,
+    /// The `X-Request-Id` of the request.
+    pub request_id: String,
+    /// Always `null` on an error.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<()>,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.format {
-            Format::Admin => json!({"error": self.code, "message": self.message}),
-            Format::OAuth => json!({"error": self.code, "error_description": self.message}),
-            Format::Seed => json!({
-                "result": false,
-                "errorCode": self.code,
-                "errorDesc": self.message,
-                "requestId": current_request_id(),
-                "data": null,
-                "message": self.message,
-            }),
+        let mut resp = match self.format {
+            Format::Admin => (
+                self.status,
+                Json(AdminErrorBody {
+                    error: self.code.into(),
+                    message: self.message,
+                }),
+            )
+                .into_response(),
+            Format::OAuth => (
+                self.status,
+                Json(OAuthErrorBody {
+                    error: self.code.into(),
+                    error_description: self.message,
+                }),
+            )
+                .into_response(),
+            Format::Seed => (
+                self.status,
+                Json(SeedErrorBody {
+                    result: false,
+                    error_code: self.code.into(),
+                    error_desc: self.message.clone(),
+                    request_id: current_request_id(),
+                    data: None,
+                    message: self.message,
+                }),
+            )
+                .into_response(),
         };
-        let mut resp = (self.status, Json(body)).into_response();
         let h = resp.headers_mut();
         if self.format != Format::Admin {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -111,6 +172,95 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// What each error status means, for the document.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        400 => "The request is malformed or a value is invalid; nothing changed.",
+        401 => "Not authenticated (no credential, or one that is invalid, expired or revoked).",
+        403 => "Authenticated but not allowed (or, on the admin API, a missing or wrong `X-CSRF-Token` on a write).",
+        404 => "Not found, or not visible to the caller (another org's objects are never told apart from missing ones).",
+        409 => "Conflicts with the current state (a name in use, a rotation or campaign already running, a provider that refused).",
+        413 => "The request body is larger than `body_limit`.",
+        415 => "The body is not of the media type the endpoint takes.",
+        422 => "The credential was stored but its test failed.",
+        429 => "Too many failed attempts; `Retry-After` says when to try again.",
+        503 => "The store or an outside system is briefly unavailable; retry after `Retry-After`.",
+        _ => "An error.",
+    }
+}
+
+fn error_responses(
+    format: Format,
+    statuses: &[u16],
+) -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+    let schema = match format {
+        Format::Admin => "AdminErrorBody",
+        Format::OAuth => "OAuthErrorBody",
+        Format::Seed => "SeedErrorBody",
+    };
+    statuses
+        .iter()
+        .map(|s| {
+            let content = utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(schema)))
+                .build();
+            (
+                s.to_string(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(status_text(*s))
+                        .content("application/json", content)
+                        .build(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Declares a set of error answers for `#[utoipa::path(responses(...))]`.
+macro_rules! error_set {
+    ($(#[$doc:meta])* $name:ident, $format:expr, [$($status:literal),*]) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+                error_responses($format, &[$($status),*])
+            }
+        }
+    };
+}
+
+error_set!(
+    /// An admin API read: no session, a bad query, something not found.
+    AdminReadErrors,
+    Format::Admin,
+    [400, 401, 404]
+);
+error_set!(
+    /// An admin API write: also the CSRF check, conflicts and bodies.
+    AdminWriteErrors,
+    Format::Admin,
+    [400, 401, 403, 404, 409, 413, 415]
+);
+error_set!(
+    /// The platform API (`/v1/people`, `/v1/me`): RFC 6750 bearer errors.
+    PlatformErrors,
+    Format::OAuth,
+    [400, 401, 403, 404, 413, 415]
+);
+error_set!(
+    /// The standard OAuth endpoints (RFC 6749 §5.2).
+    OAuthErrors,
+    Format::OAuth,
+    [400, 401, 404, 409, 413, 415]
+);
+error_set!(
+    /// The seed-compatible OAuth endpoints, in the envelope.
+    SeedErrors,
+    Format::Seed,
+    [400, 401, 404, 409, 413, 415]
+);
 
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {

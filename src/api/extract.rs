@@ -174,6 +174,10 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
+        // JSON `null` is no body too (not "a body of the wrong shape").
+        if json_type == Some(true) && bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJson(None));
+        }
         if json_type != Some(true) {
             return Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -184,6 +188,24 @@ where
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(v)| OptionalJson(Some(v)))
             .map_err(|r| super::error::json_rejection(r, super::Format::Admin))
+    }
+}
+
+/// Query parameters, refused in the admin API's error body when they do
+/// not parse (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|r| ApiError::bad_request(format!("invalid query: {}", r.body_text())))
     }
 }
 

@@ -5,19 +5,21 @@
 //! and `…/{id}/retry`, `GET …/{id}/report?format=json|csv|md`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::apps::body;
-use super::extract::{AdminSession, OptionalJson};
+use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
+use super::extract::{AdminSession, OptionalJson, Query};
+use super::openapi::IdParam;
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::sessions::Principal;
-use crate::incident::{self, Asker, IncidentError, StartRequest, Started};
+use crate::incident::{self, Asker, IncidentError, IncidentView, StartRequest, Started};
 
 impl From<IncidentError> for ApiError {
     fn from(e: IncidentError) -> Self {
@@ -43,13 +45,18 @@ pub(crate) fn asker(admin: &AdminSession) -> Asker<'_> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "leaked CI log", "scope": "org:acme", "dry_run": true}))]
 pub struct Start {
+    /// Why: shown with the campaign and on the status page.
     reason: String,
+    /// `org:SLUG`, `kind:KIND`, … or `all` (a platform operator).
     scope: String,
+    /// Only these connector kinds.
     #[serde(default)]
     kinds: Vec<String>,
+    /// Also rekey's own credentials (access keys, client secrets).
     #[serde(default)]
     include_own: bool,
     #[serde(default)]
@@ -60,6 +67,52 @@ pub struct Start {
     dry_run: bool,
 }
 
+/// A campaign's plan: the items it would act on. Nothing changed.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"dry_run": true, "scope": "org:acme", "items": [{"n": 1, "org": "acme", "target": {"type": "connection", "name": "cache", "kind": "redis"}, "action": "rotate", "detail": "rotate the password"}]}))]
+#[allow(dead_code)]
+pub struct CampaignPlan {
+    dry_run: Option<bool>,
+    scope: Option<String>,
+    items: Option<Vec<Value>>,
+}
+
+/// A started campaign, with the new secrets of rekey's own credentials
+/// (shown here once).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StartedCampaign {
+    #[serde(flatten)]
+    campaign: IncidentView,
+    secrets: Vec<Value>,
+}
+
+/// An overlapping campaign is running.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CampaignRunning {
+    error: String,
+    message: String,
+    /// The running campaign, as far as the asker may see it.
+    campaign: Value,
+}
+
+/// Plans and starts a campaign (or answers its plan with `dry_run`).
+#[utoipa::path(
+    post, path = "/api/v1/incidents", tag = "incidents", request_body = Start,
+    responses(
+        (status = 201, description = "Started; new secrets of rekey's own credentials are in this answer only.", body = StartedCampaign),
+        (status = 200, description = "The plan; nothing changed.", body = CampaignPlan),
+        (status = 409, description = "An overlapping campaign is running (`Location` names it).", body = CampaignRunning),
+        (status = 400, description = "Invalid.", body = AdminErrorBody),
+        (status = 401, description = "Not signed in.", body = AdminErrorBody),
+        (status = 403, description = "Not allowed, or no CSRF token.", body = AdminErrorBody),
+        (status = 404, description = "The scope names nothing this admin may see.", body = AdminErrorBody),
+        (status = 413, description = "Too large.", body = AdminErrorBody),
+        (status = 415, description = "Not JSON.", body = AdminErrorBody),
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn start(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -107,10 +160,22 @@ pub async fn start(
     }
 }
 
+/// The campaigns the admin may see.
+#[utoipa::path(
+    get, path = "/api/v1/incidents", tag = "incidents",
+    responses((status = 200, description = "The campaigns.", body = Vec<IncidentView>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list(State(st): State<AppState>, admin: AdminSession) -> Result<Response, ApiError> {
     Ok(Json(json!(incident::list(&st.core, &asker(&admin)).await?)).into_response())
 }
 
+/// One campaign with its items, counts and progress.
+#[utoipa::path(
+    get, path = "/api/v1/incidents/{id}", tag = "incidents", params(IdParam),
+    responses((status = 200, description = "The campaign.", body = IncidentView), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn show(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -119,6 +184,12 @@ pub async fn show(
     Ok(Json(json!(incident::get(&st.core, &asker(&admin), &id).await?)).into_response())
 }
 
+/// Cancels the campaign's items that have not started.
+#[utoipa::path(
+    post, path = "/api/v1/incidents/{id}/cancel", tag = "incidents", params(IdParam),
+    responses((status = 200, description = "The campaign.", body = IncidentView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn cancel(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -128,13 +199,22 @@ pub async fn cancel(
     Ok(Json(json!(v)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"item": 3}))]
 pub struct Retry {
+    /// One item's number; without it every failed item.
     #[serde(default)]
     item: Option<i64>,
 }
 
+/// Retries failed items (each with a fresh rotation).
+#[utoipa::path(
+    post, path = "/api/v1/incidents/{id}/retry", tag = "incidents", params(IdParam),
+    request_body(content = Option<Retry>, description = "Optional."),
+    responses((status = 200, description = "The campaign.", body = IncidentView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn retry(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -146,13 +226,26 @@ pub async fn retry(
     Ok(Json(json!(v)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
+    /// `json` (default), `csv` or `md`.
     #[serde(default)]
+    #[param(example = "md")]
     format: Option<String>,
 }
 
+/// The campaign's report.
+#[utoipa::path(
+    get, path = "/api/v1/incidents/{id}/report", tag = "incidents", params(IdParam, ReportQuery),
+    responses(
+        (status = 200, description = "The report, in the format asked for.",
+         content((Object = "application/json"), (String = "text/csv"), (String = "text/markdown"))),
+        AdminReadErrors,
+    ),
+    security(("session" = [])),
+)]
 pub async fn report(
     State(st): State<AppState>,
     admin: AdminSession,

@@ -9,30 +9,42 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::apps::{body, org_for};
+use super::apps::{body, org_for, NewSecret};
+use super::error::{AdminReadErrors, AdminWriteErrors};
 use super::extract::{AdminSession, OptionalJson};
+use super::openapi::{NameParam, NewKey, OrgParam, ResetKey};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::users;
 use crate::oauth::access_keys;
+use crate::oauth::access_keys::KeyView;
+use crate::oauth::clients::ClientView;
 use crate::oauth::clients::{self, ClientKind, Lifetimes, NewClient};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "etl", "scope": "read", "expires": "90d"}))]
 pub struct CreateKey {
     name: String,
     scope: String,
     expires: Option<Dur>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"overlap": "1h"}))]
 pub struct Overlap {
     overlap: Option<Dur>,
     #[serde(default)]
     revoke_tokens: bool,
 }
 
+/// The org's access keys.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/keys", tag = "keys", params(OrgParam),
+    responses((status = 200, description = "The keys.", body = Vec<KeyView>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list_keys(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -48,6 +60,12 @@ pub async fn list_keys(
     Ok(Json(json!(v)))
 }
 
+/// Creates an access key; the key is shown once.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/keys", tag = "keys", params(OrgParam), request_body = CreateKey,
+    responses((status = 201, description = "Created; the key is in this answer only.", body = NewKey), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn create_key(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -72,6 +90,13 @@ pub async fn create_key(
         .into_response())
 }
 
+/// A new value for the key, shown once; the previous one works for `overlap`.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/keys/{name}/reset", tag = "keys", params(OrgParam, NameParam),
+    request_body(content = Option<Overlap>, description = "Optional (`revoke_tokens` does not apply to keys)."),
+    responses((status = 200, description = "The new key.", body = ResetKey), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn reset_key(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -85,6 +110,12 @@ pub async fn reset_key(
     Ok(Json(json!({"id": k.id, "key": key, "name": k.name})))
 }
 
+/// Revokes an access key.
+#[utoipa::path(
+    delete, path = "/api/v1/orgs/{org}/keys/{name}", tag = "keys", params(OrgParam, NameParam),
+    responses((status = 200, description = "The key, `revoked`.", body = KeyView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn revoke_key(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -95,8 +126,9 @@ pub async fn revoke_key(
     Ok(Json(json!(k.view(st.core.now()))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "reporting", "scope": "read", "access_token_ttl": "15m"}))]
 pub struct CreateM2m {
     name: String,
     scope: String,
@@ -106,6 +138,12 @@ pub struct CreateM2m {
     introspect: bool,
 }
 
+/// The org's machine clients.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/m2m", tag = "m2m", params(OrgParam),
+    responses((status = 200, description = "The machine clients.", body = Vec<ClientView>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list_m2m(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -121,6 +159,12 @@ pub async fn list_m2m(
     Ok(Json(json!(v)))
 }
 
+/// Creates a machine client; its secret is shown once.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/m2m", tag = "m2m", params(OrgParam), request_body = CreateM2m,
+    responses((status = 201, description = "Created; the secret is in this answer only.", body = NewSecret), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn create_m2m(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -165,6 +209,14 @@ pub async fn create_m2m(
         .into_response())
 }
 
+/// A new secret, shown once; the previous one works for `overlap`, and
+/// `revoke_tokens` revokes every token issued so far.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/m2m/{name}/regenerate-secret", tag = "m2m", params(OrgParam, NameParam),
+    request_body(content = Option<Overlap>, description = "Optional."),
+    responses((status = 200, description = "The new secret.", body = NewSecret), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn regenerate_m2m(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -192,6 +244,12 @@ pub async fn regenerate_m2m(
     ))
 }
 
+/// Deletes a machine client and its tokens.
+#[utoipa::path(
+    delete, path = "/api/v1/orgs/{org}/m2m/{name}", tag = "m2m", params(OrgParam, NameParam),
+    responses((status = 204, description = "Deleted."), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn delete_m2m(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -202,6 +260,12 @@ pub async fn delete_m2m(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Deactivates a machine client: its tokens are refused until it is activated again.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/m2m/{name}/deactivate", tag = "m2m", params(OrgParam, NameParam),
+    responses((status = 200, description = "The client, `deactivated`.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn deactivate_m2m(
     st: State<AppState>,
     admin: AdminSession,
@@ -210,6 +274,12 @@ pub async fn deactivate_m2m(
     super::apps::set_active(st, admin, path, ClientKind::M2m, false).await
 }
 
+/// Activates a deactivated machine client.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/m2m/{name}/activate", tag = "m2m", params(OrgParam, NameParam),
+    responses((status = 200, description = "The client, `active`.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn activate_m2m(
     st: State<AppState>,
     admin: AdminSession,

@@ -8,6 +8,7 @@ pub mod blast;
 mod connect;
 pub mod connections;
 pub mod cookies;
+mod docs;
 pub mod error;
 pub mod extract;
 pub(crate) mod incidents;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod oauth_seed;
 pub mod oauth_std;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod people;
@@ -95,6 +97,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(docs::page))
+        .route("/api/docs/docs.js", get(docs::script))
+        .route("/api/docs/docs.css", get(docs::style))
         .route(
             "/api/v1/session",
             post(session::login)
@@ -215,7 +221,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/orgs/{org}/connections/{conn}/reauthenticate",
-            post(connections::authorize),
+            post(connections::reauthenticate),
         )
         .route(
             "/api/v1/orgs/{org}/connections/{conn}/revoke-authorization",

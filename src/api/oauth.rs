@@ -37,7 +37,33 @@ impl From<OAuthError> for ApiError {
     }
 }
 
+/// RFC 8414 metadata.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(example = json!({"issuer": "https://rekey.example.com", "authorization_endpoint": "https://rekey.example.com/oauth2/authorize", "token_endpoint": "https://rekey.example.com/oauth2/token", "revocation_endpoint": "https://rekey.example.com/oauth2/revoke", "introspection_endpoint": "https://rekey.example.com/oauth2/introspect", "response_types_supported": ["code"], "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"], "code_challenge_methods_supported": ["S256"], "scopes_supported": ["read", "read_write"]}))]
+pub struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    response_types_supported: Vec<String>,
+    response_modes_supported: Vec<String>,
+    grant_types_supported: Vec<String>,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    revocation_endpoint_auth_methods_supported: Vec<String>,
+    introspection_endpoint_auth_methods_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<String>,
+    scopes_supported: Vec<String>,
+    service_documentation: String,
+}
+
 /// RFC 8414 metadata; `public_url` is the issuer.
+#[utoipa::path(
+    get, path = "/.well-known/oauth-authorization-server", tag = "oauth2",
+    responses((status = 200, description = "The authorization server's metadata.", body = Metadata)),
+    security(()),
+)]
 pub async fn metadata(State(st): State<AppState>) -> impl IntoResponse {
     let iss = st.public_url.to_string();
     (

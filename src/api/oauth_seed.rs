@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::SeedErrors;
 use super::error::{current_request_id, json_rejection};
 use super::extract::{ClientIp, UserAgent};
 use super::oauth::oauth_error;
@@ -22,8 +23,9 @@ use crate::oauth::grants::{self, Params};
 use crate::oauth::usage::UsedBy;
 use crate::oauth::{revoke, OAuthError};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"clientId": "rk_ci_4hV…", "clientSecret": "rk_cs_8Jq…", "grantType": "refresh_token", "refreshToken": "rk_rt_…"}))]
 pub struct TokenBody {
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -38,8 +40,52 @@ pub struct TokenBody {
     state: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The envelope's `data` of a token answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub struct SeedToken {
+    accessToken: String,
+    TokenType: String,
+    expiresIn: i64,
+    /// Not for `client_credentials`. Each use rotates it: keep the new one.
+    refreshToken: Option<String>,
+}
+
+/// The success envelope.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+#[schema(example = json!({"result": true, "errorCode": null, "errorDesc": null, "requestId": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "data": {"accessToken": "rk_at_…", "TokenType": "Bearer", "expiresIn": 3600, "refreshToken": "rk_rt_…"}, "message": null}))]
+pub struct SeedTokenEnvelope {
+    result: bool,
+    #[schema(value_type = Option<String>)]
+    errorCode: (),
+    #[schema(value_type = Option<String>)]
+    errorDesc: (),
+    requestId: String,
+    data: SeedToken,
+    #[schema(value_type = Option<String>)]
+    message: (),
+}
+
+/// The success envelope of a revocation (`data` is null).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub struct SeedEmptyEnvelope {
+    result: bool,
+    #[schema(value_type = Option<String>)]
+    errorCode: (),
+    #[schema(value_type = Option<String>)]
+    errorDesc: (),
+    requestId: String,
+    #[schema(value_type = Option<Object>)]
+    data: (),
+    #[schema(value_type = Option<String>)]
+    message: (),
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"clientId": "rk_ci_4hV…", "clientSecret": "rk_cs_8Jq…", "refreshToken": "rk_rt_…"}))]
 pub struct RevokeBody {
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -91,6 +137,12 @@ async fn client(
         .map_err(|e| oauth_error(e, Format::Seed))
 }
 
+/// The seed-compatible token endpoint: camelCase JSON in, the envelope out.
+#[utoipa::path(
+    post, path = "/v1/users/oauth/token", tag = "seed", request_body = TokenBody,
+    responses((status = 200, description = "Tokens, in the envelope.", body = SeedTokenEnvelope), SeedErrors),
+    security(()),
+)]
 pub async fn token(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -141,6 +193,12 @@ pub async fn token(
     Ok(envelope(data))
 }
 
+/// The seed-compatible revocation: the refresh token and its authorization.
+#[utoipa::path(
+    post, path = "/v1/users/oauth/revoke", tag = "seed", request_body = RevokeBody,
+    responses((status = 200, description = "Revoked.", body = SeedEmptyEnvelope), SeedErrors),
+    security(()),
+)]
 pub async fn revoke(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,

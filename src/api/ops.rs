@@ -8,12 +8,36 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 
+/// `{"status": "ok"}`, `{"status": "ready", "database": …}` or
+/// `{"status": "not_ready", "reason": …}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Health {
+    status: String,
+    /// `sqlite` or `postgres`.
+    database: Option<String>,
+    reason: Option<String>,
+}
+
 /// The process is up.
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Up.", body = Health, example = json!({"status": "ok"}))),
+    security(()),
+)]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// The database answers and its migrations are current.
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready.", body = Health, example = json!({"status": "ready", "database": "sqlite"})),
+        (status = 503, description = "Not ready.", body = Health, example = json!({"status": "not_ready", "reason": "database unreachable"})),
+    ),
+    security(()),
+)]
 pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     match st.core.db.is_current().await {
         Ok(true) => (
@@ -34,6 +58,12 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Prometheus / OpenMetrics text.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "The metrics.", body = String, content_type = "application/openmetrics-text")),
+    security(()),
+)]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::error::{OAuthErrorBody, PlatformErrors};
 use super::platform::ApiCaller;
 use super::{ApiError, AppState, Format};
 use crate::identity::{normalize_email, Permission};
@@ -60,16 +61,108 @@ fn records_of(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Value>, ApiError>
 
 /// One record's result in a PUT answer (fields in the order the JSON
 /// object had before it was typed: alphabetical).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = PeopleItem)]
 struct Item {
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     index: usize,
+    /// `inserted`, `updated` or `error`.
     status: &'static str,
 }
 
+/// A person: `Email` and any flat fields (strings, numbers, booleans, null).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"Email": "ada@example.com", "FirstName": "Ada", "Plan": "pro", "Seats": 12}))]
+#[allow(dead_code, non_snake_case)]
+struct Person {
+    #[schema(format = Email)]
+    Email: String,
+}
+
+/// One record or a batch.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum PutBody {
+    Batch(PeopleBatch),
+    One(Person),
+}
+
+/// One person or a page.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum GetAnswer {
+    One(Person),
+    Page(PeoplePage),
+}
+
+/// A PUT body: one record, or up to 1000 of them.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"records": [{"Email": "ada@example.com", "FirstName": "Ada"}, {"Email": "alan@example.com", "Plan": "free"}]}))]
+#[allow(dead_code)]
+struct PeopleBatch {
+    records: Vec<Person>,
+}
+
+/// The PUT answer: each record's result in order.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"failed": 0, "inserted": 1, "results": [{"email": "ada@example.com", "index": 0, "status": "inserted"}], "updated": 0}))]
+#[allow(dead_code)]
+struct PutAnswer {
+    failed: usize,
+    inserted: usize,
+    results: Vec<Item>,
+    updated: usize,
+}
+
+/// A refused PUT: nothing was written. When the body parsed but no record
+/// was valid, `results` says why for each (and the counts are given).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PutRefused {
+    error: String,
+    error_description: String,
+    results: Option<Vec<Item>>,
+    inserted: Option<usize>,
+    updated: Option<usize>,
+    failed: Option<usize>,
+}
+
+/// A page of people.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PeoplePage {
+    records: Vec<Person>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Deleted {
+    deleted: bool,
+    email: String,
+}
+
+/// Upserts people by `Email` (case-insensitive): up to 1000 records a call,
+/// each answered in order; invalid records are reported, valid ones written.
+#[utoipa::path(
+    put, path = "/v1/people", tag = "platform",
+    request_body(content = PutBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Written; each record's result.", body = PutAnswer),
+        (status = 400, description = "No record was valid (`results` says why), or the body is malformed.", body = PutRefused),
+        (status = 401, description = "No valid credential.", body = OAuthErrorBody),
+        (status = 403, description = "The credential lacks `read_write`.", body = OAuthErrorBody),
+        (status = 413, description = "Too large.", body = OAuthErrorBody),
+        (status = 415, description = "Not JSON.", body = OAuthErrorBody),
+    ),
+    security(("bearer" = []), ("accesskey" = [])),
+)]
 pub async fn put(
     State(st): State<AppState>,
     caller: ApiCaller,
@@ -149,6 +242,20 @@ pub async fn put(
     .into_response())
 }
 
+/// One person (`?email=`), or a page of people in email order.
+#[utoipa::path(
+    get, path = "/v1/people", tag = "platform",
+    params(
+        ("email" = Option<String>, Query, description = "One person by email.", example = "ada@example.com"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 100).", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "The person (with `email`), or a page.", body = GetAnswer),
+        PlatformErrors,
+    ),
+    security(("bearer" = []), ("accesskey" = [])),
+)]
 pub async fn get(
     State(st): State<AppState>,
     caller: ApiCaller,
@@ -198,6 +305,13 @@ pub async fn get(
     Ok(Json(json!({"records": records, "next_cursor": next})).into_response())
 }
 
+/// Deletes one person.
+#[utoipa::path(
+    delete, path = "/v1/people", tag = "platform",
+    params(("email" = String, Query, description = "The person's email.", example = "ada@example.com")),
+    responses((status = 200, description = "Deleted.", body = Deleted), PlatformErrors),
+    security(("bearer" = []), ("accesskey" = [])),
+)]
 pub async fn delete(
     State(st): State<AppState>,
     caller: ApiCaller,

@@ -5,12 +5,14 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::error::PlatformErrors;
 use super::extract::ClientIp;
 use super::{ApiError, AppState, Format};
 use crate::identity::Permission;
-use crate::oauth::guard::{self, Caller, GuardError};
+use crate::oauth::guard::{self, AuthMethod, Caller, GuardError};
 use crate::oauth::usage::UsedBy;
 
 /// An authenticated platform API caller.
@@ -99,14 +101,35 @@ impl ApiCaller {
     }
 }
 
-pub async fn me(ApiCaller(c): ApiCaller) -> Json<Value> {
-    Json(json!({
-        "org": c.org,
-        "org_id": c.org_id,
-        "user": c.user,
-        "user_id": c.user_id,
-        "client_id": c.client_id,
-        "scope": c.scope.as_str(),
-        "auth": c.method,
-    }))
+/// Who the platform API sees.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"org": "acme", "org_id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "user": "ada@acme.test", "user_id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P4", "client_id": "rk_ci_4hV…", "scope": "read_write", "auth": "oauth_access_token"}))]
+pub struct Me {
+    org: String,
+    org_id: String,
+    /// The user the token acts for (none for an access key or a machine client without one).
+    user: Option<String>,
+    user_id: Option<String>,
+    client_id: Option<String>,
+    /// `read` or `read_write`: what the credential may do.
+    scope: &'static str,
+    auth: AuthMethod,
+}
+
+/// The caller: its org, user, client and effective scope.
+#[utoipa::path(
+    get, path = "/v1/me", tag = "platform",
+    responses((status = 200, description = "The caller.", body = Me), PlatformErrors),
+    security(("bearer" = []), ("accesskey" = [])),
+)]
+pub async fn me(ApiCaller(c): ApiCaller) -> Json<Me> {
+    Json(Me {
+        org: c.org,
+        org_id: c.org_id,
+        user: c.user,
+        user_id: c.user_id,
+        client_id: c.client_id,
+        scope: c.scope.as_str(),
+        auth: c.method,
+    })
 }

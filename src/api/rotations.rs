@@ -4,18 +4,22 @@
 //! the steps (`jobs_interval`).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::apps::{body, org_for};
-use super::extract::{AdminSession, OptionalJson};
+use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
+use super::extract::{AdminSession, OptionalJson, Query};
+use super::openapi::{IdParam, OrgParam};
 use super::{ApiError, AppState};
 use crate::config::Dur;
+use crate::rotation::age::AgeRow;
 use crate::rotation::limits;
+use crate::rotation::RotationView;
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
 
 impl From<RotationError> for ApiError {
@@ -43,8 +47,10 @@ impl From<RotationError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// Name exactly one target: `connection`, `key`, `m2m` or `app`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"connection": "cache", "dry_run": true}))]
 pub struct Start {
     #[serde(default)]
     connection: Option<String>,
@@ -54,18 +60,84 @@ pub struct Start {
     m2m: Option<String>,
     #[serde(default)]
     app: Option<String>,
+    /// Answer the plan; change nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Answer who reads the credential and which version; change nothing.
     #[serde(default)]
     preflight: bool,
+    /// How long nothing may use the previous credential before it is retired.
     #[serde(default)]
     cutover_window: Option<Dur>,
+    /// When the cut-over gives up (`stalled`), breaking no one.
     #[serde(default)]
     deadline: Option<Dur>,
+    /// An admin connection to make the change through.
     #[serde(default)]
     rotate_with: Option<String>,
 }
 
+/// The answer of a `dry_run` or a `preflight`: what would happen, or who
+/// reads the credential. Nothing changed.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"dry_run": true, "target": {"type": "connection", "name": "cache"}, "driver": "redis (password)", "steps": ["check", "write_ahead", "apply", "verify", "promote", "cutover", "retire"], "statements": ["ACL SETUSER app >…"], "rotate_with": null, "dual_credentials": true, "cutover_window_s": 3600}))]
+#[allow(dead_code)]
+pub struct RotationPlan {
+    dry_run: Option<bool>,
+    preflight: Option<bool>,
+    /// `{type, name}`.
+    target: Value,
+    driver: Option<String>,
+    steps: Option<Vec<String>>,
+    /// What would be run at the target.
+    statements: Option<Value>,
+    rotate_with: Option<String>,
+    dual_credentials: Option<bool>,
+    cutover_window_s: Option<i64>,
+    current_version: Option<i64>,
+    /// Who read the credential, which version and when.
+    readers: Option<Vec<Value>>,
+    /// Readers still on an older version.
+    not_moved: Option<Vec<Value>>,
+    must_reread: Option<Vec<String>>,
+}
+
+/// A rotation with who reads the credential (connections).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RotationDetail {
+    #[serde(flatten)]
+    rotation: RotationView,
+    /// Who read the credential, which version and when.
+    consumers: Option<Vec<Value>>,
+    /// Readers still on an older version.
+    not_moved: Option<Vec<Value>>,
+}
+
+/// The answer of `finish`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FinishAnswer {
+    #[serde(flatten)]
+    rotation: RotationView,
+    now: bool,
+    /// Who breaks (with `now`).
+    breaks: Vec<String>,
+    /// Who was still on the previous credential.
+    still_on_previous: Vec<String>,
+}
+
+/// Starts a rotation, or answers its plan (`dry_run`, `preflight`).
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/rotations", tag = "rotations", params(OrgParam), request_body = Start,
+    responses(
+        (status = 201, description = "Started; a new secret of rekey's own credential is in this answer only.", body = RotationView),
+        (status = 200, description = "The plan; nothing changed.", body = RotationPlan),
+        AdminWriteErrors,
+        (status = 503, description = "The outside system is unreachable.", body = AdminErrorBody),
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn start(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -190,11 +262,19 @@ fn hide_addresses(v: &mut Value) {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only rotations in this status.
     status: Option<String>,
 }
 
+/// The org's rotations, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/rotations", tag = "rotations", params(OrgParam, ListQuery),
+    responses((status = 200, description = "The rotations.", body = Vec<RotationView>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -207,6 +287,12 @@ pub async fn list(
     Ok(Json(seen_by(&st, &admin, v).await?))
 }
 
+/// One rotation with its steps and who reads which version.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/rotations/{id}", tag = "rotations", params(OrgParam, IdParam),
+    responses((status = 200, description = "The rotation.", body = RotationDetail), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn show(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -218,6 +304,12 @@ pub async fn show(
     Ok(Json(seen_by(&st, &admin, v).await?))
 }
 
+/// Cancels a rotation before its promotion (its change undone at the target).
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/rotations/{id}/cancel", tag = "rotations", params(OrgParam, IdParam),
+    responses((status = 200, description = "The rotation, `cancelled`.", body = RotationView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn cancel(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -228,9 +320,11 @@ pub async fn cancel(
     Ok(Json(seen_by(&st, &admin, json!(row.view())).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"now": true}))]
 pub struct FinishBody {
+    /// Retire the previous credential at once, whoever still uses it.
     #[serde(default)]
     now: bool,
 }
@@ -238,6 +332,12 @@ pub struct FinishBody {
 /// `POST …/rotations/{id}/finish` `{"now": true}`: ends the cut-over; with
 /// `now` the previous credential is retired at once, and `breaks` names
 /// the readers still on it.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/rotations/{id}/finish", tag = "rotations", params(OrgParam, IdParam),
+    request_body(content = Option<FinishBody>, description = "Optional."),
+    responses((status = 200, description = "The rotation and who breaks.", body = FinishAnswer), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn finish(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -250,6 +350,16 @@ pub async fn finish(
     Ok(Json(seen_by(&st, &admin, f.json()).await?))
 }
 
+/// Retries a failed or stalled rotation: a fresh rotation.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/rotations/{id}/retry", tag = "rotations", params(OrgParam, IdParam),
+    responses(
+        (status = 201, description = "The new rotation.", body = RotationView),
+        (status = 200, description = "A plan.", body = RotationPlan),
+        AdminWriteErrors,
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn retry(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -260,13 +370,20 @@ pub async fn retry(
     started(&st, &admin, s).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"done": 1}))]
 pub struct StepBody {
+    /// The runbook step's number (from 1).
     done: u64,
 }
 
 /// `POST …/rotations/{id}/steps` `{"done": N}`: a manual rotation's runbook step N is done.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/rotations/{id}/steps", tag = "rotations", params(OrgParam, IdParam), request_body = StepBody,
+    responses((status = 200, description = "The rotation.", body = RotationView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn step(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -279,18 +396,28 @@ pub async fn step(
     Ok(Json(seen_by(&st, &admin, json!(v)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AgeQuery {
+    /// One org's credentials (its slug).
     #[serde(default)]
     org: Option<String>,
+    /// Only credentials older than this (`90d`, or seconds).
     #[serde(default)]
+    #[param(value_type = Option<String>, example = "90d")]
     older_than: Option<Dur>,
 }
 
 /// `GET /api/v1/credentials/age`: every org's credentials and the
 /// platform's own (a platform operator), or one org's (`?org=`, which an
 /// org admin may ask for their own org).
+#[utoipa::path(
+    get, path = "/api/v1/credentials/age", tag = "rotations", params(AgeQuery),
+    responses((status = 200, description = "Every credential, oldest first.", body = Vec<AgeRow>), AdminReadErrors,
+        (status = 403, description = "An org admin must name their org.", body = AdminErrorBody)),
+    security(("session" = [])),
+)]
 pub async fn age(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -310,6 +437,12 @@ pub async fn age(
 }
 
 /// `GET /api/v1/orgs/{org}/credentials/age`.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/credentials/age", tag = "rotations",
+    params(OrgParam, ("older_than" = Option<String>, Query, description = "Only credentials older than this (`90d`, or seconds).", example = "90d")),
+    responses((status = 200, description = "The org's credentials, oldest first.", body = Vec<AgeRow>), AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn org_age(
     State(st): State<AppState>,
     admin: AdminSession,

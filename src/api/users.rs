@@ -21,7 +21,7 @@ use crate::identity::Permission;
 pub const PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     email: String,
@@ -32,20 +32,40 @@ pub struct CreateUser {
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Patch {
     permission: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The email contains this.
     q: Option<String>,
     /// The email to continue after (`next_after` of the page before).
     after: Option<String>,
+    /// Users per page, 1–500 (default 50).
     limit: Option<String>,
 }
+
+/// A page of users (`{items, total, next_after}`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UserPage {
+    /// Users with the fields of `rekey user list --json`.
+    items: Vec<Object>,
+    /// Users matching, in all.
+    total: i64,
+    /// The `after` of the next page; null on the last.
+    next_after: Option<String>,
+}
+
+/// A user (`rekey user list --json`'s fields; `password` only on a
+/// create that generated one, shown once).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Object {}
 
 /// `limit` as a page size: absent is `default`; otherwise 1..=`max`.
 pub fn limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
@@ -62,6 +82,11 @@ pub fn limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError>
 
 /// `GET /api/v1/orgs/{org}/users?q=&after=&limit=`:
 /// `{items, total, next_after}`, by email.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/users", tag = "users", params(crate::api::openapi::OrgParam, ListQuery),
+    responses((status = 200, description = "A page of the org's users, by email.", body = UserPage), crate::api::error::AdminReadErrors),
+    security(("session" = [])),
+)]
 pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -88,6 +113,11 @@ pub async fn list(
 
 /// `POST /api/v1/orgs/{org}/users`: the user, with `password` when one
 /// was generated (shown this once; stored only as a hash).
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/users", tag = "users", params(crate::api::openapi::OrgParam), request_body = CreateUser,
+    responses((status = 201, description = "Created; a generated password is in this answer only.", body = Object), crate::api::error::AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn create(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -126,6 +156,11 @@ pub async fn create(
 }
 
 /// `PATCH /api/v1/orgs/{org}/users/{user}` `{permission}`.
+#[utoipa::path(
+    patch, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(crate::api::openapi::OrgParam, ("user" = String, Path, description = "The user's email or id.")), request_body = Patch,
+    responses((status = 200, description = "The user.", body = Object), crate::api::error::AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn update(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -156,6 +191,11 @@ async fn set_active(
 /// `POST /api/v1/orgs/{org}/users/{email_or_id}/deactivate`: their
 /// authorizations read `Invalid` at once, and stay dead if they are
 /// activated again.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/users/{user}/deactivate", tag = "users", params(crate::api::openapi::OrgParam, ("user" = String, Path, description = "The user's email or id.")),
+    responses((status = 200, description = "The user; their authorizations read Invalid.", body = Object), crate::api::error::AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn deactivate(
     State(st): State<AppState>,
     admin: AdminSession,
@@ -164,6 +204,11 @@ pub async fn deactivate(
     set_active(st, admin, org, user, false).await
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/users/{user}/activate", tag = "users", params(crate::api::openapi::OrgParam, ("user" = String, Path, description = "The user's email or id.")),
+    responses((status = 200, description = "The user.", body = Object), crate::api::error::AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn activate(
     State(st): State<AppState>,
     admin: AdminSession,

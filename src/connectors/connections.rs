@@ -85,7 +85,7 @@ pub fn client_secret_place(id: &str) -> Place<'_> {
     }
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct LastTest {
     /// When the test ran (`at` is the same, kept for earlier clients).
     pub time: String,
@@ -98,7 +98,7 @@ pub struct LastTest {
     pub message: String,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct ConnectionView {
     pub id: String,
     pub name: String,

@@ -18,7 +18,7 @@ use crate::state::Core;
 /// credential succeeded: a kind with no request that can prove its
 /// credential (the catalog's `probe = none`) is `Unverified`, never `Ok`,
 /// and a rotation never counts it as verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ok,

@@ -69,7 +69,7 @@ pub struct SlotRow {
     pub retired_at: Option<i64>,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct SlotView {
     pub version: i64,
     pub created_at: String,
@@ -78,7 +78,7 @@ pub struct SlotView {
     pub retired_at: Option<String>,
 }
 
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Debug, Clone, Default, utoipa::ToSchema)]
 pub struct SlotsView {
     pub current: Option<SlotView>,
     pub pending: Option<SlotView>,

@@ -53,7 +53,7 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct SessionView {
     pub kind: &'static str,
     pub email: String,

@@ -142,7 +142,7 @@ pub const ITEM_STATUSES: [&str; 7] = [
     "cancelled",
 ];
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct ItemView {
     pub n: i64,
     pub org: Option<String>,
@@ -186,7 +186,7 @@ impl ItemRow {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct IncidentView {
     pub id: String,
     pub scope: String,

@@ -35,7 +35,7 @@ pub struct AccessKey {
 
 const COLS: &str = "id, org_id, name, scope, digest, prev_digest, prev_expires_at, expires_at, created_at, updated_at, last_used_at, revoked_at";
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,

@@ -31,7 +31,7 @@ struct Row {
     live_expires_at: Option<i64>,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct Authorization {
     pub id: String,
     pub user: String,

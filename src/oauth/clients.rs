@@ -98,7 +98,7 @@ impl Client {
 }
 
 /// The public view (never a secret or digest).
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct ClientView {
     pub id: String,
     pub name: String,

@@ -14,7 +14,7 @@ use crate::fetch_optional;
 use crate::identity::Permission;
 use crate::state::Core;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// An access token from the authorization-code flow.

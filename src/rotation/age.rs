@@ -133,7 +133,7 @@ pub async fn set_interval(
 }
 
 /// One credential in the age view.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct AgeRow {
     /// `connection`, `access_key`, `m2m_secret`, `app_secret`,
     /// `provider_client`, `master_key`.

@@ -124,14 +124,14 @@ const COLS: &str =
     "id, org_id, target_type, target_id, target_name, status, reason, steps, job_id, \
     cutover_window_ms, deadline_at, started_by, started_at, finished_at, rotate_with";
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct TargetView {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct RotationView {
     pub id: String,
     pub target: TargetView,

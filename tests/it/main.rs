@@ -21,6 +21,7 @@ mod maria;
 mod moto;
 mod oauth;
 mod oauth_support;
+mod openapi;
 mod platform;
 mod proxy;
 mod rotation;
