@@ -135,7 +135,8 @@ pub async fn org_list(
 /// own events (`?org=SLUG` for one org's).
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, description = "A page of every org's and the platform's audit events (the operator).", body = AuditPage), crate::api::error::AdminReadErrors),
+    responses((status = 200, description = "A page of every org's and the platform's audit events (the operator).", body = AuditPage), crate::api::error::AdminReadErrors,
+        (status = 403, description = "Only a platform operator reads the whole log.", body = crate::api::error::AdminErrorBody)),
     security(("session" = [])),
 )]
 pub async fn list(
