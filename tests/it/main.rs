@@ -24,6 +24,7 @@ mod rotation;
 mod rotation_aws;
 mod rotation_snowflake;
 mod rotation_via;
+mod schedule;
 mod security_api;
 mod security_egress;
 mod security_engine;
