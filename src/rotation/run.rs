@@ -368,6 +368,8 @@ async fn step_once(
     let (settings, endpoints, current) = (conn.settings(), conn.endpoints(), ctx.current.clone());
     let via = ctx.via.clone();
     let target = Target {
+        core,
+        conn: &conn,
         egress: &core.egress,
         settings: &settings,
         endpoints: &endpoints,

@@ -9,6 +9,7 @@ mod incident;
 
 mod cache;
 mod connections;
+mod drivers;
 mod engine_evidence;
 mod fault_suite;
 mod foundation;

@@ -1,0 +1,282 @@
+//! The drivers catalog entries name that used to have none behind them:
+//! Amazon Redshift (PostgreSQL's protocol and `ALTER USER`), and the
+//! platform's own access keys and machine clients held by a connection
+//! (`platform_access_key`, `bulk_api`, `platform_m2m`), rotated through
+//! rekey's own keys and clients.
+
+use serde_json::Value;
+
+use crate::dual;
+use crate::harness::*;
+use crate::strict_pg::strict_pg;
+
+/// `rotate --connection NAME --wait --cutover-window 0s` in org `org`: the
+/// rotation's final view (its stderr with it when it did not complete).
+fn rotate_now(env: &Env, org: &str, name: &str) -> (Value, String) {
+    let out = env.run(&[
+        "rotate",
+        "--org",
+        org,
+        "--connection",
+        name,
+        "--wait",
+        "--cutover-window",
+        "0s",
+        "--json",
+    ]);
+    (
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+// No Redshift cluster here: a PostgreSQL cluster of our own that checks
+// passwords stands in for it. Redshift speaks PostgreSQL's protocol and
+// takes `ALTER USER u PASSWORD 'md5…'`; the stand-in database checks
+// logins by `md5` (pg_hba), the method under which an MD5 verifier logs
+// in — so the rotation is shown to set a verifier that opens the account
+// with the new password and refuses the old one. What only a real
+// Redshift could show (its `pg_user`, its password rules) is not tested.
+dual!(redshift_rotation_sets_an_md5_verifier_that_logs_in, |env| {
+    let Some(pg) = strict_pg().await else {
+        return;
+    };
+    let db = pg.md5_database().await;
+    env.ok(&["org", "create", "acme"]);
+    let old = "the-old-password-2304";
+    let role = pg.role(old).await;
+    assert!(pg.refuses_to(db, &role, "not-the-password").await);
+    pg.login_to(db, &role, old)
+        .await
+        .expect("the old password logs in");
+    connection(
+        &env,
+        "redshift",
+        "warehouse",
+        &[
+            "host=127.0.0.1",
+            &format!("port={}", pg.port),
+            &format!("database={db}"),
+            &format!("username={role}"),
+        ],
+    );
+    set_credential(&env, "warehouse", &["password"], &[old]);
+    let key = service_key(&env);
+
+    let plan = env.json(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "warehouse",
+        "--dry-run",
+    ]);
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!("ALTER USER \\\"{role}\\\" PASSWORD 'md5")),
+        "{plan}"
+    );
+    assert!(!text.contains(old), "{plan}");
+
+    let (v, stderr) = rotate_now(&env, "acme", "warehouse");
+    assert!(!stderr.contains("not built yet"), "{stderr}");
+    assert_eq!(v["status"], "completed", "{v}\n{stderr}");
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0")]);
+    let new = stored_credential(&env, &srv, &key, "warehouse").await["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    pg.login_to(db, &role, &new)
+        .await
+        .expect("the new stored password logs in");
+    assert!(
+        pg.refuses_to(db, &role, old).await,
+        "the old password still logs in"
+    );
+    // What the server holds is the MD5 verifier rekey computed (the
+    // plaintext never reached it).
+    let mut admin = pg.admin().await;
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&role)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        rekey::connectors::drivers::redshift::md5_verifier(&role, &new)
+    );
+});
+
+async fn cc_token(srv: &Server, id: &str, secret: &str) -> u16 {
+    client()
+        .post(srv.at("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token")
+        .status()
+        .as_u16()
+}
+
+async fn me_with_key(srv: &Server, key: &str) -> u16 {
+    client()
+        .get(srv.at("/v1/me"))
+        .header("Accesskey", key)
+        .send()
+        .await
+        .expect("me")
+        .status()
+        .as_u16()
+}
+
+dual!(
+    platform_key_and_m2m_connections_rotate_through_rekeys_own,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        let m = env.json(&[
+            "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+        ]);
+        let (client_id, old_secret) = (
+            m["client_id"].as_str().unwrap().to_string(),
+            m["client_secret"].as_str().unwrap().to_string(),
+        );
+        let k = env.json(&[
+            "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
+        ]);
+        let old_key = k["key"].as_str().unwrap().to_string();
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0"), ("REKEY_KEEPER_INTERVAL", "0")]);
+        let base = format!("base_url={}", srv.url);
+        connection(&env, "platform_access_key", "self-key", &[&base]);
+        set_credential(&env, "self-key", &["access_key"], &[&old_key]);
+        connection(&env, "bulk_api", "bulk", &[&base]);
+        connection(&env, "platform_m2m", "self-m2m", &[&base]);
+        set_credential(
+            &env,
+            "self-m2m",
+            &["client_id", "client_secret"],
+            &[&client_id, &old_secret],
+        );
+        let skey = service_key(&env);
+
+        // the access key
+        let plan = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "self-key",
+            "--dry-run",
+        ]);
+        assert_eq!(plan["dual_credentials"], true, "{plan}");
+        let (v, stderr) = rotate_now(&env, "acme", "self-key");
+        assert_eq!(v["status"], "completed", "{v}\n{stderr}");
+        let new_key = stored_credential(&env, &srv, &skey, "self-key").await["access_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_ne!(new_key, old_key);
+        assert!(new_key.starts_with("rk_ak_"), "an access key's form");
+        assert_eq!(me_with_key(&srv, &new_key).await, 200, "the new key works");
+        let mut refused = false;
+        for _ in 0..50 {
+            // (a server's cache trusts an entry until it sees the change: 20 ms)
+            if me_with_key(&srv, &old_key).await == 401 {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(refused, "the old key still works after the rotation");
+        let keys = env.json(&["key", "list", "--org", "acme"]);
+        assert_eq!(
+            keys.as_array().unwrap().len(),
+            1,
+            "the same key, a new value: {keys}"
+        );
+        assert!(keys[0]["previous_key_valid_until"].is_null(), "{keys}");
+        let audit = env.json(&["audit", "list", "--org", "acme", "--action", "key."]);
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "key.reset"
+                    && e["actor"] == "rotation of connection self-key"),
+            "{audit}"
+        );
+
+        // the bulk API's access key is the same kind of thing: its rotation
+        // starts and checks (the value it holds is the one just rotated)
+        set_credential(&env, "bulk", &["access_key"], &[&new_key]);
+        let plan = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "bulk",
+            "--dry-run",
+        ]);
+        assert_eq!(plan["dual_credentials"], true, "{plan}");
+
+        // the machine client's secret
+        let (v, stderr) = rotate_now(&env, "acme", "self-m2m");
+        assert_eq!(v["status"], "completed", "{v}\n{stderr}");
+        let creds = stored_credential(&env, &srv, &skey, "self-m2m").await;
+        let new_secret = creds["client_secret"].as_str().unwrap().to_string();
+        assert_eq!(creds["client_id"], client_id.as_str());
+        assert_ne!(new_secret, old_secret);
+        assert_eq!(cc_token(&srv, &client_id, &new_secret).await, 200);
+        let mut refused = false;
+        for _ in 0..50 {
+            if cc_token(&srv, &client_id, &old_secret).await == 401 {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(refused, "the old client secret still works");
+
+        // Another org's connection holding acme's key cannot rotate it: the
+        // check finds no key of its own org, and nothing changes.
+        env.ok(&["org", "create", "beta"]);
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "beta",
+            "--kind",
+            "platform_access_key",
+            "--name",
+            "stolen",
+            "--setting",
+            &base,
+        ]);
+        env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                "beta",
+                "--name",
+                "stolen",
+                "--field",
+                "access_key",
+                "--value-stdin",
+            ],
+            &new_key,
+        );
+        let (v, _) = rotate_now(&env, "beta", "stolen");
+        assert_eq!(v["status"], "failed", "{v}");
+        assert!(
+            v.to_string().contains("not a live access key of this org"),
+            "{v}"
+        );
+        assert_eq!(
+            me_with_key(&srv, &new_key).await,
+            200,
+            "acme's key unchanged"
+        );
+    }
+);
