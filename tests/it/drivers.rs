@@ -278,5 +278,70 @@ dual!(
             200,
             "acme's key unchanged"
         );
+
+        // A campaign over acme with its own secrets rotates the key and the
+        // client through the connections that hold them (which then hold
+        // the new values), and regenerates apart only those none holds.
+        env.json(&[
+            "key", "create", "--org", "acme", "--name", "spare", "--scope", "read",
+        ]);
+        let plan = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "platform key leak",
+            "--scope",
+            "org:acme",
+            "--include-own",
+            "--dry-run",
+        ]);
+        let actions: Vec<(String, String)> = plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["target"]["name"].as_str().unwrap().to_string(),
+                    i["action"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let has =
+            |name: &str, action: &str| actions.contains(&(name.to_string(), action.to_string()));
+        for (name, action) in [
+            ("self-key", "rotate"),
+            ("bulk", "rotate"),
+            ("self-m2m", "rotate"),
+            ("spare", "regenerate"),
+        ] {
+            assert!(has(name, action), "{name} {action}: {plan}");
+        }
+        assert!(!has("etl", "regenerate"), "{plan}");
+        assert!(!has("sync", "regenerate"), "{plan}");
+
+        // Reset by hand meanwhile, the key's value is no longer the one the
+        // connection holds: its rotation says so and changes nothing.
+        env.json(&[
+            "key",
+            "reset",
+            "--org",
+            "acme",
+            "--name",
+            "etl",
+            "--overlap",
+            "1h",
+        ]);
+        let (v, _) = rotate_now(&env, "acme", "self-key");
+        assert_eq!(v["status"], "failed", "{v}");
+        assert!(
+            v.to_string()
+                .contains("access key etl has a newer value than the one this connection holds"),
+            "{v}"
+        );
+        assert_eq!(
+            me_with_key(&srv, &new_key).await,
+            200,
+            "still in its overlap"
+        );
     }
 );

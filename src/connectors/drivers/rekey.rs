@@ -221,8 +221,20 @@ impl Driver for Own {
 
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
-            match self.holding(t, t.current).await? {
-                Some(_) => Ok(()),
+            if self.holding(t, t.current).await?.is_some() {
+                return Ok(());
+            }
+            // Its previous value: replaced since the connection stored it.
+            let digest = self.digest_of(t.core, t.current);
+            match self
+                .find(t.core, &t.conn.org_id, t.current, self.prev, &digest)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(r) => Err(format!(
+                    "{} {} has a newer value than the one this connection holds (reset or regenerated since): store it with `rekey connection set-credential`; it is rotated from there",
+                    self.what, r.name
+                )),
                 None => Err(self.not_ours()),
             }
         })
