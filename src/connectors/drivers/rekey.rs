@@ -175,7 +175,11 @@ impl Own {
             let Some(row) = rows.into_iter().next() else {
                 return Ok::<_, StoreError>(None);
             };
-            exec_args(&mut tx, &update, all).await?;
+            // The update checks again what the read found (a compare-and-
+            // set); nothing changed, nothing is recorded.
+            if exec_args(&mut tx, &update, all).await? != 1 {
+                return Ok(None);
+            }
             if action.ends_with(".reset") || action.ends_with(".regenerate_secret") {
                 crate::rotation::age::secret_rotated(&mut tx, self.noun, &row.id, now).await?;
             }
