@@ -23,3 +23,4 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod test_hooks;
+pub mod web;

@@ -60,8 +60,9 @@ pub struct CoreInner {
     pub db: Db,
     /// Group commit for the hot write paths.
     pub writer: Writer,
-    /// Access-key last-used times, flushed in batches by the server.
-    pub key_usage: crate::oauth::access_keys::UsageTracker,
+    /// Who last used each issued secret (per secret), flushed in batches
+    /// by the server.
+    pub usage: crate::oauth::usage::UsageTracker,
     /// Token, key and client validations, safe across instances through
     /// the invalidation epoch (used only while the server polls it).
     pub cache: crate::oauth::cache::ValidationCache,
@@ -157,7 +158,7 @@ impl Core {
             Core {
                 inner: Arc::new(CoreInner {
                     writer: Writer::spawn(db.clone()),
-                    key_usage: Default::default(),
+                    usage: Default::default(),
                     cache: Default::default(),
                     db,
                     keyring,

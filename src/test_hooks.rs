@@ -1,8 +1,10 @@
 //! Hooks the integration tests use to drive the real binary: a clock moved
 //! by a file (`REKEY_TEST_CLOCK_FILE`), a stop after each rotation step
 //! (`REKEY_TEST_PAUSE_AFTER_STEP`), a stall before a refresh token is sent
-//! (`REKEY_TEST_PAUSE_BEFORE_REFRESH`) and catalog URLs sent to a local
-//! stand-in (`REKEY_TEST_CATALOG_URLS`).
+//! (`REKEY_TEST_PAUSE_BEFORE_REFRESH`), catalog URLs sent to a local
+//! stand-in (`REKEY_TEST_CATALOG_URLS`) and a failure injected after a
+//! rotation of rekey's own secret issued the new one, before its commit
+//! (`REKEY_TEST_FAIL_AFTER_ISSUE`).
 //!
 //! Each reads its variable only in debug builds (`debug_assertions`, which
 //! `cargo test` builds have): a release build compiles the readers out and
@@ -35,6 +37,13 @@ pub fn clock_file() -> Option<PathBuf> {
 /// can SIGKILL the process at an exact point between steps.
 pub fn pause_after_rotation_steps() -> bool {
     var("REKEY_TEST_PAUSE_AFTER_STEP").is_some()
+}
+
+/// Whether a rotation of one of rekey's own secrets fails after writing
+/// the new secret and the rotation, before they commit: a test shows that
+/// neither is left.
+pub fn fail_after_issue() -> bool {
+    var("REKEY_TEST_FAIL_AFTER_ISSUE").is_some()
 }
 
 /// `REKEY_TEST_PAUSE_BEFORE_REFRESH=<path>`: a refresh that holds its lease

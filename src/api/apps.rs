@@ -227,6 +227,7 @@ pub async fn regenerate_secret(
         ClientKind::App,
         &app,
         overlap,
+        false,
     )
     .await?;
     Ok(Json(

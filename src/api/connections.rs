@@ -332,20 +332,24 @@ pub async fn callback(
         jar
     };
     let page = match result {
-        Ok(c) => pages::message_page(
-            StatusCode::OK,
-            "Connected",
-            &format!(
-                "{} ({}) is authorized; status {}.{} You can close this window.",
-                c.name,
-                c.kind,
-                c.status,
-                c.last_test_message
-                    .as_ref()
-                    .map(|m| format!(" Test: {m}."))
-                    .unwrap_or_default()
-            ),
-        ),
+        Ok(c) => {
+            let slug = orgs::find_in(&st.core.db, &c.org_id)
+                .await
+                .map(|o| o.slug)
+                .unwrap_or_default();
+            let console = format!(
+                "/ui/orgs/{}/connections/{}?notice=authorized",
+                crate::web::page::seg(&slug),
+                crate::web::page::seg(&c.name)
+            );
+            pages::connected_page(
+                &c.name,
+                &c.kind,
+                &c.status,
+                c.last_test_message.as_deref(),
+                &console,
+            )
+        }
         Err(ConnectorError::Store(e)) => {
             tracing::error!(error = %e, "OAuth callback failed");
             pages::error_page(

@@ -47,6 +47,24 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// The `User-Agent` a request was sent with (noted with each use of an
+/// issued secret, so a cut-over can name who still uses the old one).
+#[derive(Clone, Debug)]
+pub struct UserAgent(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(UserAgent(
+            parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        ))
+    }
+}
+
 /// Walks from the peer leftwards through `forwarded` while each hop is a
 /// trusted proxy; the first untrusted hop is the client. A hop that is not
 /// an IP address stops the walk at the last trusted one (it cannot be

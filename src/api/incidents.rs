@@ -36,7 +36,7 @@ impl From<IncidentError> for ApiError {
     }
 }
 
-fn asker(admin: &AdminSession) -> Asker<'_> {
+pub(crate) fn asker(admin: &AdminSession) -> Asker<'_> {
     match &admin.session.principal {
         Principal::Operator(_) => Asker::Operator,
         Principal::OrgAdmin { org, .. } => Asker::OrgAdmin { org_id: &org.id },

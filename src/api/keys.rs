@@ -80,7 +80,8 @@ pub async fn reset_key(
 ) -> Result<Json<Value>, ApiError> {
     let overlap = b.and_then(|o| o.overlap).map(Dur::ms).unwrap_or(0);
     let o = org_for(&st, &admin, &org).await?;
-    let (k, key) = access_keys::reset(&st.core, &admin.actor(), &o.id, &name, overlap).await?;
+    let (k, key) =
+        access_keys::reset(&st.core, &admin.actor(), &o.id, &name, overlap, false).await?;
     Ok(Json(json!({"id": k.id, "key": key, "name": k.name})))
 }
 
@@ -180,6 +181,7 @@ pub async fn regenerate_m2m(
         ClientKind::M2m,
         &name,
         b.overlap.map(Dur::ms).unwrap_or(0),
+        false,
     )
     .await?;
     if b.revoke_tokens {

@@ -3,12 +3,13 @@
 
 pub mod apps;
 pub mod authorize;
+pub mod blast;
 mod connect;
 pub mod connections;
 pub mod cookies;
 pub mod error;
 pub mod extract;
-mod incidents;
+pub(crate) mod incidents;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
@@ -241,6 +242,7 @@ pub fn router(state: AppState) -> Router {
             post(incidents::start).get(incidents::list),
         )
         .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/blast-radius", post(blast::post))
         .route("/api/v1/incidents/{id}/cancel", post(incidents::cancel))
         .route("/api/v1/incidents/{id}/retry", post(incidents::retry))
         .route("/api/v1/incidents/{id}/report", get(incidents::report))
@@ -264,6 +266,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/orgs/{org}/rotations/{id}/steps",
             post(rotations::step),
         )
+        .merge(crate::web::routes())
         .fallback(ops::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))

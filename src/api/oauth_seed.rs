@@ -12,13 +12,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{current_request_id, json_rejection};
-use super::extract::ClientIp;
+use super::extract::{ClientIp, UserAgent};
 use super::oauth::oauth_error;
 use super::{ApiError, AppState, Format};
 use crate::audit::Actor;
 use crate::oauth::client_auth::{self, Method, Presented};
 use crate::oauth::clients::Client;
 use crate::oauth::grants::{self, Params};
+use crate::oauth::usage::UsedBy;
 use crate::oauth::{revoke, OAuthError};
 
 #[derive(Deserialize)]
@@ -68,6 +69,7 @@ async fn client(
     st: &AppState,
     id: Option<String>,
     secret: Option<String>,
+    by: &UsedBy<'_>,
 ) -> Result<Client, ApiError> {
     let p = Presented {
         client_id: id.filter(|s| !s.is_empty()).ok_or_else(|| {
@@ -84,7 +86,7 @@ async fn client(
         })?,
         method: Method::Post,
     };
-    client_auth::authenticate(&st.core, &p)
+    client_auth::authenticate(&st.core, &p, Some(by))
         .await
         .map_err(|e| oauth_error(e, Format::Seed))
 }
@@ -92,6 +94,7 @@ async fn client(
 pub async fn token(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    UserAgent(agent): UserAgent,
     body: Result<Json<TokenBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|r| json_rejection(r, Format::Seed))?;
@@ -106,7 +109,11 @@ pub async fn token(
                 Format::Seed,
             )
         })?;
-    let client = client(&st, b.client_id, b.client_secret).await?;
+    let by = UsedBy {
+        ip: ip.as_deref(),
+        agent: agent.as_deref(),
+    };
+    let client = client(&st, b.client_id, b.client_secret, &by).await?;
     let actor = Actor::new(format!("client:{}", client.client_id), ip);
     let issued = grants::dispatch(
         &st.core,
@@ -137,6 +144,7 @@ pub async fn token(
 pub async fn revoke(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    UserAgent(agent): UserAgent,
     body: Result<Json<RevokeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|r| json_rejection(r, Format::Seed))?;
@@ -150,7 +158,11 @@ pub async fn revoke(
                 Format::Seed,
             )
         })?;
-    let client = client(&st, b.client_id, b.client_secret).await?;
+    let by = UsedBy {
+        ip: ip.as_deref(),
+        agent: agent.as_deref(),
+    };
+    let client = client(&st, b.client_id, b.client_secret, &by).await?;
     let actor = Actor::new(format!("client:{}", client.client_id), ip);
     revoke::revoke_token(&st.core, &client, &token, Some("refresh_token"), &actor)
         .await

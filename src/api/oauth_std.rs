@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::extract::ClientIp;
+use super::extract::{ClientIp, UserAgent};
 use super::oauth::oauth_error;
 use super::{ApiError, AppState, Format};
 use crate::audit::Actor;
 use crate::oauth::client_auth::{self, Method};
 use crate::oauth::clients::Client;
 use crate::oauth::grants::{self, Params};
+use crate::oauth::usage::UsedBy;
 use crate::oauth::{introspect, revoke, OAuthError};
 
 /// Parses an `application/x-www-form-urlencoded` body; a parameter given
@@ -49,11 +50,13 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, Ap
     Ok(out)
 }
 
-/// Authenticates the calling client (Basic or post).
+/// Authenticates the calling client (Basic or post); the use is noted with
+/// where it came from.
 async fn client(
     st: &AppState,
     headers: &HeaderMap,
     f: &HashMap<String, String>,
+    by: &UsedBy<'_>,
 ) -> Result<(Client, Method), ApiError> {
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -64,7 +67,7 @@ async fn client(
         f.get("client_secret").map(String::as_str),
     )
     .map_err(|e| oauth_error(e, Format::OAuth))?;
-    let c = client_auth::authenticate(&st.core, &p)
+    let c = client_auth::authenticate(&st.core, &p, Some(by))
         .await
         .map_err(|e| oauth_error(e, Format::OAuth))?;
     Ok((c, p.method))
@@ -80,11 +83,16 @@ fn no_store(mut resp: Response) -> Response {
 pub async fn token(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    UserAgent(agent): UserAgent,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let f = form(&headers, &body)?;
-    let (client, _) = client(&st, &headers, &f).await?;
+    let by = UsedBy {
+        ip: ip.as_deref(),
+        agent: agent.as_deref(),
+    };
+    let (client, _) = client(&st, &headers, &f, &by).await?;
     let actor = Actor::new(format!("client:{}", client.client_id), ip);
     let grant_type = f.get("grant_type").cloned().unwrap_or_default();
     let issued = grants::dispatch(
@@ -117,11 +125,16 @@ pub async fn token(
 pub async fn revoke(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    UserAgent(agent): UserAgent,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let f = form(&headers, &body)?;
-    let (client, _) = client(&st, &headers, &f).await?;
+    let by = UsedBy {
+        ip: ip.as_deref(),
+        agent: agent.as_deref(),
+    };
+    let (client, _) = client(&st, &headers, &f, &by).await?;
     let token = f.get("token").filter(|t| !t.is_empty()).ok_or_else(|| {
         oauth_error(
             OAuthError::InvalidRequest("token is required".into()),
@@ -143,12 +156,18 @@ pub async fn revoke(
 
 pub async fn introspect(
     State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    UserAgent(agent): UserAgent,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let f = form(&headers, &body)?;
     let token = f.get("token").filter(|t| !t.is_empty()).cloned();
-    let (client, _) = client(&st, &headers, &f).await?;
+    let by = UsedBy {
+        ip: ip.as_deref(),
+        agent: agent.as_deref(),
+    };
+    let (client, _) = client(&st, &headers, &f, &by).await?;
     let token = token.ok_or_else(|| {
         oauth_error(
             OAuthError::InvalidRequest("token is required".into()),

@@ -1,64 +1,52 @@
-//! Server-rendered pages of the authorization flow: sign-in, consent, error.
-//! Every interpolated value is HTML-escaped.
+//! Server-rendered pages of the authorization flow: sign-in, consent,
+//! error, message. They are the console's templates (`templates/oauth_*`),
+//! on its stylesheet and headers; every value is HTML-escaped by askama.
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::web::page::{self, Chrome};
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0}\
-main{max-width:26rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002}\
-h1{font-size:1.3rem;margin-top:0}label{display:block;margin:.8rem 0}input[type=email],input[type=password]{width:100%;padding:.5rem;box-sizing:border-box}\
-button{padding:.55rem 1.2rem;margin-right:.5rem;cursor:pointer}.error{color:#a00;background:#fee;padding:.5rem;border-radius:4px}\
-.muted{color:#666;font-size:.9rem}";
-
-fn page(status: StatusCode, title: &str, body: &str, set_cookies: &[String]) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{} · rekey</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
-        escape(title)
-    );
-    let mut resp = (status, Html(html)).into_response();
-    let h: &mut HeaderMap = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+fn with_cookies(mut resp: Response, set_cookies: &[String]) -> Response {
     for c in set_cookies {
         if let Ok(v) = HeaderValue::from_str(c) {
-            h.append(header::SET_COOKIE, v);
+            resp.headers_mut().append(header::SET_COOKIE, v);
         }
     }
     resp
 }
 
+#[derive(Template)]
+#[template(path = "oauth_message.html")]
+struct Message<'a> {
+    chrome: Chrome,
+    heading: &'a str,
+    message: &'a str,
+    error: bool,
+}
+
 pub fn error_page(status: StatusCode, message: &str) -> Response {
-    page(
+    page::render(
         status,
-        "Authorization error",
-        &format!(
-            "<h1>This authorization request cannot continue</h1><p class=\"error\">{}</p>",
-            escape(message)
-        ),
-        &[],
+        &Message {
+            chrome: Chrome::anonymous("Authorization error"),
+            heading: "This authorization request cannot continue",
+            message,
+            error: true,
+        },
+    )
+}
+
+pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    page::render(
+        status,
+        &Message {
+            chrome: Chrome::anonymous(title),
+            heading: title,
+            message,
+            error: false,
+        },
     )
 }
 
@@ -72,24 +60,29 @@ pub struct LoginPage<'a> {
     pub cookies: Vec<String>,
 }
 
+#[derive(Template)]
+#[template(path = "oauth_login.html")]
+struct Login<'a> {
+    chrome: Chrome,
+    heading: String,
+    intro: String,
+    button: &'a str,
+    action: &'a str,
+    csrf: &'a str,
+    error: Option<&'a str>,
+}
+
 pub fn login_page(p: LoginPage<'_>) -> Response {
-    let err = p
-        .error
-        .map(|e| format!("<p class=\"error\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Sign in to {org}</h1><p class=\"muted\"><b>{app}</b> wants to access your {org} account.</p>{err}\
-         <form method=\"post\" action=\"{action}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label>Email<input type=\"email\" name=\"email\" autocomplete=\"username\" required autofocus></label>\
-         <label>Password<input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\">Sign in</button></form>",
-        org = escape(p.org),
-        app = escape(p.app),
-        action = escape(p.action),
-        csrf = escape(p.csrf),
-    );
-    page(p.status, "Sign in", &body, &p.cookies)
+    let t = Login {
+        chrome: Chrome::anonymous("Sign in"),
+        heading: format!("Sign in to {}", p.org),
+        intro: format!("{} wants to access your {} account.", p.app, p.org),
+        button: "Sign in",
+        action: p.action,
+        csrf: p.csrf,
+        error: p.error,
+    };
+    with_cookies(page::render(p.status, &t), &p.cookies)
 }
 
 pub struct ConsentPage<'a> {
@@ -103,29 +96,26 @@ pub struct ConsentPage<'a> {
     pub cookies: Vec<String>,
 }
 
+#[derive(Template)]
+#[template(path = "oauth_consent.html")]
+struct Consent<'a> {
+    chrome: Chrome,
+    p: &'a ConsentPage<'a>,
+    what: &'a str,
+}
+
 pub fn consent_page(p: ConsentPage<'_>) -> Response {
     let what = if p.scope == "read_write" {
         "read and change"
     } else {
         "read"
     };
-    let body = format!(
-        "<h1>Authorize {app}</h1>\
-         <p><b>{app}</b> asks to <b>{what}</b> data of <b>{org}</b> on your behalf (scope <code>{scope}</code>).</p>\
-         <p class=\"muted\">Signed in as {user}. You will be sent back to {host}.</p>\
-         <form method=\"post\" action=\"{action}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
-         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
-        app = escape(p.app),
-        org = escape(p.org),
-        scope = escape(p.scope),
-        user = escape(p.user),
-        host = escape(p.redirect_host),
-        action = escape(p.action),
-        csrf = escape(p.csrf),
-    );
-    page(StatusCode::OK, "Authorize", &body, &p.cookies)
+    let t = Consent {
+        chrome: Chrome::anonymous("Authorize"),
+        p: &p,
+        what,
+    };
+    with_cookies(page::render(StatusCode::OK, &t), &p.cookies)
 }
 
 pub struct ConnectLoginPage<'a> {
@@ -141,32 +131,50 @@ pub struct ConnectLoginPage<'a> {
 
 /// Sign-in before an OAuth connection flow is bound to this browser.
 pub fn connect_login_page(p: ConnectLoginPage<'_>) -> Response {
-    let err = p
-        .error
-        .map(|e| format!("<p class=\"error\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Connect {conn}</h1><p class=\"muted\">Sign in as an admin of <b>{org}</b> to authorize \
-         its {kind} connection <b>{conn}</b>; you will then be sent to the provider.</p>{err}\
-         <form method=\"post\" action=\"{action}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label>Email<input type=\"email\" name=\"email\" autocomplete=\"username\" required autofocus></label>\
-         <label>Password<input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\">Sign in and continue</button></form>",
-        org = escape(p.org),
-        conn = escape(p.connection),
-        kind = escape(p.kind),
-        action = escape(p.action),
-        csrf = escape(p.csrf),
-    );
-    page(p.status, "Connect", &body, &p.cookies)
+    let t = Login {
+        chrome: Chrome::anonymous("Connect"),
+        heading: format!("Connect {}", p.connection),
+        intro: format!(
+            "Sign in as an admin of {} to authorize its {} connection {}; you will then be sent to the provider.",
+            p.org, p.kind, p.connection
+        ),
+        button: "Sign in and continue",
+        action: p.action,
+        csrf: p.csrf,
+        error: p.error,
+    };
+    with_cookies(page::render(p.status, &t), &p.cookies)
 }
 
-pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
-    page(
-        status,
-        title,
-        &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(message)),
-        &[],
+#[derive(Template)]
+#[template(path = "oauth_connected.html")]
+struct Connected<'a> {
+    chrome: Chrome,
+    name: &'a str,
+    kind: &'a str,
+    status: &'a str,
+    test: Option<&'a str>,
+    console: &'a str,
+}
+
+/// The end of a connection's OAuth flow: the "Authentication status"
+/// confirmation, and the way back to the connection in the console.
+pub fn connected_page(
+    name: &str,
+    kind: &str,
+    status: &str,
+    test: Option<&str>,
+    console: &str,
+) -> Response {
+    page::render(
+        StatusCode::OK,
+        &Connected {
+            chrome: Chrome::anonymous("Connected"),
+            name,
+            kind,
+            status,
+            test,
+            console,
+        },
     )
 }

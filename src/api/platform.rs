@@ -7,9 +7,11 @@ use axum::http::{header, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::extract::ClientIp;
 use super::{ApiError, AppState, Format};
 use crate::identity::Permission;
 use crate::oauth::guard::{self, Caller, GuardError};
+use crate::oauth::usage::UsedBy;
 
 /// An authenticated platform API caller.
 #[derive(Debug, Clone)]
@@ -48,7 +50,19 @@ impl FromRequestParts<AppState> for ApiCaller {
             .map(|s| s.trim().to_string());
         let result = match (bearer, access_key) {
             (Some(t), _) => guard::bearer(&st.core, &t).await,
-            (None, Some(k)) => crate::oauth::guard::access_key(&st.core, &k).await,
+            (None, Some(k)) => {
+                // Where the key was used from, noted with the use.
+                let ClientIp(ip) = ClientIp::from_request_parts(parts, st).await?;
+                let agent = parts
+                    .headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok());
+                let by = UsedBy {
+                    ip: ip.as_deref(),
+                    agent,
+                };
+                guard::access_key(&st.core, &k, &by).await
+            }
             (None, None) => Err(GuardError::Missing),
         };
         match result {

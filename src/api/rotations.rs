@@ -129,7 +129,11 @@ async fn started(st: &AppState, admin: &AdminSession, s: Started) -> Result<Resp
 /// they read from are the operator's business, so to an org admin each is
 /// "a platform service key" (in the reader lists and in step details
 /// alike). The operator sees everything.
-async fn seen_by(st: &AppState, admin: &AdminSession, v: Value) -> Result<Value, ApiError> {
+pub(crate) async fn seen_by(
+    st: &AppState,
+    admin: &AdminSession,
+    v: Value,
+) -> Result<Value, ApiError> {
     if admin.session.principal.is_operator() {
         return Ok(v);
     }

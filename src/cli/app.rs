@@ -231,6 +231,7 @@ pub async fn run(core: &Core, out: &Out, cmd: AppCmd) -> anyhow::Result<ExitCode
                 ClientKind::App,
                 &app.name,
                 overlap_ms,
+                false,
             )
             .await?;
             let v = json!({"id": c.id, "client_id": c.client_id, "client_secret": secret, "previous_secret_valid_until": c.prev_secret_expires_at.map(rfc3339)});

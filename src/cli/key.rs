@@ -83,6 +83,7 @@ pub async fn run(core: &Core, out: &Out, cmd: KeyCmd) -> anyhow::Result<ExitCode
                 &o.id,
                 &key.name,
                 overlap.map(Dur::ms).unwrap_or(0),
+                false,
             )
             .await?;
             let view = k.view(now);

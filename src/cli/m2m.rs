@@ -112,6 +112,7 @@ pub async fn run(core: &Core, out: &Out, cmd: M2mCmd) -> anyhow::Result<ExitCode
                 kind,
                 &client.name,
                 overlap.map(Dur::ms).unwrap_or(0),
+                false,
             )
             .await?;
             if revoke_tokens {

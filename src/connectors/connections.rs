@@ -807,3 +807,58 @@ pub async fn mark_rotated(tx: &mut Tx, id: &str, now: i64) -> Result<(), Connect
     )?;
     Ok(())
 }
+
+/// Connections a person must act on — `needs_reauth` first, then `error`
+/// and `disconnected` — of one org, or of every org (`None`, the
+/// operator's view). At most `limit`, worst and longest-broken first.
+pub async fn needing_person(
+    db: &Db,
+    org_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Connection>, ConnectorError> {
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        Connection,
+        &format!(
+            "SELECT {COLS} FROM connections
+             WHERE status IN ('needs_reauth', 'error', 'disconnected') AND ($1 IS NULL OR org_id = $1)
+             ORDER BY CASE status WHEN 'needs_reauth' THEN 0 WHEN 'error' THEN 1 ELSE 2 END, status_changed_at
+             LIMIT $2"
+        ),
+        org_id,
+        limit
+    )?)
+}
+
+/// One connector kind's health for the public status page: how many
+/// connections it has, how many work, how many a person must re-authorize,
+/// and the outcomes of tests and refreshes since `since` (their last
+/// outcome per connection). Counts only: no org, no name.
+#[derive(sqlx::FromRow, Serialize, Debug)]
+pub struct KindHealth {
+    pub kind: String,
+    pub connections: i64,
+    pub connected: i64,
+    pub needs_reauth: i64,
+    pub error: i64,
+    pub tested: i64,
+    pub tested_ok: i64,
+}
+
+pub async fn health_by_kind(db: &Db, since: i64) -> Result<Vec<KindHealth>, ConnectorError> {
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        KindHealth,
+        "SELECT kind,
+                COUNT(*) AS connections,
+                SUM(CASE WHEN status IN ('connected', 'rotating') THEN 1 ELSE 0 END) AS connected,
+                SUM(CASE WHEN status = 'needs_reauth' THEN 1 ELSE 0 END) AS needs_reauth,
+                SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS error,
+                SUM(CASE WHEN last_test_at >= $1 THEN 1 ELSE 0 END) AS tested,
+                SUM(CASE WHEN last_test_at >= $1 AND last_test_outcome <> 'failed' THEN 1 ELSE 0 END) AS tested_ok
+         FROM connections GROUP BY kind ORDER BY kind",
+        since
+    )?)
+}

@@ -156,3 +156,16 @@ pub async fn resolve<C: AsEx>(
         ))),
     }
 }
+
+/// The OAuth client configured for each kind: kind → (client id, when it
+/// was last set, unix ms). Never a secret.
+pub async fn configured(
+    db: &crate::store::Db,
+) -> Result<std::collections::HashMap<String, (String, i64)>, ConnectorError> {
+    let rows: Vec<(String, String, i64)> = crate::fetch_all!(
+        &mut db.read().await?,
+        (String, String, i64),
+        "SELECT kind, client_id, updated_at FROM connector_clients"
+    )?;
+    Ok(rows.into_iter().map(|(k, c, at)| (k, (c, at))).collect())
+}

@@ -214,7 +214,8 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
         let previous = k.digest != digest;
         let live = k.revoked_at.is_none()
             && k.expires_at.is_none_or(|t| t > now)
-            && (!previous || k.prev_expires_at.is_some_and(|t| t > now))
+            // A previous key without an end is held by its rotation.
+            && (!previous || k.prev_expires_at.is_none_or(|t| t > now))
             && !cut_off(k.created_at, &[k.org_cutoff]);
         let cmd = if previous {
             format!("rekey key end-overlap --org {} --name {}", k.slug, k.name)
@@ -262,7 +263,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
     )?;
     if let Some(cl) = client {
         let previous = cl.secret_digest != digest;
-        let live = cl.active && (!previous || cl.prev_secret_expires_at.is_some_and(|t| t > now));
+        let live = cl.active && (!previous || cl.prev_secret_expires_at.is_none_or(|t| t > now));
         let grants = fetch_all!(
             &mut c,
             (String, Option<i64>),
@@ -472,7 +473,7 @@ async fn connection_answer(
     // A previous credential is retired by finishing the rotation that
     // keeps it; a current (or pending) one is rotated.
     let finishing = match slot {
-        "previous" => crate::rotation::last_of(core, &c.id).await?,
+        "previous" => crate::rotation::last_of(&mut core.db.read().await?, &c.id).await?,
         _ => None,
     };
     let cmd = match &finishing {
@@ -527,7 +528,7 @@ pub async fn revoke(core: &Core, actor: &Actor, r: &Revoke) -> Result<Value, Inc
                 ClientKind::App
             };
             let (c, secret) =
-                clients::regenerate_secret(core, actor, org_id, kind, name, 0).await?;
+                clients::regenerate_secret(core, actor, org_id, kind, name, 0, true).await?;
             if *m2m {
                 clients::revoke_tokens_before(
                     core,

@@ -789,3 +789,36 @@ pub async fn retry(
     tx.commit().await?;
     get(core, asker, id).await
 }
+
+/// An open campaign as the public status page shows it: no org names.
+/// The reason of an org's own campaign is its operator's words about that
+/// org, so only platform-wide campaigns (`all`) show theirs.
+#[derive(sqlx::FromRow, Serialize, Debug)]
+pub struct PublicCampaign {
+    #[serde(skip)]
+    pub scope: String,
+    pub reason: String,
+    #[serde(skip)]
+    pub started_at_ms: i64,
+    pub items: i64,
+    pub settled: i64,
+}
+
+pub async fn open_public(db: &crate::store::Db) -> Result<Vec<PublicCampaign>, StoreError> {
+    let mut c = db.read().await?;
+    let mut rows = fetch_all!(
+        &mut c,
+        PublicCampaign,
+        "SELECT i.scope, i.reason, i.started_at AS started_at_ms,
+                (SELECT COUNT(*) FROM incident_items t WHERE t.incident_id = i.id) AS items,
+                (SELECT COUNT(*) FROM incident_items t WHERE t.incident_id = i.id
+                   AND t.status IN ('done', 'verified', 'failed')) AS settled
+         FROM incidents i WHERE i.status = 'running' ORDER BY i.started_at"
+    )?;
+    for r in &mut rows {
+        if r.scope != "all" {
+            r.reason = "an org's own campaign".into();
+        }
+    }
+    Ok(rows)
+}

@@ -87,6 +87,8 @@ pub async fn act(
                     kind,
                     &item.target_id,
                     overlap,
+                    // The campaign presumes the old secrets leaked too.
+                    true,
                 )
                 .await?;
                 let valid = c
@@ -102,7 +104,8 @@ pub async fn act(
             }
             _ => {
                 let (k, secret) =
-                    access_keys::reset(core, actor, &org_id, &item.target_id, overlap).await?;
+                    access_keys::reset(core, actor, &org_id, &item.target_id, overlap, true)
+                        .await?;
                 let valid = k.view(core.now()).previous_key_valid_until;
                 (
                     format!("key regenerated{}", until(valid)),

@@ -68,11 +68,11 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
         every(
             core.clone(),
             stop.clone(),
-            Duration::from_secs(5),
-            "key-usage flush",
+            crate::oauth::usage::FLUSH,
+            "secret-usage flush",
             |core| {
                 Box::pin(async move {
-                    core.key_usage
+                    core.usage
                         .flush(&core.db)
                         .await
                         .map(|n| n as u64)

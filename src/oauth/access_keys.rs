@@ -1,14 +1,14 @@
 //! Org access keys, sent in an `Accesskey` header. Stored as digests only;
-//! a reset keeps the previous digest for an optional overlap. `last used` is
-//! kept in memory and flushed in batches, so a request is not a write.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! a reset keeps the previous digest for an optional overlap, or until the
+//! rotation that reset it retires it. Each use is noted per secret in
+//! memory and written in batches (`super::usage`), so a request is not a
+//! write.
 
 use serde::Serialize;
 
 use super::guard::{AuthMethod, Caller, GuardError};
-use super::{parse_scope, OAuthError};
+use super::usage::{self, Owner, UsedBy};
+use super::{parse_scope, OAuthError, Overlap};
 use crate::audit::{self, Actor, Event};
 use crate::clock::rfc3339;
 use crate::crypto::token::{self, ct_eq, TokenKind};
@@ -45,6 +45,9 @@ pub struct KeyView {
     pub last_used: Option<String>,
     pub expires: Option<String>,
     pub previous_key_valid_until: Option<String>,
+    /// The previous key still works: until `previous_key_valid_until`, or,
+    /// when that is null, until the rotation that replaced it retires it.
+    pub previous_key_live: bool,
 }
 
 impl AccessKey {
@@ -71,7 +74,20 @@ impl AccessKey {
                 .prev_expires_at
                 .filter(|t| *t > now && self.revoked_at.is_none())
                 .map(rfc3339),
+            previous_key_live: self.revoked_at.is_none() && self.previous_live(now),
         }
+    }
+
+    /// The previous key still works (a reset's overlap, or held by a
+    /// rotation until it retires it).
+    pub fn previous_live(&self, now: i64) -> bool {
+        self.prev_digest.is_some() && self.prev_expires_at.is_none_or(|t| t > now)
+    }
+
+    /// The previous key is held by a rotation: it works until the
+    /// rotation's cut-over retires it.
+    pub fn previous_held(&self) -> bool {
+        self.prev_digest.is_some() && self.prev_expires_at.is_none()
     }
 }
 
@@ -187,40 +203,53 @@ pub async fn find<C: AsEx>(c: &mut C, org_id: &str, key: &str) -> Result<AccessK
 }
 
 /// A new key for the same name and scope; the old one dies at once, or
-/// when `overlap_ms` has passed.
+/// when `overlap_ms` has passed. A previous key that a rotation holds
+/// (until its cut-over retires it) is not overwritten unless `supersede`
+/// (an incident's campaign, which presumes both leaked).
 pub async fn reset(
     core: &Core,
     actor: &Actor,
     org_id: &str,
     name: &str,
     overlap_ms: i64,
+    supersede: bool,
 ) -> Result<(AccessKey, String), OAuthError> {
-    if !(0..=crate::rotation::limits::MAX_OVERLAP_MS).contains(&overlap_ms) {
-        return Err(OAuthError::InvalidRequest(
-            "overlap must be between 0s and 30d".into(),
-        ));
-    }
     let now = core.now();
-    let secret = token::mint(TokenKind::AccessKey);
     let mut tx = core.db.begin_write().await?;
-    let mut k = find(&mut tx, org_id, name).await?;
+    let k = find(&mut tx, org_id, name).await?;
+    if k.previous_held() && !supersede {
+        return Err(super::previous_held("access key", &k.name, &k.id, &mut tx).await?);
+    }
+    let out = reset_in(&mut tx, core, actor, k, Overlap::For(overlap_ms), now).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`reset`]'s writes in the caller's transaction, for key `k` as read in
+/// it: the new key (returned, to show once) becomes current, the current
+/// one previous for `overlap`, with the audit event.
+pub async fn reset_in(
+    tx: &mut Tx,
+    core: &Core,
+    actor: &Actor,
+    mut k: AccessKey,
+    overlap: Overlap,
+    now: i64,
+) -> Result<(AccessKey, String), OAuthError> {
     if k.revoked_at.is_some() {
         return Err(OAuthError::InvalidRequest(format!(
             "access key {:?} is revoked; create a new one",
             k.name
         )));
     }
-    let (prev, until) = if overlap_ms > 0 {
-        (Some(k.digest.clone()), Some(now + overlap_ms))
-    } else {
-        (None, None)
-    };
+    let (prev, until) = overlap.previous(&k.digest, now)?;
+    let secret = token::mint(TokenKind::AccessKey);
     k.digest = core.pepper.digest(&secret);
     k.prev_digest = prev;
     k.prev_expires_at = until;
     k.updated_at = now;
     exec!(
-        &mut tx,
+        tx,
         "UPDATE access_keys SET digest = $1, prev_digest = $2, prev_expires_at = $3, updated_at = $4 WHERE id = $5",
         &k.digest,
         &k.prev_digest,
@@ -228,18 +257,37 @@ pub async fn reset(
         now,
         &k.id
     )?;
-    crate::rotation::age::secret_rotated(&mut tx, "key", &k.id, now).await?;
+    let keep = [k.digest.as_str(), k.prev_digest.as_deref().unwrap_or("")];
+    usage::forget_others(tx, &k.id, &keep).await?;
+    crate::rotation::age::secret_rotated(tx, "key", &k.id, now).await?;
     record(
-        &mut tx,
+        tx,
         now,
         actor,
         &k,
         "key.reset",
-        serde_json::json!({"overlap_seconds": overlap_ms / 1000}),
+        serde_json::json!({"overlap_seconds": overlap.seconds()}),
     )
     .await?;
-    tx.commit().await?;
     Ok((k, secret))
+}
+
+/// Puts key `before` back as it was before a reset that issued the digest
+/// `issued` (a rotation whose new key did not authenticate), in the
+/// caller's transaction; false when the key changed since.
+pub async fn restore_in(tx: &mut Tx, before: &AccessKey, issued: &str) -> Result<bool, OAuthError> {
+    let n = exec!(
+        tx,
+        "UPDATE access_keys SET digest = $1, prev_digest = $2, prev_expires_at = $3, updated_at = $4
+         WHERE id = $5 AND digest = $6",
+        &before.digest,
+        &before.prev_digest,
+        before.prev_expires_at,
+        before.updated_at,
+        &before.id,
+        issued
+    )?;
+    Ok(n == 1)
 }
 
 /// Ends a reset's overlap at once: the previous value (perhaps leaked)
@@ -253,7 +301,7 @@ pub async fn end_overlap(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     let mut k = find(&mut tx, org_id, name).await?;
-    let ended = end_overlap_in(&mut tx, &k.id, now).await?;
+    let ended = end_overlap_in(&mut tx, &k.id, None, now).await?;
     k.prev_digest = None;
     k.prev_expires_at = None;
     record(
@@ -270,14 +318,21 @@ pub async fn end_overlap(
 }
 
 /// [`end_overlap`]'s write, in the caller's transaction; true when an
-/// overlap was live.
-pub async fn end_overlap_in(tx: &mut Tx, id: &str, now: i64) -> Result<bool, OAuthError> {
+/// overlap was live. With `only`, only while the previous digest is that
+/// one (a rotation retires the secret it kept, not a later reset's).
+pub async fn end_overlap_in(
+    tx: &mut Tx,
+    id: &str,
+    only: Option<&str>,
+    now: i64,
+) -> Result<bool, OAuthError> {
     let n = exec!(
         tx,
         "UPDATE access_keys SET prev_digest = NULL, prev_expires_at = NULL, updated_at = $1
-         WHERE id = $2 AND prev_digest IS NOT NULL",
+         WHERE id = $2 AND prev_digest IS NOT NULL AND ($3 IS NULL OR prev_digest = $3)",
         now,
-        id
+        id,
+        only
     )?;
     Ok(n == 1)
 }
@@ -322,11 +377,13 @@ impl KeyAuthRow {
     /// True when `digest` is one of this key's live digests and the key is live.
     fn live(&self, digest: &str, well_formed: bool, now: i64) -> bool {
         let current = ct_eq(self.digest.as_bytes(), digest.as_bytes());
+        // A previous key without an end is held by its rotation until the
+        // cut-over retires it.
         let previous = self
             .prev_digest
             .as_deref()
             .is_some_and(|d| ct_eq(d.as_bytes(), digest.as_bytes()))
-            && self.prev_expires_at.is_some_and(|t| t > now);
+            && self.prev_expires_at.is_none_or(|t| t > now);
         // An org-wide cut-off kills keys last set before it.
         let cut = self.org_cutoff.is_some_and(|t| self.updated_at < t);
         well_formed
@@ -353,7 +410,13 @@ impl KeyAuthRow {
 /// expired keys take the same path (one lookup by digest) and the same
 /// answer: only live keys are served from the validation cache, and a
 /// cached key that is no longer live is looked up again like any other.
-pub async fn authenticate(core: &Core, presented: &str) -> Result<Caller, GuardError> {
+/// A use is noted for the secret presented (`by`; `None` for rekey's own
+/// check of a key it just issued, which is no use).
+pub async fn authenticate(
+    core: &Core,
+    presented: &str,
+    by: Option<&UsedBy<'_>>,
+) -> Result<Caller, GuardError> {
     let digest = core.pepper.digest(presented.trim());
     let well_formed = token::well_formed(TokenKind::AccessKey, presented.trim());
     let now = core.now();
@@ -378,47 +441,8 @@ pub async fn authenticate(core: &Core, presented: &str) -> Result<Caller, GuardE
         .await?
         .filter(|k| live(k))
         .ok_or(GuardError::Invalid)?;
-    core.key_usage.touch(&k.id, now);
+    if let Some(by) = by {
+        core.usage.touch(Owner::AccessKey, &k.id, &digest, now, by);
+    }
     Ok(k.caller())
-}
-
-/// Last-used times noted in memory and written in batches.
-#[derive(Debug, Default)]
-pub struct UsageTracker {
-    pending: Mutex<HashMap<String, i64>>,
-}
-
-impl UsageTracker {
-    pub fn touch(&self, key_id: &str, now: i64) {
-        let mut m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        // The common case, a key already noted, allocates nothing.
-        match m.get_mut(key_id) {
-            Some(e) => *e = (*e).max(now),
-            None => {
-                m.insert(key_id.to_string(), now);
-            }
-        }
-    }
-
-    /// Writes what was noted since the last flush; returns how many keys.
-    pub async fn flush(&self, db: &Db) -> Result<usize, crate::store::StoreError> {
-        let batch: Vec<(String, i64)> = {
-            let mut m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            m.drain().collect()
-        };
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        let mut tx = db.begin_write().await?;
-        for (id, at) in &batch {
-            exec!(
-                &mut tx,
-                "UPDATE access_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-                *at,
-                id
-            )?;
-        }
-        tx.commit().await?;
-        Ok(batch.len())
-    }
 }

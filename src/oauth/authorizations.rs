@@ -115,6 +115,61 @@ pub async fn list(db: &Db, client: &Client, now: i64) -> Result<Vec<Authorizatio
 }
 
 /// An admin revokes one authorization of `client`.
+/// One page of an application's authorizations, newest first, by keyset:
+/// `after` is the `(created_at, id)` of the last row of the page before.
+/// With the exact total, and the keyset of this page's last row when more
+/// follow. A deep page costs what the first does (no OFFSET).
+pub struct Page {
+    pub items: Vec<Authorization>,
+    pub total: i64,
+    pub next: Option<(i64, String)>,
+}
+
+pub async fn page(
+    db: &Db,
+    client: &Client,
+    now: i64,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Page, OAuthError> {
+    let mut c = db.read().await?;
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM oauth_grants WHERE client_pk = $1",
+        &client.id
+    )?
+    .unwrap_or(0);
+    let (at, id) = after.unwrap_or((i64::MAX, String::new()));
+    let rows = fetch_all!(
+        &mut c,
+        Row,
+        &format!(
+            "{SELECT} WHERE g.client_pk = $1 AND (g.created_at < $2 OR (g.created_at = $2 AND g.id < $3))
+             ORDER BY g.created_at DESC, g.id DESC LIMIT $4"
+        ),
+        &client.id,
+        at,
+        &id,
+        limit.saturating_add(1)
+    )?;
+    let more = rows.len() as i64 > limit;
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .take(usize::try_from(limit).unwrap_or(0))
+        .collect();
+    let next = if more {
+        rows.last().map(|r| (r.created_at, r.id.clone()))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows.into_iter().map(|r| view(r, client, now)).collect(),
+        total,
+        next,
+    })
+}
+
 pub async fn revoke(
     core: &Core,
     actor: &Actor,

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use super::clients::{self, Client};
+use super::usage::{Owner, UsedBy};
 use super::OAuthError;
 use crate::crypto::token::ct_eq;
 use crate::state::Core;
@@ -81,7 +82,13 @@ pub fn presented(
 
 /// Authenticates a client. Deactivated clients are refused, after the secret
 /// check so that a deactivated client's state is not revealed to strangers.
-pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthError> {
+/// A use is noted for the secret presented (`by`; `None` for rekey's own
+/// check of a secret it just issued, which is no use).
+pub async fn authenticate(
+    core: &Core,
+    p: &Presented,
+    by: Option<&UsedBy<'_>>,
+) -> Result<Client, OAuthError> {
     let client_id = p.client_id.trim();
     let now = core.now();
     let digest = core.pepper.digest(&p.secret);
@@ -109,6 +116,10 @@ pub async fn authenticate(core: &Core, p: &Presented) -> Result<Client, OAuthErr
             "this client is deactivated".into(),
         ));
     }
+    if let Some(by) = by {
+        core.usage
+            .touch(Owner::Client, &client.id, &digest, now, by);
+    }
     Ok(Client::clone(&client))
 }
 
@@ -121,8 +132,8 @@ fn stored(c: &Client) -> (&str, Option<&str>, Option<i64>) {
 }
 
 /// Checks the digest of a presented secret against a client's stored
-/// digests (the current one, and the previous one while its overlap lasts),
-/// in constant time. An unknown client (`None`) costs the same and never
+/// digests (the current one, and the previous one while its overlap lasts
+/// or, without an end, until its rotation retires it), in constant time. An unknown client (`None`) costs the same and never
 /// matches.
 fn digest_matches(
     digest: &str,
@@ -134,6 +145,7 @@ fn digest_matches(
             let a = ct_eq(digest.as_bytes(), current.as_bytes());
             let b = match (prev, until) {
                 (Some(d), Some(u)) if u > now => ct_eq(digest.as_bytes(), d.as_bytes()),
+                (Some(d), None) => ct_eq(digest.as_bytes(), d.as_bytes()),
                 _ => false,
             };
             a | b

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{parse_scope, OAuthError};
+use super::{parse_scope, OAuthError, Overlap};
 use crate::audit::{self, Actor, Event};
 use crate::crypto::token::{self, TokenKind};
 use crate::identity::{validate_name, Permission};
@@ -26,7 +26,7 @@ impl ClientKind {
             ClientKind::M2m => "m2m",
         }
     }
-    fn noun(self) -> &'static str {
+    pub fn noun(self) -> &'static str {
         match self {
             ClientKind::App => "application",
             ClientKind::M2m => "machine client",
@@ -85,6 +85,16 @@ impl Client {
             ClientKind::App
         }
     }
+    /// The previous secret still works (a regeneration's overlap, or held
+    /// by a rotation until it retires it).
+    pub fn previous_live(&self, now: i64) -> bool {
+        self.prev_secret_digest.is_some() && self.prev_secret_expires_at.is_none_or(|t| t > now)
+    }
+    /// The previous secret is held by a rotation until its cut-over
+    /// retires it.
+    pub fn previous_held(&self) -> bool {
+        self.prev_secret_digest.is_some() && self.prev_secret_expires_at.is_none()
+    }
 }
 
 /// The public view (never a secret or digest).
@@ -108,6 +118,9 @@ pub struct ClientView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_grace: Option<i64>,
     pub previous_secret_valid_until: Option<i64>,
+    /// The previous secret still works: until `previous_secret_valid_until`,
+    /// or, when that is null, until the rotation that replaced it retires it.
+    pub previous_secret_live: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -128,6 +141,7 @@ impl Client {
             refresh_token_ttl: app.then_some(self.refresh_ttl_ms / 1000),
             refresh_grace: app.then_some(self.refresh_grace_ms / 1000),
             previous_secret_valid_until: self.prev_secret_expires_at.filter(|t| *t > now),
+            previous_secret_live: self.previous_live(now),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -562,6 +576,7 @@ pub async fn delete(
         &c.id
     )?;
     exec!(&mut tx, "DELETE FROM oauth_clients WHERE id = $1", &c.id)?;
+    super::usage::forget_others(&mut tx, &c.id, &[]).await?;
     record(
         &mut tx,
         now,
@@ -577,7 +592,10 @@ pub async fn delete(
     Ok(c)
 }
 
-/// A new secret; the old one dies at once, or after `overlap_ms`.
+/// A new secret; the old one dies at once, or after `overlap_ms`. A
+/// previous secret that a rotation holds (until its cut-over retires it)
+/// is not overwritten unless `supersede` (an incident's campaign, which
+/// presumes both leaked).
 pub async fn regenerate_secret(
     core: &Core,
     actor: &Actor,
@@ -585,27 +603,38 @@ pub async fn regenerate_secret(
     kind: ClientKind,
     key: &str,
     overlap_ms: i64,
+    supersede: bool,
 ) -> Result<(Client, String), OAuthError> {
-    if !(0..=crate::rotation::limits::MAX_OVERLAP_MS).contains(&overlap_ms) {
-        return Err(OAuthError::InvalidRequest(
-            "overlap must be between 0s and 30d".into(),
-        ));
-    }
     let now = core.now();
-    let secret = token::mint(TokenKind::ClientSecret);
     let mut tx = core.db.begin_write().await?;
-    let mut c = find(&mut tx, org_id, kind, key).await?;
-    let (prev, prev_until) = if overlap_ms > 0 {
-        (Some(c.secret_digest.clone()), Some(now + overlap_ms))
-    } else {
-        (None, None)
-    };
+    let c = find(&mut tx, org_id, kind, key).await?;
+    if c.previous_held() && !supersede {
+        return Err(super::previous_held(kind.noun(), &c.name, &c.id, &mut tx).await?);
+    }
+    let out = regenerate_secret_in(&mut tx, core, actor, c, Overlap::For(overlap_ms), now).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`regenerate_secret`]'s writes in the caller's transaction, for client
+/// `c` as read in it: the new secret (returned, to show once) becomes
+/// current, the current one previous for `overlap`, with the audit event.
+pub async fn regenerate_secret_in(
+    tx: &mut Tx,
+    core: &Core,
+    actor: &Actor,
+    mut c: Client,
+    overlap: Overlap,
+    now: i64,
+) -> Result<(Client, String), OAuthError> {
+    let (prev, prev_until) = overlap.previous(&c.secret_digest, now)?;
+    let secret = token::mint(TokenKind::ClientSecret);
     c.secret_digest = core.pepper.digest(&secret);
     c.prev_secret_digest = prev;
     c.prev_secret_expires_at = prev_until;
     c.updated_at = now;
     exec!(
-        &mut tx,
+        tx,
         "UPDATE oauth_clients SET secret_digest = $1, prev_secret_digest = $2, prev_secret_expires_at = $3, updated_at = $4 WHERE id = $5",
         &c.secret_digest,
         &c.prev_secret_digest,
@@ -613,20 +642,42 @@ pub async fn regenerate_secret(
         now,
         &c.id
     )?;
-    crate::rotation::age::secret_rotated(&mut tx, &c.kind, &c.id, now).await?;
+    let keep = [
+        c.secret_digest.as_str(),
+        c.prev_secret_digest.as_deref().unwrap_or(""),
+    ];
+    super::usage::forget_others(tx, &c.id, &keep).await?;
+    crate::rotation::age::secret_rotated(tx, &c.kind, &c.id, now).await?;
     record(
-        &mut tx,
+        tx,
         now,
         actor,
         &c,
         &format!("{}.regenerate_secret", c.kind),
         serde_json::json!({
-            "overlap_seconds": overlap_ms / 1000,
+            "overlap_seconds": overlap.seconds(),
         }),
     )
     .await?;
-    tx.commit().await?;
     Ok((c, secret))
+}
+
+/// Puts client `before`'s secrets back as they were before a regeneration
+/// that issued the digest `issued` (a rotation whose new secret did not
+/// authenticate), in the caller's transaction; false when they changed since.
+pub async fn restore_in(tx: &mut Tx, before: &Client, issued: &str) -> Result<bool, OAuthError> {
+    let n = exec!(
+        tx,
+        "UPDATE oauth_clients SET secret_digest = $1, prev_secret_digest = $2, prev_secret_expires_at = $3, updated_at = $4
+         WHERE id = $5 AND secret_digest = $6",
+        &before.secret_digest,
+        &before.prev_secret_digest,
+        before.prev_secret_expires_at,
+        before.updated_at,
+        &before.id,
+        issued
+    )?;
+    Ok(n == 1)
 }
 
 /// Ends a regenerated secret's overlap at once: the previous secret
@@ -641,7 +692,7 @@ pub async fn end_overlap(
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     let mut c = find(&mut tx, org_id, kind, name).await?;
-    let ended = end_overlap_in(&mut tx, &c.id, now).await?;
+    let ended = end_overlap_in(&mut tx, &c.id, None, now).await?;
     c.prev_secret_digest = None;
     c.prev_secret_expires_at = None;
     record(
@@ -658,14 +709,21 @@ pub async fn end_overlap(
 }
 
 /// [`end_overlap`]'s write, in the caller's transaction; true when an
-/// overlap was live.
-pub async fn end_overlap_in(tx: &mut Tx, id: &str, now: i64) -> Result<bool, OAuthError> {
+/// overlap was live. With `only`, only while the previous digest is that
+/// one (a rotation retires the secret it kept, not a later reset's).
+pub async fn end_overlap_in(
+    tx: &mut Tx,
+    id: &str,
+    only: Option<&str>,
+    now: i64,
+) -> Result<bool, OAuthError> {
     let n = exec!(
         tx,
         "UPDATE oauth_clients SET prev_secret_digest = NULL, prev_secret_expires_at = NULL, updated_at = $1
-         WHERE id = $2 AND prev_secret_digest IS NOT NULL",
+         WHERE id = $2 AND prev_secret_digest IS NOT NULL AND ($3 IS NULL OR prev_secret_digest = $3)",
         now,
-        id
+        id,
+        only
     )?;
     Ok(n == 1)
 }

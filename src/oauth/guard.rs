@@ -169,7 +169,12 @@ pub async fn bearer(core: &Core, token: &str) -> Result<Caller, GuardError> {
         .ok_or(GuardError::Invalid)
 }
 
-/// Authenticates an `Accesskey` header.
-pub async fn access_key(core: &Core, key: &str) -> Result<Caller, GuardError> {
-    super::access_keys::authenticate(core, key).await
+/// Authenticates an `Accesskey` header, noting the use with where it came
+/// from.
+pub async fn access_key(
+    core: &Core,
+    key: &str,
+    by: &super::usage::UsedBy<'_>,
+) -> Result<Caller, GuardError> {
+    super::access_keys::authenticate(core, key, Some(by)).await
 }

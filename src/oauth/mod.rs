@@ -12,11 +12,15 @@ pub mod clients;
 pub mod grants;
 pub mod guard;
 pub mod introspect;
+pub mod overlap;
 pub mod revoke;
 pub mod tokens;
+pub mod usage;
 
 use crate::identity::{IdentityError, Permission};
 use crate::store::StoreError;
+
+pub use overlap::{previous_held, Overlap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {

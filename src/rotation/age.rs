@@ -164,7 +164,7 @@ pub struct AgeRow {
     #[serde(skip)]
     since_ms: i64,
     #[serde(skip)]
-    due_ms: Option<i64>,
+    pub due_ms: Option<i64>,
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -142,7 +142,7 @@ async fn still_on_previous(
     job: &queue::Job,
 ) -> Result<Vec<String>, RotationError> {
     if row.target_type != "connection" {
-        return Ok(Vec::new());
+        return super::own::still_on_previous(core, row, job).await;
     }
     let version = job.payload()["promoted_version"]
         .as_i64()

@@ -20,6 +20,13 @@ pub const DEADLINE: &str = "24h";
 /// retires the old credential and names who breaks).
 pub const INCIDENT_GRACE_MS: i64 = 3_600_000;
 
+/// How late a use of one of rekey's own secrets may reach the database:
+/// each instance writes the uses it noted every `oauth::usage::FLUSH`, and
+/// twice that allows for a slow write. The cut-over of an access key or a
+/// client secret counts the previous secret unused only once no use has
+/// been reported for the window plus this.
+pub const USE_REPORT_LAG_MS: i64 = 2 * crate::oauth::usage::FLUSH.as_millis() as i64;
+
 /// Longest overlap (and cut-over window) a person may choose: beyond a
 /// month a "rotated" secret is not really rotated.
 pub const MAX_OVERLAP_MS: i64 = 30 * 86_400_000;

@@ -13,11 +13,17 @@
 //! - `cutover` waits `cutover_window` while both work (dual-credential
 //!   drivers), then `retire` removes the old one at the target and here.
 //!
+//! rekey's own secrets (an access key, a client secret; `own.rs`) issue the
+//! new secret in the transaction that records the rotation, then share the
+//! cut-over's decision (`cutover.rs`) with "who presented the old secret"
+//! for "who read the old version".
+//!
 //! Each step's effects commit with the step itself, so a process killed at
 //! any point resumes (on the next start, or another instance once the
 //! lease runs out) at the step it had reached; driver steps are idempotent.
 
 pub mod age;
+mod cutover;
 mod finish;
 mod guided;
 pub mod limits;
@@ -284,6 +290,33 @@ pub async fn list(
     )?)
 }
 
+/// Rotations a person must act on, of one org or of every org (`None`):
+/// `stalled` and `waiting_person` ones, and `failed` ones that no later
+/// rotation of the same target has replaced. At most `limit`, stalled
+/// first, then oldest first.
+pub async fn needing_person(
+    core: &Core,
+    org_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RotationRow>, RotationError> {
+    let mut c = core.db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        RotationRow,
+        &format!(
+            "SELECT {COLS} FROM rotations r
+             WHERE ($1 IS NULL OR r.org_id = $1)
+               AND (r.status IN ('stalled', 'waiting_person')
+                    OR (r.status = 'failed' AND NOT EXISTS (
+                        SELECT 1 FROM rotations n WHERE n.target_id = r.target_id AND n.started_at > r.started_at)))
+             ORDER BY CASE r.status WHEN 'stalled' THEN 0 WHEN 'failed' THEN 1 ELSE 2 END, r.started_at
+             LIMIT $2"
+        ),
+        org_id,
+        limit
+    )?)
+}
+
 /// Starts a rotation (or, with `dry_run`, says what it would do).
 pub async fn start(
     core: &Core,
@@ -352,7 +385,7 @@ pub async fn start(
     // A pending credential a failed rotation kept (the target may hold
     // it) is never overwritten by a new write-ahead.
     if let Some(p) = held.iter().find(|r| r.slot == "pending") {
-        let by = last_of(core, &conn.id)
+        let by = last_of(&mut core.db.read().await?, &conn.id)
             .await?
             .unwrap_or_else(|| "ID".into());
         return Err(RotationError::Invalid(format!(
@@ -364,7 +397,7 @@ pub async fn start(
         .iter()
         .find(|r| r.slot == "previous" && r.retired_at.is_none())
     {
-        let by = last_of(core, &conn.id)
+        let by = last_of(&mut core.db.read().await?, &conn.id)
             .await?
             .unwrap_or_else(|| "ID".into());
         return Err(RotationError::Invalid(format!(
@@ -425,14 +458,17 @@ pub async fn start(
     Ok(Started::Rotation(Box::new(row.view())))
 }
 
-/// The id of the newest rotation of a connection (the one that keeps its
-/// pending or previous credential).
-pub(crate) async fn last_of(core: &Core, conn_id: &str) -> Result<Option<String>, RotationError> {
+/// The id of the newest rotation of a target (the one that keeps its
+/// pending or previous credential). Target ids are unique across kinds.
+pub(crate) async fn last_of<C: AsEx>(
+    c: &mut C,
+    target_id: &str,
+) -> Result<Option<String>, StoreError> {
     let id: Option<(String,)> = fetch_optional!(
-        &mut core.db.read().await?,
+        c,
         (String,),
-        "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 ORDER BY started_at DESC LIMIT 1",
-        conn_id
+        "SELECT id FROM rotations WHERE target_id = $1 ORDER BY started_at DESC LIMIT 1",
+        target_id
     )?;
     Ok(id.map(|(i,)| i))
 }
@@ -506,83 +542,128 @@ pub(crate) async fn insert(
     // Through the group-commit writer: a campaign starts many at once.
     let inserted = core
         .writer
-        .run(move |tx| {
-            Box::pin(async move {
-                let job_id = queue::enqueue(
-                    tx,
-                    &NewJob {
-                        kind: JOB_KIND,
-                        subject: &rid,
-                        step: &n.step,
-                        payload: &n.payload,
-                        run_at: n.run_at,
-                        max_attempts: 3,
-                        host: n.host.as_deref(),
-                    },
-                    now,
-                )
-                .await?;
-                // The unique index on unfinished rotations reserves the
-                // target; a second start fails here and rolls back.
-                exec!(
-                    tx,
-                    "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
-                        cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
-                     VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12)",
-                    &rid,
-                    &n.org_id,
-                    &n.target_type,
-                    &n.target_id,
-                    &n.target_name,
-                    &n.status,
-                    &job_id,
-                    n.cutover_window_ms,
-                    now.saturating_add(n.deadline_ms),
-                    &actor.name,
-                    now,
-                    &n.rotate_with
-                )?;
-                audit::record(
-                    tx,
-                    now,
-                    &actor,
-                    Event {
-                        org_id: Some(&n.org_id),
-                        action: "rotation.start",
-                        target: Some(&rid),
-                        detail: json!({"target": {"type": n.target_type, "name": n.target_name}}),
-                    },
-                )
-                .await?;
-                Ok::<_, StoreError>(())
-            })
-        })
+        .run(move |tx| Box::pin(async move { insert_in(tx, &actor, &rid, &n, now).await }))
         .await?;
     match inserted {
         Ok(()) => {}
-        Err(StoreError::Database(e)) if is_unique_violation(&e) => {
-            let mut c = core.db.read().await?;
-            let existing = fetch_optional!(
-                &mut c,
-                RotationRow,
-                &format!(
-                    "SELECT {COLS} FROM rotations WHERE target_type = $1 AND target_id = $2 AND finished_at IS NULL"
-                ),
-                target.0,
-                target.1
-            )?;
-            return Err(match existing {
-                Some(r) => RotationError::InProgress(Box::new(r.view())),
-                None => {
-                    RotationError::Invalid("a rotation of this target just ended; try again".into())
-                }
-            });
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(refused(core, &target.0, &target.1, e).await),
     }
     by_id(&mut core.db.read().await?, &id)
         .await?
         .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
+}
+
+/// [`insert`]'s writes in the caller's transaction: the rotation `id`, its
+/// job and the audit event.
+async fn insert_in(
+    tx: &mut Tx,
+    actor: &Actor,
+    id: &str,
+    n: &OwnedRotation,
+    now: i64,
+) -> Result<(), StoreError> {
+    let job_id = queue::enqueue(
+        tx,
+        &NewJob {
+            kind: JOB_KIND,
+            subject: id,
+            step: &n.step,
+            payload: &n.payload,
+            run_at: n.run_at,
+            max_attempts: 3,
+            host: n.host.as_deref(),
+        },
+        now,
+    )
+    .await?;
+    // The unique index on unfinished rotations reserves the target; a
+    // second start fails here and rolls back.
+    exec!(
+        tx,
+        "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
+            cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
+         VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12)",
+        id,
+        &n.org_id,
+        &n.target_type,
+        &n.target_id,
+        &n.target_name,
+        &n.status,
+        &job_id,
+        n.cutover_window_ms,
+        now.saturating_add(n.deadline_ms),
+        &actor.name,
+        now,
+        &n.rotate_with
+    )?;
+    audit::record(
+        tx,
+        now,
+        actor,
+        Event {
+            org_id: Some(&n.org_id),
+            action: "rotation.start",
+            target: Some(id),
+            detail: json!({"target": {"type": n.target_type, "name": n.target_name}}),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A rotation recorded with other writes in the caller's transaction (the
+/// new secret of one of rekey's own): [`insert`] without its own commit;
+/// returns its id. A target with an unfinished rotation fails the
+/// transaction; the caller maps that error with [`refused`].
+pub(crate) async fn insert_with(
+    tx: &mut Tx,
+    actor: &Actor,
+    n: NewRotation<'_>,
+    now: i64,
+) -> Result<String, StoreError> {
+    let id = new_id();
+    insert_in(tx, actor, &id, &OwnedRotation::of(&n), now).await?;
+    Ok(id)
+}
+
+/// The error of a start whose insert failed: [`RotationError::InProgress`]
+/// with the unfinished rotation of the target when that was the cause.
+pub(crate) async fn refused(
+    core: &Core,
+    target_type: &str,
+    target_id: &str,
+    e: StoreError,
+) -> RotationError {
+    let StoreError::Database(db) = &e else {
+        return e.into();
+    };
+    if !is_unique_violation(db) {
+        return e.into();
+    }
+    match unfinished(core, target_type, target_id).await {
+        Ok(Some(r)) => RotationError::InProgress(Box::new(r.view())),
+        Ok(None) => {
+            RotationError::Invalid("a rotation of this target just ended; try again".into())
+        }
+        Err(e) => e,
+    }
+}
+
+/// The unfinished rotation of a target, if any.
+pub(crate) async fn unfinished(
+    core: &Core,
+    target_type: &str,
+    target_id: &str,
+) -> Result<Option<RotationRow>, RotationError> {
+    Ok(fetch_optional!(
+        &mut core.db.read().await?,
+        RotationRow,
+        &format!(
+            "SELECT {COLS} FROM rotations WHERE target_type = $1 AND target_id = $2 AND finished_at IS NULL"
+        ),
+        target_type,
+        target_id
+    )?)
 }
 
 /// "If I rotate this now, who has not moved yet": every reader of the
@@ -617,11 +698,14 @@ async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, Rota
 /// (`rotation show`): who has not moved yet.
 pub async fn detailed_view(core: &Core, row: &RotationRow) -> Result<Value, RotationError> {
     let mut v = serde_json::to_value(row.view()).unwrap_or(Value::Null);
-    if row.target_type == "connection" {
+    let p = if row.target_type == "connection" {
         let p = preflight(core, &row.target_id, &row.target_name).await?;
-        v["consumers"] = p["readers"].clone();
-        v["not_moved"] = p["not_moved"].clone();
-    }
+        json!({"consumers": p["readers"], "not_moved": p["not_moved"]})
+    } else {
+        own::consumers(core, row).await?
+    };
+    v["consumers"] = p["consumers"].clone();
+    v["not_moved"] = p["not_moved"].clone();
     Ok(v)
 }
 
@@ -729,13 +813,17 @@ pub async fn retry(
     // with a pending credential the target may hold, at `recover`; after
     // the promotion, at its cut-over (a fresh rotation would be refused
     // while the previous credential still works).
-    if row.status == "failed" && row.target_type == "connection" {
+    if row.status == "failed" {
         let job = queue::get(&mut core.db.read().await?, &row.job_id).await?;
-        let step = job.map(|j| j.step).unwrap_or_default();
-        if run::CHANGING.contains(&step.as_str()) {
+        let (step, state) = job.map(|j| (j.step, j.state)).unwrap_or_default();
+        if row.target_type == "connection" && run::CHANGING.contains(&step.as_str()) {
             return reopen(core, actor, &row, "recover", json!({})).await;
         }
-        if ["cutover", "retire"].contains(&step.as_str()) {
+        // Failed at its cut-over (its attempts spent): the previous
+        // credential is still kept, so it goes on from there. (One of
+        // rekey's own whose new secret failed its verify put the secrets
+        // back and cancelled its job: it starts afresh.)
+        if ["cutover", "retire"].contains(&step.as_str()) && state != queue::CANCELLED {
             return reopen(core, actor, &row, "cutover", json!({})).await;
         }
     }

@@ -5,7 +5,9 @@
 use serde_json::{json, Map, Value};
 
 use super::limits::{LEASE_MS, STEP_BUDGET};
-use super::{by_id, finish, record_step, record_steps, RotationError, RotationRow, JOB_KIND};
+use super::{
+    by_id, cutover, finish, record_step, record_steps, RotationError, RotationRow, JOB_KIND,
+};
 use crate::connectors::connections::{self, Connection};
 use crate::connectors::drivers::{self, Admin, Driver, Since, Target};
 use crate::connectors::probe::{self, Verdict};
@@ -23,15 +25,13 @@ use crate::store::Tx;
 /// a retry resumes at `recover`.
 pub(super) const CHANGING: [&str; 3] = ["apply", "verify", "recover"];
 
-enum Next {
+pub(super) enum Next {
     /// The step committed and moved the job to `step` (with `payload`
     /// when the step set one): go on from there without reading it back.
     Continue {
         step: String,
         payload: Option<Value>,
     },
-    /// Nothing to do until then (cut-over window).
-    WaitUntil(i64),
     /// The rotation ended (completed, failed, cancelled).
     Ended,
     /// A passing failure: count an attempt and retry later.
@@ -155,10 +155,6 @@ async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
                 if let Some(p) = payload {
                     job.payload = p.to_string();
                 }
-            }
-            Next::WaitUntil(at) => {
-                queue::release(&core.db, &job.id, owner, at, core.now()).await?;
-                return Ok(());
             }
             Next::Ended | Next::Lost | Next::Released => return Ok(()),
             Next::Retry(msg) => {
@@ -320,7 +316,7 @@ async fn step_once(
 ) -> Result<Next, RotationError> {
     let owner = lease.token();
     if row.target_type != "connection" {
-        return own_step(core, row, job, owner).await;
+        return super::own::step(core, row, job, owner).await;
     }
     if job.step == "verify_person" {
         // A person stored a new grant and the process that stored it did
@@ -693,32 +689,6 @@ async fn promote_now(
     Ok(next)
 }
 
-/// Records `name` done and moves the job to `next`, with whatever the
-/// caller already did in `tx`.
-#[allow(clippy::too_many_arguments)]
-async fn commit_step(
-    mut tx: Tx,
-    row: &RotationRow,
-    job: &Job,
-    owner: &str,
-    name: &str,
-    detail: &str,
-    next: &str,
-    status: &str,
-    payload: Option<&Value>,
-    now: i64,
-) -> Result<Next, RotationError> {
-    if !queue::advance(&mut tx, &job.id, owner, next, payload, now).await? {
-        return Ok(Next::Lost);
-    }
-    record_step(&mut tx, row, name, "done", detail, status, now).await?;
-    tx.commit().await?;
-    Ok(Next::Continue {
-        step: next.to_string(),
-        payload: payload.cloned(),
-    })
-}
-
 /// `REKEY_TEST_PAUSE_AFTER_STEP` (debug builds only, see
 /// [`crate::test_hooks`]): stop for good after each committed step, holding
 /// the lease, so a test can SIGKILL the process at an exact point between
@@ -733,75 +703,10 @@ async fn pause_for_crash_tests(step: &str) {
     }
 }
 
-/// The job's part of rotating rekey's own secrets (`own.rs` issued the new
-/// one): wait out the cut-over window, then record the previous secret's
-/// end — the overlap that `key reset` / `regenerate-secret` set ends it.
-async fn own_step(
-    core: &Core,
-    row: &RotationRow,
-    job: &Job,
-    owner: &str,
-) -> Result<Next, RotationError> {
-    let now = core.now();
-    let payload = job.payload();
-    let until = payload["cutover_until"].as_i64().unwrap_or(now);
-    let finish_now = payload["finish_now"].as_bool() == Some(true);
-    match job.step.as_str() {
-        "cutover" if now < until && !finish_now => Ok(Next::WaitUntil(until)),
-        "cutover" => {
-            let tx = core.db.begin_write().await?;
-            commit_step(
-                tx,
-                row,
-                job,
-                owner,
-                "cutover",
-                "the cut-over window has passed",
-                "retire",
-                "running",
-                None,
-                now,
-            )
-            .await
-        }
-        "retire" => {
-            let mut tx = core.db.begin_write().await?;
-            // The overlap ends here whatever time it was given (`finish
-            // --now` comes before it would have).
-            match row.target_type.as_str() {
-                "key" => {
-                    crate::oauth::access_keys::end_overlap_in(&mut tx, &row.target_id, now).await?;
-                }
-                _ => {
-                    crate::oauth::clients::end_overlap_in(&mut tx, &row.target_id, now).await?;
-                }
-            }
-            record_step(
-                &mut tx,
-                row,
-                "retire",
-                "done",
-                "the previous secret no longer works",
-                "completed",
-                now,
-            )
-            .await?;
-            finish(&mut tx, row, "completed", None, now).await?;
-            if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
-                return Ok(Next::Lost);
-            }
-            tx.commit().await?;
-            Ok(Next::Ended)
-        }
-        other => Ok(Next::Fail(format!("unknown step {other:?}"))),
-    }
-}
-
 /// The old credential is retired only when nothing still uses it: the
 /// window has passed and every reader of the credentials endpoint has read
-/// the promoted version since. At the deadline, with a reader still on the
-/// old one, the rotation stops as `stalled`, naming who — both credentials
-/// keep working, nobody is cut off.
+/// the promoted version since (and the target reports nobody on the old
+/// one). What follows is [`cutover::decide`]'s, as for every rotation.
 #[allow(clippy::too_many_arguments)]
 async fn cutover(
     core: &Core,
@@ -812,7 +717,6 @@ async fn cutover(
     ctx: &mut Ctx,
     target: &Target<'_>,
 ) -> Result<Next, RotationError> {
-    let owner = lease.token();
     let now = core.now();
     let payload = job.payload();
     let until = payload["cutover_until"].as_i64().unwrap_or(now);
@@ -822,7 +726,7 @@ async fn cutover(
     }
     let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
     let behind = slots::readers_behind(&mut core.db.read().await?, &ctx.conn.id, version).await?;
-    let names = behind
+    let mut names = behind
         .iter()
         .map(|r| {
             format!(
@@ -839,92 +743,42 @@ async fn cutover(
         promoted_at: payload["promoted_at"].as_i64().unwrap_or(0),
         mark: &payload["applied_mark"],
     };
-    let mut names = names;
     // Not knowing is not a use: rekey's own view still decides, and the
     // step says so (once per look, in the record, not the log).
-    let mut unknown = String::new();
+    let mut note = String::new();
     if let Some(old) = ctx.previous(core).await? {
         match ctx.driver.still_on_old(target, &old, &since).await {
             Ok(found) => names.extend(found),
             Err(e) => {
-                unknown = format!("; the target's own report of who still uses the old credential is unavailable ({e}), so rekey's readers decide");
+                note = format!("; the target's own report of who still uses the old credential is unavailable ({e}), so rekey's readers decide");
             }
         }
     }
-    let target_behind = names.len() > behind.len();
-    let names = names.join(", ");
-    if now >= until && behind.is_empty() && !target_behind {
-        let detail = format!(
-            "the window has passed and every reader has moved to version {version}{unknown}"
-        );
-        return retire(core, row, job, lease, ctx, target, Some(detail)).await;
-    }
-    // `rotation finish --now` (or a campaign's forced cut-over at its
-    // deadline): the previous credential goes now, and the record names
-    // whom that breaks.
-    let forced = payload["finish_now"].as_bool() == Some(true)
-        || (now >= row.deadline_at && payload["force_at_deadline"].as_bool() == Some(true));
-    if forced {
-        let who = if names.is_empty() {
-            "no reader was still on it".to_string()
-        } else {
-            format!("readers still on it break: {names}")
-        };
-        let detail = format!("finished at once by a person's decision; {who}{unknown}");
-        return retire(core, row, job, lease, ctx, target, Some(detail)).await;
-    }
-    if now >= row.deadline_at {
-        let mut tx = core.db.begin_write().await?;
-        if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
-            return Ok(Next::Lost);
-        }
-        let detail = format!("the deadline passed with readers still on the previous credential: {names}; both credentials still work");
-        record_step(&mut tx, row, "cutover", "stalled", &detail, "stalled", now).await?;
-        finish(
-            &mut tx,
-            row,
-            "stalled",
-            Some(&format!("cutover: {detail}")),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(Next::Ended);
-    }
-    let detail = if behind.is_empty() && !target_behind {
-        format!(
+    let look = cutover::Look {
+        clear: (now >= until && names.is_empty()).then(|| {
+            format!("the window has passed and every reader has moved to version {version}")
+        }),
+        behind: names,
+        who: "readers",
+        waiting: format!(
             "both credentials work until {}; consumers move to the new one",
             crate::clock::rfc3339(until)
-        )
-    } else {
-        format!("waiting for readers still on the previous credential: {names}")
+        ),
+        // Look again soon (a reader may move at any time), and at the
+        // deadline.
+        next: if now < until {
+            until
+        } else {
+            now.saturating_add(30_000)
+        },
+        note,
     };
-    let detail = detail + &unknown;
-    // Look again soon (a reader may move at any time), and at the deadline.
-    let next = if now < until {
-        until
-    } else {
-        now.saturating_add(30_000)
-    };
-    // The wait is recorded with the job's release, and only while this
-    // claim holds the job: a stale instance never turns a rotation that
-    // another finished back to waiting.
-    let mut tx = core.db.begin_write().await?;
-    if !queue::release_in(&mut tx, &job.id, owner, next.min(row.deadline_at), now).await? {
-        return Ok(Next::Lost);
+    match cutover::decide(core, row, job, lease.token(), look).await? {
+        cutover::Decision::Retire(detail) => {
+            retire(core, row, job, lease, ctx, target, Some(detail)).await
+        }
+        cutover::Decision::Done(next) => Ok(next),
     }
-    record_step(
-        &mut tx,
-        row,
-        "cutover",
-        "waiting",
-        &detail,
-        "waiting_cutover",
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Next::Released)
 }
 
 async fn write_ahead(

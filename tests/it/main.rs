@@ -4,11 +4,13 @@
 mod age;
 mod attacker;
 mod blast;
+mod browser;
 mod harness;
 mod incident;
 
 mod cache;
 mod connections;
+mod console;
 mod drivers;
 mod engine_evidence;
 mod fault_suite;
@@ -23,6 +25,7 @@ mod platform;
 mod proxy;
 mod rotation;
 mod rotation_aws;
+mod rotation_own;
 mod rotation_snowflake;
 mod rotation_via;
 mod schedule;

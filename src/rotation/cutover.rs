@@ -1,0 +1,127 @@
+//! The cut-over's decision, one for every rotation: a connection's (its
+//! readers on the credentials endpoint, and what the target reports) and
+//! one of rekey's own secrets (who presented the previous one). Each kind
+//! says who is still on the previous credential; this decides what follows:
+//!
+//! - nobody, and the window has passed: retire the previous credential;
+//! - `rotation finish --now` (or an incident's forced cut-over at its
+//!   deadline): retire it now, naming whom that breaks;
+//! - the deadline has passed: stop `stalled`, naming who — both
+//!   credentials keep working, nobody is cut off;
+//! - else wait, and look again when something can have changed.
+
+use super::run::Next;
+use super::{finish, record_step, RotationError, RotationRow};
+use crate::jobs::queue::{self, Job, DONE};
+use crate::state::Core;
+
+/// What one kind of rotation sees at a look at its cut-over.
+pub(super) struct Look {
+    /// Nobody is on the previous credential and the window has passed:
+    /// retire it, with this as the cut-over's record.
+    pub clear: Option<String>,
+    /// Who is still on the previous credential, each named for a person.
+    pub behind: Vec<String>,
+    /// What the ones in `behind` are ("readers", "users").
+    pub who: &'static str,
+    /// The wait's record while nobody is behind (the window has not passed).
+    pub waiting: String,
+    /// When to look again if nothing changes (capped at the deadline).
+    pub next: i64,
+    /// Added to every record (a report that was unavailable).
+    pub note: String,
+}
+
+pub(super) enum Decision {
+    /// Retire the previous credential; the cut-over's record.
+    Retire(String),
+    /// Recorded and committed here (stalled, or waiting).
+    Done(Next),
+}
+
+/// Decides and, unless the kind must retire, records the decision and
+/// hands the job back, only while `owner` holds it.
+pub(super) async fn decide(
+    core: &Core,
+    row: &RotationRow,
+    job: &Job,
+    owner: &str,
+    look: Look,
+) -> Result<Decision, RotationError> {
+    let now = core.now();
+    let Look {
+        clear,
+        behind,
+        who,
+        waiting,
+        next,
+        note,
+    } = look;
+    if let Some(detail) = clear {
+        return Ok(Decision::Retire(detail + &note));
+    }
+    let names = behind.join(", ");
+    let payload = job.payload();
+    // `rotation finish --now` (or a campaign's forced cut-over at its
+    // deadline): the previous credential goes now, and the record names
+    // whom that breaks.
+    let forced = payload["finish_now"].as_bool() == Some(true)
+        || (now >= row.deadline_at && payload["force_at_deadline"].as_bool() == Some(true));
+    if forced {
+        let breaks = if names.is_empty() {
+            "nobody was still on it".to_string()
+        } else {
+            format!("{who} still on it break: {names}")
+        };
+        return Ok(Decision::Retire(format!(
+            "finished at once by a person's decision; {breaks}{note}"
+        )));
+    }
+    if now >= row.deadline_at {
+        let mut tx = core.db.begin_write().await?;
+        if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
+            return Ok(Decision::Done(Next::Lost));
+        }
+        let detail = if names.is_empty() {
+            "the deadline passed before the cut-over window ended; both credentials still work"
+                .to_string()
+        } else {
+            format!("the deadline passed with {who} still on the previous credential: {names}; both credentials still work")
+        };
+        record_step(&mut tx, row, "cutover", "stalled", &detail, "stalled", now).await?;
+        finish(
+            &mut tx,
+            row,
+            "stalled",
+            Some(&format!("cutover: {detail}")),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Decision::Done(Next::Ended));
+    }
+    let detail = if names.is_empty() {
+        waiting
+    } else {
+        format!("waiting for {who} still on the previous credential: {names}")
+    } + &note;
+    // The wait is recorded with the job's release, and only while this
+    // claim holds the job: a stale instance never turns a rotation that
+    // another finished back to waiting.
+    let mut tx = core.db.begin_write().await?;
+    if !queue::release_in(&mut tx, &job.id, owner, next.min(row.deadline_at), now).await? {
+        return Ok(Decision::Done(Next::Lost));
+    }
+    record_step(
+        &mut tx,
+        row,
+        "cutover",
+        "waiting",
+        &detail,
+        "waiting_cutover",
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Decision::Done(Next::Released))
+}

@@ -1,0 +1,330 @@
+//! The first page, "what needs you": everything waiting on the signed-in
+//! person, worst first, each with the button that does it. An org admin
+//! sees their org; the operator every org (and the orgs list).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::page::{self, seg, Chrome};
+use super::{Posted, Ui};
+use crate::api::extract::AdminSession;
+use crate::api::{ApiError, AppState};
+use crate::audit::Actor;
+use crate::identity::orgs;
+use crate::identity::sessions::Principal;
+
+/// How much of each kind the page lists: the worst, not everything (each
+/// section links to its full list).
+const SHOWN: i64 = 50;
+/// Schedules and expiries this close count as "soon".
+const SOON_MS: i64 = 7 * 86_400_000;
+
+/// One thing waiting on a person.
+pub struct Need {
+    pub badge: &'static str,
+    pub status: String,
+    pub org: String,
+    pub what: String,
+    pub href: String,
+    pub why: String,
+    pub action: Option<Action>,
+}
+
+/// The button beside a need: a form (POST, with the CSRF field) or a link
+/// (to a page that asks before it acts).
+pub struct Action {
+    pub label: String,
+    pub post: bool,
+    pub to: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct Home {
+    pub chrome: Chrome,
+    pub needs: Vec<Need>,
+    pub soon: Vec<Need>,
+}
+
+fn err(e: impl Into<ApiError>) -> Response {
+    let e: ApiError = e.into();
+    page::error(e.status, &e.message)
+}
+
+/// Org slugs by id, for the operator's cross-org lists.
+async fn slugs(st: &AppState) -> Result<HashMap<String, String>, ApiError> {
+    Ok(orgs::list(&st.core.db)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o.slug))
+        .collect())
+}
+
+async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Need>), ApiError> {
+    let org_id = match &admin.session.principal {
+        Principal::Operator(_) => None,
+        Principal::OrgAdmin { org, .. } => Some(org.id.clone()),
+    };
+    let slugs = slugs(st).await?;
+    let slug = |id: &str| slugs.get(id).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+
+    let conns =
+        crate::connectors::connections::needing_person(&st.core.db, org_id.as_deref(), SHOWN)
+            .await?;
+    for c in conns {
+        let org = slug(&c.org_id);
+        let base = format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&c.name));
+        let oauth = c.method().map(|m| m.is_oauth_code()).unwrap_or(false);
+        let action = if c.status == "needs_reauth" && oauth {
+            Some(Action {
+                label: "Authorize".into(),
+                post: true,
+                to: format!("{base}/authorize"),
+            })
+        } else {
+            Some(Action {
+                label: if c.status == "needs_reauth" {
+                    "Set credential".into()
+                } else {
+                    "Test".into()
+                },
+                post: c.status != "needs_reauth",
+                to: if c.status == "needs_reauth" {
+                    format!("{base}#credential")
+                } else {
+                    format!("{base}/test")
+                },
+            })
+        };
+        out.push(Need {
+            badge: page::badge(&c.status),
+            status: c.status.clone(),
+            org,
+            what: format!("Connection {} ({})", c.name, c.kind),
+            href: base,
+            why: c
+                .status_reason
+                .clone()
+                .unwrap_or_else(|| "no reason recorded".into()),
+            action,
+        });
+    }
+
+    let rots = crate::rotation::needing_person(&st.core, org_id.as_deref(), SHOWN).await?;
+    for r in rots {
+        let org = slug(&r.org_id);
+        let href = format!("/ui/orgs/{}/rotations/{}", seg(&org), seg(&r.id));
+        let (why, action) = match r.status.as_str() {
+            "stalled" => {
+                let v = crate::rotation::detailed_view(&st.core, &r).await?;
+                let v = crate::api::rotations::seen_by(st, admin, v).await?;
+                let readers: Vec<String> = v["not_moved"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| {
+                                format!(
+                                    "{}{} (last read {})",
+                                    x["reader"].as_str().unwrap_or("?"),
+                                    x["ip"]
+                                        .as_str()
+                                        .map(|ip| format!(" from {ip}"))
+                                        .unwrap_or_default(),
+                                    x["last_read_at"].as_str().unwrap_or("never"),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let why = if readers.is_empty() {
+                    r.reason.clone().unwrap_or_default()
+                } else {
+                    format!("Not moved to the new credential: {}", readers.join("; "))
+                };
+                (
+                    why,
+                    Some(Action {
+                        label: "Finish now…".into(),
+                        post: false,
+                        to: format!("{href}/finish"),
+                    }),
+                )
+            }
+            "failed" => (
+                r.reason.clone().unwrap_or_default(),
+                Some(Action {
+                    label: "Retry".into(),
+                    post: true,
+                    to: format!("{href}/retry"),
+                }),
+            ),
+            _ => (
+                r.reason
+                    .clone()
+                    .unwrap_or_else(|| "a person must do the runbook's steps".into()),
+                Some(Action {
+                    label: "Open the runbook".into(),
+                    post: false,
+                    to: href.clone(),
+                }),
+            ),
+        };
+        out.push(Need {
+            badge: page::badge(&r.status),
+            status: r.status.clone(),
+            org,
+            what: format!("Rotation of {} {}", r.target_type, r.target_name),
+            href,
+            why,
+            action,
+        });
+    }
+
+    // Credentials past or near their schedule (the age view, worst first).
+    let now = st.core.now();
+    let mut soon = Vec::new();
+    for a in crate::rotation::age::list(&st.core, org_id.as_deref(), None).await? {
+        let Some(due) = a.due_ms else { continue };
+        if due > now + SOON_MS {
+            continue;
+        }
+        let Some(org) = a.org.clone() else { continue };
+        let href = match a.kind.as_str() {
+            "connection" => format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&a.name)),
+            "app_secret" => format!("/ui/orgs/{}/apps/{}", seg(&org), seg(&a.name)),
+            _ => format!("/ui/orgs/{}/age", seg(&org)),
+        };
+        let action = (a.kind == "connection").then(|| Action {
+            label: "Rotate…".into(),
+            post: false,
+            to: format!("{href}/rotate"),
+        });
+        soon.push(Need {
+            badge: if a.due { "bad" } else { "warn" },
+            status: if a.due {
+                "due".into()
+            } else {
+                "due soon".into()
+            },
+            org,
+            what: format!("{} {} ({})", a.kind.replace('_', " "), a.name, a.detail),
+            href,
+            why: match &a.next_due_at {
+                Some(d) => format!(
+                    "{} old; rotation {} {d}",
+                    page::human_s(a.age_s),
+                    if a.due { "was due" } else { "due" }
+                ),
+                None => format!("{} old", page::human_s(a.age_s)),
+            },
+            action,
+        });
+        if soon.len() as i64 >= SHOWN {
+            break;
+        }
+    }
+    Ok((out, soon))
+}
+
+pub async fn page(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+    match needs(&st, &admin).await {
+        Ok((needs, soon)) => page::ok(&Home {
+            chrome: Chrome::of(&admin, "What needs you", "home", None),
+            needs,
+            soon,
+        }),
+        Err(e) => err(e),
+    }
+}
+
+pub struct OrgLine {
+    pub slug: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "orgs.html")]
+pub struct Orgs {
+    pub chrome: Chrome,
+    pub orgs: Vec<OrgLine>,
+    pub error: Option<String>,
+}
+
+async fn orgs_page(
+    st: &AppState,
+    admin: &AdminSession,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    if !admin.session.principal.is_operator() {
+        return page::error(
+            StatusCode::FORBIDDEN,
+            "Only the platform operator sees every org.",
+        );
+    }
+    let list = match orgs::list(&st.core.db).await {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    page::render(
+        status,
+        &Orgs {
+            chrome: Chrome::of(admin, "Orgs", "orgs", None).notice(notice),
+            orgs: list
+                .into_iter()
+                .map(|o| OrgLine {
+                    slug: o.slug,
+                    name: o.name,
+                    created_at: crate::clock::rfc3339(o.created_at),
+                })
+                .collect(),
+            error,
+        },
+    )
+}
+
+pub async fn orgs(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+    orgs_page(&st, &admin, StatusCode::OK, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct NewOrg {
+    slug: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create_org(State(st): State<AppState>, p: Posted<NewOrg>) -> Response {
+    if !p.ui.session.principal.is_operator() {
+        return page::error(
+            StatusCode::FORBIDDEN,
+            "Only the platform operator creates orgs.",
+        );
+    }
+    let name = Some(p.form.name.trim()).filter(|n| !n.is_empty());
+    let actor: Actor = p.ui.actor();
+    match orgs::create(&st.core.db, &actor, &p.form.slug, name, st.core.now()).await {
+        Ok(o) => {
+            orgs_page(
+                &st,
+                &p.ui,
+                StatusCode::OK,
+                Some(format!("Org {} created.", o.slug)),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            orgs_page(&st, &p.ui, e.status, None, Some(e.message)).await
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! Incident campaigns in the console: start one from its dry-run plan
+//! (shown item by item, then started for real with the same fields), follow
+//! it live (progress per org and kind, what waits on whom), cancel it,
+//! retry an item, and download its report as md, csv or json. The
+//! operator sees every campaign; an org admin their org's part of them
+//! (`incident::Asker`, as in the admin API).
+
+use std::collections::{BTreeMap, HashMap};
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::connections::Confirm;
+use super::page::{self, seg, Chrome};
+use super::{Posted, Ui};
+use crate::api::extract::AdminSession;
+use crate::api::incidents::asker;
+use crate::api::{ApiError, AppState};
+use crate::config::Dur;
+use crate::identity::sessions::Principal;
+use crate::incident::{self, IncidentView, StartRequest, Started};
+
+fn err(e: impl Into<ApiError>) -> Response {
+    let e: ApiError = e.into();
+    page::error(e.status, &e.message)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The start form's fields, carried from the plan page to the real start.
+#[derive(Default, Clone)]
+pub struct Fields {
+    pub reason: String,
+    pub scope: String,
+    pub kinds: String,
+    pub include_own: bool,
+    pub overlap: String,
+    pub force_cutover: bool,
+}
+
+impl Fields {
+    fn from(f: &HashMap<String, String>) -> Fields {
+        let on = |k: &str| f.get(k).is_some_and(|v| v == "true" || v == "on");
+        Fields {
+            reason: f.get("reason").cloned().unwrap_or_default(),
+            scope: f.get("scope").cloned().unwrap_or_default(),
+            kinds: f.get("kinds").cloned().unwrap_or_default(),
+            include_own: on("include_own"),
+            overlap: f.get("overlap").cloned().unwrap_or_default(),
+            force_cutover: on("force_cutover"),
+        }
+    }
+
+    fn request(&self, dry_run: bool) -> Result<StartRequest, ApiError> {
+        let overlap_ms = match self.overlap.trim() {
+            "" => 0,
+            o => o
+                .parse::<Dur>()
+                .map(Dur::ms)
+                .map_err(|e| ApiError::bad_request(format!("overlap: {e}")))?,
+        };
+        Ok(StartRequest {
+            reason: self.reason.clone(),
+            scope: self.scope.trim().to_string(),
+            kinds: self
+                .kinds
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect(),
+            include_own: self.include_own,
+            overlap_ms,
+            force_cutover: self.force_cutover,
+            dry_run,
+        })
+    }
+}
+
+pub struct Line {
+    pub id: String,
+    pub scope: String,
+    pub reason: String,
+    pub status: String,
+    pub badge: &'static str,
+    pub progress: u8,
+    pub total: usize,
+    pub started_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "incidents.html")]
+pub struct ListPage {
+    pub chrome: Chrome,
+    pub lines: Vec<Line>,
+    pub f: Fields,
+    pub error: Option<String>,
+}
+
+fn default_scope(admin: &AdminSession) -> String {
+    match &admin.session.principal {
+        Principal::Operator(_) => "all".into(),
+        Principal::OrgAdmin { org, .. } => format!("org:{}", org.slug),
+    }
+}
+
+async fn list_page(
+    st: &AppState,
+    admin: &AdminSession,
+    status: StatusCode,
+    f: Fields,
+    error: Option<String>,
+) -> Response {
+    let list = match incident::list(&st.core, &asker(admin)).await {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    page::render(
+        status,
+        &ListPage {
+            chrome: Chrome::of(admin, "Incidents", "incidents", None),
+            lines: list
+                .into_iter()
+                .map(|v| Line {
+                    badge: page::badge(&v.status),
+                    id: v.id,
+                    scope: v.scope,
+                    reason: v.reason,
+                    status: v.status,
+                    progress: v.progress,
+                    total: v.total,
+                    started_at: v.started_at,
+                })
+                .collect(),
+            f,
+            error,
+        },
+    )
+}
+
+pub async fn list(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+    let f = Fields {
+        scope: default_scope(&admin),
+        ..Fields::default()
+    };
+    list_page(&st, &admin, StatusCode::OK, f, None).await
+}
+
+pub struct PlanLine {
+    pub n: String,
+    pub org: String,
+    pub target: String,
+    pub action: String,
+    pub after: String,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "incident_plan.html")]
+pub struct PlanPage {
+    pub chrome: Chrome,
+    pub f: Fields,
+    pub lines: Vec<PlanLine>,
+    pub total: usize,
+}
+
+/// `POST /ui/incidents/plan`: the dry run, item by item; nothing changes.
+pub async fn plan(State(st): State<AppState>, p: Posted<HashMap<String, String>>) -> Response {
+    let f = Fields::from(&p.form);
+    let req = match f.request(true) {
+        Ok(r) => r,
+        Err(e) => return list_page(&st, &p.ui, e.status, f, Some(e.message)).await,
+    };
+    match incident::start(&st.core, &p.ui.actor(), &asker(&p.ui), &req).await {
+        Ok(Started::Plan(plan)) => {
+            let lines: Vec<PlanLine> = plan["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|i| PlanLine {
+                            n: s(&i["n"]),
+                            org: s(&i["org"]),
+                            target: format!(
+                                "{} {}{}",
+                                s(&i["target"]["type"]),
+                                s(&i["target"]["name"]),
+                                i["target"]["kind"]
+                                    .as_str()
+                                    .map(|k| format!(" ({k})"))
+                                    .unwrap_or_default()
+                            ),
+                            action: s(&i["action"]),
+                            after: s(&i["after"]),
+                            detail: s(&i["detail"]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            page::ok(&PlanPage {
+                chrome: Chrome::of(&p.ui, "Incident plan", "incidents", None),
+                total: lines.len(),
+                f,
+                lines,
+            })
+        }
+        Ok(Started::Campaign(..)) => page::see_other("/ui/incidents"),
+        Err(e) => {
+            let e = ApiError::from(e);
+            list_page(&st, &p.ui, e.status, f, Some(e.message)).await
+        }
+    }
+}
+
+/// `POST /ui/incidents`: starts the campaign for real. New secrets of
+/// rekey's own (with `include_own`) are shown once, on this answer.
+pub async fn start(State(st): State<AppState>, p: Posted<HashMap<String, String>>) -> Response {
+    let f = Fields::from(&p.form);
+    let req = match f.request(false) {
+        Ok(r) => r,
+        Err(e) => return list_page(&st, &p.ui, e.status, f, Some(e.message)).await,
+    };
+    match incident::start(&st.core, &p.ui.actor(), &asker(&p.ui), &req).await {
+        Ok(Started::Campaign(v, secrets)) => {
+            let shown: Vec<String> = secrets
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} {}{}: {}",
+                        s(&x["type"]),
+                        s(&x["name"]),
+                        x["client_id"]
+                            .as_str()
+                            .map(|c| format!(" ({c})"))
+                            .unwrap_or_default(),
+                        x["secret"].as_str().or(x["key"].as_str()).unwrap_or("")
+                    )
+                })
+                .collect();
+            if shown.is_empty() {
+                // Nothing shown once: the campaign's own page, which a
+                // reload does not start again.
+                page::see_other(&format!("/ui/incidents/{}", seg(&v.id)))
+            } else {
+                show_page(&st, &p.ui, *v, StatusCode::CREATED, None, shown)
+            }
+        }
+        Ok(Started::Plan(_)) => page::see_other("/ui/incidents"),
+        Err(e) => {
+            let e = ApiError::from(e);
+            list_page(&st, &p.ui, e.status, f, Some(e.message)).await
+        }
+    }
+}
+
+pub struct Group {
+    pub org: String,
+    pub kind: String,
+    pub total: usize,
+    pub settled: usize,
+    pub progress: u8,
+}
+
+pub struct Item {
+    pub n: i64,
+    pub org: String,
+    pub target: String,
+    pub action: String,
+    pub status: String,
+    pub badge: &'static str,
+    pub detail: String,
+    pub rotation_id: String,
+    pub retry: bool,
+}
+
+#[derive(Template)]
+#[template(path = "incident.html")]
+pub struct ShowPage {
+    pub chrome: Chrome,
+    pub v: IncidentView,
+    pub badge: &'static str,
+    pub groups: Vec<Group>,
+    pub items: Vec<Item>,
+    pub waiting: Vec<(String, String, String)>,
+    pub secrets: Vec<String>,
+    pub running: bool,
+    pub error: Option<String>,
+}
+
+/// A refusal shown on the campaign's page.
+fn refused(notice: &Option<String>) -> Option<String> {
+    notice
+        .as_ref()
+        .and_then(|n| n.strip_prefix("Refused: ").map(str::to_string))
+}
+
+fn show_page(
+    _st: &AppState,
+    admin: &AdminSession,
+    v: IncidentView,
+    status: StatusCode,
+    notice: Option<String>,
+    secrets: Vec<String>,
+) -> Response {
+    let error = refused(&notice);
+    let notice = if error.is_some() { None } else { notice };
+    let mut groups: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for i in &v.items {
+        let org = i.org.clone().unwrap_or_else(|| "platform".into());
+        let kind = i.target["kind"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| s(&i.target["type"]));
+        let g = groups.entry((org, kind)).or_default();
+        g.0 += 1;
+        if matches!(i.status.as_str(), "verified" | "failed" | "cancelled") {
+            g.1 += 1;
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .map(|((org, kind), (total, settled))| Group {
+            org,
+            kind,
+            total,
+            settled,
+            progress: u8::try_from((settled * 100).checked_div(total).unwrap_or(100))
+                .unwrap_or(100),
+        })
+        .collect();
+    let items = v
+        .items
+        .iter()
+        .map(|i| Item {
+            n: i.n,
+            org: i.org.clone().unwrap_or_else(|| "platform".into()),
+            target: format!("{} {}", s(&i.target["type"]), s(&i.target["name"])),
+            action: i.action.clone(),
+            badge: page::badge(&i.status),
+            status: i.status.clone(),
+            detail: i.detail.clone().unwrap_or_default(),
+            rotation_id: i.rotation_id.clone().unwrap_or_default(),
+            retry: i.status == "failed",
+        })
+        .collect();
+    let waiting = v
+        .waiting
+        .iter()
+        .map(|w| {
+            (
+                format!("{} {}", s(&w["target"]["type"]), s(&w["target"]["name"])),
+                s(&w["who"]),
+                s(&w["what"]),
+            )
+        })
+        .collect();
+    page::render(
+        status,
+        &ShowPage {
+            chrome: Chrome::of(admin, format!("Incident {}", v.id), "incidents", None)
+                .notice(notice),
+            badge: page::badge(&v.status),
+            running: v.status == "running",
+            error,
+            groups,
+            items,
+            waiting,
+            secrets,
+            v,
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct ShowQuery {
+    notice: Option<String>,
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
+    let notice = match q.notice.as_deref() {
+        Some("cancelled") => Some("Campaign cancelled.".to_string()),
+        Some("retried") => {
+            Some("Retrying: a fresh rotation starts for each failed item.".to_string())
+        }
+        _ => None,
+    };
+    match incident::get(&st.core, &asker(&admin), &id).await {
+        Ok(v) => show_page(&st, &admin, v, StatusCode::OK, notice, vec![]),
+        Err(e) => err(e),
+    }
+}
+
+pub async fn confirm_cancel(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    if action != "cancel" {
+        return page::error(
+            StatusCode::NOT_FOUND,
+            "There is no such page of a campaign.",
+        );
+    }
+    let v = match incident::get(&st.core, &asker(&admin), &id).await {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    let back = format!("/ui/incidents/{}", seg(&v.id));
+    page::ok(&Confirm {
+        chrome: Chrome::of(&admin, "Confirm", "incidents", None),
+        heading: format!("Cancel campaign {}?", v.id),
+        lines: vec![
+            format!("{} of {} items are settled. Items not yet started are dropped; rotations already running finish their current step and stop where a rotation can stop (before promotion it is undone; after it, the rotation must be finished).", v.counts["verified"].as_u64().unwrap_or(0) + v.counts["failed"].as_u64().unwrap_or(0), v.total),
+        ],
+        action: format!("{back}/cancel"),
+        button: "Cancel campaign".into(),
+        danger: true,
+        back,
+        inputs: vec![],
+        hidden: vec![],
+    })
+}
+
+pub async fn act(
+    State(st): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    p: Posted<HashMap<String, String>>,
+) -> Response {
+    let a = asker(&p.ui);
+    let actor = p.ui.actor();
+    let back = format!("/ui/incidents/{}", seg(&id));
+    let r = match action.as_str() {
+        "cancel" => incident::cancel(&st.core, &actor, &a, &id)
+            .await
+            .map(|_| "cancelled"),
+        "retry" => {
+            let item = p.form.get("item").and_then(|n| n.parse::<i64>().ok());
+            incident::retry(&st.core, &actor, &a, &id, item)
+                .await
+                .map(|_| "retried")
+        }
+        _ => {
+            return page::error(
+                StatusCode::NOT_FOUND,
+                "There is no such action on a campaign.",
+            )
+        }
+    };
+    match r {
+        Ok(code) => page::see_other(&format!("{back}?notice={code}")),
+        Err(e) => {
+            let e = ApiError::from(e);
+            match incident::get(&st.core, &a, &id).await {
+                Ok(v) => show_page(
+                    &st,
+                    &p.ui,
+                    v,
+                    e.status,
+                    Some(format!("Refused: {}", e.message)),
+                    vec![],
+                ),
+                Err(_) => page::error(e.status, &e.message),
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ReportQuery {
+    format: Option<String>,
+}
+
+/// `GET /ui/incidents/{id}/report?format=md|csv|json`: the report as a
+/// download.
+pub async fn report(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    let name = q.format.unwrap_or_else(|| "md".into());
+    let f: incident::Format = match name.parse() {
+        Ok(f) => f,
+        Err(e) => return err(e),
+    };
+    let text = match incident::report(&st.core, &asker(&admin), &id, f).await {
+        Ok(t) => t,
+        Err(e) => return err(e),
+    };
+    let (ctype, ext) = match f {
+        incident::Format::Json => ("application/json", "json"),
+        incident::Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        incident::Format::Md => ("text/markdown; charset=utf-8", "md"),
+    };
+    let mut r = text.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"incident-{}.{ext}\"",
+        id.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,83 @@
+//! The admin console under `/ui/`: server-rendered pages (askama templates
+//! in `templates/`, checked at compile time, HTML-escaped by default), one
+//! stylesheet and one optional script served from the binary. Every action
+//! is a form that works without script, checked against the session's CSRF
+//! token, and calls the same domain function as its admin API twin, so it
+//! is audited the same way (the person, their IP).
+//!
+//! Anonymous visitors are sent to the sign-in page and back to where they
+//! were. Errors answer in the console's own HTML (`ApiError` in
+//! `Format::Page`), with a way back.
+
+mod apps;
+mod assets;
+mod auth;
+mod connections;
+mod home;
+mod incidents;
+mod operator;
+pub mod page;
+mod rotations;
+mod status;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::api::AppState;
+
+pub use auth::{Posted, Ui};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(auth::to_console))
+        .route("/ui/", get(home::page))
+        .route("/ui/static/{file}", get(assets::file))
+        .route("/ui/login", get(auth::login_form).post(auth::login))
+        .route("/ui/logout", post(auth::logout))
+        .route("/ui/orgs", get(home::orgs).post(home::create_org))
+        .route(
+            "/ui/orgs/{org}/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route("/ui/orgs/{org}/connections/new", get(connections::new_form))
+        .route("/ui/orgs/{org}/connections/{conn}", get(connections::show))
+        .route(
+            "/ui/orgs/{org}/connections/{conn}/{action}",
+            get(connections::confirm).post(connections::act),
+        )
+        .route("/ui/orgs/{org}/rotations", get(rotations::list))
+        .route("/ui/orgs/{org}/rotations/{id}", get(rotations::show))
+        .route(
+            "/ui/orgs/{org}/rotations/{id}/{action}",
+            get(rotations::confirm).post(rotations::act),
+        )
+        .route("/ui/orgs/{org}/apps", get(apps::list).post(apps::create))
+        .route("/ui/orgs/{org}/apps/{app}", get(apps::show))
+        .route(
+            "/ui/orgs/{org}/apps/{app}/authorizations",
+            get(apps::authorizations),
+        )
+        .route(
+            "/ui/orgs/{org}/apps/{app}/{action}",
+            get(apps::confirm).post(apps::act),
+        )
+        .route("/ui/incidents", get(incidents::list).post(incidents::start))
+        .route("/ui/incidents/plan", post(incidents::plan))
+        .route("/ui/incidents/{id}", get(incidents::show))
+        .route("/ui/incidents/{id}/report", get(incidents::report))
+        .route(
+            "/ui/incidents/{id}/{action}",
+            get(incidents::confirm_cancel).post(incidents::act),
+        )
+        .route(
+            "/ui/blast-radius",
+            get(operator::blast_form).post(operator::blast),
+        )
+        .route(
+            "/ui/catalog",
+            get(operator::catalog_list).post(operator::configure),
+        )
+        .route("/ui/{*rest}", get(page::not_found).post(page::not_found))
+        .route("/status", get(status::page))
+        .route("/status.json", get(status::json))
+}

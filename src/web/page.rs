@@ -1,0 +1,198 @@
+//! What every console page shares: the frame around it (`Chrome`: who is
+//! signed in, which org, the CSRF token its forms carry, a notice), the
+//! headers every page answers with, and the HTML error page.
+
+use askama::Template;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::api::extract::AdminSession;
+use crate::identity::sessions::Principal;
+
+/// The frame of a page: the header's navigation and the signed-in person.
+pub struct Chrome {
+    pub title: String,
+    /// The signed-in person's email; `None` on pages before sign-in.
+    pub who: Option<String>,
+    pub role: Option<String>,
+    pub operator: bool,
+    /// The org whose pages the navigation links to.
+    pub org: Option<String>,
+    /// Which navigation entry is this page's.
+    pub nav: &'static str,
+    pub csrf: String,
+    pub notice: Option<String>,
+}
+
+impl Chrome {
+    /// Before sign-in: no navigation.
+    pub fn anonymous(title: impl Into<String>) -> Chrome {
+        Chrome {
+            title: title.into(),
+            who: None,
+            role: None,
+            operator: false,
+            org: None,
+            nav: "",
+            csrf: String::new(),
+            notice: None,
+        }
+    }
+
+    /// For a signed-in admin, on a page of `org` (or none).
+    pub fn of(
+        admin: &AdminSession,
+        title: impl Into<String>,
+        nav: &'static str,
+        org: Option<&str>,
+    ) -> Chrome {
+        let (who, role, own_org) = match &admin.session.principal {
+            Principal::Operator(o) => (o.email.clone(), "operator".to_string(), None),
+            Principal::OrgAdmin { user, org } => (
+                user.email.clone(),
+                format!("admin of {}", org.slug),
+                Some(org.slug.clone()),
+            ),
+        };
+        Chrome {
+            title: title.into(),
+            who: Some(who),
+            role: Some(role),
+            operator: admin.session.principal.is_operator(),
+            org: org.map(str::to_string).or(own_org),
+            nav,
+            csrf: admin.session.csrf.clone(),
+            notice: None,
+        }
+    }
+
+    pub fn notice(mut self, n: Option<String>) -> Chrome {
+        self.notice = n;
+        self
+    }
+}
+
+/// The headers of every console page: never cached (pages show secrets
+/// once and state that changes), never framed, nothing loaded from
+/// anywhere but this origin.
+pub fn harden(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+}
+
+/// Renders a template into a response with `status` and the page headers.
+pub fn render<T: Template>(status: StatusCode, t: &T) -> Response {
+    match t.render() {
+        Ok(html) => {
+            let mut resp = (status, Html(html)).into_response();
+            harden(resp.headers_mut());
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console template failed to render");
+            let mut resp = (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the server log",
+            )
+                .into_response();
+            harden(resp.headers_mut());
+            resp
+        }
+    }
+}
+
+pub fn ok<T: Template>(t: &T) -> Response {
+    render(StatusCode::OK, t)
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub chrome: Chrome,
+    pub status: u16,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The console's error page: the status, what went wrong, a way back.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    render(
+        status,
+        &ErrorPage {
+            chrome: Chrome::anonymous(status.canonical_reason().unwrap_or("Error")),
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("Error").to_string(),
+            message: message.to_string(),
+        },
+    )
+}
+
+pub async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "There is no such page in the console.",
+    )
+}
+
+/// A redirect after a form (303: the browser follows with GET).
+pub fn see_other(to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    harden(resp.headers_mut());
+    resp
+}
+
+/// A status as a badge class: green when well, amber when waiting or
+/// stale, red when someone must act.
+pub fn badge(status: &str) -> &'static str {
+    match status {
+        "connected" | "completed" | "active" | "Active" | "verified" | "done" | "ok"
+        | "running" | "caught_up" => "ok",
+        "needs_reauth" | "failed" | "stalled" | "Revoked" | "Invalid" | "error"
+        | "disconnected" | "deactivated" => "bad",
+        "waiting_person" | "waiting_cutover" | "rotating" | "Expired" | "planned" | "pending"
+        | "acting" | "unverified" => "warn",
+        _ => "neutral",
+    }
+}
+
+/// Percent-encodes one path segment (names users typed go into links).
+pub fn seg(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// "3d 4h" / "5m" / "40s": a duration for people.
+pub fn human_s(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Seconds as the duration a form field takes back (`3600` → `1h`).
+pub fn dur_field(s: i64) -> String {
+    match s {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

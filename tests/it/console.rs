@@ -1,0 +1,634 @@
+//! The admin console (`/ui/`) through the real server, as a browser
+//! without script would use it: plain GETs and form POSTs with the
+//! session cookie. (`tests/browser/` drives Chromium through the same
+//! flows.)
+
+use serde_json::Value;
+
+use crate::dual;
+
+use crate::harness::*;
+
+/// The value of the first hidden `csrf` field of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+async fn get(c: &reqwest::Client, srv: &Server, path: &str) -> (u16, String) {
+    let r = c.get(srv.at(path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn post(
+    c: &reqwest::Client,
+    srv: &Server,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    c.post(srv.at(path)).form(form).send().await.unwrap()
+}
+
+/// Signs in through the console's form; returns the client and the
+/// session's CSRF token (from the first page's forms).
+async fn sign_in(srv: &Server, email: &str) -> (reqwest::Client, String) {
+    let c = client();
+    let (s, html) = get(&c, srv, "/ui/login?next=/ui/").await;
+    assert_eq!(s, 200);
+    let r = post(
+        &c,
+        srv,
+        "/ui/login",
+        &[
+            ("csrf", &csrf_of(&html)),
+            ("email", email),
+            ("password", PASSWORD),
+            ("next", "/ui/"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303, "sign-in should redirect");
+    assert_eq!(r.headers()["location"], "/ui/");
+    let (s, home) = get(&c, srv, "/ui/").await;
+    assert_eq!(s, 200, "{home}");
+    assert!(home.contains("What needs you"));
+    (c, csrf_of(&home))
+}
+
+dual!(anonymous_visitors_go_to_sign_in_and_back, |env| {
+    let admin = env.org_with_admin("acme");
+    let srv = env.serve();
+    let c = client();
+    let r = c
+        .get(srv.at("/ui/orgs/acme/connections?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        to,
+        "/ui/login?next=%2Fui%2Forgs%2Facme%2Fconnections%3Fx%3D1"
+    );
+    let (_, html) = get(&c, &srv, &to).await;
+    assert!(
+        html.contains("value=\"/ui/orgs/acme/connections?x=1\""),
+        "next is carried by the form"
+    );
+    // a wrong password opens nothing and says so
+    let r = post(
+        &c,
+        &srv,
+        "/ui/login",
+        &[
+            ("csrf", &csrf_of(&html)),
+            ("email", &admin),
+            ("password", "wrong-password"),
+            ("next", "/ui/"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Wrong email or password"), "{body}");
+    assert!(!body.contains("rekey_session="));
+    assert_eq!(get(&c, &srv, "/ui/").await.0, 303, "still anonymous");
+    // the right one goes back where the person was; never to another site
+    let r = post(
+        &c,
+        &srv,
+        "/ui/login",
+        &[
+            ("csrf", &csrf_of(&html)),
+            ("email", &admin),
+            ("password", PASSWORD),
+            ("next", "//evil.example/x"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/");
+    // a sign-in form without its nonce is refused
+    let other = client();
+    let r = post(
+        &other,
+        &srv,
+        "/ui/login",
+        &[
+            ("csrf", "forged"),
+            ("email", &admin),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+});
+
+dual!(
+    pages_load_nothing_from_outside_and_are_never_cached,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        let srv = env.serve();
+        let (c, _) = sign_in(&srv, &admin).await;
+        for path in [
+            "/ui/",
+            "/ui/orgs/acme/connections",
+            "/ui/orgs/acme/apps",
+            "/ui/orgs/acme/rotations",
+            "/ui/orgs/acme/connections/new",
+            "/ui/orgs/acme/connections/new?kind=redis",
+            "/status",
+            "/ui/login",
+        ] {
+            let r = c.get(srv.at(path)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let h = r.headers().clone();
+            assert_eq!(
+                h["content-security-policy"]
+                    .to_str()
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap(),
+                "default-src 'self'",
+                "{path}"
+            );
+            assert_eq!(h["cache-control"], "no-store", "{path}");
+            assert_eq!(h["x-frame-options"], "DENY", "{path}");
+            let html = r.text().await.unwrap();
+            assert!(
+                html.starts_with("<!doctype html>") && html.contains("<html lang=\"en\">"),
+                "{path}"
+            );
+            assert!(html.contains("<title>"), "{path}");
+            for outside in ["http://", "https://", "//cdn", "fonts.googleapis"] {
+                let srcs = html.matches("src=\"").count() + html.matches("href=\"").count();
+                assert!(srcs > 0);
+                assert!(
+                    !html.contains(&format!("src=\"{outside}"))
+                        && !html.contains(&format!("stylesheet\" href=\"{outside}")),
+                    "{path} loads from outside: {outside}"
+                );
+            }
+        }
+        // the stylesheet and the script are served from the binary
+        for (path, kind) in [
+            ("/ui/static/rekey.css", "text/css"),
+            ("/ui/static/rekey.js", "text/javascript"),
+        ] {
+            let r = c.get(srv.at(path)).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind));
+        }
+    }
+);
+
+dual!(
+    an_app_secret_is_shown_once_and_forms_need_the_csrf_field,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        let srv = env.serve();
+        let (c, csrf) = sign_in(&srv, &admin).await;
+        // without the session's CSRF value: refused, nothing made
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/apps",
+            &[
+                ("csrf", "rk_cf_forged"),
+                ("name", "crm"),
+                ("scope", "read"),
+                ("callbacks", "https://crm.example/cb"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/apps",
+            &[
+                ("name", "crm"),
+                ("scope", "read"),
+                ("callbacks", "https://crm.example/cb"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            env.json(&["app", "list", "--org", "acme"])
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        // with it: created, the secret on this answer only
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/apps",
+            &[
+                ("csrf", &csrf),
+                ("name", "crm"),
+                ("scope", "read_write"),
+                ("callbacks", "https://crm.example/cb"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let html = r.text().await.unwrap();
+        let at = html.find("rk_cs_").expect("the secret is shown");
+        let secret: String = html[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        let apps = env.json(&["app", "list", "--org", "acme"]);
+        let client_id = apps[0]["client_id"].as_str().unwrap().to_string();
+        assert!(html.contains(&client_id));
+        // the secret works (client credentials are refused for an app, but
+        // the client authenticates: a wrong secret is `invalid_client`)
+        let tok = |s: String| {
+            let (srv, cid) = (&srv, client_id.clone());
+            async move {
+                client()
+                    .post(srv.at("/oauth2/token"))
+                    .basic_auth(cid, Some(s))
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", "rk_rt_nothing"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()["error"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        assert_eq!(tok(secret.clone()).await, "invalid_grant");
+        assert_eq!(tok("rk_cs_wrong".into()).await, "invalid_client");
+        // never again: not in the list, not on the app's page
+        for path in [
+            "/ui/orgs/acme/apps",
+            "/ui/orgs/acme/apps/crm",
+            "/ui/orgs/acme/apps/crm/authorizations",
+        ] {
+            let (s, page) = get(&c, &srv, path).await;
+            assert_eq!(s, 200, "{path}");
+            assert!(!page.contains("rk_cs_"), "{path} shows a secret");
+        }
+        // the status toggle, audited with the person as the actor
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/apps/crm/deactivate",
+            &[("csrf", &csrf), ("from", "list")],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(
+            env.json(&["app", "list", "--org", "acme"])[0]["status"],
+            "deactivated"
+        );
+        let audit = env.json(&["audit", "list", "--org", "acme"]);
+        let ev = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"].as_str().unwrap_or("").contains("deactivate"))
+            .expect("audited");
+        assert_eq!(ev["actor"], format!("user:{admin}@acme"));
+        assert!(
+            ev["ip"].as_str().is_some_and(|ip| ip == "127.0.0.1"),
+            "{ev}"
+        );
+    }
+);
+
+dual!(another_orgs_pages_are_not_found_in_html, |env| {
+    let admin = env.org_with_admin("acme");
+    env.org_with_admin("globex");
+    env.ok(&[
+        "app",
+        "create",
+        "--org",
+        "globex",
+        "--name",
+        "theirs",
+        "--scope",
+        "read",
+        "--callback",
+        "https://g.example/cb",
+    ]);
+    let srv = env.serve();
+    let (c, csrf) = sign_in(&srv, &admin).await;
+    for path in [
+        "/ui/orgs/globex/apps",
+        "/ui/orgs/globex/apps/theirs",
+        "/ui/orgs/globex/connections",
+        "/ui/nothing-here",
+        "/ui/orgs",
+    ] {
+        let r = c.get(srv.at(path)).send().await.unwrap();
+        let s = r.status().as_u16();
+        assert!(s == 404 || s == 403, "{path}: {s}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let html = r.text().await.unwrap();
+        assert!(html.contains("href=\"/ui/\""), "{path}: a way back");
+        assert!(!html.contains("theirs"), "{path}");
+    }
+    let r = post(
+        &c,
+        &srv,
+        "/ui/orgs/globex/apps/theirs/deactivate",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        env.json(&["app", "list", "--org", "globex"])[0]["status"],
+        "active"
+    );
+    // the admin API keeps its JSON errors
+    let r = c
+        .get(srv.at("/api/v1/orgs/globex/apps"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+});
+
+dual!(
+    a_connection_is_made_from_the_catalog_form_and_its_credential_never_echoed,
+    |env| {
+        if !require(redis_up(), "Redis") {
+            return;
+        }
+        let admin = env.org_with_admin("acme");
+        let srv = env.serve();
+        let (c, csrf) = sign_in(&srv, &admin).await;
+        let (_, form) = get(&c, &srv, "/ui/orgs/acme/connections/new?kind=redis").await;
+        assert!(
+            form.contains("name=\"s.host\""),
+            "settings generated from the catalog"
+        );
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/connections",
+            &[
+                ("csrf", &csrf),
+                ("kind", "redis"),
+                ("name", "cache"),
+                ("s.host", "127.0.0.1"),
+                ("s.port", "6379"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+        // bad input: a clear error, nothing written
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/connections",
+            &[
+                ("csrf", &csrf),
+                ("kind", "redis"),
+                ("name", "cache"),
+                ("s.host", "127.0.0.1"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 409);
+        assert!(r.text().await.unwrap().contains("class=\"error\""));
+        let (_, page) = get(&c, &srv, "/ui/orgs/acme/connections/cache").await;
+        assert!(page.contains("⋮"), "the actions menu");
+        let fields: Vec<&str> = page
+            .match_indices("name=\"f.")
+            .map(|(i, _)| &page[i + 8..i + 30])
+            .collect();
+        assert!(!fields.is_empty(), "credential fields from the catalog");
+        // a Redis with no password: the default user; set it through the form
+        let r = post(
+            &c,
+            &srv,
+            "/ui/orgs/acme/connections/cache/credential",
+            &[
+                ("csrf", &csrf),
+                ("f.password", "not-the-password-xyz"),
+                ("force", "true"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        let (_, page) = get(
+            &c,
+            &srv,
+            "/ui/orgs/acme/connections/cache?notice=credential",
+        )
+        .await;
+        assert!(
+            !page.contains("not-the-password-xyz"),
+            "a credential is never echoed"
+        );
+        assert!(page.contains("Credential stored"));
+        let v = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+        assert_eq!(v["has_credentials"], true);
+    }
+);
+
+/// Signs the platform operator in through the console's form.
+async fn operator_sign_in(env: &Env, srv: &Server) -> (reqwest::Client, String) {
+    env.run_stdin(
+        &[
+            "operator",
+            "create",
+            "--email",
+            "op@platform.test",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    sign_in(srv, "op@platform.test").await
+}
+
+dual!(
+    an_incident_starts_from_its_dry_run_plan_and_its_report_downloads,
+    |env| {
+        env.org_with_admin("acme");
+        env.ok(&[
+            "app",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "crm",
+            "--scope",
+            "read",
+            "--callback",
+            "https://crm.example/cb",
+        ]);
+        let srv = env.serve();
+        let (c, csrf) = operator_sign_in(&env, &srv).await;
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("reason", "leaked backup"),
+            ("scope", "all"),
+            ("include_own", "true"),
+        ];
+        // the plan: item by item, nothing started
+        let r = post(&c, &srv, "/ui/incidents/plan", &fields).await;
+        assert_eq!(r.status(), 200);
+        let plan = r.text().await.unwrap();
+        assert!(
+            plan.contains("Dry run") && plan.contains("app crm"),
+            "{plan}"
+        );
+        assert_eq!(env.json(&["incident", "list"]).as_array().unwrap().len(), 0);
+        // for real: the new secret shown once on the answer
+        let r = post(&c, &srv, "/ui/incidents", &fields).await;
+        assert_eq!(r.status(), 201);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("rk_cs_"),
+            "the regenerated app secret is shown once"
+        );
+        let list = env.json(&["incident", "list"]);
+        let id = list[0]["id"].as_str().unwrap().to_string();
+        let (s, again) = get(&c, &srv, &format!("/ui/incidents/{id}")).await;
+        assert_eq!(s, 200);
+        assert!(!again.contains("rk_cs_"), "never again");
+        assert!(again.contains("<progress"));
+        for (fmt, ctype) in [
+            ("md", "text/markdown"),
+            ("csv", "text/csv"),
+            ("json", "application/json"),
+        ] {
+            let r = c
+                .get(srv.at(&format!("/ui/incidents/{id}/report?format={fmt}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(ctype));
+            assert!(r.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment"));
+            assert!(r.text().await.unwrap().contains("crm"));
+        }
+        // an org admin may not start a platform-wide one from the console either
+        let (oc, ocsrf) = sign_in(&srv, "admin@acme.test").await;
+        let r = post(
+            &oc,
+            &srv,
+            "/ui/incidents/plan",
+            &[("csrf", ocsrf.as_str()), ("reason", "x"), ("scope", "all")],
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+    }
+);
+
+dual!(
+    blast_radius_looks_a_value_up_and_revokes_it_after_asking,
+    |env| {
+        env.org_with_admin("acme");
+        let made = env.json(&[
+            "app",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "crm",
+            "--scope",
+            "read",
+            "--callback",
+            "https://crm.example/cb",
+        ]);
+        let secret = made["client_secret"].as_str().unwrap().to_string();
+        let srv = env.serve();
+        let (c, csrf) = operator_sign_in(&env, &srv).await;
+        let r = post(
+            &c,
+            &srv,
+            "/ui/blast-radius",
+            &[("csrf", csrf.as_str()), ("value", secret.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("app_secret") && page.contains("Revoke it?"),
+            "{page}"
+        );
+        // looking is not revoking
+        let before = env.json(&["incident", "blast-radius", "--app", "crm", "--org", "acme"]);
+        assert_eq!(before["live"], true);
+        let r = post(
+            &c,
+            &srv,
+            "/ui/blast-radius",
+            &[
+                ("csrf", csrf.as_str()),
+                ("value", secret.as_str()),
+                ("revoke", "true"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Revoked"));
+        let r = post(
+            &c,
+            &srv,
+            "/ui/blast-radius",
+            &[("csrf", csrf.as_str()), ("value", secret.as_str())],
+        )
+        .await;
+        assert!(
+            !r.text().await.unwrap().contains("Revoke it?"),
+            "the old secret is dead"
+        );
+        // the API twin, and an org admin is refused both
+        let (api, token) = admin_login(&srv, "op@platform.test").await;
+        let r = api
+            .post(srv.at("/api/v1/blast-radius"))
+            .header("x-csrf-token", token)
+            .json(&serde_json::json!({"value": "rk_cs_never-issued"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["found"], false);
+        let (oc, ocsrf) = sign_in(&srv, "admin@acme.test").await;
+        assert_eq!(get(&oc, &srv, "/ui/blast-radius").await.0, 403);
+        let r = post(
+            &oc,
+            &srv,
+            "/ui/blast-radius",
+            &[("csrf", ocsrf.as_str()), ("value", secret.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+    }
+);
