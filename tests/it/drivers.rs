@@ -345,3 +345,67 @@ dual!(
         );
     }
 );
+
+// rekey sees every use of its own keys: a connection's rotation of one
+// waits while someone still presents the old value, names them, and
+// retires it once it has gone unused for the cut-over window.
+dual!(
+    a_held_keys_cutover_waits_for_callers_of_the_old_value,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        let k = env.json(&[
+            "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
+        ]);
+        let old_key = k["key"].as_str().unwrap().to_string();
+        let srv = env.serve_with(&[
+            ("REKEY_JOBS_INTERVAL", "1s"),
+            ("REKEY_KEEPER_INTERVAL", "0"),
+        ]);
+        connection(
+            &env,
+            "platform_access_key",
+            "self-key",
+            &[&format!("base_url={}", srv.url)],
+        );
+        set_credential(&env, "self-key", &["access_key"], &[&old_key]);
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "self-key",
+            "--cutover-window",
+            "2s",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        // a job that has not moved keeps presenting the old key
+        let caller = client();
+        let mut named = Value::Null;
+        for _ in 0..200 {
+            let r = caller
+                .get(srv.at("/v1/me"))
+                .header("Accesskey", &old_key)
+                .header("User-Agent", "etl-job/1.0")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "the old key works during the cut-over");
+            let show = env.json(&["rotation", "show", &id]);
+            if show["status"] == "waiting_cutover" && show.to_string().contains("etl-job/1.0") {
+                named = show;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            named.to_string().contains("of access key etl"),
+            "the cut-over never named the caller of the old key: {}",
+            env.json(&["rotation", "show", &id])
+        );
+        // it stops; past the window (and the time a use takes to be reported)
+        // the next look retires the old value
+        env.advance(std::time::Duration::from_secs(60));
+        wait_for_status(&env, &id, "completed").await;
+        assert_eq!(me_with_key(&srv, &old_key).await, 401);
+    }
+);

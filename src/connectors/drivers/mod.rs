@@ -107,6 +107,10 @@ impl From<String> for Applied {
 pub struct Since<'a> {
     pub promoted_at: i64,
     pub mark: &'a Value,
+    /// The rotation's cut-over window: where the target reports each use
+    /// (rekey's own secrets), a consumer counts as moved once it has not
+    /// used the old credential for this long.
+    pub window_ms: i64,
 }
 
 pub trait Driver: Send + Sync {

@@ -1,252 +1,224 @@
 //! rekey's own secrets, held by a connection: a platform access key
 //! (`platform_access_key`, `bulk_api`) or a machine client's secret
 //! (`platform_m2m`) that this rekey issued to the connection's org. rekey
-//! is the target: the new value is minted here (and sealed as pending
-//! before anything changes), `apply` makes it the key's or client's value
-//! while the old one keeps working as the previous value, `verify` calls
-//! the platform with the new one (the connection's probe), and `retire`
-//! ends the old one once the cut-over lets it — the overlap `key reset`
-//! and `regenerate-secret` have, ended by the rotation instead of a timer.
+//! is the target: the new value is minted here and sealed as pending before
+//! anything changes; `apply` makes it the key's or client's value while the
+//! old one keeps working as the previous value, held until the rotation
+//! retires it (as `rotate --key` and `--m2m` do, `oauth::Overlap`);
+//! `verify` calls the platform with the new one (the connection's probe);
+//! the cut-over waits for the connection's readers and for whoever still
+//! presents the old value (rekey sees every use of its own secrets,
+//! `oauth::usage`); `retire` ends the old value.
 //!
 //! Only a key or client of the connection's own org is ever touched: one
 //! the connection's value opens. A value this rekey did not issue (another
-//! platform's), or one revoked, fails the check and changes nothing.
-//! Each step is one transaction with its audit event, and safe to run again
-//! after a crash: `apply` finds the new value in place, `retire` and
-//! `rollback` find nothing left to do.
+//! platform's, another org's), one revoked, or one whose previous value
+//! still works (another rotation or overlap keeps it) fails before
+//! anything changes. Each step is one transaction with its audit event,
+//! and safe to run again after a crash: `apply` finds the new value in
+//! place, `retire` and `rollback` find nothing left to do.
 
 use std::collections::HashSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{text, Applied, BoxFut, Driver, Target};
-use crate::audit::{self, Actor, Event};
-use crate::clock::rfc3339;
+use super::{text, Applied, BoxFut, Driver, Since, Target};
+use crate::audit::Actor;
 use crate::connectors::connections::{self, Connection};
 use crate::connectors::ConnectorError;
 use crate::crypto::token::{self, TokenKind};
-use crate::rotation::limits::MAX_OVERLAP_MS;
+use crate::oauth::access_keys::{self, AccessKey};
+use crate::oauth::clients::{self, Client, ClientKind};
+use crate::oauth::{usage, OAuthError, Overlap};
+use crate::rotation::limits::USE_REPORT_LAG_MS;
 use crate::state::Core;
-use crate::store::sql::{exec_args, fetch_all_args, Arg};
-use crate::store::StoreError;
+use crate::store::AsEx;
 
-/// Where one kind of rekey's own secrets is kept, and how a connection's
-/// credential names one.
-pub struct Own {
-    /// The credential field holding the secret.
-    field: &'static str,
-    mint: TokenKind,
-    table: &'static str,
-    digest: &'static str,
-    prev: &'static str,
-    prev_until: &'static str,
-    /// Narrows to live rows of the org (`$1`) that the credential names,
-    /// with the parameters from `$first` ([`Own::which`]).
-    live: &'static str,
-    /// `secret_schedules.target_type` and the prefix of audit actions.
-    noun: &'static str,
-    /// For people.
-    what: &'static str,
+/// Which of rekey's own secrets a connection holds.
+pub struct RekeySecret(Which);
+
+enum Which {
+    /// An org access key (`Accesskey: rk_ak_…`), found by its value.
+    AccessKey,
+    /// A machine client's secret, found by the credential's `client_id`.
+    M2m,
 }
 
-/// An org access key (`Accesskey: rk_ak_…`): found by its value.
-pub static ACCESS_KEY: Own = Own {
-    field: "access_key",
-    mint: TokenKind::AccessKey,
-    table: "access_keys",
-    digest: "digest",
-    prev: "prev_digest",
-    prev_until: "prev_expires_at",
-    live: "org_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $first)",
-    noun: "key",
-    what: "access key",
-};
+pub static ACCESS_KEY: RekeySecret = RekeySecret(Which::AccessKey);
+pub static M2M_SECRET: RekeySecret = RekeySecret(Which::M2m);
 
-/// A machine client's secret: found by the credential's `client_id`.
-pub static M2M_SECRET: Own = Own {
-    field: "client_secret",
-    mint: TokenKind::ClientSecret,
-    table: "oauth_clients",
-    digest: "secret_digest",
-    prev: "prev_secret_digest",
-    prev_until: "prev_secret_expires_at",
-    live: "org_id = $1 AND kind = 'm2m' AND active = TRUE AND client_id = $first",
-    noun: "m2m",
-    what: "machine client secret",
-};
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    name: String,
+/// The key or client a credential names, in the connection's org.
+enum Owner {
+    Key(AccessKey),
+    Client(Client),
 }
 
-impl Own {
-    /// The parameter of [`Own::live`] after the org, for credential `cred`.
-    fn which(&self, core: &Core, cred: &Map<String, Value>) -> Arg {
-        match self.mint {
-            TokenKind::ClientSecret => Arg::Text(text(cred, "client_id")),
-            _ => Arg::Int(core.now()),
+impl Owner {
+    fn id(&self) -> &str {
+        match self {
+            Owner::Key(k) => &k.id,
+            Owner::Client(c) => &c.id,
         }
     }
 
-    /// `live` with its parameter numbered `$n`.
-    fn live_at(&self, n: usize) -> String {
-        self.live.replace("$first", &format!("${n}"))
+    fn name(&self) -> &str {
+        match self {
+            Owner::Key(k) => &k.name,
+            Owner::Client(c) => &c.name,
+        }
+    }
+
+    fn digest(&self) -> &str {
+        match self {
+            Owner::Key(k) => &k.digest,
+            Owner::Client(c) => &c.secret_digest,
+        }
+    }
+
+    fn previous(&self) -> (Option<&str>, Option<i64>) {
+        match self {
+            Owner::Key(k) => (k.prev_digest.as_deref(), k.prev_expires_at),
+            Owner::Client(c) => (c.prev_secret_digest.as_deref(), c.prev_secret_expires_at),
+        }
+    }
+
+    /// It may take a new value: a key neither revoked nor expired, a
+    /// client active.
+    fn usable(&self, now: i64) -> bool {
+        match self {
+            Owner::Key(k) => k.status(now) == "active",
+            Owner::Client(c) => c.active,
+        }
+    }
+}
+
+fn actor(t: &Target<'_>) -> Actor {
+    Actor::new(format!("rotation of connection {}", t.conn.name), None)
+}
+
+fn failed(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl RekeySecret {
+    /// The credential field holding the secret.
+    fn field(&self) -> &'static str {
+        match self.0 {
+            Which::AccessKey => "access_key",
+            Which::M2m => "client_secret",
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self.0 {
+            Which::AccessKey => "access key",
+            Which::M2m => "machine client secret",
+        }
     }
 
     fn digest_of(&self, core: &Core, cred: &Map<String, Value>) -> String {
-        core.pepper.digest(text(cred, self.field).trim())
+        core.pepper.digest(text(cred, self.field()).trim())
     }
 
-    /// The live row of `org_id` that credential `cred` names whose
-    /// `column` is `digest`.
-    async fn find(
+    /// The key or client of `org_id` that credential `cred` names: the key
+    /// whose current or previous value it is; the machine client of its
+    /// `client_id`.
+    async fn owner<C: AsEx>(
         &self,
+        c: &mut C,
         core: &Core,
         org_id: &str,
         cred: &Map<String, Value>,
-        column: &str,
-        digest: &str,
-    ) -> Result<Option<Row>, StoreError> {
-        let sql = format!(
-            "SELECT id, name FROM {} WHERE {} AND {column} = $2",
-            self.table,
-            self.live_at(3)
-        );
-        let args = vec![
-            Arg::Text(org_id.to_string()),
-            Arg::Text(digest.to_string()),
-            self.which(core, cred),
-        ];
-        let rows: Vec<Row> = fetch_all_args(&mut core.db.read().await?, &sql, args).await?;
-        Ok(rows.into_iter().next())
-    }
-
-    /// The row whose current value is the connection's `cred`.
-    async fn holding(
-        &self,
-        t: &Target<'_>,
-        cred: &Map<String, Value>,
-    ) -> Result<Option<Row>, String> {
-        let digest = self.digest_of(t.core, cred);
-        self.find(t.core, &t.conn.org_id, cred, self.digest, &digest)
-            .await
-            .map_err(|e| e.to_string())
+    ) -> Result<Option<Owner>, OAuthError> {
+        Ok(match self.0 {
+            Which::AccessKey => access_keys::by_digest(c, org_id, &self.digest_of(core, cred))
+                .await?
+                .map(Owner::Key),
+            Which::M2m => clients::by_client_id(c, &text(cred, "client_id"))
+                .await?
+                .filter(|cl| cl.org_id == org_id && cl.kind() == ClientKind::M2m)
+                .map(Owner::Client),
+        })
     }
 
     fn not_ours(&self) -> String {
         format!(
             "the {} this connection holds is not a live {} of this org on this rekey (revoked, expired, or issued elsewhere): rotate it where it was issued and `rekey connection set-credential`",
-            self.what, self.what
+            self.what(),
+            self.what()
         )
     }
 
-    /// One statement on the row (`set`, with `$2`, `$3` …; `cond` adds to
-    /// the row's own condition) and its audit event, in one transaction;
-    /// the row it changed, if any.
-    async fn change(
+    /// Whether `o`, found for the connection's current value `old`, may
+    /// take a new one: `old` is its value, it is live, and no previous
+    /// value that still works would be overwritten.
+    async fn may_replace<C: AsEx>(
         &self,
-        t: &Target<'_>,
-        set: &str,
-        cond: &str,
-        args: Vec<Arg>,
-        action: &str,
-        detail: Value,
-    ) -> Result<Option<Row>, String> {
-        let run = async {
-            let n = args.len() + 2;
-            let find = format!(
-                "SELECT id, name FROM {} WHERE {} AND {cond}",
-                self.table,
-                self.live_at(n)
-            );
-            let update = format!(
-                "UPDATE {} SET {set} WHERE {} AND {cond}",
-                self.table,
-                self.live_at(n)
-            );
-            let mut all = vec![Arg::Text(t.conn.org_id.clone())];
-            all.extend(args);
-            all.push(self.which(t.core, t.current));
-            let now = t.core.now();
-            let mut tx = t.core.db.begin_write().await?;
-            let rows: Vec<Row> = fetch_all_args(&mut tx, &find, all.clone()).await?;
-            let Some(row) = rows.into_iter().next() else {
-                return Ok::<_, StoreError>(None);
-            };
-            // The update checks again what the read found (a compare-and-
-            // set); nothing changed, nothing is recorded.
-            if exec_args(&mut tx, &update, all).await? != 1 {
-                return Ok(None);
-            }
-            if action.ends_with(".reset") || action.ends_with(".regenerate_secret") {
-                crate::rotation::age::secret_rotated(&mut tx, self.noun, &row.id, now).await?;
-            }
-            audit::record(
-                &mut tx,
-                now,
-                &Actor::new(format!("rotation of connection {}", t.conn.name), None),
-                Event {
-                    org_id: Some(&t.conn.org_id),
-                    action,
-                    target: Some(&row.name),
-                    detail,
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(Some(row))
-        };
-        run.await.map_err(|e| e.to_string())
-    }
-
-    fn set_value_action(&self) -> String {
-        match self.mint {
-            TokenKind::ClientSecret => format!("{}.regenerate_secret", self.noun),
-            _ => format!("{}.reset", self.noun),
+        c: &mut C,
+        core: &Core,
+        o: &Owner,
+        old: &str,
+    ) -> Result<(), String> {
+        let now = core.now();
+        if o.digest() != old {
+            return Err(if o.previous().0 == Some(old) {
+                format!(
+                    "{} {} has a newer value than the one this connection holds (reset or regenerated since): store it with `rekey connection set-credential`; it is rotated from there",
+                    self.what(),
+                    o.name()
+                )
+            } else {
+                self.not_ours()
+            });
         }
+        if !o.usable(now) {
+            return Err(self.not_ours());
+        }
+        let (noun, command) = match self.0 {
+            Which::AccessKey => ("access key", "key"),
+            Which::M2m => ("machine client", "m2m"),
+        };
+        crate::oauth::refuse_live_previous(c, noun, o.name(), o.id(), command, o.previous(), now)
+            .await
+            .map_err(failed)
     }
 }
 
-impl Driver for Own {
+impl Driver for RekeySecret {
     fn dual(&self) -> bool {
         true
     }
 
     fn plan(&self, _settings: &Map<String, Value>) -> Vec<String> {
         vec![
-            format!("find the {} this connection holds among this org's, on this rekey", self.what),
-            format!("issue a new {} value (sealed here as pending first); the current one keeps working beside it", self.what),
+            format!("find the {} this connection holds among this org's, on this rekey", self.what()),
+            format!("issue a new {} value (sealed here as pending first); the current one keeps working beside it", self.what()),
             "call the platform with the new value   (verify)".to_string(),
-            "when the cut-over allows, the previous value stops working   (retire)".to_string(),
+            "wait until nobody reads or presents the old value for the cut-over window; then it stops working   (retire)".to_string(),
         ]
     }
 
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
-            if self.holding(t, t.current).await?.is_some() {
-                return Ok(());
-            }
-            // Its previous value: replaced since the connection stored it.
-            let digest = self.digest_of(t.core, t.current);
-            match self
-                .find(t.core, &t.conn.org_id, t.current, self.prev, &digest)
+            let core = t.core;
+            let mut c = core.db.read().await.map_err(failed)?;
+            let o = self
+                .owner(&mut c, core, &t.conn.org_id, t.current)
                 .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(r) => Err(format!(
-                    "{} {} has a newer value than the one this connection holds (reset or regenerated since): store it with `rekey connection set-credential`; it is rotated from there",
-                    self.what, r.name
-                )),
-                None => Err(self.not_ours()),
-            }
+                .map_err(failed)?
+                .ok_or_else(|| self.not_ours())?;
+            self.may_replace(&mut c, core, &o, &self.digest_of(core, t.current))
+                .await
         })
     }
 
     fn create(&self, current: &Map<String, Value>) -> Map<String, Value> {
+        let mint = match self.0 {
+            Which::AccessKey => TokenKind::AccessKey,
+            Which::M2m => TokenKind::ClientSecret,
+        };
         let mut m = current.clone();
-        m.insert(self.field.into(), Value::String(token::mint(self.mint)));
+        m.insert(self.field().into(), Value::String(token::mint(mint)));
         m
     }
 
@@ -256,53 +228,89 @@ impl Driver for Own {
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<Applied, String>> {
         Box::pin(async move {
-            let dual = |detail: String| Applied {
+            let core = t.core;
+            let (old_d, new_d) = (self.digest_of(core, t.current), self.digest_of(core, new));
+            let applied = |detail: String| Applied {
                 detail,
                 credential: None,
                 dual: Some(true),
                 mark: None,
             };
+            let now = core.now();
+            let mut tx = core.db.begin_write().await.map_err(failed)?;
             // After a crash the new value may be in place already.
-            if let Some(r) = self.holding(t, new).await? {
-                return Ok(dual(format!(
-                    "the new value of {} {} was already in place",
-                    self.what, r.name
-                )));
+            let o = match self.owner(&mut tx, core, &t.conn.org_id, new).await {
+                Ok(Some(o)) if o.digest() == new_d => {
+                    return Ok(applied(format!(
+                        "the new value of {} {} was already in place",
+                        self.what(),
+                        o.name()
+                    )))
+                }
+                Ok(_) => self
+                    .owner(&mut tx, core, &t.conn.org_id, t.current)
+                    .await
+                    .map_err(failed)?
+                    .ok_or_else(|| self.not_ours())?,
+                Err(e) => return Err(failed(e)),
+            };
+            self.may_replace(&mut tx, core, &o, &old_d).await?;
+            let name = o.name().to_string();
+            let held = Overlap::UntilRetired;
+            match o {
+                Owner::Key(k) => {
+                    access_keys::set_value_in(&mut tx, &actor(t), k, new_d, held, now)
+                        .await
+                        .map_err(failed)?;
+                }
+                Owner::Client(c) => {
+                    clients::set_secret_in(&mut tx, &actor(t), c, new_d, held, now)
+                        .await
+                        .map_err(failed)?;
+                }
             }
-            let (old, new) = (
-                self.digest_of(t.core, t.current),
-                self.digest_of(t.core, new),
-            );
-            let until = t.core.now().saturating_add(MAX_OVERLAP_MS);
-            let set = format!(
-                "{d} = $2, {p} = $3, {u} = $4, updated_at = $5",
-                d = self.digest,
-                p = self.prev,
-                u = self.prev_until
-            );
-            let cond = format!("{} = $3", self.digest);
-            let changed = self
-                .change(
-                    t,
-                    &set,
-                    &cond,
-                    vec![
-                        Arg::Text(new),
-                        Arg::Text(old),
-                        Arg::Int(until),
-                        Arg::Int(t.core.now()),
-                    ],
-                    &self.set_value_action(),
-                    json!({"rotation_of": t.conn.name, "previous_valid_until": rfc3339(until)}),
-                )
-                .await?;
-            match changed {
-                Some(r) => Ok(dual(format!(
-                    "{} {} has the new value; the previous one works until the rotation retires it",
-                    self.what, r.name
-                ))),
-                None => Err(self.not_ours()),
-            }
+            tx.commit().await.map_err(failed)?;
+            Ok(applied(format!(
+                "{} {name} has the new value; the previous one works until the rotation retires it",
+                self.what()
+            )))
+        })
+    }
+
+    fn still_on_old<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        old: &'a Map<String, Value>,
+        since: &'a Since<'a>,
+    ) -> BoxFut<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let core = t.core;
+            // This instance's uses are written first: one a moment ago counts.
+            core.usage.flush(&core.db).await.map_err(failed)?;
+            let mut c = core.db.read().await.map_err(failed)?;
+            let Some(o) = self
+                .owner(&mut c, core, &t.conn.org_id, old)
+                .await
+                .map_err(failed)?
+            else {
+                return Ok(Vec::new());
+            };
+            let last = usage::last_use(&mut c, o.id(), &self.digest_of(core, old))
+                .await
+                .map_err(failed)?;
+            // Still on it: used since the promotion, and not yet unused for
+            // the window (plus the time a use takes to be reported by every
+            // instance) — as `rotate --key` counts it.
+            let quiet_at = |used_at: i64| {
+                used_at
+                    .saturating_add(since.window_ms)
+                    .saturating_add(USE_REPORT_LAG_MS)
+            };
+            Ok(last
+                .filter(|u| u.used_at >= since.promoted_at && core.now() < quiet_at(u.used_at))
+                .map(|u| format!("{} of {} {}", u.who(), self.what(), o.name()))
+                .into_iter()
+                .collect())
         })
     }
 
@@ -312,22 +320,30 @@ impl Driver for Own {
         old: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
         Box::pin(async move {
-            let set = format!("{} = NULL, {} = NULL", self.prev, self.prev_until);
-            let cond = format!("{} = $2", self.prev);
-            let ended = self
-                .change(
-                    t,
-                    &set,
-                    &cond,
-                    vec![Arg::Text(self.digest_of(t.core, old))],
-                    &format!("{}.end_overlap", self.noun),
-                    json!({"rotation_of": t.conn.name}),
-                )
-                .await?;
-            Ok(match ended {
-                Some(r) => format!(
+            let core = t.core;
+            let old_d = self.digest_of(core, old);
+            let now = core.now();
+            let mut tx = core.db.begin_write().await.map_err(failed)?;
+            let o = self
+                .owner(&mut tx, core, &t.conn.org_id, old)
+                .await
+                .map_err(failed)?;
+            let ended = match &o {
+                Some(Owner::Key(k)) => {
+                    access_keys::retire_previous_in(&mut tx, &actor(t), k, &old_d, now).await
+                }
+                Some(Owner::Client(c)) => {
+                    clients::retire_previous_in(&mut tx, &actor(t), c, &old_d, now).await
+                }
+                None => Ok(false),
+            }
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            Ok(match o.filter(|_| ended) {
+                Some(o) => format!(
                     "the previous value of {} {} stopped working",
-                    self.what, r.name
+                    self.what(),
+                    o.name()
                 ),
                 None => "nothing to retire: the previous value no longer works".to_string(),
             })
@@ -341,33 +357,46 @@ impl Driver for Own {
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
         Box::pin(async move {
-            let set = format!(
-                "{d} = $2, {p} = NULL, {u} = NULL, updated_at = $4",
-                d = self.digest,
-                p = self.prev,
-                u = self.prev_until
-            );
-            let cond = format!("{} = $3 AND {} = $2", self.digest, self.prev);
-            let restored = self
-                .change(
-                    t,
-                    &set,
-                    &cond,
-                    vec![
-                        Arg::Text(self.digest_of(t.core, old)),
-                        Arg::Text(self.digest_of(t.core, new)),
-                        Arg::Int(t.core.now()),
-                    ],
-                    &format!("{}.rollback", self.noun),
-                    json!({"rotation_of": t.conn.name}),
+            let core = t.core;
+            let (old_d, new_d) = (self.digest_of(core, old), self.digest_of(core, new));
+            let mut tx = core.db.begin_write().await.map_err(failed)?;
+            let o = self
+                .owner(&mut tx, core, &t.conn.org_id, new)
+                .await
+                .map_err(failed)?;
+            // As it was before `apply`: the old value current, no previous
+            // one (`apply` replaces only a key or client without a live
+            // previous value).
+            let restored = match o {
+                Some(Owner::Key(k)) if k.digest == new_d => {
+                    let before = AccessKey {
+                        digest: old_d,
+                        prev_digest: None,
+                        prev_expires_at: None,
+                        ..k
+                    };
+                    access_keys::restore_in(&mut tx, &before, &new_d).await
+                }
+                Some(Owner::Client(c)) if c.secret_digest == new_d => {
+                    let before = Client {
+                        secret_digest: old_d,
+                        prev_secret_digest: None,
+                        prev_secret_expires_at: None,
+                        ..c
+                    };
+                    clients::restore_in(&mut tx, &before, &new_d).await
+                }
+                _ => Ok(false),
+            }
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            Ok(if restored {
+                format!(
+                    "the {} has its previous value again; the new one opens nothing",
+                    self.what()
                 )
-                .await?;
-            Ok(match restored {
-                Some(r) => format!(
-                    "{} {} has its previous value again; the new one opens nothing",
-                    self.what, r.name
-                ),
-                None => "nothing to undo: the new value was not in place".to_string(),
+            } else {
+                "nothing to undo: the new value was not in place".to_string()
             })
         })
     }
@@ -381,18 +410,19 @@ impl Driver for Own {
 pub async fn held_by(core: &Core, conns: &[Connection]) -> Result<HashSet<String>, ConnectorError> {
     let mut out = HashSet::new();
     for conn in conns {
-        let own: &Own = match super::driver_name(&conn.kind, &conn.auth) {
+        let own: &RekeySecret = match super::driver_name(&conn.kind, &conn.auth) {
             Some("rekey_access_key") => &ACCESS_KEY,
             Some("rekey_m2m") => &M2M_SECRET,
             _ => continue,
         };
-        let cred = connections::credentials(&mut core.db.read().await?, core, &conn.id).await?;
-        let digest = own.digest_of(core, &cred);
-        if let Some(r) = own
-            .find(core, &conn.org_id, &cred, own.digest, &digest)
-            .await?
-        {
-            out.insert(r.id);
+        let mut c = core.db.read().await?;
+        let cred = connections::credentials(&mut c, core, &conn.id).await?;
+        let found = own
+            .owner(&mut c, core, &conn.org_id, &cred)
+            .await
+            .map_err(|e| ConnectorError::Invalid(e.to_string()))?;
+        if let Some(o) = found.filter(|o| o.digest() == own.digest_of(core, &cred)) {
+            out.insert(o.id().to_string());
         }
     }
     Ok(out)
