@@ -131,7 +131,7 @@ pub async fn record(
     Ok(row.seq)
 }
 
-/// Newest first.
+/// Newest first: `audit list`'s search (an action prefix, a start time).
 pub async fn list(
     db: &Db,
     org_id: Option<&str>,
@@ -139,19 +139,128 @@ pub async fn list(
     action_prefix: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AuditRow>, StoreError> {
+    let f = Filter {
+        org_id: org_id.map(str::to_string),
+        action: action_prefix.map(str::to_string),
+        since,
+        ..Filter::default()
+    };
+    Ok(search(db, &f, None, limit).await?.items)
+}
+
+impl AuditRow {
+    /// The row as the CLI's `audit list --json` and the admin API answer it.
+    pub fn json(&self) -> Value {
+        serde_json::json!({
+            "seq": self.seq,
+            "at": crate::clock::rfc3339(self.at),
+            "org_id": self.org_id,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "ip": self.ip,
+            "detail": serde_json::from_str::<Value>(&self.detail).unwrap_or_default(),
+            "hash": self.hash,
+        })
+    }
+}
+
+/// What a search of the log asks for; every part optional.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// One org's events only (an org admin's view); `None` is every event.
+    pub org_id: Option<String>,
+    /// The actor contains this (case-insensitive): `admin@acme`, `operator:`.
+    pub actor: Option<String>,
+    /// The action starts with this: `user.` or `user.deactivate`.
+    pub action: Option<String>,
+    /// The target contains this (case-insensitive): a name, email or id.
+    pub target: Option<String>,
+    /// At or after (unix ms).
+    pub since: Option<i64>,
+    /// Before (unix ms).
+    pub until: Option<i64>,
+}
+
+/// One page of a search, newest first, with the exact number of matching
+/// events and the keyset of the next page (`before_seq`) when one follows.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<AuditRow>,
+    pub total: i64,
+    pub next_before_seq: Option<i64>,
+}
+
+// One WHERE for the count and the page, the same text on both engines:
+// LOWER() on both sides because LIKE ignores case on SQLite and not on
+// PostgreSQL; absent bounds are the widest values, not NULL tests.
+const WHERE: &str = "($1 IS NULL OR org_id = $1)
+     AND ($2 IS NULL OR LOWER(actor) LIKE $2 ESCAPE '\\')
+     AND ($3 IS NULL OR LOWER(action) LIKE $3 ESCAPE '\\')
+     AND ($4 IS NULL OR LOWER(COALESCE(target, '')) LIKE $4 ESCAPE '\\')
+     AND at >= $5 AND at < $6";
+
+/// The events matching `f`, newest first, `limit` of them before
+/// `before_seq` (the keyset: a deep page costs what the first does).
+pub async fn search(
+    db: &Db,
+    f: &Filter,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<Page, StoreError> {
     let mut c = db.read().await?;
-    let prefix = action_prefix.map(|p| format!("{p}%"));
-    Ok(fetch_all!(
+    let pattern = |v: &Option<String>, contains: bool| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::store::sql::like(v, contains))
+    };
+    let actor = pattern(&f.actor, true);
+    let action = pattern(&f.action, false);
+    let target = pattern(&f.target, true);
+    let since = f.since.unwrap_or(i64::MIN);
+    let until = f.until.unwrap_or(i64::MAX);
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        &format!("SELECT COUNT(*) FROM audit_events WHERE {WHERE}"),
+        &f.org_id,
+        &actor,
+        &action,
+        &target,
+        since,
+        until
+    )?
+    .unwrap_or(0);
+    let limit = limit.max(1);
+    let mut items = fetch_all!(
         &mut c,
         AuditRow,
-        "SELECT seq, at, org_id, actor, action, target, ip, detail, prev_hash, hash FROM audit_events
-         WHERE ($1 IS NULL OR org_id = $1) AND at >= $2 AND ($3 IS NULL OR action LIKE $3)
-         ORDER BY seq DESC LIMIT $4",
-        org_id,
-        since.unwrap_or(0),
-        prefix,
-        limit
-    )?)
+        &format!(
+            "SELECT seq, at, org_id, actor, action, target, ip, detail, prev_hash, hash FROM audit_events
+             WHERE {WHERE} AND seq < $7 ORDER BY seq DESC LIMIT $8"
+        ),
+        &f.org_id,
+        &actor,
+        &action,
+        &target,
+        since,
+        until,
+        before_seq.unwrap_or(i64::MAX),
+        limit.saturating_add(1)
+    )?;
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_before_seq = if more {
+        items.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(Page {
+        items,
+        total,
+        next_before_seq,
+    })
 }
 
 #[derive(Debug, Serialize)]

@@ -2,6 +2,7 @@
 //! them with the request id, metrics and body-limit layers.
 
 pub mod apps;
+pub mod audit;
 pub mod authorize;
 pub mod blast;
 mod connect;
@@ -21,6 +22,7 @@ pub mod people;
 pub mod platform;
 pub mod rotations;
 pub mod session;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -266,6 +268,24 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/orgs/{org}/rotations/{id}/steps",
             post(rotations::step),
         )
+        .route(
+            "/api/v1/orgs/{org}/users",
+            get(users::list).post(users::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/users/{user}",
+            axum::routing::patch(users::update),
+        )
+        .route(
+            "/api/v1/orgs/{org}/users/{user}/deactivate",
+            post(users::deactivate),
+        )
+        .route(
+            "/api/v1/orgs/{org}/users/{user}/activate",
+            post(users::activate),
+        )
+        .route("/api/v1/orgs/{org}/audit", get(audit::org_list))
+        .route("/api/v1/audit", get(audit::list))
         .merge(crate::web::routes())
         .fallback(ops::not_found)
         .with_state(state)

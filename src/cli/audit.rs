@@ -36,22 +36,7 @@ pub async fn run(core: &Core, out: &Out, cmd: AuditCmd) -> anyhow::Result<ExitCo
                 limit.clamp(1, 10_000),
             )
             .await?;
-            let v: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "seq": r.seq,
-                        "at": rfc3339(r.at),
-                        "org_id": r.org_id,
-                        "actor": r.actor,
-                        "action": r.action,
-                        "target": r.target,
-                        "ip": r.ip,
-                        "detail": serde_json::from_str::<serde_json::Value>(&r.detail).unwrap_or_default(),
-                        "hash": r.hash,
-                    })
-                })
-                .collect();
+            let v: Vec<_> = rows.iter().map(audit::AuditRow::json).collect();
             out.emit(&v, |_| {
                 table(
                     &["seq", "at", "actor", "action", "target", "detail"],

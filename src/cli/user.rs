@@ -10,21 +10,9 @@ use super::{read_stdin_line, Out};
 use crate::audit::Actor;
 use crate::clock::rfc3339;
 use crate::crypto::password;
-use crate::identity::users::{self, NewUser, User};
+use crate::identity::users::{self, NewUser};
 use crate::identity::{operators, orgs, Permission};
 use crate::state::Core;
-
-fn user_json(u: &User, org: &str) -> serde_json::Value {
-    json!({
-        "id": u.id,
-        "org": org,
-        "email": u.email,
-        "permission": u.permission,
-        "admin": u.is_admin,
-        "active": u.active,
-        "created_at": rfc3339(u.created_at),
-    })
-}
 
 /// The password from stdin, or a generated one (to print once).
 fn password_from(stdin: bool) -> anyhow::Result<(String, bool)> {
@@ -60,7 +48,7 @@ pub async fn run(core: &Core, out: &Out, cmd: UserCmd) -> anyhow::Result<ExitCod
                 },
             )
             .await?;
-            let mut v = user_json(&u, &org.slug);
+            let mut v = u.json(&org.slug);
             if generated {
                 v["password"] = json!(pw);
             }
@@ -81,7 +69,7 @@ pub async fn run(core: &Core, out: &Out, cmd: UserCmd) -> anyhow::Result<ExitCod
         UserCmd::List { org } => {
             let org = orgs::find_in(&core.db, &org).await?;
             let list = users::list(&core.db, &org.id).await?;
-            let v: Vec<_> = list.iter().map(|u| user_json(u, &org.slug)).collect();
+            let v: Vec<_> = list.iter().map(|u| u.json(&org.slug)).collect();
             out.emit(&v, |_| {
                 table(
                     &["email", "permission", "admin", "active", "created"],
@@ -102,22 +90,18 @@ pub async fn run(core: &Core, out: &Out, cmd: UserCmd) -> anyhow::Result<ExitCod
         UserCmd::Deactivate(r) => {
             let org = orgs::find_in(&core.db, &r.org).await?;
             let u = users::set_active(core, &actor, &org.id, &r.email, false).await?;
-            out.emit(&user_json(&u, &org.slug), |_| {
-                format!("deactivated {}", u.email)
-            });
+            out.emit(&u.json(&org.slug), |_| format!("deactivated {}", u.email));
         }
         UserCmd::Activate(r) => {
             let org = orgs::find_in(&core.db, &r.org).await?;
             let u = users::set_active(core, &actor, &org.id, &r.email, true).await?;
-            out.emit(&user_json(&u, &org.slug), |_| {
-                format!("activated {}", u.email)
-            });
+            out.emit(&u.json(&org.slug), |_| format!("activated {}", u.email));
         }
         UserCmd::SetPermission { user, permission } => {
             let org = orgs::find_in(&core.db, &user.org).await?;
             let u = users::set_permission(core, &actor, &org.id, &user.email, permission.parse()?)
                 .await?;
-            out.emit(&user_json(&u, &org.slug), |_| {
+            out.emit(&u.json(&org.slug), |_| {
                 format!("{} now has {}", u.email, u.permission)
             });
         }

@@ -95,6 +95,27 @@ pub async fn list(db: &Db) -> Result<Vec<Org>, IdentityError> {
     )?)
 }
 
+/// One page of orgs by slug, after `after` (keyset: a deep page costs
+/// what the first does), with the exact total and whether more follow.
+pub async fn page(
+    db: &Db,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<(Vec<Org>, i64, bool), IdentityError> {
+    let mut c = db.read().await?;
+    let total = crate::scalar_optional!(&mut c, i64, "SELECT COUNT(*) FROM orgs")?.unwrap_or(0);
+    let mut rows = fetch_all!(
+        &mut c,
+        Org,
+        &format!("SELECT {COLS} FROM orgs WHERE slug > $1 ORDER BY slug LIMIT $2"),
+        after.unwrap_or(""),
+        limit.saturating_add(1)
+    )?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok((rows, total, more))
+}
+
 /// Finds an org by slug or id.
 pub async fn find<C: AsEx>(c: &mut C, slug_or_id: &str) -> Result<Org, IdentityError> {
     let key = slug_or_id.trim().to_lowercase();

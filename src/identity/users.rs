@@ -32,6 +32,22 @@ impl User {
     }
 }
 
+impl User {
+    /// The user as `user list --json` and the admin API show it (never
+    /// the password hash).
+    pub fn json(&self, org_slug: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "org": org_slug,
+            "email": self.email,
+            "permission": self.permission,
+            "admin": self.is_admin,
+            "active": self.active,
+            "created_at": crate::clock::rfc3339(self.created_at),
+        })
+    }
+}
+
 const COLS: &str =
     "id, org_id, email, password_hash, permission, is_admin, active, created_at, updated_at";
 
@@ -147,6 +163,74 @@ pub async fn get<C: AsEx>(
         org_id,
         id
     )?)
+}
+
+/// A user of `org_id` by email or id.
+pub async fn find(db: &Db, org_id: &str, email_or_id: &str) -> Result<User, IdentityError> {
+    let mut c = db.read().await?;
+    if let Some(u) = find_by_email(&mut c, org_id, email_or_id).await? {
+        return Ok(u);
+    }
+    get(&mut c, org_id, email_or_id.trim())
+        .await?
+        .ok_or_else(|| IdentityError::NotFound(format!("user {:?}", email_or_id.trim())))
+}
+
+/// One page of an org's users by email, with the exact total of those
+/// whose email contains `q`, and the email to continue after when more
+/// follow (keyset: a deep page costs what the first does).
+pub struct Page {
+    pub items: Vec<User>,
+    pub total: i64,
+    pub next_after: Option<String>,
+}
+
+pub async fn page(
+    db: &Db,
+    org_id: &str,
+    q: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page, IdentityError> {
+    let mut c = db.read().await?;
+    // Emails are stored lower-cased; `q` matches literally.
+    let pattern = q
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(|q| crate::store::sql::like(q, true));
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM users WHERE org_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\')",
+        org_id,
+        &pattern
+    )?
+    .unwrap_or(0);
+    let limit = limit.max(1);
+    let mut items = fetch_all!(
+        &mut c,
+        User,
+        &format!(
+            "SELECT {COLS} FROM users WHERE org_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\')
+             AND email > $3 ORDER BY email LIMIT $4"
+        ),
+        org_id,
+        &pattern,
+        after.unwrap_or(""),
+        limit.saturating_add(1)
+    )?;
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_after = if more {
+        items.last().map(|u| u.email.clone())
+    } else {
+        None
+    };
+    Ok(Page {
+        items,
+        total,
+        next_after,
+    })
 }
 
 /// Admin users with this email in any org (for login without an org).

@@ -213,3 +213,59 @@ pub async fn revoke(
     tx.commit().await?;
     Ok(view(row, client, now))
 }
+
+/// What deactivating a user does to what they authorized: `active`
+/// authorizations (a live refresh token, no cut-off) stop working and,
+/// with every other one not revoked (`listed`), read `Invalid`; machine
+/// clients that act as the user are refused while the user is inactive.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OfUser {
+    pub active: i64,
+    pub listed: i64,
+    pub machine_clients: i64,
+}
+
+pub async fn of_user(db: &Db, org_id: &str, user_id: &str, now: i64) -> Result<OfUser, OAuthError> {
+    let mut c = db.read().await?;
+    // Not revoked, and not already cut off by an earlier deactivation.
+    const LISTED: &str = "FROM oauth_grants g JOIN users u ON u.id = g.user_id
+         WHERE g.org_id = $1 AND g.user_id = $2 AND g.revoked_at IS NULL
+           AND g.created_at >= COALESCE(u.revoked_before, 0)";
+    let listed = crate::scalar_optional!(
+        &mut c,
+        i64,
+        &format!("SELECT COUNT(*) {LISTED}"),
+        org_id,
+        user_id
+    )?
+    .unwrap_or(0);
+    // `Active` as `status` reads it: no app or org cut-off, a live refresh token.
+    let active = crate::scalar_optional!(
+        &mut c,
+        i64,
+        &format!(
+            "SELECT COUNT(*) {LISTED}
+               AND g.created_at >= COALESCE((SELECT cl.revoked_before FROM oauth_clients cl WHERE cl.id = g.client_pk), 0)
+               AND g.created_at >= COALESCE((SELECT o.revoked_before FROM orgs o WHERE o.id = g.org_id), 0)
+               AND EXISTS (SELECT 1 FROM oauth_refresh_tokens rt
+                           WHERE rt.grant_id = g.id AND rt.used_at IS NULL AND rt.expires_at > $3)"
+        ),
+        org_id,
+        user_id,
+        now
+    )?
+    .unwrap_or(0);
+    let machine_clients = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM oauth_clients WHERE org_id = $1 AND user_id = $2 AND kind = 'm2m'",
+        org_id,
+        user_id
+    )?
+    .unwrap_or(0);
+    Ok(OfUser {
+        active,
+        listed,
+        machine_clients,
+    })
+}

@@ -198,6 +198,43 @@ pub async fn last_use<C: AsEx>(
     )?)
 }
 
+#[derive(sqlx::FromRow)]
+struct Latest {
+    target_id: String,
+    used_at: i64,
+    ip: Option<String>,
+    agent: Option<String>,
+}
+
+/// The newest use (as written so far) of any secret of each access key
+/// and client of `org_id`, by the key's or client's row id: the lists'
+/// "last used", with who.
+pub async fn latest_in_org(db: &Db, org_id: &str) -> Result<HashMap<String, LastUse>, StoreError> {
+    let mut c = db.read().await?;
+    let rows = crate::fetch_all!(
+        &mut c,
+        Latest,
+        "SELECT target_id, used_at, ip, agent FROM secret_uses
+         WHERE target_id IN (SELECT id FROM oauth_clients WHERE org_id = $1
+                             UNION ALL SELECT id FROM access_keys WHERE org_id = $1)",
+        org_id
+    )?;
+    let mut out: HashMap<String, LastUse> = HashMap::new();
+    for r in rows {
+        if out.get(&r.target_id).is_none_or(|u| u.used_at < r.used_at) {
+            out.insert(
+                r.target_id,
+                LastUse {
+                    used_at: r.used_at,
+                    ip: r.ip,
+                    agent: r.agent,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Forgets the uses of `target_id`'s secrets other than `keep` (digests):
 /// those secrets no longer work.
 pub async fn forget_others(tx: &mut Tx, target_id: &str, keep: &[&str]) -> Result<(), StoreError> {

@@ -290,6 +290,23 @@ pub async fn list(
     )?)
 }
 
+/// The rotation queue across every org (the operator's): unfinished
+/// rotations first (oldest first), then the latest finished ones.
+pub async fn queue(core: &Core, limit: i64) -> Result<Vec<RotationRow>, RotationError> {
+    let mut c = core.db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        RotationRow,
+        &format!(
+            "SELECT {COLS} FROM rotations
+             ORDER BY CASE WHEN finished_at IS NULL THEN 0 ELSE 1 END,
+                      CASE WHEN finished_at IS NULL THEN started_at ELSE -started_at END
+             LIMIT $1"
+        ),
+        limit
+    )?)
+}
+
 /// Rotations a person must act on, of one org or of every org (`None`):
 /// `stalled` and `waiting_person` ones, and `failed` ones that no later
 /// rotation of the same target has replaced. At most `limit`, stalled

@@ -48,6 +48,24 @@ macro_rules! scalar_optional {
     }};
 }
 
+/// A `LIKE … ESCAPE '\'` pattern that matches `s` literally (its `%`, `_`
+/// and `\` escaped), lower-cased for a `LOWER(col)` or a lower-cased column:
+/// `contains` puts a `%` before it; one always follows (a prefix).
+pub fn like(s: &str, contains: bool) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    if contains {
+        p.push('%');
+    }
+    for ch in s.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
 /// One bind value of a statement whose argument count is only known at run
 /// time (multi-row inserts).
 #[derive(Debug, Clone)]
@@ -212,5 +230,17 @@ pub fn json_table<C: super::AsEx>(
             "(SELECT {} FROM json_each(${param})) AS {alias}",
             exprs.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like;
+
+    #[test]
+    fn like_patterns_match_literally() {
+        assert_eq!(like("Admin@Acme", true), "%admin@acme%");
+        assert_eq!(like("user.", false), "user.%");
+        assert_eq!(like("50%_off\\", true), "%50\\%\\_off\\\\%");
     }
 }

@@ -249,18 +249,30 @@ pub struct OrgLine {
     pub created_at: String,
 }
 
+/// Orgs per page of the operator's list.
+const ORGS_PAGE: i64 = 100;
+
 #[derive(Template)]
 #[template(path = "orgs.html")]
 pub struct Orgs {
     pub chrome: Chrome,
     pub orgs: Vec<OrgLine>,
+    pub total: i64,
+    pub next: Option<String>,
+    pub first: bool,
     pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct OrgsQuery {
+    after: Option<String>,
 }
 
 async fn orgs_page(
     st: &AppState,
     admin: &AdminSession,
     status: StatusCode,
+    after: Option<&str>,
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
@@ -270,9 +282,15 @@ async fn orgs_page(
             "Only the platform operator sees every org.",
         );
     }
-    let list = match orgs::list(&st.core.db).await {
+    let after = after.filter(|a| !a.is_empty());
+    let (list, total, more) = match orgs::page(&st.core.db, after, ORGS_PAGE).await {
         Ok(l) => l,
         Err(e) => return err(e),
+    };
+    let next = if more {
+        list.last().map(|o| o.slug.clone())
+    } else {
+        None
     };
     page::render(
         status,
@@ -286,13 +304,20 @@ async fn orgs_page(
                     created_at: crate::clock::rfc3339(o.created_at),
                 })
                 .collect(),
+            total,
+            next,
+            first: after.is_none(),
             error,
         },
     )
 }
 
-pub async fn orgs(State(st): State<AppState>, Ui(admin): Ui) -> Response {
-    orgs_page(&st, &admin, StatusCode::OK, None, None).await
+pub async fn orgs(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    axum::extract::Query(q): axum::extract::Query<OrgsQuery>,
+) -> Response {
+    orgs_page(&st, &admin, StatusCode::OK, q.after.as_deref(), None, None).await
 }
 
 #[derive(Deserialize)]
@@ -317,6 +342,7 @@ pub async fn create_org(State(st): State<AppState>, p: Posted<NewOrg>) -> Respon
                 &st,
                 &p.ui,
                 StatusCode::OK,
+                None,
                 Some(format!("Org {} created.", o.slug)),
                 None,
             )
@@ -324,7 +350,7 @@ pub async fn create_org(State(st): State<AppState>, p: Posted<NewOrg>) -> Respon
         }
         Err(e) => {
             let e = ApiError::from(e);
-            orgs_page(&st, &p.ui, e.status, None, Some(e.message)).await
+            orgs_page(&st, &p.ui, e.status, None, None, Some(e.message)).await
         }
     }
 }

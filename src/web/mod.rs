@@ -9,16 +9,20 @@
 //! were. Errors answer in the console's own HTML (`ApiError` in
 //! `Format::Page`), with a way back.
 
+mod age;
 mod apps;
 mod assets;
+mod audit;
 mod auth;
 mod connections;
 mod home;
 mod incidents;
+mod keys;
 mod operator;
 pub mod page;
 mod rotations;
 mod status;
+mod users;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -45,6 +49,7 @@ pub fn routes() -> Router<AppState> {
             "/ui/orgs/{org}/connections/{conn}/{action}",
             get(connections::confirm).post(connections::act),
         )
+        .route("/ui/rotations", get(rotations::queue))
         .route("/ui/orgs/{org}/rotations", get(rotations::list))
         .route("/ui/orgs/{org}/rotations/{id}", get(rotations::show))
         .route(
@@ -77,6 +82,31 @@ pub fn routes() -> Router<AppState> {
             "/ui/catalog",
             get(operator::catalog_list).post(operator::configure),
         )
+        .route("/ui/orgs/{org}/users", get(users::list).post(users::create))
+        .route(
+            "/ui/orgs/{org}/users/{user}/{action}",
+            get(users::confirm).post(users::act),
+        )
+        .route(
+            "/ui/orgs/{org}/keys",
+            get(keys::list).post(keys::create_key),
+        )
+        .route(
+            "/ui/orgs/{org}/keys/{key}/{action}",
+            get(keys::confirm_key).post(keys::act_key),
+        )
+        .route(
+            "/ui/orgs/{org}/m2m",
+            get(keys::to_list).post(keys::create_m2m),
+        )
+        .route(
+            "/ui/orgs/{org}/m2m/{name}/{action}",
+            get(keys::confirm_m2m).post(keys::act_m2m),
+        )
+        .route("/ui/orgs/{org}/audit", get(audit::org_page))
+        .route("/ui/audit", get(audit::all_page))
+        .route("/ui/orgs/{org}/age", get(age::org_page))
+        .route("/ui/age", get(age::all_page))
         .route("/ui/{*rest}", get(page::not_found).post(page::not_found))
         .route("/status", get(status::page))
         .route("/status.json", get(status::json))

@@ -138,6 +138,12 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
+/// A domain or API error as the console's error page (its status, its message).
+pub fn fail(e: impl Into<crate::api::ApiError>) -> Response {
+    let e: crate::api::ApiError = e.into();
+    error(e.status, &e.message)
+}
+
 pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -153,6 +159,31 @@ pub fn see_other(to: &str) -> Response {
     }
     harden(resp.headers_mut());
     resp
+}
+
+/// A secret shown once, on the answer to the form that made it: labelled
+/// values, each with a copy button the script reveals (`reveal.html`).
+pub struct Reveal {
+    pub heading: String,
+    pub note: String,
+    /// (label, value)
+    pub fields: Vec<(String, String)>,
+}
+
+/// An optional duration field of a form (`1h`, `30d`, bare seconds) in
+/// milliseconds; empty is `None`.
+pub fn duration(
+    form: &std::collections::HashMap<String, String>,
+    key: &str,
+    label: &str,
+) -> Result<Option<i64>, crate::api::ApiError> {
+    match form.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<crate::config::Dur>()
+            .map(|d| Some(d.ms()))
+            .map_err(|e| crate::api::ApiError::bad_request(format!("{label}: {e}"))),
+    }
 }
 
 /// A status as a badge class: green when well, amber when waiting or

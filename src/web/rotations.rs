@@ -51,6 +51,7 @@ fn s(v: &Value) -> String {
 }
 
 pub struct Line {
+    pub org: String,
     pub id: String,
     pub target: String,
     pub status: String,
@@ -65,6 +66,7 @@ pub struct Line {
 #[template(path = "rotations.html")]
 pub struct ListPage {
     pub chrome: Chrome,
+    /// Empty on the operator's queue across orgs.
     pub org: String,
     pub status: String,
     pub lines: Vec<Line>,
@@ -96,6 +98,7 @@ pub async fn list(
         .map(|r| {
             let v = r.view();
             Line {
+                org: o.slug.clone(),
                 id: r.id.clone(),
                 target: format!("{} {}", r.target_type, r.target_name),
                 badge: page::badge(&r.status),
@@ -445,4 +448,48 @@ pub async fn act(
         Ok(to) => page::see_other(&to),
         Err(e) => show_page(&st, &p.ui, &o, &id, e.status, None, Some(e.message)).await,
     }
+}
+
+/// Rotations shown on the operator's queue.
+const QUEUE: i64 = 500;
+
+/// `GET /ui/rotations`: the operator's rotation queue across orgs.
+pub async fn queue(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+    if !admin.session.principal.is_operator() {
+        return page::error(
+            StatusCode::FORBIDDEN,
+            "Only the platform operator sees every org's rotations.",
+        );
+    }
+    let slugs: HashMap<String, String> = match crate::identity::orgs::list(&st.core.db).await {
+        Ok(l) => l.into_iter().map(|o| (o.id, o.slug)).collect(),
+        Err(e) => return err(e),
+    };
+    let rows = match rotation::queue(&st.core, QUEUE).await {
+        Ok(r) => r,
+        Err(e) => return err(e),
+    };
+    let lines = rows
+        .iter()
+        .map(|r| {
+            let v = r.view();
+            Line {
+                org: slugs.get(&r.org_id).cloned().unwrap_or_default(),
+                id: r.id.clone(),
+                target: format!("{} {}", r.target_type, r.target_name),
+                badge: page::badge(&r.status),
+                status: r.status.clone(),
+                progress: v.progress,
+                started_at: v.started_at,
+                finished_at: v.finished_at.unwrap_or_default(),
+                reason: r.reason.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    page::ok(&ListPage {
+        chrome: Chrome::of(&admin, "Rotation queue", "queue", None),
+        org: String::new(),
+        status: String::new(),
+        lines,
+    })
 }

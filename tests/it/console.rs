@@ -10,17 +10,17 @@ use crate::dual;
 use crate::harness::*;
 
 /// The value of the first hidden `csrf` field of a page.
-fn csrf_of(html: &str) -> String {
+pub fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..].split('"').next().unwrap().to_string()
 }
 
-async fn get(c: &reqwest::Client, srv: &Server, path: &str) -> (u16, String) {
+pub async fn get(c: &reqwest::Client, srv: &Server, path: &str) -> (u16, String) {
     let r = c.get(srv.at(path)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn post(
+pub async fn post(
     c: &reqwest::Client,
     srv: &Server,
     path: &str,
@@ -31,7 +31,7 @@ async fn post(
 
 /// Signs in through the console's form; returns the client and the
 /// session's CSRF token (from the first page's forms).
-async fn sign_in(srv: &Server, email: &str) -> (reqwest::Client, String) {
+pub async fn sign_in(srv: &Server, email: &str) -> (reqwest::Client, String) {
     let c = client();
     let (s, html) = get(&c, srv, "/ui/login?next=/ui/").await;
     assert_eq!(s, 200);

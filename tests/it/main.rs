@@ -11,6 +11,7 @@ mod incident;
 mod cache;
 mod connections;
 mod console;
+mod console_admin;
 mod drivers;
 mod engine_evidence;
 mod fault_suite;
