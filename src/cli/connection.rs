@@ -415,8 +415,19 @@ fn describe_detail(v: &serde_json::Value) -> String {
             crate::cli::output::age(age)
         ));
     }
-    if let Some(due) = v["next_rotation_at"].as_str() {
-        s.push_str(&format!("\n  rotation due: {due}"));
+    if let Some(due) = v["rotation_due_at"].as_str() {
+        let now = if v["rotation_due"] == true {
+            " (due now)"
+        } else {
+            ""
+        };
+        s.push_str(&format!("\n  rotation due: {due}{now}"));
+    }
+    if let Some(why) = v["rotation_waiting"].as_str() {
+        s.push_str(&format!(
+            "\n  rotation waits for a person since {}: {why}",
+            t(&v["rotation_waiting_since"])
+        ));
     }
     s
 }

@@ -299,6 +299,9 @@ pub async fn credentials(
                         r.last_verified_at.clone().unwrap_or_else(|| "never".into()),
                         r.rotation.clone(),
                         match (&r.next_due_at, r.due) {
+                            (Some(d), true) if r.waiting.is_some() => {
+                                format!("{d} (DUE, waits for a person)")
+                            }
                             (Some(d), true) => format!("{d} (DUE)"),
                             (Some(d), false) => d.clone(),
                             (None, _) => "-".into(),

@@ -209,6 +209,10 @@ pub struct Probe {
 pub struct AuthMethod {
     pub method: Method,
     pub rotation: Rotation,
+    /// For `automatic` rotation: the driver that rotates it, by the name
+    /// `connectors::drivers` knows it by (`postgres`, `redis`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     #[serde(default)]
     pub deprecated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -414,6 +418,7 @@ fn validate(file: &str, k: &Kind) -> Result<(), CatalogError> {
                 format!("{} does not use OAuth endpoints", a.method.as_str()),
             ));
         }
+        check_driver(a).map_err(|m| err(format!("{at}.driver"), m))?;
         if matches!(a.rotation, Rotation::Manual | Rotation::Reauthorize) && a.runbook.is_empty() {
             return Err(err(
                 format!("{at}.runbook"),
@@ -560,6 +565,31 @@ fn validate(file: &str, k: &Kind) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// An automatic rotation names a driver rekey has, for credentials of its
+/// method; any other rotation names none (a person acts).
+fn check_driver(a: &AuthMethod) -> Result<(), String> {
+    let known = || super::drivers::names().collect::<Vec<_>>().join(", ");
+    match (a.rotation, a.driver.as_deref()) {
+        (Rotation::Automatic, None) => Err(format!(
+            "an automatic rotation names the driver that rotates it (one of: {}); without one, make the rotation manual with a runbook",
+            known()
+        )),
+        (Rotation::Automatic, Some(d)) => match super::drivers::by_name(d) {
+            None => Err(format!("{d:?} is not a driver rekey has (one of: {})", known())),
+            Some(n) if n.method != a.method => Err(format!(
+                "the {d} driver rotates {} credentials, not {}",
+                n.method.as_str(),
+                a.method.as_str()
+            )),
+            Some(_) => Ok(()),
+        },
+        (_, Some(d)) => Err(format!(
+            "names driver {d:?}, but only an automatic rotation has a driver"
+        )),
+        (_, None) => Ok(()),
+    }
+}
+
 /// Parses and validates the catalog files.
 pub fn load(files: &[(&str, &str)]) -> Result<BTreeMap<String, Kind>, CatalogError> {
     let mut out = BTreeMap::new();
@@ -694,6 +724,73 @@ mod tests {
         assert_eq!(e.field, "kind");
         let e = load(&[("x.toml", "kind = 3")]).unwrap_err();
         assert_eq!(e.field, "(parse)");
+    }
+
+    /// An entry that says rekey rotates it names the driver that does:
+    /// start-up fails on one that names none, or one rekey does not have,
+    /// or one for another kind of credential, naming file and field.
+    #[test]
+    fn automatic_rotation_names_a_driver_rekey_has() {
+        let entry = |rotation: &str, driver: &str| {
+            format!(
+                "kind = \"x\"\nname = \"X\"\n[[auth]]\nmethod = \"basic\"\nrotation = \"{rotation}\"\n{driver}runbook = [\"a\"]\n[auth.probe]\nkind = \"postgres\"\n"
+            )
+        };
+        let fails = |text: String| load(&[("x.toml", &text)]).unwrap_err();
+        let e = fails(entry("automatic", ""));
+        assert_eq!(
+            (e.file.as_str(), e.field.as_str()),
+            ("x.toml", "auth[0].driver")
+        );
+        assert!(
+            e.to_string()
+                .contains("an automatic rotation names the driver")
+                && e.message.contains("redshift"),
+            "{e}"
+        );
+        let e = fails(entry("automatic", "driver = \"oracle\"\n"));
+        assert_eq!(e.field, "auth[0].driver");
+        assert!(
+            e.message.contains("\"oracle\" is not a driver rekey has"),
+            "{e}"
+        );
+        let e = fails(entry("automatic", "driver = \"aws_keys\"\n"));
+        assert!(
+            e.message
+                .contains("rotates aws_keys credentials, not basic"),
+            "{e}"
+        );
+        let e = fails(entry("manual", "driver = \"postgres\"\n"));
+        assert!(e.message.contains("only an automatic rotation"), "{e}");
+        assert!(load(&[("x.toml", &entry("automatic", "driver = \"postgres\"\n"))]).is_ok());
+    }
+
+    /// Every automatic entry of the embedded catalog has its driver.
+    #[test]
+    fn every_automatic_entry_has_a_driver() {
+        for k in catalog().unwrap().values() {
+            for a in &k.auth {
+                let has = super::super::drivers::for_kind(&k.kind, a.method.as_str()).is_some();
+                assert_eq!(
+                    has,
+                    a.rotation == Rotation::Automatic,
+                    "{} {}",
+                    k.kind,
+                    a.method.as_str()
+                );
+            }
+        }
+        for (kind, method) in [
+            ("redshift", "basic"),
+            ("platform_access_key", "api_key"),
+            ("bulk_api", "api_key"),
+            ("platform_m2m", "client_credentials"),
+        ] {
+            assert!(
+                super::super::drivers::for_kind(kind, method).is_some(),
+                "{kind}"
+            );
+        }
     }
 
     #[test]

@@ -52,13 +52,18 @@ pub struct Connection {
     pub last_test_outcome: Option<String>,
     pub rotation_interval_ms: Option<i64>,
     pub last_rotated_at: Option<i64>,
+    /// Why a due scheduled rotation cannot start by itself, as the
+    /// scheduler found it (`rotation::schedule`), and when.
+    pub rotation_waiting: Option<String>,
+    pub rotation_waiting_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints, client_id, \
     has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, last_test_at, \
-    last_test_ok, last_test_message, last_test_outcome, rotation_interval_ms, last_rotated_at, created_at, updated_at";
+    last_test_ok, last_test_message, last_test_outcome, rotation_interval_ms, last_rotated_at, rotation_waiting, rotation_waiting_at, \
+    created_at, updated_at";
 
 pub fn credentials_place(id: &str) -> Place<'_> {
     super::slots::Slot::Current.place(id)
@@ -127,6 +132,11 @@ pub struct ConnectionView {
     /// The rotation is due now (automatic ones start within one
     /// `jobs_interval`; manual and re-authorize ones wait for a person).
     pub rotation_due: bool,
+    /// While due: why the scheduler cannot start it, what a person must
+    /// do (`null` when it starts by itself).
+    pub rotation_waiting: Option<String>,
+    /// Since when it has been waiting for a person.
+    pub rotation_waiting_since: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -157,11 +167,30 @@ impl Connection {
         self.rotation_interval_ms.map(|i| base.saturating_add(i))
     }
 
-    /// The view, with `rotation_due` as of `now`.
+    /// The view, with `rotation_due` (and why it waits) as of `now`.
     pub fn view_at(&self, now: i64) -> ConnectionView {
         let mut v = self.view();
         v.rotation_due = self.has_credentials && self.rotation_due_ms().is_some_and(|d| d <= now);
+        if let Some(why) = self.waiting(now) {
+            v.rotation_waiting = Some(why.to_string());
+            v.rotation_waiting_since = self.rotation_waiting_at.map(rfc3339);
+        }
         v
+    }
+
+    /// Why the due scheduled rotation waits for a person, as the scheduler
+    /// found it in the current due period; `None` when not due, or found
+    /// before this period began (the credential was replaced since).
+    pub fn waiting(&self, now: i64) -> Option<&str> {
+        if !self.has_credentials {
+            return None;
+        }
+        waiting_now(
+            self.rotation_waiting.as_deref(),
+            self.rotation_waiting_at,
+            self.rotation_due_ms(),
+            now,
+        )
     }
 
     pub fn view(&self) -> ConnectionView {
@@ -197,10 +226,25 @@ impl Connection {
             last_rotated_at: self.last_rotated_at.map(rfc3339),
             rotation_due_at: self.rotation_due_ms().map(rfc3339),
             rotation_due: false,
+            rotation_waiting: None,
+            rotation_waiting_since: None,
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
         }
     }
+}
+
+/// A due rotation's `rotation_waiting` reason, if the scheduler wrote it
+/// in the current due period (`due_ms` ≤ `now`): one written before the
+/// credential was last replaced no longer holds.
+pub fn waiting_now(
+    why: Option<&str>,
+    at: Option<i64>,
+    due_ms: Option<i64>,
+    now: i64,
+) -> Option<&str> {
+    let due = due_ms.filter(|d| *d <= now)?;
+    at.filter(|at| *at >= due).and(why)
 }
 
 /// Validates settings against the kind: known keys, required ones present
@@ -345,6 +389,8 @@ pub async fn create(
         last_test_outcome: None,
         rotation_interval_ms: None,
         last_rotated_at: None,
+        rotation_waiting: None,
+        rotation_waiting_at: None,
         created_at: now,
         updated_at: now,
     };

@@ -189,8 +189,10 @@ pub async fn plan(
             detail,
         });
     }
-    // 3. rekey's own credentials.
+    // 3. rekey's own credentials; those a connection in scope holds are
+    //    rotated by its item (2.), which leaves it holding the new value.
     if include_own {
+        let held = drivers::rekey::held_by(core, &conns).await?;
         for o in &orgs {
             for app in clients::list(&core.db, &o.id, ClientKind::App).await? {
                 for (t, action, detail) in [
@@ -201,6 +203,9 @@ pub async fn plan(
                 }
             }
             for m in clients::list(&core.db, &o.id, ClientKind::M2m).await? {
+                if held.contains(&m.id) {
+                    continue;
+                }
                 items.push(own_item(
                     &items,
                     o,
@@ -212,7 +217,7 @@ pub async fn plan(
                 ));
             }
             for k in crate::oauth::access_keys::list(&core.db, &o.id).await? {
-                if k.revoked_at.is_none() {
+                if k.revoked_at.is_none() && !held.contains(&k.id) {
                     items.push(own_item(
                         &items,
                         o,

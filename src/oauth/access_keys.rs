@@ -232,10 +232,26 @@ pub async fn reset_in(
     tx: &mut Tx,
     core: &Core,
     actor: &Actor,
-    mut k: AccessKey,
+    k: AccessKey,
     overlap: Overlap,
     now: i64,
 ) -> Result<(AccessKey, String), OAuthError> {
+    let secret = token::mint(TokenKind::AccessKey);
+    let k = set_value_in(tx, actor, k, core.pepper.digest(&secret), overlap, now).await?;
+    Ok((k, secret))
+}
+
+/// [`reset_in`] for a value minted elsewhere, given by its `digest`: a
+/// connection that holds the key mints the new value and seals it before
+/// the key changes (`connectors::drivers::rekey`).
+pub async fn set_value_in(
+    tx: &mut Tx,
+    actor: &Actor,
+    mut k: AccessKey,
+    digest: String,
+    overlap: Overlap,
+    now: i64,
+) -> Result<AccessKey, OAuthError> {
     if k.revoked_at.is_some() {
         return Err(OAuthError::InvalidRequest(format!(
             "access key {:?} is revoked; create a new one",
@@ -243,8 +259,7 @@ pub async fn reset_in(
         )));
     }
     let (prev, until) = overlap.previous(&k.digest, now)?;
-    let secret = token::mint(TokenKind::AccessKey);
-    k.digest = core.pepper.digest(&secret);
+    k.digest = digest;
     k.prev_digest = prev;
     k.prev_expires_at = until;
     k.updated_at = now;
@@ -269,7 +284,49 @@ pub async fn reset_in(
         serde_json::json!({"overlap_seconds": overlap.seconds()}),
     )
     .await?;
-    Ok((k, secret))
+    Ok(k)
+}
+
+/// The key of `org_id` whose current or previous value has `digest`.
+pub async fn by_digest<C: AsEx>(
+    c: &mut C,
+    org_id: &str,
+    digest: &str,
+) -> Result<Option<AccessKey>, OAuthError> {
+    Ok(fetch_optional!(
+        c,
+        AccessKey,
+        &format!(
+            "SELECT {COLS} FROM access_keys WHERE org_id = $1 AND (digest = $2 OR prev_digest = $2)"
+        ),
+        org_id,
+        digest
+    )?)
+}
+
+/// Ends key `k`'s previous value if it is still the one with `digest` (a
+/// rotation retires the value it kept, not a later reset's), with the
+/// audit event; true when it did.
+pub async fn retire_previous_in(
+    tx: &mut Tx,
+    actor: &Actor,
+    k: &AccessKey,
+    digest: &str,
+    now: i64,
+) -> Result<bool, OAuthError> {
+    let ended = end_overlap_in(tx, &k.id, Some(digest), now).await?;
+    if ended {
+        record(
+            tx,
+            now,
+            actor,
+            k,
+            "key.end_overlap",
+            serde_json::json!({"ended": true}),
+        )
+        .await?;
+    }
+    Ok(ended)
 }
 
 /// Puts key `before` back as it was before a reset that issued the digest

@@ -623,13 +623,28 @@ pub async fn regenerate_secret_in(
     tx: &mut Tx,
     core: &Core,
     actor: &Actor,
-    mut c: Client,
+    c: Client,
     overlap: Overlap,
     now: i64,
 ) -> Result<(Client, String), OAuthError> {
-    let (prev, prev_until) = overlap.previous(&c.secret_digest, now)?;
     let secret = token::mint(TokenKind::ClientSecret);
-    c.secret_digest = core.pepper.digest(&secret);
+    let c = set_secret_in(tx, actor, c, core.pepper.digest(&secret), overlap, now).await?;
+    Ok((c, secret))
+}
+
+/// [`regenerate_secret_in`] for a secret minted elsewhere, given by its
+/// `digest`: a connection that holds the client's secret mints the new one
+/// and seals it before the client changes (`connectors::drivers::rekey`).
+pub async fn set_secret_in(
+    tx: &mut Tx,
+    actor: &Actor,
+    mut c: Client,
+    digest: String,
+    overlap: Overlap,
+    now: i64,
+) -> Result<Client, OAuthError> {
+    let (prev, prev_until) = overlap.previous(&c.secret_digest, now)?;
+    c.secret_digest = digest;
     c.prev_secret_digest = prev;
     c.prev_secret_expires_at = prev_until;
     c.updated_at = now;
@@ -659,7 +674,32 @@ pub async fn regenerate_secret_in(
         }),
     )
     .await?;
-    Ok((c, secret))
+    Ok(c)
+}
+
+/// Ends client `c`'s previous secret if it is still the one with `digest`
+/// (a rotation retires the secret it kept, not a later regeneration's),
+/// with the audit event; true when it did.
+pub async fn retire_previous_in(
+    tx: &mut Tx,
+    actor: &Actor,
+    c: &Client,
+    digest: &str,
+    now: i64,
+) -> Result<bool, OAuthError> {
+    let ended = end_overlap_in(tx, &c.id, Some(digest), now).await?;
+    if ended {
+        record(
+            tx,
+            now,
+            actor,
+            c,
+            &format!("{}.end_overlap", c.kind),
+            serde_json::json!({"ended": true}),
+        )
+        .await?;
+    }
+    Ok(ended)
 }
 
 /// Puts client `before`'s secrets back as they were before a regeneration

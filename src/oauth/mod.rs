@@ -20,7 +20,7 @@ pub mod usage;
 use crate::identity::{IdentityError, Permission};
 use crate::store::StoreError;
 
-pub use overlap::{previous_held, Overlap};
+pub use overlap::{previous_held, refuse_live_previous, Overlap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {

@@ -5,6 +5,7 @@
 //! (stored as a previous digest without an end).
 
 use super::OAuthError;
+use crate::clock::rfc3339;
 use crate::store::AsEx;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,4 +62,28 @@ pub async fn previous_held<C: AsEx>(
         "the previous secret of {noun} {name:?} still works until rotation {by} retires it once nobody uses it: \
          finish that rotation first (`rekey rotation finish {by}`, with `--now` to retire it at once)"
     )))
+}
+
+/// A previous secret that still works is never overwritten — by a new
+/// rotation of rekey's own secret, or of a connection that holds it:
+/// someone may still use it, and nothing would be left to say so.
+/// `previous` is its digest and end; `command` the `rekey` noun of the
+/// owner's commands (`key`, `m2m`, `app`).
+pub async fn refuse_live_previous<C: AsEx>(
+    c: &mut C,
+    noun: &str,
+    name: &str,
+    target_id: &str,
+    command: &str,
+    previous: (Option<&str>, Option<i64>),
+    now: i64,
+) -> Result<(), OAuthError> {
+    match previous {
+        (Some(_), None) => Err(previous_held(noun, name, target_id, c).await?),
+        (Some(_), Some(until)) if until > now => Err(OAuthError::InvalidRequest(format!(
+            "the previous secret of {noun} {name:?} still works until {} (an earlier overlap): let it end, or end it now (`rekey {command} end-overlap`), before rotating",
+            rfc3339(until)
+        ))),
+        _ => Ok(()),
+    }
 }

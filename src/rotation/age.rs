@@ -157,6 +157,10 @@ pub struct AgeRow {
     pub rotation_interval_s: Option<i64>,
     pub next_due_at: Option<String>,
     pub due: bool,
+    /// A due connection whose scheduled rotation cannot start by itself:
+    /// why, and what a person must do (`rotation::schedule`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     #[serde(skip)]
     since_ms: i64,
     #[serde(skip)]
@@ -192,6 +196,7 @@ fn row(
         rotation_interval_s: interval_ms.map(|ms| ms / 1000),
         next_due_at: due_ms.map(rfc3339),
         due: due_ms.is_some_and(|d| d <= now),
+        waiting: None,
         since_ms,
         due_ms,
     }
@@ -210,6 +215,10 @@ struct ConnRow {
     last_test_at: Option<i64>,
     last_test_outcome: Option<String>,
     rotation_interval_ms: Option<i64>,
+    /// When the scheduler's due period began (`rotation::schedule`).
+    scheduled_from: i64,
+    rotation_waiting: Option<String>,
+    rotation_waiting_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -255,7 +264,9 @@ pub async fn list(
         ConnRow,
         "SELECT c.id, o.slug AS org, c.name, c.kind, c.auth,
                 COALESCE(s.created_at, c.last_rotated_at, c.created_at) AS since,
-                s.last_read_at, s.verified_at, c.last_test_at, c.last_test_outcome, c.rotation_interval_ms
+                s.last_read_at, s.verified_at, c.last_test_at, c.last_test_outcome, c.rotation_interval_ms,
+                COALESCE(c.last_rotated_at, c.created_at) AS scheduled_from,
+                c.rotation_waiting, c.rotation_waiting_at
          FROM connections c JOIN orgs o ON o.id = c.org_id
          LEFT JOIN credential_slots s ON s.connection_id = c.id AND s.slot = 'current'
          WHERE c.has_credentials = TRUE AND ($1 = '' OR c.org_id = $1)",
@@ -274,7 +285,15 @@ pub async fn list(
             .last_test_at
             .filter(|_| r.last_test_outcome.as_deref() == Some("ok"));
         let verified = r.verified_at.max(tested_ok);
-        out.push(row(
+        let waiting = crate::connectors::connections::waiting_now(
+            r.rotation_waiting.as_deref(),
+            r.rotation_waiting_at,
+            r.rotation_interval_ms
+                .map(|i| r.scheduled_from.saturating_add(i)),
+            now,
+        )
+        .map(str::to_string);
+        let mut a = row(
             now,
             "connection",
             r.id,
@@ -286,7 +305,9 @@ pub async fn list(
             verified,
             mode,
             r.rotation_interval_ms,
-        ));
+        );
+        a.waiting = waiting;
+        out.push(a);
     }
     let keys = fetch_all!(
         &mut c,

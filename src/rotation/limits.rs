@@ -61,3 +61,12 @@ pub fn per_host(host: &str) -> i64 {
         _ => PER_HOST,
     }
 }
+
+/// Due scheduled rotations one pass of the scheduler looks at: the earliest
+/// due, taken in turn across orgs (`rotation::schedule`).
+pub const SCHEDULE_BATCH: i64 = 500;
+/// Scheduled rotations one pass starts for one org: the rest wait for the
+/// next pass, so one org's backlog does not fill the pass.
+pub const SCHEDULE_PER_ORG: i64 = 32;
+/// Scheduled rotations one pass starts against one target host.
+pub const SCHEDULE_PER_HOST: usize = 4;

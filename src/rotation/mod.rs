@@ -361,7 +361,7 @@ pub async fn start(
     let driver = match method.rotation {
         Mode::Automatic => drivers::for_kind(&conn.kind, &conn.auth).ok_or_else(|| {
             RotationError::Invalid(format!(
-                "automatic rotation of {} ({}) is not built yet; rotate it by hand and `connection set-credential`",
+                "no driver of this rekey rotates {} ({}); rotate it by hand and `connection set-credential`",
                 conn.kind, conn.auth
             ))
         })?,

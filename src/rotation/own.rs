@@ -120,22 +120,14 @@ impl Own {
         Ok(())
     }
 
-    /// A previous secret that still works is never overwritten: someone
-    /// may still use it, and nothing would be left to say so.
+    /// A previous secret that still works is never overwritten
+    /// ([`crate::oauth::refuse_live_previous`]).
     async fn refuse_live_previous(&self, tx: &mut Tx, now: i64) -> Result<(), RotationError> {
-        match self.previous() {
-            (Some(_), None) => {
-                Err(crate::oauth::previous_held(self.noun(), self.name(), self.id(), tx).await?.into())
-            }
-            (Some(_), Some(until)) if until > now => Err(RotationError::Invalid(format!(
-                "the previous secret of {} {:?} still works until {} (an earlier overlap): let it end, or end it now (`rekey {} end-overlap`), before rotating",
-                self.noun(),
-                self.name(),
-                rfc3339(until),
-                self.command()
-            ))),
-            _ => Ok(()),
-        }
+        let (noun, name, id, command) = (self.noun(), self.name(), self.id(), self.command());
+        Ok(
+            crate::oauth::refuse_live_previous(tx, noun, name, id, command, self.previous(), now)
+                .await?,
+        )
     }
 
     /// Issues the new secret in `tx`: returns the owner as it is then and

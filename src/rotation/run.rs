@@ -364,6 +364,8 @@ async fn step_once(
     let (settings, endpoints, current) = (conn.settings(), conn.endpoints(), ctx.current.clone());
     let via = ctx.via.clone();
     let target = Target {
+        core,
+        conn: &conn,
         egress: &core.egress,
         settings: &settings,
         endpoints: &endpoints,
@@ -740,6 +742,7 @@ async fn cutover(
     let since = Since {
         promoted_at: payload["promoted_at"].as_i64().unwrap_or(0),
         mark: &payload["applied_mark"],
+        window_ms: row.cutover_window_ms,
     };
     // Not knowing is not a use: rekey's own view still decides, and the
     // step says so (once per look, in the record, not the log).

@@ -5,19 +5,75 @@
 //! manual and re-authorize ones are listed (`connection list
 //! --rotation-due`) for a person. A scheduled rotation that failed or
 //! stalled is not started again until a person has dealt with it.
+//!
+//! Only work that can start is selected (in SQL), in turns across orgs:
+//! every org's earliest due connection comes before any org's second, so
+//! one org's backlog — of connections a person must rotate, or of its own
+//! automatic ones — cannot keep another org's rotations from starting.
+//! Due connections that cannot start by themselves are written down once
+//! per due period with the reason (`rotation_waiting`, shown by `connection
+//! show` and `credentials age`) and logged as a warning then, not looked at
+//! again on every pass.
 
 use std::collections::HashMap;
 
+use super::limits::{SCHEDULE_BATCH, SCHEDULE_PER_HOST, SCHEDULE_PER_ORG};
 use super::{start, RotationError, StartRequest, TargetRef};
 use crate::audit::Actor;
-use crate::connectors::catalog::Rotation as Mode;
+use crate::connectors::catalog::{self, Rotation as Mode};
 use crate::connectors::{connections, drivers};
-use crate::fetch_all;
+use crate::exec;
 use crate::state::Core;
+use crate::store::sql::{fetch_all_args, param_list, Arg};
 
-/// Rotations started per target host in one pass.
-const PER_HOST: usize = 4;
-const BATCH: i64 = 500;
+/// When the current due period began: the credential's last replacement
+/// plus the interval.
+const DUE_AT: &str = "COALESCE(c.last_rotated_at, c.created_at) + c.rotation_interval_ms";
+
+/// `c` is due at `$1` (now) and holds a credential to rotate.
+fn due() -> String {
+    format!("c.rotation_interval_ms IS NOT NULL AND c.has_credentials = TRUE AND {DUE_AT} <= $1")
+}
+
+/// A rotation of `c` that keeps a new one from starting: one in progress,
+/// or one that failed or stalled since the credential was last replaced
+/// (a person deals with it first).
+const HELD_BY_ROTATION: &str = "EXISTS (
+    SELECT 1 FROM rotations r WHERE r.target_type = 'connection' AND r.target_id = c.id
+      AND (r.finished_at IS NULL
+           OR (r.status IN ('failed', 'stalled')
+               AND r.started_at > COALESCE(c.last_rotated_at, c.created_at))))";
+
+/// A credential slot that `rotation::start` refuses to rotate over: a
+/// pending one an earlier rotation kept, a previous one still working.
+const HELD_BY_SLOT: &str = "EXISTS (
+    SELECT 1 FROM credential_slots s WHERE s.connection_id = c.id
+      AND (s.slot = 'pending' OR (s.slot = 'previous' AND s.retired_at IS NULL)))";
+
+/// `c` can start a scheduled rotation: a status that allows one, a kind and
+/// method the catalog rotates with a driver (bound from `$first`, one
+/// `kind/method` each), and nothing holding it.
+fn startable(first: usize, automatic: usize) -> String {
+    let kinds = if automatic == 0 {
+        "FALSE".to_string()
+    } else {
+        format!(
+            "c.kind || '/' || c.auth IN ({})",
+            param_list(first, automatic)
+        )
+    };
+    format!(
+        "c.status IN ('connected', 'error') AND {kinds} AND NOT {HELD_BY_ROTATION} AND NOT {HELD_BY_SLOT}"
+    )
+}
+
+/// Every `kind/method` the catalog rotates by a driver, as SQL arguments.
+fn automatic() -> Vec<Arg> {
+    drivers::automatic()
+        .into_iter()
+        .map(|(k, m)| Arg::Text(format!("{k}/{m}")))
+        .collect()
+}
 
 #[derive(sqlx::FromRow)]
 struct Due {
@@ -25,46 +81,56 @@ struct Due {
     org_id: String,
 }
 
-/// Starts the due automatic rotations; returns how many it started.
+#[derive(sqlx::FromRow)]
+struct Waiting {
+    id: String,
+    org: String,
+    name: String,
+    kind: String,
+    auth: String,
+    status: String,
+    due_at: i64,
+    /// The failed or stalled rotation that holds it, if one does.
+    held_by: Option<String>,
+    pending: bool,
+    previous_live: bool,
+}
+
+/// Starts the due automatic rotations; returns how many it started. Due
+/// connections that cannot start are noted (once per due period) first.
 pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
     let now = core.now();
-    let due = fetch_all!(
-        &mut core.db.read().await?,
-        Due,
-        "SELECT c.id, c.org_id FROM connections c
-         WHERE c.rotation_interval_ms IS NOT NULL AND c.has_credentials = TRUE
-           AND c.status IN ('connected', 'error')
-           AND COALESCE(c.last_rotated_at, c.created_at) + c.rotation_interval_ms <= $1
-           AND NOT EXISTS (
-             SELECT 1 FROM rotations r WHERE r.target_type = 'connection' AND r.target_id = c.id
-               AND (r.finished_at IS NULL
-                    OR (r.status IN ('failed', 'stalled')
-                        AND r.started_at > COALESCE(c.last_rotated_at, c.created_at))))
-         ORDER BY COALESCE(c.last_rotated_at, c.created_at) + c.rotation_interval_ms
-         LIMIT $2",
-        now,
-        BATCH
-    )?;
+    note_waiting(core, now).await?;
+    let kinds = automatic();
+    let mut args = vec![
+        Arg::Int(now),
+        Arg::Int(SCHEDULE_PER_ORG),
+        Arg::Int(SCHEDULE_BATCH),
+    ];
+    let sql = format!(
+        "SELECT d.id, d.org_id FROM (
+           SELECT c.id, c.org_id, {DUE_AT} AS due_at,
+                  ROW_NUMBER() OVER (PARTITION BY c.org_id ORDER BY {DUE_AT}, c.id) AS turn
+           FROM connections c
+           WHERE {} AND {}
+         ) d
+         WHERE d.turn <= $2
+         ORDER BY d.turn, d.due_at, d.id
+         LIMIT $3",
+        due(),
+        startable(4, kinds.len())
+    );
+    args.extend(kinds);
+    let due: Vec<Due> = fetch_all_args(&mut core.db.read().await?, &sql, args).await?;
     let mut per_host: HashMap<String, usize> = HashMap::new();
     let mut started = 0;
     let actor = Actor::new("schedule".to_string(), None);
     for d in due {
         let conn = connections::get(&mut core.db.read().await?, &d.id).await?;
-        let automatic = conn
-            .method()
-            .is_ok_and(|m| matches!(m.rotation, Mode::Automatic));
-        if !automatic || drivers::for_kind(&conn.kind, &conn.auth).is_none() {
-            continue;
-        }
-        let settings = conn.settings();
-        let host = settings
-            .get("host")
-            .or_else(|| settings.get("base_url"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        let n = per_host.entry(host).or_default();
-        if *n >= PER_HOST {
+        let n = per_host
+            .entry(crate::incident::plan::host_of(&conn))
+            .or_default();
+        if *n >= SCHEDULE_PER_HOST {
             continue;
         }
         let req = StartRequest {
@@ -80,6 +146,17 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
             Ok(_) => {
                 *n += 1;
                 started += 1;
+                // What was written down while it could not start no
+                // longer holds.
+                if conn.rotation_waiting.is_some() {
+                    let mut tx = core.db.begin_write().await?;
+                    exec!(
+                        &mut tx,
+                        "UPDATE connections SET rotation_waiting = NULL, rotation_waiting_at = NULL WHERE id = $1",
+                        &conn.id
+                    )?;
+                    tx.commit().await?;
+                }
             }
             Err(RotationError::InProgress(_)) => {}
             Err(e) => {
@@ -88,4 +165,100 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
         }
     }
     Ok(started)
+}
+
+/// Writes down, once per due period, each due connection that cannot start
+/// its rotation by itself, with what a person must do; warns about those
+/// newly found. Ones a rotation is already under way for are not waiting.
+async fn note_waiting(core: &Core, now: i64) -> Result<(), RotationError> {
+    let kinds = automatic();
+    let mut args = vec![Arg::Int(now), Arg::Int(SCHEDULE_BATCH)];
+    let sql = format!(
+        "SELECT c.id, o.slug AS org, c.name, c.kind, c.auth, c.status, {DUE_AT} AS due_at,
+                (SELECT r.id FROM rotations r
+                  WHERE r.target_type = 'connection' AND r.target_id = c.id
+                    AND r.status IN ('failed', 'stalled')
+                    AND r.started_at > COALESCE(c.last_rotated_at, c.created_at)
+                  ORDER BY r.started_at DESC LIMIT 1) AS held_by,
+                EXISTS (SELECT 1 FROM credential_slots s
+                         WHERE s.connection_id = c.id AND s.slot = 'pending') AS pending,
+                EXISTS (SELECT 1 FROM credential_slots s
+                         WHERE s.connection_id = c.id AND s.slot = 'previous'
+                           AND s.retired_at IS NULL) AS previous_live
+         FROM connections c JOIN orgs o ON o.id = c.org_id
+         WHERE {} AND NOT ({})
+           AND NOT EXISTS (SELECT 1 FROM rotations r
+                            WHERE r.target_type = 'connection' AND r.target_id = c.id
+                              AND r.finished_at IS NULL)
+           AND (c.rotation_waiting_at IS NULL OR c.rotation_waiting_at < {DUE_AT})
+         ORDER BY {DUE_AT}, c.id
+         LIMIT $2",
+        due(),
+        startable(3, kinds.len())
+    );
+    args.extend(kinds);
+    let found: Vec<Waiting> = fetch_all_args(&mut core.db.read().await?, &sql, args).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut noted = Vec::new();
+    let mut tx = core.db.begin_write().await?;
+    for w in &found {
+        let why = reason(w);
+        // Once: another instance may have written it down meanwhile.
+        let n = exec!(
+            &mut tx,
+            "UPDATE connections SET rotation_waiting = $1, rotation_waiting_at = $2
+             WHERE id = $3 AND (rotation_waiting_at IS NULL OR rotation_waiting_at < $4)",
+            &why,
+            now,
+            &w.id,
+            w.due_at
+        )?;
+        if n == 1 {
+            noted.push(format!("{}/{}: {why}", w.org, w.name));
+        }
+    }
+    tx.commit().await?;
+    if !noted.is_empty() {
+        tracing::warn!(
+            count = noted.len(),
+            first = %noted.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+            "scheduled rotations are due that cannot start by themselves: a person must act (`rekey credentials age` lists them)"
+        );
+    }
+    Ok(())
+}
+
+/// What keeps `w`'s scheduled rotation from starting, and what a person does.
+fn reason(w: &Waiting) -> String {
+    let rotate = format!("`rekey rotate --org {} --connection {}`", w.org, w.name);
+    if let Some(r) = &w.held_by {
+        return format!(
+            "rotation {r} failed or stalled; `rekey rotation show {r}` says why, then retry or cancel it"
+        );
+    }
+    let mode = catalog::kind(&w.kind)
+        .and_then(|k| k.method(&w.auth))
+        .map(|m| m.rotation);
+    match mode {
+        None => format!("{} ({}) is not in this rekey's catalog", w.kind, w.auth),
+        Some(Mode::Manual) => {
+            format!("a person rotates {} ({}) at the provider: {rotate} gives the steps", w.kind, w.auth)
+        }
+        Some(Mode::Reauthorize) => format!("a person re-authorizes it: {rotate}"),
+        Some(Mode::Automatic) if !matches!(w.status.as_str(), "connected" | "error") => format!(
+            "the connection is {}: it must be re-authorized or given a working credential before it can rotate",
+            w.status
+        ),
+        Some(Mode::Automatic) if w.pending => format!(
+            "a pending credential an earlier rotation kept must be resolved first (`rekey rotation list --org {}`, then `rekey rotation retry`)",
+            w.org
+        ),
+        Some(Mode::Automatic) if w.previous_live => format!(
+            "the previous credential still works: finish the rotation that left it (`rekey rotation list --org {}`)",
+            w.org
+        ),
+        Some(Mode::Automatic) => format!("no driver rotates {} ({})", w.kind, w.auth),
+    }
 }

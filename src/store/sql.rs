@@ -106,6 +106,48 @@ pub async fn exec_args<C: super::AsEx>(
     }
 }
 
+/// Fetches every row of `sql` as `T`, with `args` bound to `$1…$N` in
+/// order: [`fetch_all!`] for statements whose argument count is only known
+/// at run time (an `IN (…)` list).
+pub async fn fetch_all_args<C, T>(
+    c: &mut C,
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    C: super::AsEx,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin,
+{
+    macro_rules! bind_all {
+        ($q:expr) => {{
+            let mut q = $q;
+            for a in args {
+                q = match a {
+                    Arg::Text(s) => q.bind(s),
+                    Arg::OptText(s) => q.bind(s),
+                    Arg::Int(i) => q.bind(i),
+                };
+            }
+            q
+        }};
+    }
+    match c.ex() {
+        super::Ex::Sqlite(c) => {
+            bind_all!(sqlx::query_as::<_, T>(sql))
+                .fetch_all(&mut *c)
+                .await
+        }
+        super::Ex::Postgres(c) => {
+            bind_all!(sqlx::query_as::<_, T>(sql))
+                .fetch_all(&mut *c)
+                .await
+        }
+    }
+}
+
 /// `($1, $2, …), (…)` for `rows` rows of `cols` columns, numbered from `$1`.
 pub fn placeholders(rows: usize, cols: usize) -> String {
     placeholders_from(1, rows, cols)

@@ -307,6 +307,15 @@ impl Server {
         log.iter().any(|l| parts.iter().all(|p| l.contains(p)))
     }
 
+    /// How many lines of its log so far contain every one of `parts`.
+    #[allow(dead_code)]
+    pub fn count(&self, parts: &[&str]) -> usize {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -29,6 +29,10 @@ pub struct StrictPg {
 
 static CLUSTER: OnceLock<Result<StrictPg, String>> = OnceLock::new();
 
+/// The database whose logins check passwords by `md5` ([`StrictPg::md5_database`]).
+const MD5_DATABASE: &str = "md5_logins";
+static MD5_CREATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
 /// The private cluster, started on first use; `None` (SKIPPED) off CI when
 /// it cannot be started here.
 pub async fn strict_pg() -> Option<&'static StrictPg> {
@@ -62,6 +66,23 @@ impl StrictPg {
         sqlx::PgConnection::connect(&self.admin_url())
             .await
             .expect("strict cluster: superuser login")
+    }
+
+    /// A database whose logins from 127.0.0.1 check passwords by `md5`
+    /// (created on first use): a role stored with an MD5 verifier (the
+    /// form Amazon Redshift takes) logs in to it with the right password
+    /// only.
+    pub async fn md5_database(&self) -> &'static str {
+        MD5_CREATED
+            .get_or_init(|| async {
+                let mut admin = self.admin().await;
+                sqlx::query(&format!("CREATE DATABASE {MD5_DATABASE}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the md5 database");
+            })
+            .await;
+        MD5_DATABASE
     }
 
     /// A fresh role that may log in with `password`.
@@ -102,7 +123,12 @@ impl StrictPg {
     /// Does the cluster refuse `password` for `role` *as a password* (not
     /// for some other reason that would prove nothing)?
     pub async fn refuses(&self, role: &str, password: &str) -> bool {
-        match self.login(role, password).await {
+        self.refuses_to("postgres", role, password).await
+    }
+
+    /// [`StrictPg::refuses`] on `database`.
+    pub async fn refuses_to(&self, database: &str, role: &str, password: &str) -> bool {
+        match self.login_to(database, role, password).await {
             Ok(()) => false,
             Err(e) => {
                 assert!(
@@ -182,6 +208,16 @@ fn start() -> Result<StrictPg, String> {
         ],
     );
     std::fs::remove_file(&pwfile).expect("remove pwfile");
+    // One database checks passwords by `md5` instead (first match wins):
+    // the method that accepts an MD5 verifier — Amazon Redshift's form —
+    // as well as a SCRAM one, still refusing a wrong password.
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("host {MD5_DATABASE} all 127.0.0.1/32 md5\n{rules}"),
+    )
+    .expect("write pg_hba.conf");
     // A free port: bound and let go (a race with another binder is possible
     // but rare; pg_ctl then fails loudly).
     let port = std::net::TcpListener::bind("127.0.0.1:0")

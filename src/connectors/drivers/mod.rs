@@ -8,6 +8,8 @@ pub mod aws_keys;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod redshift;
+pub mod rekey;
 pub mod snowflake;
 
 use std::future::Future;
@@ -15,7 +17,10 @@ use std::pin::Pin;
 
 use serde_json::{Map, Value};
 
+use super::catalog::{self, Method, Rotation};
+use super::connections::Connection;
 use crate::egress::Egress;
+use crate::state::Core;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -23,6 +28,12 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// endpoints and current credential, and the admin connection the change
 /// is made through (`--rotate-with`), if any.
 pub struct Target<'a> {
+    /// This rekey: where its own keys and clients are (the `rekey_*`
+    /// drivers act on them), its clock and pepper.
+    pub core: &'a Core,
+    /// The rotated connection (its org scopes what the `rekey_*` drivers
+    /// may touch).
+    pub conn: &'a Connection,
     pub egress: &'a Egress,
     pub settings: &'a Map<String, Value>,
     pub endpoints: &'a Map<String, Value>,
@@ -96,6 +107,10 @@ impl From<String> for Applied {
 pub struct Since<'a> {
     pub promoted_at: i64,
     pub mark: &'a Value,
+    /// The rotation's cut-over window: where the target reports each use
+    /// (rekey's own secrets), a consumer counts as moved once it has not
+    /// used the old credential for this long.
+    pub window_ms: i64,
 }
 
 pub trait Driver: Send + Sync {
@@ -166,16 +181,97 @@ pub trait Driver: Send + Sync {
     }
 }
 
-/// The driver for a connector kind and auth method, if rekey can rotate it.
+/// A driver as catalog entries name it (`driver = "postgres"`), with the
+/// auth method whose credentials it rotates.
+pub struct Named {
+    pub name: &'static str,
+    pub method: Method,
+    pub driver: &'static dyn Driver,
+}
+
+/// Every driver rekey has. A catalog entry with `rotation = "automatic"`
+/// must name one of these, for its own auth method, or start-up fails.
+static DRIVERS: [Named; 8] = [
+    Named {
+        name: "postgres",
+        method: Method::Basic,
+        driver: &postgres::PG_ROLE,
+    },
+    Named {
+        name: "redshift",
+        method: Method::Basic,
+        driver: &redshift::REDSHIFT_USER,
+    },
+    Named {
+        name: "mysql",
+        method: Method::Basic,
+        driver: &mysql::MySqlUser,
+    },
+    Named {
+        name: "redis",
+        method: Method::Basic,
+        driver: &redis::RedisAcl,
+    },
+    Named {
+        name: "aws_keys",
+        method: Method::AwsKeys,
+        driver: &aws_keys::AwsAccessKeys,
+    },
+    Named {
+        name: "snowflake_key_pair",
+        method: Method::RsaKeyPair,
+        driver: &snowflake::SnowflakeKeyPair,
+    },
+    Named {
+        name: "rekey_access_key",
+        method: Method::ApiKey,
+        driver: &rekey::ACCESS_KEY,
+    },
+    Named {
+        name: "rekey_m2m",
+        method: Method::ClientCredentials,
+        driver: &rekey::M2M_SECRET,
+    },
+];
+
+/// The driver the catalog calls `name`.
+pub fn by_name(name: &str) -> Option<&'static Named> {
+    DRIVERS.iter().find(|d| d.name == name)
+}
+
+/// The names of every driver, for errors that list them.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    DRIVERS.iter().map(|d| d.name)
+}
+
+/// The driver that rotates a connector kind's auth method: the one its
+/// catalog entry names, when its rotation is automatic.
 pub fn for_kind(kind: &str, method: &str) -> Option<&'static dyn Driver> {
-    match (kind, method) {
-        ("redis", "basic") => Some(&redis::RedisAcl),
-        ("postgres", "basic") => Some(&postgres::PgRole),
-        ("mysql", "basic") => Some(&mysql::MySqlUser),
-        ("s3" | "s3_managed", "aws_keys") => Some(&aws_keys::AwsAccessKeys),
-        ("snowflake", "rsa_key_pair") => Some(&snowflake::SnowflakeKeyPair),
-        _ => None,
+    by_name(driver_name(kind, method)?).map(|n| n.driver)
+}
+
+/// The name of [`for_kind`]'s driver.
+pub fn driver_name(kind: &str, method: &str) -> Option<&'static str> {
+    let m = catalog::kind(kind)?.method(method)?;
+    if m.rotation != Rotation::Automatic {
+        return None;
     }
+    m.driver.as_deref()
+}
+
+/// Every (kind, method) of the catalog that a driver rotates.
+pub fn automatic() -> Vec<(&'static str, &'static str)> {
+    let Ok(c) = catalog::catalog() else {
+        return Vec::new();
+    };
+    c.values()
+        .flat_map(|k| {
+            k.auth
+                .iter()
+                .filter(|a| for_kind(&k.kind, a.method.as_str()).is_some())
+                .map(|a| (k.kind.as_str(), a.method.as_str()))
+        })
+        .collect()
 }
 
 /// The current credential's fields with a freshly generated password

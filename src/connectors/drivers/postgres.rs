@@ -7,6 +7,10 @@
 //! log or `pg_stat_statements`. A role holds one password: the old one
 //! stops working when the new one is set (write-ahead keeps that safe), and
 //! a failed verification sets the old verifier back.
+//!
+//! The steps are [`PgFamily`]'s, shared with the servers that speak
+//! PostgreSQL's protocol and differ only in the statement, the verifier
+//! and the privilege check ([`Flavour`]): Amazon Redshift (`redshift.rs`).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -20,8 +24,6 @@ use crate::connectors::session::{self, Sql};
 
 /// PostgreSQL's own default (`scram_iterations`).
 const ITERATIONS: u32 = 4096;
-
-pub struct PgRole;
 
 fn role(settings: &Map<String, Value>) -> String {
     text(settings, "username")
@@ -56,11 +58,52 @@ pub fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
     )
 }
 
-fn new_verifier(password: &str) -> String {
+fn new_verifier(_role: &str, password: &str) -> String {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     scram_verifier(password, &salt, ITERATIONS)
 }
+
+/// What differs between servers that speak PostgreSQL's protocol and take
+/// a password by `ALTER … PASSWORD '<verifier>'`: the statement, the
+/// verifier they accept (computed here, so the plaintext never reaches the
+/// server, its statement log or `pg_stat_statements`), and how to ask
+/// whether the acting login may change the account's password. The steps
+/// themselves are [`PgFamily`]'s, one text for all of them.
+pub struct Flavour {
+    /// `ALTER ROLE` or `ALTER USER`.
+    pub statement: &'static str,
+    /// What the account is called there, for errors: `role`, `user`.
+    pub account: &'static str,
+    /// The verifier of (account, password).
+    pub verifier: fn(&str, &str) -> String,
+    /// The verifier as plans and step details show it.
+    pub shown: &'static str,
+    /// The verifier masked, for `--dry-run`.
+    pub masked: &'static str,
+    /// One row: who acts (text), whether it may change the password of
+    /// account `$1` (bool), whether `$1` exists (bool).
+    pub may_alter: &'static str,
+    /// The privilege an admin connection needs, for errors.
+    pub privilege: &'static str,
+}
+
+/// A server of the PostgreSQL family: one password per account.
+pub struct PgFamily(pub Flavour);
+
+/// PostgreSQL roles.
+pub static PG_ROLE: PgFamily = PgFamily(Flavour {
+    statement: "ALTER ROLE",
+    account: "role",
+    verifier: new_verifier,
+    shown: "a SCRAM-SHA-256 verifier",
+    masked: "'SCRAM-SHA-256$4096:********$********:********'",
+    may_alter: "SELECT current_user::text, \
+                COALESCE((SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user), false) \
+                  OR current_user = $1, \
+                EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+    privilege: "neither CREATEROLE nor superuser",
+});
 
 /// Logs in as whoever makes the change: the admin connection, or the role
 /// itself with the first of `own` that works.
@@ -72,70 +115,73 @@ async fn connect(
     session::postgres(t.egress, settings, &creds).await
 }
 
-async fn set_password(
-    t: &Target<'_>,
-    own: &[&Map<String, Value>],
-    password: &str,
-) -> Result<String, String> {
-    let r = role(t.settings);
-    let mut c = connect(t, own).await?;
-    // The verifier is base64 and `$:` only: safe inside a literal. (ALTER
-    // ROLE takes no bind parameters.)
-    let sql = format!(
-        "ALTER ROLE {} PASSWORD '{}'",
-        quote_ident(&r),
-        new_verifier(password)
-    );
-    c.run(|c| sqlx::query(&sql).execute(c)).await?;
-    c.close().await;
-    Ok(format!(
-        "ALTER ROLE {} PASSWORD (a SCRAM-SHA-256 verifier), {}",
-        quote_ident(&r),
-        t.actor()
-    ))
+impl PgFamily {
+    async fn set_password(
+        &self,
+        t: &Target<'_>,
+        own: &[&Map<String, Value>],
+        password: &str,
+    ) -> Result<String, String> {
+        let f = &self.0;
+        let r = role(t.settings);
+        let mut c = connect(t, own).await?;
+        // The verifiers are hex, base64 and `$:` only: safe inside a
+        // literal. (ALTER takes no bind parameters.)
+        let sql = format!(
+            "{} {} PASSWORD '{}'",
+            f.statement,
+            quote_ident(&r),
+            (f.verifier)(&r, password)
+        );
+        c.run(|c| sqlx::query(&sql).execute(c)).await?;
+        c.close().await;
+        Ok(format!(
+            "{} {} PASSWORD ({}), {}",
+            f.statement,
+            quote_ident(&r),
+            f.shown,
+            t.actor()
+        ))
+    }
 }
 
-impl Driver for PgRole {
+impl Driver for PgFamily {
     fn dual(&self) -> bool {
         false
     }
 
     fn plan(&self, settings: &Map<String, Value>) -> Vec<String> {
+        let f = &self.0;
         let r = quote_ident(&role(settings));
         vec![
-            "SELECT current_user, rolcreaterole   (who acts: the role itself, or the --rotate-with admin)".to_string(),
-            format!("ALTER ROLE {r} PASSWORD 'SCRAM-SHA-256$4096:********$********:********'   (a verifier computed by rekey; the password never reaches the server)"),
+            format!("who acts (the {} itself, or the --rotate-with admin) and whether it may change the password", f.account),
+            format!("{} {r} PASSWORD {}   ({} computed by rekey; the password never reaches the server)", f.statement, f.masked, f.shown),
             format!("connect as {r} with the new password   (verify)"),
         ]
     }
 
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move {
+            let f = &self.0;
             let r = role(t.settings);
             let mut c = connect(t, &[t.current]).await?;
-            // Who acts, whether it may alter r, and whether r exists.
             let (who, may, exists): (String, bool, bool) = c
-                .run(|c| {
-                    sqlx::query_as(
-                        "SELECT current_user::text, \
-                                COALESCE((SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user), false) \
-                                  OR current_user = $1, \
-                                EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
-                    )
-                    .bind(&r)
-                    .fetch_one(c)
-                })
+                .run(|c| sqlx::query_as(f.may_alter).bind(&r).fetch_one(c))
                 .await?;
             c.close().await;
             match &t.admin {
                 None if who != r => Err(format!(
-                    "the credential logs in as {who}, not as the role {r} it would rotate"
+                    "the credential logs in as {who}, not as the {} {r} it would rotate",
+                    f.account
                 )),
                 Some(a) if !may => Err(format!(
-                    "{} logs in as {who}, which has neither CREATEROLE nor superuser and cannot change the password of {r}",
-                    a.name
+                    "{} logs in as {who}, which has {} and cannot change the password of {r}",
+                    a.name, f.privilege
                 )),
-                Some(a) if !exists => Err(format!("the role {r} does not exist on the server {} connects to", a.name)),
+                Some(a) if !exists => Err(format!(
+                    "the {} {r} does not exist on the server {} connects to",
+                    f.account, a.name
+                )),
                 _ => Ok(()),
             }
         })
@@ -152,7 +198,7 @@ impl Driver for PgRole {
     ) -> BoxFut<'a, Result<Applied, String>> {
         // After a crash the new password may already be set: act with it then.
         Box::pin(async move {
-            set_password(t, &[t.current, new], &text(new, "password"))
+            self.set_password(t, &[t.current, new], &text(new, "password"))
                 .await
                 .map(Applied::from)
         })
@@ -172,7 +218,10 @@ impl Driver for PgRole {
         old: &'a Map<String, Value>,
         new: &'a Map<String, Value>,
     ) -> BoxFut<'a, Result<String, String>> {
-        Box::pin(async move { set_password(t, &[new, old], &text(old, "password")).await })
+        Box::pin(async move {
+            self.set_password(t, &[new, old], &text(old, "password"))
+                .await
+        })
     }
 }
 
