@@ -18,18 +18,12 @@ use super::{Posted, Ui};
 use crate::api::apps::org_for;
 use crate::api::extract::AdminSession;
 use crate::api::{ApiError, AppState};
-use crate::config::Dur;
 use crate::identity::orgs::Org;
 use crate::oauth::authorizations;
 use crate::oauth::clients::{self, Client, ClientKind, Lifetimes, NewClient, Update};
 
 /// Rows per page of the Authorizations tab.
 const PAGE: i64 = 50;
-
-fn err(e: impl Into<ApiError>) -> Response {
-    let e: ApiError = e.into();
-    page::error(e.status, &e.message)
-}
 
 fn notice(code: Option<&str>) -> Option<String> {
     Some(
@@ -45,16 +39,6 @@ fn notice(code: Option<&str>) -> Option<String> {
         }
         .to_string(),
     )
-}
-
-fn parse_dur(form: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
-    match form.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v
-            .parse::<Dur>()
-            .map(|d| Some(d.ms()))
-            .map_err(|e| ApiError::bad_request(format!("{}: {e}", key.replace('_', " ")))),
-    }
 }
 
 fn callbacks(form: &HashMap<String, String>) -> Vec<String> {
@@ -106,7 +90,7 @@ async fn list_page(
 ) -> Response {
     let list = match clients::list(&st.core.db, &o.id, ClientKind::App).await {
         Ok(l) => l,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     page::render(
         status,
@@ -154,7 +138,7 @@ pub async fn list(
             )
             .await
         }
-        Err(e) => err(e),
+        Err(e) => page::fail(e),
     }
 }
 
@@ -165,13 +149,13 @@ pub async fn create(
 ) -> Response {
     let o = match org_for(&st, &p.ui, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let f = &p.form;
     let lifetimes = match (
-        parse_dur(f, "access_token_ttl"),
-        parse_dur(f, "refresh_token_ttl"),
-        parse_dur(f, "refresh_grace"),
+        page::duration(f, "access_token_ttl", "access token ttl"),
+        page::duration(f, "refresh_token_ttl", "refresh token ttl"),
+        page::duration(f, "refresh_grace", "refresh grace"),
     ) {
         (Ok(a), Ok(r), Ok(g)) => Lifetimes {
             access_ms: a,
@@ -297,7 +281,7 @@ pub async fn show(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     match find(&st, &o, &app).await {
         Ok(c) => {
@@ -314,7 +298,7 @@ pub async fn show(
             )
             .await
         }
-        Err(e) => err(e),
+        Err(e) => page::fail(e),
     }
 }
 
@@ -349,11 +333,11 @@ pub async fn authorizations(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let c = match find(&st, &o, &app).await {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     // The keyset of the page before: `MILLIS.ID`.
     let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
@@ -374,7 +358,7 @@ pub async fn authorizations(
     let first = after.is_none();
     let pg = match authorizations::page(&st.core.db, &c, st.core.now(), after, PAGE).await {
         Ok(p) => p,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     page::ok(&AuthPage {
         chrome: Chrome::of(
@@ -416,11 +400,11 @@ pub async fn confirm(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let c = match find(&st, &o, &app).await {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let base = format!("/ui/orgs/{}/apps/{}", seg(&o.slug), seg(&c.name));
     let mut pg = Confirm {
@@ -492,11 +476,11 @@ pub async fn act(
 ) -> Response {
     let o = match org_for(&st, &p.ui, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let c = match find(&st, &o, &app).await {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let actor = p.ui.actor();
     let base = format!("/ui/orgs/{}/apps/{}", seg(&o.slug), seg(&c.name));
@@ -533,9 +517,9 @@ pub async fn act(
         "update" => {
             let f = &p.form;
             let lt = match (
-                parse_dur(f, "access_token_ttl"),
-                parse_dur(f, "refresh_token_ttl"),
-                parse_dur(f, "refresh_grace"),
+                page::duration(f, "access_token_ttl", "access token ttl"),
+                page::duration(f, "refresh_token_ttl", "refresh token ttl"),
+                page::duration(f, "refresh_grace", "refresh grace"),
             ) {
                 (Ok(a), Ok(r), Ok(g)) => Lifetimes {
                     access_ms: a,
@@ -556,7 +540,7 @@ pub async fn act(
             }
         }
         "regenerate-secret" => {
-            let overlap = match parse_dur(&p.form, "overlap") {
+            let overlap = match page::duration(&p.form, "overlap", "overlap") {
                 Ok(o) => o.unwrap_or(0),
                 Err(e) => return failed(e).await,
             };

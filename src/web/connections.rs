@@ -24,11 +24,6 @@ use crate::connectors::{actions, flow, oauth_client};
 use crate::identity::orgs::Org;
 use crate::rotation::{self, limits, StartRequest, Started, TargetRef};
 
-fn err(e: impl Into<ApiError>) -> Response {
-    let e: ApiError = e.into();
-    page::error(e.status, &e.message)
-}
-
 /// Messages a redirect may ask a page to show (`?notice=`): fixed texts,
 /// so a link cannot make the console say something it did not.
 fn notice(code: Option<&str>) -> Option<String> {
@@ -159,11 +154,11 @@ pub async fn list(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let l = match connections::list(&st.core.db, &o.id, None).await {
         Ok(l) => l,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let now = st.core.now();
     let rows = l
@@ -288,7 +283,7 @@ pub async fn new_form(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     if let Some(k) = q.kind.as_deref() {
         if catalog::kind(k).is_none() {
@@ -308,7 +303,7 @@ pub async fn create(
 ) -> Response {
     let o = match org_for(&st, &p.ui, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let kind = p.form.get("kind").cloned().unwrap_or_default();
     let name = p.form.get("name").cloned().unwrap_or_default();
@@ -378,7 +373,7 @@ async fn show_page(
 ) -> Response {
     let v = match connections::detailed_view(&st.core, c).await {
         Ok(v) => v,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let kind = c.kind().ok();
     let method = c.method().ok();
@@ -509,11 +504,11 @@ pub async fn show(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let c = match connections::find_in(&st.core.db, &o.id, &conn).await {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     show_page(
         &st,
@@ -551,11 +546,11 @@ pub async fn confirm(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let c = match connections::find_in(&st.core.db, &o.id, &conn).await {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let base = format!("/ui/orgs/{}/connections/{}", seg(&o.slug), seg(&c.name));
     let mut page_ = Confirm {
@@ -682,11 +677,11 @@ pub async fn act(
 ) -> Response {
     let o = match org_for(&st, &p.ui, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let c = match connections::find_in(&st.core.db, &o.id, &conn).await {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let actor = p.ui.actor();
     let base = format!("/ui/orgs/{}/connections/{}", seg(&o.slug), seg(&c.name));

@@ -51,11 +51,6 @@ pub struct Home {
     pub soon: Vec<Need>,
 }
 
-fn err(e: impl Into<ApiError>) -> Response {
-    let e: ApiError = e.into();
-    page::error(e.status, &e.message)
-}
-
 /// Org slugs by id, for the operator's cross-org lists.
 async fn slugs(st: &AppState) -> Result<HashMap<String, String>, ApiError> {
     Ok(orgs::list(&st.core.db)
@@ -287,7 +282,7 @@ pub async fn page(State(st): State<AppState>, Ui(admin): Ui) -> Response {
             needs,
             soon,
         }),
-        Err(e) => err(e),
+        Err(e) => page::fail(e),
     }
 }
 
@@ -333,7 +328,7 @@ async fn orgs_page(
     let after = after.filter(|a| !a.is_empty());
     let (list, total, more) = match orgs::page(&st.core.db, after, ORGS_PAGE).await {
         Ok(l) => l,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let next = if more {
         list.last().map(|o| o.slug.clone())

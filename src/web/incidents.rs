@@ -23,11 +23,6 @@ use crate::config::Dur;
 use crate::identity::sessions::Principal;
 use crate::incident::{self, IncidentView, StartRequest, Started};
 
-fn err(e: impl Into<ApiError>) -> Response {
-    let e: ApiError = e.into();
-    page::error(e.status, &e.message)
-}
-
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -122,7 +117,7 @@ async fn list_page(
 ) -> Response {
     let list = match incident::list(&st.core, &asker(admin)).await {
         Ok(l) => l,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     page::render(
         status,
@@ -399,7 +394,7 @@ pub async fn show(
     };
     match incident::get(&st.core, &asker(&admin), &id).await {
         Ok(v) => show_page(&st, &admin, v, StatusCode::OK, notice, vec![]),
-        Err(e) => err(e),
+        Err(e) => page::fail(e),
     }
 }
 
@@ -416,7 +411,7 @@ pub async fn confirm_cancel(
     }
     let v = match incident::get(&st.core, &asker(&admin), &id).await {
         Ok(v) => v,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let back = format!("/ui/incidents/{}", seg(&v.id));
     page::ok(&Confirm {
@@ -494,11 +489,11 @@ pub async fn report(
     let name = q.format.unwrap_or_else(|| "md".into());
     let f: incident::Format = match name.parse() {
         Ok(f) => f,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let text = match incident::report(&st.core, &asker(&admin), &id, f).await {
         Ok(t) => t,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let (ctype, ext) = match f {
         incident::Format::Json => ("application/json", "json"),

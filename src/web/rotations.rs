@@ -23,11 +23,6 @@ use crate::api::{ApiError, AppState};
 use crate::identity::orgs::Org;
 use crate::rotation::{self, Started};
 
-fn err(e: impl Into<ApiError>) -> Response {
-    let e: ApiError = e.into();
-    page::error(e.status, &e.message)
-}
-
 fn notice(code: Option<&str>) -> Option<String> {
     Some(
         match code? {
@@ -86,12 +81,12 @@ pub async fn list(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let status = q.status.filter(|s| !s.is_empty());
     let rows = match rotation::list(&st.core, &o.id, status.as_deref()).await {
         Ok(r) => r,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let lines = rows
         .iter()
@@ -175,7 +170,7 @@ async fn show_page(
     let row = match rotation::get(
         &mut match st.core.db.read().await {
             Ok(c) => c,
-            Err(e) => return err(e),
+            Err(e) => return page::fail(e),
         },
         &o.id,
         id,
@@ -183,15 +178,15 @@ async fn show_page(
     .await
     {
         Ok(r) => r,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let v = match rotation::detailed_view(&st.core, &row).await {
         Ok(v) => v,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let v = match seen_by(st, admin, v).await {
         Ok(v) => v,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let steps: Vec<Step> = v["steps"]
         .as_array()
@@ -298,7 +293,7 @@ pub async fn show(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     show_page(
         &st,
@@ -321,13 +316,13 @@ pub async fn confirm(
 ) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let base = format!("/ui/orgs/{}/rotations/{}", seg(&o.slug), seg(&id));
     let row = match rotation::get(
         &mut match st.core.db.read().await {
             Ok(c) => c,
-            Err(e) => return err(e),
+            Err(e) => return page::fail(e),
         },
         &o.id,
         &id,
@@ -335,17 +330,17 @@ pub async fn confirm(
     .await
     {
         Ok(r) => r,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let (heading, button, hidden, lines) = match action.as_str() {
         "finish" => {
             let v = match rotation::detailed_view(&st.core, &row).await {
                 Ok(v) => v,
-                Err(e) => return err(e),
+                Err(e) => return page::fail(e),
             };
             let v = match seen_by(&st, &admin, v).await {
                 Ok(v) => v,
-                Err(e) => return err(e),
+                Err(e) => return page::fail(e),
             };
             let breaks: Vec<String> = v["not_moved"]
                 .as_array()
@@ -402,7 +397,7 @@ pub async fn act(
 ) -> Response {
     let o = match org_for(&st, &p.ui, &org).await {
         Ok(o) => o,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let actor = p.ui.actor();
     let base = format!("/ui/orgs/{}/rotations/{}", seg(&o.slug), seg(&id));
@@ -463,11 +458,11 @@ pub async fn queue(State(st): State<AppState>, Ui(admin): Ui) -> Response {
     }
     let slugs: HashMap<String, String> = match crate::identity::orgs::list(&st.core.db).await {
         Ok(l) => l.into_iter().map(|o| (o.id, o.slug)).collect(),
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let rows = match rotation::queue(&st.core, QUEUE).await {
         Ok(r) => r,
-        Err(e) => return err(e),
+        Err(e) => return page::fail(e),
     };
     let lines = rows
         .iter()
