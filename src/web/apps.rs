@@ -446,24 +446,15 @@ pub async fn confirm(
                 "The new secret is shown once, on the next page.".into(),
             ];
             pg.button = "Regenerate secret".into();
-            pg.inputs = vec![super::connections::Input {
-                name: "overlap".into(),
-                id: "overlap".into(),
-                label: "Keep the old secret working for".into(),
-                hint: "0 for no overlap; 1h, 1d, up to 30d".into(),
-                kind: "text",
-                required: false,
-                options: vec![],
-                value: "0".into(),
-                frozen: false,
-            }];
+            pg.inputs = vec![super::connections::Input::text(
+                "overlap",
+                "Keep the old secret working for",
+                "0 for no overlap; 1h, 1d, up to 30d",
+                "0".into(),
+                false,
+            )];
         }
-        _ => {
-            return page::error(
-                StatusCode::NOT_FOUND,
-                "There is no such action on an application.",
-            )
-        }
+        _ => return page::no_such_action("an application"),
     }
     page::ok(&pg)
 }
@@ -632,9 +623,6 @@ pub async fn act(
             Ok(_) => page::see_other(&format!("/ui/orgs/{}/apps?notice=deleted", seg(&o.slug))),
             Err(e) => failed(e.into()).await,
         },
-        _ => page::error(
-            StatusCode::NOT_FOUND,
-            "There is no such action on an application.",
-        ),
+        _ => page::no_such_action("an application"),
     }
 }

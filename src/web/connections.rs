@@ -58,6 +58,24 @@ pub struct Input {
     pub frozen: bool,
 }
 
+impl Input {
+    /// A plain text input outside the catalog (a window, a deadline, an
+    /// overlap), optional unless `required`.
+    pub fn text(name: &str, label: &str, hint: &str, value: String, required: bool) -> Input {
+        Input {
+            name: name.into(),
+            id: name.into(),
+            label: label.into(),
+            hint: hint.into(),
+            kind: "text",
+            required,
+            options: vec![],
+            value,
+            frozen: false,
+        }
+    }
+}
+
 fn input(prefix: &str, f: &Field, value: Option<&str>, for_update: bool) -> Input {
     let kind = if f.secret {
         if matches!(
@@ -634,36 +652,23 @@ pub async fn confirm(
                 }
             }
             page_.inputs = vec![
-                Input {
-                    name: "cutover_window".into(),
-                    id: "cutover_window".into(),
-                    label: "Cut-over window".into(),
-                    hint: "how long the old credential must go unused before it is retired (30s, 10m, 1h)".into(),
-                    kind: "text",
-                    required: true,
-                    options: vec![],
-                    value: format!("{}m", limits::CUTOVER_WINDOW_MS / 60_000),
-                    frozen: false,
-                },
-                Input {
-                    name: "deadline".into(),
-                    id: "deadline".into(),
-                    label: "Deadline".into(),
-                    hint: "when an unfinished cut-over stops as stalled (24h)".into(),
-                    kind: "text",
-                    required: true,
-                    options: vec![],
-                    value: format!("{}h", limits::DEADLINE_MS / 3_600_000),
-                    frozen: false,
-                },
+                Input::text(
+                    "cutover_window",
+                    "Cut-over window",
+                    "how long the old credential must go unused before it is retired (30s, 10m, 1h)",
+                    page::dur_field(limits::CUTOVER_WINDOW_MS / 1000),
+                    true,
+                ),
+                Input::text(
+                    "deadline",
+                    "Deadline",
+                    "when an unfinished cut-over stops as stalled (24h)",
+                    format!("{}h", limits::DEADLINE_MS / 3_600_000),
+                    true,
+                ),
             ];
         }
-        _ => {
-            return page::error(
-                StatusCode::NOT_FOUND,
-                "There is no such action on a connection.",
-            )
-        }
+        _ => return page::no_such_action("a connection"),
     }
     page::ok(&page_)
 }
@@ -823,9 +828,6 @@ pub async fn act(
                 Err(e) => shown(e.into(), &c).await,
             }
         }
-        _ => page::error(
-            StatusCode::NOT_FOUND,
-            "There is no such action on a connection.",
-        ),
+        _ => page::no_such_action("a connection"),
     }
 }

@@ -447,12 +447,7 @@ pub async fn act(
                 .await
                 .map(|_| "retried")
         }
-        _ => {
-            return page::error(
-                StatusCode::NOT_FOUND,
-                "There is no such action on a campaign.",
-            )
-        }
+        _ => return page::no_such_action("a campaign"),
     };
     match r {
         Ok(code) => page::see_other(&format!("{back}?notice={code}")),

@@ -637,10 +637,7 @@ async fn act(
                 clients::set_active(&st.core, &actor, &o.id, ClientKind::M2m, &name, on).await?;
                 page::see_other(&format!("{list}?notice={action}d#m2m"))
             }
-            _ => page::error(
-                StatusCode::NOT_FOUND,
-                &format!("There is no such action on an {}.", what.noun()),
-            ),
+            _ => page::no_such_action(&format!("an {}", what.noun())),
         })
     }
     .await;

@@ -227,3 +227,12 @@ pub fn dur_field(s: i64) -> String {
         s => format!("{s}s"),
     }
 }
+
+/// The 404 of an action a console object does not have (`POST …/{action}`
+/// with an unknown `action`): "There is no such action on a connection."
+pub fn no_such_action(on: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("There is no such action on {on}."),
+    )
+}

@@ -375,7 +375,7 @@ pub async fn confirm(
             vec![],
             vec!["Before the new credential is promoted, its change at the target is undone and the pending credential discarded. After promotion a rotation cannot be cancelled: finish it instead.".to_string()],
         ),
-        _ => return page::error(StatusCode::NOT_FOUND, "There is no such action on a rotation."),
+        _ => return page::no_such_action("a rotation"),
     };
     page::ok(&Confirm {
         chrome: Chrome::of(&admin, "Confirm", "rotations", Some(&o.slug)),
@@ -432,12 +432,7 @@ pub async fn act(
                     .map_err(Into::into),
             }
         }
-        _ => {
-            return page::error(
-                StatusCode::NOT_FOUND,
-                "There is no such action on a rotation.",
-            )
-        }
+        _ => return page::no_such_action("a rotation"),
     };
     match result {
         Ok(to) => page::see_other(&to),

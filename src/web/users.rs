@@ -329,7 +329,7 @@ pub async fn act(
                 Err(e) => Err(e),
             }
         }
-        _ => return page::error(StatusCode::NOT_FOUND, "There is no such action on a user."),
+        _ => return page::no_such_action("a user"),
     };
     match done {
         Ok(_) => {
