@@ -22,5 +22,6 @@ pub mod rotation;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod test_hooks;
 pub mod web;

@@ -5,6 +5,7 @@ pub mod keyring;
 pub mod password;
 pub mod password_pool;
 pub mod sealed;
+pub mod signature;
 pub mod token;
 
 pub use keyring::{Keyring, KeyringError};

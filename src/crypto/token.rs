@@ -28,6 +28,9 @@ pub enum TokenKind {
     Csrf,
     ServiceKey,
     OAuthState,
+    /// Signs what rekey sends (webhooks, custom_rest deliveries); held
+    /// sealed, since rekey must sign with it, and shown once.
+    SigningSecret,
 }
 
 impl TokenKind {
@@ -47,6 +50,7 @@ impl TokenKind {
             TokenKind::Csrf => "rk_cf_",
             TokenKind::ServiceKey => "rk_sk_",
             TokenKind::OAuthState => "rk_st_",
+            TokenKind::SigningSecret => "rk_whsec_",
         }
     }
 }

@@ -1,0 +1,134 @@
+//! What a record becomes at each connector kind that can receive records:
+//! one trait, one implementation per kind of receiver.
+//!
+//! - `rekey`: the other rekey's People API, with the connection's OAuth
+//!   token (`read_write`), each record carrying its source and sequence.
+//! - `postgres` / `mysql`: an upsert into the table named by the setting
+//!   `table`, keyed by Email, created if missing.
+//! - `custom_rest`: a signed `POST` of each batch as JSON.
+//!
+//! Every target applies a record only above the sequence it last applied
+//! for that email (the idempotency key is (org, sequence)): a retried batch
+//! never writes a row twice, a replayed older record never overwrites a
+//! newer one. A target is opened once for a run of batches (a database
+//! session, say) and sends them in order.
+
+pub mod rekey;
+pub mod rest;
+pub mod sql;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::connectors::connections::Connection;
+use crate::connectors::drivers::BoxFut;
+use crate::state::Core;
+
+/// One outbox record as it is sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub seq: i64,
+    pub email: String,
+    pub op: Op,
+    /// The record's whole state after the change (`None` for a delete).
+    pub fields: Option<Map<String, Value>>,
+    /// When it was written to the outbox (unix ms).
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+impl Record {
+    /// The idempotency key every target is sent: the source org and the
+    /// record's sequence, unique across rekey's whole outbox.
+    pub fn idempotency_key(&self, org_id: &str) -> String {
+        format!("{org_id}:{}", self.seq)
+    }
+}
+
+/// A batch of records of one org, in sequence order.
+pub struct Batch<'a> {
+    pub org_id: &'a str,
+    pub records: &'a [Record],
+}
+
+/// Why a batch was not delivered; decides what the delivery does next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The target refused the credential (401, `invalid_grant`, a login
+    /// refused): refresh once, then pause until re-authorized.
+    #[error("the target refused the credential: {0}")]
+    Auth(String),
+    /// Passes by itself (unreachable, 5xx, 429, a timeout): retried with
+    /// backoff, the batch stays next.
+    #[error("{0}")]
+    Passing(String),
+    /// The receiver refused this batch (a 4xx other than 401/429, a row
+    /// the table cannot hold): parked with the receiver's own message until
+    /// a person retries it. Never dropped.
+    #[error("the receiver refused the batch: {0}")]
+    Refused(String),
+}
+
+/// An opened receiver.
+pub trait Target: Send {
+    /// Delivers the batch, all of it or (on error) possibly part of it:
+    /// sending it again is safe.
+    fn send<'a>(&'a mut self, batch: &'a Batch<'a>) -> BoxFut<'a, Result<(), SendError>>;
+    /// Ends the session, if it holds one.
+    fn close(self: Box<Self>) -> BoxFut<'static, ()>;
+}
+
+/// What a target is opened with.
+pub struct Open<'a> {
+    pub core: &'a Core,
+    pub conn: &'a Connection,
+    pub settings: &'a Map<String, Value>,
+    pub credentials: &'a Map<String, Value>,
+    /// The delivery's signing secret (`custom_rest` signs with it).
+    pub signing_secret: &'a str,
+}
+
+/// The kinds that can receive records.
+pub const KINDS: &[&str] = &["rekey", "postgres", "mysql", "custom_rest"];
+
+pub fn can_receive(kind: &str) -> bool {
+    KINDS.contains(&kind)
+}
+
+/// Checks, before a delivery is enabled, that this connection can receive
+/// (the rekey target needs a `read_write` grant, a SQL target a `table`).
+pub fn check(conn: &Connection, credentials: &Map<String, Value>) -> Result<(), String> {
+    match conn.kind.as_str() {
+        "rekey" => rekey::check(conn, credentials),
+        "postgres" | "mysql" => sql::check(conn, credentials),
+        "custom_rest" => rest::check(conn, credentials),
+        other => Err(format!(
+            "connections of kind {other} cannot receive records; kinds that can: {}",
+            KINDS.join(", ")
+        )),
+    }
+}
+
+/// Opens the receiver of `o.conn`.
+pub async fn open(o: Open<'_>) -> Result<Box<dyn Target>, SendError> {
+    match o.conn.kind.as_str() {
+        "rekey" => rekey::open(o).await,
+        "postgres" | "mysql" => sql::open(o).await,
+        "custom_rest" => rest::open(o).await,
+        other => Err(SendError::Refused(format!(
+            "connections of kind {other} cannot receive records"
+        ))),
+    }
+}
+
+/// The host a target's sends are capped on (`kind:host`), shared with the
+/// other jobs against it.
+pub fn host(conn: &Connection) -> String {
+    crate::incident::plan::host_of(conn)
+}
