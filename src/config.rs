@@ -177,6 +177,14 @@ pub struct Config {
     /// rotation step instead of holding it.
     pub target_connect_timeout: Dur,
     pub target_statement_timeout: Dur,
+    /// How long the outbox keeps a record after every enabled delivery has
+    /// passed it: the window a backfill can replay in full. Beyond it,
+    /// `rekey outbox compact` keeps only the latest state of each record.
+    pub outbox_retention: Dur,
+    /// How often an instance looks for records to deliver (a delivery
+    /// caught up waits at most this long for a new one); 0 turns delivery
+    /// off on this instance.
+    pub delivery_interval: Dur,
 }
 
 /// A list given as a TOML array or, from the environment, a comma list.
@@ -232,6 +240,8 @@ impl Default for Config {
             m2m_token_ttl_max: Dur::secs(3600),
             target_connect_timeout: Dur(crate::egress::Budget::default().connect),
             target_statement_timeout: Dur(crate::egress::Budget::default().statement),
+            outbox_retention: Dur::secs(30 * 24 * 3600),
+            delivery_interval: Dur::secs(1),
         }
     }
 }
@@ -282,6 +292,8 @@ const KNOWN: &[&str] = &[
     "m2m_token_ttl_max",
     "target_connect_timeout",
     "target_statement_timeout",
+    "outbox_retention",
+    "delivery_interval",
     // read by the CLI, not a server setting
     "config",
 ];

@@ -18,7 +18,13 @@ CREATE TABLE deliveries (
     -- (first and last sequence), shown, retried by a person; never dropped.
     parked_from BIGINT,
     parked_to BIGINT,
+    -- Passing failures in a row (the retry's backoff grows with them).
+    failures BIGINT NOT NULL DEFAULT 0,
+    -- When the current pause began, and how many records had been
+    -- delivered then: the catch-up after it is measured from these.
     paused_at BIGINT,
+    paused_delivered BIGINT,
+    resumed_at BIGINT,
     -- The last catch-up after a pause: records sent and time paused.
     caught_up_records BIGINT,
     caught_up_paused_ms BIGINT,
@@ -26,6 +32,10 @@ CREATE TABLE deliveries (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX deliveries_org ON deliveries (org_id);
+
+-- Compaction keeps the latest state of each record: it looks up a
+-- record's later versions by email.
+CREATE INDEX outbox_email ON outbox (org_id, email, seq);
 
 -- A backfill replays (from_seq, to_seq] of the outbox to one delivery,
 -- from a cursor of its own, as a job (`backfill:<id>`): resumable after a

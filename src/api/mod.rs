@@ -132,6 +132,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/people",
             get(people::get).put(people::put).delete(people::delete),
         )
+        .route("/v1/people/changes", post(people::changes))
         // admin API
         .route(
             "/api/v1/orgs/{org}/apps",

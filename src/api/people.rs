@@ -326,3 +326,97 @@ pub async fn delete(
         Err(ApiError::not_found(format!("no person with email {email}")).in_format(Format::OAuth))
     }
 }
+
+/// A change feed from another rekey: its records' states in sequence order.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesBody {
+    /// Who sends (the delivering rekey and org); sequences are per source.
+    source: String,
+    changes: Vec<ChangeIn>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChangeIn {
+    /// The change's sequence at the source: its idempotency key.
+    seq: i64,
+    /// `upsert` or `delete`.
+    op: String,
+    /// For `upsert`: the record's whole state (with `Email`).
+    #[schema(value_type = Option<Object>)]
+    record: Option<Value>,
+    /// For `delete`: whose record.
+    email: Option<String>,
+}
+
+/// Applies changes delivered by another rekey (its `rekey` connection's
+/// delivery), each only above the sequence already applied for its email
+/// from that source: a retried batch writes once, an older state never
+/// overwrites a newer one. Records are replaced whole. Nothing is written
+/// when any change is invalid.
+#[utoipa::path(
+    post, path = "/v1/people/changes", tag = "platform",
+    request_body(content = ChangesBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied; retried changes skipped.", body = crate::people::Applied),
+        (status = 400, description = "A change is invalid; nothing was written.", body = OAuthErrorBody),
+        (status = 401, description = "No valid credential.", body = OAuthErrorBody),
+        (status = 403, description = "The credential lacks `read_write`.", body = OAuthErrorBody),
+        (status = 413, description = "Too large.", body = OAuthErrorBody),
+    ),
+    security(("bearer" = []), ("accesskey" = [])),
+)]
+pub async fn changes(
+    State(st): State<AppState>,
+    caller: ApiCaller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::ReadWrite)?;
+    let b: ChangesBody =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("malformed body: {e}")))?;
+    let source = b.source.trim();
+    if source.is_empty() || source.len() > 512 {
+        return Err(bad("source must be 1 to 512 characters"));
+    }
+    if b.changes.len() > MAX_RECORDS {
+        return Err(bad(format!(
+            "at most {MAX_RECORDS} changes a call; this call has {}",
+            b.changes.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(b.changes.len());
+    let mut prev = 0i64;
+    for (i, c) in b.changes.into_iter().enumerate() {
+        if c.seq <= prev {
+            return Err(bad(format!(
+                "changes[{i}]: seq must be positive and increasing"
+            )));
+        }
+        prev = c.seq;
+        let change = match (c.op.as_str(), c.record, c.email) {
+            ("upsert", Some(r), None) => {
+                let (email, fields) =
+                    people::validate(r).map_err(|e| bad(format!("changes[{i}]: {e}")))?;
+                people::Change {
+                    seq: c.seq,
+                    email,
+                    fields: Some(fields),
+                }
+            }
+            ("delete", None, Some(e)) => people::Change {
+                seq: c.seq,
+                email: normalize_email(&e).map_err(|e| bad(format!("changes[{i}]: {e}")))?,
+                fields: None,
+            },
+            _ => {
+                return Err(bad(format!(
+                    "changes[{i}]: an upsert carries record, a delete carries email"
+                )))
+            }
+        };
+        out.push(change);
+    }
+    let applied = people::apply(&st.core.db, &caller.0.org_id, source, out, st.core.now()).await?;
+    Ok(Json(applied).into_response())
+}

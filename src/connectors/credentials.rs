@@ -278,6 +278,27 @@ pub async fn ensure_fresh(core: &Core, conn: &Connection) -> Result<(), Connecto
     ))
 }
 
+/// Refreshes now, fresh or not: a target refused the access token (a 401
+/// on a delivery) though it had not expired, so it was revoked or rotated
+/// at the provider. Once per refusal; `NeedsReauth` when the grant is dead.
+/// Waits for a refresh another instance holds, then reports `Fresh`.
+pub async fn refresh_now(core: &Core, conn: &Connection) -> Result<Refreshed, ConnectorError> {
+    let lock = local_lock(&conn.id);
+    let _guard = lock.lock().await;
+    let owner = instance_id();
+    for _ in 0..200 {
+        if acquire_lease(core, &conn.id, owner).await? {
+            let r = refresh_locked(core, &conn.id, owner, true).await;
+            release_lease(core, &conn.id, owner).await?;
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Refreshed::Retry(
+        "the connection is being refreshed elsewhere".into(),
+    ))
+}
+
 /// The current credentials of a connection for platform code: refreshed
 /// first when about to expire. Every read is audited.
 pub async fn read(

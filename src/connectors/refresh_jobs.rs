@@ -27,6 +27,7 @@ fn standing<'a>(job_id: &'a str, connection_id: &'a str) -> Standing<'a> {
         kind: KIND,
         subject: connection_id,
         step: "refresh",
+        host: None,
     }
 }
 

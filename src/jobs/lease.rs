@@ -102,6 +102,10 @@ impl Lease {
     }
 
     /// The claim's token: the owner every write of the job checks.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     pub fn token(&self) -> &str {
         &self.token
     }

@@ -64,6 +64,27 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             false,
         ));
     }
+    let delivery = core.config.delivery_interval.0;
+    if !delivery.is_zero() {
+        jobs.push(every(
+            core.clone(),
+            stop.clone(),
+            delivery,
+            "deliveries",
+            |core| {
+                Box::pin(async move {
+                    let instance = crate::connectors::credentials::instance_id();
+                    crate::sync::run::run_due(&core, instance)
+                        .await
+                        .map(|n| n as u64)
+                        .map_err(|e| e.to_string())
+                })
+            },
+            // A delivery resumed or a backfill started here runs at once.
+            true,
+            false,
+        ));
+    }
     jobs.extend([
         every(
             core.clone(),

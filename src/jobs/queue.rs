@@ -313,6 +313,8 @@ pub struct Standing<'a> {
     pub kind: &'a str,
     pub subject: &'a str,
     pub step: &'a str,
+    /// The outside system it acts on (`kind:host`), capped per host.
+    pub host: Option<&'a str>,
 }
 
 /// Creates a standing job due at `run_at`, or moves it there, in the
@@ -325,15 +327,17 @@ pub async fn schedule_standing(
 ) -> Result<(), StoreError> {
     exec!(
         tx,
-        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at)
-         VALUES ($1, $2, $3, 'queued', $4, '{}', 0, 1, $5, $6, $6)
-         ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
+        "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at, host)
+         VALUES ($1, $2, $3, 'queued', $4, '{}', 0, 1, $5, $6, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at, updated_at = excluded.updated_at,
+            host = excluded.host",
         job.id,
         job.kind,
         job.subject,
         job.step,
         run_at,
-        now
+        now,
+        job.host
     )?;
     Ok(())
 }
@@ -369,6 +373,31 @@ pub async fn take_standing(
     )?;
     tx.commit().await?;
     Ok(n == 1)
+}
+
+/// Makes the queued jobs `ids` due now (new work for a delivery that was
+/// waiting for it, a paused one whose cause went away). A held job is left
+/// alone: its holder is running it anyway and releases it to a time it
+/// computes.
+pub async fn wake(tx: &mut Tx, ids: &[String], now: i64) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for chunk in ids.chunks(500) {
+        let list = crate::store::sql::param_list(2, chunk.len());
+        let sql = format!(
+            "UPDATE jobs SET next_run_at = $1, updated_at = $1
+             WHERE state = 'queued' AND next_run_at > $1 AND id IN ({list})"
+        );
+        let mut args = vec![Arg::Int(now)];
+        args.extend(chunk.iter().map(|id| Arg::Text(id.clone())));
+        n += crate::store::sql::exec_args(tx, &sql, args).await?;
+    }
+    Ok(n)
+}
+
+/// Removes a job whatever its state (what it worked on is gone). A holder
+/// fails its next owner check and stops.
+pub async fn delete(tx: &mut Tx, id: &str) -> Result<bool, StoreError> {
+    Ok(exec!(tx, "DELETE FROM jobs WHERE id = $1", id)? == 1)
 }
 
 /// Gives back `owner`'s leases on the refresh jobs (`kind`) of the

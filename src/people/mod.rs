@@ -189,3 +189,111 @@ pub async fn delete(db: &Db, org_id: &str, email: &str, now: i64) -> Result<bool
     tx.commit().await?;
     Ok(true)
 }
+
+/// One change another rekey delivers (`POST /v1/people/changes`): the
+/// record's whole state after it, or its deletion, with its sequence at
+/// the source.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub seq: i64,
+    pub email: String,
+    /// `None`: the record was deleted at the source.
+    pub fields: Option<Map<String, Value>>,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Applied {
+    pub applied: usize,
+    /// Changes at or below the sequence already applied for their email
+    /// from this source: a retried or replayed batch.
+    pub skipped: usize,
+}
+
+/// Applies changes from `source` (another rekey's org) in order, each only
+/// above the sequence last applied for its email from that source: a batch
+/// sent twice writes once, and a replayed older state never overwrites a
+/// newer one. A record is replaced whole (the source sends its full state),
+/// and every applied change appends to this org's outbox in the same
+/// transaction, as a write through the API does.
+pub async fn apply(
+    db: &Db,
+    org_id: &str,
+    source: &str,
+    changes: Vec<Change>,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let mut emails: Vec<&str> = changes.iter().map(|c| c.email.as_str()).collect();
+    emails.sort_unstable();
+    emails.dedup();
+    let wanted = text(&emails.iter().map(|e| [e]).collect::<Vec<_>>());
+    let mut tx = db.begin_write().await?;
+    lock_org(&mut tx, org_id).await?;
+    let sql = format!(
+        "SELECT email, seq FROM people_sources
+         WHERE org_id = $1 AND source = $3 AND email IN (SELECT w.c0 FROM {})",
+        json_table(&mut tx, 2, &[JsonCol::Text], "w")
+    );
+    let rows: Vec<(String, i64)> =
+        fetch_all!(&mut tx, (String, i64), &sql, org_id, &wanted, source)?;
+    let mut applied_seq: HashMap<String, i64> = rows.into_iter().collect();
+    let mut out = Applied::default();
+    // The final state of each email, and every applied change in order.
+    let mut last: HashMap<String, Option<String>> = HashMap::new();
+    let mut outbox: Vec<(String, &str, Option<String>)> = Vec::new();
+    for c in changes {
+        if applied_seq.get(&c.email).is_some_and(|s| *s >= c.seq) {
+            out.skipped += 1;
+            continue;
+        }
+        applied_seq.insert(c.email.clone(), c.seq);
+        let fields = c.fields.map(|f| text(&f));
+        outbox.push((
+            c.email.clone(),
+            if fields.is_some() { "upsert" } else { "delete" },
+            fields.clone(),
+        ));
+        last.insert(c.email, fields);
+        out.applied += 1;
+    }
+    if out.applied == 0 {
+        return Ok(out);
+    }
+    let (upserts, deletes): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, f)| f.is_some());
+    if !upserts.is_empty() {
+        let rows: Vec<(String, String)> = upserts
+            .into_iter()
+            .map(|(e, f)| (e, f.unwrap_or_default()))
+            .collect();
+        let sql = format!(
+            "INSERT INTO people (org_id, email, fields, created_at, updated_at)
+             SELECT $1, r.c0, r.c1, $2, $2 FROM {} WHERE true
+             ON CONFLICT (org_id, email) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
+            json_table(&mut tx, 3, &[JsonCol::Text, JsonCol::Text], "r")
+        );
+        exec!(&mut tx, &sql, org_id, now, text(&rows))?;
+    }
+    if !deletes.is_empty() {
+        let gone: Vec<[String; 1]> = deletes.into_iter().map(|(e, _)| [e]).collect();
+        let sql = format!(
+            "DELETE FROM people WHERE org_id = $1 AND email IN (SELECT d.c0 FROM {})",
+            json_table(&mut tx, 2, &[JsonCol::Text], "d")
+        );
+        exec!(&mut tx, &sql, org_id, text(&gone))?;
+    }
+    let seqs: Vec<(String, String)> = applied_seq
+        .into_iter()
+        .map(|(e, s)| (e, s.to_string()))
+        .collect();
+    let sql = format!(
+        "INSERT INTO people_sources (org_id, source, email, seq)
+         SELECT $1, $2, r.c0, CAST(r.c1 AS BIGINT) FROM {} WHERE true
+         ON CONFLICT (org_id, source, email) DO UPDATE SET seq = excluded.seq
+         WHERE people_sources.seq < excluded.seq",
+        json_table(&mut tx, 3, &[JsonCol::Text, JsonCol::Text], "r")
+    );
+    exec!(&mut tx, &sql, org_id, source, text(&seqs))?;
+    append_outbox(&mut tx, org_id, outbox, now).await?;
+    tx.commit().await?;
+    Ok(out)
+}

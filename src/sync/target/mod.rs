@@ -132,3 +132,47 @@ pub async fn open(o: Open<'_>) -> Result<Box<dyn Target>, SendError> {
 pub fn host(conn: &Connection) -> String {
     crate::incident::plan::host_of(conn)
 }
+
+/// What an HTTP receiver's answer means for a batch: 2xx delivered; 401 and
+/// 403 the credential (re-authorize); 429 and 5xx pass by themselves; any
+/// other answer refuses the batch, with the receiver's own message.
+pub fn http_outcome(status: reqwest::StatusCode, body: &str) -> Result<(), SendError> {
+    let message = || receiver_message(status, body);
+    match status.as_u16() {
+        200..=299 => Ok(()),
+        401 | 403 => Err(SendError::Auth(message())),
+        408 | 425 | 429 | 500..=599 => Err(SendError::Passing(message())),
+        _ => Err(SendError::Refused(message())),
+    }
+}
+
+/// A failed request: the egress policy's refusal stands until a person
+/// changes it or the address (parked); anything else is the network.
+pub fn request_error(e: &reqwest::Error) -> SendError {
+    if crate::egress::refusal(e).is_some() {
+        SendError::Refused(crate::egress::describe(e))
+    } else {
+        SendError::Passing(crate::egress::describe(e))
+    }
+}
+
+/// The receiver's message: an OAuth-style `error_description`, a JSON
+/// `message` or `error`, else the body's start; at most 500 characters.
+fn receiver_message(status: reqwest::StatusCode, body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let text = parsed
+        .as_ref()
+        .and_then(|v| {
+            ["error_description", "message", "error"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.trim().to_string());
+    let text: String = text.chars().take(500).collect();
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {}: {text}", status.as_u16())
+    }
+}
