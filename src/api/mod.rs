@@ -8,6 +8,7 @@ pub mod blast;
 mod connect;
 pub mod connections;
 pub mod cookies;
+pub mod deliveries;
 mod docs;
 pub mod error;
 pub mod extract;
@@ -240,6 +241,25 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/orgs/{org}/connections/{conn}/credentials",
             get(connections::read_credentials),
         )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/delivery",
+            get(deliveries::status)
+                .post(deliveries::enable)
+                .delete(deliveries::disable),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/delivery/pause",
+            post(deliveries::pause),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/delivery/resume",
+            post(deliveries::resume),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/delivery/backfill",
+            post(deliveries::start_backfill).delete(deliveries::cancel_backfill),
+        )
+        .route("/api/v1/orgs/{org}/deliveries", get(deliveries::list))
         .route(
             "/api/v1/orgs/{org}/rotations",
             post(rotations::start).get(rotations::list),

@@ -81,6 +81,95 @@ pub enum Command {
     /// scope, and what a leaked value unlocks.
     #[command(subcommand)]
     Incident(IncidentCmd),
+    /// Deliveries: a connection that receives the org's People changes,
+    /// pausing through a broken credential and catching up by itself.
+    #[command(subcommand)]
+    Delivery(DeliveryCmd),
+    /// The outbox of People changes that deliveries carry.
+    #[command(subcommand)]
+    Outbox(OutboxCmd),
+}
+
+/// The connection a delivery verb acts on.
+#[derive(Args, Debug)]
+pub struct DeliveryOf {
+    #[arg(long)]
+    pub org: String,
+    /// The connection's name.
+    #[arg(long)]
+    pub connection: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeliveryCmd {
+    /// Deliver the org's People changes to a connection, from now on
+    /// (history is a backfill). On a delivery that exists, changes its
+    /// filter and batch and keeps its cursor.
+    Enable {
+        #[command(flatten)]
+        of: DeliveryOf,
+        /// Only records whose email is at this domain (repeatable).
+        #[arg(long = "filter-domain")]
+        filter_domain: Vec<String>,
+        /// Records per batch (1 to 1000; default 500).
+        #[arg(long)]
+        batch: Option<i64>,
+    },
+    /// Stop delivering to the connection; its cursor is forgotten.
+    Disable {
+        #[command(flatten)]
+        of: DeliveryOf,
+    },
+    /// Hold delivery until `resume`; records keep accumulating.
+    Pause {
+        #[command(flatten)]
+        of: DeliveryOf,
+    },
+    /// Resume a paused delivery, or retry a parked batch or a failure now.
+    Resume {
+        #[command(flatten)]
+        of: DeliveryOf,
+    },
+    /// State, cursor, lag, last error and backfill progress.
+    Status {
+        #[command(flatten)]
+        of: DeliveryOf,
+    },
+    /// Every delivery of an org.
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Replay a window of the outbox to the connection, in the background,
+    /// with progress. Without --since or --from-seq, everything kept.
+    Backfill {
+        #[command(flatten)]
+        of: DeliveryOf,
+        /// RFC 3339 time, or a duration meaning "that long ago" (1h, 7d).
+        #[arg(long, conflicts_with = "from_seq")]
+        since: Option<String>,
+        /// The first sequence to send.
+        #[arg(long = "from-seq")]
+        from_seq: Option<i64>,
+        /// Count what would be sent; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start it and return; `delivery status` shows its progress.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop the running backfill.
+    CancelBackfill {
+        #[command(flatten)]
+        of: DeliveryOf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCmd {
+    /// Keep only the latest state of each record among those every
+    /// delivery has passed and older than `outbox_retention`.
+    Compact,
 }
 
 #[derive(Args, Debug)]

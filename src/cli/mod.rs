@@ -6,6 +6,7 @@ mod app;
 pub mod args;
 mod audit;
 mod connection;
+mod delivery;
 mod incident;
 mod key;
 mod keyring;
@@ -141,6 +142,8 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::Rotation(c) => rotate::run(&core, &out, c).await?,
         Command::Credentials(c) => rotate::credentials(&core, &out, c).await?,
         Command::Incident(c) => incident::run(&core, &out, c).await?,
+        Command::Delivery(c) => delivery::run(&core, &out, c).await?,
+        Command::Outbox(c) => delivery::outbox(&core, &out, c).await?,
     };
     core.db.close().await;
     Ok(code)

@@ -132,7 +132,7 @@ pub async fn wake_for(tx: &mut Tx, delivery_id: &str, now: i64) -> Result<(), Sy
 
 /// Where a backfill starts.
 #[derive(Debug, Clone, Copy)]
-pub enum From {
+pub enum Window {
     /// The whole outbox still kept.
     All,
     /// Records written at or after this time (unix ms).
@@ -159,7 +159,7 @@ pub async fn start(
     core: &Core,
     org_id: &str,
     name: &str,
-    from: From,
+    from: Window,
     dry_run: bool,
     actor: &Actor,
 ) -> Result<Started, SyncError> {
@@ -168,8 +168,8 @@ pub async fn start(
     let mut c = core.db.read().await?;
     let head = outbox::head(&mut c, org_id).await?;
     let after = match from {
-        From::All => 0,
-        From::Since(t) => {
+        Window::All => 0,
+        Window::Since(t) => {
             if t > now {
                 return Err(SyncError::Invalid(
                     "the backfill window starts in the future; give a time in the past".into(),
@@ -177,7 +177,7 @@ pub async fn start(
             }
             outbox::before_time(&mut c, org_id, t).await?
         }
-        From::Seq(s) => {
+        Window::Seq(s) => {
             if s < 1 {
                 return Err(SyncError::Invalid(
                     "--from-seq must be a sequence of 1 or more".into(),
