@@ -374,3 +374,107 @@ dual!(bad_delivery_input_changes_nothing, |env| {
     let list = env.json(&["delivery", "list", "--org", "acme"]);
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
 });
+
+/// Starts a backfill of everything kept through the admin API of `srv`
+/// (so the server runs it, not a CLI); returns its total.
+async fn start_backfill(srv: &Server) -> i64 {
+    let (http, csrf) = admin_login(srv, "admin@acme.test").await;
+    let r = http
+        .post(srv.at("/api/v1/orgs/acme/connections/upstream/delivery/backfill"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    v["total"].as_i64().unwrap()
+}
+
+/// Waits until the backfill has sent at least `done` records.
+async fn wait_done(env: &Env, done: i64) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(
+        || {
+            last = status(env);
+            last["backfill"]["done"].as_i64().unwrap_or(0) >= done
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ok, "{last}");
+    last
+}
+
+/// A pair whose delivery exists with `n` records of history, a batch of 10.
+async fn history(env: &Env, n: usize, extra: &[(&str, &str)]) -> Pair {
+    let mut e = FAST.to_vec();
+    e.extend_from_slice(extra);
+    let p = pair(env, "1h", &e).await;
+    authorize(env, &p, "authorize").await;
+    let key = acme_key(env);
+    write_people(&p.csrv, &key, "hist", n).await;
+    env.json(&[
+        "delivery",
+        "enable",
+        "--org",
+        "acme",
+        "--connection",
+        "upstream",
+        "--batch",
+        "10",
+    ]);
+    p
+}
+
+dual!(
+    a_backfill_killed_at_half_resumes_without_duplicate_or_gap,
+    |env| {
+        let mut p = history(&env, 3000, &[]).await;
+        let total = start_backfill(&p.csrv).await;
+        assert_eq!(total, 3000);
+        let at_kill = wait_done(&env, total / 2).await;
+        p.csrv.kill(); // SIGKILL, mid-run
+        let done = at_kill["backfill"]["done"].as_i64().unwrap();
+        assert!(
+            done < total,
+            "the kill came too late to prove anything: {at_kill}"
+        );
+        // the dead instance's lease runs out; a new one takes the backfill over
+        env.advance(Duration::from_secs(61));
+        let _again = env.serve_with(FAST);
+        let s = wait_done(&env, total).await;
+        assert_eq!(s["backfill"]["state"], "done", "{s}");
+        wait_state(&env, "caught_up", Duration::from_secs(20)).await;
+        assert_eq!(
+            applied_at_provider(&p).await,
+            expected(&[("hist", 3000)], None),
+            "every record once, in order"
+        );
+    }
+);
+
+/// Two instances on one PostgreSQL database share a backfill: the one that
+/// holds it dies at half; the other takes it over at the cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_backfill_on_postgres() {
+    let Some(env) = Env::new(Engine::Postgres).await else {
+        return;
+    };
+    let mut p = history(&env, 3000, &[]).await;
+    let other = env.serve_with(FAST);
+    let total = start_backfill(&p.csrv).await;
+    wait_done(&env, total / 3).await;
+    // Whichever instance holds the job, both run the jobs loop: kill the
+    // first; if it held the backfill, the second takes over once its lease
+    // runs out, else the second simply carries on.
+    p.csrv.kill();
+    env.advance(Duration::from_secs(61));
+    let s = wait_done(&env, total).await;
+    assert_eq!(s["backfill"]["state"], "done", "{s}");
+    assert_eq!(
+        applied_at_provider(&p).await,
+        expected(&[("hist", 3000)], None)
+    );
+    drop(other);
+}
