@@ -723,13 +723,7 @@ pub async fn set_status(
     };
     // A delivery pauses with its credential and resumes with it, in this
     // transaction: nobody has to press a button.
-    crate::sync::delivery::connection_changed(tx, &c.id, status, now)
-        .await
-        .map_err(|e| match e {
-            crate::sync::SyncError::Connector(c) => c,
-            crate::sync::SyncError::Store(s) => ConnectorError::Store(s),
-            other => ConnectorError::Invalid(other.to_string()),
-        })?;
+    crate::sync::delivery::connection_changed(tx, &c.id, status, now).await?;
     if status == "needs_reauth" {
         tracing::warn!(connection = %c.name, kind = %c.kind, reason = reason.unwrap_or(""), "CONNECTION NEEDS RE-AUTHORIZATION");
     }

@@ -818,6 +818,10 @@ async fn promote(
         now,
         &conn.id
     )?;
+    // A delivery paused for the old credential resumes with the new one.
+    crate::sync::delivery::connection_changed(tx, &conn.id, "connected", now)
+        .await
+        .map_err(|e| RotationError::Connector(e.into()))?;
     let until = now.saturating_add(row.cutover_window_ms);
     let (detail, status) = if dual {
         (

@@ -51,6 +51,18 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
+impl From<SyncError> for ConnectorError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Connector(c) => c,
+            SyncError::Store(s) => ConnectorError::Store(s),
+            SyncError::NotFound(m) => ConnectorError::NotFound(m),
+            SyncError::Invalid(m) => ConnectorError::Invalid(m),
+            SyncError::Refused(m) => ConnectorError::Refused(m),
+        }
+    }
+}
+
 impl From<sqlx::Error> for SyncError {
     fn from(e: sqlx::Error) -> Self {
         SyncError::Store(e.into())
