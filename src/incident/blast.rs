@@ -104,6 +104,8 @@ struct ClientRow {
     prev_secret_expires_at: Option<i64>,
     active: bool,
     user_email: Option<String>,
+    client_cutoff: Option<i64>,
+    org_cutoff: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -212,6 +214,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
     )?;
     if let Some(k) = key {
         let previous = k.digest != digest;
+        let used = crate::oauth::usage::last_use(&mut c, &k.id, digest).await?;
         let live = k.revoked_at.is_none()
             && k.expires_at.is_none_or(|t| t > now)
             // A previous key without an end is held by its rotation.
@@ -233,8 +236,8 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
                 "which": if previous { "previous (kept by an overlap)" } else { "current" },
                 "speaks_for": {"org": k.slug, "scope": k.scope, "user": null},
                 "unlocks": {"api": format!("the org's People API with scope {}", k.scope)},
-                "last_used_at": k.last_used_at.map(rfc3339),
-                "last_used_from": null,
+                "last_used_at": used.as_ref().map(|u| u.used_at).or(k.last_used_at).map(rfc3339),
+                "last_used_from": used.as_ref().and_then(|u| u.ip.clone()),
                 "kill": cmd,
                 "id": k.id,
             }),
@@ -256,7 +259,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
         &mut c,
         ClientRow,
         "SELECT c.id, c.org_id, o.slug, c.kind, c.name, c.client_id, c.scope, c.secret_digest, c.prev_secret_expires_at,
-                c.active, u.email AS user_email
+                c.active, u.email AS user_email, c.revoked_before AS client_cutoff, o.revoked_before AS org_cutoff
          FROM oauth_clients c JOIN orgs o ON o.id = c.org_id LEFT JOIN users u ON u.id = c.user_id
          WHERE c.secret_digest = $1 OR c.prev_secret_digest = $1",
         digest
@@ -264,13 +267,34 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
     if let Some(cl) = client {
         let previous = cl.secret_digest != digest;
         let live = cl.active && (!previous || cl.prev_secret_expires_at.is_none_or(|t| t > now));
+        // Live authorizations only: not revoked, and holding a token that
+        // is neither expired nor issued before a cut-off (a campaign revokes
+        // an application's tokens by cut-off, leaving the grant rows).
+        let cutoff = [cl.client_cutoff, cl.org_cutoff]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(i64::MIN);
         let grants = fetch_all!(
             &mut c,
             (String, Option<i64>),
-            "SELECT id, last_used_at FROM oauth_grants WHERE client_pk = $1 AND revoked_at IS NULL",
-            &cl.id
+            "SELECT g.id, g.last_used_at FROM oauth_grants g
+             WHERE g.client_pk = $1 AND g.revoked_at IS NULL
+               AND (EXISTS (SELECT 1 FROM oauth_refresh_tokens r WHERE r.grant_id = g.id
+                            AND r.used_at IS NULL AND r.expires_at > $2 AND r.issued_at >= $3)
+                    OR EXISTS (SELECT 1 FROM oauth_access_tokens t WHERE t.grant_id = g.id
+                            AND t.revoked_at IS NULL AND t.expires_at > $2 AND t.issued_at >= $3))",
+            &cl.id,
+            now,
+            cutoff
         )?;
-        let last = grants.iter().filter_map(|g| g.1).max();
+        // Who presented this very secret last (`oauth::usage`).
+        let used = crate::oauth::usage::last_use(&mut c, &cl.id, digest).await?;
+        let last = grants
+            .iter()
+            .filter_map(|g| g.1)
+            .chain(used.as_ref().map(|u| u.used_at))
+            .max();
         let m2m = cl.kind == "m2m";
         let cmd = if m2m {
             format!(
@@ -308,7 +332,7 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
                     json!({"authorizations": grants.len(), "what": "exchanging codes and refreshing the tokens of every live authorization of the application"})
                 },
                 "last_used_at": last.map(rfc3339),
-                "last_used_from": null,
+                "last_used_from": used.as_ref().and_then(|u| u.ip.clone()),
                 "kill": cmd,
             }),
             revoke: Some(if previous {
@@ -410,6 +434,15 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
     )?;
     if let Some((name, revoked_at)) = service {
         let cmd = format!("rekey service-key revoke --name {name}");
+        // Its reads of connection credentials: the last one, from where.
+        let read = fetch_optional!(
+            &mut c,
+            (i64, Option<String>),
+            "SELECT read_at, ip FROM credential_reads
+             WHERE reader = $1 OR substr(reader, 1, length($1) + 1) = $1 || '/'
+             ORDER BY read_at DESC LIMIT 1",
+            format!("service:{name}")
+        )?;
         return Ok(Some(Radius {
             found: true,
             answer: json!({
@@ -420,8 +453,8 @@ async fn by_digest(core: &Core, digest: &str, now: i64) -> Result<Option<Radius>
                 "name": name,
                 "speaks_for": {"org": null, "scope": "read every org's connection credentials", "user": null},
                 "unlocks": {"what": "GET …/connections/{id}/credentials of every connection"},
-                "last_used_at": null,
-                "last_used_from": null,
+                "last_used_at": read.as_ref().map(|r| rfc3339(r.0)),
+                "last_used_from": read.and_then(|r| r.1),
                 "kill": cmd,
             }),
             revoke: Some(Revoke::ServiceKey { name }),

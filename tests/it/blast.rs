@@ -134,3 +134,80 @@ dual!(blast_radius_names_every_kind_of_value_and_kills_it, |env| {
         .unwrap();
     assert_eq!(r.status(), 401);
 });
+
+dual!(blast_radius_facts_are_current, |env| {
+    let w = world(env, &[], &[]).await;
+    let env = &w.env;
+    tokens(&w, "read").await;
+    let key = env.json(&[
+        "key", "create", "--org", "acme", "--name", "ci", "--scope", "read",
+    ])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let skey = service_key(env);
+    connection(
+        env,
+        "redis",
+        "cache",
+        &["host=127.0.0.1", "port=1", "username=svc"],
+    );
+    store_unprobed(env, "cache", "password", "held-redis-password-78");
+
+    // an access key used from this address: its last use and where from
+    let r = client()
+        .get(w.srv.at("/v1/people?limit=1"))
+        .header("Accesskey", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // uses are written in batches (every 5 s)
+    let mut v = Value::Null;
+    let seen = wait_until(
+        || {
+            v = radius(env, &key).1;
+            v["last_used_from"] == "127.0.0.1"
+        },
+        std::time::Duration::from_secs(15),
+    )
+    .await;
+    assert!(seen, "{v}");
+    assert!(v["last_used_at"].is_string(), "{v}");
+
+    // a service key that read a credential is not "never used"
+    let creds = stored_credential(env, &w.srv, &skey, "cache").await;
+    assert_eq!(creds["password"], "held-redis-password-78");
+    let (_, v) = radius(env, &skey);
+    assert!(v["last_used_at"].is_string(), "{v}");
+    assert_eq!(v["last_used_from"], "127.0.0.1", "{v}");
+
+    // a campaign cuts the application's tokens off and regenerates its
+    // secret with an overlap: the old secret (still valid for the overlap)
+    // no longer unlocks the authorizations the campaign revoked
+    let (_, before) = radius(env, &w.secret);
+    assert_eq!(before["unlocks"]["authorizations"], 1, "{before}");
+    let out = env.run(&[
+        "incident",
+        "start",
+        "--reason",
+        "leak",
+        "--scope",
+        "org:acme",
+        "--include-own",
+        "--overlap",
+        "1h",
+        "--kind",
+        "s3",
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, after) = radius(env, &w.secret);
+    assert_eq!(after["type"], "app_secret", "{after}");
+    assert_eq!(after["unlocks"]["authorizations"], 0, "{after}");
+});
