@@ -10,6 +10,7 @@ pub mod connections;
 pub mod cookies;
 mod docs;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub(crate) mod incidents;
 pub mod keys;
@@ -238,6 +239,31 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/connections/{conn}/credentials",
             get(connections::read_credentials),
+        )
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/activity",
+            get(events::activity),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks",
+            get(events::list).post(events::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks/deliveries",
+            get(events::deliveries),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks/{id}",
+            axum::routing::delete(events::delete),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks/{id}/deliveries",
+            get(events::webhook_deliveries),
+        )
+        .route("/api/v1/orgs/{org}/webhooks/{id}/test", post(events::test))
+        .route(
+            "/api/v1/orgs/{org}/webhook-deliveries/{id}/replay",
+            post(events::replay),
         )
         .route(
             "/api/v1/orgs/{org}/rotations",
