@@ -602,7 +602,7 @@ pub async fn replay(
     )
     .await?;
     tx.commit().await?;
-    Ok(delivery(&mut core.db.read().await?, org_id, id).await?)
+    delivery(&mut core.db.read().await?, org_id, id).await
 }
 
 /// Queues a `ping` to webhook `id` (whatever it subscribes to) and sends

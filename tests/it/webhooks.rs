@@ -56,11 +56,8 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> (St
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        + offset;
+    // The receiver's own clock, moved as the world's is.
+    let now_ms = rekey::clock::wall_ms() + offset;
     let h = |n: &str| {
         headers
             .get(n)
