@@ -849,6 +849,21 @@ pub async fn set_rotation_interval(
         json!({"interval_seconds": interval_ms.map(|ms| ms / 1000)}),
     )
     .await?;
+    let message = match interval_ms {
+        Some(ms) => format!("rotation schedule: every {}s", ms / 1000),
+        None => "rotation schedule off".to_string(),
+    };
+    let detail = json!({"rotation_interval_s": interval_ms.map(|ms| ms / 1000)});
+    activity::record(
+        &mut tx,
+        &c.org_id,
+        &c.id,
+        ActivityType::Settings,
+        &message,
+        detail,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     get(&mut core.db.read().await?, &c.id).await
 }

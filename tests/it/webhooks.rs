@@ -401,3 +401,46 @@ dual!(bad_webhook_input_changes_nothing, |env| {
     assert_eq!(r.status(), 400);
     assert_eq!(env.json(&["webhook", "list", "--org", "acme"]), json!([]));
 });
+
+dual!(credential_expiring_is_raised_once_per_expiry, |env| {
+    let (r, url) = receiver(&env).await;
+    env.org_with_admin("acme");
+    connection(&env, "redis", "cache", &["host=127.0.0.1", "port=1"]);
+    store_unprobed(&env, "cache", "password", "a-password-0715");
+    env.json(&[
+        "connection",
+        "update",
+        "--org",
+        "acme",
+        "--name",
+        "cache",
+        "--rotation-interval",
+        "8d",
+    ]);
+    create(&env, &r, &url, &["credential.expiring"]);
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    // due in 8 days: not yet
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(r.got().is_empty(), "{:?}", r.got());
+    // due in 6 days: once, however many passes find it
+    env.advance(Duration::from_secs(2 * 86_400));
+    let got = wait_for(&r, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.advance(Duration::from_secs(3_600));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.got().len(), 1, "{:?}", r.got());
+    assert_eq!(got[0].event, "credential.expiring");
+    assert_eq!(got[0].verified, Ok(()));
+    assert_eq!(got[0].body["data"]["credential"]["name"], "cache");
+    // its activity: the credential set, its failed probe, the status
+    let log = env.json(&["connection", "activity", "--org", "acme", "--name", "cache"]);
+    let kinds: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for want in ["credential", "probe", "error", "settings"] {
+        assert!(kinds.contains(&want), "{want}: {log}");
+    }
+});
