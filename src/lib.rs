@@ -13,6 +13,7 @@ pub mod config;
 pub mod connectors;
 pub mod crypto;
 pub mod egress;
+pub mod events;
 pub mod identity;
 pub mod incident;
 pub mod jobs;

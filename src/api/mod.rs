@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod deliveries;
 mod docs;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub(crate) mod incidents;
 pub mod keys;
@@ -260,6 +261,31 @@ pub fn router(state: AppState) -> Router {
             post(deliveries::start_backfill).delete(deliveries::cancel_backfill),
         )
         .route("/api/v1/orgs/{org}/deliveries", get(deliveries::list))
+        .route(
+            "/api/v1/orgs/{org}/connections/{conn}/activity",
+            get(events::activity),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks",
+            get(events::list).post(events::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks/deliveries",
+            get(events::deliveries),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks/{id}",
+            axum::routing::delete(events::delete),
+        )
+        .route(
+            "/api/v1/orgs/{org}/webhooks/{id}/deliveries",
+            get(events::webhook_deliveries),
+        )
+        .route("/api/v1/orgs/{org}/webhooks/{id}/test", post(events::test))
+        .route(
+            "/api/v1/orgs/{org}/webhook-deliveries/{id}/replay",
+            post(events::replay),
+        )
         .route(
             "/api/v1/orgs/{org}/rotations",
             post(rotations::start).get(rotations::list),

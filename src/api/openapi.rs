@@ -13,8 +13,8 @@ use utoipa::{IntoParams, Modify, OpenApi};
 
 use super::error::{AdminErrorBody, OAuthErrorBody, SeedErrorBody};
 use super::{
-    apps, audit, authorize, blast, connect, connections, incidents, keys, oauth, oauth_seed,
-    oauth_std, ops, people, platform, rotations, session, users,
+    apps, audit, authorize, blast, connect, connections, events, incidents, keys, oauth,
+    oauth_seed, oauth_std, ops, people, platform, rotations, session, users,
 };
 
 /// `{org}`: an org named by its slug (or id).
@@ -237,6 +237,8 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
         connections::reauthenticate, connections::revoke, connections::set_credential,
         connections::set_client, connections::read_credentials, connections::callback,
         connect::get, connect::post,
+        events::activity, events::create, events::list, events::delete, events::deliveries,
+        events::webhook_deliveries, events::replay, events::test,
         rotations::start, rotations::list, rotations::show, rotations::cancel,
         rotations::finish, rotations::retry, rotations::step, rotations::age,
         rotations::org_age,
@@ -262,6 +264,7 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
         (name = "connectors", description = "The connector catalog."),
         (name = "connections", description = "Connections to outside systems and the credentials rekey holds for them."),
         (name = "deliveries", description = "Deliveries of an org's People changes to its connections, and backfills."),
+        (name = "webhooks", description = "Signed webhooks for the events a person must act on, and their deliveries."),
         (name = "rotations", description = "Make-before-break rotations and the age of every credential."),
         (name = "incidents", description = "Campaigns that rotate or revoke everything in a scope."),
         (name = "platform", description = "The platform API, called with an OAuth access token or an access key."),

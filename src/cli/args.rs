@@ -66,6 +66,9 @@ pub enum Command {
     /// Connections to outside systems.
     #[command(subcommand)]
     Connection(ConnectionCmd),
+    /// Signed webhooks: receivers of the events a person must act on.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     /// Platform service keys (read connection credentials).
     #[command(subcommand)]
     ServiceKey(ServiceKeyCmd),
@@ -451,6 +454,80 @@ pub enum ConnectionCmd {
     },
     /// Refresh an OAuth connection's tokens now.
     Refresh(NamedRef),
+    /// The connection's activity log, newest first: authorizations,
+    /// refreshes, probes, rotations, status changes, deliveries.
+    Activity {
+        #[command(flatten)]
+        conn: NamedRef,
+        /// RFC 3339 time, or a duration meaning "that long ago" (2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this type (authorization, refresh, probe, rotation, delivery,
+        /// pause, resume, backfill, error, settings, credential, status); repeat.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// The page after this cursor (`next` of the page before).
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCmd {
+    /// Add a receiver of signed events; prints its signing secret once.
+    Create {
+        #[arg(long)]
+        org: String,
+        /// Where events are POSTed (http or https).
+        #[arg(long)]
+        url: String,
+        /// An event to send (connection.needs_reauth, connection.recovered,
+        /// delivery.paused, delivery.caught_up, rotation.due, rotation.failed,
+        /// rotation.stalled, incident.item_waiting, credential.expiring); repeat.
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    /// List an org's webhooks (never a secret).
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Delete a webhook, its secret and its deliveries.
+    Delete {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Deliveries, newest first: state, attempts, the receiver's last answer.
+    Deliveries {
+        #[arg(long)]
+        org: String,
+        /// Only this webhook's.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Only this state (queued, retrying, delivered, dead).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Send a delivery again (dead, delivered or waiting), as a new attempt.
+    Replay {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        delivery: String,
+    },
+    /// Send a `ping` event to a webhook now and show how it answered.
+    Test {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

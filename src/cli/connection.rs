@@ -14,6 +14,7 @@ use crate::connectors::probe::Verdict;
 use crate::connectors::{
     actions, catalog, credentials, oauth_client, provider_clients, service_keys,
 };
+use crate::events::activity;
 use crate::identity::orgs;
 use crate::state::Core;
 
@@ -320,6 +321,43 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             let c = connections::find_in(&core.db, &o.id, &r.name).await?;
             out.emit(&c.view(), |v| {
                 format!("{:?}: status {}", res, v.status).to_lowercase()
+            });
+        }
+        ConnectionCmd::Activity {
+            conn,
+            since,
+            types,
+            limit,
+            after,
+        } => {
+            let o = orgs::find_in(&core.db, &conn.org).await?;
+            let c = connections::find_in(&core.db, &o.id, &conn.name).await?;
+            let since = since
+                .map(|s| activity::parse_since(&s, core.now()))
+                .transpose()?;
+            let types = activity::parse_types(&types)?;
+            let page = activity::page(
+                &core.db,
+                &o.id,
+                &c.id,
+                since,
+                &types,
+                after.as_deref(),
+                limit,
+            )
+            .await?;
+            out.emit(&page, |p| {
+                let mut s = table(
+                    &["at", "type", "message"],
+                    p.items
+                        .iter()
+                        .map(|e| vec![e.at.clone(), e.kind.clone(), e.message.clone()])
+                        .collect(),
+                );
+                if let Some(n) = &p.next {
+                    s.push_str(&format!("\nmore: --after {n}"));
+                }
+                s
             });
         }
     }

@@ -16,6 +16,7 @@ mod output;
 mod rotate;
 mod serve;
 mod user;
+mod webhook;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -137,6 +138,7 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         Command::M2m(c) => m2m::run(&core, &out, c).await?,
         Command::Connector(c) => connection::connector(&core, &out, c).await?,
         Command::Connection(c) => connection::run(&core, &out, c).await?,
+        Command::Webhook(c) => webhook::run(&core, &out, c).await?,
         Command::ServiceKey(c) => connection::service_key(&core, &out, c).await?,
         Command::Rotate(a) => rotate::rotate(&core, &out, a).await?,
         Command::Rotation(c) => rotate::run(&core, &out, c).await?,

@@ -9,6 +9,7 @@ use super::connections::{self, Connection};
 use super::probe::{self, Outcome, Verdict};
 use super::{credentials, shapes, ConnectorError};
 use crate::audit::Actor;
+use crate::events::activity::{self, ActivityType};
 use crate::state::Core;
 
 /// Stores credential fields (merged over the stored ones) once they have the
@@ -99,6 +100,17 @@ pub async fn set_credential(
             "forced": force && out.verdict == Verdict::Failed,
             "test": out.verdict,
         }),
+    )
+    .await?;
+    let detail = json!({"fields": fields.keys().collect::<Vec<_>>(), "by": actor.name, "unchanged": unchanged});
+    activity::record(
+        &mut tx,
+        &conn.org_id,
+        &conn.id,
+        ActivityType::Credential,
+        "credential set",
+        detail,
+        now,
     )
     .await?;
     let (status, reason) = match out.verdict {

@@ -15,6 +15,8 @@ use crate::audit::{self, Actor, Event};
 use crate::clock::rfc3339;
 use crate::crypto::keyring::Place;
 use crate::crypto::sealed;
+use crate::events::activity::{self, ActivityType};
+use crate::events::webhooks::{self, WebhookEvent};
 use crate::identity::validate_name;
 use crate::state::Core;
 use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
@@ -550,6 +552,17 @@ pub async fn update(
         json!({"settings": settings.keys().collect::<Vec<_>>(), "endpoints": endpoints}),
     )
     .await?;
+    let changed = json!({"settings": settings.keys().collect::<Vec<_>>(), "endpoints": endpoints.keys().collect::<Vec<_>>()});
+    activity::record(
+        &mut tx,
+        &c.org_id,
+        &c.id,
+        ActivityType::Settings,
+        "settings changed",
+        changed,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(c)
 }
@@ -697,6 +710,15 @@ pub async fn set_status(
     reason: Option<&str>,
     now: i64,
 ) -> Result<bool, ConnectorError> {
+    // The status as it is in this transaction (`c` may be an older read):
+    // what the change is from decides the webhook it raises.
+    let from = crate::scalar_optional!(
+        tx,
+        String,
+        "SELECT status FROM connections WHERE id = $1",
+        &c.id
+    )?
+    .unwrap_or_else(|| c.status.clone());
     let n = exec!(
         tx,
         "UPDATE connections SET status = $1, status_reason = $2, status_changed_at = $3, updated_at = $3 WHERE id = $4 AND status <> $1",
@@ -733,9 +755,33 @@ pub async fn set_status(
         actor,
         c,
         action,
-        json!({"from": c.status, "to": status, "reason": reason}),
+        json!({"from": from, "to": status, "reason": reason}),
     )
     .await?;
+    let kind = match status {
+        "needs_reauth" | "error" => ActivityType::Error,
+        _ => ActivityType::Status,
+    };
+    let message = match reason {
+        Some(r) => format!("{from} → {status}: {r}"),
+        None => format!("{from} → {status}"),
+    };
+    let detail = json!({"from": from, "to": status, "reason": reason});
+    activity::record(tx, &c.org_id, &c.id, kind, &message, detail.clone(), now).await?;
+    // Edge-triggered: only a real change gets here, so one event per break
+    // and one per recovery, never one per read.
+    let event = match (from.as_str(), status) {
+        (_, "needs_reauth") => Some(WebhookEvent::ConnectionNeedsReauth),
+        // Recovery from a break only: a connection authorized for the
+        // first time, or again after a person disconnected it, has not
+        // "recovered" from anything anyone was told about.
+        ("needs_reauth" | "error", "connected") => Some(WebhookEvent::ConnectionRecovered),
+        _ => None,
+    };
+    if let Some(e) = event {
+        let data = json!({"connection": {"id": c.id, "name": c.name, "kind": c.kind}, "from": from, "to": status, "reason": reason});
+        webhooks::emit(tx, &c.org_id, e, data, now).await?;
+    }
     Ok(true)
 }
 
@@ -757,6 +803,17 @@ pub async fn record_test(
     if out.ok() {
         super::slots::mark_verified(tx, &c.id, super::slots::Slot::Current, now).await?;
     }
+    let detail = json!({"outcome": out.verdict.as_str()});
+    activity::record(
+        tx,
+        &c.org_id,
+        &c.id,
+        ActivityType::Probe,
+        &out.message,
+        detail,
+        now,
+    )
+    .await?;
     Ok(())
 }
 
@@ -794,6 +851,21 @@ pub async fn set_rotation_interval(
         &c,
         "connection.rotation_schedule",
         json!({"interval_seconds": interval_ms.map(|ms| ms / 1000)}),
+    )
+    .await?;
+    let message = match interval_ms {
+        Some(ms) => format!("rotation schedule: every {}s", ms / 1000),
+        None => "rotation schedule off".to_string(),
+    };
+    let detail = json!({"rotation_interval_s": interval_ms.map(|ms| ms / 1000)});
+    activity::record(
+        &mut tx,
+        &c.org_id,
+        &c.id,
+        ActivityType::Settings,
+        &message,
+        detail,
+        now,
     )
     .await?;
     tx.commit().await?;

@@ -13,6 +13,8 @@ use super::oauth_client::{self, Failure};
 use super::slots::Slot;
 use super::ConnectorError;
 use crate::audit::Actor;
+use crate::clock::rfc3339;
+use crate::events::activity::{self, ActivityType};
 use crate::exec;
 use crate::state::Core;
 
@@ -113,6 +115,8 @@ pub async fn refresh_locked(
                             json!({"refresh_token_rotated": rotated}),
                         )
                         .await?;
+                        let detail = json!({"refresh_token_rotated": rotated, "expires_at": new.get("expires_at")});
+                        activity::record(tx, &conn2.org_id, &conn2.id, ActivityType::Refresh, "tokens refreshed", detail, now).await?;
                         if conn2.status != "connected" {
                             connections::set_status(
                                 tx,
@@ -152,6 +156,17 @@ pub async fn refresh_locked(
                 "UPDATE connections SET refresh_due_at = NULL WHERE id = $1",
                 id
             )?;
+            let message = format!("refresh refused by the provider: {msg}");
+            activity::record(
+                &mut tx,
+                &conn.org_id,
+                &conn.id,
+                ActivityType::Refresh,
+                &message,
+                json!({"ok": false, "grant": "dead"}),
+                now,
+            )
+            .await?;
             connections::set_status(
                 &mut tx,
                 &actor,
@@ -202,6 +217,17 @@ async fn retry_later(
         format!("refresh failed, retrying: {message}"),
         &conn.id
     )?;
+    let detail = json!({"ok": false, "retry_at": rfc3339(now + wait)});
+    activity::record(
+        &mut tx,
+        &conn.org_id,
+        &conn.id,
+        ActivityType::Refresh,
+        &format!("refresh failed, retrying: {message}"),
+        detail,
+        now,
+    )
+    .await?;
     // Only once the access token is actually gone is the connection in error;
     // a passing failure never makes it needs_reauth.
     let expired = creds

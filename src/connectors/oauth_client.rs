@@ -18,6 +18,7 @@ use crate::crypto::keyring::Place;
 use crate::crypto::sealed;
 use crate::crypto::token::{self, TokenKind};
 use crate::egress;
+use crate::events::activity::{self, ActivityType};
 use crate::exec;
 use crate::state::Core;
 
@@ -473,6 +474,17 @@ pub async fn store_tokens_and_probe(
         conn,
         action,
         json!({"scope": creds.get("scope"), "expires_at": creds.get("expires_at")}),
+    )
+    .await?;
+    let detail = json!({"scope": creds.get("scope"), "by": actor.name});
+    activity::record(
+        &mut tx,
+        &conn.org_id,
+        &conn.id,
+        ActivityType::Authorization,
+        "authorized at the provider",
+        detail,
+        now,
     )
     .await?;
     tx.commit().await?;

@@ -24,6 +24,7 @@ use serde_json::json;
 use super::{get_row, items, own, IncidentError, IncidentRow, ItemRow, JOB_KIND};
 use crate::audit::{self, Actor, Event};
 use crate::connectors::{connections, probe};
+use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, Job, DONE};
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
 use crate::state::Core;
@@ -195,6 +196,12 @@ async fn record(core: &Core, item: &ItemRow, c: Change<'static>) -> Result<(), I
                         },
                     )
                     .await?;
+                    // A person's turn is what a webhook is for; only an
+                    // org's items reach an org's receivers.
+                    if let (Some(org), "incident.item_waiting") = (item.org_id.as_deref(), action) {
+                        let data = json!({"incident": item.incident_id, "n": item.n, "target": {"type": item.target_type, "name": item.target_name}, "detail": c.detail, "who": c.waiting_on});
+                        webhooks::emit(tx, org, WebhookEvent::IncidentItemWaiting, data, now).await?;
+                    }
                 }
                 Ok::<_, IncidentError>(())
             })

@@ -56,7 +56,10 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                     let ran = crate::rotation::run_due(&core, instance)
                         .await
                         .map_err(|e| e.to_string())?;
-                    Ok((started + campaigns + ran) as u64)
+                    let sent = crate::events::sender::run_due(&core, instance)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((started + campaigns + ran + sent) as u64)
                 })
             },
             // A rotation or campaign started here runs at once.

@@ -544,6 +544,19 @@ pub async fn fail_in(
     error: &str,
     now: i64,
 ) -> Result<Option<&'static str>, StoreError> {
+    fail_in_after(tx, id, owner, error, &backoff_ms, now).await
+}
+
+/// [`fail_in`] with a backoff of the job's own (`delay(attempts)`, in ms):
+/// webhooks keep retrying for days, not minutes.
+pub async fn fail_in_after(
+    tx: &mut Tx,
+    id: &str,
+    owner: &str,
+    error: &str,
+    delay: &(dyn Fn(i64) -> i64 + Sync),
+    now: i64,
+) -> Result<Option<&'static str>, StoreError> {
     let Some(job) = get(tx, id).await? else {
         return Ok(None);
     };
@@ -564,7 +577,7 @@ pub async fn fail_in(
         state,
         attempts,
         error,
-        now.saturating_add(backoff_ms(attempts)),
+        now.saturating_add(delay(attempts)),
         now,
         id,
         owner

@@ -38,6 +38,8 @@ use crate::audit::{self, Actor, Event};
 use crate::clock::rfc3339;
 use crate::connectors::catalog::Rotation as Mode;
 use crate::connectors::{connections, drivers, ConnectorError};
+use crate::events::activity::{self, ActivityType};
+use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, NewJob};
 use crate::state::Core;
 use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
@@ -1049,6 +1051,33 @@ pub(crate) async fn finish(
     )?;
     if status == "completed" && row.target_type == "connection" {
         connections::mark_rotated(tx, &row.target_id, now).await?;
+    }
+    let detail = json!({"rotation": row.id, "status": status, "reason": reason});
+    if row.target_type == "connection" {
+        let message = match reason {
+            Some(r) => format!("rotation {} {status}: {r}", row.id),
+            None => format!("rotation {} {status}", row.id),
+        };
+        activity::record(
+            tx,
+            &row.org_id,
+            &row.target_id,
+            ActivityType::Rotation,
+            &message,
+            detail,
+            now,
+        )
+        .await?;
+    }
+    let event = match status {
+        "failed" => Some(WebhookEvent::RotationFailed),
+        "stalled" => Some(WebhookEvent::RotationStalled),
+        _ => None,
+    };
+    if let Some(e) = event {
+        let data = json!({"rotation": {"id": row.id, "status": status, "reason": reason},
+            "target": {"type": row.target_type, "id": row.target_id, "name": row.target_name}});
+        webhooks::emit(tx, &row.org_id, e, data, now).await?;
     }
     Ok(())
 }

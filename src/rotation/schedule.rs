@@ -19,9 +19,13 @@ use std::collections::HashMap;
 
 use super::limits::{SCHEDULE_BATCH, SCHEDULE_PER_HOST, SCHEDULE_PER_ORG};
 use super::{start, RotationError, StartRequest, TargetRef};
+use serde_json::json;
+
 use crate::audit::Actor;
+use crate::clock::rfc3339;
 use crate::connectors::catalog::{self, Rotation as Mode};
 use crate::connectors::{connections, drivers};
+use crate::events::webhooks::{self, WebhookEvent};
 use crate::exec;
 use crate::state::Core;
 use crate::store::sql::{fetch_all_args, param_list, Arg};
@@ -84,6 +88,7 @@ struct Due {
 #[derive(sqlx::FromRow)]
 struct Waiting {
     id: String,
+    org_id: String,
     org: String,
     name: String,
     kind: String,
@@ -101,6 +106,7 @@ struct Waiting {
 pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
     let now = core.now();
     note_waiting(core, now).await?;
+    note_expiring(core, now).await?;
     let kinds = automatic();
     let mut args = vec![
         Arg::Int(now),
@@ -167,6 +173,58 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
     Ok(started)
 }
 
+/// How long before a scheduled rotation falls due `credential.expiring`
+/// is raised.
+const EXPIRING_WITHIN_MS: i64 = 7 * 86_400_000;
+
+#[derive(sqlx::FromRow)]
+struct Expiring {
+    id: String,
+    org_id: String,
+    name: String,
+    kind: String,
+    due_at: i64,
+}
+
+/// Raises `credential.expiring` for connections whose scheduled rotation
+/// falls due within [`EXPIRING_WITHIN_MS`]: once per credential per due
+/// date (`event_marks`), whichever instance's pass finds it first.
+async fn note_expiring(core: &Core, now: i64) -> Result<(), RotationError> {
+    let key = format!("'credential.expiring:' || c.id || ':' || CAST({DUE_AT} AS TEXT)");
+    let sql = format!(
+        "SELECT c.id, c.org_id, c.name, c.kind, {DUE_AT} AS due_at FROM connections c
+         WHERE c.rotation_interval_ms IS NOT NULL AND c.has_credentials = TRUE
+           AND {DUE_AT} > $1 AND {DUE_AT} <= $2
+           AND NOT EXISTS (SELECT 1 FROM event_marks m WHERE m.key = {key})
+         ORDER BY {DUE_AT} LIMIT $3"
+    );
+    let args = vec![
+        Arg::Int(now),
+        Arg::Int(now.saturating_add(EXPIRING_WITHIN_MS)),
+        Arg::Int(SCHEDULE_BATCH),
+    ];
+    let found: Vec<Expiring> = fetch_all_args(&mut core.db.read().await?, &sql, args).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut tx = core.db.begin_write().await?;
+    for e in &found {
+        let data = json!({"credential": {"type": "connection", "id": e.id, "name": e.name, "kind": e.kind}, "due_at": rfc3339(e.due_at)});
+        let key = format!("credential.expiring:{}:{}", e.id, e.due_at);
+        webhooks::emit_once(
+            &mut tx,
+            &key,
+            &e.org_id,
+            WebhookEvent::CredentialExpiring,
+            data,
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Writes down, once per due period, each due connection that cannot start
 /// its rotation by itself, with what a person must do; warns about those
 /// newly found. Ones a rotation is already under way for are not waiting.
@@ -174,7 +232,7 @@ async fn note_waiting(core: &Core, now: i64) -> Result<(), RotationError> {
     let kinds = automatic();
     let mut args = vec![Arg::Int(now), Arg::Int(SCHEDULE_BATCH)];
     let sql = format!(
-        "SELECT c.id, o.slug AS org, c.name, c.kind, c.auth, c.status, {DUE_AT} AS due_at,
+        "SELECT c.id, c.org_id, o.slug AS org, c.name, c.kind, c.auth, c.status, {DUE_AT} AS due_at,
                 (SELECT r.id FROM rotations r
                   WHERE r.target_type = 'connection' AND r.target_id = c.id
                     AND r.status IN ('failed', 'stalled')
@@ -217,6 +275,8 @@ async fn note_waiting(core: &Core, now: i64) -> Result<(), RotationError> {
         )?;
         if n == 1 {
             noted.push(format!("{}/{}: {why}", w.org, w.name));
+            let data = json!({"connection": {"id": w.id, "name": w.name, "kind": w.kind}, "due_at": rfc3339(w.due_at), "waiting": why});
+            webhooks::emit(&mut tx, &w.org_id, WebhookEvent::RotationDue, data, now).await?;
         }
     }
     tx.commit().await?;

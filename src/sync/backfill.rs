@@ -18,6 +18,7 @@ use super::state::Event;
 use super::{outbox, target, SyncError};
 use crate::audit::Actor;
 use crate::connectors::connections;
+use crate::events::activity::{self, ActivityType};
 use crate::jobs::queue::{self, Standing};
 use crate::state::Core;
 use crate::store::{new_id, AsEx, Tx};
@@ -240,13 +241,28 @@ pub async fn start(
     )
     .await?;
     delivery::transition(&mut tx, &d, Event::BackfillStarted, now).await?;
+    let detail = json!({"from_seq": after + 1, "to_seq": to, "total": total});
     connections::record(
         &mut tx,
         now,
         actor,
         &conn,
         "delivery.backfill",
-        json!({"from_seq": after + 1, "to_seq": to, "total": total}),
+        detail.clone(),
+    )
+    .await?;
+    activity::record(
+        &mut tx,
+        org_id,
+        &conn.id,
+        ActivityType::Backfill,
+        &format!(
+            "backfill started by {}: {total} records (sequences {}–{to})",
+            actor.name,
+            after + 1
+        ),
+        detail,
+        now,
     )
     .await?;
     let b = get(&mut tx, &id)
@@ -273,6 +289,23 @@ pub async fn finish(core: &Core, id: &str, d: &Delivery, now: i64) -> Result<(),
         id
     )?;
     if n == 1 {
+        if let Some(b) = get(&mut tx, id).await? {
+            let p = b.progress(now);
+            activity::record(
+                &mut tx,
+                &d.org_id,
+                &d.connection_id,
+                ActivityType::Backfill,
+                &format!(
+                    "backfill done: {} records in {} s",
+                    b.done,
+                    now.saturating_sub(b.started_at) / 1000
+                ),
+                json!({"done": p.done, "total": p.total, "records_per_s": p.records_per_s}),
+                now,
+            )
+            .await?;
+        }
         // Re-read: the delivery's state may have moved since the run began.
         if let Some(d) = delivery::get(&mut tx, &d.id).await? {
             delivery::transition(&mut tx, &d, Event::BackfillEnded, now).await?;

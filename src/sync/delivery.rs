@@ -16,6 +16,8 @@ use crate::connectors::connections::{self, Connection};
 use crate::crypto::keyring::Place;
 use crate::crypto::sealed;
 use crate::crypto::token::{self, TokenKind};
+use crate::events::activity::{self, ActivityType};
+use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, Standing};
 use crate::state::Core;
 use crate::store::{new_id, AsEx, Tx};
@@ -190,7 +192,59 @@ pub async fn transition(
         ends_pause,
         &d.id
     )?;
+    if starts_pause || ends_pause {
+        paused_or_resumed(tx, d, from, to, now).await?;
+    }
     Ok(to)
+}
+
+/// A pause began or ended: the connection's activity log says so, and a
+/// pause a person must act on (a lost credential, a failing receiver)
+/// raises `delivery.paused`, once per pause.
+async fn paused_or_resumed(
+    tx: &mut Tx,
+    d: &Delivery,
+    from: State,
+    to: State,
+    now: i64,
+) -> Result<(), SyncError> {
+    let why = match to {
+        State::PausedAuth => "waiting for the connection to be re-authorized".to_string(),
+        State::PausedError => format!(
+            "the receiver failed: {}",
+            d.last_error.as_deref().unwrap_or("see last_error")
+        ),
+        State::PausedByUser => "paused by a person".to_string(),
+        _ => format!("resumed (was {from})"),
+    };
+    let detail =
+        json!({"from": from.as_str(), "to": to.as_str(), "last_delivered_seq": d.cursor_seq});
+    let kind = if to.paused() {
+        ActivityType::Pause
+    } else {
+        ActivityType::Resume
+    };
+    let message = if to.paused() {
+        format!("delivery paused: {why}")
+    } else {
+        format!("delivery {why}")
+    };
+    activity::record(
+        tx,
+        &d.org_id,
+        &d.connection_id,
+        kind,
+        &message,
+        detail.clone(),
+        now,
+    )
+    .await?;
+    if matches!(to, State::PausedAuth | State::PausedError) {
+        let data = json!({"delivery": d.id, "connection_id": d.connection_id, "state": to.as_str(),
+            "reason": why, "last_delivered_seq": d.cursor_seq});
+        webhooks::emit(tx, &d.org_id, WebhookEvent::DeliveryPaused, data, now).await?;
+    }
+    Ok(())
 }
 
 /// What `enable` answers: the delivery's status, whether it was created,

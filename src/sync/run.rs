@@ -18,6 +18,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use super::delivery::{self, Delivery, KIND};
 use super::state::{Event, State};
 use super::target::{self, Batch, Open, SendError};
@@ -25,6 +27,8 @@ use super::{backfill, outbox, SyncError};
 use crate::audit::Actor;
 use crate::connectors::connections::{self, Connection};
 use crate::connectors::credentials::{self, Refreshed};
+use crate::events::activity::{self, ActivityType};
+use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::lease::Lease;
 use crate::jobs::queue::{self, Job};
 use crate::state::Core;
@@ -131,6 +135,44 @@ enum Pumped {
     },
 }
 
+/// What a run delivered: records and the sequences they spanned.
+#[derive(Default)]
+struct Sent {
+    records: i64,
+    from: i64,
+    to: i64,
+}
+
+impl Sent {
+    /// One entry in the connection's activity log for the run (not one per
+    /// batch: a catch-up of thousands of records is one line).
+    async fn record(&self, core: &Core, d: &Delivery, what: &str) -> Result<(), SyncError> {
+        if self.records == 0 {
+            return Ok(());
+        }
+        let mut tx = core.db.begin_write().await?;
+        activity::record(
+            &mut tx,
+            &d.org_id,
+            &d.connection_id,
+            if what == "backfill" {
+                ActivityType::Backfill
+            } else {
+                ActivityType::Delivery
+            },
+            &format!(
+                "{what}: {} records delivered (sequences {}–{})",
+                self.records, self.from, self.to
+            ),
+            json!({"records": self.records, "from_seq": self.from, "to_seq": self.to}),
+            core.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// The job ends (`None`: nothing to release, the job is gone or not ours),
 /// or is given back to run at the time returned.
 type RunAt = Option<i64>;
@@ -170,7 +212,8 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
         tx.commit().await?;
         d.state = to.as_str().to_string();
     }
-    let pumped = pump(core, lease, &d, &conn, Lane::Live).await?;
+    let (pumped, sent) = pump(core, lease, &d, &conn, Lane::Live).await?;
+    sent.record(core, &d, "delivery").await?;
     settle(core, lease, &d, &conn, pumped).await
 }
 
@@ -198,7 +241,8 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
         id: &b.id,
         to: b.to_seq,
     };
-    let pumped = pump(core, lease, &d, &conn, lane).await?;
+    let (pumped, sent) = pump(core, lease, &d, &conn, lane).await?;
+    sent.record(core, &d, "backfill").await?;
     let now = core.now();
     match pumped {
         Pumped::Empty => {
@@ -295,6 +339,11 @@ async fn after_failure(
         &d.id
     )?
     .unwrap_or(0);
+    // What the transitions below record carries this error.
+    let Some(d) = delivery::get(&mut tx, &d.id).await? else {
+        return Ok(now.saturating_add(PERSON_MS));
+    };
+    let d = &d;
     let at = match error {
         SendError::Auth(reason) => {
             // Re-read: a refresh may have marked it already.
@@ -345,7 +394,24 @@ async fn caught_up(tx: &mut crate::store::Tx, d: &Delivery, now: i64) -> Result<
         now,
         &d.id
     )?;
-    tracing::info!(delivery = %d.id, records, paused_ms, "delivery caught up after a pause");
+    let detail = json!({"records": records, "paused_s": paused_ms / 1000, "last_delivered_seq": d.cursor_seq});
+    activity::record(
+        tx,
+        &d.org_id,
+        &d.connection_id,
+        ActivityType::Delivery,
+        &format!(
+            "caught up: {records} records delivered after {} s paused",
+            paused_ms / 1000
+        ),
+        detail.clone(),
+        now,
+    )
+    .await?;
+    let mut data = detail;
+    data["delivery"] = json!(d.id);
+    data["connection_id"] = json!(d.connection_id);
+    webhooks::emit(tx, &d.org_id, WebhookEvent::DeliveryCaughtUp, data, now).await?;
     Ok(())
 }
 
@@ -358,8 +424,9 @@ async fn pump(
     d: &Delivery,
     conn: &Connection,
     lane: Lane<'_>,
-) -> Result<Pumped, SyncError> {
+) -> Result<(Pumped, Sent), SyncError> {
     let started = Instant::now();
+    let mut sent = Sent::default();
     let filter = d.filter();
     let (mut cursor, upto) = match &lane {
         Lane::Live => (d.cursor_seq, None),
@@ -477,12 +544,19 @@ async fn pump(
             break Pumped::Stopped;
         }
         tx.commit().await?;
+        if let (Some(first), Some(end)) = (records.first(), records.last()) {
+            if sent.records == 0 {
+                sent.from = first.seq;
+            }
+            sent.to = end.seq;
+            sent.records += records.len() as i64;
+        }
         cursor = last;
     };
     if let Some(t) = opened {
         t.close().await;
     }
-    Ok(result)
+    Ok((result, sent))
 }
 
 /// Opens the target with the connection's current credential (refreshed

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::connections::{authorize, pair, Pair};
 use crate::dual;
 use crate::harness::*;
+use crate::webhooks::{create, receiver};
 
 /// The consumer's deliveries look every 100 ms.
 const FAST: &[(&str, &str)] = &[("REKEY_DELIVERY_INTERVAL", "100ms")];
@@ -123,6 +124,18 @@ dual!(
         let c = authorize(&env, &p, "authorize").await;
         let settings = c["settings"].clone();
         let key = acme_key(&env);
+        let (hooks, url) = receiver(&env).await;
+        create(
+            &env,
+            &hooks,
+            &url,
+            &[
+                "connection.needs_reauth",
+                "connection.recovered",
+                "delivery.paused",
+                "delivery.caught_up",
+            ],
+        );
         // history before the delivery exists is not sent (it is a backfill)
         write_people(&p.csrv, &key, "before", 20).await;
         let e = env.json(&[
@@ -197,6 +210,56 @@ dual!(
             applied_at_provider(&p).await,
             expected(&[("live", 100), ("dark", 5000)], None)
         );
+        // one signed event per change of state, never one per failed read
+        let want = [
+            "connection.needs_reauth",
+            "delivery.paused",
+            "connection.recovered",
+            "delivery.caught_up",
+        ];
+        let h2 = hooks.clone();
+        wait_until(
+            move || h2.got().len() >= want.len(),
+            Duration::from_secs(30),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = hooks.got();
+        let mut events: Vec<&str> = got.iter().map(|g| g.event.as_str()).collect();
+        events.sort_unstable();
+        let mut sorted = want.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(events, sorted, "{got:?}");
+        for g in &got {
+            assert_eq!(g.verified, Ok(()), "{g:?}");
+        }
+        let caught = got
+            .iter()
+            .find(|g| g.event == "delivery.caught_up")
+            .unwrap();
+        assert_eq!(caught.body["data"]["records"], 5000, "{:?}", caught.body);
+        // the connection's activity log tells the story
+        let log = env.json(&[
+            "connection",
+            "activity",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+            "--limit",
+            "100",
+        ]);
+        let types: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        for t in ["pause", "resume", "delivery", "authorization", "error"] {
+            assert!(types.contains(&t), "{t} missing from {types:?}");
+        }
+        let text = log.to_string();
+        assert!(text.contains("caught up: 5000 records"), "{text}");
     }
 );
 

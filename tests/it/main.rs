@@ -1,6 +1,7 @@
 //! The one integration test binary: every test starts the real `rekey`
 //! binary against a fresh database, on SQLite and on PostgreSQL.
 
+mod activity;
 mod age;
 mod attacker;
 mod blast;
@@ -40,3 +41,4 @@ mod security_engine_h2;
 mod security_engine_h3;
 mod security_login;
 mod strict_pg;
+mod webhooks;

@@ -1,0 +1,446 @@
+//! Signed webhooks end to end: a real receiver on 127.0.0.1 checks every
+//! signature as a customer's would; the events come from real changes
+//! (a grant the provider revokes, a re-authorization), retries are driven
+//! by the world's clock, and bad input changes nothing.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::connections::{authorize, pair};
+use crate::dual;
+use crate::harness::*;
+
+/// One request the receiver got, its signature checked.
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub body: Value,
+    pub event: String,
+    pub delivery: String,
+    /// What `signature::verify` said, with the receiver's clock.
+    pub verified: Result<(), String>,
+}
+
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: Arc<Mutex<Vec<Got>>>,
+    /// Statuses to answer, in order; 200 once they run out.
+    pub answers: Arc<Mutex<VecDeque<u16>>>,
+    /// The signing secret, known once the webhook is created.
+    pub secret: Arc<Mutex<String>>,
+    /// The world's clock offset file: the receiver checks the signed time
+    /// against the same clock rekey signs with.
+    pub clock: Arc<Mutex<Option<PathBuf>>>,
+}
+
+impl Receiver {
+    pub fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let offset: i64 = r
+        .clock
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // The receiver's own clock, moved as the world's is.
+    let now_ms = rekey::clock::wall_ms() + offset;
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let secret = r.secret.lock().unwrap().clone();
+    let verified =
+        rekey::crypto::signature::verify(&secret, &h("x-rekey-signature"), &body, now_ms / 1000)
+            .map_err(|e| e.to_string());
+    assert_eq!(h("content-type"), "application/json");
+    r.got.lock().unwrap().push(Got {
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        event: h("x-rekey-event"),
+        delivery: h("x-rekey-delivery"),
+        verified,
+    });
+    match r.answers.lock().unwrap().pop_front() {
+        Some(s) if s != 200 => (
+            StatusCode::from_u16(s).unwrap(),
+            format!("receiver says no ({s})"),
+        ),
+        _ => (StatusCode::OK, "ok".into()),
+    }
+}
+
+/// A receiver on 127.0.0.1:0; returns it and its URL.
+pub async fn receiver(env: &Env) -> (Receiver, String) {
+    let r = Receiver::default();
+    *r.clock.lock().unwrap() = Some(env.clock_file());
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (r, url)
+}
+
+/// Creates a webhook of org `acme` for `events`; the receiver learns its secret.
+pub fn create(env: &Env, r: &Receiver, url: &str, events: &[&str]) -> Value {
+    let mut args = vec!["webhook", "create", "--org", "acme", "--url", url];
+    for e in events {
+        args.extend(["--event", e]);
+    }
+    let w = env.json(&args);
+    let secret = w["signing_secret"].as_str().unwrap();
+    assert!(secret.starts_with("rk_whsec_"), "{w}");
+    *r.secret.lock().unwrap() = secret.to_string();
+    w
+}
+
+fn deliveries(env: &Env) -> Vec<Value> {
+    env.json(&["webhook", "deliveries", "--org", "acme"])["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits up to 30 s for the receiver to hold `n` requests.
+async fn wait_for(r: &Receiver, n: usize) -> Vec<Got> {
+    let r2 = r.clone();
+    wait_until(move || r2.got().len() >= n, Duration::from_secs(30)).await;
+    r.got()
+}
+
+dual!(
+    needs_reauth_and_recovered_arrive_once_each_and_signed,
+    |env| {
+        let (r, url) = receiver(&env).await;
+        let p = pair(&env, "1h", &[("REKEY_JOBS_INTERVAL", "1s")]).await;
+        let c = authorize(&env, &p, "authorize").await;
+        assert_eq!(c["status"], "connected");
+        create(
+            &env,
+            &r,
+            &url,
+            &["connection.needs_reauth", "connection.recovered"],
+        );
+        // the provider kills the grant; every refresh from then on fails
+        let auths = p.provider.json(&[
+            "app",
+            "authorizations",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+        ]);
+        p.provider.json(&[
+            "app",
+            "revoke-authorization",
+            "--org",
+            "prov",
+            "--name",
+            "consumer",
+            "--id",
+            auths[0]["id"].as_str().unwrap(),
+        ]);
+        let refresh = [
+            "connection",
+            "refresh",
+            "--org",
+            "acme",
+            "--name",
+            "upstream",
+        ];
+        assert_eq!(env.json(&refresh)["status"], "needs_reauth");
+        // the same status again and again: no new event
+        for _ in 0..3 {
+            env.run(&refresh);
+            env.run(&["connection", "test", "--org", "acme", "--name", "upstream"]);
+        }
+        let c = authorize(&env, &p, "reauthenticate").await;
+        assert_eq!(c["status"], "connected");
+        // and connected again is no change either
+        env.json(&refresh);
+        let got = wait_for(&r, 2).await;
+        // time for any extra one to show up
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let got = if r.got().len() > got.len() {
+            r.got()
+        } else {
+            got
+        };
+        let events: Vec<&str> = got.iter().map(|g| g.event.as_str()).collect();
+        assert_eq!(
+            events,
+            ["connection.needs_reauth", "connection.recovered"],
+            "{got:?}"
+        );
+        for g in &got {
+            assert_eq!(g.verified, Ok(()), "{g:?}");
+            assert_eq!(g.body["type"], g.event.as_str());
+            assert_eq!(g.body["id"], g.delivery.as_str());
+            assert_eq!(g.body["org"], "acme");
+            assert_eq!(g.body["data"]["connection"]["name"], "upstream");
+        }
+        assert_eq!(got[0].body["data"]["to"], "needs_reauth");
+        assert_eq!(got[1].body["data"]["from"], "needs_reauth");
+        let ds = deliveries(&env);
+        assert_eq!(ds.len(), 2, "{ds:?}");
+        assert!(ds
+            .iter()
+            .all(|d| d["state"] == "delivered" && d["attempts"] == 1 && d["last_status"] == 200));
+        drop(p);
+    }
+);
+
+dual!(
+    a_failing_receiver_gets_the_event_on_retry_and_replay,
+    |env| {
+        let (r, url) = receiver(&env).await;
+        env.org_with_admin("acme");
+        let w = create(&env, &r, &url, &["rotation.failed"]);
+        let id = w["id"].as_str().unwrap();
+        r.answers.lock().unwrap().push_back(500);
+        // the ping is sent at once and refused
+        let out = env.run(&["webhook", "test", "--org", "acme", "--id", id, "--json"]);
+        assert_eq!(out.status.code(), Some(1));
+        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(d["state"], "retrying", "{d}");
+        assert_eq!(d["attempts"], 1);
+        assert_eq!(d["last_status"], 500);
+        assert!(
+            d["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("receiver says no"),
+            "{d}"
+        );
+        assert!(d["next_attempt_at"].is_string());
+        // the server's jobs retry it once its backoff (30 s ± 20%) has passed
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(r.got().len(), 1, "retried before its time");
+        env.advance(Duration::from_secs(60));
+        let got = wait_for(&r, 2).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].delivery, got[1].delivery,
+            "one delivery, two attempts"
+        );
+        assert_eq!(got[0].body, got[1].body, "the same body each time");
+        assert!(got
+            .iter()
+            .all(|g| g.verified == Ok(()) && g.event == "ping"));
+        let did = d["id"].as_str().unwrap();
+        let d = poll(
+            &env,
+            &[
+                "webhook",
+                "deliveries",
+                "--org",
+                "acme",
+                "--state",
+                "delivered",
+            ],
+            |v| v["items"].as_array().unwrap().len() == 1,
+        )
+        .await;
+        let d = &d["items"][0];
+        assert_eq!(
+            (d["id"].as_str(), d["attempts"].as_i64()),
+            (Some(did), Some(2))
+        );
+        assert!(
+            d["last_error"].is_null() && d["delivered_at"].is_string(),
+            "{d}"
+        );
+        // replay: sent again as a new attempt
+        let again = env.json(&["webhook", "replay", "--org", "acme", "--delivery", did]);
+        assert_eq!(again["state"], "queued");
+        let got = wait_for(&r, 3).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].delivery, did);
+        // the admin API: its twin routes, another org's objects not found
+        let (c, csrf) = admin_login(&srv, "admin@acme.test").await;
+        let list = c
+            .get(srv.at("/api/v1/orgs/acme/webhooks/deliveries"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 200);
+        let list: Value = list.json().await.unwrap();
+        assert_eq!(list["items"][0]["id"], did);
+        let made = c
+            .post(srv.at("/api/v1/orgs/acme/webhooks"))
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"url": url, "events": ["connection.recovered"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201);
+        let made: Value = made.json().await.unwrap();
+        assert!(made["signing_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("rk_whsec_"));
+        env.org_with_admin("other");
+        let (oc, ocsrf) = admin_login(&srv, "admin@other.test").await;
+        let r404 = oc
+            .delete(srv.at(&format!(
+                "/api/v1/orgs/other/webhooks/{}",
+                made["id"].as_str().unwrap()
+            )))
+            .header("x-csrf-token", &ocsrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r404.status(), 404);
+        let r404 = oc
+            .post(srv.at(&format!(
+                "/api/v1/orgs/other/webhook-deliveries/{did}/replay"
+            )))
+            .header("x-csrf-token", &ocsrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r404.status(), 404);
+        let gone = c
+            .delete(srv.at(&format!(
+                "/api/v1/orgs/acme/webhooks/{}",
+                made["id"].as_str().unwrap()
+            )))
+            .header("x-csrf-token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), 204);
+        let listed = env.json(&["webhook", "list", "--org", "acme"]);
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+        assert!(
+            !listed.to_string().contains("rk_whsec_"),
+            "no secret in a list"
+        );
+    }
+);
+
+dual!(bad_webhook_input_changes_nothing, |env| {
+    env.org_with_admin("acme");
+    let audit_before = env.json(&["audit", "list", "--limit", "10000"]);
+    for (args, says) in [
+        (
+            vec!["--url", "ftp://example.com/x", "--event", "rotation.failed"],
+            "not an http(s) URL",
+        ),
+        (
+            vec!["--url", "not a url", "--event", "rotation.failed"],
+            "not an http(s) URL",
+        ),
+        (
+            vec![
+                "--url",
+                "https://example.com/x",
+                "--event",
+                "rotation.exploded",
+            ],
+            "connection.needs_reauth, connection.recovered",
+        ),
+        (vec!["--url", "https://example.com/x"], "at least one event"),
+    ] {
+        let mut a = vec!["webhook", "create", "--org", "acme"];
+        a.extend(args);
+        let out = env.run(&a);
+        assert_eq!(out.status.code(), Some(1), "{a:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{a:?}: {err}");
+    }
+    assert_eq!(
+        env.json(&["webhook", "list", "--org", "acme"]),
+        json!([]),
+        "nothing written"
+    );
+    assert_eq!(
+        env.json(&["audit", "list", "--limit", "10000"]),
+        audit_before
+    );
+    let srv = env.serve();
+    let (c, csrf) = admin_login(&srv, "admin@acme.test").await;
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/webhooks"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"url": "gopher://x", "events": ["rotation.failed"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("http(s)"),
+        "{body}"
+    );
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/webhooks"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"url": "https://example.com", "events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(env.json(&["webhook", "list", "--org", "acme"]), json!([]));
+});
+
+dual!(credential_expiring_is_raised_once_per_expiry, |env| {
+    let (r, url) = receiver(&env).await;
+    env.org_with_admin("acme");
+    connection(&env, "redis", "cache", &["host=127.0.0.1", "port=1"]);
+    store_unprobed(&env, "cache", "password", "a-password-0715");
+    env.json(&[
+        "connection",
+        "update",
+        "--org",
+        "acme",
+        "--name",
+        "cache",
+        "--rotation-interval",
+        "8d",
+    ]);
+    create(&env, &r, &url, &["credential.expiring"]);
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    // due in 8 days: not yet
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(r.got().is_empty(), "{:?}", r.got());
+    // due in 6 days: once, however many passes find it
+    env.advance(Duration::from_secs(2 * 86_400));
+    let got = wait_for(&r, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.advance(Duration::from_secs(3_600));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.got().len(), 1, "{:?}", r.got());
+    assert_eq!(got[0].event, "credential.expiring");
+    assert_eq!(got[0].verified, Ok(()));
+    assert_eq!(got[0].body["data"]["credential"]["name"], "cache");
+    // its activity: the credential set, its failed probe, the status
+    let log = env.json(&["connection", "activity", "--org", "acme", "--name", "cache"]);
+    let kinds: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for want in ["credential", "probe", "error", "settings"] {
+        assert!(kinds.contains(&want), "{want}: {log}");
+    }
+});
