@@ -12,6 +12,7 @@ mod cache;
 mod connections;
 mod console;
 mod console_admin;
+mod delivery_targets;
 mod drivers;
 mod engine_evidence;
 mod fault_suite;
