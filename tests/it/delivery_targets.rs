@@ -41,10 +41,9 @@ impl World {
             ..Config::default()
         };
         let (core, _) = Core::open(config, true).await.unwrap();
-        let org =
-            rekey::identity::orgs::create(&core.db, &Actor::cli(), "acme", None, core.now())
-                .await
-                .unwrap();
+        let org = rekey::identity::orgs::create(&core.db, &Actor::cli(), "acme", None, core.now())
+            .await
+            .unwrap();
         World {
             core,
             org_id: org.id,
@@ -243,8 +242,15 @@ fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// `settings` with `key` set to `value`.
-fn with<'a>(settings: &'a [(String, String)], key: &'a str, value: &'a str) -> Vec<(&'a str, &'a str)> {
-    let mut v: Vec<(&str, &str)> = pairs(settings).into_iter().filter(|(k, _)| *k != key).collect();
+fn with<'a>(
+    settings: &'a [(String, String)],
+    key: &'a str,
+    value: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut v: Vec<(&str, &str)> = pairs(settings)
+        .into_iter()
+        .filter(|(k, _)| *k != key)
+        .collect();
     v.push((key, value));
     v
 }
@@ -281,9 +287,13 @@ async fn sql_target_scenario(kind: &str, settings: Vec<(String, String)>, reader
     w.send(&conn, &creds, &[&[delete(4, "b@x.test")]])
         .await
         .unwrap();
-    w.send(&conn, &creds, &[&[upsert(2, "b@x.test", "Bob"), upsert(1, "a@x.test", "Ann")]])
-        .await
-        .unwrap();
+    w.send(
+        &conn,
+        &creds,
+        &[&[upsert(2, "b@x.test", "Bob"), upsert(1, "a@x.test", "Ann")]],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         reader.rows("people_sync").await,
         [
@@ -429,7 +439,11 @@ async fn custom_rest_posts_a_signed_batch_the_receiver_can_verify() {
         panic!("one request expected, got {}", seen.requests.len());
     };
     let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_string();
-    assert_eq!(h("x-api-key"), "rk-test-api-key-123", "as its probe sends it");
+    assert_eq!(
+        h("x-api-key"),
+        "rk-test-api-key-123",
+        "as its probe sends it"
+    );
     assert_eq!(h("content-type"), "application/json");
     assert_eq!(h("idempotency-key"), format!("{}:7-9", w.org_id));
     let now = w.core.now() / 1000;
@@ -450,7 +464,11 @@ async fn custom_rest_posts_a_signed_batch_the_receiver_can_verify() {
     assert_eq!(r[0]["email"], json!("a@x.test"));
     assert_eq!(r[0]["op"], json!("upsert"));
     assert_eq!(r[0]["fields"]["name"], json!("Ann"));
-    assert!(r[0]["at"].as_str().unwrap().ends_with('Z'), "{}", r[0]["at"]);
+    assert!(
+        r[0]["at"].as_str().unwrap().ends_with('Z'),
+        "{}",
+        r[0]["at"]
+    );
     assert_eq!(r[1]["op"], json!("delete"));
     assert_eq!(r[1]["fields"], Value::Null);
 }
@@ -482,7 +500,12 @@ async fn custom_rest_answers_decide_what_the_delivery_does() {
 
     // A long answer is cut, and a secret of ours it echoes is masked.
     let long: &'static str = Box::leak(
-        format!("{} rk-test-api-key-123 {}", "x".repeat(100), "y".repeat(2000)).into_boxed_str(),
+        format!(
+            "{} rk-test-api-key-123 {}",
+            "x".repeat(100),
+            "y".repeat(2000)
+        )
+        .into_boxed_str(),
     );
     let (url, _) = receiver(422, long).await;
     let conn = rest_connection(&w, &url).await;
@@ -508,7 +531,10 @@ async fn custom_rest_answers_decide_what_the_delivery_does() {
         .connection(
             "custom_rest",
             "bearer",
-            &[("base_url", "https://api.example.com"), ("delivery_path", "@evil.example/x")],
+            &[
+                ("base_url", "https://api.example.com"),
+                ("delivery_path", "@evil.example/x"),
+            ],
         )
         .await;
     assert!(target::check(&conn, &token).is_err());

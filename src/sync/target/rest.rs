@@ -20,7 +20,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Batch, Open, Op, SendError, Target};
+use super::{Batch, Op, Open, SendError, Target};
 use crate::connectors::catalog::{AuthMethod, Kind};
 use crate::connectors::connections::Connection;
 use crate::connectors::drivers::BoxFut;
@@ -180,7 +180,8 @@ impl RestTarget {
             .post(&self.url)
             .await
             .map_err(|e| SendError::Refused(e.to_string()))?;
-        let req = probe::authorize(req, &self.method.probe, &vars).map_err(SendError::Refused)?
+        let req = probe::authorize(req, &self.method.probe, &vars)
+            .map_err(SendError::Refused)?
             .header(
                 "Idempotency-Key",
                 format!("{}:{}-{}", batch.org_id, first.seq, last.seq),

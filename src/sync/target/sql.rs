@@ -269,9 +269,7 @@ impl SqlTarget {
                 let sql = mysql_upsert(&self.table, rows.len());
                 let mut q = sqlx::query(&sql);
                 for r in &rows {
-                    let record = r
-                        .record
-                        .map(|m| Value::Object(m.clone()).to_string());
+                    let record = r.record.map(|m| Value::Object(m.clone()).to_string());
                     q = q
                         .bind(r.email)
                         .bind(record)
@@ -323,7 +321,10 @@ mod tests {
     #[test]
     fn table_names_are_plain_identifiers() {
         assert_eq!(table("people").unwrap().quoted('"'), "\"people\"");
-        assert_eq!(table("crm.people_2").unwrap().quoted('`'), "`crm`.`people_2`");
+        assert_eq!(
+            table("crm.people_2").unwrap().quoted('`'),
+            "`crm`.`people_2`"
+        );
         for bad in [
             "",
             "a b",
@@ -337,7 +338,9 @@ mod tests {
         ] {
             assert!(table(bad).is_err(), "{bad:?}");
         }
-        assert!(table_of(&Map::new()).unwrap_err().contains("no table setting"));
+        assert!(table_of(&Map::new())
+            .unwrap_err()
+            .contains("no table setting"));
     }
 
     #[test]
