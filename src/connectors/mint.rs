@@ -96,12 +96,37 @@ pub fn public_key_fingerprint(key: &RsaPrivateKey) -> Result<String, String> {
 
 /// A token request through the same path refreshes use
 /// ([`oauth_client::token_request`]); only the access token is kept.
+/// Why no access token was obtained: the message, and whether it may pass
+/// by itself (a timeout, a 5xx or 429 from the token endpoint) rather than
+/// being a refusal of the credential.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct MintError {
+    pub message: String,
+    pub passing: bool,
+}
+
+impl From<String> for MintError {
+    fn from(message: String) -> MintError {
+        MintError {
+            message,
+            passing: false,
+        }
+    }
+}
+
+impl From<&str> for MintError {
+    fn from(message: &str) -> MintError {
+        message.to_string().into()
+    }
+}
+
 async fn token_post(
     egress: &Egress,
     url: &str,
     form: &[(&str, &str)],
     client: Option<(ClientAuthStyle, &str, &str)>,
-) -> Result<String, String> {
+) -> Result<String, MintError> {
     let form = form
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -109,13 +134,17 @@ async fn token_post(
     let body = token_request(egress, url, client, form)
         .await
         .map_err(|f| match f {
-            Failure::InvalidGrant(m) | Failure::Refused(m) => m,
-            Failure::Unavailable { message, .. } => message,
+            Failure::InvalidGrant(m) | Failure::Refused(m) => MintError::from(m),
+            Failure::Unavailable { message, .. } => MintError {
+                message,
+                passing: true,
+            },
         })?;
-    body.get("access_token")
+    Ok(body
+        .get("access_token")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| "the token response has no access_token".to_string())
+        .ok_or("the token response has no access_token")?)
 }
 
 /// The access token the probe of `method` presents, for methods whose
@@ -127,7 +156,7 @@ pub async fn access_token(
     settings: &Map<String, Value>,
     creds: &Map<String, Value>,
     now_ms: i64,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, MintError> {
     match method.method {
         Method::ClientCredentials => {
             let o = method

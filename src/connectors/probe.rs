@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::catalog::{Apply, AuthMethod, Kind, ProbeKind};
+use super::catalog::{Apply, AuthMethod, Kind, Probe, ProbeKind};
 use super::connections::Connection;
 use super::hosts;
+use super::mint::MintError;
 use super::session;
 use super::template::{render, Vars};
 use crate::egress::{self, Egress};
@@ -128,23 +129,8 @@ impl Target<'_> {
         let (egress, settings) = (self.egress, self.settings);
         let r = match self.method.probe.kind {
             ProbeKind::Http => {
-                // Methods whose credential is not a bearer token first get one.
-                match super::mint::access_token(
-                    egress,
-                    self.kind,
-                    self.method,
-                    settings,
-                    creds,
-                    self.now,
-                )
-                .await
-                {
-                    Ok(Some(t)) => {
-                        let mut c = creds.clone();
-                        c.insert("access_token".into(), Value::String(t));
-                        self.http(&c).await
-                    }
-                    Ok(None) => self.http(creds).await,
+                match presented(egress, self.kind, self.method, settings, creds, self.now).await {
+                    Ok(c) => self.http(&c).await,
                     Err(e) => Err(format!("could not obtain an access token: {e}")),
                 }
             }
@@ -176,7 +162,6 @@ impl Target<'_> {
             settings: self.settings,
             credentials: creds,
         };
-        let r = |t: &str| render(t, &vars).map_err(|e| e.to_string());
         let url = match self.probe_url {
             Some(u) => u.to_string(),
             None => {
@@ -187,31 +172,13 @@ impl Target<'_> {
         };
         let verb = reqwest::Method::from_bytes(p.method.as_deref().unwrap_or("GET").as_bytes())
             .map_err(|e| e.to_string())?;
-        let mut req = self
+        let req = self
             .egress
             .request(verb, &url)
             .await
             .map_err(|e| e.to_string())?
             .timeout(TIMEOUT);
-        for (h, v) in &p.headers {
-            req = req.header(h, r(v)?);
-        }
-        req = match p.apply.unwrap_or(Apply::None) {
-            Apply::Bearer => req.bearer_auth(r(p.token.as_deref().unwrap_or("${access_token}"))?),
-            Apply::Basic => req.basic_auth(
-                r(p.username.as_deref().unwrap_or_default())?,
-                Some(r(p.password.as_deref().unwrap_or_default())?),
-            ),
-            Apply::Header => req.header(
-                p.header.as_deref().unwrap_or_default(),
-                r(p.value.as_deref().unwrap_or_default())?,
-            ),
-            Apply::Query => req.query(&[(
-                p.param.as_deref().unwrap_or_default(),
-                r(p.value.as_deref().unwrap_or_default())?,
-            )]),
-            Apply::None => req,
-        };
+        let req = authorize(req, p, &vars)?;
         // Redirects are not followed (egress): a 3xx is the answer, and the
         // credential never travels to where it points.
         let resp = req
@@ -234,6 +201,55 @@ impl Target<'_> {
             Err(format!("HTTP {} from the provider", status.as_u16()))
         }
     }
+}
+
+/// The credentials a request of `method` presents: `creds`, with the
+/// access token minted first for methods whose credential is not a bearer
+/// token (client credentials, key pairs). The probe and deliveries alike.
+pub async fn presented(
+    egress: &Egress,
+    kind: &Kind,
+    method: &AuthMethod,
+    settings: &Map<String, Value>,
+    creds: &Map<String, Value>,
+    now: i64,
+) -> Result<Map<String, Value>, MintError> {
+    let mut c = creds.clone();
+    if let Some(t) = super::mint::access_token(egress, kind, method, settings, creds, now).await? {
+        c.insert("access_token".into(), Value::String(t));
+    }
+    Ok(c)
+}
+
+/// Puts the credential in `vars` on `req` the way the probe `p` presents
+/// it (its headers, then its `apply` rule): a delivery to the same API
+/// authenticates exactly as its test does.
+pub fn authorize(
+    req: reqwest::RequestBuilder,
+    p: &Probe,
+    vars: &Vars<'_>,
+) -> Result<reqwest::RequestBuilder, String> {
+    let r = |t: &str| render(t, vars).map_err(|e| e.to_string());
+    let mut req = req;
+    for (h, v) in &p.headers {
+        req = req.header(h, r(v)?);
+    }
+    Ok(match p.apply.unwrap_or(Apply::None) {
+        Apply::Bearer => req.bearer_auth(r(p.token.as_deref().unwrap_or("${access_token}"))?),
+        Apply::Basic => req.basic_auth(
+            r(p.username.as_deref().unwrap_or_default())?,
+            Some(r(p.password.as_deref().unwrap_or_default())?),
+        ),
+        Apply::Header => req.header(
+            p.header.as_deref().unwrap_or_default(),
+            r(p.value.as_deref().unwrap_or_default())?,
+        ),
+        Apply::Query => req.query(&[(
+            p.param.as_deref().unwrap_or_default(),
+            r(p.value.as_deref().unwrap_or_default())?,
+        )]),
+        Apply::None => req,
+    })
 }
 
 /// AWS keys: a signed STS `GetCallerIdentity` (the keys are live and
@@ -283,7 +299,7 @@ async fn aws_probe(
 
 /// A database probe: the login authenticates, a ping proves the session.
 async fn sql_ping<C: sqlx::Connection>(
-    session: Result<session::Sql<C>, String>,
+    session: Result<session::Sql<C>, session::SessionError>,
 ) -> Result<String, String> {
     let mut c = session?;
     c.ping().await?;

@@ -55,6 +55,47 @@ fn answer_timed_out(place: Place, what: &str, d: Duration) -> String {
     )
 }
 
+/// What kind of failure a session met, for callers that act on the
+/// difference (a delivery pauses on a refused login, retries a lost
+/// connection, parks a statement the server refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The server refused the login: wrong password, unknown user, no
+    /// access to the database.
+    Login,
+    /// The server could not be reached or did not answer in time, or
+    /// answered with a condition that passes (too many connections, a
+    /// deadlock, shutting down).
+    Unreachable,
+    /// The server refused what was asked of it.
+    Refused,
+}
+
+/// A session's error: its message (never anything the server echoed of
+/// our input) and what kind of failure it was. Most callers only want the
+/// message: `?` turns it into a `String`.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SessionError {
+    pub failure: Failure,
+    pub message: String,
+}
+
+impl SessionError {
+    fn unreachable(message: String) -> SessionError {
+        SessionError {
+            failure: Failure::Unreachable,
+            message,
+        }
+    }
+}
+
+impl From<SessionError> for String {
+    fn from(e: SessionError) -> String {
+        e.message
+    }
+}
+
 /// A logged-in SQL session at a target. Statements run through
 /// [`Sql::run`], each within the statement budget.
 pub struct Sql<C> {
@@ -66,19 +107,26 @@ pub struct Sql<C> {
 impl<C: sqlx::Connection> Sql<C> {
     /// Runs what `f` makes of the connection (a query on it) within the
     /// statement budget.
-    pub async fn run<'c, T, F>(&'c mut self, f: impl FnOnce(&'c mut C) -> F) -> Result<T, String>
+    pub async fn run<'c, T, F>(
+        &'c mut self,
+        f: impl FnOnce(&'c mut C) -> F,
+    ) -> Result<T, SessionError>
     where
         F: Future<Output = Result<T, sqlx::Error>> + 'c,
     {
         let (place, limit) = (self.place, self.budget.statement);
         match tokio::time::timeout(limit, f(&mut self.conn)).await {
             Ok(r) => r.map_err(|e| db_error(&e)),
-            Err(_) => Err(answer_timed_out(place, "statement", limit)),
+            Err(_) => Err(SessionError::unreachable(answer_timed_out(
+                place,
+                "statement",
+                limit,
+            ))),
         }
     }
 
     /// The trivial command every SQL server answers.
-    pub async fn ping(&mut self) -> Result<(), String> {
+    pub async fn ping(&mut self) -> Result<(), SessionError> {
         self.run(|c| c.ping()).await
     }
 
@@ -153,19 +201,22 @@ pub async fn postgres(
     egress: &Egress,
     settings: &Map<String, Value>,
     creds: &[&Map<String, Value>],
-) -> Result<Sql<sqlx::PgConnection>, String> {
+) -> Result<Sql<sqlx::PgConnection>, SessionError> {
     let budget = egress.budget();
     // sqlx panics on a user name SASLprep refuses (a control character,
     // say); refused here with a message instead, before any connection.
     let user = text(settings, "username");
     if stringprep::saslprep(&user).is_err() {
-        return Err(format!(
-            "the user name {user:?} is not one PostgreSQL's SCRAM login can carry (SASLprep refuses it)"
-        ));
+        return Err(SessionError {
+            failure: Failure::Login,
+            message: format!(
+                "the user name {user:?} is not one PostgreSQL's SCRAM login can carry (SASLprep refuses it)"
+            ),
+        });
     }
     let place = Place {
         system: "PostgreSQL",
-        addr: checked(egress, settings, 5432).await?,
+        addr: checked(egress, settings, 5432).await.map_err(refused)?,
     };
     let options = creds
         .iter()
@@ -178,11 +229,11 @@ pub async fn mysql(
     egress: &Egress,
     settings: &Map<String, Value>,
     creds: &[&Map<String, Value>],
-) -> Result<Sql<sqlx::MySqlConnection>, String> {
+) -> Result<Sql<sqlx::MySqlConnection>, SessionError> {
     let budget = egress.budget();
     let place = Place {
         system: "MySQL",
-        addr: checked(egress, settings, 3306).await?,
+        addr: checked(egress, settings, 3306).await.map_err(refused)?,
     };
     let options = creds.iter().map(|c| mysql_options(place.addr, settings, c));
     login_first(place, budget, options).await
@@ -192,12 +243,15 @@ async fn login_first<O>(
     place: Place,
     budget: Budget,
     options: impl Iterator<Item = O>,
-) -> Result<Sql<O::Connection>, String>
+) -> Result<Sql<O::Connection>, SessionError>
 where
     O: ConnectOptions,
     O::Connection: Sized,
 {
-    let mut last = String::from("no credential to connect with");
+    let mut last = SessionError {
+        failure: Failure::Login,
+        message: "no credential to connect with".into(),
+    };
     for o in options {
         match tokio::time::timeout(budget.connect, o.connect()).await {
             Ok(Ok(conn)) => {
@@ -209,19 +263,60 @@ where
             }
             Ok(Err(e)) => last = db_error(&e),
             // Another password will not make a silent server answer.
-            Err(_) => return Err(connect_timed_out(place, budget.connect)),
+            Err(_) => {
+                return Err(SessionError::unreachable(connect_timed_out(
+                    place,
+                    budget.connect,
+                )))
+            }
         }
     }
     Err(last)
 }
 
+/// An address the egress policy refused, or settings that name none: no
+/// retry will change it.
+fn refused(message: String) -> SessionError {
+    SessionError {
+        failure: Failure::Refused,
+        message,
+    }
+}
+
 /// Database errors without anything the server echoed of our input.
-fn db_error(e: &sqlx::Error) -> String {
+fn db_error(e: &sqlx::Error) -> SessionError {
     match e {
-        sqlx::Error::Database(d) => format!("refused: {}", d.message()),
-        sqlx::Error::Io(_) => "could not connect".into(),
-        sqlx::Error::PoolTimedOut => "timed out".into(),
-        other => other.to_string(),
+        sqlx::Error::Database(d) => SessionError {
+            failure: failure_of(
+                d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .map(|m| m.number().to_string())
+                    .or_else(|| d.code().map(|c| c.into_owned()))
+                    .as_deref()
+                    .unwrap_or_default(),
+            ),
+            message: format!("refused: {}", d.message()),
+        },
+        sqlx::Error::Io(_) => SessionError::unreachable("could not connect".into()),
+        sqlx::Error::PoolTimedOut => SessionError::unreachable("timed out".into()),
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+            SessionError::unreachable(e.to_string())
+        }
+        other => refused(other.to_string()),
+    }
+}
+
+/// What a server's error code says: PostgreSQL's SQLSTATE (class 28 a
+/// refused login; 08 the connection, 53 resources, 57 an operator or a
+/// timeout, 40 a deadlock or serialization failure: all pass) or MySQL's
+/// error number (1044/1045/1698 a refused login; 1040 too many
+/// connections, 1205 a lock wait, 1213 a deadlock: they pass).
+fn failure_of(code: &str) -> Failure {
+    match code {
+        "1044" | "1045" | "1698" => Failure::Login,
+        "1040" | "1205" | "1213" => Failure::Unreachable,
+        c if c.starts_with("28") => Failure::Login,
+        c if ["08", "53", "57", "40"].iter().any(|p| c.starts_with(p)) => Failure::Unreachable,
+        _ => Failure::Refused,
     }
 }
 

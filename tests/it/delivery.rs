@@ -469,6 +469,23 @@ async fn wait_done(env: &Env, done: i64) -> Value {
     last
 }
 
+/// Waits until the backfill has ended (its state no longer `running`).
+async fn wait_finished(env: &Env) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(
+        || {
+            last = status(env);
+            last["backfill"]["state"]
+                .as_str()
+                .is_some_and(|s| s != "running")
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ok, "{last}");
+    last
+}
+
 /// A pair whose delivery exists with `n` records of history, a batch of 10.
 async fn history(env: &Env, n: usize, extra: &[(&str, &str)]) -> Pair {
     let mut e = FAST.to_vec();
@@ -506,8 +523,9 @@ dual!(
         // the dead instance's lease runs out; a new one takes the backfill over
         env.advance(Duration::from_secs(61));
         let _again = env.serve_with(FAST);
-        let s = wait_done(&env, total).await;
+        let s = wait_finished(&env).await;
         assert_eq!(s["backfill"]["state"], "done", "{s}");
+        assert_eq!(s["backfill"]["done"], total, "{s}");
         wait_state(&env, "caught_up", Duration::from_secs(20)).await;
         assert_eq!(
             applied_at_provider(&p).await,
@@ -533,8 +551,9 @@ async fn two_instances_share_one_backfill_on_postgres() {
     // runs out, else the second simply carries on.
     p.csrv.kill();
     env.advance(Duration::from_secs(61));
-    let s = wait_done(&env, total).await;
+    let s = wait_finished(&env).await;
     assert_eq!(s["backfill"]["state"], "done", "{s}");
+    assert_eq!(s["backfill"]["done"], total, "{s}");
     assert_eq!(
         applied_at_provider(&p).await,
         expected(&[("hist", 3000)], None)

@@ -14,6 +14,7 @@ mod connections;
 mod console;
 mod console_admin;
 mod delivery;
+mod delivery_targets;
 mod drivers;
 mod engine_evidence;
 mod fault_suite;

@@ -109,9 +109,9 @@ impl Session {
             .await
             .map_err(|m| {
                 if password.is_empty() {
-                    m
+                    m.message
                 } else {
-                    m.replace(password, "********")
+                    m.message.replace(password, "********")
                 }
             })?;
         Ok(())

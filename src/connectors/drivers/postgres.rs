@@ -112,7 +112,7 @@ async fn connect(
     own: &[&Map<String, Value>],
 ) -> Result<Sql<sqlx::PgConnection>, String> {
     let (settings, creds) = t.acting(own);
-    session::postgres(t.egress, settings, &creds).await
+    Ok(session::postgres(t.egress, settings, &creds).await?)
 }
 
 impl PgFamily {

@@ -57,6 +57,15 @@ pub struct Batch<'a> {
     pub records: &'a [Record],
 }
 
+impl Batch<'_> {
+    /// The batch's idempotency key: its org and first and last sequence.
+    pub fn key(&self) -> String {
+        let first = self.records.first().map(|r| r.seq).unwrap_or(0);
+        let last = self.records.last().map(|r| r.seq).unwrap_or(0);
+        format!("{}:{first}-{last}", self.org_id)
+    }
+}
+
 /// Why a batch was not delivered; decides what the delivery does next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -133,46 +142,78 @@ pub fn host(conn: &Connection) -> String {
     crate::incident::plan::host_of(conn)
 }
 
-/// What an HTTP receiver's answer means for a batch: 2xx delivered; 401 and
-/// 403 the credential (re-authorize); 429 and 5xx pass by themselves; any
-/// other answer refuses the batch, with the receiver's own message.
-pub fn http_outcome(status: reqwest::StatusCode, body: &str) -> Result<(), SendError> {
-    let message = || receiver_message(status, body);
-    match status.as_u16() {
-        200..=299 => Ok(()),
-        401 | 403 => Err(SendError::Auth(message())),
-        408 | 425 | 429 | 500..=599 => Err(SendError::Passing(message())),
-        _ => Err(SendError::Refused(message())),
+/// What a 403 from a receiver means: for rekey's own People API, a grant
+/// without `read_write` (re-authorizing with it is the fix); for any other
+/// receiver, a decision about this batch (parked, as the rule for
+/// every 4xx but 401 and 429 says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbidden {
+    Auth,
+    Refused,
+}
+
+/// What a receiver's non-2xx answer means for the batch: 401 the
+/// credential; 408, 429 and 5xx pass by themselves; anything else refuses
+/// the batch, with the receiver's own message (`said`).
+pub fn refusal(code: u16, said: &str, forbidden: Forbidden) -> SendError {
+    let m = if said.is_empty() {
+        format!("HTTP {code}")
+    } else {
+        format!("HTTP {code}: {said}")
+    };
+    match code {
+        401 => SendError::Auth(m),
+        403 if forbidden == Forbidden::Auth => SendError::Auth(m),
+        408 | 429 | 500..=599 => SendError::Passing(m),
+        300..=399 => SendError::Refused(format!("{m} (redirects are not followed)")),
+        _ => SendError::Refused(m),
     }
 }
 
 /// A failed request: the egress policy's refusal stands until a person
 /// changes it or the address (parked); anything else is the network.
 pub fn request_error(e: &reqwest::Error) -> SendError {
+    let m = format!("request failed: {}", crate::egress::describe(e));
     if crate::egress::refusal(e).is_some() {
-        SendError::Refused(crate::egress::describe(e))
+        SendError::Refused(m)
     } else {
-        SendError::Passing(crate::egress::describe(e))
+        SendError::Passing(m)
     }
 }
 
-/// The receiver's message: an OAuth-style `error_description`, a JSON
-/// `message` or `error`, else the body's start; at most 500 characters.
-fn receiver_message(status: reqwest::StatusCode, body: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let text = parsed
-        .as_ref()
-        .and_then(|v| {
-            ["error_description", "message", "error"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(Value::as_str))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| body.trim().to_string());
-    let text: String = text.chars().take(500).collect();
-    if text.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {}: {text}", status.as_u16())
+/// How much of a receiver's refusal is kept as its message.
+const MESSAGE_CHARS: usize = 500;
+
+/// How much of a receiver's answer is read at all: a hostile one could
+/// send gigabytes.
+const BODY_BYTES: usize = 4096;
+
+/// The start of a receiver's answer as text, without any of `secrets` it
+/// may have echoed (masked before the cut, so no part of one survives).
+pub async fn receiver_message<'s>(
+    mut resp: reqwest::Response,
+    secrets: impl Iterator<Item = &'s str>,
+) -> String {
+    let mut raw = Vec::new();
+    while raw.len() < BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(c)) => raw.extend_from_slice(&c),
+            _ => break,
+        }
     }
+    raw.truncate(BODY_BYTES);
+    let mut text = String::from_utf8_lossy(&raw).into_owned();
+    for secret in secrets.filter(|s| s.len() >= 4) {
+        text = text.replace(secret, "********");
+    }
+    // An OAuth-style error (rekey's own API) says it best in one field.
+    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+        if let Some(d) = ["error_description", "message"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+        {
+            text = d.to_string();
+        }
+    }
+    text.trim().chars().take(MESSAGE_CHARS).collect()
 }

@@ -7,7 +7,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{http_outcome, request_error, Batch, BoxFut, Op, Open, SendError, Target};
+use super::{
+    receiver_message, refusal, request_error, Batch, BoxFut, Forbidden, Op, Open, SendError, Target,
+};
 use crate::connectors::connections::Connection;
 use crate::egress::Egress;
 
@@ -88,23 +90,20 @@ impl Target for People {
                 .await
                 .map_err(|e| SendError::Refused(e.to_string()))?
                 .bearer_auth(&self.token)
-                .header("Idempotency-Key", batch_key(batch.org_id, batch.records))
+                .header("Idempotency-Key", batch.key())
                 .json(&body);
             let resp = req.send().await.map_err(|e| request_error(&e))?;
             let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            http_outcome(status, &text)
+            if status.is_success() {
+                return Ok(());
+            }
+            let said = receiver_message(resp, std::iter::once(self.token.as_str())).await;
+            // A 403 is a grant without read_write: re-authorizing fixes it.
+            Err(refusal(status.as_u16(), &said, Forbidden::Auth))
         })
     }
 
     fn close(self: Box<Self>) -> BoxFut<'static, ()> {
         Box::pin(async {})
     }
-}
-
-/// A batch's idempotency key: its org and first and last sequence.
-pub fn batch_key(org_id: &str, records: &[super::Record]) -> String {
-    let first = records.first().map(|r| r.seq).unwrap_or(0);
-    let last = records.last().map(|r| r.seq).unwrap_or(0);
-    format!("{org_id}:{first}-{last}")
 }
