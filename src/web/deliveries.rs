@@ -313,9 +313,8 @@ pub async fn act(
             Err(e) => shown(e.into()).await,
         },
         "backfill" => {
-            let from = number(f, "from_seq", "From sequence").and_then(|seq| {
-                window(text(f, "since"), seq, st.core.now())
-            });
+            let from = number(f, "from_seq", "From sequence")
+                .and_then(|seq| window(text(f, "since"), seq, st.core.now()));
             let from = match from {
                 Ok(w) => w,
                 Err(e) => return shown(e).await,
@@ -434,11 +433,7 @@ pub struct ListPage {
 }
 
 /// `GET /ui/orgs/{org}/deliveries`.
-pub async fn list(
-    State(st): State<AppState>,
-    Ui(admin): Ui,
-    Path(org): Path<String>,
-) -> Response {
+pub async fn list(State(st): State<AppState>, Ui(admin): Ui, Path(org): Path<String>) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
         Err(e) => return page::fail(e),
@@ -457,9 +452,17 @@ pub async fn list(
             lag: if s.lag.records == 0 {
                 "none".into()
             } else {
-                format!("{} records, {}", s.lag.records, page::human_s(s.lag.seconds))
+                format!(
+                    "{} records, {}",
+                    s.lag.records,
+                    page::human_s(s.lag.seconds)
+                )
             },
-            last_delivered: format!("sequence {} at {}", s.last_delivered_seq, at(s.last_delivered_at)),
+            last_delivered: format!(
+                "sequence {} at {}",
+                s.last_delivered_seq,
+                at(s.last_delivered_at)
+            ),
             last_error: s.last_error.clone().unwrap_or_default(),
             backfill: s
                 .backfill
@@ -468,9 +471,9 @@ pub async fn list(
                 .map(Progress::of),
         })
         .collect();
-    let live = all.iter().any(|s| {
-        matches!(s.state, DeliveryState::Running | DeliveryState::Backfilling)
-    });
+    let live = all
+        .iter()
+        .any(|s| matches!(s.state, DeliveryState::Running | DeliveryState::Backfilling));
     page::ok(&ListPage {
         chrome: Chrome::of(&admin, "Deliveries", "deliveries", Some(&o.slug)),
         org: o.slug,

@@ -95,7 +95,10 @@ dual!(
             format!("{PAGE}?notice=delivery-enabled#delivery")
         );
         let s = status(&env);
-        assert_eq!(s["filter_domains"], serde_json::json!(["example.com", "other.org"]));
+        assert_eq!(
+            s["filter_domains"],
+            serde_json::json!(["example.com", "other.org"])
+        );
         assert_eq!(s["batch"], 200);
         assert_eq!(s["state"], "caught_up", "{s}");
         let (_, html) = get(&c, srv, &format!("{PAGE}?notice=delivery-enabled")).await;
@@ -173,11 +176,21 @@ dual!(
         // bad windows: the console's error, nothing started
         for (field, value, says) in [
             ("since", "2999-01-01T00:00:00Z", "in the future"),
-            ("since", "yesterday-ish", "neither an RFC 3339 time nor a duration"),
+            (
+                "since",
+                "yesterday-ish",
+                "neither an RFC 3339 time nor a duration",
+            ),
             ("from_seq", "abc", "whole number"),
             ("from_seq", "99999", "is after the outbox"),
         ] {
-            let r = post(&c, srv, &act("backfill"), &[("csrf", &csrf), (field, value)]).await;
+            let r = post(
+                &c,
+                srv,
+                &act("backfill"),
+                &[("csrf", &csrf), (field, value)],
+            )
+            .await;
             assert_eq!(r.status(), 400, "{field}={value}");
             let body = r.text().await.unwrap();
             assert!(body.contains(says), "{field}={value}: {body}");
@@ -185,7 +198,13 @@ dual!(
         }
 
         // the real one, from the dry run's confirm form, to the end
-        let r = post(&c, srv, &act("backfill"), &[("csrf", &csrf), ("since", "7d")]).await;
+        let r = post(
+            &c,
+            srv,
+            &act("backfill"),
+            &[("csrf", &csrf), ("since", "7d")],
+        )
+        .await;
         assert_eq!(r.status(), 303);
         assert_eq!(
             r.headers()["location"],
@@ -204,7 +223,10 @@ dual!(
         // the org's list
         let (s, html) = get(&c, srv, "/ui/orgs/acme/deliveries").await;
         assert_eq!(s, 200);
-        assert!(html.contains(&format!("href=\"{PAGE}#delivery\"")), "{html}");
+        assert!(
+            html.contains(&format!("href=\"{PAGE}#delivery\"")),
+            "{html}"
+        );
         assert!(html.contains("aria-current=\"page\">Deliveries"), "{html}");
 
         // the status page: the share delivering beside the share refreshing
