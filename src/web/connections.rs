@@ -1,8 +1,10 @@
 //! Connections in the console: the list, a catalog picker and a settings
 //! form generated from the catalog's schema, and a connection's page with
 //! its ⋮ menu (Authorize, Re-Authenticate, Revoke Authorization, Test, Set
-//! credential, Rotate after its dry-run plan, Delete). Credential fields
-//! are write-only: no page ever puts a stored value back into a form.
+//! credential, Rotate after its dry-run plan, Delete) and, for a kind that
+//! can receive records, its Delivery section (`web::deliveries`).
+//! Credential fields are write-only: no page ever puts a stored value back
+//! into a form.
 
 use std::collections::{BTreeMap, HashMap};
 
