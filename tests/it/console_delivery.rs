@@ -125,6 +125,10 @@ dual!(
         let (_, html) = get(&c, srv, PAGE).await;
         assert!(html.contains("sequence 20 of 20"), "{html}");
         assert!(html.contains("<dt>Lag</dt><dd>none</dd>"), "{html}");
+        assert!(
+            !html.contains("data-live"),
+            "caught up, nothing moves: the page does not poll"
+        );
 
         // the edit form changes filter and batch and keeps the cursor
         let r = post(
@@ -196,6 +200,38 @@ dual!(
             assert!(body.contains(says), "{field}={value}: {body}");
             assert!(status(&env)["backfill"].is_null());
         }
+
+        // while a person holds delivery, a backfill waits: its progress is
+        // in the live region, with Cancel
+        let r = post(&c, srv, &act("pause"), &[("csrf", &csrf)]).await;
+        assert_eq!(r.status(), 303);
+        let r = post(
+            &c,
+            srv,
+            &act("backfill"),
+            &[("csrf", &csrf), ("since", "7d")],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        let s = status(&env);
+        assert_eq!(s["backfill"]["state"], "running", "{s}");
+        let (_, html) = get(&c, srv, PAGE).await;
+        let live = &html[html.find("id=\"live\"").expect("a live region")..];
+        assert!(live.starts_with("id=\"live\" data-live="), "{html}");
+        assert!(live.contains("Backfill in progress"), "{html}");
+        assert!(live.contains("0 of 18 records"), "{html}");
+        assert!(live.contains("records/s"), "{html}");
+        assert!(live.contains(&format!("action=\"{}\"", act("cancel-backfill"))));
+        let r = post(&c, srv, &act("cancel-backfill"), &[("csrf", &csrf)]).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(
+            r.headers()["location"],
+            format!("{PAGE}?notice=backfill-cancelled#delivery")
+        );
+        assert_eq!(status(&env)["backfill"]["state"], "cancelled");
+        let r = post(&c, srv, &act("resume"), &[("csrf", &csrf)]).await;
+        assert_eq!(r.status(), 303);
+        wait_state(&env, "caught_up", Duration::from_secs(20)).await;
 
         // the real one, from the dry run's confirm form, to the end
         let r = post(
@@ -274,7 +310,7 @@ dual!(
         assert_eq!(r.status(), 303);
         assert_eq!(status(&env)["state"], "paused_auth");
         let (_, html) = get(&c, srv, PAGE).await;
-        assert!(html.contains("Waiting for re-authorization"), "{html}");
+        assert!(html.contains("waiting for re-authorization"), "{html}");
         assert!(
             html.contains(&format!("action=\"{PAGE}/reauthenticate\"")),
             "{html}"
