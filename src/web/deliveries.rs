@@ -481,3 +481,46 @@ pub async fn list(State(st): State<AppState>, Ui(admin): Ui, Path(org): Path<Str
         live,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(done: i64, total: i64, state: &str) -> BackfillProgress {
+        BackfillProgress {
+            id: "b".into(),
+            state: state.into(),
+            from_seq: 0,
+            to_seq: total,
+            done,
+            total,
+            records_per_s: 12.345,
+            eta_s: Some(90),
+            last_error: None,
+            started_at: 0,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn filter_domains_are_taken_one_per_line_or_separated_by_commas() {
+        let form = HashMap::from([(
+            "filter_domains".to_string(),
+            " example.com,other.org\r\n\nthird.net , ".to_string(),
+        )]);
+        assert_eq!(domains(&form), ["example.com", "other.org", "third.net"]);
+        assert!(domains(&HashMap::new()).is_empty());
+    }
+
+    #[test]
+    fn progress_is_a_bounded_percentage() {
+        let p = Progress::of(&progress(50, 200, backfill::RUNNING));
+        assert_eq!((p.percent, p.running, p.badge), (25, true, "warn"));
+        assert_eq!(p.rate, "12.3");
+        assert_eq!(p.eta, "1m");
+        // nothing to send is done; more done than counted stays at 100
+        assert_eq!(Progress::of(&progress(0, 0, backfill::DONE)).percent, 100);
+        assert_eq!(Progress::of(&progress(9, 3, backfill::DONE)).percent, 100);
+        assert_eq!(Progress::of(&progress(-1, 3, backfill::DONE)).percent, 0);
+    }
+}
