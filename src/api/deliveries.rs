@@ -160,6 +160,22 @@ pub struct BackfillBody {
     dry_run: bool,
 }
 
+/// A backfill's window from `since` (RFC 3339, or a duration meaning that
+/// long ago) or `from_seq`; neither is everything kept. Shared with the
+/// console's form.
+pub fn window(since: Option<&str>, from_seq: Option<i64>, now: i64) -> Result<Window, ApiError> {
+    match (since, from_seq) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give since or from_seq, not both")),
+        (Some(s), None) => parse_instant(s, now).map(Window::Since).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "since {s:?} is neither an RFC 3339 time nor a duration"
+            ))
+        }),
+        (None, Some(n)) => Ok(Window::Seq(n)),
+        (None, None) => Ok(Window::All),
+    }
+}
+
 /// Replays a window of the outbox to the connection in the background;
 /// `delivery` shows its progress. `dry_run` counts what would be sent.
 #[utoipa::path(
@@ -180,18 +196,7 @@ pub async fn start_backfill(
 ) -> Result<Response, ApiError> {
     let o = org_for(&st, &admin, &org).await?;
     let b = body(b)?;
-    let from = match (b.since, b.from_seq) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("give since or from_seq, not both"));
-        }
-        (Some(s), None) => Window::Since(parse_instant(&s, st.core.now()).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "since {s:?} is neither an RFC 3339 time nor a duration"
-            ))
-        })?),
-        (None, Some(n)) => Window::Seq(n),
-        (None, None) => Window::All,
-    };
+    let from = window(b.since.as_deref(), b.from_seq, st.core.now())?;
     let s = backfill::start(&st.core, &o.id, &conn, from, b.dry_run, &admin.actor()).await?;
     let code = if s.dry_run {
         StatusCode::OK

@@ -8,6 +8,8 @@
 //!   delivery (`delivery:<id>`) and one per backfill (`backfill:<id>`),
 //!   claimed by lease and capped per target host, so instances share it and
 //!   a killed one's work is taken over at its cursor.
+//! - [`overview`]: deliveries across connections (waiting on a person, per
+//!   connector kind), for the console and the status page.
 //! - [`backfill`]: replaying a window of the outbox on demand, with progress.
 //! - [`target`]: what a record becomes at each kind that receives it (one
 //!   trait; `rekey`, `postgres`/`mysql`, `custom_rest`).
@@ -21,6 +23,7 @@
 pub mod backfill;
 pub mod delivery;
 pub mod outbox;
+pub mod overview;
 pub mod run;
 pub mod state;
 pub mod target;

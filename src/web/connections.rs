@@ -1,8 +1,10 @@
 //! Connections in the console: the list, a catalog picker and a settings
 //! form generated from the catalog's schema, and a connection's page with
 //! its ⋮ menu (Authorize, Re-Authenticate, Revoke Authorization, Test, Set
-//! credential, Rotate after its dry-run plan, Delete). Credential fields
-//! are write-only: no page ever puts a stored value back into a form.
+//! credential, Rotate after its dry-run plan, Delete) and, for a kind that
+//! can receive records, its Delivery section (`web::deliveries`).
+//! Credential fields are write-only: no page ever puts a stored value back
+//! into a form.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde_json::Value;
 
-use super::page::{self, seg, Chrome};
+use super::deliveries::Section;
+use super::page::{self, seg, Chrome, Reveal};
 use super::{Posted, Ui};
 use crate::api::apps::org_for;
 use crate::api::extract::AdminSession;
@@ -37,6 +40,13 @@ fn notice(code: Option<&str>) -> Option<String> {
             "deleted" => "Connection deleted, with its credentials.",
             "settings" => "Settings saved.",
             "client" => "OAuth client set for this connection; its secret is sealed. Authorize the connection next.",
+            "delivery-enabled" => "Delivery enabled. It starts at the outbox's head: what was written before is a backfill.",
+            "delivery-updated" => "Delivery settings saved; its cursor is kept.",
+            "delivery-paused" => "Delivery paused. Records wait until it is resumed.",
+            "delivery-resumed" => "Delivery resumed; it sends from its cursor.",
+            "delivery-disabled" => "Delivery disabled; its cursor is forgotten.",
+            "backfill-started" => "Backfill started. Its progress is below.",
+            "backfill-cancelled" => "Backfill cancelled; live delivery resumes.",
             _ => return None,
         }
         .to_string(),
@@ -378,19 +388,44 @@ pub struct ShowPage {
     pub last_test: Option<(String, &'static str, String, String)>,
     pub interval: String,
     pub error: Option<String>,
+    /// For a kind that can receive records.
+    pub delivery: Option<Section>,
+    /// A secret shown once, on the answer to the form that made it.
+    pub shown: Option<Reveal>,
 }
 
-async fn show_page(
+/// What a connection's page says above its sections: a notice, an error
+/// (a form refused, nothing written), a secret shown once.
+#[derive(Default)]
+pub struct Said {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub shown: Option<Reveal>,
+}
+
+impl Said {
+    pub fn error(message: String) -> Said {
+        Said {
+            error: Some(message),
+            ..Said::default()
+        }
+    }
+}
+
+pub(super) async fn show_page(
     st: &AppState,
     admin: &AdminSession,
     o: &Org,
     c: &Connection,
     status: StatusCode,
-    notice_text: Option<String>,
-    error: Option<String>,
+    said: Said,
 ) -> Response {
     let v = match connections::detailed_view(&st.core, c).await {
         Ok(v) => v,
+        Err(e) => return page::fail(e),
+    };
+    let delivery = match super::deliveries::section(st, c).await {
+        Ok(d) => d,
         Err(e) => return page::fail(e),
     };
     let kind = c.kind().ok();
@@ -493,7 +528,7 @@ async fn show_page(
                 "connections",
                 Some(&o.slug),
             )
-            .notice(notice_text),
+            .notice(said.notice),
             org: o.slug.clone(),
             name: c.name.clone(),
             kind: c.kind.clone(),
@@ -509,7 +544,9 @@ async fn show_page(
                 .rotation_interval_s
                 .map(page::dur_field)
                 .unwrap_or_default(),
-            error,
+            error: said.error,
+            delivery,
+            shown: said.shown,
         },
     )
 }
@@ -528,16 +565,11 @@ pub async fn show(
         Ok(c) => c,
         Err(e) => return page::fail(e),
     };
-    show_page(
-        &st,
-        &admin,
-        &o,
-        &c,
-        StatusCode::OK,
-        notice(q.notice.as_deref()),
-        None,
-    )
-    .await
+    let said = Said {
+        notice: notice(q.notice.as_deref()),
+        ..Said::default()
+    };
+    show_page(&st, &admin, &o, &c, StatusCode::OK, said).await
 }
 
 #[derive(Template)]
@@ -693,7 +725,7 @@ pub async fn act(
     let done = |code: &str| page::see_other(&format!("{base}?notice={code}"));
     let shown = |e: ApiError, c: &Connection| {
         let (st, ui, o, c) = (st.clone(), p.ui.clone(), o.clone(), c.clone());
-        async move { show_page(&st, &ui, &o, &c, e.status, None, Some(e.message)).await }
+        async move { show_page(&st, &ui, &o, &c, e.status, Said::error(e.message)).await }
     };
     match action.as_str() {
         "test" => match actions::test(&st.core, &actor, &o.id, &c.id).await {

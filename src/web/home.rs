@@ -111,6 +111,44 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
         });
     }
 
+    // Deliveries waiting for a re-authorization or holding a batch the
+    // receiver refused (one query).
+    for d in crate::sync::overview::needing_person(&st.core.db, org_id.as_deref(), SHOWN).await? {
+        let org = slug(&d.org_id);
+        let base = format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&d.connection));
+        let parked = d.parked_from.zip(d.parked_to);
+        let (why, action) = match parked {
+            Some((from, to)) => (
+                format!(
+                    "The receiver refused sequences {from} to {to}: {}",
+                    d.last_error.as_deref().unwrap_or("no message")
+                ),
+                Action {
+                    label: "Retry".into(),
+                    post: true,
+                    to: format!("{base}/delivery/resume"),
+                },
+            ),
+            None => (
+                "Delivery waits for the connection's re-authorization; nothing is skipped.".into(),
+                Action {
+                    label: "Open the delivery".into(),
+                    post: false,
+                    to: format!("{base}#delivery"),
+                },
+            ),
+        };
+        out.push(Need {
+            badge: page::badge(&d.state),
+            status: d.state.clone(),
+            org,
+            what: format!("Delivery to {} ({})", d.connection, d.kind),
+            href: format!("{base}#delivery"),
+            why,
+            action: Some(action),
+        });
+    }
+
     let rots = crate::rotation::needing_person(&st.core, org_id.as_deref(), SHOWN).await?;
     for r in rots {
         let org = slug(&r.org_id);

@@ -15,6 +15,7 @@ mod assets;
 mod audit;
 mod auth;
 mod connections;
+mod deliveries;
 mod home;
 mod incidents;
 mod keys;
@@ -49,6 +50,11 @@ pub fn routes() -> Router<AppState> {
             "/ui/orgs/{org}/connections/{conn}/{action}",
             get(connections::confirm).post(connections::act),
         )
+        .route(
+            "/ui/orgs/{org}/connections/{conn}/delivery/{action}",
+            get(deliveries::confirm).post(deliveries::act),
+        )
+        .route("/ui/orgs/{org}/deliveries", get(deliveries::list))
         .route("/ui/rotations", get(rotations::queue))
         .route("/ui/orgs/{org}/rotations", get(rotations::list))
         .route("/ui/orgs/{org}/rotations/{id}", get(rotations::show))

@@ -193,9 +193,9 @@ pub fn badge(status: &str) -> &'static str {
         "connected" | "completed" | "active" | "Active" | "verified" | "done" | "ok"
         | "running" | "caught_up" => "ok",
         "needs_reauth" | "failed" | "stalled" | "Revoked" | "Invalid" | "error"
-        | "disconnected" | "deactivated" => "bad",
+        | "disconnected" | "deactivated" | "paused_auth" => "bad",
         "waiting_person" | "waiting_cutover" | "rotating" | "Expired" | "planned" | "pending"
-        | "acting" | "unverified" => "warn",
+        | "acting" | "unverified" | "paused_error" | "backfilling" => "warn",
         _ => "neutral",
     }
 }

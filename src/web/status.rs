@@ -1,6 +1,7 @@
 //! `GET /status` (HTML) and `GET /status.json`, without sign-in: per
-//! connector kind, whether its connections are connected and their tests
-//! and refreshes succeed over the last hours, and any open incident
+//! connector kind, whether its connections are connected, the share whose
+//! tests and refreshes succeed over the last hours, the share of its
+//! deliveries that deliver, and any open incident
 //! campaign (its reason and progress, no org names) — what a customer
 //! checks before re-connecting.
 
@@ -15,9 +16,10 @@ use super::page::{self, Chrome};
 use crate::api::{ApiError, AppState};
 use crate::connectors::connections::{self, KindHealth};
 use crate::incident::{self, PublicCampaign};
+use crate::sync::overview;
 
-/// The window the page speaks of.
-const HOURS: i64 = 6;
+/// The window the page speaks of, in seconds.
+const WINDOW_S: i64 = 6 * 3600;
 
 #[derive(Serialize)]
 pub struct KindStatus {
@@ -28,6 +30,20 @@ pub struct KindStatus {
     pub status: &'static str,
     #[serde(flatten)]
     pub counts: KindHealth,
+    /// Of the connections tested or refreshed in the window, the share
+    /// that succeeded (0 to 1); null when none was.
+    pub refreshing_share: Option<f64>,
+    /// Deliveries enabled on connections of this kind.
+    pub deliveries: i64,
+    /// Of them, those delivering (`running`, `caught_up`, `backfilling`).
+    pub delivering: i64,
+    /// `delivering` over `deliveries` (0 to 1); null when none is enabled.
+    pub delivering_share: Option<f64>,
+}
+
+/// `part` of `whole` as a share rounded to three places; none of nothing.
+fn share(part: i64, whole: i64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 / whole as f64 * 1000.0).round() / 1000.0)
 }
 
 #[derive(Serialize)]
@@ -40,7 +56,7 @@ pub struct CampaignStatus {
 
 #[derive(Serialize)]
 pub struct Status {
-    pub window_hours: i64,
+    pub window_s: i64,
     pub generated_at: String,
     pub kinds: Vec<KindStatus>,
     pub incidents: Vec<CampaignStatus>,
@@ -48,7 +64,8 @@ pub struct Status {
 
 async fn status(st: &AppState) -> Result<Status, ApiError> {
     let now = st.core.now();
-    let since = now - HOURS * 3_600_000;
+    let since = now - WINDOW_S * 1000;
+    let delivering = overview::by_kind(&st.core.db).await?;
     let kinds = connections::health_by_kind(&st.core.db, since)
         .await?
         .into_iter()
@@ -63,7 +80,13 @@ async fn status(st: &AppState) -> Result<Status, ApiError> {
             } else {
                 "operational"
             };
+            let d = delivering.iter().find(|d| d.kind == h.kind);
+            let (deliveries, delivering) = d.map_or((0, 0), |d| (d.deliveries, d.delivering));
             KindStatus {
+                refreshing_share: share(h.tested_ok, h.tested),
+                deliveries,
+                delivering,
+                delivering_share: share(delivering, deliveries),
                 name: crate::connectors::catalog::kind(&h.kind)
                     .map(|k| k.name.clone())
                     .unwrap_or_else(|| h.kind.clone()),
@@ -87,7 +110,7 @@ async fn status(st: &AppState) -> Result<Status, ApiError> {
         })
         .collect();
     Ok(Status {
-        window_hours: HOURS,
+        window_s: WINDOW_S,
         generated_at: crate::clock::rfc3339(now),
         kinds,
         incidents,

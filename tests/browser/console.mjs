@@ -190,7 +190,7 @@ async function pass(browser, js, provider, consumer, tag) {
 
   await step(`${tag} phone width: no horizontal scrolling`, page, async () => {
     await page.setViewportSize({ width: 390, height: 844 });
-    for (const p of ["/ui/", `/ui/orgs/acme/connections/${rconn}`, "/ui/orgs/acme/rotations", `/ui/orgs/acme/apps/${appName}/authorizations`]) {
+    for (const p of ["/ui/", `/ui/orgs/acme/connections/${rconn}`, "/ui/orgs/acme/rotations", "/ui/orgs/acme/deliveries", `/ui/orgs/acme/apps/${appName}/authorizations`]) {
       await page.goto(`${C}${p}`);
       check(await fits(page), `${p} fits 390 px`);
     }

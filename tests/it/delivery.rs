@@ -15,11 +15,11 @@ use crate::harness::*;
 use crate::webhooks::{create, receiver};
 
 /// The consumer's deliveries look every 100 ms.
-const FAST: &[(&str, &str)] = &[("REKEY_DELIVERY_INTERVAL", "100ms")];
+pub const FAST: &[(&str, &str)] = &[("REKEY_DELIVERY_INTERVAL", "100ms")];
 
 /// `n` records `{prefix}{i}@example.com` (and one at another domain every
 /// tenth), written to acme's People API in batches of 1000.
-async fn write_people(srv: &Server, key: &str, prefix: &str, n: usize) {
+pub async fn write_people(srv: &Server, key: &str, prefix: &str, n: usize) {
     let http = client();
     let mut i = 0;
     while i < n {
@@ -48,7 +48,7 @@ async fn write_people(srv: &Server, key: &str, prefix: &str, n: usize) {
 
 /// The provider's own outbox for `prov`, in order: what its People API
 /// applied, one row per applied change (a duplicate would show twice).
-async fn applied_at_provider(p: &Pair) -> Vec<String> {
+pub async fn applied_at_provider(p: &Pair) -> Vec<String> {
     let pool = sqlx::SqlitePool::connect(&p.provider.db_url).await.unwrap();
     let rows: Vec<(String,)> = sqlx::query_as("SELECT email FROM outbox ORDER BY seq")
         .fetch_all(&pool)
@@ -76,7 +76,7 @@ fn expected(prefix_counts: &[(&str, usize)], filter: Option<&str>) -> Vec<String
     out
 }
 
-fn status(env: &Env) -> Value {
+pub fn status(env: &Env) -> Value {
     env.json(&[
         "delivery",
         "status",
@@ -87,7 +87,7 @@ fn status(env: &Env) -> Value {
     ])
 }
 
-async fn wait_state(env: &Env, want: &str, limit: Duration) -> Value {
+pub async fn wait_state(env: &Env, want: &str, limit: Duration) -> Value {
     let mut last = Value::Null;
     let ok = wait_until(
         || {
@@ -101,7 +101,7 @@ async fn wait_state(env: &Env, want: &str, limit: Duration) -> Value {
     last
 }
 
-fn acme_key(env: &Env) -> String {
+pub fn acme_key(env: &Env) -> String {
     env.json(&[
         "key",
         "create",

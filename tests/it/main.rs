@@ -13,6 +13,7 @@ mod cache;
 mod connections;
 mod console;
 mod console_admin;
+mod console_delivery;
 mod delivery;
 mod delivery_targets;
 mod drivers;
