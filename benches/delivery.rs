@@ -43,6 +43,9 @@ async fn main() {
     let org = rekey::identity::orgs::create(&core.db, &Actor::cli(), "bench", None, core.now())
         .await
         .expect("org");
+    // First, while this process holds nothing else: its peak RSS is then
+    // the backfill's.
+    backfill(&core, &org.id).await;
     let records: Vec<Record> = (0..n)
         .map(|i| {
             let email = format!("person{i:07}@bench.test");
@@ -124,6 +127,231 @@ async fn main() {
         }
     }
 
-    // backfill: added by the delivery engine (the `rekey` target's figure
-    // and a backfill of 1,000,000 outbox records: records/s, peak RSS).
+    rekey_target(&core, &org.id, &records).await;
+}
+
+/// This process's peak resident memory so far (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// A PostgreSQL target connection of `org_id`, connected, into a fresh
+/// database of the machine's PostgreSQL.
+async fn pg_connection(
+    core: &Core,
+    org_id: &str,
+    w: &World,
+    name: &str,
+) -> rekey::connectors::connections::Connection {
+    let url = url::Url::parse(&w.db_url).expect("url");
+    let database = url.path().trim_start_matches('/').to_string();
+    let port = url.port().unwrap_or(5432).to_string();
+    let user = if url.username().is_empty() {
+        "postgres".to_string()
+    } else {
+        url.username().to_string()
+    };
+    let settings: BTreeMap<String, String> = [
+        ("host", url.host_str().unwrap_or("127.0.0.1")),
+        ("port", &port),
+        ("database", &database),
+        ("username", &user),
+        ("table", "people_backfill"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let conn = connections::create(
+        core,
+        &Actor::cli(),
+        NewConnection {
+            org_id,
+            kind: "postgres",
+            name,
+            auth: None,
+            settings: &settings,
+            endpoints: &BTreeMap::new(),
+        },
+    )
+    .await
+    .expect("connection");
+    let creds: Map<String, Value> = json!({"password": url.password().unwrap_or("")})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let now = core.now();
+    let mut tx = core.db.begin_write().await.expect("tx");
+    connections::put_credentials(&mut tx, core, &conn, &creds, None, now)
+        .await
+        .expect("credentials");
+    connections::set_status(&mut tx, &Actor::cli(), &conn, "connected", None, now)
+        .await
+        .expect("status");
+    tx.commit().await.expect("commit");
+    conn
+}
+
+/// A backfill of REKEY_BENCH_BACKFILL (default 1,000,000) outbox records
+/// into PostgreSQL through the engine itself (windows read after the
+/// cursor, batches of 500, the cursor committed under the lease after
+/// each): records/s, and this process's peak RSS, which must stay flat
+/// whatever the backlog (target: under 100 MiB).
+async fn backfill(core: &Core, org_id: &str) {
+    let n = env_n("REKEY_BENCH_BACKFILL", 1_000_000);
+    let Some(w) = World::new("postgres").await else {
+        return;
+    };
+    let conn = pg_connection(core, org_id, &w, "bench-backfill").await;
+    // The history: People writes of 1,000 records, as the API makes them.
+    let written = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        let batch: Vec<(String, Map<String, Value>)> = (i..end)
+            .map(|k| {
+                let email = format!("history{k:07}@bench.test");
+                let fields = json!({"Email": email, "Plan": "pro", "Seats": k})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                (email, fields)
+            })
+            .collect();
+        rekey::people::upsert(&core.db, org_id, batch, core.now())
+            .await
+            .expect("people");
+        i = end;
+    }
+    eprintln!(
+        "[backfill] wrote {n} outbox records in {:.1} s; peak RSS so far {:.0} MiB",
+        written.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    rekey::sync::delivery::enable(core, org_id, &conn.name, &[], Some(500), &Actor::cli())
+        .await
+        .expect("enable");
+    let started = rekey::sync::backfill::start(
+        core,
+        org_id,
+        &conn.name,
+        rekey::sync::backfill::Window::All,
+        false,
+        &Actor::cli(),
+    )
+    .await
+    .expect("backfill");
+    let before = peak_rss_mib();
+    let t = Instant::now();
+    loop {
+        rekey::sync::run::run_due(core, "bench").await.expect("run");
+        let s = rekey::sync::delivery::status(core, org_id, &conn.name)
+            .await
+            .expect("status");
+        if s.backfill.as_ref().is_some_and(|b| b.state != "running") {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "[backfill] {} outbox records into PostgreSQL, batch 500: {:.0} records/s ({secs:.1} s; target ≥ 20,000/s); \
+         peak RSS {:.0} MiB before the backfill, {:.0} MiB after (target < 100 MiB)",
+        started.total,
+        started.total as f64 / secs,
+        before,
+        peak_rss_mib()
+    );
+}
+
+/// The `rekey` target: batches of 500 into a second rekey's People API
+/// (`POST /v1/people/changes`) over HTTP with a bearer token.
+async fn rekey_target(core: &Core, org_id: &str, records: &[Record]) {
+    let Some(w) = World::new("sqlite").await else {
+        return;
+    };
+    let (mut child, url, _) = w.serve();
+    w.json(&["org", "create", "recv"], None);
+    let m2m = w.json(
+        &[
+            "m2m",
+            "create",
+            "--org",
+            "recv",
+            "--name",
+            "bench",
+            "--scope",
+            "read_write",
+        ],
+        None,
+    );
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{url}/oauth2/token"))
+        .basic_auth(
+            m2m["client_id"].as_str().unwrap_or(""),
+            m2m["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    let settings: BTreeMap<String, String> = [("base_url", url.as_str()), ("scope", "read_write")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let conn = connections::create(
+        core,
+        &Actor::cli(),
+        NewConnection {
+            org_id,
+            kind: "rekey",
+            name: "bench-rekey",
+            auth: None,
+            settings: &settings,
+            endpoints: &BTreeMap::new(),
+        },
+    )
+    .await
+    .expect("connection");
+    let creds: Map<String, Value> = json!({"access_token": token["access_token"]})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let s = conn.settings();
+    let mut t = target::open(Open {
+        core,
+        conn: &conn,
+        settings: &s,
+        credentials: &creds,
+        signing_secret: "",
+    })
+    .await
+    .expect("open");
+    let n = records.len();
+    let start = Instant::now();
+    for chunk in records.chunks(BATCH) {
+        t.send(&Batch {
+            org_id,
+            records: chunk,
+        })
+        .await
+        .expect("send");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "[rekey target] {n} records, batch {BATCH}, into a second rekey (SQLite) over HTTP: {:.0} records/s ({secs:.2} s)",
+        n as f64 / secs
+    );
+    let _ = child.kill();
 }
