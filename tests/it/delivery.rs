@@ -560,3 +560,159 @@ async fn two_instances_share_one_backfill_on_postgres() {
     );
     drop(other);
 }
+
+/// A `custom_rest` receiver: answers the probe, and batches with `refuse`
+/// (a status and body) until told otherwise; keeps what it accepted with
+/// whether its signature verified.
+#[derive(Clone, Default)]
+struct Rest {
+    refuse: std::sync::Arc<std::sync::Mutex<Option<(u16, String)>>>,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<(Value, bool)>>>,
+    refused: std::sync::Arc<std::sync::Mutex<usize>>,
+    secret: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+async fn rest_receiver() -> (Rest, String) {
+    use axum::http::{HeaderMap, StatusCode};
+    let r = Rest::default();
+    let st = r.clone();
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/in",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let st = st.clone();
+                async move {
+                    if let Some((code, said)) = st.refuse.lock().unwrap().clone() {
+                        *st.refused.lock().unwrap() += 1;
+                        return (StatusCode::from_u16(code).unwrap(), said);
+                    }
+                    let sig = headers
+                        .get("x-rekey-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let secret = st.secret.lock().unwrap().clone();
+                    // the world's clock is not moved in this test
+                    let now = rekey::clock::wall_ms() / 1000;
+                    let ok = rekey::crypto::signature::verify(&secret, &sig, &body, now).is_ok();
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    st.accepted.lock().unwrap().push((v, ok));
+                    (StatusCode::OK, "{}".to_string())
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (r, url)
+}
+
+dual!(
+    a_refused_batch_is_parked_with_the_receivers_words_and_sent_on_retry,
+    |env| {
+        env.org_with_admin("acme");
+        let srv = env.serve_with(FAST);
+        let key = acme_key(&env);
+        let (rest, url) = rest_receiver().await;
+        connection(
+            &env,
+            "custom_rest",
+            "hook",
+            &[
+                &format!("base_url={url}"),
+                "probe_path=/health",
+                "delivery_path=/in",
+            ],
+        );
+        let c = set_credential(&env, "hook", &["api_key"], &["rk-test-api-key-1"]);
+        assert_eq!(c["status"], "connected", "{c}");
+        let e = env.json(&[
+            "delivery",
+            "enable",
+            "--org",
+            "acme",
+            "--connection",
+            "hook",
+        ]);
+        let secret = e["signing_secret"]
+            .as_str()
+            .expect("shown once")
+            .to_string();
+        assert!(secret.starts_with("rk_whsec_"));
+        *rest.secret.lock().unwrap() = secret.clone();
+        *rest.refuse.lock().unwrap() = Some((
+            422,
+            r#"{"message":"Plan must be one of free, team"}"#.into(),
+        ));
+        write_people(&srv, &key, "p", 30).await;
+        let st = |env: &Env| {
+            env.json(&[
+                "delivery",
+                "status",
+                "--org",
+                "acme",
+                "--connection",
+                "hook",
+            ])
+        };
+        let mut last = Value::Null;
+        let parked = wait_until(
+            || {
+                last = st(&env);
+                !last["parked"].is_null()
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(parked, "{last}");
+        assert_eq!(last["state"], "paused_error", "{last}");
+        assert!(
+            last["parked"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Plan must be one of free, team"),
+            "{last}"
+        );
+        assert!(last["parked"]["from_seq"].as_i64().unwrap() > 0, "{last}");
+        assert_eq!(last["lag_records"], 30, "nothing dropped: {last}");
+        // parked stays parked: not retried by itself
+        let tries = *rest.refused.lock().unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(*rest.refused.lock().unwrap(), tries);
+        assert!(!e.to_string().contains("rk-test-api-key-1"));
+        // the receiver is fixed; a person retries
+        *rest.refuse.lock().unwrap() = None;
+        let r = env.json(&[
+            "delivery",
+            "resume",
+            "--org",
+            "acme",
+            "--connection",
+            "hook",
+        ]);
+        assert!(r["parked"].is_null(), "{r}");
+        let done = wait_until(|| st(&env)["lag_records"] == 0, Duration::from_secs(20)).await;
+        assert!(done);
+        let got = rest.accepted.lock().unwrap().clone();
+        let mut keys = Vec::new();
+        for (body, verified) in &got {
+            assert!(verified, "signature verifies: {body}");
+            for r in body["records"].as_array().unwrap() {
+                keys.push(r["idempotency_key"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(keys.len(), 30, "every record once");
+        let seqs: Vec<i64> = keys
+            .iter()
+            .map(|k| k.rsplit(':').next().unwrap().parse().unwrap())
+            .collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(seqs, sorted, "in order, no repeat");
+        // the secret is not shown again
+        let again = st(&env);
+        assert!(!again.to_string().contains(&secret));
+    }
+);
