@@ -63,38 +63,8 @@ async fn main() {
 
     // A fresh PostgreSQL database to deliver into (dropped with the world).
     if let Some(w) = World::new("postgres").await {
+        let conn = pg_connection(&core, &org.id, &w, "bench-pg").await;
         let url = url::Url::parse(&w.db_url).expect("url");
-        let database = url.path().trim_start_matches('/').to_string();
-        let port = url.port().unwrap_or(5432).to_string();
-        let user = if url.username().is_empty() {
-            "postgres".to_string()
-        } else {
-            url.username().to_string()
-        };
-        let settings: BTreeMap<String, String> = [
-            ("host", url.host_str().unwrap_or("127.0.0.1")),
-            ("port", &port),
-            ("database", &database),
-            ("username", &user),
-            ("table", "people_sync"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let conn = connections::create(
-            &core,
-            &Actor::cli(),
-            NewConnection {
-                org_id: &org.id,
-                kind: "postgres",
-                name: "bench-pg",
-                auth: None,
-                settings: &settings,
-                endpoints: &BTreeMap::new(),
-            },
-        )
-        .await
-        .expect("connection");
         let creds: Map<String, Value> = json!({"password": url.password().unwrap_or("")})
             .as_object()
             .cloned()

@@ -134,6 +134,35 @@ pub async fn pair(env: &Env, access_ttl: &str, consumer_env: &[(&str, &str)]) ->
     }
 }
 
+/// The provider revokes the consumer's live authorization (the grant
+/// dies there; the consumer learns it on its next use).
+pub fn revoke_at_provider(p: &Pair) {
+    let auths = p.provider.json(&[
+        "app",
+        "authorizations",
+        "--org",
+        "prov",
+        "--name",
+        "consumer",
+    ]);
+    let live = auths
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["status"] == "Active")
+        .unwrap();
+    p.provider.json(&[
+        "app",
+        "revoke-authorization",
+        "--org",
+        "prov",
+        "--name",
+        "consumer",
+        "--id",
+        live["id"].as_str().unwrap(),
+    ]);
+}
+
 /// Runs `connection authorize|reauthenticate` and the browser side; returns the connection.
 pub async fn authorize(env: &Env, p: &Pair, verb: &str) -> Value {
     let mut c = env.cmd();
@@ -264,30 +293,7 @@ dual!(
         assert_eq!(c["status"], "connected");
         assert_eq!(c["settings"], settings);
         // a dead grant (revoked at the provider) makes the connection needs_reauth, loudly
-        let auths = p.provider.json(&[
-            "app",
-            "authorizations",
-            "--org",
-            "prov",
-            "--name",
-            "consumer",
-        ]);
-        let live = auths
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["status"] == "Active")
-            .unwrap();
-        p.provider.json(&[
-            "app",
-            "revoke-authorization",
-            "--org",
-            "prov",
-            "--name",
-            "consumer",
-            "--id",
-            live["id"].as_str().unwrap(),
-        ]);
+        revoke_at_provider(&p);
         let r = env.json(&[
             "connection",
             "refresh",

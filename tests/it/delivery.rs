@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::connections::{authorize, pair, Pair};
+use crate::connections::{authorize, pair, revoke_at_provider, Pair};
 use crate::dual;
 use crate::harness::*;
 use crate::webhooks::{create, receiver};
@@ -159,30 +159,7 @@ dual!(
         );
 
         // the provider revokes the grant
-        let auths = p.provider.json(&[
-            "app",
-            "authorizations",
-            "--org",
-            "prov",
-            "--name",
-            "consumer",
-        ]);
-        let live = auths
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["status"] == "Active")
-            .unwrap();
-        p.provider.json(&[
-            "app",
-            "revoke-authorization",
-            "--org",
-            "prov",
-            "--name",
-            "consumer",
-            "--id",
-            live["id"].as_str().unwrap(),
-        ]);
+        revoke_at_provider(&p);
         // 5,000 more records while the grant is dead
         write_people(&p.csrv, &key, "dark", 5000).await;
         let paused = wait_state(&env, "paused_auth", Duration::from_secs(30)).await;

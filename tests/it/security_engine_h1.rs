@@ -300,33 +300,7 @@ dual!(invalid_grant_for_the_held_token_means_needs_reauth, |env| {
     let c = authorize(&env, &p, "authorize").await;
     assert_eq!(c["status"], "connected");
     // the provider kills the grant: the token rekey holds is refused
-    let auths = p.provider.json(&[
-        "app",
-        "authorizations",
-        "--org",
-        "prov",
-        "--name",
-        "consumer",
-    ]);
-    let live = auths
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["status"] == "Active")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    p.provider.json(&[
-        "app",
-        "revoke-authorization",
-        "--org",
-        "prov",
-        "--name",
-        "consumer",
-        "--id",
-        &live,
-    ]);
+    crate::connections::revoke_at_provider(&p);
     let r = env.json(&[
         "connection",
         "refresh",

@@ -15,7 +15,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::connections::{authorize, pair};
+use crate::connections::{authorize, pair, revoke_at_provider};
 use crate::dual;
 use crate::harness::*;
 
@@ -139,24 +139,7 @@ dual!(
             &["connection.needs_reauth", "connection.recovered"],
         );
         // the provider kills the grant; every refresh from then on fails
-        let auths = p.provider.json(&[
-            "app",
-            "authorizations",
-            "--org",
-            "prov",
-            "--name",
-            "consumer",
-        ]);
-        p.provider.json(&[
-            "app",
-            "revoke-authorization",
-            "--org",
-            "prov",
-            "--name",
-            "consumer",
-            "--id",
-            auths[0]["id"].as_str().unwrap(),
-        ]);
+        revoke_at_provider(&p);
         let refresh = [
             "connection",
             "refresh",
