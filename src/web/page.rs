@@ -195,7 +195,9 @@ pub fn badge(status: &str) -> &'static str {
         "needs_reauth" | "failed" | "stalled" | "Revoked" | "Invalid" | "error"
         | "disconnected" | "deactivated" | "paused_auth" | "dead" => "bad",
         "waiting_person" | "waiting_cutover" | "rotating" | "Expired" | "planned" | "pending"
-        | "acting" | "unverified" | "paused_error" | "backfilling" | "queued" | "retrying" => "warn",
+        | "acting" | "unverified" | "paused_error" | "backfilling" | "queued" | "retrying" => {
+            "warn"
+        }
         _ => "neutral",
     }
 }

@@ -104,11 +104,10 @@ async fn render(
         Ok(h) => h,
         Err(e) => return page::fail(e),
     };
-    let sent =
-        match webhooks::deliveries(&st.core.db, &o.id, None, None, DELIVERIES_SHOWN).await {
-            Ok(d) => d,
-            Err(e) => return page::fail(e),
-        };
+    let sent = match webhooks::deliveries(&st.core.db, &o.id, None, None, DELIVERIES_SHOWN).await {
+        Ok(d) => d,
+        Err(e) => return page::fail(e),
+    };
     let url_of: HashMap<&str, &str> = hooks
         .iter()
         .map(|h| (h.id.as_str(), h.url.as_str()))

@@ -73,7 +73,10 @@ dual!(the_activity_page_shows_filters_and_pages_the_log, |env| {
     let (s, html) = get(&c, srv, LOG).await;
     assert_eq!(s, 200, "{html}");
     assert_eq!(shown_types(&html), all, "{html}");
-    assert!(html.contains("<details><summary>Details</summary>"), "{html}");
+    assert!(
+        html.contains("<details><summary>Details</summary>"),
+        "{html}"
+    );
     let first = &cli["items"][0];
     assert!(
         html.contains(first["at"].as_str().unwrap()),
@@ -86,7 +89,10 @@ dual!(the_activity_page_shows_filters_and_pages_the_log, |env| {
     let (s, html) = get(&c, srv, &format!("{LOG}?type=probe")).await;
     assert_eq!(s, 200);
     let probes = shown_types(&html);
-    assert!(probes.len() >= 2 && probes.iter().all(|t| t == "probe"), "{html}");
+    assert!(
+        probes.len() >= 2 && probes.iter().all(|t| t == "probe"),
+        "{html}"
+    );
     assert!(html.contains("value=\"probe\" checked"), "{html}");
     let (_, html) = get(&c, srv, &format!("{LOG}?type=probe&type=authorization")).await;
     assert_eq!(shown_types(&html).len(), probes.len() + 1, "{html}");
@@ -154,152 +160,167 @@ dual!(the_activity_page_shows_filters_and_pages_the_log, |env| {
     );
 });
 
-dual!(webhooks_are_created_tested_replayed_and_deleted_through_forms, |env| {
-    let (r, url) = receiver(&env).await;
-    env.org_with_admin("acme");
-    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-    let (c, csrf) = sign_in(&srv, "admin@acme.test").await;
+dual!(
+    webhooks_are_created_tested_replayed_and_deleted_through_forms,
+    |env| {
+        let (r, url) = receiver(&env).await;
+        env.org_with_admin("acme");
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let (c, csrf) = sign_in(&srv, "admin@acme.test").await;
 
-    // in the org's navigation
-    let (s, html) = get(&c, &srv, HOOKS).await;
-    assert_eq!(s, 200);
-    assert!(
-        html.contains("href=\"/ui/orgs/acme/webhooks\" aria-current=\"page\""),
-        "{html}"
-    );
-    assert!(html.contains("value=\"connection.needs_reauth\""), "{html}");
-    assert!(html.contains("value=\"credential.expiring\""), "{html}");
+        // in the org's navigation
+        let (s, html) = get(&c, &srv, HOOKS).await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains("href=\"/ui/orgs/acme/webhooks\" aria-current=\"page\""),
+            "{html}"
+        );
+        assert!(html.contains("value=\"connection.needs_reauth\""), "{html}");
+        assert!(html.contains("value=\"credential.expiring\""), "{html}");
 
-    // bad input: the console's error, nothing written, the form as typed
-    for (u, events, says) in [
-        ("ftp://hooks.example.com/x", vec!["rotation.failed"], "http(s)"),
-        (url.as_str(), vec![], "at least one event"),
-        (url.as_str(), vec!["rotation.bogus"], "unknown event"),
-    ] {
-        let mut form = vec![("csrf", csrf.as_str()), ("url", u)];
-        form.extend(events.iter().map(|e| ("events", *e)));
-        let resp = post(&c, &srv, HOOKS, &form).await;
-        assert_eq!(resp.status(), 400, "{u} {events:?}");
+        // bad input: the console's error, nothing written, the form as typed
+        for (u, events, says) in [
+            (
+                "ftp://hooks.example.com/x",
+                vec!["rotation.failed"],
+                "http(s)",
+            ),
+            (url.as_str(), vec![], "at least one event"),
+            (url.as_str(), vec!["rotation.bogus"], "unknown event"),
+        ] {
+            let mut form = vec![("csrf", csrf.as_str()), ("url", u)];
+            form.extend(events.iter().map(|e| ("events", *e)));
+            let resp = post(&c, &srv, HOOKS, &form).await;
+            assert_eq!(resp.status(), 400, "{u} {events:?}");
+            let body = resp.text().await.unwrap();
+            assert!(body.contains("role=\"alert\""), "{body}");
+            assert!(body.contains(says), "{says}: {body}");
+            assert!(!body.contains("rk_whsec_"), "{body}");
+            assert!(hooks(&env).is_empty(), "a refused form writes nothing");
+        }
+        let resp = post(
+            &c,
+            &srv,
+            HOOKS,
+            &[
+                ("csrf", &csrf),
+                ("url", "ftp://x.example.com/"),
+                ("events", "rotation.failed"),
+            ],
+        )
+        .await;
         let body = resp.text().await.unwrap();
-        assert!(body.contains("role=\"alert\""), "{body}");
-        assert!(body.contains(says), "{says}: {body}");
-        assert!(!body.contains("rk_whsec_"), "{body}");
-        assert!(hooks(&env).is_empty(), "a refused form writes nothing");
+        assert!(
+            body.contains("value=\"rotation.failed\" checked"),
+            "the events as ticked: {body}"
+        );
+
+        // created through the form: the secret on this answer only
+        let resp = post(
+            &c,
+            &srv,
+            HOOKS,
+            &[
+                ("csrf", &csrf),
+                ("url", &url),
+                ("events", "connection.needs_reauth"),
+                ("events", "delivery.paused"),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status(), 201);
+        let body = resp.text().await.unwrap();
+        let at = body
+            .find("rk_whsec_")
+            .expect("the signing secret, shown once");
+        let secret = body[at..].split('<').next().unwrap().to_string();
+        assert!(body.contains("Shown once"), "{body}");
+        *r.secret.lock().unwrap() = secret.clone();
+        let made = hooks(&env);
+        assert_eq!(made.len(), 1);
+        assert_eq!(
+            made[0]["events"],
+            serde_json::json!(["connection.needs_reauth", "delivery.paused"])
+        );
+        let id = made[0]["id"].as_str().unwrap().to_string();
+        let (_, html) = get(&c, &srv, HOOKS).await;
+        assert!(!html.contains(&secret), "never shown again");
+        assert!(!html.contains("rk_whsec_"));
+        assert!(html.contains(&url), "{html}");
+        assert!(
+            html.contains("connection.needs_reauth, delivery.paused"),
+            "{html}"
+        );
+
+        // Send test: a signed ping, accepted
+        let act = |a: &str| format!("{HOOKS}/{id}/{a}");
+        let resp = post(&c, &srv, &act("test"), &[("csrf", &csrf)]).await;
+        assert_eq!(resp.status(), 303);
+        let to = resp.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(to, format!("{HOOKS}?notice=test-delivered#deliveries"));
+        let got = r.got();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].event.as_str(), &got[0].verified), ("ping", &Ok(())));
+        let (_, html) = get(&c, &srv, &to).await;
+        assert!(html.contains("the receiver accepted the ping"), "{html}");
+        assert!(html.contains(">delivered</span>"), "{html}");
+        let d = deliveries(&env);
+        let did = d[0]["id"].as_str().unwrap().to_string();
+        assert!(
+            html.contains(&format!("/ui/orgs/acme/webhook-deliveries/{did}/replay")),
+            "{html}"
+        );
+
+        // Replay: queued again, and sent again as a new attempt
+        let replay = format!("/ui/orgs/acme/webhook-deliveries/{did}/replay");
+        let resp = post(&c, &srv, &replay, &[("csrf", &csrf)]).await;
+        assert_eq!(resp.status(), 303);
+        assert_eq!(
+            resp.headers()["location"],
+            format!("{HOOKS}?notice=replayed#deliveries")
+        );
+        let d = deliveries(&env);
+        assert!(
+            d[0]["state"] == "queued" || r.got().len() == 2,
+            "re-queued: {d:?}"
+        );
+        let r2 = r.clone();
+        assert!(wait_until(move || r2.got().len() >= 2, Duration::from_secs(30)).await);
+        assert_eq!(r.got()[1].delivery, did);
+
+        // another org's admin: acme's pages and objects are not found, untouched
+        env.org_with_admin("other");
+        let (oc, ocsrf) = sign_in(&srv, "admin@other.test").await;
+        assert_eq!(get(&oc, &srv, HOOKS).await.0, 404);
+        let theirs = format!("/ui/orgs/other/webhooks/{id}/delete");
+        assert_eq!(get(&oc, &srv, &theirs).await.0, 404);
+        let resp = post(&oc, &srv, &theirs, &[("csrf", &ocsrf)]).await;
+        assert_eq!(resp.status(), 404);
+        let resp = post(
+            &oc,
+            &srv,
+            &format!("/ui/orgs/other/webhook-deliveries/{did}/replay"),
+            &[("csrf", &ocsrf)],
+        )
+        .await;
+        assert_eq!(resp.status(), 404);
+        assert_eq!(hooks(&env).len(), 1);
+
+        // Delete… asks first; the form deletes it
+        let (s, html) = get(&c, &srv, &act("delete")).await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains(&format!("Delete the webhook to {url}?")),
+            "{html}"
+        );
+        assert_eq!(hooks(&env).len(), 1, "asking changes nothing");
+        let resp = post(&c, &srv, &act("delete"), &[("csrf", &csrf)]).await;
+        assert_eq!(resp.status(), 303);
+        assert_eq!(
+            resp.headers()["location"],
+            format!("{HOOKS}?notice=deleted")
+        );
+        assert!(hooks(&env).is_empty());
+        assert!(deliveries(&env).is_empty());
     }
-    let resp = post(
-        &c,
-        &srv,
-        HOOKS,
-        &[
-            ("csrf", &csrf),
-            ("url", "ftp://x.example.com/"),
-            ("events", "rotation.failed"),
-        ],
-    )
-    .await;
-    let body = resp.text().await.unwrap();
-    assert!(
-        body.contains("value=\"rotation.failed\" checked"),
-        "the events as ticked: {body}"
-    );
-
-    // created through the form: the secret on this answer only
-    let resp = post(
-        &c,
-        &srv,
-        HOOKS,
-        &[
-            ("csrf", &csrf),
-            ("url", &url),
-            ("events", "connection.needs_reauth"),
-            ("events", "delivery.paused"),
-        ],
-    )
-    .await;
-    assert_eq!(resp.status(), 201);
-    let body = resp.text().await.unwrap();
-    let at = body.find("rk_whsec_").expect("the signing secret, shown once");
-    let secret = body[at..].split('<').next().unwrap().to_string();
-    assert!(body.contains("Shown once"), "{body}");
-    *r.secret.lock().unwrap() = secret.clone();
-    let made = hooks(&env);
-    assert_eq!(made.len(), 1);
-    assert_eq!(
-        made[0]["events"],
-        serde_json::json!(["connection.needs_reauth", "delivery.paused"])
-    );
-    let id = made[0]["id"].as_str().unwrap().to_string();
-    let (_, html) = get(&c, &srv, HOOKS).await;
-    assert!(!html.contains(&secret), "never shown again");
-    assert!(!html.contains("rk_whsec_"));
-    assert!(html.contains(&url), "{html}");
-    assert!(
-        html.contains("connection.needs_reauth, delivery.paused"),
-        "{html}"
-    );
-
-    // Send test: a signed ping, accepted
-    let act = |a: &str| format!("{HOOKS}/{id}/{a}");
-    let resp = post(&c, &srv, &act("test"), &[("csrf", &csrf)]).await;
-    assert_eq!(resp.status(), 303);
-    let to = resp.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(to, format!("{HOOKS}?notice=test-delivered#deliveries"));
-    let got = r.got();
-    assert_eq!(got.len(), 1);
-    assert_eq!((got[0].event.as_str(), &got[0].verified), ("ping", &Ok(())));
-    let (_, html) = get(&c, &srv, &to).await;
-    assert!(html.contains("the receiver accepted the ping"), "{html}");
-    assert!(html.contains(">delivered</span>"), "{html}");
-    let d = deliveries(&env);
-    let did = d[0]["id"].as_str().unwrap().to_string();
-    assert!(
-        html.contains(&format!("/ui/orgs/acme/webhook-deliveries/{did}/replay")),
-        "{html}"
-    );
-
-    // Replay: queued again, and sent again as a new attempt
-    let replay = format!("/ui/orgs/acme/webhook-deliveries/{did}/replay");
-    let resp = post(&c, &srv, &replay, &[("csrf", &csrf)]).await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(
-        resp.headers()["location"],
-        format!("{HOOKS}?notice=replayed#deliveries")
-    );
-    let d = deliveries(&env);
-    assert!(
-        d[0]["state"] == "queued" || r.got().len() == 2,
-        "re-queued: {d:?}"
-    );
-    let r2 = r.clone();
-    assert!(wait_until(move || r2.got().len() >= 2, Duration::from_secs(30)).await);
-    assert_eq!(r.got()[1].delivery, did);
-
-    // another org's admin: acme's pages and objects are not found, untouched
-    env.org_with_admin("other");
-    let (oc, ocsrf) = sign_in(&srv, "admin@other.test").await;
-    assert_eq!(get(&oc, &srv, HOOKS).await.0, 404);
-    let theirs = format!("/ui/orgs/other/webhooks/{id}/delete");
-    assert_eq!(get(&oc, &srv, &theirs).await.0, 404);
-    let resp = post(&oc, &srv, &theirs, &[("csrf", &ocsrf)]).await;
-    assert_eq!(resp.status(), 404);
-    let resp = post(
-        &oc,
-        &srv,
-        &format!("/ui/orgs/other/webhook-deliveries/{did}/replay"),
-        &[("csrf", &ocsrf)],
-    )
-    .await;
-    assert_eq!(resp.status(), 404);
-    assert_eq!(hooks(&env).len(), 1);
-
-    // Delete… asks first; the form deletes it
-    let (s, html) = get(&c, &srv, &act("delete")).await;
-    assert_eq!(s, 200);
-    assert!(html.contains(&format!("Delete the webhook to {url}?")), "{html}");
-    assert_eq!(hooks(&env).len(), 1, "asking changes nothing");
-    let resp = post(&c, &srv, &act("delete"), &[("csrf", &csrf)]).await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(resp.headers()["location"], format!("{HOOKS}?notice=deleted"));
-    assert!(hooks(&env).is_empty());
-    assert!(deliveries(&env).is_empty());
-});
+);
