@@ -9,6 +9,7 @@
 //! were. Errors answer in the console's own HTML (`ApiError` in
 //! `Format::Page`), with a way back.
 
+mod activity;
 mod age;
 mod apps;
 mod assets;
@@ -24,6 +25,7 @@ pub mod page;
 mod rotations;
 mod status;
 mod users;
+mod webhooks;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -47,6 +49,10 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/orgs/{org}/connections/new", get(connections::new_form))
         .route("/ui/orgs/{org}/connections/{conn}", get(connections::show))
         .route(
+            "/ui/orgs/{org}/connections/{conn}/activity",
+            get(activity::log),
+        )
+        .route(
             "/ui/orgs/{org}/connections/{conn}/{action}",
             get(connections::confirm).post(connections::act),
         )
@@ -55,6 +61,18 @@ pub fn routes() -> Router<AppState> {
             get(deliveries::confirm).post(deliveries::act),
         )
         .route("/ui/orgs/{org}/deliveries", get(deliveries::list))
+        .route(
+            "/ui/orgs/{org}/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/ui/orgs/{org}/webhooks/{id}/{action}",
+            get(webhooks::confirm).post(webhooks::act),
+        )
+        .route(
+            "/ui/orgs/{org}/webhook-deliveries/{id}/replay",
+            post(webhooks::replay),
+        )
         .route("/ui/rotations", get(rotations::queue))
         .route("/ui/orgs/{org}/rotations", get(rotations::list))
         .route("/ui/orgs/{org}/rotations/{id}", get(rotations::show))

@@ -191,11 +191,13 @@ pub fn duration(
 pub fn badge(status: &str) -> &'static str {
     match status {
         "connected" | "completed" | "active" | "Active" | "verified" | "done" | "ok"
-        | "running" | "caught_up" => "ok",
+        | "running" | "caught_up" | "delivered" => "ok",
         "needs_reauth" | "failed" | "stalled" | "Revoked" | "Invalid" | "error"
-        | "disconnected" | "deactivated" | "paused_auth" => "bad",
+        | "disconnected" | "deactivated" | "paused_auth" | "dead" => "bad",
         "waiting_person" | "waiting_cutover" | "rotating" | "Expired" | "planned" | "pending"
-        | "acting" | "unverified" | "paused_error" | "backfilling" => "warn",
+        | "acting" | "unverified" | "paused_error" | "backfilling" | "queued" | "retrying" => {
+            "warn"
+        }
         _ => "neutral",
     }
 }

@@ -14,6 +14,7 @@ mod connections;
 mod console;
 mod console_admin;
 mod console_delivery;
+mod console_events;
 mod delivery;
 mod delivery_targets;
 mod drivers;
