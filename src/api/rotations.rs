@@ -175,6 +175,7 @@ pub async fn start(
         deadline_ms: b.deadline.map(|d| d.ms()).unwrap_or(limits::DEADLINE_MS),
         rotate_with: b.rotate_with,
         force_at_deadline: false,
+        end_sessions: false,
     };
     let s = rotation::start(&st.core, &admin.actor(), &o.id, &req).await?;
     started(&st, &admin, s).await
