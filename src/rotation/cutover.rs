@@ -132,11 +132,7 @@ pub(super) async fn decide(
 /// at the time it was released to, since the reader may have been the
 /// last one behind. True when a job was woken (the caller tells the jobs
 /// loop after its commit).
-pub async fn wake_on_read(
-    tx: &mut Tx,
-    connection_id: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
+pub async fn wake_on_read(tx: &mut Tx, connection_id: &str, now: i64) -> Result<bool, StoreError> {
     let job: Option<String> = crate::scalar_optional!(
         tx,
         String,

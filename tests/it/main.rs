@@ -12,6 +12,7 @@ mod cache;
 mod connections;
 mod console;
 mod console_admin;
+mod cutover_consumers;
 mod delivery;
 mod drivers;
 mod engine_evidence;
