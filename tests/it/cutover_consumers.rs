@@ -282,8 +282,8 @@ dual!(
         let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "0")]);
         let new = crate::rotation::stored_password(&env, &srv, &service_key(&env)).await;
         drop(srv);
-    // That read was this test's, not a consumer's: its key goes.
-    env.ok(&["service-key", "revoke", "--name", "platform"]);
+        // That read was this test's, not a consumer's: its key goes.
+        env.ok(&["service-key", "revoke", "--name", "platform"]);
         let mut pooled = session(&user, &new).await;
         let v = env.json(&[
             "incident",
