@@ -437,13 +437,18 @@ impl Reader {
     /// The reader for a person: its name, the consumer it named, and the
     /// address it read from.
     pub fn who(&self) -> String {
-        let mut who = self.reader.clone();
-        if let Some(c) = self.consumer() {
-            who = format!("{who} (consumer {c})");
-        }
+        let who = self.name();
         match &self.ip {
             Some(ip) => format!("{who} from {ip}"),
             None => who,
+        }
+    }
+
+    /// The service key, and the consumer when it named itself.
+    pub fn name(&self) -> String {
+        match self.consumer() {
+            Some(c) => format!("{} (consumer {c})", self.reader),
+            None => self.reader.clone(),
         }
     }
 

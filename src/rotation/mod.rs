@@ -458,6 +458,10 @@ pub async fn start(
             "rotate_with": via.as_ref().map(|a| a.name.clone()),
             "dual_credentials": driver.dual(),
             "cutover_window_s": req.cutover_window_ms / 1000,
+            // Who the cut-over would wait for, each consumer on its own,
+            // and how long each may keep what it read.
+            "refresh_after_s": conn.refresh_after_ms() / 1000,
+            "readers": preflight(core, &conn.id, &conn.name).await?["readers"],
         })));
     }
     let row = insert(
@@ -727,7 +731,7 @@ async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, Rota
         "current_version": current,
         "readers": readers.iter().map(|r| r.view(current)).collect::<Vec<_>>(),
         "not_moved": not_moved,
-        "must_reread": readers.iter().map(|r| r.reader.clone()).collect::<Vec<_>>(),
+        "must_reread": readers.iter().map(|r| r.name()).collect::<Vec<_>>(),
     }))
 }
 
