@@ -239,14 +239,18 @@ fn hide_reader(text: &str, tag: &str) -> String {
         rest = &rest[i + tag.len()..];
         // A consumer that named itself stays named (` (consumer NAME)`);
         // the address after it goes all the same. A name may hold `)`:
-        // its end is the first `)` followed by what ends a reader.
+        // its end is the first `)` followed by ` from ADDRESS`, else the
+        // first followed by what ends a reader.
         if let Some(named) = rest.strip_prefix(" (consumer ") {
-            let end = named.match_indices(')').map(|(j, _)| j).find(|&j| {
-                let after = &named[j + 1..];
-                after.is_empty()
-                    || after.starts_with(" from ")
-                    || after.starts_with([' ', ',', ')', '"', ';', '\\'])
-            });
+            let closes = || named.match_indices(')').map(|(j, _)| j);
+            let end = closes()
+                .find(|&j| named[j + 1..].starts_with(" from "))
+                .or_else(|| {
+                    closes().find(|&j| {
+                        let after = &named[j + 1..];
+                        after.is_empty() || after.starts_with([' ', ',', ')', '"', ';', '\\'])
+                    })
+                });
             if let Some(j) = end {
                 let keep = " (consumer ".len() + j + 1;
                 out.push_str(&rest[..keep]);
