@@ -79,6 +79,11 @@ pub struct CoreInner {
     /// instead of at its next `jobs_interval` tick. Other instances still
     /// find it on their tick.
     pub work_due: tokio::sync::Notify,
+    /// The same for the deliveries loop (a delivery resumed, a backfill
+    /// started). Apart from `work_due`: one `Notify` shared by two loops
+    /// hands a wake to whichever waits, so a rotation's wake could go to
+    /// the deliveries loop and wait for the next jobs tick.
+    pub delivery_due: tokio::sync::Notify,
     /// Rotations this process runs at once (`rotation::run_due` takes a
     /// slot per claimed job; it frees as the rotation's run ends).
     pub rotation_slots: Arc<tokio::sync::Semaphore>,
@@ -168,6 +173,7 @@ impl Core {
                     egress,
                     config: Arc::new(config),
                     work_due: tokio::sync::Notify::new(),
+                    delivery_due: tokio::sync::Notify::new(),
                     rotation_slots: Arc::new(tokio::sync::Semaphore::new(
                         crate::rotation::limits::PARALLEL,
                     )),

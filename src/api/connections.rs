@@ -171,6 +171,10 @@ pub struct Update {
     /// The rotation schedule (`"90d"`); `0` turns it off.
     #[serde(default)]
     rotation_interval: Option<crate::config::Dur>,
+    /// How long a consumer may cache a credential it read (`"30s"`; `0`:
+    /// read before each use), answered as `refresh_after_s` on every read.
+    #[serde(default)]
+    refresh_after: Option<crate::config::Dur>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -301,7 +305,8 @@ pub async fn update(
     let b = body(b)?;
     let o = org_for(&st, &admin, &org).await?;
     let mut c = connections::find_in(&st.core.db, &o.id, &conn).await?;
-    if !b.settings.is_empty() || !b.endpoints.is_empty() || b.rotation_interval.is_none() {
+    let only_timing = b.rotation_interval.is_some() || b.refresh_after.is_some();
+    if !b.settings.is_empty() || !b.endpoints.is_empty() || !only_timing {
         c = connections::update(
             &st.core,
             &admin.actor(),
@@ -315,6 +320,10 @@ pub async fn update(
     if let Some(d) = b.rotation_interval {
         let ms = Some(d.ms()).filter(|ms| *ms > 0);
         c = connections::set_rotation_interval(&st.core, &admin.actor(), &o.id, &c.id, ms).await?;
+    }
+    if let Some(d) = b.refresh_after {
+        c = connections::set_refresh_after(&st.core, &admin.actor(), &o.id, &c.id, Some(d.ms()))
+            .await?;
     }
     Ok(Json(json!(c.view_at(st.core.now()))))
 }
@@ -557,7 +566,7 @@ pub async fn callback(
 
 /// The credentials a platform service key reads.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "name": "cache", "kind": "redis", "auth": "basic", "status": "connected", "settings": {"host": "redis.example.com", "port": "6379"}, "credentials": {"password": "s3cret"}}))]
+#[schema(example = json!({"id": "01J9Z3Q4W5E6R7T8Y9U0I1O2P3", "name": "cache", "kind": "redis", "auth": "basic", "status": "connected", "settings": {"host": "redis.example.com", "port": "6379"}, "credentials": {"password": "s3cret"}, "refresh_after_s": 300}))]
 pub struct CredentialsAnswer {
     id: String,
     name: String,
@@ -565,15 +574,50 @@ pub struct CredentialsAnswer {
     auth: String,
     status: String,
     settings: Map<String, Value>,
-    /// The credential's fields, in plaintext: never cache them past use.
+    /// The credential's fields, in plaintext: never keep them past
+    /// `refresh_after_s`.
     credentials: Map<String, Value>,
+    /// How long these credentials may be used before reading them again
+    /// (also `Cache-Control: private, max-age=N`). A rotation keeps the
+    /// previous credential working until every such time handed out for it
+    /// has passed, so a consumer that honours it never fails.
+    refresh_after_s: i64,
+}
+
+/// Names the consumer behind a service key (`X-Rekey-Consumer`), so that
+/// several consumers sharing one key are tracked, and waited for, each on
+/// its own.
+pub const CONSUMER_HEADER: &str = "x-rekey-consumer";
+/// Longest consumer name accepted.
+const CONSUMER_MAX: usize = 128;
+
+/// The consumer a read names, if any: printable ASCII of 1 to 128
+/// characters, else a 400 before anything is recorded.
+fn consumer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(CONSUMER_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{CONSUMER_HEADER} must be 1 to {CONSUMER_MAX} printable ASCII characters"
+        ))
+    };
+    let name = v.to_str().map_err(|_| bad())?;
+    let printable = name.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if name.trim().is_empty() || name.len() > CONSUMER_MAX || !printable {
+        return Err(bad());
+    }
+    Ok(Some(name.to_string()))
 }
 
 /// `GET /api/v1/orgs/{org}/connections/{id}/credentials` for a platform
 /// service key: the current credentials, refreshed first when about to expire.
 #[utoipa::path(
-    get, path = "/api/v1/orgs/{org}/connections/{conn}/credentials", tag = "connections", params(OrgParam, ConnParam),
+    get, path = "/api/v1/orgs/{org}/connections/{conn}/credentials", tag = "connections",
+    params(OrgParam, ConnParam,
+        ("X-Rekey-Consumer" = Option<String>, Header, description = "The consumer behind the service key (1 to 128 printable ASCII characters): tracked, and waited for by a rotation's cut-over, as a reader of its own.")),
     responses((status = 200, description = "The credentials.", body = CredentialsAnswer), AdminReadErrors,
+        (status = 400, description = "X-Rekey-Consumer is not 1 to 128 printable ASCII characters; nothing is recorded.", body = AdminErrorBody),
         (status = 503, description = "The provider is unreachable for a due refresh.", body = AdminErrorBody)),
     security(("service_key" = [])),
 )]
@@ -598,25 +642,35 @@ pub async fn read_credentials(
                 "a platform service key is required (Authorization: Bearer rk_sk_…)",
             )
         })?;
+    let consumer = consumer(&headers)?;
     let o = orgs::find_in(&st.core.db, &org)
         .await
         .map_err(|_| ApiError::not_found(format!("org {org:?} not found")))?;
     let reader = format!("service:{}", key.name);
-    // Who reads which version: what a rotation's cut-over waits on.
+    // Who reads which version, and until when it may use it: what a
+    // rotation's cut-over waits on.
     let target = connections::find_in(&st.core.db, &o.id, &conn).await?;
+    let refresh_after_ms = target.refresh_after_ms();
     let slot = crate::connectors::slots::served(&mut st.core.db.read().await?, &target).await?;
-    crate::connectors::slots::record_read(
+    let by = crate::connectors::slots::ReadBy {
+        reader: &reader,
+        consumer: consumer.as_deref(),
+        ip: ip.as_deref(),
+        refresh_after_ms,
+    };
+    crate::connectors::slots::record_read(&st.core, &target.id, slot, &by, st.core.now()).await?;
+    let actor = Actor::new(reader, ip);
+    let (c, creds) = credentials::read(
         &st.core,
+        &o.id,
         &target.id,
         slot,
-        &reader,
-        ip.as_deref(),
-        st.core.now(),
+        &actor,
+        consumer.as_deref(),
     )
     .await?;
-    let actor = Actor::new(reader, ip);
-    let (c, creds) = credentials::read(&st.core, &o.id, &target.id, slot, &actor).await?;
     let settings = c.settings();
+    let refresh_after_s = refresh_after_ms / 1000;
     let mut resp = Json(CredentialsAnswer {
         id: c.id,
         name: c.name,
@@ -625,11 +679,17 @@ pub async fn read_credentials(
         status: c.status,
         settings,
         credentials: creds,
+        refresh_after_s,
     })
     .into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
+    // Private: no shared cache may keep a credential; the reader may, for
+    // as long as it was told.
+    let cache = if refresh_after_s > 0 {
+        header::HeaderValue::from_str(&format!("private, max-age={refresh_after_s}"))
+            .unwrap_or(header::HeaderValue::from_static("no-store"))
+    } else {
+        header::HeaderValue::from_static("no-store")
+    };
+    resp.headers_mut().insert(header::CACHE_CONTROL, cache);
     Ok(resp)
 }

@@ -63,6 +63,10 @@ pub struct Start {
     overlap: Option<Dur>,
     #[serde(default)]
     force_cutover: bool,
+    /// After each rotation's retire, end the sessions the target keeps
+    /// open with the retired credential (Redis `CLIENT KILL USER`).
+    #[serde(default)]
+    end_sessions: bool,
     #[serde(default)]
     dry_run: bool,
 }
@@ -126,6 +130,7 @@ pub async fn start(
         include_own: b.include_own,
         overlap_ms: b.overlap.map(Dur::ms).unwrap_or(0),
         force_cutover: b.force_cutover,
+        end_sessions: b.end_sessions,
         dry_run: b.dry_run,
     };
     match incident::start(&st.core, &admin.actor(), &asker(&admin), &req).await {

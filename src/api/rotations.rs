@@ -175,6 +175,7 @@ pub async fn start(
         deadline_ms: b.deadline.map(|d| d.ms()).unwrap_or(limits::DEADLINE_MS),
         rotate_with: b.rotate_with,
         force_at_deadline: false,
+        end_sessions: false,
     };
     let s = rotation::start(&st.core, &admin.actor(), &o.id, &req).await?;
     started(&st, &admin, s).await
@@ -236,6 +237,26 @@ fn hide_reader(text: &str, tag: &str) -> String {
         out.push_str(&rest[..i]);
         out.push_str(SHOWN);
         rest = &rest[i + tag.len()..];
+        // A consumer that named itself stays named (` (consumer NAME)`);
+        // the address after it goes all the same. A name may hold `)`:
+        // its end is the first `)` followed by ` from ADDRESS`, else the
+        // first followed by what ends a reader.
+        if let Some(named) = rest.strip_prefix(" (consumer ") {
+            let closes = || named.match_indices(')').map(|(j, _)| j);
+            let end = closes()
+                .find(|&j| named[j + 1..].starts_with(" from "))
+                .or_else(|| {
+                    closes().find(|&j| {
+                        let after = &named[j + 1..];
+                        after.is_empty() || after.starts_with([' ', ',', ')', '"', ';', '\\'])
+                    })
+                });
+            if let Some(j) = end {
+                let keep = " (consumer ".len() + j + 1;
+                out.push_str(&rest[..keep]);
+                rest = &rest[keep..];
+            }
+        }
         if let Some(after) = rest.strip_prefix(" from ") {
             let end = after.find([' ', ',', ')', '"', ';']).unwrap_or(after.len());
             rest = &after[end..];
@@ -468,6 +489,12 @@ mod tests {
         assert_eq!(
             out,
             "waiting for readers: a platform service key (last read version 1), a platform service key; a platform service key"
+        );
+        // A consumer's name stays; the address after it goes.
+        let t = "readers: service:etl (consumer a) b) from 10.1.2.3 (last read version 1)";
+        assert_eq!(
+            hide_reader(t, "service:etl"),
+            "readers: a platform service key (consumer a) b) (last read version 1)"
         );
         let mut v = json!({"consumers": [{"reader": "x", "ip": "10.0.0.1"}], "ip": "kept"});
         hide_addresses(&mut v);

@@ -230,6 +230,11 @@ pub enum IncidentCmd {
         /// with readers still on it, naming who breaks, instead of stalling.
         #[arg(long)]
         force_cutover: bool,
+        /// After each rotation retires the old credential, end the sessions
+        /// the target keeps open with it (Redis: `CLIENT KILL USER`), so no
+        /// session opened with the leaked credential outlives it.
+        #[arg(long)]
+        end_sessions: bool,
         #[arg(long)]
         dry_run: bool,
         /// Run the campaign from here until every item is settled or waits
@@ -418,6 +423,12 @@ pub enum ConnectionCmd {
         /// themselves; others are listed as due); 0 turns the schedule off.
         #[arg(long, value_name = "DURATION")]
         rotation_interval: Option<Dur>,
+        /// How long a consumer may cache a credential it read (answered
+        /// as `refresh_after_s` on every read; 0: read before each use).
+        /// A rotation retires the previous credential only after every
+        /// such time handed out for it has passed.
+        #[arg(long, value_name = "DURATION")]
+        refresh_after: Option<Dur>,
     },
     /// Delete a connection and its credentials.
     Delete(NamedRef),

@@ -186,10 +186,12 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             settings,
             endpoints,
             rotation_interval,
+            refresh_after,
         } => {
             let o = orgs::find_in(&core.db, &conn.org).await?;
             let mut c = connections::find_in(&core.db, &o.id, &conn.name).await?;
-            if !settings.is_empty() || !endpoints.is_empty() || rotation_interval.is_none() {
+            let only_timing = rotation_interval.is_some() || refresh_after.is_some();
+            if !settings.is_empty() || !endpoints.is_empty() || !only_timing {
                 c = connections::update(
                     core,
                     &actor,
@@ -203,6 +205,10 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
             if let Some(d) = rotation_interval {
                 let ms = Some(d.ms()).filter(|ms| *ms > 0);
                 c = connections::set_rotation_interval(core, &actor, &o.id, &c.id, ms).await?;
+            }
+            if let Some(d) = refresh_after {
+                c = connections::set_refresh_after(core, &actor, &o.id, &c.id, Some(d.ms()))
+                    .await?;
             }
             out.emit(&c.view_at(core.now()), |v| format!("updated {}", v.name));
         }

@@ -24,6 +24,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
             include_own,
             overlap,
             force_cutover,
+            end_sessions,
             dry_run,
             wait,
         } => {
@@ -34,6 +35,7 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
                 include_own,
                 overlap_ms: overlap.map(|d| d.ms()).unwrap_or(0),
                 force_cutover,
+                end_sessions,
                 dry_run,
             };
             let started = match incident::start(core, &actor, &asker, &req).await {

@@ -31,6 +31,7 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
         deadline_ms: a.deadline.ms(),
         rotate_with: a.rotate_with,
         force_at_deadline: false,
+        end_sessions: false,
     };
     let started = match rotation::start(core, &actor, &o.id, &req).await {
         Ok(s) => s,

@@ -53,6 +53,8 @@ pub struct Connection {
     pub last_test_message: Option<String>,
     pub last_test_outcome: Option<String>,
     pub rotation_interval_ms: Option<i64>,
+    /// How long a credential read may be cached; `None`: the default.
+    pub refresh_after_ms: Option<i64>,
     pub last_rotated_at: Option<i64>,
     /// Why a due scheduled rotation cannot start by itself, as the
     /// scheduler found it (`rotation::schedule`), and when.
@@ -64,7 +66,7 @@ pub struct Connection {
 
 pub const COLS: &str = "id, org_id, name, kind, auth, status, status_reason, status_changed_at, settings, endpoints, client_id, \
     has_credentials, access_expires_at, refresh_due_at, failures, next_attempt_at, last_test_at, \
-    last_test_ok, last_test_message, last_test_outcome, rotation_interval_ms, last_rotated_at, rotation_waiting, rotation_waiting_at, \
+    last_test_ok, last_test_message, last_test_outcome, rotation_interval_ms, refresh_after_ms, last_rotated_at, rotation_waiting, rotation_waiting_at, \
     created_at, updated_at";
 
 pub fn credentials_place(id: &str) -> Place<'_> {
@@ -127,6 +129,9 @@ pub struct ConnectionView {
     pub credential_age_s: Option<i64>,
     /// The schedule: rotate every this many seconds (`null`: never by itself).
     pub rotation_interval_s: Option<i64>,
+    /// How long a consumer may cache a credential it read (every
+    /// credentials read answers it).
+    pub refresh_after_s: i64,
     /// When the credential was last replaced by a rotation or a person.
     pub last_rotated_at: Option<String>,
     /// When the next rotation is due, with a schedule.
@@ -170,6 +175,13 @@ impl Connection {
     }
 
     /// The view, with `rotation_due` (and why it waits) as of `now`.
+    /// How long a consumer may use a credential it read before reading
+    /// again: the connection's setting, else the default.
+    pub fn refresh_after_ms(&self) -> i64 {
+        self.refresh_after_ms
+            .unwrap_or(crate::rotation::limits::REFRESH_AFTER_MS)
+    }
+
     pub fn view_at(&self, now: i64) -> ConnectionView {
         let mut v = self.view();
         v.rotation_due = self.has_credentials && self.rotation_due_ms().is_some_and(|d| d <= now);
@@ -225,6 +237,7 @@ impl Connection {
             slots: None,
             credential_age_s: None,
             rotation_interval_s: self.rotation_interval_ms.map(|ms| ms / 1000),
+            refresh_after_s: self.refresh_after_ms() / 1000,
             last_rotated_at: self.last_rotated_at.map(rfc3339),
             rotation_due_at: self.rotation_due_ms().map(rfc3339),
             rotation_due: false,
@@ -390,6 +403,7 @@ pub async fn create(
         last_test_message: None,
         last_test_outcome: None,
         rotation_interval_ms: None,
+        refresh_after_ms: None,
         last_rotated_at: None,
         rotation_waiting: None,
         rotation_waiting_at: None,
@@ -866,6 +880,48 @@ pub async fn set_rotation_interval(
         &message,
         detail,
         now,
+    )
+    .await?;
+    tx.commit().await?;
+    get(&mut core.db.read().await?, &c.id).await
+}
+
+/// Sets how long a credential read may be cached (`None`: the default).
+/// Reads already answered keep what they were told: the cut-over honours
+/// the time each was handed.
+pub async fn set_refresh_after(
+    core: &Core,
+    actor: &Actor,
+    org_id: &str,
+    key: &str,
+    refresh_after_ms: Option<i64>,
+) -> Result<Connection, ConnectorError> {
+    use crate::rotation::limits::MAX_REFRESH_AFTER_MS;
+    if let Some(ms) = refresh_after_ms {
+        if !(0..=MAX_REFRESH_AFTER_MS).contains(&ms) {
+            return Err(ConnectorError::Invalid(format!(
+                "refresh-after must be between 0s and {}s: every cached copy keeps a rotated credential alive that long",
+                MAX_REFRESH_AFTER_MS / 1000
+            )));
+        }
+    }
+    let c = find_in(&core.db, org_id, key).await?;
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    exec!(
+        &mut tx,
+        "UPDATE connections SET refresh_after_ms = $1, updated_at = $2 WHERE id = $3",
+        refresh_after_ms,
+        now,
+        &c.id
+    )?;
+    record(
+        &mut tx,
+        now,
+        actor,
+        &c,
+        "connection.refresh_after",
+        json!({"refresh_after_s": refresh_after_ms.map(|ms| ms / 1000)}),
     )
     .await?;
     tx.commit().await?;

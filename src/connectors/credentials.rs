@@ -333,6 +333,7 @@ pub async fn read(
     key: &str,
     slot: Slot,
     reader: &Actor,
+    consumer: Option<&str>,
 ) -> Result<(Connection, Map<String, Value>), ConnectorError> {
     let conn = connections::find_in(&core.db, org_id, key).await?;
     if !conn.has_credentials {
@@ -368,7 +369,7 @@ pub async fn read(
         reader,
         &conn,
         "connection.credentials_read",
-        json!({}),
+        json!({"consumer": consumer}),
     )
     .await?;
     tx.commit().await?;

@@ -215,31 +215,81 @@ pub async fn mark_verified(
     Ok(())
 }
 
-/// Records that `reader` is about to read the current credential (the
-/// credentials endpoint), with the version current now. Recorded before the
+/// Who reads, as the credentials endpoint saw it.
+pub struct ReadBy<'a> {
+    /// `service:NAME`, the service key that read.
+    pub reader: &'a str,
+    /// The consumer behind the key, when it named itself
+    /// (`X-Rekey-Consumer`); `None` counts the key as one consumer.
+    pub consumer: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    /// How long the value handed out may be used (its `refresh_after`).
+    pub refresh_after_ms: i64,
+}
+
+/// Records that a reader is about to read `slot` (the credentials
+/// endpoint), with the version in it now, and until when the reader may
+/// use that version (`now` plus its `refresh_after`). Recorded before the
 /// read: if a rotation promotes in between, the reader is counted on the
 /// older version and the rotation waits for its next read — never the
-/// other way round.
+/// other way round. When this read moves a reader to a newer version, a
+/// rotation waiting in its cut-over is woken to look again at once.
 pub async fn record_read(
     core: &Core,
     connection_id: &str,
     slot: Slot,
-    reader: &str,
-    ip: Option<&str>,
+    by: &ReadBy<'_>,
     now: i64,
 ) -> Result<(), ConnectorError> {
+    let consumer = by.consumer.unwrap_or("");
+    let until = now.saturating_add(by.refresh_after_ms);
     let mut tx = core.db.begin_write().await?;
+    let Some(version) = scalar_optional!(
+        &mut tx,
+        i64,
+        "SELECT version FROM credential_slots WHERE connection_id = $1 AND slot = $2",
+        connection_id,
+        slot.as_str()
+    )?
+    else {
+        return Ok(());
+    };
+    let before = scalar_optional!(
+        &mut tx,
+        i64,
+        "SELECT version FROM credential_reads WHERE connection_id = $1 AND reader = $2 AND consumer = $3",
+        connection_id,
+        by.reader,
+        consumer
+    )?;
     exec!(
         &mut tx,
-        "INSERT INTO credential_reads (connection_id, reader, ip, version, read_at)
-         SELECT $1, $2, $3, version, $4 FROM credential_slots WHERE connection_id = $1 AND slot = $5
-         ON CONFLICT (connection_id, reader) DO UPDATE SET ip = excluded.ip, version = excluded.version,
-           read_at = excluded.read_at",
+        "INSERT INTO credential_reads (connection_id, reader, consumer, ip, version, read_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (connection_id, reader, consumer) DO UPDATE SET ip = excluded.ip,
+           version = excluded.version, read_at = excluded.read_at",
         connection_id,
-        reader,
-        ip,
-        now,
-        slot.as_str()
+        by.reader,
+        consumer,
+        by.ip,
+        version,
+        now
+    )?;
+    // The latest of the times handed out for this version: a read with a
+    // shorter `refresh_after` (the setting changed) does not shorten what
+    // an earlier answer promised.
+    exec!(
+        &mut tx,
+        "INSERT INTO credential_holds (connection_id, reader, consumer, version, until_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (connection_id, reader, consumer, version) DO UPDATE SET until_at =
+           CASE WHEN excluded.until_at > credential_holds.until_at THEN excluded.until_at
+                ELSE credential_holds.until_at END",
+        connection_id,
+        by.reader,
+        consumer,
+        version,
+        until
     )?;
     exec!(
         &mut tx,
@@ -248,7 +298,12 @@ pub async fn record_read(
         connection_id,
         slot.as_str()
     )?;
+    let moved = before.is_some_and(|v| v < version);
+    let woke = moved && crate::rotation::wake_cutover(&mut tx, connection_id, now).await?;
     tx.commit().await?;
+    if woke {
+        core.work_due.notify_one();
+    }
     Ok(())
 }
 
@@ -293,6 +348,8 @@ pub async fn served<C: AsEx>(
 #[derive(sqlx::FromRow, Debug, Clone, Serialize)]
 pub struct Reader {
     pub reader: String,
+    /// The consumer behind the service key, '' when it named none.
+    pub consumer: String,
     pub ip: Option<String>,
     pub version: i64,
     #[serde(skip)]
@@ -311,11 +368,11 @@ pub async fn readers<C: AsEx>(
     Ok(fetch_all!(
         c,
         Reader,
-        "SELECT r.reader, r.ip, r.version, r.read_at FROM credential_reads r
+        "SELECT r.reader, r.consumer, r.ip, r.version, r.read_at FROM credential_reads r
          WHERE r.connection_id = $1
            AND EXISTS (SELECT 1 FROM service_keys k
                        WHERE 'service:' || k.name = r.reader AND k.revoked_at IS NULL)
-         ORDER BY r.reader",
+         ORDER BY r.reader, r.consumer",
         connection_id
     )?)
 }
@@ -334,18 +391,76 @@ pub async fn readers_behind<C: AsEx>(
         .collect())
 }
 
-impl Reader {
-    /// The reader for a person: its name and the address it read from.
+/// A version a live reader was handed and may still use from its cache.
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct Hold {
+    pub reader: String,
+    pub consumer: String,
+    pub version: i64,
+    pub until_at: i64,
+}
+
+impl Hold {
     pub fn who(&self) -> String {
+        match self.consumer.as_str() {
+            "" => self.reader.clone(),
+            c => format!("{} (consumer {c})", self.reader),
+        }
+    }
+}
+
+/// What live readers were handed of a version older than `version` (the
+/// promoted one) and may still use after `now`: a cut-over does not retire
+/// the previous version before the last of them has passed. A revoked key
+/// holds nothing, as in [`readers`].
+pub async fn holds_before<C: AsEx>(
+    c: &mut C,
+    connection_id: &str,
+    version: i64,
+    now: i64,
+) -> Result<Vec<Hold>, ConnectorError> {
+    Ok(fetch_all!(
+        c,
+        Hold,
+        "SELECT h.reader, h.consumer, h.version, h.until_at FROM credential_holds h
+         WHERE h.connection_id = $1 AND h.version < $2 AND h.until_at > $3
+           AND EXISTS (SELECT 1 FROM service_keys k
+                       WHERE 'service:' || k.name = h.reader AND k.revoked_at IS NULL)
+         ORDER BY h.until_at DESC, h.reader, h.consumer",
+        connection_id,
+        version,
+        now
+    )?)
+}
+
+impl Reader {
+    /// The reader for a person: its name, the consumer it named, and the
+    /// address it read from.
+    pub fn who(&self) -> String {
+        let who = self.name();
         match &self.ip {
-            Some(ip) => format!("{} from {ip}", self.reader),
+            Some(ip) => format!("{who} from {ip}"),
+            None => who,
+        }
+    }
+
+    /// The service key, and the consumer when it named itself.
+    pub fn name(&self) -> String {
+        match self.consumer() {
+            Some(c) => format!("{} (consumer {c})", self.reader),
             None => self.reader.clone(),
         }
+    }
+
+    /// The consumer it named, if any.
+    pub fn consumer(&self) -> Option<&str> {
+        Some(self.consumer.as_str()).filter(|c| !c.is_empty())
     }
 
     pub fn view(&self, current_version: Option<i64>) -> Value {
         serde_json::json!({
             "reader": self.reader,
+            "consumer": self.consumer(),
             "ip": self.ip,
             "version": self.version,
             "last_read_at": rfc3339(self.read_at),
@@ -422,6 +537,13 @@ pub async fn retire_previous(
         tx,
         "UPDATE credential_slots SET retired_at = $1 WHERE connection_id = $2 AND slot = 'previous' AND retired_at IS NULL",
         now,
+        connection_id
+    )?;
+    // What was handed out of retired versions holds nothing any more.
+    exec!(
+        tx,
+        "DELETE FROM credential_holds WHERE connection_id = $1 AND version <
+           (SELECT version FROM credential_slots WHERE connection_id = $1 AND slot = 'current')",
         connection_id
     )?;
     Ok(())

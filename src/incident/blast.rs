@@ -628,6 +628,7 @@ pub async fn revoke(core: &Core, actor: &Actor, r: &Revoke) -> Result<Value, Inc
                 deadline_ms: crate::rotation::limits::DEADLINE_MS,
                 rotate_with: None,
                 force_at_deadline: false,
+                end_sessions: false,
             };
             match crate::rotation::start(core, actor, org_id, &req).await {
                 Ok(crate::rotation::Started::Rotation(v)) => {

@@ -351,6 +351,10 @@ pub struct StartRequest {
     /// The campaign's rotations retire the previous credential at their
     /// deadline even with readers still on it, naming them.
     pub force_cutover: bool,
+    /// The campaign's rotations end the sessions a target keeps open with
+    /// the retired credential (Redis), so none opened with the leaked one
+    /// outlives it.
+    pub end_sessions: bool,
     pub dry_run: bool,
 }
 
@@ -574,7 +578,7 @@ pub async fn start(
             kind: JOB_KIND,
             subject: &id,
             step: "run",
-            payload: &json!({"force_cutover": req.force_cutover}),
+            payload: &json!({"force_cutover": req.force_cutover, "end_sessions": req.end_sessions}),
             run_at: now,
             max_attempts: 10,
             host: None,

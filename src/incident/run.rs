@@ -61,7 +61,10 @@ fn system() -> Actor {
 async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(), IncidentError> {
     // Renewed while the pass runs (its items may take minutes).
     let _lease = crate::jobs::lease::Lease::hold(core, &job.id, owner, LEASE_MS);
-    let force = job.payload()["force_cutover"].as_bool() == Some(true);
+    let force = Asks {
+        force_cutover: job.payload()["force_cutover"].as_bool() == Some(true),
+        end_sessions: job.payload()["end_sessions"].as_bool() == Some(true),
+    };
     let row = get_row(&mut core.db.read().await?, &job.subject).await?;
     if row.finished_at.is_some() {
         let mut tx = core.db.begin_write().await?;
@@ -246,13 +249,23 @@ async fn mark_acting(core: &Core, id: &str, ns: &[i64]) -> Result<(), IncidentEr
     Ok(())
 }
 
+/// What the campaign asks of its rotations when the old credential is
+/// presumed leaked.
+#[derive(Clone, Copy)]
+struct Asks {
+    /// Retire at the deadline even with readers still on it.
+    force_cutover: bool,
+    /// End the sessions the target keeps open with the retired credential.
+    end_sessions: bool,
+}
+
 async fn step(
     core: &Core,
     row: &IncidentRow,
     item: &ItemRow,
     by_n: &HashMap<i64, ItemRow>,
     instance: &str,
-    force: bool,
+    force: Asks,
 ) -> Result<(), IncidentError> {
     if own::is_own(item) {
         // Left pending by a crash during the start.
@@ -305,7 +318,7 @@ async fn start_rotation(
     core: &Core,
     row: &IncidentRow,
     item: &ItemRow,
-    force: bool,
+    force: Asks,
 ) -> Result<Option<String>, IncidentError> {
     let org_id = item.org_id.clone().unwrap_or_default();
     // Adopted: only a rotation started since the item last changed status
@@ -333,7 +346,8 @@ async fn start_rotation(
                     .overlap_ms
                     .saturating_add(crate::rotation::limits::INCIDENT_GRACE_MS),
                 rotate_with: None,
-                force_at_deadline: force,
+                force_at_deadline: force.force_cutover,
+                end_sessions: force.end_sessions,
             };
             let actor = Actor::new(format!("incident:{}", row.id), None);
             match rotation::start(core, &actor, &org_id, &req).await {

@@ -32,7 +32,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                         .map_err(|e| e.to_string())
                 })
             },
-            false,
+            None,
             false,
         ));
     }
@@ -63,7 +63,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                 })
             },
             // A rotation or campaign started here runs at once.
-            true,
+            Some(Wake::Jobs),
             false,
         ));
     }
@@ -84,7 +84,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                 })
             },
             // A delivery resumed or a backfill started here runs at once.
-            true,
+            Some(Wake::Deliveries),
             false,
         ));
     }
@@ -103,7 +103,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
                         .map_err(|e| e.to_string())
                 })
             },
-            false,
+            None,
             // What is noted in memory is written before the server stops.
             true,
         ),
@@ -113,7 +113,7 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
             Duration::from_secs(300),
             "janitor",
             |core| Box::pin(async move { janitor::sweep(&core).await.map_err(|e| e.to_string()) }),
-            false,
+            None,
             false,
         ),
     ]);
@@ -152,8 +152,17 @@ fn epoch_poller(core: Core, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
 
 type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
 
-/// Runs `job` every `period` until `stop`; when `wakes`, also as soon as
-/// `Core::work_due` is notified. Only a `final_pass` job runs once more on
+/// Which notification, besides its period, runs a loop at once.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// `Core::work_due`: rotations and campaigns.
+    Jobs,
+    /// `Core::delivery_due`: deliveries and backfills.
+    Deliveries,
+}
+
+/// Runs `job` every `period` until `stop`; with `wake`, also as soon as
+/// that notification comes. Only a `final_pass` job runs once more on
 /// stop (a flush of what is noted in memory): work claimed by lease is
 /// never claimed anew by an instance that is stopping.
 fn every(
@@ -162,7 +171,7 @@ fn every(
     period: Duration,
     name: &'static str,
     job: fn(Core) -> JobFuture,
-    wakes: bool,
+    wake: Option<Wake>,
     final_pass: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -171,7 +180,7 @@ fn every(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = core.work_due.notified(), if wakes => {}
+                _ = woken(&core, wake) => {}
                 _ = stop.changed() => {
                     if final_pass {
                         let _ = job(core.clone()).await;
@@ -188,4 +197,13 @@ fn every(
             }
         }
     })
+}
+
+/// Waits for `wake`'s notification; never, without one.
+async fn woken(core: &Core, wake: Option<Wake>) {
+    match wake {
+        Some(Wake::Jobs) => core.work_due.notified().await,
+        Some(Wake::Deliveries) => core.delivery_due.notified().await,
+        None => std::future::pending().await,
+    }
 }

@@ -14,6 +14,7 @@ use super::run::Next;
 use super::{finish, record_step, RotationError, RotationRow};
 use crate::jobs::queue::{self, Job, DONE};
 use crate::state::Core;
+use crate::store::{StoreError, Tx};
 
 /// What one kind of rotation sees at a look at its cut-over.
 pub(super) struct Look {
@@ -124,4 +125,23 @@ pub(super) async fn decide(
     .await?;
     tx.commit().await?;
     Ok(Decision::Done(Next::Released))
+}
+
+/// A reader moved to a newer version of connection `connection_id`: the
+/// rotation waiting in its cut-over (if any) looks again now rather than
+/// at the time it was released to, since the reader may have been the
+/// last one behind. True when a job was woken (the caller tells the jobs
+/// loop after its commit).
+pub async fn wake_on_read(tx: &mut Tx, connection_id: &str, now: i64) -> Result<bool, StoreError> {
+    let job: Option<String> = crate::scalar_optional!(
+        tx,
+        String,
+        "SELECT job_id FROM rotations WHERE target_type = 'connection' AND target_id = $1
+           AND finished_at IS NULL AND status = 'waiting_cutover'",
+        connection_id
+    )?;
+    match job {
+        Some(id) => Ok(queue::wake(tx, &[id], now).await? > 0),
+        None => Ok(false),
+    }
 }

@@ -135,7 +135,8 @@ pub async fn finish_cutover(
 }
 
 /// The readers (rekey's view) still on a version older than the promoted
-/// one, each named for a person.
+/// one, and those that may still use a copy of it they were told to keep,
+/// each named for a person.
 async fn still_on_previous(
     core: &Core,
     row: &RotationRow,
@@ -147,11 +148,21 @@ async fn still_on_previous(
     let version = job.payload()["promoted_version"]
         .as_i64()
         .unwrap_or(i64::MAX);
-    Ok(
-        slots::readers_behind(&mut core.db.read().await?, &row.target_id, version)
-            .await?
-            .iter()
-            .map(slots::Reader::who)
-            .collect(),
-    )
+    let mut c = core.db.read().await?;
+    let mut names: Vec<String> = slots::readers_behind(&mut c, &row.target_id, version)
+        .await?
+        .iter()
+        .map(slots::Reader::who)
+        .collect();
+    // A copy cached as told (`refresh_after`) breaks too when retired now.
+    let holds = slots::holds_before(&mut c, &row.target_id, version, core.now()).await?;
+    names.extend(holds.iter().map(|h| {
+        format!(
+            "{} (cached version {} until {})",
+            h.who(),
+            h.version,
+            crate::clock::rfc3339(h.until_at)
+        )
+    }));
+    Ok(names)
 }

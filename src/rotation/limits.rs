@@ -8,6 +8,23 @@
 pub const CUTOVER_WINDOW_MS: i64 = 10 * 60_000;
 pub const CUTOVER_WINDOW: &str = "10m";
 
+/// Default time a consumer may cache a credential it read (the answer's
+/// `refresh_after_s`, set per connection with `--refresh-after`). A
+/// previous version is retired only once every `refresh_after` handed out
+/// for it has passed, so this is also the least a cut-over waits after the
+/// last read of the old version: five minutes spares the endpoint a read
+/// per use (a pool, a hot loop) while keeping a leaked value alive only
+/// minutes past its rotation.
+pub const REFRESH_AFTER_MS: i64 = 5 * 60_000;
+/// Longest `refresh_after` a connection may set: every cached copy holds
+/// the previous credential alive that long after a rotation.
+pub const MAX_REFRESH_AFTER_MS: i64 = 3_600_000;
+
+/// How often a waiting cut-over asks the target again who is still on the
+/// old credential (AWS last-used): the target tells rekey nothing when that
+/// changes, unlike a reader, whose re-read wakes the cut-over at once.
+pub const TARGET_LOOK_MS: i64 = 30_000;
+
 /// Default deadline of a rotation: at it, a cut-over still waiting on a
 /// reader stops as `stalled` (breaking no one) and a person decides. A day
 /// lets a nightly consumer move on its own.

@@ -45,6 +45,7 @@ use crate::state::Core;
 use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
+pub use cutover::wake_on_read as wake_cutover;
 pub use finish::{finish_cutover, Finished};
 pub use guided::{credential_stored_in, runbook_step, waits_for_person};
 pub use run::{drive, run_due};
@@ -120,11 +121,14 @@ pub struct RotationRow {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub rotate_with: Option<String>,
+    /// What the retire did about sessions the target keeps after the old
+    /// secret is removed (JSON: `{"kept": N}` or `{"ended": N}`).
+    pub sessions: Option<String>,
 }
 
 const COLS: &str =
     "id, org_id, target_type, target_id, target_name, status, reason, steps, job_id, \
-    cutover_window_ms, deadline_at, started_by, started_at, finished_at, rotate_with";
+    cutover_window_ms, deadline_at, started_by, started_at, finished_at, rotate_with, sessions";
 
 #[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 pub struct TargetView {
@@ -160,6 +164,11 @@ pub struct RotationView {
     /// A manual rotation's steps for the person, each with `n`, `text`, `done`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runbook: Option<Value>,
+    /// Sessions opened with the previous credential that the target keeps
+    /// working after it is retired (Redis): `{"kept": N}`, or `{"ended": N}`
+    /// when an incident's rotation ended them. Set by the retire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Value>,
 }
 
 /// The steps of a rotation, in order.
@@ -207,6 +216,10 @@ impl RotationRow {
             secret: None,
             authorize_url,
             runbook,
+            sessions: self
+                .sessions
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
         }
     }
 }
@@ -236,6 +249,10 @@ pub struct StartRequest {
     /// still on it (naming them) instead of stopping `stalled`: an
     /// incident's rotations, where the old credential is presumed leaked.
     pub force_at_deadline: bool,
+    /// After the retire, end the sessions the target keeps open with the
+    /// previous credential (Redis): an incident's rotations that ask, where
+    /// a session opened with a leaked credential must not outlive it.
+    pub end_sessions: bool,
 }
 
 pub enum Started {
@@ -443,6 +460,10 @@ pub async fn start(
             "rotate_with": via.as_ref().map(|a| a.name.clone()),
             "dual_credentials": driver.dual(),
             "cutover_window_s": req.cutover_window_ms / 1000,
+            // Who the cut-over would wait for, each consumer on its own,
+            // and how long each may keep what it read.
+            "refresh_after_s": conn.refresh_after_ms() / 1000,
+            "readers": preflight(core, &conn.id, &conn.name).await?["readers"],
         })));
     }
     let row = insert(
@@ -461,6 +482,9 @@ pub async fn start(
                 }
                 if req.force_at_deadline {
                     p.insert("force_at_deadline".into(), json!(true));
+                }
+                if req.end_sessions {
+                    p.insert("end_sessions".into(), json!(true));
                 }
                 Value::Object(p)
             },
@@ -709,7 +733,7 @@ async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, Rota
         "current_version": current,
         "readers": readers.iter().map(|r| r.view(current)).collect::<Vec<_>>(),
         "not_moved": not_moved,
-        "must_reread": readers.iter().map(|r| r.reader.clone()).collect::<Vec<_>>(),
+        "must_reread": readers.iter().map(|r| r.name()).collect::<Vec<_>>(),
     }))
 }
 
@@ -869,6 +893,7 @@ pub async fn retry(
             deadline_ms: (row.deadline_at - row.started_at).max(1),
             rotate_with: row.rotate_with.clone(),
             force_at_deadline: false,
+            end_sessions: false,
         },
     )
     .await

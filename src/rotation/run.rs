@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::limits::{LEASE_MS, STEP_BUDGET};
+use super::limits::{LEASE_MS, STEP_BUDGET, TARGET_LOOK_MS};
 use super::{
     by_id, cutover, finish, record_step, record_steps, RotationError, RotationRow, JOB_KIND,
 };
@@ -703,9 +703,13 @@ async fn pause_for_crash_tests(step: &str) {
     }
 }
 
+/// Cached copies named one by one in a cut-over's record.
+const NAMED_HOLDS: usize = 5;
+
 /// The old credential is retired only when nothing still uses it: the
-/// window has passed and every reader of the credentials endpoint has read
-/// the promoted version since (and the target reports nobody on the old
+/// window has passed, every reader of the credentials endpoint has read
+/// the promoted version since, every `refresh_after` handed out with an
+/// older version has passed (and the target reports nobody on the old
 /// one). What follows is [`cutover::decide`]'s, as for every rotation.
 #[allow(clippy::too_many_arguments)]
 async fn cutover(
@@ -725,7 +729,12 @@ async fn cutover(
         return retire(core, row, job, lease, ctx, target, Some(detail)).await;
     }
     let version = payload["promoted_version"].as_i64().unwrap_or(i64::MAX);
-    let behind = slots::readers_behind(&mut core.db.read().await?, &ctx.conn.id, version).await?;
+    let (behind, holds) = {
+        let mut c = core.db.read().await?;
+        let behind = slots::readers_behind(&mut c, &ctx.conn.id, version).await?;
+        let holds = slots::holds_before(&mut c, &ctx.conn.id, version, now).await?;
+        (behind, holds)
+    };
     let mut names = behind
         .iter()
         .map(|r| {
@@ -737,8 +746,26 @@ async fn cutover(
             )
         })
         .collect::<Vec<_>>();
+    // Every copy of an older version handed out with a `refresh_after`
+    // that has not passed may still be in use, even where a sibling behind
+    // the same key has read the new one: the previous version outlives it.
+    let held_until = holds.iter().map(|h| h.until_at).max();
+    names.extend(holds.iter().take(NAMED_HOLDS).map(|h| {
+        format!(
+            "{} may use version {} from its cache until {} (refresh_after)",
+            h.who(),
+            h.version,
+            crate::clock::rfc3339(h.until_at)
+        )
+    }));
+    if holds.len() > NAMED_HOLDS {
+        names.push(format!(
+            "{} more cached copies of the previous version",
+            holds.len() - NAMED_HOLDS
+        ));
+    }
     // Where the target itself reports who is still on the old credential
-    // (AWS: a use after the promotion; Redis: sessions opened before it).
+    // (AWS: a use after the promotion).
     let since = Since {
         promoted_at: payload["promoted_at"].as_i64().unwrap_or(0),
         mark: &payload["applied_mark"],
@@ -747,17 +774,43 @@ async fn cutover(
     // Not knowing is not a use: rekey's own view still decides, and the
     // step says so (once per look, in the record, not the log).
     let mut note = String::new();
+    let mut reported = false;
     if let Some(old) = ctx.previous(core).await? {
         match ctx.driver.still_on_old(target, &old, &since).await {
-            Ok(found) => names.extend(found),
+            Ok(found) => {
+                reported = !found.is_empty();
+                names.extend(found);
+            }
             Err(e) => {
                 note = format!("; the target's own report of who still uses the old credential is unavailable ({e}), so rekey's readers decide");
             }
         }
+        // Sessions the target keeps working once the old secret is gone
+        // (Redis) hold nothing; the record says how many there are.
+        if let Ok(Some(n)) = ctx.driver.sessions_on_old(target, &since).await {
+            if n > 0 {
+                note.push_str(&format!(
+                    "; {n} sessions opened with the previous credential are kept by the target after it is retired and do not hold the cut-over"
+                ));
+            }
+        }
+    }
+    // Looked at again when something can have changed: a reader's re-read
+    // wakes the job at once (`wake_on_read`); otherwise at the window's end,
+    // when the last cached copy may go, or — where the target reports uses
+    // that tell rekey nothing when they stop — after a while.
+    let mut next = [Some(until), held_until]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
+        .unwrap_or(row.deadline_at);
+    if reported {
+        next = next.min(now.saturating_add(TARGET_LOOK_MS));
     }
     let look = cutover::Look {
         clear: (now >= until && names.is_empty()).then(|| {
-            format!("the window has passed and every reader has moved to version {version}")
+            format!("the window has passed, every reader has moved to version {version}, and no cached copy of the previous one may still be used")
         }),
         behind: names,
         who: "readers",
@@ -765,13 +818,7 @@ async fn cutover(
             "both credentials work until {}; consumers move to the new one",
             crate::clock::rfc3339(until)
         ),
-        // Look again soon (a reader may move at any time), and at the
-        // deadline.
-        next: if now < until {
-            until
-        } else {
-            now.saturating_add(30_000)
-        },
+        next,
         note,
     };
     match cutover::decide(core, row, job, lease.token(), look).await? {
@@ -859,12 +906,16 @@ async fn retire(
     if previous.is_some() && !lease.held().await? {
         return Ok(Next::Lost);
     }
-    let detail = match &previous {
+    let mut detail = match &previous {
         Some(old) => match ctx.driver.retire(target, old).await {
             Ok(d) => format!("the previous credential no longer works ({d})"),
             Err(m) => return Ok(Next::Retry(m)),
         },
         None => "nothing to retire".to_string(),
+    };
+    let sessions = match previous {
+        Some(_) => sessions_after_retire(ctx.driver, target, &job.payload(), &mut detail).await,
+        None => None,
     };
     let now = core.now();
     let s = Owned::of(core, row, job, owner, &ctx.conn);
@@ -874,6 +925,14 @@ async fn retire(
                 return Err(RotationError::LeaseLost);
             }
             slots::retire_previous(tx, &s.conn.id, now).await?;
+            if let Some(v) = &sessions {
+                exec!(
+                    tx,
+                    "UPDATE rotations SET sessions = $1 WHERE id = $2",
+                    v.to_string(),
+                    &s.row.id
+                )?;
+            }
             let mut done = Vec::with_capacity(2);
             if let Some(c) = cutover {
                 done.push(("cutover", c));
@@ -885,6 +944,50 @@ async fn retire(
         })
     })
     .await
+}
+
+/// Sessions the target keeps working after the retire (Redis): ended when
+/// the rotation asks (an incident's, the credential presumed leaked),
+/// else counted — they hold no cut-over. `{"ended": N}` or `{"kept": N}`,
+/// `None` where the target keeps none or does not say; what happened is
+/// added to the retire's `detail`. A failure here retries nothing: the old
+/// credential is already refused for every new login.
+async fn sessions_after_retire(
+    driver: &dyn Driver,
+    target: &Target<'_>,
+    payload: &Value,
+    detail: &mut String,
+) -> Option<Value> {
+    let since = Since {
+        promoted_at: payload["promoted_at"].as_i64().unwrap_or(0),
+        mark: &payload["applied_mark"],
+        window_ms: 0,
+    };
+    if payload["end_sessions"].as_bool() == Some(true) {
+        match driver.end_sessions(target).await {
+            Ok(Some(n)) => {
+                detail.push_str(&format!("; {n} sessions of the account were ended"));
+                return Some(json!({ "ended": n }));
+            }
+            Ok(None) => return None,
+            Err(m) => detail.push_str(&format!("; ending its sessions failed: {m}")),
+        }
+    }
+    match driver.sessions_on_old(target, &since).await {
+        Ok(Some(n)) => {
+            if n > 0 {
+                detail.push_str(&format!(
+                    "; {n} sessions opened with it are kept by the target"
+                ));
+            }
+            Some(json!({ "kept": n }))
+        }
+        Ok(None) => None,
+        Err(m) => {
+            detail.push_str(&format!("; sessions kept by the target are unknown ({m})"));
+            None
+        }
+    }
 }
 
 /// What a step's closure owns (the writer runs it later, on its task).

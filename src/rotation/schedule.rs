@@ -147,6 +147,7 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
             deadline_ms: super::limits::DEADLINE_MS,
             rotate_with: None,
             force_at_deadline: false,
+            end_sessions: false,
         };
         match start(core, &actor, &d.org_id, &req).await {
             Ok(_) => {

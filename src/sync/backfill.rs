@@ -269,7 +269,7 @@ pub async fn start(
         .await?
         .ok_or_else(|| SyncError::NotFound(format!("backfill {id}")))?;
     tx.commit().await?;
-    core.work_due.notify_waiters();
+    core.delivery_due.notify_waiters();
     Ok(Started {
         dry_run,
         from_seq: after.saturating_add(1),

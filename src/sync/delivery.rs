@@ -358,7 +358,7 @@ pub async fn enable(
     )
     .await?;
     tx.commit().await?;
-    core.work_due.notify_waiters();
+    core.delivery_due.notify_waiters();
     let status = status_of(core, &conn, &id).await?;
     Ok(Enabled {
         status,
@@ -445,7 +445,7 @@ pub async fn person(
     )
     .await?;
     tx.commit().await?;
-    core.work_due.notify_waiters();
+    core.delivery_due.notify_waiters();
     status_of(core, &conn, &d.id).await
 }
 

@@ -247,7 +247,7 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
     match pumped {
         Pumped::Empty => {
             backfill::finish(core, &b.id, &d, now).await?;
-            core.work_due.notify_waiters();
+            core.delivery_due.notify_waiters();
             Ok(None)
         }
         Pumped::Budget => Ok(Some(now)),

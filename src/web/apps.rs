@@ -583,6 +583,7 @@ pub async fn act(
                 deadline_ms: crate::rotation::limits::DEADLINE_MS,
                 rotate_with: None,
                 force_at_deadline: false,
+                end_sessions: false,
             };
             match crate::rotation::start(&st.core, &actor, &o.id, &req).await {
                 Ok(crate::rotation::Started::Rotation(v)) => {

@@ -640,6 +640,7 @@ pub async fn confirm(
                 deadline_ms: limits::DEADLINE_MS,
                 rotate_with: None,
                 force_at_deadline: false,
+                end_sessions: false,
             };
             page_.heading = format!("Rotate the credential of {}?", c.name);
             page_.danger = false;
@@ -849,6 +850,7 @@ pub async fn act(
                 deadline_ms: deadline,
                 rotate_with: None,
                 force_at_deadline: false,
+                end_sessions: false,
             };
             match rotation::start(&st.core, &actor, &o.id, &req).await {
                 Ok(Started::Rotation(v)) => page::see_other(&format!(

@@ -40,6 +40,7 @@ pub struct Fields {
     pub include_own: bool,
     pub overlap: String,
     pub force_cutover: bool,
+    pub end_sessions: bool,
 }
 
 impl Fields {
@@ -52,6 +53,7 @@ impl Fields {
             include_own: on("include_own"),
             overlap: f.get("overlap").cloned().unwrap_or_default(),
             force_cutover: on("force_cutover"),
+            end_sessions: on("end_sessions"),
         }
     }
 
@@ -76,6 +78,7 @@ impl Fields {
             include_own: self.include_own,
             overlap_ms,
             force_cutover: self.force_cutover,
+            end_sessions: self.end_sessions,
             dry_run,
         })
     }

@@ -502,6 +502,7 @@ async fn rotate(
         deadline_ms: limits::DEADLINE_MS,
         rotate_with: None,
         force_at_deadline: false,
+        end_sessions: false,
     };
     match rotation::start(&st.core, &admin.actor(), &o.id, &req).await? {
         Started::Rotation(v) => Ok(v.secret.clone().map(|s| (v.id.clone(), s))),

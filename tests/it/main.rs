@@ -15,6 +15,7 @@ mod console;
 mod console_admin;
 mod console_delivery;
 mod console_events;
+mod cutover_consumers;
 mod delivery;
 mod delivery_targets;
 mod drivers;

@@ -1195,65 +1195,8 @@ async fn two_instances_run_each_rotation_once() {
     }
 }
 
-dual!(
-    redis_sessions_opened_before_the_change_hold_the_cut_over,
-    |env| {
-        let old = "the-old-password-0011";
-        let Some(user) = redis_world(&env, old, true).await else {
-            return;
-        };
-        // the user may read the session list (Redis reports who is on)
-        let admin = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
-        let mut a = admin.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg(&user)
-            .arg("+client|list")
-            .query_async(&mut a)
-            .await
-            .unwrap();
-        // a consumer with a session opened on the old password
-        let url = format!("redis://{user}:{old}@127.0.0.1:6379/");
-        let consumer = redis::Client::open(url.as_str()).unwrap();
-        let mut session = consumer.get_multiplexed_async_connection().await.unwrap();
-        let _: String = redis::cmd("PING").query_async(&mut session).await.unwrap();
-        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-        let v = env.json(&[
-            "rotate",
-            "--org",
-            "acme",
-            "--connection",
-            "cache",
-            "--cutover-window",
-            "0s",
-            "--deadline",
-            "1h",
-        ]);
-        let id = v["id"].as_str().unwrap().to_string();
-        // the window is zero, yet it waits: Redis reports the session
-        let names_session = |v: &Value| {
-            v["steps"].as_array().is_some_and(|s| {
-                s.iter().any(|s| {
-                    s["name"] == "cutover"
-                        && s["detail"].as_str().unwrap_or("").contains("Redis session")
-                })
-            })
-        };
-        let v = poll(&env, &["rotation", "show", &id], names_session).await;
-        assert!(
-            names_session(&v),
-            "the cut-over did not name the session: {v}"
-        );
-        assert_eq!(v["status"], "waiting_cutover", "{v}");
-        assert!(logs_in(&user, old).await, "both passwords work meanwhile");
-        // the consumer closes its session: the next look retires the old one
-        drop(session);
-        drop(consumer);
-        env.advance(Duration::from_secs(31));
-        wait_for_status(&env, &id, "completed").await;
-        assert!(!logs_in(&user, old).await);
-    }
-);
+// Redis sessions opened before the change no longer hold the cut-over
+// (Redis keeps them working after `<old`): cutover_consumers.rs.
 
 dual!(a_rotation_changing_its_target_cannot_be_cancelled, |env| {
     let old = "the-old-password-0012";

@@ -160,6 +160,29 @@ pub trait Driver: Send + Sync {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// Sessions opened with the old credential that the target keeps
+    /// working after it is retired (Redis keeps authenticated connections
+    /// when a password is removed): they hold no cut-over, since their
+    /// owner's next login is a read like any other. `None` where the
+    /// target has no such sessions or does not say.
+    fn sessions_on_old<'a>(
+        &'a self,
+        t: &'a Target<'a>,
+        since: &'a Since<'a>,
+    ) -> BoxFut<'a, Result<Option<u64>, String>> {
+        let _ = (t, since);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Ends the rotated account's sessions after [`Driver::retire`] (an
+    /// incident asked: the old credential is presumed leaked, and a
+    /// session opened with it must not outlive it); how many. `None` where
+    /// the target keeps no sessions past a retire.
+    fn end_sessions<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<Option<u64>, String>> {
+        let _ = t;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Makes the target refuse `old`.
     fn retire<'a>(
         &'a self,

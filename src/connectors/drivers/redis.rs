@@ -79,9 +79,6 @@ fn client_fields(line: &str) -> std::collections::HashMap<&str, &str> {
     line.split(' ').filter_map(|f| f.split_once('=')).collect()
 }
 
-/// Most sessions named one by one in a rotation's record.
-const NAMED: usize = 5;
-
 impl Driver for RedisAcl {
     fn dual(&self) -> bool {
         true
@@ -149,18 +146,17 @@ impl Driver for RedisAcl {
 
     /// Sessions of the user still open that were opened before the new
     /// password existed, so with the old one (`CLIENT LIST`: Redis numbers
-    /// sessions in order). Removing a password does not close them, but
-    /// their owner reconnects with what it holds: it has not moved yet.
-    /// Reading the list takes `+client|list` for whoever acts.
-    fn still_on_old<'a>(
+    /// sessions in order). Removing a password does not close them: they
+    /// keep working, and hold no cut-over. Reading the list takes
+    /// `+client|list` for whoever acts.
+    fn sessions_on_old<'a>(
         &'a self,
         t: &'a Target<'a>,
-        _old: &'a Map<String, Value>,
         since: &'a Since<'a>,
-    ) -> BoxFut<'a, Result<Vec<String>, String>> {
+    ) -> BoxFut<'a, Result<Option<u64>, String>> {
         Box::pin(async move {
             let Some(before) = since.mark["client_id"].as_i64().filter(|id| *id > 0) else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
             let u = user(t.settings);
             let (mut s, actor) = acting_session(t).await?;
@@ -174,7 +170,7 @@ impl Driver for RedisAcl {
                         s.error(&e)
                     )
                 })?;
-            let old: Vec<String> = list
+            let old = list
                 .lines()
                 .map(client_fields)
                 .filter(|f| f.get("user") == Some(&u.as_str()))
@@ -183,20 +179,33 @@ impl Driver for RedisAcl {
                         .and_then(|id| id.parse::<i64>().ok())
                         .is_some_and(|id| id < before)
                 })
-                .map(|f| {
+                .count();
+            Ok(Some(old as u64))
+        })
+    }
+
+    /// `CLIENT KILL USER u`: every session of the rotated user, whichever
+    /// password opened it (one opened with the old password after the new
+    /// one was added looks no different); its owners reconnect with the
+    /// new password. Only this user's sessions, and never the acting one
+    /// (`SKIPME`, Redis's default). Takes `+client|kill` for whoever acts.
+    fn end_sessions<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<Option<u64>, String>> {
+        Box::pin(async move {
+            let u = user(t.settings);
+            let (mut s, actor) = acting_session(t).await?;
+            let n: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("USER")
+                .arg(&u)
+                .query_async(&mut s.con)
+                .await
+                .map_err(|e| {
                     format!(
-                        "Redis session {} of {u} from {} (open {} s, since before the new password)",
-                        f.get("id").unwrap_or(&"?"),
-                        f.get("addr").unwrap_or(&"?"),
-                        f.get("age").unwrap_or(&"?"),
+                        "Redis did not let {actor} end the sessions of {u} ({}); grant it +client|kill, or rotate through an admin connection",
+                        s.error(&e)
                     )
-                })
-                .collect();
-            let mut named: Vec<String> = old.iter().take(NAMED).cloned().collect();
-            if old.len() > NAMED {
-                named.push(format!("{} more sessions of {u}", old.len() - NAMED));
-            }
-            Ok(named)
+                })?;
+            Ok(Some(n))
         })
     }
 
