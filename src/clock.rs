@@ -81,3 +81,19 @@ pub fn parse_instant(s: &str, now_ms: i64) -> Option<i64> {
     }
     crate::config::parse_duration(s).map(|d| now_ms - d.as_millis() as i64)
 }
+
+/// Serde for `…_at` fields held as unix ms: written as RFC 3339 strings,
+/// the API's one vocabulary for times (`#[serde(serialize_with = …)]`).
+pub mod as_rfc3339 {
+    pub fn serialize<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*ms))
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub fn opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_str(&super::rfc3339(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -489,7 +489,11 @@ pub struct BackfillProgress {
     /// Estimated seconds left at the rate so far; null until it has one.
     pub eta_s: Option<i64>,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::clock::as_rfc3339::serialize")]
+    #[schema(value_type = String)]
     pub started_at: i64,
+    #[serde(serialize_with = "crate::clock::as_rfc3339::opt")]
+    #[schema(value_type = Option<String>)]
     pub finished_at: Option<i64>,
 }
 
@@ -543,16 +547,24 @@ pub struct Status {
     pub lag_records: i64,
     pub lag_s: i64,
     pub delivered: i64,
+    #[serde(serialize_with = "crate::clock::as_rfc3339::opt")]
+    #[schema(value_type = Option<String>)]
     pub last_delivered_at: Option<i64>,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::clock::as_rfc3339::opt")]
+    #[schema(value_type = Option<String>)]
     pub last_error_at: Option<i64>,
     pub parked: Option<Parked>,
     pub filter_domains: Vec<String>,
     pub batch: i64,
+    #[serde(serialize_with = "crate::clock::as_rfc3339::opt")]
+    #[schema(value_type = Option<String>)]
     pub paused_at: Option<i64>,
     pub last_catch_up: Option<CatchUp>,
     pub backfill: Option<BackfillProgress>,
     pub retention: Retention,
+    #[serde(serialize_with = "crate::clock::as_rfc3339::serialize")]
+    #[schema(value_type = String)]
     pub created_at: i64,
 }
 
