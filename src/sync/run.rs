@@ -262,7 +262,7 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
                 &b.id
             )?;
             tx.commit().await?;
-            let at = after_failure(core, &d, &conn, &error, now).await?;
+            let at = after_failure(core, &d, &conn, &error, None, now).await?;
             Ok(Some(at))
         }
     }
@@ -298,18 +298,7 @@ async fn settle(
             Ok(Some(now.saturating_add(IDLE_MS)))
         }
         Pumped::Failed { error, from, to } => {
-            let mut tx = core.db.begin_write().await?;
-            if let SendError::Refused(_) = error {
-                exec!(
-                    &mut tx,
-                    "UPDATE deliveries SET parked_from = $1, parked_to = $2 WHERE id = $3",
-                    from,
-                    to,
-                    &d.id
-                )?;
-            }
-            tx.commit().await?;
-            let at = after_failure(core, d, conn, &error, now).await?;
+            let at = after_failure(core, d, conn, &error, Some((from, to)), now).await?;
             Ok(Some(at))
         }
     }
@@ -323,9 +312,21 @@ async fn after_failure(
     d: &Delivery,
     conn: &Connection,
     error: &SendError,
+    batch: Option<(i64, i64)>,
     now: i64,
 ) -> Result<i64, SyncError> {
     let mut tx = core.db.begin_write().await?;
+    // A refused live batch is parked in the transaction that records the
+    // error and the state, so no reader sees one without the others.
+    if let (SendError::Refused(_), Some((from, to))) = (error, batch) {
+        exec!(
+            &mut tx,
+            "UPDATE deliveries SET parked_from = $1, parked_to = $2 WHERE id = $3",
+            from,
+            to,
+            &d.id
+        )?;
+    }
     let message = error.to_string();
     let failures: i64 = scalar_optional!(
         &mut tx,
