@@ -43,9 +43,7 @@ async fn main() {
     let org = rekey::identity::orgs::create(&core.db, &Actor::cli(), "bench", None, core.now())
         .await
         .expect("org");
-    // First, while this process holds nothing else: its peak RSS is then
-    // the backfill's.
-    backfill(&core, &org.id).await;
+    backfill().await;
     let records: Vec<Record> = (0..n)
         .map(|i| {
             let email = format!("person{i:07}@bench.test");
@@ -98,20 +96,6 @@ async fn main() {
     }
 
     rekey_target(&core, &org.id, &records).await;
-}
-
-/// This process's peak resident memory so far (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// A PostgreSQL target connection of `org_id`, connected, into a fresh
@@ -171,74 +155,121 @@ async fn pg_connection(
 }
 
 /// A backfill of REKEY_BENCH_BACKFILL (default 1,000,000) outbox records
-/// into PostgreSQL through the engine itself (windows read after the
-/// cursor, batches of 500, the cursor committed under the lease after
-/// each): records/s, and this process's peak RSS, which must stay flat
+/// into PostgreSQL, run the way a user runs it: the history is written
+/// into a store on SQLite, then `rekey serve` starts on that store and
+/// `rekey delivery backfill --detach` hands the backfill to it (windows
+/// read after the cursor, batches of 500, the cursor committed under the
+/// lease after each). Prints records/s and the server's peak RSS (VmHWM,
+/// with its anonymous and file-backed parts), which must stay flat
 /// whatever the backlog (target: under 100 MiB).
-async fn backfill(core: &Core, org_id: &str) {
+async fn backfill() {
     let n = env_n("REKEY_BENCH_BACKFILL", 1_000_000);
-    let Some(w) = World::new("postgres").await else {
+    let (Some(store), Some(w)) = (World::new("sqlite").await, World::new("postgres").await) else {
         return;
     };
-    let conn = pg_connection(core, org_id, &w, "bench-backfill").await;
-    // The history: People writes of 1,000 records, as the API makes them.
-    let written = Instant::now();
-    let mut i = 0;
-    while i < n {
-        let end = (i + 1000).min(n);
-        let batch: Vec<(String, Map<String, Value>)> = (i..end)
-            .map(|k| {
-                let email = format!("history{k:07}@bench.test");
-                let fields = json!({"Email": email, "Plan": "pro", "Seats": k})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                (email, fields)
-            })
-            .collect();
-        rekey::people::upsert(&core.db, org_id, batch, core.now())
+    {
+        let config = Config {
+            data_dir: store.dir.path().to_path_buf(),
+            database_url: Some(store.db_url.clone()),
+            master_key: Some(store.key.clone()),
+            ..Config::default()
+        };
+        let (core, _) = Core::open(config, true).await.expect("core");
+        let org =
+            rekey::identity::orgs::create(&core.db, &Actor::cli(), "history", None, core.now())
+                .await
+                .expect("org");
+        let conn = pg_connection(&core, &org.id, &w, "bench-backfill").await;
+        // The history: People writes of 1,000 records, as the API makes them.
+        let written = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let end = (i + 1000).min(n);
+            let batch: Vec<(String, Map<String, Value>)> = (i..end)
+                .map(|k| {
+                    let email = format!("history{k:07}@bench.test");
+                    let fields = json!({"Email": email, "Plan": "pro", "Seats": k})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                    (email, fields)
+                })
+                .collect();
+            rekey::people::upsert(&core.db, &org.id, batch, core.now())
+                .await
+                .expect("people");
+            i = end;
+        }
+        rekey::sync::delivery::enable(&core, &org.id, &conn.name, &[], Some(500), &Actor::cli())
             .await
-            .expect("people");
-        i = end;
+            .expect("enable");
+        core.db.close().await;
+        eprintln!(
+            "[backfill] wrote {n} outbox records in {:.1} s",
+            written.elapsed().as_secs_f64()
+        );
     }
-    eprintln!(
-        "[backfill] wrote {n} outbox records in {:.1} s; peak RSS so far {:.0} MiB",
-        written.elapsed().as_secs_f64(),
-        peak_rss_mib()
-    );
-    rekey::sync::delivery::enable(core, org_id, &conn.name, &[], Some(500), &Actor::cli())
-        .await
-        .expect("enable");
-    let started = rekey::sync::backfill::start(
-        core,
-        org_id,
-        &conn.name,
-        rekey::sync::backfill::Window::All,
-        false,
-        &Actor::cli(),
-    )
-    .await
-    .expect("backfill");
-    let before = peak_rss_mib();
+    let (mut server, _, _) = store.serve();
+    let pid = server.id();
+    let idle = rss(pid);
+    let of = ["--org", "history", "--connection", "bench-backfill"];
+    let mut args = vec!["delivery", "backfill"];
+    args.extend(of);
+    args.push("--detach");
+    let started = store.json(&args, None);
+    let total = started["total"].as_i64().unwrap_or(0);
     let t = Instant::now();
+    let mut status_args = vec!["delivery", "status"];
+    status_args.extend(of);
     loop {
-        rekey::sync::run::run_due(core, "bench").await.expect("run");
-        let s = rekey::sync::delivery::status(core, org_id, &conn.name)
-            .await
-            .expect("status");
-        if s.backfill.as_ref().is_some_and(|b| b.state != "running") {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let s = store.json(&status_args, None);
+        let state = s["backfill"]["state"].as_str().unwrap_or("");
+        if !state.is_empty() && state != "running" {
+            assert_eq!(state, "done", "{s}");
             break;
         }
     }
     let secs = t.elapsed().as_secs_f64();
+    let peak = rss(pid);
+    let _ = server.kill();
+    let _ = server.wait();
     println!(
-        "[backfill] {} outbox records into PostgreSQL, batch 500: {:.0} records/s ({secs:.1} s; target ≥ 20,000/s); \
-         peak RSS {:.0} MiB before the backfill, {:.0} MiB after (target < 100 MiB)",
-        started.total,
-        started.total as f64 / secs,
-        before,
-        peak_rss_mib()
+        "[backfill] {total} outbox records into PostgreSQL by `rekey serve`, batch 500: {:.0} records/s \
+         ({secs:.1} s; target ≥ 20,000/s); the server's peak RSS {:.0} MiB (anonymous {:.0}, file-backed {:.0}; \
+         {:.0} MiB idle before the backfill; target < 100 MiB)",
+        total as f64 / secs,
+        peak.hwm,
+        peak.anon,
+        peak.file,
+        idle.hwm
     );
+}
+
+/// A process's resident memory in MiB: its peak (VmHWM) and what it holds
+/// now, split into anonymous memory and pages of mapped files.
+struct Rss {
+    hwm: f64,
+    anon: f64,
+    file: f64,
+}
+
+fn rss(pid: u32) -> Rss {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    };
+    Rss {
+        hwm: field("VmHWM:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
 }
 
 /// The `rekey` target: batches of 500 into a second rekey's People API

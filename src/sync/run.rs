@@ -199,7 +199,7 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
         }
         _ => {}
     }
-    if !matches!(conn.status.as_str(), "connected" | "error" | "rotating") {
+    if !super::state::usable(&conn.status) {
         let mut tx = core.db.begin_write().await?;
         delivery::transition(&mut tx, &d, Event::AuthLost, now).await?;
         tx.commit().await?;
@@ -234,7 +234,7 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
     if d.state() == State::PausedByUser {
         return Ok(Some(now.saturating_add(PERSON_MS)));
     }
-    if !matches!(conn.status.as_str(), "connected" | "error" | "rotating") {
+    if !super::state::usable(&conn.status) {
         return Ok(Some(now.saturating_add(IDLE_MS)));
     }
     let lane = Lane::Backfill {

@@ -85,6 +85,14 @@ impl std::fmt::Display for State {
     }
 }
 
+/// Whether a connection in `status` can carry records: connected, or
+/// passing through an error or a rotation (its credential still opens the
+/// target). Anything else (`needs_reauth`, `disconnected`, never
+/// authorized) pauses a delivery and holds a backfill until it is back.
+pub fn usable(status: &str) -> bool {
+    matches!(status, "connected" | "error" | "rotating")
+}
+
 /// The one transition function. A person's pause outranks everything but
 /// their resume; a backfill holds live delivery until it ends; a lost
 /// credential holds it until the connection is back.
