@@ -109,6 +109,24 @@ pub fn spawn_all(core: &Core, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>
         ),
         every(
             core.clone(),
+            stop.clone(),
+            crate::sync::outbox::COMPACT_EVERY,
+            "outbox compaction",
+            |core| {
+                Box::pin(async move {
+                    let retention = i64::try_from(core.config.outbox_retention.0.as_millis())
+                        .unwrap_or(i64::MAX);
+                    crate::sync::outbox::compact(&core.db, retention, core.now())
+                        .await
+                        .map(|c| c.removed)
+                        .map_err(|e| e.to_string())
+                })
+            },
+            None,
+            false,
+        ),
+        every(
+            core.clone(),
             stop,
             Duration::from_secs(300),
             "janitor",

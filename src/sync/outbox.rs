@@ -148,10 +148,22 @@ pub struct Compacted {
     pub removed: u64,
 }
 
+/// Older states deleted per transaction: a compaction of a large outbox
+/// never holds the one SQLite writer (or PostgreSQL locks) for long, and
+/// People writes and deliveries go on between its batches.
+const COMPACT_BATCH: i64 = 5_000;
+
+/// How often each instance compacts the outbox by itself. Hourly is far
+/// finer than the retention (days) and a scan of what is old is cheap at
+/// that rate; instances that compact at once only find less to delete.
+pub const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// Keeps only the latest state of each record among those every enabled
 /// delivery of its org has passed and that are older than `retention_ms`.
 /// What a delivery has not yet sent is never touched; a backfill beyond the
-/// retention window still sends every record's latest state.
+/// retention window still sends every record's latest state. Runs by
+/// itself every [`COMPACT_EVERY`] (and `rekey outbox compact`), in batches
+/// of [`COMPACT_BATCH`].
 pub async fn compact(db: &Db, retention_ms: i64, now: i64) -> Result<Compacted, StoreError> {
     let cut = now.saturating_sub(retention_ms);
     let mut c = db.read().await?;
@@ -164,31 +176,42 @@ pub async fn compact(db: &Db, retention_ms: i64, now: i64) -> Result<Compacted, 
     drop(c);
     let mut out = Compacted::default();
     for (org,) in orgs {
-        let mut tx = db.begin_write().await?;
-        // The lowest cursor of the org's deliveries, or its head when none.
-        let horizon = scalar_optional!(
-            &mut tx,
-            Option<i64>,
-            "SELECT MIN(cursor_seq) FROM deliveries WHERE org_id = $1",
-            &org
-        )?
-        .flatten();
-        let horizon = match horizon {
-            Some(h) => h,
-            None => head(&mut tx, &org).await?,
-        };
-        let n = exec!(
-            &mut tx,
-            "DELETE FROM outbox WHERE org_id = $1 AND seq <= $2 AND at < $3
-               AND EXISTS (SELECT 1 FROM outbox n WHERE n.org_id = outbox.org_id AND n.email = outbox.email
-                           AND n.seq > outbox.seq AND n.seq <= $2 AND n.at < $3)",
-            &org,
-            horizon,
-            cut
-        )?;
-        tx.commit().await?;
         out.orgs += 1;
-        out.removed += n;
+        loop {
+            let mut tx = db.begin_write().await?;
+            // The lowest cursor of the org's deliveries, or its head when
+            // none; read in each batch's transaction, so a delivery
+            // enabled meanwhile (at the head) or a cursor that moved is
+            // seen. A cursor never moves back.
+            let horizon = scalar_optional!(
+                &mut tx,
+                Option<i64>,
+                "SELECT MIN(cursor_seq) FROM deliveries WHERE org_id = $1",
+                &org
+            )?
+            .flatten();
+            let horizon = match horizon {
+                Some(h) => h,
+                None => head(&mut tx, &org).await?,
+            };
+            let n = exec!(
+                &mut tx,
+                "DELETE FROM outbox WHERE seq IN (
+                   SELECT o.seq FROM outbox o WHERE o.org_id = $1 AND o.seq <= $2 AND o.at < $3
+                     AND EXISTS (SELECT 1 FROM outbox n WHERE n.org_id = o.org_id AND n.email = o.email
+                                 AND n.seq > o.seq AND n.seq <= $2 AND n.at < $3)
+                   ORDER BY o.seq LIMIT $4)",
+                &org,
+                horizon,
+                cut,
+                COMPACT_BATCH
+            )?;
+            tx.commit().await?;
+            out.removed += n;
+            if n < COMPACT_BATCH as u64 {
+                break;
+            }
+        }
     }
     Ok(out)
 }

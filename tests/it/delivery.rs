@@ -693,3 +693,93 @@ dual!(
         assert!(!again.to_string().contains(&secret));
     }
 );
+
+/// `n` records `v{k}@example.com` at `version`: each call is a new state
+/// of the same records.
+async fn write_version(srv: &Server, key: &str, n: usize, version: usize) {
+    let records: Vec<Value> = (0..n)
+        .map(|k| json!({"Email": format!("v{k}@example.com"), "Version": version}))
+        .collect();
+    let r = client()
+        .put(srv.at("/v1/people"))
+        .header("Accesskey", key)
+        .json(&json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+dual!(
+    the_outbox_compacts_itself_past_retention_and_never_what_a_delivery_has_not_passed,
+    |env| {
+        env.org_with_admin("acme");
+        let mut srv = env.serve_with(FAST);
+        let key = acme_key(&env);
+        let (rest, url) = rest_receiver().await;
+        connection(
+            &env,
+            "custom_rest",
+            "hook",
+            &[
+                &format!("base_url={url}"),
+                "probe_path=/health",
+                "delivery_path=/in",
+            ],
+        );
+        set_credential(&env, "hook", &["api_key"], &["rk-test-api-key-1"]);
+        let of = ["--org", "acme", "--connection", "hook"];
+        let with = |verb: &[&str]| -> Vec<String> {
+            verb.iter()
+                .chain(of.iter())
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let run = |args: Vec<String>| {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.json(&a)
+        };
+        run(with(&["delivery", "enable"]));
+        // The receiver refuses: the delivery stays behind every record.
+        *rest.refuse.lock().unwrap() = Some((422, "not today".into()));
+        for version in 1..=3 {
+            write_version(&srv, &key, 10, version).await;
+        }
+        let parked = wait_until(
+            || !run(with(&["delivery", "status"]))["parked"].is_null(),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(parked);
+        // What a full backfill would send: the outbox up to the cursor.
+        let pending = || {
+            run(with(&["delivery", "backfill", "--dry-run"]))["total"]
+                .as_i64()
+                .unwrap()
+        };
+        // A month on: every state is past retention, none delivered.
+        env.advance(Duration::from_secs(31 * 86_400));
+        let c = env.json(&["outbox", "compact"]);
+        assert_eq!(c["removed"], 0, "the delivery has passed nothing: {c}");
+        assert_eq!(run(with(&["delivery", "status"]))["lag_records"], 30);
+        // Delivered: now only the latest state of each is kept, by the
+        // server itself (its compaction runs at start and every hour).
+        *rest.refuse.lock().unwrap() = None;
+        run(with(&["delivery", "resume"]));
+        let done = wait_until(
+            || run(with(&["delivery", "status"]))["lag_records"] == 0,
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(done);
+        assert_eq!(pending(), 30, "nothing compacted yet");
+        srv.kill();
+        let _srv = env.serve_with(FAST);
+        let compacted = wait_until(|| pending() == 10, Duration::from_secs(20)).await;
+        assert!(compacted, "the server compacts by itself: {}", pending());
+        // What was removed was an older state: each record's latest stays.
+        let again = env.json(&["outbox", "compact"]);
+        assert_eq!(again["removed"], 0, "{again}");
+        assert_eq!(run(with(&["delivery", "status"]))["head_seq"], 30);
+    }
+);
