@@ -183,7 +183,7 @@ pub async fn run(core: &Core, out: &Out, cmd: RotationCmd) -> anyhow::Result<Exi
             let row = rotation::get_any(core, &id).await?;
             let detailed = rotation::detailed_view(core, &row).await?;
             let v = row.view();
-            out.emit(&detailed, |_| describe(&v));
+            out.emit(&detailed, |d| describe(&v) + &describe_consumers(d));
         }
         RotationCmd::Cancel { id } => {
             let row = rotation::get_any(core, &id).await?;
@@ -317,6 +317,50 @@ pub async fn credentials(
 
 /// `rotate --preflight` for a person: who reads the credential, which
 /// version each has, and who would have to move.
+/// Who reads the rotated credential, which version, and until when it
+/// may keep it from its cache (`rotation show`).
+fn describe_consumers(d: &serde_json::Value) -> String {
+    let mut s = String::new();
+    for r in d["consumers"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "\n  reader {}{}{} — version {}, last read {}{}{}",
+            r["reader"].as_str().unwrap_or_default(),
+            r["consumer"]
+                .as_str()
+                .map(|c| format!(" (consumer {c})"))
+                .unwrap_or_default(),
+            r["ip"]
+                .as_str()
+                .map(|ip| format!(" from {ip}"))
+                .unwrap_or_default(),
+            r["version"],
+            r["last_read_at"].as_str().unwrap_or_default(),
+            r["may_cache_until"]
+                .as_str()
+                .map(|u| format!(", may cache it until {u}"))
+                .unwrap_or_default(),
+            if r["on_current"] == true {
+                ""
+            } else {
+                " (not on the new credential yet)"
+            }
+        ));
+    }
+    for h in d["cached"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "\n  {}{} may use its cached copy of version {} until {}: the previous credential stays until then",
+            h["reader"].as_str().unwrap_or_default(),
+            h["consumer"]
+                .as_str()
+                .map(|c| format!(" (consumer {c})"))
+                .unwrap_or_default(),
+            h["version"],
+            h["until_at"].as_str().unwrap_or_default(),
+        ));
+    }
+    s
+}
+
 fn describe_preflight(p: &serde_json::Value) -> String {
     let mut s = format!(
         "{} (current version {}): ",

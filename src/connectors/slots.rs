@@ -433,6 +433,25 @@ pub async fn holds_before<C: AsEx>(
     )?)
 }
 
+/// Every version live readers were handed of `connection_id` and may
+/// still use from their caches after `now` (for `rotation show`: until
+/// when each reader may keep the version it has).
+pub async fn holds<C: AsEx>(
+    c: &mut C,
+    connection_id: &str,
+    now: i64,
+) -> Result<Vec<Hold>, ConnectorError> {
+    Ok(fetch_all!(
+        c,
+        Hold,
+        "SELECT h.reader, h.consumer, h.version, h.until_at FROM credential_holds h
+         WHERE h.connection_id = $1 AND h.until_at > $2
+         ORDER BY h.until_at DESC, h.reader, h.consumer",
+        connection_id,
+        now
+    )?)
+}
+
 impl Reader {
     /// The reader for a person: its name, the consumer it named, and the
     /// address it read from.

@@ -742,13 +742,51 @@ async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, Rota
 pub async fn detailed_view(core: &Core, row: &RotationRow) -> Result<Value, RotationError> {
     let mut v = serde_json::to_value(row.view()).unwrap_or(Value::Null);
     let p = if row.target_type == "connection" {
-        let p = preflight(core, &row.target_id, &row.target_name).await?;
-        json!({"consumers": p["readers"], "not_moved": p["not_moved"]})
+        let mut p = preflight(core, &row.target_id, &row.target_name).await?;
+        // Until when each reader may keep using the version it has from
+        // its cache (`refresh_after_s` at its last read): the previous
+        // version is not retired before.
+        let holds =
+            crate::connectors::slots::holds(&mut core.db.read().await?, &row.target_id, core.now())
+                .await?;
+        if let Some(readers) = p["readers"].as_array_mut() {
+            for r in readers {
+                let held = holds.iter().find(|h| {
+                    r["reader"].as_str() == Some(h.reader.as_str())
+                        && r["consumer"].as_str().unwrap_or("") == h.consumer
+                        && r["version"].as_i64() == Some(h.version)
+                });
+                r["may_cache_until"] = match held {
+                    Some(h) => json!(rfc3339(h.until_at)),
+                    None => Value::Null,
+                };
+            }
+        }
+        // Copies of a version older than the current one that readers may
+        // still use: what the cut-over waits for before it retires it.
+        let current = p["current_version"].as_i64().unwrap_or(i64::MAX);
+        let cached: Vec<Value> = holds
+            .iter()
+            .filter(|h| h.version < current)
+            .map(|h| {
+                json!({
+                    "reader": h.reader,
+                    "consumer": Some(h.consumer.as_str()).filter(|c| !c.is_empty()),
+                    "version": h.version,
+                    "until_at": rfc3339(h.until_at),
+                })
+            })
+            .collect();
+        json!({"consumers": p["readers"], "not_moved": p["not_moved"], "cached": cached})
     } else {
         own::consumers(core, row).await?
     };
     v["consumers"] = p["consumers"].clone();
     v["not_moved"] = p["not_moved"].clone();
+    v["cached"] = match p.get("cached") {
+        Some(c) => c.clone(),
+        None => json!([]),
+    };
     Ok(v)
 }
 

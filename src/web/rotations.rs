@@ -128,11 +128,21 @@ pub struct BookStep {
     pub done: bool,
 }
 
+/// A copy of an older version a reader may still use from its cache.
+pub struct Cached {
+    pub who: String,
+    pub version: String,
+    pub until_at: String,
+}
+
 pub struct Consumer {
     pub reader: String,
     pub ip: String,
     pub version: String,
     pub last_read_at: String,
+    /// Until when it may keep the version it has from its cache; empty
+    /// when it holds none.
+    pub may_cache_until: String,
     pub on_current: bool,
 }
 
@@ -151,6 +161,7 @@ pub struct ShowPage {
     pub steps: Vec<Step>,
     pub runbook: Vec<BookStep>,
     pub consumers: Vec<Consumer>,
+    pub cached: Vec<Cached>,
     pub authorize_url: Option<String>,
     pub facts: Vec<(&'static str, String)>,
     pub ended: bool,
@@ -226,7 +237,23 @@ async fn show_page(
                     ip: s(&x["ip"]),
                     version: s(&x["version"]),
                     last_read_at: s(&x["last_read_at"]),
+                    may_cache_until: s(&x["may_cache_until"]),
                     on_current: x["on_current"].as_bool().unwrap_or(false),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let cached = v["cached"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| Cached {
+                    who: match x["consumer"].as_str() {
+                        Some(c) => format!("{} (consumer {c})", s(&x["reader"])),
+                        None => s(&x["reader"]),
+                    },
+                    version: s(&x["version"]),
+                    until_at: s(&x["until_at"]),
                 })
                 .collect()
         })
@@ -276,6 +303,7 @@ async fn show_page(
             steps,
             runbook,
             consumers,
+            cached,
             authorize_url: v["authorize_url"].as_str().map(str::to_string),
             facts,
             ended: row.finished_at.is_some(),

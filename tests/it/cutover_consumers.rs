@@ -130,6 +130,40 @@ dual!(
         assert_eq!(v["not_moved"], json!([]), "{v}");
         let said = v["steps"].to_string();
         assert!(said.contains("from its cache until"), "{v}");
+        // Until when: the copy of version 1 in `cached`, each reader's own
+        // in `may_cache_until`, in JSON, text and the console alike.
+        assert_eq!(v["cached"][0]["version"], 1, "{v}");
+        let until = v["cached"][0]["until_at"].as_str().unwrap().to_string();
+        assert!(until.ends_with('Z'), "{v}");
+        assert!(v["consumers"][0]["may_cache_until"].is_string(), "{v}");
+        let text = env.ok(&["rotation", "show", &rid]);
+        assert!(
+            text.contains(&format!(
+                "may use its cached copy of version 1 until {until}"
+            )),
+            "{text}"
+        );
+        env.json_stdin(
+            &[
+                "user",
+                "create",
+                "--org",
+                "acme",
+                "--email",
+                "admin@acme.test",
+                "--permission",
+                "read_write",
+                "--admin",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        );
+        let (web, _) = crate::console::sign_in(&srv, "admin@acme.test").await;
+        let (status, html) =
+            crate::console::get(&web, &srv, &format!("/ui/orgs/acme/rotations/{rid}")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("May cache until"), "{html}");
+        assert!(html.contains(&format!("version 1 until {until}")), "{html}");
         // The caching consumer's last use of its copy, just before its
         // refresh_after passes, still works.
         env.advance(Duration::from_secs(290));
