@@ -64,13 +64,20 @@ pub enum Db {
 }
 
 /// A writing transaction. Obtain it through [`Db::begin_write`] only.
+/// The last field holds the audit events recorded in it, chained onto the
+/// log as the transaction's last statements ([`crate::audit::record`]).
 pub enum Tx {
     Sqlite(
         Transaction<'static, Sqlite>,
         tokio::sync::OwnedSemaphorePermit,
         Arc<Epoch>,
+        Vec<crate::audit::AuditRow>,
     ),
-    Postgres(Transaction<'static, Postgres>, Arc<Epoch>),
+    Postgres(
+        Transaction<'static, Postgres>,
+        Arc<Epoch>,
+        Vec<crate::audit::AuditRow>,
+    ),
 }
 
 /// A pooled connection for reads.
@@ -93,7 +100,7 @@ impl AsEx for Tx {
     fn ex(&mut self) -> Ex<'_> {
         match self {
             Tx::Sqlite(t, ..) => Ex::Sqlite(t),
-            Tx::Postgres(t, _) => Ex::Postgres(t),
+            Tx::Postgres(t, ..) => Ex::Postgres(t),
         }
     }
 }
@@ -108,6 +115,14 @@ impl AsEx for Conn {
 }
 
 impl Tx {
+    /// The audit events recorded in this transaction and not yet chained.
+    pub(crate) fn audit_pending(&mut self) -> &mut Vec<crate::audit::AuditRow> {
+        match self {
+            Tx::Sqlite(.., pending) => pending,
+            Tx::Postgres(.., pending) => pending,
+        }
+    }
+
     /// Commits. When the transaction changed something a validation cache
     /// may hold (a revocation, a deactivation, a new secret), this returns
     /// only once every instance has stopped trusting what it cached before
@@ -119,10 +134,11 @@ impl Tx {
 
     /// Commits a transaction that only inserted (inserts fire no
     /// invalidation trigger), without the epoch check.
-    async fn commit_inserts(self) -> Result<()> {
+    async fn commit_inserts(mut self) -> Result<()> {
+        crate::audit::chain_pending(&mut self).await?;
         match self {
             Tx::Sqlite(t, ..) => t.commit().await?,
-            Tx::Postgres(t, _) => t.commit().await?,
+            Tx::Postgres(t, ..) => t.commit().await?,
         }
         Ok(())
     }
@@ -130,17 +146,18 @@ impl Tx {
     /// Commits and hands back the wait an invalidating commit owes, for
     /// callers that must not sleep in place (the group-commit writer) or
     /// that commit many times and wait once.
-    pub async fn commit_no_wait(self) -> Result<Invalidation> {
+    pub async fn commit_no_wait(mut self) -> Result<Invalidation> {
+        crate::audit::chain_pending(&mut self).await?;
         // BACKEND-SPECIFIC: on SQLite the triggers bump the counter and the
         // connection's update hook notes it (no statement of our own); on
         // PostgreSQL they mark the transaction and bump the counter at
         // commit (migration 0005_cache_epoch).
         let (invalidates, epoch) = match self {
-            Tx::Sqlite(t, _permit, epoch) => {
+            Tx::Sqlite(t, _permit, epoch, _) => {
                 t.commit().await?;
                 (epoch.sqlite_bumped.swap(false, Ordering::AcqRel), epoch)
             }
-            Tx::Postgres(mut t, epoch) => {
+            Tx::Postgres(mut t, epoch, _) => {
                 let marked = sqlx::query_scalar::<_, bool>(
                     "SELECT COALESCE(current_setting('rekey.invalidates', true), '') = '1'",
                 )
@@ -332,9 +349,11 @@ impl Db {
                     .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
                 let t = write.begin_with("BEGIN IMMEDIATE").await?;
                 epoch.sqlite_bumped.store(false, Ordering::Release);
-                Tx::Sqlite(t, permit, epoch.clone())
+                Tx::Sqlite(t, permit, epoch.clone(), Vec::new())
             }
-            Db::Postgres { pool, epoch } => Tx::Postgres(pool.begin().await?, epoch.clone()),
+            Db::Postgres { pool, epoch } => {
+                Tx::Postgres(pool.begin().await?, epoch.clone(), Vec::new())
+            }
         })
     }
 

@@ -253,10 +253,13 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                 drop(run);
                 continue;
             }
+            // The audit events a rolled-back job recorded go with it.
+            let audited = tx.audit_pending().len();
             let (keep, d) = run(&mut tx).await;
             let end = if keep {
                 exec!(&mut tx, "RELEASE SAVEPOINT job")
             } else {
+                tx.audit_pending().truncate(audited);
                 match exec!(&mut tx, "ROLLBACK TO SAVEPOINT job") {
                     Ok(_) => exec!(&mut tx, "RELEASE SAVEPOINT job"),
                     Err(e) => Err(e),
