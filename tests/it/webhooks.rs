@@ -687,3 +687,109 @@ dual!(
         );
     }
 );
+
+dual!(
+    own_secrets_nearing_expiry_or_due_raise_their_events_once,
+    |env| {
+        env.org_with_admin("acme");
+        let (r, url) = receiver(&env).await;
+        // an access key that stops working in 10 days, a machine client
+        // whose secret is due every 8 days, and one with no schedule
+        env.json(&[
+            "key",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "ci",
+            "--scope",
+            "read",
+            "--expires",
+            "10d",
+        ]);
+        for name in ["sync", "spare"] {
+            env.json(&[
+                "m2m", "create", "--org", "acme", "--name", name, "--scope", "read",
+            ]);
+        }
+        env.json(&[
+            "m2m",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "sync",
+            "--rotation-interval",
+            "8d",
+        ]);
+        create(&env, &r, &url, &["credential.expiring", "rotation.due"]);
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(r.got().is_empty(), "nothing near yet: {:?}", r.got());
+        // day 2: the machine secret is due in 6 days
+        env.advance(Duration::from_secs(2 * 86_400));
+        let got = settled(&r, 1).await;
+        assert_eq!(events(&got), ["credential.expiring"], "{got:?}");
+        let c = &got[0].body["data"]["credential"];
+        assert_eq!(
+            (c["type"].as_str(), c["name"].as_str()),
+            (Some("m2m_secret"), Some("sync")),
+            "{c}"
+        );
+        assert!(got[0].body["data"]["due_at"].is_string(), "{:?}", got[0]);
+        // day 4: the key stops working in 6 days; the machine secret is
+        // still expiring, not again
+        env.advance(Duration::from_secs(2 * 86_400));
+        let got = settled(&r, 2).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1].event, "credential.expiring");
+        let c = &got[1].body["data"]["credential"];
+        assert_eq!(
+            (c["type"].as_str(), c["name"].as_str()),
+            (Some("access_key"), Some("ci")),
+            "{c}"
+        );
+        assert!(
+            got[1].body["data"]["expires_at"].is_string(),
+            "{:?}",
+            got[1]
+        );
+        // day 9: the machine secret is due; a person rotates it
+        env.advance(Duration::from_secs(5 * 86_400));
+        let got = settled(&r, 3).await;
+        for _ in 0..3 {
+            env.advance(Duration::from_secs(3_600));
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        assert_eq!(r.got().len(), 3, "once each: {:?}", r.got());
+        assert_eq!(got[2].event, "rotation.due", "{got:?}");
+        let d = &got[2].body["data"];
+        assert_eq!(d["credential"]["name"], "sync", "{d}");
+        assert!(
+            d["waiting"]
+                .as_str()
+                .is_some_and(|w| w.contains("rekey m2m regenerate-secret --org acme --name sync")),
+            "{d}"
+        );
+        all_signed(&got);
+        assert!(
+            !r.got().iter().any(|g| g.body.to_string().contains("spare")),
+            "no schedule, no event"
+        );
+        // regenerated: a new due period, and its own warning 6 days ahead
+        env.json(&[
+            "m2m",
+            "regenerate-secret",
+            "--org",
+            "acme",
+            "--name",
+            "sync",
+        ]);
+        env.advance(Duration::from_secs(2 * 86_400));
+        let got = settled(&r, 4).await;
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[3].event, "credential.expiring");
+        assert_eq!(got[3].body["data"]["credential"]["name"], "sync");
+        assert_eq!(deliveries(&env).len(), 4);
+    }
+);
