@@ -161,11 +161,19 @@ dual!(
         let got = wait_for(&r, 2).await;
         // time for any extra one to show up
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let got = if r.got().len() > got.len() {
+        let mut got = if r.got().len() > got.len() {
             r.got()
         } else {
             got
         };
+        // Sends run concurrently (up to 4 per receiver host), so arrival
+        // order is not the order of the changes: a receiver orders by the
+        // signed `created_at`, as this one does.
+        got.sort_by(|a, b| {
+            a.body["created_at"]
+                .as_str()
+                .cmp(&b.body["created_at"].as_str())
+        });
         let events: Vec<&str> = got.iter().map(|g| g.event.as_str()).collect();
         assert_eq!(
             events,
