@@ -7,7 +7,8 @@
 //!
 //! Own secrets that fall due are flagged, not rotated by themselves: a new
 //! access key or client secret is shown once to whoever rotates it, and a
-//! rotation nobody watches would hand it to no one.
+//! rotation nobody watches would hand it to no one. The scheduler raises
+//! `credential.expiring` and `rotation.due` for them (`schedule::note_own`).
 
 use serde::Serialize;
 use serde_json::json;

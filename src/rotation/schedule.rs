@@ -14,6 +14,11 @@
 //! per due period with the reason (`rotation_waiting`, shown by `connection
 //! show` and `credentials age`) and logged as a warning then, not looked at
 //! again on every pass.
+//!
+//! The same passes raise the webhooks a person acts on ahead of time:
+//! `credential.expiring` a week before a connection's or one of rekey's own
+//! secrets' due date (or an access key's expiry), `rotation.due` when one
+//! falls due and waits for a person; each once per credential per date.
 
 use std::collections::HashMap;
 
@@ -107,6 +112,7 @@ pub async fn start_due(core: &Core) -> Result<usize, RotationError> {
     let now = core.now();
     note_waiting(core, now).await?;
     note_expiring(core, now).await?;
+    note_own(core, now).await?;
     let kinds = automatic();
     let mut args = vec![
         Arg::Int(now),
@@ -221,6 +227,124 @@ async fn note_expiring(core: &Core, now: i64) -> Result<(), RotationError> {
             now,
         )
         .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One of rekey's own secrets near or past a date a person must act by.
+#[derive(sqlx::FromRow)]
+struct OwnDate {
+    /// `schedule` (its rotation interval runs out: due) or `expiry` (an
+    /// access key's `--expires`: it stops working).
+    what: String,
+    /// `key`, `m2m`, `app`, as `secret_schedules` names them.
+    target_type: String,
+    id: String,
+    org_id: String,
+    org: String,
+    name: String,
+    at: i64,
+}
+
+/// The secrets of rekey's own (access keys, machine-client and application
+/// secrets) with a date within [`EXPIRING_WITHIN_MS`] or a schedule past due
+/// that no event has been raised for yet. The key of each event is in SQL
+/// too, so a pass skips those already raised instead of reading them all.
+const OWN_DATES: &str = "SELECT u.what, u.target_type, u.id, u.org_id, u.org, u.name, u.at FROM (
+    SELECT 'schedule' AS what, 'key' AS target_type, k.id, k.org_id, o.slug AS org, k.name,
+           COALESCE(s.rotated_at, k.created_at) + s.rotation_interval_ms AS at
+      FROM access_keys k JOIN orgs o ON o.id = k.org_id
+      JOIN secret_schedules s ON s.target_type = 'key' AND s.target_id = k.id
+     WHERE k.revoked_at IS NULL AND s.rotation_interval_ms IS NOT NULL
+       AND (k.expires_at IS NULL OR k.expires_at > $1)
+    UNION ALL
+    SELECT 'schedule' AS what, cl.kind AS target_type, cl.id, cl.org_id, o.slug AS org, cl.name,
+           COALESCE(s.rotated_at, cl.created_at) + s.rotation_interval_ms AS at
+      FROM oauth_clients cl JOIN orgs o ON o.id = cl.org_id
+      JOIN secret_schedules s ON s.target_type = cl.kind AND s.target_id = cl.id
+     WHERE cl.active = TRUE AND s.rotation_interval_ms IS NOT NULL
+    UNION ALL
+    SELECT 'expiry' AS what, 'key' AS target_type, k.id, k.org_id, o.slug AS org, k.name,
+           k.expires_at AS at
+      FROM access_keys k JOIN orgs o ON o.id = k.org_id
+     WHERE k.revoked_at IS NULL AND k.expires_at IS NOT NULL
+  ) u
+  WHERE u.at <= $2 AND (u.what = 'schedule' OR u.at > $1)
+    AND NOT EXISTS (SELECT 1 FROM event_marks m WHERE m.key =
+        CASE WHEN u.what = 'schedule' AND u.at <= $1 THEN 'rotation.due:' ELSE 'credential.expiring:' END
+        || u.what || ':' || u.target_type || ':' || u.id || ':' || CAST(u.at AS TEXT))
+  ORDER BY u.at, u.id
+  LIMIT $3";
+
+impl OwnDate {
+    /// The event this date raises now, and its `event_marks` key (the
+    /// same as [`OWN_DATES`] builds).
+    fn event(&self, now: i64) -> (WebhookEvent, String) {
+        let (event, prefix) = if self.what == "schedule" && self.at <= now {
+            (WebhookEvent::RotationDue, "rotation.due")
+        } else {
+            (WebhookEvent::CredentialExpiring, "credential.expiring")
+        };
+        let key = format!(
+            "{prefix}:{}:{}:{}:{}",
+            self.what, self.target_type, self.id, self.at
+        );
+        (event, key)
+    }
+
+    /// The type the age view (`credentials age`) gives it.
+    fn credential_type(&self) -> &'static str {
+        match self.target_type.as_str() {
+            "key" => "access_key",
+            "m2m" => "m2m_secret",
+            _ => "app_secret",
+        }
+    }
+
+    /// What a person runs to replace it.
+    fn how(&self) -> String {
+        let (flag, verb) = match self.target_type.as_str() {
+            "key" => ("--key", "key reset"),
+            "m2m" => ("--m2m", "m2m regenerate-secret"),
+            _ => ("--app", "app regenerate-secret"),
+        };
+        format!(
+            "a person rotates it (the new secret is shown once): `rekey rotate --org {org} {flag} {name}` (with an overlap), or `rekey {verb} --org {org} --name {name}`",
+            org = self.org,
+            name = self.name
+        )
+    }
+}
+
+/// Raises, for rekey's own secrets, `credential.expiring` once per secret
+/// per date (an access key's expiry, a schedule's due date) when that date
+/// is within [`EXPIRING_WITHIN_MS`], and `rotation.due` once per due period
+/// when a schedule runs out: own secrets are never rotated by the
+/// scheduler (a new one must be shown to someone), so a due one always
+/// waits for a person.
+async fn note_own(core: &Core, now: i64) -> Result<(), RotationError> {
+    let args = vec![
+        Arg::Int(now),
+        Arg::Int(now.saturating_add(EXPIRING_WITHIN_MS)),
+        Arg::Int(SCHEDULE_BATCH),
+    ];
+    let found: Vec<OwnDate> = fetch_all_args(&mut core.db.read().await?, OWN_DATES, args).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut tx = core.db.begin_write().await?;
+    for d in &found {
+        let (event, key) = d.event(now);
+        let credential = json!({"type": d.credential_type(), "id": d.id, "name": d.name});
+        let data = match (event, d.what.as_str()) {
+            (WebhookEvent::RotationDue, _) => {
+                json!({"credential": credential, "due_at": rfc3339(d.at), "waiting": d.how()})
+            }
+            (_, "expiry") => json!({"credential": credential, "expires_at": rfc3339(d.at)}),
+            _ => json!({"credential": credential, "due_at": rfc3339(d.at)}),
+        };
+        webhooks::emit_once(&mut tx, &key, &d.org_id, event, data, now).await?;
     }
     tx.commit().await?;
     Ok(())

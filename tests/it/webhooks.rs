@@ -161,11 +161,19 @@ dual!(
         let got = wait_for(&r, 2).await;
         // time for any extra one to show up
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let got = if r.got().len() > got.len() {
+        let mut got = if r.got().len() > got.len() {
             r.got()
         } else {
             got
         };
+        // Sends run concurrently (up to 4 per receiver host), so arrival
+        // order is not the order of the changes: a receiver orders by the
+        // signed `created_at`, as this one does.
+        got.sort_by(|a, b| {
+            a.body["created_at"]
+                .as_str()
+                .cmp(&b.body["created_at"].as_str())
+        });
         let events: Vec<&str> = got.iter().map(|g| g.event.as_str()).collect();
         assert_eq!(
             events,
@@ -427,3 +435,369 @@ dual!(credential_expiring_is_raised_once_per_expiry, |env| {
         assert!(kinds.contains(&want), "{want}: {log}");
     }
 });
+
+/// What the receiver holds once `n` arrived and a few more scheduler
+/// passes (1 s each) had the chance to send another.
+async fn settled(r: &Receiver, n: usize) -> Vec<Got> {
+    wait_for(r, n).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    r.got()
+}
+
+/// Every request signed, its body naming its event, delivery and org.
+fn all_signed(got: &[Got]) {
+    for g in got {
+        assert_eq!(g.verified, Ok(()), "{g:?}");
+        assert_eq!(g.body["type"], g.event.as_str(), "{g:?}");
+        assert_eq!(g.body["id"], g.delivery.as_str(), "{g:?}");
+        assert_eq!(g.body["org"], "acme", "{g:?}");
+    }
+}
+
+fn events(got: &[Got]) -> Vec<&str> {
+    got.iter().map(|g| g.event.as_str()).collect()
+}
+
+/// A manual (runbook) connection `name` of org `acme` holding an API key.
+async fn manual_connection(env: &Env, name: &str) -> crate::attacker::Listener {
+    let api = crate::attacker::Listener::start(200, &[], "{}").await;
+    env.json(&[
+        "connection",
+        "create",
+        "--org",
+        "acme",
+        "--kind",
+        "custom_rest",
+        "--name",
+        name,
+        "--setting",
+        &format!("base_url={}", api.url),
+    ]);
+    set_credential(env, name, &["api_key"], &["an-api-key-000000000801"]);
+    api
+}
+
+dual!(
+    rotation_failed_arrives_once_with_its_reason_and_replays,
+    |env| {
+        let old = "the-old-password-0801";
+        // a Redis user that may not change its password: the check fails
+        let Some(_user) = crate::rotation::redis_world(&env, old, false).await else {
+            return;
+        };
+        let (r, url) = receiver(&env).await;
+        create(&env, &r, &url, &["rotation.failed", "rotation.stalled"]);
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let out = env.run(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--wait",
+            "--cutover-window",
+            "0s",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["status"], "failed", "{v}");
+        let got = settled(&r, 1).await;
+        // later passes find the failed rotation again: no new event
+        env.advance(Duration::from_secs(3_600));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(r.got().len(), 1, "{:?}", r.got());
+        assert_eq!(events(&got), ["rotation.failed"], "{got:?}");
+        all_signed(&got);
+        let data = &got[0].body["data"];
+        assert_eq!(data["rotation"]["id"], v["id"], "{data}");
+        assert_eq!(data["rotation"]["status"], "failed", "{data}");
+        assert_eq!(data["rotation"]["reason"], v["reason"], "{data}");
+        assert!(
+            data["rotation"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("check:") && r.contains("acl|setuser")),
+            "{data}"
+        );
+        assert_eq!(data["target"]["type"], "connection", "{data}");
+        assert_eq!(data["target"]["name"], "cache", "{data}");
+        // listed, and replayed as the same signed body
+        let ds = deliveries(&env);
+        assert_eq!(ds.len(), 1, "{ds:?}");
+        assert_eq!(ds[0]["event"], "rotation.failed");
+        assert_eq!(ds[0]["state"], "delivered");
+        assert_eq!(ds[0]["id"], got[0].delivery.as_str());
+        let did = ds[0]["id"].as_str().unwrap();
+        let again = env.json(&["webhook", "replay", "--org", "acme", "--delivery", did]);
+        assert_eq!(again["state"], "queued", "{again}");
+        let got = wait_for(&r, 2).await;
+        assert_eq!(got[1].delivery, did);
+        assert_eq!(got[1].body, got[0].body, "a replay sends the same body");
+        all_signed(&got);
+        let ds = poll(
+            &env,
+            &[
+                "webhook",
+                "deliveries",
+                "--org",
+                "acme",
+                "--state",
+                "delivered",
+            ],
+            |v| v["items"][0]["attempts"] == 2,
+        )
+        .await;
+        assert_eq!(ds["items"].as_array().unwrap().len(), 1, "{ds}");
+    }
+);
+
+dual!(
+    rotation_stalled_arrives_once_however_many_passes_see_it,
+    |env| {
+        env.org_with_admin("acme");
+        let _api = manual_connection(&env, "crm").await;
+        let (r, url) = receiver(&env).await;
+        create(&env, &r, &url, &["rotation.stalled", "rotation.failed"]);
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "crm",
+            "--deadline",
+            "2h",
+        ]);
+        assert_eq!(v["status"], "waiting_person", "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(r.got().is_empty(), "waiting is no stall: {:?}", r.got());
+        // nobody did it by the deadline
+        env.advance(Duration::from_secs(3 * 3_600));
+        wait_for_status(&env, &id, "stalled").await;
+        let got = settled(&r, 1).await;
+        for _ in 0..3 {
+            env.advance(Duration::from_secs(3_600));
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        assert_eq!(r.got().len(), 1, "one per stall: {:?}", r.got());
+        assert_eq!(events(&got), ["rotation.stalled"], "{got:?}");
+        all_signed(&got);
+        let data = &got[0].body["data"];
+        assert_eq!(data["rotation"]["id"], id.as_str(), "{data}");
+        assert_eq!(data["rotation"]["status"], "stalled", "{data}");
+        assert!(
+            data["rotation"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("deadline passed")),
+            "{data}"
+        );
+        assert_eq!(data["target"]["name"], "crm", "{data}");
+        let ds = deliveries(&env);
+        assert_eq!(
+            (ds.len(), ds[0]["event"].as_str()),
+            (1, Some("rotation.stalled"))
+        );
+    }
+);
+
+dual!(
+    rotation_due_arrives_once_per_due_period_not_per_pass,
+    |env| {
+        env.org_with_admin("acme");
+        let _api = manual_connection(&env, "crm").await;
+        env.json(&[
+            "connection",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "crm",
+            "--rotation-interval",
+            "90d",
+        ]);
+        let (r, url) = receiver(&env).await;
+        create(&env, &r, &url, &["rotation.due"]);
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(r.got().is_empty(), "not due yet: {:?}", r.got());
+        env.advance(Duration::from_secs(91 * 86_400));
+        let got = settled(&r, 1).await;
+        for _ in 0..3 {
+            env.advance(Duration::from_secs(3_600));
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        assert_eq!(r.got().len(), 1, "one per due period: {:?}", r.got());
+        assert_eq!(events(&got), ["rotation.due"], "{got:?}");
+        all_signed(&got);
+        let data = &got[0].body["data"];
+        assert_eq!(data["connection"]["name"], "crm", "{data}");
+        assert!(data["due_at"].is_string(), "{data}");
+        assert!(
+            data["waiting"]
+                .as_str()
+                .is_some_and(|w| w.contains("rekey rotate --org acme --connection crm")),
+            "what a person must do: {data}"
+        );
+        // a person replaces it; the next period falls due: one more
+        set_credential(&env, "crm", &["api_key"], &["an-api-key-000000000802"]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(r.got().len(), 1, "{:?}", r.got());
+        env.advance(Duration::from_secs(91 * 86_400));
+        let got = settled(&r, 2).await;
+        assert_eq!(events(&got), ["rotation.due", "rotation.due"], "{got:?}");
+        all_signed(&got);
+        assert_ne!(got[0].body["data"]["due_at"], got[1].body["data"]["due_at"]);
+        assert_eq!(deliveries(&env).len(), 2);
+    }
+);
+
+dual!(
+    incident_item_waiting_arrives_once_naming_the_item_and_who,
+    |env| {
+        env.org_with_admin("acme");
+        let _api = manual_connection(&env, "crm").await;
+        let (r, url) = receiver(&env).await;
+        create(&env, &r, &url, &["incident.item_waiting"]);
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let v = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "provider breach",
+            "--scope",
+            "org:acme",
+            "--wait",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        let got = settled(&r, 1).await;
+        // the campaign's passes look at the waiting item again and again
+        for _ in 0..3 {
+            env.advance(Duration::from_secs(600));
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        assert_eq!(r.got().len(), 1, "one per wait: {:?}", r.got());
+        assert_eq!(events(&got), ["incident.item_waiting"], "{got:?}");
+        all_signed(&got);
+        let data = &got[0].body["data"];
+        assert_eq!(data["incident"], id.as_str(), "{data}");
+        assert_eq!(data["target"]["name"], "crm", "{data}");
+        assert_eq!(data["who"], "org_admins", "{data}");
+        assert!(data["n"].is_i64(), "{data}");
+        assert!(
+            data["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{data}"
+        );
+        let ds = deliveries(&env);
+        assert_eq!(
+            (ds.len(), ds[0]["event"].as_str()),
+            (1, Some("incident.item_waiting"))
+        );
+    }
+);
+
+dual!(
+    own_secrets_nearing_expiry_or_due_raise_their_events_once,
+    |env| {
+        env.org_with_admin("acme");
+        let (r, url) = receiver(&env).await;
+        // an access key that stops working in 10 days, a machine client
+        // whose secret is due every 8 days, and one with no schedule
+        env.json(&[
+            "key",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "ci",
+            "--scope",
+            "read",
+            "--expires",
+            "10d",
+        ]);
+        for name in ["sync", "spare"] {
+            env.json(&[
+                "m2m", "create", "--org", "acme", "--name", name, "--scope", "read",
+            ]);
+        }
+        env.json(&[
+            "m2m",
+            "update",
+            "--org",
+            "acme",
+            "--name",
+            "sync",
+            "--rotation-interval",
+            "8d",
+        ]);
+        create(&env, &r, &url, &["credential.expiring", "rotation.due"]);
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(r.got().is_empty(), "nothing near yet: {:?}", r.got());
+        // day 2: the machine secret is due in 6 days
+        env.advance(Duration::from_secs(2 * 86_400));
+        let got = settled(&r, 1).await;
+        assert_eq!(events(&got), ["credential.expiring"], "{got:?}");
+        let c = &got[0].body["data"]["credential"];
+        assert_eq!(
+            (c["type"].as_str(), c["name"].as_str()),
+            (Some("m2m_secret"), Some("sync")),
+            "{c}"
+        );
+        assert!(got[0].body["data"]["due_at"].is_string(), "{:?}", got[0]);
+        // day 4: the key stops working in 6 days; the machine secret is
+        // still expiring, not again
+        env.advance(Duration::from_secs(2 * 86_400));
+        let got = settled(&r, 2).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1].event, "credential.expiring");
+        let c = &got[1].body["data"]["credential"];
+        assert_eq!(
+            (c["type"].as_str(), c["name"].as_str()),
+            (Some("access_key"), Some("ci")),
+            "{c}"
+        );
+        assert!(
+            got[1].body["data"]["expires_at"].is_string(),
+            "{:?}",
+            got[1]
+        );
+        // day 9: the machine secret is due; a person rotates it
+        env.advance(Duration::from_secs(5 * 86_400));
+        let got = settled(&r, 3).await;
+        for _ in 0..3 {
+            env.advance(Duration::from_secs(3_600));
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        assert_eq!(r.got().len(), 3, "once each: {:?}", r.got());
+        assert_eq!(got[2].event, "rotation.due", "{got:?}");
+        let d = &got[2].body["data"];
+        assert_eq!(d["credential"]["name"], "sync", "{d}");
+        assert!(
+            d["waiting"]
+                .as_str()
+                .is_some_and(|w| w.contains("rekey m2m regenerate-secret --org acme --name sync")),
+            "{d}"
+        );
+        all_signed(&got);
+        assert!(
+            !r.got().iter().any(|g| g.body.to_string().contains("spare")),
+            "no schedule, no event"
+        );
+        // regenerated: a new due period, and its own warning 6 days ahead
+        env.json(&[
+            "m2m",
+            "regenerate-secret",
+            "--org",
+            "acme",
+            "--name",
+            "sync",
+        ]);
+        env.advance(Duration::from_secs(2 * 86_400));
+        let got = settled(&r, 4).await;
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[3].event, "credential.expiring");
+        assert_eq!(got[3].body["data"]["credential"]["name"], "sync");
+        assert_eq!(deliveries(&env).len(), 4);
+    }
+);
