@@ -118,6 +118,7 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         return keyring::generate(&out).map(|_| ExitCode::SUCCESS);
     }
     let (core, source) = Core::open(config, true).await?;
+    core.adopt_server_url().await?;
     if let crate::crypto::keyring::KeySource::Generated(p) = &source {
         eprintln!(
             "warning: no master key was configured; generated one into {} (mode 0600). Back it up: without it, secrets are lost.",
