@@ -341,8 +341,54 @@ fn read_toml(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// One setting error, without the value when the setting is secret.
-fn describe_error(e: &figment::Error) -> String {
+/// The configuration file as read, to point at the line of a setting.
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    /// Where top-level setting `key` is written (`rekey.toml line 3,
+    /// column 1`), if it is.
+    fn position(&self, key: &str) -> Option<String> {
+        use std::collections::BTreeMap;
+        // The keys with their spans (the file parsed already, in
+        // `read_toml`); the values are not looked at.
+        let keys: BTreeMap<toml::Spanned<String>, serde::de::IgnoredAny> =
+            toml::from_str(&self.text).ok()?;
+        let span = keys.keys().find(|k| k.get_ref() == key)?.span();
+        let before = self.text.get(..span.start)?;
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Some(format!("{} line {line}, column {col}", self.path.display()))
+    }
+
+    /// `message` about setting `key`, prefixed with where the file sets it.
+    fn at(&self, key: &str, message: &str) -> String {
+        match self.position(key) {
+            Some(at) => format!("{at}: {message}"),
+            None => format!("{}: {message}", self.path.display()),
+        }
+    }
+}
+
+/// One setting error, without the value when the setting is secret; one
+/// about a value the file holds names the file and its line.
+fn describe_error(e: &figment::Error, source: Option<&Source>) -> String {
+    use figment::error::Kind;
+    let key = e.path.first().cloned().unwrap_or_default();
+    let from_file = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.starts_with("TOML"));
+    if let (true, Some(src)) = (from_file, source) {
+        let what = match &e.kind {
+            Kind::UnknownField(name, _) => format!("unknown setting {name}"),
+            _ if is_secret_setting(&key) => format!("invalid value for {key} (not shown)"),
+            kind => format!("in {key}: {kind}"),
+        };
+        return src.at(&key, &what);
+    }
     let key = e.path.last().cloned().unwrap_or_default();
     if !is_secret_setting(&key) {
         return e.to_string();
@@ -364,19 +410,27 @@ impl Config {
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let mut warnings = Vec::new();
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        match file {
+        // The file and its text, so that an error about a setting it holds
+        // names the file and the line.
+        let source = match file {
             Some(p) if !p.exists() => {
                 return Err(ConfigError::Invalid(format!(
                     "config file {} does not exist",
                     p.display()
                 )))
             }
-            Some(p) => fig = fig.merge(Toml::string(&read_toml(p)?)),
-            None if Path::new("rekey.toml").exists() => {
-                fig = fig.merge(Toml::string(&read_toml(Path::new("rekey.toml"))?))
+            Some(p) => Some(p.to_path_buf()),
+            None if Path::new("rekey.toml").exists() => Some(PathBuf::from("rekey.toml")),
+            None => None,
+        };
+        let source = match source {
+            Some(p) => {
+                let text = read_toml(&p)?;
+                fig = fig.merge(Toml::string(&text));
+                Some(Source { path: p, text })
             }
-            None => {}
-        }
+            None => None,
+        };
         for (k, _) in std::env::vars() {
             if let Some(rest) = k.strip_prefix("REKEY_") {
                 let key = rest.to_ascii_lowercase();
@@ -391,36 +445,62 @@ impl Config {
         let cfg: Config = fig.extract().map_err(|e| {
             ConfigError::Invalid(
                 e.into_iter()
-                    .map(|e| describe_error(&e))
+                    .map(|e| describe_error(&e, source.as_ref()))
                     .collect::<Vec<_>>()
                     .join("; "),
             )
         })?;
-        cfg.validate()?;
+        // Named where the value came from: the file's line, or the variable.
+        cfg.validate().map_err(|(key, message)| {
+            let from = fig.find_metadata(key).map(|m| m.name.to_string());
+            ConfigError::Invalid(match (&source, from) {
+                (Some(src), Some(name)) if name.starts_with("TOML") => src.at(key, &message),
+                (_, Some(name)) if name.contains("environment") => {
+                    format!("REKEY_{}: {message}", key.to_ascii_uppercase())
+                }
+                _ => message,
+            })
+        })?;
         Ok((cfg, warnings))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+    /// Checks what the types cannot; an error names its setting.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let bad = |key: &'static str, m: String| Err((key, m));
+        if let Err(e) = self.listen_addr() {
+            return bad("listen", e.to_string().replace("configuration: ", ""));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            )));
+            return bad(
+                "log_format",
+                format!("log_format must be text or json, not {:?}", self.log_format),
+            );
         }
         if self.authorization_code_ttl.0.as_secs() > 60 || self.authorization_code_ttl.0.is_zero() {
-            return Err(ConfigError::Invalid(
+            return bad(
+                "authorization_code_ttl",
                 "authorization_code_ttl must be between 1s and 60s".into(),
-            ));
+            );
         }
-        crate::egress::Policy::new(&self.egress_deny, &self.egress_allow)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // Checked apart first, so that the error names the one at fault.
+        if let Err(e) = crate::egress::Policy::new(&self.egress_deny, &[]) {
+            return bad("egress_deny", e.to_string());
+        }
+        if let Err(e) = crate::egress::Policy::new(&self.egress_deny, &self.egress_allow) {
+            return bad("egress_allow", e.to_string());
+        }
         if self.m2m_token_ttl_max.0.is_zero() {
-            return Err(ConfigError::Invalid(
+            return bad(
+                "m2m_token_ttl_max",
                 "m2m_token_ttl_max must be at least 1s".into(),
-            ));
+            );
         }
-        self.trusted_proxy_nets()?;
+        if let Err(e) = self.trusted_proxy_nets() {
+            return bad(
+                "trusted_proxies",
+                e.to_string().replace("configuration: ", ""),
+            );
+        }
         for (name, d) in [
             ("header_read_timeout", self.header_read_timeout),
             ("idle_timeout", self.idle_timeout),
@@ -429,19 +509,19 @@ impl Config {
             ("target_statement_timeout", self.target_statement_timeout),
         ] {
             if d.0.is_zero() || d.0 > Duration::from_secs(86_400) {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be between 1s and 1d"
-                )));
+                return bad(name, format!("{name} must be between 1s and 1d"));
             }
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::Invalid(
+            return bad(
+                "max_connections",
                 "max_connections must be at least 1".into(),
-            ));
+            );
         }
         if let Some(u) = &self.public_url {
-            url::Url::parse(u)
-                .map_err(|e| ConfigError::Invalid(format!("public_url {u:?}: {e}")))?;
+            if let Err(e) = url::Url::parse(u) {
+                return bad("public_url", format!("public_url {u:?}: {e}"));
+            }
         }
         Ok(())
     }

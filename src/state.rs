@@ -46,6 +46,43 @@ impl Core {
             .cloned()
             .unwrap_or_else(|| self.config.public_url_configured())
     }
+
+    /// Records where this process's server is reached, for the CLI
+    /// commands that have no `public_url` of their own
+    /// ([`Core::adopt_server_url`]).
+    pub async fn record_server_url(&self, url: &str) -> Result<(), crate::store::StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        crate::exec!(
+            &mut tx,
+            "INSERT INTO server_url (id, public_url, started_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET public_url = excluded.public_url, started_at = excluded.started_at",
+            url,
+            now
+        )?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A CLI command without a configured `public_url` hands out links
+    /// (`connection authorize`, a rotation's authorize URL) to the server
+    /// that started last, where it listens: `http://{listen}` from this
+    /// process's settings names 8080 when that server was started with
+    /// `--listen` elsewhere, and the link would lead nowhere.
+    pub async fn adopt_server_url(&self) -> Result<(), crate::store::StoreError> {
+        if self.config.public_url.is_some() {
+            return Ok(());
+        }
+        let url = crate::scalar_optional!(
+            &mut self.db.read().await?,
+            String,
+            "SELECT public_url FROM server_url WHERE id = 1"
+        )?;
+        if let Some(u) = url {
+            let _ = self.bound_url.set(u);
+        }
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for Core {

@@ -82,7 +82,8 @@ pub async fn metadata(State(st): State<AppState>) -> impl IntoResponse {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": ["read", "read_write"],
-            "service_documentation": format!("{iss}/"),
+            // The API's reference page: `/` is no page of rekey's (404).
+            "service_documentation": format!("{iss}/api/docs"),
         })),
     )
 }

@@ -272,50 +272,7 @@ async fn blast_radius(
             answer["revoke"] = blast::revoke(core, actor, kill).await?;
         }
     }
-    out.emit(&answer, |v| {
-        if v["found"] != true {
-            return "not issued or held by this rekey".to_string();
-        }
-        let mut s = format!(
-            "{} {} — {}
-  speaks for: {}
-  unlocks: {}
-  last used: {}{}
-  kill it: {}",
-            v["type"].as_str().unwrap_or_default(),
-            v["name"]
-                .as_str()
-                .or(v["application"].as_str())
-                .unwrap_or_default(),
-            if v["live"] == true {
-                "LIVE"
-            } else {
-                "not live"
-            },
-            v["speaks_for"],
-            v["unlocks"],
-            v["last_used_at"].as_str().unwrap_or("never"),
-            if v["last_used_from"].is_null() {
-                String::new()
-            } else {
-                format!(" from {}", v["last_used_from"])
-            },
-            v["kill"].as_str().unwrap_or_default()
-        );
-        if let Some(done) = v["revoke"]["detail"].as_str() {
-            s.push_str(&format!(
-                "
-  done: {done}"
-            ));
-        }
-        if let Some(secret) = v["revoke"]["new_secret"].as_str() {
-            s.push_str(&format!(
-                "
-  new secret (shown once): {secret}"
-            ));
-        }
-        s
-    });
+    out.emit(&answer, describe_radius);
     if r.found {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -323,5 +280,147 @@ async fn blast_radius(
         // answer is still the one document on stdout).
         eprintln!("error: not issued or held by this rekey");
         Ok(ExitCode::from(1))
+    }
+}
+
+/// The blast radius for a person: every fact of the answer as words, never
+/// a JSON fragment (that is what `--json` is for).
+fn describe_radius(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    if v["found"] != true {
+        return "not issued or held by this rekey".to_string();
+    }
+    let text = |v: &Value| -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        }
+    };
+    // "org acme, scope read, user ann@…": the fields that are set, in order.
+    let phrase = |v: &Value, fields: &[&str]| -> String {
+        fields
+            .iter()
+            .filter_map(|f| {
+                let t = text(&v[*f]);
+                (!t.is_empty()).then(|| format!("{f} {t}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let kind = v["type"].as_str().unwrap_or_default().replace('_', " ");
+    let name = v["name"]
+        .as_str()
+        .or(v["application"].as_str())
+        .unwrap_or_default();
+    let mut s = format!(
+        "{kind} {name} — {}",
+        if v["live"] == true {
+            "LIVE"
+        } else {
+            "not live"
+        }
+    );
+    if let Some(which) = v["which"].as_str().or(v["slot"].as_str()) {
+        s.push_str(&format!(" ({which})"));
+    }
+    let speaks = &v["speaks_for"];
+    s.push_str(&format!(
+        "\n  speaks for: {}",
+        phrase(
+            speaks,
+            &["org", "connection", "kind", "auth", "scope", "user"]
+        )
+    ));
+    let u = &v["unlocks"];
+    let unlocks = match (
+        u["what"].as_str(),
+        &u["authorizations"],
+        &u["authorization"],
+    ) {
+        (Some(what), Value::Number(n), _) => format!("{what} (live now: {n})"),
+        (Some(what), _, Value::String(id)) => format!("{what} (authorization {id})"),
+        (Some(what), ..) => what.to_string(),
+        (None, ..) => {
+            let mut parts: Vec<String> = Vec::new();
+            for f in ["api", "tokens"] {
+                if let Some(t) = u[f].as_str() {
+                    parts.push(t.to_string());
+                }
+            }
+            if let Some(c) = u["connections"].as_array().filter(|c| !c.is_empty()) {
+                parts.push(format!("connection {}", text(&Value::Array(c.clone()))));
+            }
+            if let Some(settings) = u["settings"].as_object().filter(|m| !m.is_empty()) {
+                let list = settings
+                    .iter()
+                    .map(|(k, x)| format!("{k}={}", text(x)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                parts.push(format!("settings {list}"));
+            }
+            if let Some(d) = u["deliveries"].as_array().filter(|d| !d.is_empty()) {
+                parts.push(format!("deliveries {}", text(&Value::Array(d.clone()))));
+            }
+            parts.join("; ")
+        }
+    };
+    s.push_str(&format!("\n  unlocks: {unlocks}"));
+    if let Some(t) = v["expires_at"].as_str() {
+        s.push_str(&format!("\n  expires: {t}"));
+    }
+    let from = match &v["last_used_from"] {
+        Value::Object(_) => phrase(&v["last_used_from"], &["reader", "ip"]),
+        other => text(other),
+    };
+    s.push_str(&format!(
+        "\n  last used: {}{}",
+        v["last_used_at"].as_str().unwrap_or("never"),
+        if from.is_empty() {
+            String::new()
+        } else {
+            format!(" from {from}")
+        }
+    ));
+    s.push_str(&format!(
+        "\n  kill it: {}",
+        v["kill"].as_str().unwrap_or_default()
+    ));
+    if let Some(done) = v["revoke"]["detail"].as_str() {
+        s.push_str(&format!("\n  done: {done}"));
+    }
+    if let Some(secret) = v["revoke"]["new_secret"].as_str() {
+        s.push_str(&format!("\n  new secret (shown once): {secret}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn blast_radius_text_holds_no_json() {
+        let v = json!({
+            "found": true, "type": "connection_credential", "live": true, "org": "acme",
+            "name": "cache", "slot": "current",
+            "speaks_for": {"org": "acme", "connection": "cache", "kind": "redis", "auth": "password"},
+            "unlocks": {"connections": ["cache"], "settings": {"host": "127.0.0.1", "port": 1}, "deliveries": []},
+            "last_used_at": "2026-01-01T00:00:00Z",
+            "last_used_from": {"reader": "service:platform", "ip": "10.0.0.1"},
+            "kill": "rekey rotate --org acme --connection cache",
+        });
+        let t = super::describe_radius(&v);
+        assert!(!t.contains('{') && !t.contains('"'), "{t}");
+        assert!(t.contains("settings host=127.0.0.1, port=1"), "{t}");
+        assert!(
+            t.contains("from reader service:platform, ip 10.0.0.1"),
+            "{t}"
+        );
     }
 }

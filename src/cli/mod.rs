@@ -62,12 +62,14 @@ fn one_line(e: &anyhow::Error) -> String {
     s.replace('\n', " ")
 }
 
+/// The settings, and warnings (unknown `REKEY_*` variables) to report once
+/// logging is set up: a warning logged before it would go nowhere.
 fn load_config(
     cli: &Cli,
     listen: Option<String>,
     public_url: Option<String>,
-) -> anyhow::Result<Config> {
-    let (config, warnings) = Config::load(
+) -> anyhow::Result<(Config, Vec<String>)> {
+    Ok(Config::load(
         cli.config.as_deref(),
         Overrides {
             listen,
@@ -75,11 +77,13 @@ fn load_config(
             public_url,
             data_dir: cli.data_dir.clone(),
         },
-    )?;
+    )?)
+}
+
+fn report(warnings: &[String]) {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(config)
 }
 
 fn init_logging(config: &Config, default: &str) {
@@ -102,16 +106,19 @@ fn init_logging(config: &Config, default: &str) {
 async fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
     let out = Out::new(cli.json);
     if let Command::Serve(a) = &cli.command {
-        let config = load_config(&cli, a.listen.clone(), a.public_url.clone())?;
+        let (config, warnings) = load_config(&cli, a.listen.clone(), a.public_url.clone())?;
         init_logging(&config, &config.log.clone());
+        report(&warnings);
         return serve::run(config, started).await.map(|_| ExitCode::SUCCESS);
     }
-    let config = load_config(&cli, None, None)?;
+    let (config, warnings) = load_config(&cli, None, None)?;
     init_logging(&config, "warn");
+    report(&warnings);
     if let Command::Keyring(args::KeyringCmd::Generate) = &cli.command {
         return keyring::generate(&out).map(|_| ExitCode::SUCCESS);
     }
     let (core, source) = Core::open(config, true).await?;
+    core.adopt_server_url().await?;
     if let crate::crypto::keyring::KeySource::Generated(p) = &source {
         eprintln!(
             "warning: no master key was configured; generated one into {} (mode 0600). Back it up: without it, secrets are lost.",

@@ -6,8 +6,10 @@
 //!   [`crate::rotation::limits::PER_DATABASE_HOST`] for databases,
 //!   acting at a time per provider host), or adopts the one it started
 //!   before a crash, so no target is rotated twice by one campaign;
-//! - an item under way follows its rotation: promoted → `done`,
-//!   completed and probed → `verified`, failed or stalled → `failed`,
+//! - an item under way follows its rotation: promoted → `done` (the old
+//!   credential still works until the cut-over), completed (the old one
+//!   retired) and probed with the new one → `verified`, failed or stalled
+//!   → `failed`,
 //!   a person's turn → `waiting_person`;
 //! - a provider-client item waits on the operator until `connector
 //!   configure` stores a new secret for the kind;
@@ -410,9 +412,13 @@ async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentEr
                 probe::Verdict::Failed => Change { status: "failed", detail: format!("rotation {rid} completed but the probe fails: {}", out.message), waiting_on: None, rotation_id: None, event: Some("incident.item_failed") },
             }
         }
+        // `done`, not yet `verified` (README): the new credential is
+        // current, and the old one — presumed leaked — still works until
+        // the cut-over retires it. The record must not say verified before
+        // the status does.
         "waiting_cutover" => Change {
             status: "done",
-            detail: format!("rotation {rid}: the new credential is current and verified; {last}"),
+            detail: format!("rotation {rid}: the new credential is current; the previous one works until the cut-over retires it ({last})"),
             waiting_on: None,
             rotation_id: None,
             event: None,

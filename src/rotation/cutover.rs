@@ -23,9 +23,15 @@ pub(super) struct Look {
     pub clear: Option<String>,
     /// Who is still on the previous credential, each named for a person.
     pub behind: Vec<String>,
+    /// Copies of the previous credential handed out before the promotion
+    /// that may still be used (a connection's `refresh_after`), each named.
+    /// They hold the cut-over like `behind`, but their readers have moved:
+    /// the record does not say it waits for them.
+    pub cached: Vec<String>,
     /// What the ones in `behind` are ("readers", "users").
     pub who: &'static str,
-    /// The wait's record while nobody is behind (the window has not passed).
+    /// The wait's record while nobody is behind (everyone has moved; the
+    /// window, or a cached copy, has not passed).
     pub waiting: String,
     /// When to look again if nothing changes (capped at the deadline).
     pub next: i64,
@@ -53,6 +59,7 @@ pub(super) async fn decide(
     let Look {
         clear,
         behind,
+        cached,
         who,
         waiting,
         next,
@@ -61,7 +68,14 @@ pub(super) async fn decide(
     if let Some(detail) = clear {
         return Ok(Decision::Retire(detail + &note));
     }
-    let names = behind.join(", ");
+    // Whom a forced retire breaks, or a stall names: the ones behind and
+    // every copy that may still be used.
+    let nobody_behind = behind.is_empty();
+    let names = behind
+        .into_iter()
+        .chain(cached)
+        .collect::<Vec<_>>()
+        .join(", ");
     let payload = job.payload();
     // `rotation finish --now` (or a campaign's forced cut-over at its
     // deadline): the previous credential goes now, and the record names
@@ -101,7 +115,10 @@ pub(super) async fn decide(
         tx.commit().await?;
         return Ok(Decision::Done(Next::Ended));
     }
-    let detail = if names.is_empty() {
+    // Once every reader has moved the record says so, not that it waits
+    // for them (the kind's `waiting` names what is left: the window, or
+    // the cached copies).
+    let detail = if nobody_behind {
         waiting
     } else {
         format!("waiting for {who} still on the previous credential: {names}")

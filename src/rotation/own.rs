@@ -457,6 +457,7 @@ pub(super) async fn step(
             (Some(u), false) => vec![u.who()],
             _ => Vec::new(),
         },
+        cached: Vec::new(),
         who: "users",
         waiting: format!(
             "both secrets work; the previous one has not been used since the rotation started and stops working at {} unless it is used",

@@ -750,16 +750,20 @@ async fn cutover(
     // that has not passed may still be in use, even where a sibling behind
     // the same key has read the new one: the previous version outlives it.
     let held_until = holds.iter().map(|h| h.until_at).max();
-    names.extend(holds.iter().take(NAMED_HOLDS).map(|h| {
-        format!(
-            "{} may use version {} from its cache until {} (refresh_after)",
-            h.who(),
-            h.version,
-            crate::clock::rfc3339(h.until_at)
-        )
-    }));
+    let mut cached: Vec<String> = holds
+        .iter()
+        .take(NAMED_HOLDS)
+        .map(|h| {
+            format!(
+                "{} may use version {} from its cache until {} (refresh_after)",
+                h.who(),
+                h.version,
+                crate::clock::rfc3339(h.until_at)
+            )
+        })
+        .collect();
     if holds.len() > NAMED_HOLDS {
-        names.push(format!(
+        cached.push(format!(
             "{} more cached copies of the previous version",
             holds.len() - NAMED_HOLDS
         ));
@@ -808,16 +812,27 @@ async fn cutover(
     if reported {
         next = next.min(now.saturating_add(TARGET_LOOK_MS));
     }
+    // With nobody behind: what the previous version is still kept for.
+    let moved = format!("every reader has moved to version {version}");
+    let waiting = match held_until.filter(|t| *t > now) {
+        Some(t) => format!(
+            "{moved}; the previous one is kept until {} for copies cached before the rotation: {}",
+            crate::clock::rfc3339(t.max(until)),
+            cached.join(", ")
+        ),
+        None => format!(
+            "{moved}; both credentials work until {} (the cut-over window)",
+            crate::clock::rfc3339(until)
+        ),
+    };
     let look = cutover::Look {
-        clear: (now >= until && names.is_empty()).then(|| {
+        clear: (now >= until && names.is_empty() && cached.is_empty()).then(|| {
             format!("the window has passed, every reader has moved to version {version}, and no cached copy of the previous one may still be used")
         }),
         behind: names,
+        cached,
         who: "readers",
-        waiting: format!(
-            "both credentials work until {}; consumers move to the new one",
-            crate::clock::rfc3339(until)
-        ),
+        waiting,
         next,
         note,
     };

@@ -32,6 +32,10 @@ pub async fn serve(core: Core, addr: SocketAddr, started: Instant) -> Result<(),
     let public_url: Arc<str> = core.config.public_url_for(bound).into();
     // Jobs (a guided rotation's authorize URL) use it too.
     let _ = core.bound_url.set(public_url.to_string());
+    // CLI commands without a public_url of their own hand out this one.
+    if let Err(e) = core.record_server_url(&public_url).await {
+        tracing::warn!(error = %e, "cannot record the server's public URL for the CLI");
+    }
     let state = AppState {
         core: core.clone(),
         metrics: Arc::new(crate::api::metrics::Metrics::new(&core.passwords.metrics)),

@@ -74,6 +74,42 @@ dual!(blast_radius_names_every_kind_of_value_and_kills_it, |env| {
     assert_eq!(v["slot"], "current");
     assert_eq!(v["kill"], "rekey rotate --org acme --connection cache");
 
+    // without --json, text for people: no JSON fragment in it; with
+    // --json, one JSON document and nothing else
+    for value in [&key, &w.secret, &m2m_secret, &at, &rt, &skey] {
+        let out = env.run_stdin(&["incident", "blast-radius", "--secret-stdin"], Some(value));
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("{\"") && !text.contains("\":") && !text.contains("[\""),
+            "raw JSON in the text: {text}"
+        );
+        assert!(text.contains("speaks for: "), "{text}");
+        assert!(text.contains("kill it: rekey "), "{text}");
+        assert!(!text.contains("null"), "{text}");
+        eprintln!("{text}");
+    }
+    let out = env.run_stdin(
+        &["incident", "blast-radius", "--secret-stdin"],
+        Some("held-redis-password-77"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("{\"") && !text.contains("\":") && !text.contains("[\""),
+        "raw JSON in the text: {text}"
+    );
+    assert!(
+        text.contains("unlocks: connection cache; settings "),
+        "{text}"
+    );
+    assert!(text.contains("host=127.0.0.1"), "{text}");
+    let out = env.run_stdin(
+        &["incident", "blast-radius", "--secret-stdin", "--json"],
+        Some(&key),
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("only JSON with --json");
+    assert_eq!(doc["type"], "access_key");
+
     // by name
     let v = env.json(&["incident", "blast-radius", "--key", "ci", "--org", "acme"]);
     assert_eq!(v["type"], "access_key");

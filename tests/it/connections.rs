@@ -960,3 +960,38 @@ dual!(
         assert_eq!(v["status"], "connected", "{v}");
     }
 );
+
+// `connection authorize` from a CLI with no public_url of its own hands out
+// the link of the server as it listens (here a port that is not 8080), and
+// the flow completes through it.
+dual!(authorize_link_names_the_server_as_it_listens, |env| {
+    let p = pair(&env, "1h", &[]).await;
+    assert!(!p.csrv.url.ends_with(":8080"), "{}", p.csrv.url);
+    let v = env.json(&[
+        "connection",
+        "authorize",
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+    ]);
+    let link = v["authorize_url"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("{}/connect/", p.csrv.url)),
+        "{link} is not on {}",
+        p.csrv.url
+    );
+    complete(&p.csrv, link, &p.psrv.url).await;
+    let c = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+    assert_eq!(c["status"], "connected", "{c}");
+    // the text for people names the same link
+    let text = env.ok(&[
+        "connection",
+        "authorize",
+        "--org",
+        "acme",
+        "--name",
+        "upstream",
+    ]);
+    assert!(text.contains(&format!("{}/connect/", p.csrv.url)), "{text}");
+});

@@ -347,3 +347,96 @@ dual!(
         assert!(!pings(&mut pooled).await, "the session was ended");
     }
 );
+
+/// The cut-over step's record of a rotation as `rotation show` gives it:
+/// the JSON step's detail, and the text for people.
+fn cutover_said(env: &Env, rid: &str) -> (String, String) {
+    let v = env.json(&["rotation", "show", rid]);
+    let detail = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "cutover")
+        .map(|s| s["detail"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    (detail, env.ok(&["rotation", "show", rid]))
+}
+
+// Once every reader has moved to the new version the cut-over step stops
+// saying it waits for readers (JSON and text alike), also while a copy
+// cached before the rotation keeps the previous credential and while the
+// window runs.
+dual!(
+    the_cutover_stops_waiting_for_readers_once_they_moved,
+    |env| {
+        let old = "the-old-password-cc04";
+        if redis_world(&env, old, true).await.is_none() {
+            return;
+        }
+        let key = service_key(&env);
+        let id = cache_id(&env);
+        let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        assert_eq!(password(&srv, &id, &key, None).await, old);
+        let v = env.json(&[
+            "rotate",
+            "--org",
+            "acme",
+            "--connection",
+            "cache",
+            "--cutover-window",
+            "1h",
+            "--deadline",
+            "24h",
+        ]);
+        let rid = v["id"].as_str().unwrap().to_string();
+        wait_for_status(&env, &rid, "waiting_cutover").await;
+        let (detail, _) = cutover_said(&env, &rid);
+        assert!(
+            detail.starts_with(
+                "waiting for readers still on the previous credential: service:platform"
+            ),
+            "{detail}"
+        );
+
+        // The reader moves: its re-read wakes the cut-over, whose record now
+        // says everyone moved and what the previous version is kept for (the
+        // copy cached for refresh_after, 300 s by default).
+        assert_ne!(password(&srv, &id, &key, None).await, old);
+        let mut said = (String::new(), String::new());
+        let moved = wait_until(
+            || {
+                said = cutover_said(&env, &rid);
+                said.0.starts_with("every reader has moved to version")
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+        assert!(moved, "{said:?}");
+        let (detail, text) = said;
+        assert!(!detail.contains("waiting for readers"), "{detail}");
+        assert!(detail.contains("from its cache until"), "{detail}");
+        assert!(!text.contains("waiting for readers"), "{text}");
+        assert!(text.contains("every reader has moved to version"), "{text}");
+        let v = env.json(&["rotation", "show", &rid]);
+        assert_eq!(v["not_moved"], json!([]), "{v}");
+        assert_eq!(v["status"], "waiting_cutover", "{v}");
+
+        // The cached copy's time passes: the window is what is left.
+        env.advance(Duration::from_secs(301));
+        let mut said = (String::new(), String::new());
+        let window = wait_until(
+            || {
+                said = cutover_said(&env, &rid);
+                said.0.contains("(the cut-over window)")
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+        assert!(window, "{said:?}");
+        assert!(
+            said.0.starts_with("every reader has moved to version"),
+            "{said:?}"
+        );
+        assert!(!said.1.contains("waiting for readers"), "{said:?}");
+    }
+);

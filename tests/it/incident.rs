@@ -922,3 +922,66 @@ dual!(
         assert_eq!(item_n(&report, 1)["status"], "verified", "{report}");
     }
 );
+
+// An item whose rotation waits for its cut-over is `done`, and its detail
+// does not say verified; it turns `verified` (README: the probe passes with
+// the new credential) once the cut-over retired the old one.
+dual!(an_item_is_verified_only_when_its_detail_says_so, |env| {
+    if !require(redis_up(), "Redis") {
+        return;
+    }
+    env.ok(&["org", "create", "acme"]);
+    let pw = "item-detail-pw-01";
+    let u = redis_user(pw).await;
+    connection(
+        &env,
+        "redis",
+        "cache",
+        &["host=127.0.0.1", &format!("username={u}")],
+    );
+    set_credential(&env, "cache", &["password"], &[pw]);
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let v = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "leak",
+        "--scope",
+        "org:acme",
+        "--overlap",
+        "1h",
+    ]);
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut it = Value::Null;
+    let done = wait_until(
+        || {
+            it = item(&env.json(&["incident", "status", &id]), "cache").clone();
+            it["status"] == "done"
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(done, "{it}");
+    let detail = it["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("verified"), "{it}");
+    assert!(
+        detail.contains("the previous one works until the cut-over"),
+        "{it}"
+    );
+    assert!(it["verified_at"].is_null(), "{it}");
+
+    // The cut-over ends: verified, and the detail says why.
+    let rid = it["rotation_id"].as_str().unwrap().to_string();
+    env.json(&["rotation", "finish", &rid, "--now"]);
+    let verified = wait_until(
+        || {
+            it = item(&env.json(&["incident", "status", &id]), "cache").clone();
+            it["status"] == "verified"
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(verified, "{it}");
+    let detail = it["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("completed; probe"), "{it}");
+});

@@ -127,6 +127,11 @@ dual!(standard_endpoints_with_the_oauth2_crate, |env| {
         .unwrap();
     assert_eq!(meta["issuer"], w.srv.url);
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    // the documentation it advertises is a page that answers
+    let docs = meta["service_documentation"].as_str().unwrap();
+    assert!(docs.starts_with(&w.srv.url), "{docs}");
+    let r = client().get(docs).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{docs}");
     let oc = BasicClient::new(ClientId::new(w.client_id.clone()))
         .set_client_secret(ClientSecret::new(w.secret.clone()))
         .set_auth_uri(

@@ -420,6 +420,74 @@ async fn malformed_config_does_not_echo_the_master_key() {
     }
 }
 
+/// A setting the file gets wrong, not only its syntax, is reported by file
+/// and line (the README's promise): a bad value, an unknown setting, and a
+/// value the checks after parsing refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_name_file_and_line() {
+    let env = sqlite().await;
+    let path = env.dir.path().join("settings.toml");
+    for (text, want) in [
+        (
+            "log = \"info\"\njobs_interval = \"soon\"\n",
+            &["settings.toml line 2, column 1", "jobs_interval", "soon"][..],
+        ),
+        (
+            "log = \"info\"\n\nbogus_setting = 1\n",
+            &[
+                "settings.toml line 3, column 1",
+                "unknown setting bogus_setting",
+            ][..],
+        ),
+        (
+            "log = \"info\"\nlisten = \"nowhere\"\n",
+            &["settings.toml line 2, column 1", "listen", "nowhere"][..],
+        ),
+        (
+            "body_limit = \"big\"\n",
+            &["settings.toml line 1, column 1", "body_limit"][..],
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = env
+            .cmd()
+            .args(["org", "list", "--config", path.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for w in want {
+            assert!(err.contains(w), "{text}: {w:?} not in {err}");
+        }
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+/// Unknown `REKEY_*` variables are reported, where a person sees them: on
+/// a command's stderr, and in the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_environment_variables_are_reported() {
+    let env = sqlite().await;
+    let out = env
+        .cmd()
+        .env("REKEY_LISTEM", "127.0.0.1:9000")
+        .args(["org", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown environment variable REKEY_LISTEM ignored"),
+        "{err}"
+    );
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVALL", "1s")]);
+    assert!(
+        srv.logged(&["unknown environment variable REKEY_JOBS_INTERVALL ignored"]),
+        "not in the server's log"
+    );
+}
+
 /// Item 15: the data directory is 0700 and the database files 0600.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
