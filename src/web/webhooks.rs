@@ -21,6 +21,7 @@ use crate::api::{ApiError, AppState};
 use crate::clock::rfc3339;
 use crate::events::webhooks::{self, WebhookEvent};
 use crate::identity::orgs::Org;
+use crate::store::keyset::PAGE;
 
 /// Deliveries the page lists, newest first.
 const DELIVERIES_SHOWN: i64 = 100;
@@ -73,6 +74,7 @@ pub struct WebhooksPage {
     pub chrome: Chrome,
     pub org: String,
     pub hooks: Vec<Hook>,
+    pub pager: page::Pager,
     pub lines: Vec<Line>,
     /// The create form, as typed when it was refused.
     pub url: String,
@@ -91,6 +93,8 @@ struct Said {
     /// The create form as it was posted.
     url: String,
     events: Vec<String>,
+    /// The receivers' page cursor (`?after=`).
+    after: Option<String>,
 }
 
 async fn render(
@@ -100,18 +104,42 @@ async fn render(
     status: StatusCode,
     said: Said,
 ) -> Response {
-    let hooks = match webhooks::list(&st.core.db, &o.id).await {
+    let after = said.after.as_deref();
+    let hooks = match webhooks::page(&st.core.db, &o.id, after, PAGE).await {
         Ok(h) => h,
         Err(e) => return page::fail(e),
     };
+    let pager = page::Pager::of(
+        &hooks,
+        &format!("/ui/orgs/{}/webhooks", seg(&o.slug)),
+        &[],
+        after,
+    );
     let sent = match webhooks::deliveries(&st.core.db, &o.id, None, None, DELIVERIES_SHOWN).await {
         Ok(d) => d,
         Err(e) => return page::fail(e),
     };
-    let url_of: HashMap<&str, &str> = hooks
-        .iter()
-        .map(|h| (h.id.as_str(), h.url.as_str()))
-        .collect();
+    // The receivers of the deliveries shown, whichever page they are on.
+    let mut url_of: HashMap<String, String> = HashMap::new();
+    let looked_up = async {
+        let mut c = st.core.db.read().await?;
+        for d in &sent {
+            if !url_of.contains_key(&d.webhook_id) {
+                match webhooks::find(&mut c, &o.id, &d.webhook_id).await {
+                    Ok(h) => {
+                        url_of.insert(h.id, h.url);
+                    }
+                    // Gone since (its deliveries go with it): no URL to show.
+                    Err(webhooks::WebhookError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok::<_, webhooks::WebhookError>(())
+    };
+    if let Err(e) = looked_up.await {
+        return page::fail(e);
+    }
     let lines = sent
         .iter()
         .map(|d| Line {
@@ -137,6 +165,7 @@ async fn render(
         })
         .collect();
     let hooks = hooks
+        .items
         .iter()
         .map(|h| Hook {
             id: h.id.clone(),
@@ -151,6 +180,7 @@ async fn render(
             chrome: Chrome::of(admin, "Webhooks", "webhooks", Some(&o.slug)).notice(said.notice),
             org: o.slug.clone(),
             hooks,
+            pager,
             lines,
             url: said.url,
             events: WebhookEvent::ALL
@@ -169,6 +199,7 @@ async fn render(
 #[derive(serde::Deserialize)]
 pub struct NoticeQuery {
     notice: Option<String>,
+    after: Option<String>,
 }
 
 /// `GET /ui/orgs/{org}/webhooks`.
@@ -184,6 +215,7 @@ pub async fn list(
     };
     let said = Said {
         notice: notice(q.notice.as_deref()),
+        after: q.after,
         ..Said::default()
     };
     render(&st, &admin, &o, StatusCode::OK, said).await

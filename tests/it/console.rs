@@ -632,3 +632,114 @@ dual!(
         assert_eq!(r.status(), 403);
     }
 );
+
+/// Creates connections `names` in `org` through the admin API (quicker
+/// than a CLI process each).
+async fn connections_in(srv: &Server, admin: &str, org: &str, names: &[String]) {
+    let (c, csrf) = admin_login(srv, admin).await;
+    for name in names {
+        let r = c
+            .post(srv.at(&format!("/api/v1/orgs/{org}/connections")))
+            .header("X-CSRF-Token", &csrf)
+            .json(&serde_json::json!({"kind": "freshdesk", "name": name, "settings": {"subdomain": "acme"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}");
+    }
+}
+
+/// The href of the first link with `rel="next"` on a page, unescaped.
+fn next_link(html: &str) -> Option<String> {
+    let end = html.find("\" rel=\"next\"")?;
+    let start = html[..end].rfind("href=\"")? + 6;
+    Some(html[start..end].replace("&amp;", "&"))
+}
+
+/// Walks a keyset-paged console list from `path`: every page's rows (by
+/// `row_marker`, up to the next `"`), the totals the pages state, and the
+/// number of pages.
+async fn walk(
+    c: &reqwest::Client,
+    srv: &Server,
+    path: &str,
+    row_marker: &str,
+) -> (Vec<String>, Vec<String>, usize) {
+    let (mut seen, mut totals, mut pages) = (vec![], vec![], 0);
+    let mut at = Some(path.to_string());
+    while let Some(p) = at.take() {
+        pages += 1;
+        assert!(pages < 20, "the pages never end");
+        let (s, html) = get(c, srv, &p).await;
+        assert_eq!(s, 200, "{p}: {html}");
+        for part in html.split(row_marker).skip(1) {
+            seen.push(part.split('"').next().unwrap().to_string());
+        }
+        let stated = html
+            .split(" in all")
+            .next()
+            .and_then(|h| h.rsplit('>').next())
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        totals.push(stated);
+        if pages > 1 {
+            assert!(html.contains(">first page</a>"), "{p}: a way back");
+        }
+        at = next_link(&html);
+    }
+    (seen, totals, pages)
+}
+
+dual!(
+    the_connections_list_pages_by_keyset_with_an_exact_total,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        let other = env.org_with_admin("globex");
+        let srv = env.serve();
+        // more than two pages of 50; a name may hold dots (the cursor's
+        // separator)
+        let mut names: Vec<String> = (0..107).map(|i| format!("conn-{i:03}")).collect();
+        names.push("db.prod.eu".into());
+        connections_in(&srv, &admin, "acme", &names).await;
+        connections_in(&srv, &other, "globex", &["globex-only".to_string()]).await;
+
+        let (c, _) = sign_in(&srv, &admin).await;
+        let marker = "<td data-label=\"Name\"><a href=\"/ui/orgs/acme/connections/";
+        let (seen, totals, pages) = walk(&c, &srv, "/ui/orgs/acme/connections", marker).await;
+        assert_eq!(pages, 3, "50 + 50 + 8");
+        assert!(totals.iter().all(|t| t == "108"), "{totals:?}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "every connection once");
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(sorted, want, "every connection, and only acme's");
+
+        // another org's list: its own only, and acme's admin cannot see it
+        let (g, _) = sign_in(&srv, &other).await;
+        let (s, html) = get(&g, &srv, "/ui/orgs/globex/connections").await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains("globex-only") && html.contains("1 in all"),
+            "{html}"
+        );
+        assert!(!html.contains("conn-0"), "{html}");
+        assert!(next_link(&html).is_none());
+        let (s, _) = get(&c, &srv, "/ui/orgs/globex/connections").await;
+        assert_eq!(s, 404);
+        // a cursor names a place in the list, not a row to show: globex's
+        // admin with a cursor of acme's sees globex's rows only
+        let (s, html) = get(&g, &srv, "/ui/orgs/globex/connections?after=conn-010.x").await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains("globex-only") && !html.contains("conn-0"),
+            "{html}"
+        );
+        // a cursor that is not one is a clear error, not a wrong page
+        let (s, html) = get(&c, &srv, "/ui/orgs/acme/connections?after=nodot").await;
+        assert_eq!(s, 400, "{html}");
+        assert!(html.contains("page cursor"), "{html}");
+    }
+);
