@@ -23,9 +23,6 @@ use crate::events::webhooks::{self, WebhookEvent};
 use crate::identity::orgs::Org;
 use crate::store::keyset::PAGE;
 
-/// Deliveries the page lists, newest first.
-const DELIVERIES_SHOWN: i64 = 100;
-
 /// Messages a redirect may ask the page to show (`?notice=`): fixed texts,
 /// so a link cannot make the console say something it did not.
 fn notice(code: Option<&str>) -> Option<String> {
@@ -76,6 +73,7 @@ pub struct WebhooksPage {
     pub hooks: Vec<Hook>,
     pub pager: page::Pager,
     pub lines: Vec<Line>,
+    pub sent_pager: page::Pager,
     /// The create form, as typed when it was refused.
     pub url: String,
     pub events: Vec<EventBox>,
@@ -93,8 +91,10 @@ struct Said {
     /// The create form as it was posted.
     url: String,
     events: Vec<String>,
-    /// The receivers' page cursor (`?after=`).
+    /// The receivers' page cursor (`?after=`) and the deliveries'
+    /// (`?deliveries_after=`): the two lists page apart.
     after: Option<String>,
+    deliveries_after: Option<String>,
 }
 
 async fn render(
@@ -104,21 +104,31 @@ async fn render(
     status: StatusCode,
     said: Said,
 ) -> Response {
-    let after = said.after.as_deref();
+    let (after, d_after) = (said.after.as_deref(), said.deliveries_after.as_deref());
     let hooks = match webhooks::page(&st.core.db, &o.id, after, PAGE).await {
         Ok(h) => h,
         Err(e) => return page::fail(e),
     };
-    let pager = page::Pager::of(
-        &hooks,
-        &format!("/ui/orgs/{}/webhooks", seg(&o.slug)),
-        &[],
-        after,
-    );
-    let sent = match webhooks::deliveries(&st.core.db, &o.id, None, None, DELIVERIES_SHOWN).await {
+    let sent = match webhooks::deliveries_page(&st.core.db, &o.id, d_after, PAGE).await {
         Ok(d) => d,
         Err(e) => return page::fail(e),
     };
+    let path = format!("/ui/orgs/{}/webhooks", seg(&o.slug));
+    let pager = page::Pager::named(
+        &hooks,
+        &path,
+        &[("deliveries_after", d_after.unwrap_or_default())],
+        "after",
+        after,
+    );
+    let sent_pager = page::Pager::named(
+        &sent,
+        &path,
+        &[("after", after.unwrap_or_default())],
+        "deliveries_after",
+        d_after,
+    );
+    let sent = sent.items;
     // The receivers of the deliveries shown, whichever page they are on.
     let mut url_of: HashMap<String, String> = HashMap::new();
     let looked_up = async {
@@ -182,6 +192,7 @@ async fn render(
             hooks,
             pager,
             lines,
+            sent_pager,
             url: said.url,
             events: WebhookEvent::ALL
                 .iter()
@@ -200,6 +211,7 @@ async fn render(
 pub struct NoticeQuery {
     notice: Option<String>,
     after: Option<String>,
+    deliveries_after: Option<String>,
 }
 
 /// `GET /ui/orgs/{org}/webhooks`.
@@ -216,6 +228,7 @@ pub async fn list(
     let said = Said {
         notice: notice(q.notice.as_deref()),
         after: q.after,
+        deliveries_after: q.deliveries_after,
         ..Said::default()
     };
     render(&st, &admin, &o, StatusCode::OK, said).await
