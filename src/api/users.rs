@@ -107,7 +107,7 @@ pub async fn list(
     Ok(Json(json!({
         "items": pg.items.iter().map(|u| u.json(&o.slug)).collect::<Vec<_>>(),
         "total": pg.total,
-        "next_after": pg.next_after,
+        "next_after": pg.next,
     })))
 }
 

@@ -19,6 +19,7 @@ use crate::events::activity::{self, ActivityType};
 use crate::events::webhooks::{self, WebhookEvent};
 use crate::identity::validate_name;
 use crate::state::Core;
+use crate::store::keyset::{self, Cursor, Page};
 use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -472,19 +473,64 @@ pub async fn record(
     Ok(())
 }
 
+fn check_status(status: Option<&str>) -> Result<(), ConnectorError> {
+    match status {
+        Some(s) if !STATUSES.contains(&s) => Err(ConnectorError::Invalid(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One page of an org's connections by name (keyset `NAME.ID` after
+/// `after`, the `next` of the page before), with the exact total of those
+/// with `status` (all when `None`).
+pub async fn page(
+    db: &Db,
+    org_id: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<Connection>, ConnectorError> {
+    check_status(status)?;
+    let after = Cursor::opt(after).map_err(|e| ConnectorError::Invalid(e.to_string()))?;
+    let (a_name, a_id) = after.map(|c| (c.key, c.id)).unwrap_or_default();
+    let limit = keyset::limit(limit);
+    let mut c = db.read().await?;
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM connections WHERE org_id = $1 AND ($2 IS NULL OR status = $2)",
+        org_id,
+        status
+    )?
+    .unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        Connection,
+        &format!(
+            "SELECT {COLS} FROM connections WHERE org_id = $1 AND ($2 IS NULL OR status = $2)
+               AND (name > $3 OR (name = $3 AND id > $4))
+             ORDER BY name, id LIMIT $5"
+        ),
+        org_id,
+        status,
+        &a_name,
+        &a_id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |c| {
+        Cursor::of(&c.name, &c.id)
+    }))
+}
+
 pub async fn list(
     db: &Db,
     org_id: &str,
     status: Option<&str>,
 ) -> Result<Vec<Connection>, ConnectorError> {
-    if let Some(s) = status {
-        if !STATUSES.contains(&s) {
-            return Err(ConnectorError::Invalid(format!(
-                "status must be one of {}",
-                STATUSES.join(", ")
-            )));
-        }
-    }
+    check_status(status)?;
     let mut c = db.read().await?;
     Ok(fetch_all!(
         &mut c,

@@ -14,6 +14,7 @@ use crate::crypto::sealed::{self, SealedError};
 use crate::crypto::token::{self, TokenKind};
 use crate::jobs::queue::{self, NewJob};
 use crate::state::Core;
+use crate::store::keyset::{self, Cursor, Page};
 use crate::store::{new_id, AsEx, Db, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional, scalar_optional};
 
@@ -271,6 +272,44 @@ pub async fn list(db: &Db, org_id: &str) -> Result<Vec<Webhook>, WebhookError> {
     )?)
 }
 
+/// One page of `org_id`'s webhooks, oldest first (keyset `CREATED_AT.ID`
+/// after `after`, the `next` of the page before), with the exact total.
+pub async fn page(
+    db: &Db,
+    org_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<Webhook>, WebhookError> {
+    let (at, id) = Cursor::opt_at(after)
+        .map_err(|e| WebhookError::Invalid(e.to_string()))?
+        .unwrap_or((i64::MIN, String::new()));
+    let limit = keyset::limit(limit);
+    let mut c = db.read().await?;
+    let total = scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM webhooks WHERE org_id = $1",
+        org_id
+    )?
+    .unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        Webhook,
+        &format!(
+            "SELECT {HOOK_COLS} FROM webhooks WHERE org_id = $1
+               AND (created_at > $2 OR (created_at = $2 AND id > $3))
+             ORDER BY created_at, id LIMIT $4"
+        ),
+        org_id,
+        at,
+        &id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |w| {
+        Cursor::of(w.created_at, &w.id)
+    }))
+}
+
 /// `org_id`'s webhook `id`; another org's is not found.
 pub async fn find<C: AsEx>(c: &mut C, org_id: &str, id: &str) -> Result<Webhook, WebhookError> {
     fetch_optional!(
@@ -410,6 +449,45 @@ pub async fn deliveries(
         state,
         limit.clamp(1, 1_000)
     )?)
+}
+
+/// One page of `org_id`'s deliveries, newest first (keyset
+/// `CREATED_AT.ID` after `after`, the `next` of the page before), with the
+/// exact total.
+pub async fn deliveries_page(
+    db: &Db,
+    org_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<Delivery>, WebhookError> {
+    let (at, id) = Cursor::opt_at(after)
+        .map_err(|e| WebhookError::Invalid(e.to_string()))?
+        .unwrap_or((i64::MAX, String::new()));
+    let limit = keyset::limit(limit);
+    let mut c = db.read().await?;
+    let total = scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE org_id = $1",
+        org_id
+    )?
+    .unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        Delivery,
+        &format!(
+            "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE org_id = $1
+               AND (created_at < $2 OR (created_at = $2 AND id < $3))
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        ),
+        org_id,
+        at,
+        &id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |d| {
+        Cursor::of(d.created_at, &d.id)
+    }))
 }
 
 pub async fn delivery<C: AsEx>(

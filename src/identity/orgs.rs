@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::IdentityError;
 use crate::audit::{self, Actor, Event};
+use crate::store::keyset::Page;
 use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -96,24 +97,19 @@ pub async fn list(db: &Db) -> Result<Vec<Org>, IdentityError> {
 }
 
 /// One page of orgs by slug, after `after` (keyset: a deep page costs
-/// what the first does), with the exact total and whether more follow.
-pub async fn page(
-    db: &Db,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<(Vec<Org>, i64, bool), IdentityError> {
+/// what the first does), with the exact total and, when more follow, the
+/// slug to continue after (slugs are unique: the slug is the cursor).
+pub async fn page(db: &Db, after: Option<&str>, limit: i64) -> Result<Page<Org>, IdentityError> {
     let mut c = db.read().await?;
     let total = crate::scalar_optional!(&mut c, i64, "SELECT COUNT(*) FROM orgs")?.unwrap_or(0);
-    let mut rows = fetch_all!(
+    let rows = fetch_all!(
         &mut c,
         Org,
         &format!("SELECT {COLS} FROM orgs WHERE slug > $1 ORDER BY slug LIMIT $2"),
         after.unwrap_or(""),
         limit.saturating_add(1)
     )?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok((rows, total, more))
+    Ok(Page::from_rows(rows, limit, total, |o| o.slug.clone()))
 }
 
 /// Finds an org by slug or id.

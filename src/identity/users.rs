@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::{normalize_email, IdentityError, Permission};
 use crate::audit::{self, Actor, Event};
 use crate::state::Core;
+use crate::store::keyset::Page;
 use crate::store::{is_unique_violation, new_id, AsEx, Db};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -178,20 +179,16 @@ pub async fn find(db: &Db, org_id: &str, email_or_id: &str) -> Result<User, Iden
 
 /// One page of an org's users by email, with the exact total of those
 /// whose email contains `q`, and the email to continue after when more
-/// follow (keyset: a deep page costs what the first does).
-pub struct Page {
-    pub items: Vec<User>,
-    pub total: i64,
-    pub next_after: Option<String>,
-}
-
+/// follow (keyset: a deep page costs what the first does). Emails are
+/// unique in an org, so the email alone is the cursor (the API names it
+/// `next_after`).
 pub async fn page(
     db: &Db,
     org_id: &str,
     q: Option<&str>,
     after: Option<&str>,
     limit: i64,
-) -> Result<Page, IdentityError> {
+) -> Result<Page<User>, IdentityError> {
     let mut c = db.read().await?;
     // Emails are stored lower-cased; `q` matches literally.
     let pattern = q
@@ -207,7 +204,7 @@ pub async fn page(
     )?
     .unwrap_or(0);
     let limit = limit.max(1);
-    let mut items = fetch_all!(
+    let items = fetch_all!(
         &mut c,
         User,
         &format!(
@@ -219,18 +216,7 @@ pub async fn page(
         after.unwrap_or(""),
         limit.saturating_add(1)
     )?;
-    let more = items.len() as i64 > limit;
-    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_after = if more {
-        items.last().map(|u| u.email.clone())
-    } else {
-        None
-    };
-    Ok(Page {
-        items,
-        total,
-        next_after,
-    })
+    Ok(Page::from_rows(items, limit, total, |u| u.email.clone()))
 }
 
 /// Admin users with this email in any org (for login without an org).

@@ -37,6 +37,7 @@ use crate::connectors::ConnectorError;
 use crate::jobs::queue::{self, NewJob};
 use crate::rotation::RotationError;
 use crate::state::Core;
+use crate::store::keyset::{self, Cursor, Page};
 use crate::store::{new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -435,6 +436,76 @@ pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, I
         org
     )?;
     drop(c);
+    views(core, rows, all).await
+}
+
+/// One page of the campaigns `get` would show the asker, newest first by
+/// keyset (`STARTED_AT.ID` after `after`, the `next` of the page before),
+/// with the exact total.
+pub async fn page(
+    core: &Core,
+    asker: &Asker<'_>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<IncidentView>, IncidentError> {
+    let org = match asker {
+        Asker::Operator => "",
+        Asker::OrgAdmin { org_id } => org_id,
+    };
+    let (at, id) = Cursor::opt_at(after)
+        .map_err(|e| IncidentError::Invalid(e.to_string()))?
+        .unwrap_or((i64::MAX, String::new()));
+    let limit = keyset::limit(limit);
+    let mut c = core.db.read().await?;
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        &format!("SELECT COUNT(*) FROM incidents WHERE {VISIBLE}"),
+        org
+    )?
+    .unwrap_or(0);
+    const AFTER: &str = "(started_at < $2 OR (started_at = $2 AND id < $3))
+         ORDER BY started_at DESC, id DESC LIMIT $4";
+    let rows = fetch_all!(
+        &mut c,
+        IncidentRow,
+        &format!("SELECT {COLS} FROM incidents WHERE {VISIBLE} AND {AFTER}"),
+        org,
+        at,
+        &id,
+        limit + 1
+    )?;
+    // The page's campaigns' visible items in one query.
+    let all = fetch_all!(
+        &mut c,
+        ItemRow,
+        &format!(
+            "SELECT {ITEM_COLS} FROM incident_items WHERE ($1 = '' OR org_id = $1) AND incident_id IN (
+               SELECT id FROM incidents WHERE {VISIBLE} AND {AFTER})
+             ORDER BY incident_id, n"
+        ),
+        org,
+        at,
+        &id,
+        limit + 1
+    )?;
+    drop(c);
+    let rows = Page::from_rows(rows, limit, total, |r| Cursor::of(r.started_at, &r.id));
+    let items = views(core, rows.items, all).await?;
+    Ok(Page {
+        items,
+        total: rows.total,
+        next: rows.next,
+    })
+}
+
+/// Campaign rows as the lists show them: each with its visible items
+/// (`all`, of these and maybe other campaigns) counted, not listed.
+async fn views(
+    core: &Core,
+    rows: Vec<IncidentRow>,
+    all: Vec<ItemRow>,
+) -> Result<Vec<IncidentView>, IncidentError> {
     let mut by_campaign: std::collections::HashMap<String, Vec<ItemRow>> = Default::default();
     for i in all {
         by_campaign

@@ -14,6 +14,7 @@ use crate::clock::rfc3339;
 use crate::crypto::token::{self, ct_eq, TokenKind};
 use crate::identity::{validate_name, Permission};
 use crate::state::Core;
+use crate::store::keyset::{self, Cursor, Page};
 use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -189,6 +190,43 @@ pub async fn list(db: &Db, org_id: &str) -> Result<Vec<AccessKey>, OAuthError> {
         &format!("SELECT {COLS} FROM access_keys WHERE org_id = $1 ORDER BY name"),
         org_id
     )?)
+}
+
+/// One page of an org's access keys by name (keyset `NAME.ID` after
+/// `after`, the `next` of the page before), with the exact total.
+pub async fn page(
+    db: &Db,
+    org_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<AccessKey>, OAuthError> {
+    let after = Cursor::opt(after).map_err(|e| OAuthError::InvalidRequest(e.to_string()))?;
+    let (a_name, a_id) = after.map(|c| (c.key, c.id)).unwrap_or_default();
+    let limit = keyset::limit(limit);
+    let mut c = db.read().await?;
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM access_keys WHERE org_id = $1",
+        org_id
+    )?
+    .unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        AccessKey,
+        &format!(
+            "SELECT {COLS} FROM access_keys WHERE org_id = $1
+               AND (name > $2 OR (name = $2 AND id > $3))
+             ORDER BY name, id LIMIT $4"
+        ),
+        org_id,
+        &a_name,
+        &a_id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |k| {
+        Cursor::of(&k.name, &k.id)
+    }))
 }
 
 pub async fn find<C: AsEx>(c: &mut C, org_id: &str, key: &str) -> Result<AccessKey, OAuthError> {

@@ -12,6 +12,7 @@ use super::OAuthError;
 use crate::audit::{self, Actor, Event};
 use crate::clock::rfc3339;
 use crate::state::Core;
+use crate::store::keyset::{Cursor, Page};
 use crate::store::Db;
 use crate::{fetch_all, fetch_optional};
 
@@ -116,22 +117,17 @@ pub async fn list(db: &Db, client: &Client, now: i64) -> Result<Vec<Authorizatio
 
 /// An admin revokes one authorization of `client`.
 /// One page of an application's authorizations, newest first, by keyset:
-/// `after` is the `(created_at, id)` of the last row of the page before.
-/// With the exact total, and the keyset of this page's last row when more
-/// follow. A deep page costs what the first does (no OFFSET).
-pub struct Page {
-    pub items: Vec<Authorization>,
-    pub total: i64,
-    pub next: Option<(i64, String)>,
-}
-
+/// `after` is the cursor `CREATED_AT.ID` of the last row of the page
+/// before (its `next`). With the exact total. A deep page costs what the
+/// first does (no OFFSET).
 pub async fn page(
     db: &Db,
     client: &Client,
     now: i64,
-    after: Option<(i64, String)>,
+    after: Option<&str>,
     limit: i64,
-) -> Result<Page, OAuthError> {
+) -> Result<Page<Authorization>, OAuthError> {
+    let after = Cursor::opt_at(after).map_err(|e| OAuthError::InvalidRequest(e.to_string()))?;
     let mut c = db.read().await?;
     let total = crate::scalar_optional!(
         &mut c,
@@ -153,21 +149,10 @@ pub async fn page(
         &id,
         limit.saturating_add(1)
     )?;
-    let more = rows.len() as i64 > limit;
-    let rows: Vec<Row> = rows
-        .into_iter()
-        .take(usize::try_from(limit).unwrap_or(0))
-        .collect();
-    let next = if more {
-        rows.last().map(|r| (r.created_at, r.id.clone()))
-    } else {
-        None
-    };
-    Ok(Page {
-        items: rows.into_iter().map(|r| view(r, client, now)).collect(),
-        total,
-        next,
-    })
+    Ok(
+        Page::from_rows(rows, limit, total, |r| Cursor::of(r.created_at, &r.id))
+            .map(|r| view(r, client, now)),
+    )
 }
 
 pub async fn revoke(

@@ -9,6 +9,7 @@ use crate::audit::{self, Actor, Event};
 use crate::crypto::token::{self, TokenKind};
 use crate::identity::{validate_name, Permission};
 use crate::state::Core;
+use crate::store::keyset::{self, Cursor, Page};
 use crate::store::{is_unique_violation, new_id, AsEx, Db, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -366,6 +367,46 @@ pub async fn list(db: &Db, org_id: &str, kind: ClientKind) -> Result<Vec<Client>
         org_id,
         kind.as_str()
     )?)
+}
+
+/// One page of an org's clients of `kind` by name (keyset `NAME.ID` after
+/// `after`, the `next` of the page before), with the exact total.
+pub async fn page(
+    db: &Db,
+    org_id: &str,
+    kind: ClientKind,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<Client>, OAuthError> {
+    let after = Cursor::opt(after).map_err(|e| OAuthError::InvalidRequest(e.to_string()))?;
+    let (a_name, a_id) = after.map(|c| (c.key, c.id)).unwrap_or_default();
+    let limit = keyset::limit(limit);
+    let mut c = db.read().await?;
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM oauth_clients WHERE org_id = $1 AND kind = $2",
+        org_id,
+        kind.as_str()
+    )?
+    .unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        Client,
+        &format!(
+            "SELECT {COLS} FROM oauth_clients WHERE org_id = $1 AND kind = $2
+               AND (name > $3 OR (name = $3 AND id > $4))
+             ORDER BY name, id LIMIT $5"
+        ),
+        org_id,
+        kind.as_str(),
+        &a_name,
+        &a_id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |c| {
+        Cursor::of(&c.name, &c.id)
+    }))
 }
 
 /// Finds a client of `org_id` by name, id or client id.

@@ -42,6 +42,7 @@ use crate::events::activity::{self, ActivityType};
 use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, NewJob};
 use crate::state::Core;
+use crate::store::keyset::{self, Cursor, Page};
 use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -307,6 +308,48 @@ pub async fn list(
         org_id,
         status
     )?)
+}
+
+/// One page of an org's rotations with `status` (all when `None`),
+/// newest first by keyset (`STARTED_AT.ID` after `after`, the `next` of
+/// the page before), with the exact total.
+pub async fn page(
+    core: &Core,
+    org_id: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<RotationRow>, RotationError> {
+    let (at, id) = Cursor::opt_at(after)
+        .map_err(|e| RotationError::Invalid(e.to_string()))?
+        .unwrap_or((i64::MAX, String::new()));
+    let limit = keyset::limit(limit);
+    let mut c = core.db.read().await?;
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM rotations WHERE org_id = $1 AND ($2 IS NULL OR status = $2)",
+        org_id,
+        status
+    )?
+    .unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        RotationRow,
+        &format!(
+            "SELECT {COLS} FROM rotations WHERE org_id = $1 AND ($2 IS NULL OR status = $2)
+               AND (started_at < $3 OR (started_at = $3 AND id < $4))
+             ORDER BY started_at DESC, id DESC LIMIT $5"
+        ),
+        org_id,
+        status,
+        at,
+        &id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |r| {
+        Cursor::of(r.started_at, &r.id)
+    }))
 }
 
 /// The rotation queue across every org (the operator's): unfinished

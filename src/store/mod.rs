@@ -6,6 +6,7 @@
 //! see which engine is underneath.
 
 pub mod epoch;
+pub mod keyset;
 pub mod sql;
 pub mod writer;
 

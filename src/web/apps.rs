@@ -75,8 +75,17 @@ pub struct ListPage {
     pub chrome: Chrome,
     pub org: String,
     pub apps: Vec<AppLine>,
+    pub pager: page::Pager,
     pub shown: Option<Shown>,
     pub error: Option<String>,
+}
+
+/// How the list was asked for: the notice a redirect names and the page
+/// cursor (the answers to forms show the first page, without either).
+#[derive(Default)]
+struct Asked<'a> {
+    notice: Option<String>,
+    after: Option<&'a str>,
 }
 
 async fn list_page(
@@ -84,20 +93,31 @@ async fn list_page(
     admin: &AdminSession,
     o: &Org,
     status: StatusCode,
-    notice_text: Option<String>,
+    asked: Asked<'_>,
     shown: Option<Shown>,
     error: Option<String>,
 ) -> Response {
-    let list = match clients::list(&st.core.db, &o.id, ClientKind::App).await {
+    let Asked {
+        notice: notice_text,
+        after,
+    } = asked;
+    let list = match clients::page(&st.core.db, &o.id, ClientKind::App, after, PAGE).await {
         Ok(l) => l,
         Err(e) => return page::fail(e),
     };
+    let pager = page::Pager::of(
+        &list,
+        &format!("/ui/orgs/{}/apps", page::seg(&o.slug)),
+        &[],
+        after,
+    );
     page::render(
         status,
         &ListPage {
             chrome: Chrome::of(admin, "Applications", "apps", Some(&o.slug)).notice(notice_text),
             org: o.slug.clone(),
             apps: list
+                .items
                 .iter()
                 .map(|c| AppLine {
                     name: c.name.clone(),
@@ -107,6 +127,7 @@ async fn list_page(
                     active: c.status() == "active",
                 })
                 .collect(),
+            pager,
             shown,
             error,
         },
@@ -132,7 +153,10 @@ pub async fn list(
                 &admin,
                 &o,
                 StatusCode::OK,
-                notice(q.notice.as_deref()),
+                Asked {
+                    notice: notice(q.notice.as_deref()),
+                    after: q.after.as_deref(),
+                },
                 None,
                 None,
             )
@@ -163,7 +187,16 @@ pub async fn create(
             grace_ms: g,
         },
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
-            return list_page(&st, &p.ui, &o, e.status, None, None, Some(e.message)).await
+            return list_page(
+                &st,
+                &p.ui,
+                &o,
+                e.status,
+                Asked::default(),
+                None,
+                Some(e.message),
+            )
+            .await
         }
     };
     let cbs = callbacks(f);
@@ -190,11 +223,29 @@ pub async fn create(
                 secret,
                 note: "Copy the secret now: it is stored only as a hash and is never shown again — not on reload, in the list or on the application's page.".into(),
             };
-            list_page(&st, &p.ui, &o, StatusCode::CREATED, None, Some(shown), None).await
+            list_page(
+                &st,
+                &p.ui,
+                &o,
+                StatusCode::CREATED,
+                Asked::default(),
+                Some(shown),
+                None,
+            )
+            .await
         }
         Err(e) => {
             let e = ApiError::from(e);
-            list_page(&st, &p.ui, &o, e.status, None, None, Some(e.message)).await
+            list_page(
+                &st,
+                &p.ui,
+                &o,
+                e.status,
+                Asked::default(),
+                None,
+                Some(e.message),
+            )
+            .await
         }
     }
 }
@@ -339,22 +390,9 @@ pub async fn authorizations(
         Ok(c) => c,
         Err(e) => return page::fail(e),
     };
-    // The keyset of the page before: `MILLIS.ID`.
-    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
-        None => None,
-        Some(a) => match a
-            .split_once('.')
-            .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
-        {
-            Some(k) => Some(k),
-            None => {
-                return page::error(
-                    StatusCode::BAD_REQUEST,
-                    "The page link is malformed; start from the first page.",
-                )
-            }
-        },
-    };
+    // The keyset of the page before (`MILLIS.ID`); a malformed one is the
+    // domain's 400.
+    let after = q.after.as_deref().filter(|a| !a.is_empty());
     let first = after.is_none();
     let pg = match authorizations::page(&st.core.db, &c, st.core.now(), after, PAGE).await {
         Ok(p) => p,
@@ -385,7 +423,7 @@ pub async fn authorizations(
             })
             .collect(),
         total: pg.total,
-        next: pg.next.map(|(t, id)| format!("{t}.{id}")),
+        next: pg.next,
         first,
     })
 }

@@ -26,6 +26,7 @@ use crate::connectors::connections::{self, Connection, NewConnection};
 use crate::connectors::{actions, flow, oauth_client};
 use crate::identity::orgs::Org;
 use crate::rotation::{self, limits, StartRequest, Started, TargetRef};
+use crate::store::keyset::PAGE;
 
 /// Messages a redirect may ask a page to show (`?notice=`): fixed texts,
 /// so a link cannot make the console say something it did not.
@@ -166,12 +167,15 @@ pub struct ListPage {
     pub chrome: Chrome,
     pub org: String,
     pub rows: Vec<Row>,
+    pub pager: page::Pager,
 }
 
 #[derive(serde::Deserialize)]
 pub struct NoticeQuery {
     notice: Option<String>,
     kind: Option<String>,
+    /// The list's page cursor (`next` of the page before).
+    after: Option<String>,
 }
 
 pub async fn list(
@@ -184,12 +188,20 @@ pub async fn list(
         Ok(o) => o,
         Err(e) => return page::fail(e),
     };
-    let l = match connections::list(&st.core.db, &o.id, None).await {
+    let after = q.after.as_deref();
+    let l = match connections::page(&st.core.db, &o.id, None, after, PAGE).await {
         Ok(l) => l,
         Err(e) => return page::fail(e),
     };
+    let pager = page::Pager::of(
+        &l,
+        &format!("/ui/orgs/{}/connections", seg(&o.slug)),
+        &[],
+        after,
+    );
     let now = st.core.now();
     let rows = l
+        .items
         .iter()
         .map(|c| {
             let v = c.view_at(now);
@@ -217,6 +229,7 @@ pub async fn list(
             .notice(notice(q.notice.as_deref())),
         org: o.slug,
         rows,
+        pager,
     })
 }
 

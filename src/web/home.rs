@@ -364,14 +364,9 @@ async fn orgs_page(
         );
     }
     let after = after.filter(|a| !a.is_empty());
-    let (list, total, more) = match orgs::page(&st.core.db, after, ORGS_PAGE).await {
-        Ok(l) => l,
+    let (list, total, next) = match orgs::page(&st.core.db, after, ORGS_PAGE).await {
+        Ok(p) => (p.items, p.total, p.next),
         Err(e) => return page::fail(e),
-    };
-    let next = if more {
-        list.last().map(|o| o.slug.clone())
-    } else {
-        None
     };
     page::render(
         status,

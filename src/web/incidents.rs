@@ -22,6 +22,7 @@ use crate::api::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::sessions::Principal;
 use crate::incident::{self, IncidentView, StartRequest, Started};
+use crate::store::keyset::PAGE;
 
 fn s(v: &Value) -> String {
     match v {
@@ -100,6 +101,7 @@ pub struct Line {
 pub struct ListPage {
     pub chrome: Chrome,
     pub lines: Vec<Line>,
+    pub pager: page::Pager,
     pub f: Fields,
     pub error: Option<String>,
 }
@@ -117,16 +119,19 @@ async fn list_page(
     status: StatusCode,
     f: Fields,
     error: Option<String>,
+    after: Option<&str>,
 ) -> Response {
-    let list = match incident::list(&st.core, &asker(admin)).await {
+    let list = match incident::page(&st.core, &asker(admin), after, PAGE).await {
         Ok(l) => l,
         Err(e) => return page::fail(e),
     };
+    let pager = page::Pager::of(&list, "/ui/incidents", &[], after);
     page::render(
         status,
         &ListPage {
             chrome: Chrome::of(admin, "Incidents", "incidents", None),
             lines: list
+                .items
                 .into_iter()
                 .map(|v| Line {
                     badge: page::badge(&v.status),
@@ -139,18 +144,29 @@ async fn list_page(
                     started_at: v.started_at,
                 })
                 .collect(),
+            pager,
             f,
             error,
         },
     )
 }
 
-pub async fn list(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    /// The list's page cursor (`next` of the page before).
+    after: Option<String>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let f = Fields {
         scope: default_scope(&admin),
         ..Fields::default()
     };
-    list_page(&st, &admin, StatusCode::OK, f, None).await
+    list_page(&st, &admin, StatusCode::OK, f, None, q.after.as_deref()).await
 }
 
 pub struct PlanLine {
@@ -176,7 +192,7 @@ pub async fn plan(State(st): State<AppState>, p: Posted<HashMap<String, String>>
     let f = Fields::from(&p.form);
     let req = match f.request(true) {
         Ok(r) => r,
-        Err(e) => return list_page(&st, &p.ui, e.status, f, Some(e.message)).await,
+        Err(e) => return list_page(&st, &p.ui, e.status, f, Some(e.message), None).await,
     };
     match incident::start(&st.core, &p.ui.actor(), &asker(&p.ui), &req).await {
         Ok(Started::Plan(plan)) => {
@@ -213,7 +229,7 @@ pub async fn plan(State(st): State<AppState>, p: Posted<HashMap<String, String>>
         Ok(Started::Campaign(..)) => page::see_other("/ui/incidents"),
         Err(e) => {
             let e = ApiError::from(e);
-            list_page(&st, &p.ui, e.status, f, Some(e.message)).await
+            list_page(&st, &p.ui, e.status, f, Some(e.message), None).await
         }
     }
 }
@@ -224,7 +240,7 @@ pub async fn start(State(st): State<AppState>, p: Posted<HashMap<String, String>
     let f = Fields::from(&p.form);
     let req = match f.request(false) {
         Ok(r) => r,
-        Err(e) => return list_page(&st, &p.ui, e.status, f, Some(e.message)).await,
+        Err(e) => return list_page(&st, &p.ui, e.status, f, Some(e.message), None).await,
     };
     match incident::start(&st.core, &p.ui.actor(), &asker(&p.ui), &req).await {
         Ok(Started::Campaign(v, secrets)) => {
@@ -254,7 +270,7 @@ pub async fn start(State(st): State<AppState>, p: Posted<HashMap<String, String>
         Ok(Started::Plan(_)) => page::see_other("/ui/incidents"),
         Err(e) => {
             let e = ApiError::from(e);
-            list_page(&st, &p.ui, e.status, f, Some(e.message)).await
+            list_page(&st, &p.ui, e.status, f, Some(e.message), None).await
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::identity::users;
 use crate::oauth::clients::{self, ClientKind, Lifetimes, NewClient};
 use crate::oauth::{access_keys, usage};
 use crate::rotation::{self, limits, StartRequest, Started, TargetRef};
+use crate::store::keyset::PAGE;
 
 fn notice(code: Option<&str>) -> Option<String> {
     Some(
@@ -73,7 +74,9 @@ pub struct ListPage {
     pub chrome: Chrome,
     pub org: String,
     pub keys: Vec<KeyLine>,
+    pub keys_pager: page::Pager,
     pub clients: Vec<ClientLine>,
+    pub m2m_pager: page::Pager,
     pub shown: Option<Reveal>,
     pub error: Option<String>,
 }
@@ -90,6 +93,10 @@ fn previous(live: bool, until: Option<String>) -> Option<String> {
 #[derive(Default)]
 struct Extras {
     notice: Option<String>,
+    /// The two lists' page cursors (`?keys_after=`, `?m2m_after=`), each
+    /// paged on its own.
+    keys_after: Option<String>,
+    m2m_after: Option<String>,
     shown: Option<Reveal>,
     error: Option<String>,
 }
@@ -102,10 +109,19 @@ async fn list_page(
     x: Extras,
 ) -> Response {
     let now = st.core.now();
+    let (ka, ma) = (x.keys_after.as_deref(), x.m2m_after.as_deref());
     let loaded = async {
-        let keys = access_keys::list(&st.core.db, &o.id).await?;
-        let cls = clients::list(&st.core.db, &o.id, ClientKind::M2m).await?;
-        let people = users::list(&st.core.db, &o.id).await?;
+        let keys = access_keys::page(&st.core.db, &o.id, ka, PAGE).await?;
+        let cls = clients::page(&st.core.db, &o.id, ClientKind::M2m, ma, PAGE).await?;
+        // Only the people the shown clients act as, not the whole org.
+        let mut people: Vec<users::User> = Vec::new();
+        let mut c = st.core.db.read().await.map_err(ApiError::from)?;
+        for id in cls.items.iter().filter_map(|c| c.user_id.as_deref()) {
+            if !people.iter().any(|u| u.id == id) {
+                people.extend(users::get(&mut c, &o.id, id).await?);
+            }
+        }
+        drop(c);
         let last = usage::latest_in_org(&st.core.db, &o.id).await?;
         Ok::<_, ApiError>((keys, cls, people, last))
     };
@@ -113,6 +129,22 @@ async fn list_page(
         Ok(v) => v,
         Err(e) => return fail(e),
     };
+    let path = format!("/ui/orgs/{}/keys", seg(&o.slug));
+    let keys_pager = page::Pager::named(
+        &keys,
+        &path,
+        &[("m2m_after", ma.unwrap_or_default())],
+        "keys_after",
+        ka,
+    );
+    let m2m_pager = page::Pager::named(
+        &cls,
+        &path,
+        &[("keys_after", ka.unwrap_or_default())],
+        "m2m_after",
+        ma,
+    );
+    let (keys, cls) = (keys.items, cls.items);
     let email = |id: &Option<String>| {
         id.as_ref()
             .and_then(|id| people.iter().find(|u| &u.id == id))
@@ -147,6 +179,7 @@ async fn list_page(
                     }
                 })
                 .collect(),
+            keys_pager,
             clients: cls
                 .iter()
                 .map(|c| ClientLine {
@@ -167,6 +200,7 @@ async fn list_page(
                     ),
                 })
                 .collect(),
+            m2m_pager,
             shown: x.shown,
             error: x.error,
         },
@@ -185,6 +219,8 @@ async fn failed(st: &AppState, admin: &AdminSession, o: &Org, e: impl Into<ApiEr
 #[derive(Deserialize)]
 pub struct Q {
     notice: Option<String>,
+    keys_after: Option<String>,
+    m2m_after: Option<String>,
 }
 
 pub async fn list(
@@ -199,6 +235,8 @@ pub async fn list(
     };
     let x = Extras {
         notice: notice(q.notice.as_deref()),
+        keys_after: q.keys_after,
+        m2m_after: q.m2m_after,
         ..Default::default()
     };
     list_page(&st, &admin, &o, StatusCode::OK, x).await

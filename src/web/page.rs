@@ -238,3 +238,66 @@ pub fn no_such_action(on: &str) -> Response {
         &format!("There is no such action on {on}."),
     )
 }
+
+/// The pager under a keyset-paged list: the exact total, a link back to
+/// the first page when this is not it, and a "Next page" link carrying
+/// the cursor when more follow (`templates/pager.html`).
+pub struct Pager {
+    pub total: i64,
+    /// The first page's link; `None` on the first page.
+    pub first: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pager {
+    /// For `page` of the list at `path`, whose filters (`keep`, empty
+    /// values dropped) every link carries; `after` is this page's cursor.
+    pub fn of<T>(
+        page: &crate::store::keyset::Page<T>,
+        path: &str,
+        keep: &[(&str, &str)],
+        after: Option<&str>,
+    ) -> Pager {
+        Pager::named(page, path, keep, "after", after)
+    }
+
+    /// `of` for one of several lists on a page, whose cursor goes in
+    /// `param` (the other lists' cursors are among `keep`).
+    pub fn named<T>(
+        page: &crate::store::keyset::Page<T>,
+        path: &str,
+        keep: &[(&str, &str)],
+        param: &str,
+        after: Option<&str>,
+    ) -> Pager {
+        let link = |cursor: Option<&str>| {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in keep.iter().filter(|(_, v)| !v.is_empty()) {
+                s.append_pair(k, v);
+            }
+            if let Some(c) = cursor {
+                s.append_pair(param, c);
+            }
+            let qs = s.finish();
+            if qs.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{qs}")
+            }
+        };
+        Pager {
+            total: page.total,
+            first: after.filter(|a| !a.trim().is_empty()).map(|_| link(None)),
+            next: page.next.as_deref().map(|n| link(Some(n))),
+        }
+    }
+
+    /// A list shown whole (not paged here): its total only.
+    pub fn whole(total: usize) -> Pager {
+        Pager {
+            total: i64::try_from(total).unwrap_or(i64::MAX),
+            first: None,
+            next: None,
+        }
+    }
+}

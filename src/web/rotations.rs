@@ -22,6 +22,7 @@ use crate::api::rotations::seen_by;
 use crate::api::{ApiError, AppState};
 use crate::identity::orgs::Org;
 use crate::rotation::{self, Started};
+use crate::store::keyset::PAGE;
 
 fn notice(code: Option<&str>) -> Option<String> {
     Some(
@@ -65,12 +66,15 @@ pub struct ListPage {
     pub org: String,
     pub status: String,
     pub lines: Vec<Line>,
+    pub pager: page::Pager,
 }
 
 #[derive(serde::Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
     notice: Option<String>,
+    /// The list's page cursor (`next` of the page before).
+    after: Option<String>,
 }
 
 pub async fn list(
@@ -84,11 +88,19 @@ pub async fn list(
         Err(e) => return page::fail(e),
     };
     let status = q.status.filter(|s| !s.is_empty());
-    let rows = match rotation::list(&st.core, &o.id, status.as_deref()).await {
+    let after = q.after.as_deref();
+    let rows = match rotation::page(&st.core, &o.id, status.as_deref(), after, PAGE).await {
         Ok(r) => r,
         Err(e) => return page::fail(e),
     };
+    let pager = page::Pager::of(
+        &rows,
+        &format!("/ui/orgs/{}/rotations", seg(&o.slug)),
+        &[("status", status.as_deref().unwrap_or_default())],
+        after,
+    );
     let lines = rows
+        .items
         .iter()
         .map(|r| {
             let v = r.view();
@@ -111,6 +123,7 @@ pub async fn list(
         org: o.slug,
         status: status.unwrap_or_default(),
         lines,
+        pager,
     })
 }
 
@@ -487,6 +500,9 @@ pub async fn queue(State(st): State<AppState>, Ui(admin): Ui) -> Response {
         Ok(r) => r,
         Err(e) => return page::fail(e),
     };
+    // The queue's order is computed (unfinished first, oldest first, then
+    // the latest finished) and capped; it is shown whole, not paged.
+    let pager = page::Pager::whole(rows.len());
     let lines = rows
         .iter()
         .map(|r| {
@@ -509,5 +525,6 @@ pub async fn queue(State(st): State<AppState>, Ui(admin): Ui) -> Response {
         org: String::new(),
         status: String::new(),
         lines,
+        pager,
     })
 }

@@ -108,7 +108,7 @@ async fn list_page(
         Err(e) => return fail(e),
     };
     let base = format!("/ui/orgs/{}/users", seg(&o.slug));
-    let next = pg.next_after.map(|a| {
+    let next = pg.next.map(|a| {
         let qs: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("q", search)
             .append_pair("after", &a)

@@ -21,9 +21,7 @@ use crate::api::{ApiError, AppState};
 use crate::clock::rfc3339;
 use crate::events::webhooks::{self, WebhookEvent};
 use crate::identity::orgs::Org;
-
-/// Deliveries the page lists, newest first.
-const DELIVERIES_SHOWN: i64 = 100;
+use crate::store::keyset::PAGE;
 
 /// Messages a redirect may ask the page to show (`?notice=`): fixed texts,
 /// so a link cannot make the console say something it did not.
@@ -73,7 +71,9 @@ pub struct WebhooksPage {
     pub chrome: Chrome,
     pub org: String,
     pub hooks: Vec<Hook>,
+    pub pager: page::Pager,
     pub lines: Vec<Line>,
+    pub sent_pager: page::Pager,
     /// The create form, as typed when it was refused.
     pub url: String,
     pub events: Vec<EventBox>,
@@ -91,6 +91,10 @@ struct Said {
     /// The create form as it was posted.
     url: String,
     events: Vec<String>,
+    /// The receivers' page cursor (`?after=`) and the deliveries'
+    /// (`?deliveries_after=`): the two lists page apart.
+    after: Option<String>,
+    deliveries_after: Option<String>,
 }
 
 async fn render(
@@ -100,18 +104,52 @@ async fn render(
     status: StatusCode,
     said: Said,
 ) -> Response {
-    let hooks = match webhooks::list(&st.core.db, &o.id).await {
+    let (after, d_after) = (said.after.as_deref(), said.deliveries_after.as_deref());
+    let hooks = match webhooks::page(&st.core.db, &o.id, after, PAGE).await {
         Ok(h) => h,
         Err(e) => return page::fail(e),
     };
-    let sent = match webhooks::deliveries(&st.core.db, &o.id, None, None, DELIVERIES_SHOWN).await {
+    let sent = match webhooks::deliveries_page(&st.core.db, &o.id, d_after, PAGE).await {
         Ok(d) => d,
         Err(e) => return page::fail(e),
     };
-    let url_of: HashMap<&str, &str> = hooks
-        .iter()
-        .map(|h| (h.id.as_str(), h.url.as_str()))
-        .collect();
+    let path = format!("/ui/orgs/{}/webhooks", seg(&o.slug));
+    let pager = page::Pager::named(
+        &hooks,
+        &path,
+        &[("deliveries_after", d_after.unwrap_or_default())],
+        "after",
+        after,
+    );
+    let sent_pager = page::Pager::named(
+        &sent,
+        &path,
+        &[("after", after.unwrap_or_default())],
+        "deliveries_after",
+        d_after,
+    );
+    let sent = sent.items;
+    // The receivers of the deliveries shown, whichever page they are on.
+    let mut url_of: HashMap<String, String> = HashMap::new();
+    let looked_up = async {
+        let mut c = st.core.db.read().await?;
+        for d in &sent {
+            if !url_of.contains_key(&d.webhook_id) {
+                match webhooks::find(&mut c, &o.id, &d.webhook_id).await {
+                    Ok(h) => {
+                        url_of.insert(h.id, h.url);
+                    }
+                    // Gone since (its deliveries go with it): no URL to show.
+                    Err(webhooks::WebhookError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok::<_, webhooks::WebhookError>(())
+    };
+    if let Err(e) = looked_up.await {
+        return page::fail(e);
+    }
     let lines = sent
         .iter()
         .map(|d| Line {
@@ -137,6 +175,7 @@ async fn render(
         })
         .collect();
     let hooks = hooks
+        .items
         .iter()
         .map(|h| Hook {
             id: h.id.clone(),
@@ -151,7 +190,9 @@ async fn render(
             chrome: Chrome::of(admin, "Webhooks", "webhooks", Some(&o.slug)).notice(said.notice),
             org: o.slug.clone(),
             hooks,
+            pager,
             lines,
+            sent_pager,
             url: said.url,
             events: WebhookEvent::ALL
                 .iter()
@@ -169,6 +210,8 @@ async fn render(
 #[derive(serde::Deserialize)]
 pub struct NoticeQuery {
     notice: Option<String>,
+    after: Option<String>,
+    deliveries_after: Option<String>,
 }
 
 /// `GET /ui/orgs/{org}/webhooks`.
@@ -184,6 +227,8 @@ pub async fn list(
     };
     let said = Said {
         notice: notice(q.notice.as_deref()),
+        after: q.after,
+        deliveries_after: q.deliveries_after,
         ..Said::default()
     };
     render(&st, &admin, &o, StatusCode::OK, said).await

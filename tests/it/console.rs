@@ -632,3 +632,218 @@ dual!(
         assert_eq!(r.status(), 403);
     }
 );
+
+/// Creates connections `names` in `org` through the admin API (quicker
+/// than a CLI process each).
+async fn connections_in(srv: &Server, admin: &str, org: &str, names: &[String]) {
+    let (c, csrf) = admin_login(srv, admin).await;
+    for name in names {
+        let r = c
+            .post(srv.at(&format!("/api/v1/orgs/{org}/connections")))
+            .header("X-CSRF-Token", &csrf)
+            .json(&serde_json::json!({"kind": "freshdesk", "name": name, "settings": {"subdomain": "acme"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}");
+    }
+}
+
+/// The `nth` pager of a page (`<p class="pager" role="status">…</p>`).
+fn pager(html: &str, nth: usize) -> Option<&str> {
+    html.split("<p class=\"pager\" role=\"status\">")
+        .nth(nth + 1)
+        .and_then(|p| p.split("</p>").next())
+}
+
+/// The href of the link with `rel="next"` in a pager, unescaped.
+fn next_link(pager: &str) -> Option<String> {
+    let end = pager.find("\" rel=\"next\"")?;
+    let start = pager[..end].rfind("href=\"")? + 6;
+    Some(pager[start..end].replace("&amp;", "&"))
+}
+
+/// Walks a keyset-paged console list from `path` by the `nth` pager of
+/// its page: every page's rows (what follows `row_marker`, up to a `"` or
+/// `<`), the totals the pages state, and the number of pages.
+async fn walk(
+    c: &reqwest::Client,
+    srv: &Server,
+    path: &str,
+    row_marker: &str,
+    nth: usize,
+) -> (Vec<String>, Vec<String>, usize) {
+    let (mut seen, mut totals, mut pages) = (vec![], vec![], 0);
+    let mut at = Some(path.to_string());
+    while let Some(p) = at.take() {
+        pages += 1;
+        assert!(pages < 20, "the pages never end");
+        let (s, html) = get(c, srv, &p).await;
+        assert_eq!(s, 200, "{p}: {html}");
+        for part in html.split(row_marker).skip(1) {
+            let v = part.split(['"', '<']).next().unwrap();
+            seen.push(v.replace("&#x2f;", "/").replace("&#47;", "/"));
+        }
+        let pg = pager(&html, nth).unwrap_or_else(|| panic!("{p}: no pager {nth}: {html}"));
+        totals.push(pg.split(" in all").next().unwrap().trim().to_string());
+        if pages > 1 {
+            assert!(pg.contains(">first page</a>"), "{p}: a way back");
+        }
+        at = next_link(pg);
+    }
+    (seen, totals, pages)
+}
+
+/// `seen` holds each of `want` exactly once, and nothing else.
+fn each_once(seen: &[String], want: &[String]) {
+    let mut sorted = seen.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "every row once: {seen:?}");
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "every row, and only this org's");
+}
+
+dual!(
+    the_connections_list_pages_by_keyset_with_an_exact_total,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        let other = env.org_with_admin("globex");
+        let srv = env.serve();
+        // more than two pages of 50; a name may hold dots (the cursor's
+        // separator)
+        let mut names: Vec<String> = (0..107).map(|i| format!("conn-{i:03}")).collect();
+        names.push("db.prod.eu".into());
+        connections_in(&srv, &admin, "acme", &names).await;
+        connections_in(&srv, &other, "globex", &["globex-only".to_string()]).await;
+
+        let (c, _) = sign_in(&srv, &admin).await;
+        let marker = "<td data-label=\"Name\"><a href=\"/ui/orgs/acme/connections/";
+        let (seen, totals, pages) = walk(&c, &srv, "/ui/orgs/acme/connections", marker, 0).await;
+        assert_eq!(pages, 3, "50 + 50 + 8");
+        assert!(totals.iter().all(|t| t == "108"), "{totals:?}");
+        each_once(&seen, &names);
+
+        // another org's list: its own only, and acme's admin cannot see it
+        let (g, _) = sign_in(&srv, &other).await;
+        let (s, html) = get(&g, &srv, "/ui/orgs/globex/connections").await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains("globex-only") && html.contains("1 in all"),
+            "{html}"
+        );
+        assert!(!html.contains("conn-0"), "{html}");
+        assert!(next_link(&html).is_none());
+        let (s, _) = get(&c, &srv, "/ui/orgs/globex/connections").await;
+        assert_eq!(s, 404);
+        // a cursor names a place in the list, not a row to show: globex's
+        // admin with a cursor of acme's sees globex's rows only
+        let (s, html) = get(&g, &srv, "/ui/orgs/globex/connections?after=conn-010.x").await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains("globex-only") && !html.contains("conn-0"),
+            "{html}"
+        );
+        // a cursor that is not one is a clear error, not a wrong page
+        let (s, html) = get(&c, &srv, "/ui/orgs/acme/connections?after=nodot").await;
+        assert_eq!(s, 400, "{html}");
+        assert!(html.contains("page cursor"), "{html}");
+    }
+);
+
+dual!(
+    applications_keys_clients_and_webhooks_page_the_same_way,
+    |env| {
+        let admin = env.org_with_admin("acme");
+        let other = env.org_with_admin("globex");
+        let srv = env.serve();
+        let n = |p: &str| (0..53).map(|i| format!("{p}{i:02}")).collect::<Vec<_>>();
+        let (apps, keys, m2m) = (n("app-"), n("key-"), n("m2m-"));
+        let hooks: Vec<String> = (0..53)
+            .map(|i| format!("https://hooks.example/h{i:02}"))
+            .collect();
+        for (who, org, mine) in [(&admin, "acme", true), (&other, "globex", false)] {
+            let (c, csrf) = admin_login(&srv, who).await;
+            let one = |v: &Vec<String>| {
+                if mine {
+                    v.clone()
+                } else {
+                    vec![format!("g{}", v[0])]
+                }
+            };
+            let mut made = vec![];
+            for a in one(&apps) {
+                made.push((format!("/api/v1/orgs/{org}/apps"), serde_json::json!({"name": a, "scope": "read", "callbacks": ["https://crm.example/cb"]})));
+            }
+            for k in one(&keys) {
+                made.push((
+                    format!("/api/v1/orgs/{org}/keys"),
+                    serde_json::json!({"name": k, "scope": "read"}),
+                ));
+            }
+            for m in one(&m2m) {
+                made.push((
+                    format!("/api/v1/orgs/{org}/m2m"),
+                    serde_json::json!({"name": m, "scope": "read"}),
+                ));
+            }
+            let urls = if mine {
+                hooks.clone()
+            } else {
+                vec!["https://globex.example/h".to_string()]
+            };
+            for u in urls {
+                made.push((
+                    format!("/api/v1/orgs/{org}/webhooks"),
+                    serde_json::json!({"url": u, "events": ["rotation.failed"]}),
+                ));
+            }
+            for (path, body) in made {
+                let r = c
+                    .post(srv.at(&path))
+                    .header("X-CSRF-Token", &csrf)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201, "{path} {body}");
+            }
+        }
+        let (c, _) = sign_in(&srv, &admin).await;
+        for (path, marker, nth, want) in [
+            (
+                "/ui/orgs/acme/apps",
+                "<td data-label=\"Name\"><a href=\"/ui/orgs/acme/apps/",
+                0,
+                &apps,
+            ),
+            ("/ui/orgs/acme/keys", "Actions for access key ", 0, &keys),
+            ("/ui/orgs/acme/keys", "Actions for machine client ", 1, &m2m),
+            (
+                "/ui/orgs/acme/webhooks",
+                "<td data-label=\"URL\"><code>",
+                0,
+                &hooks,
+            ),
+        ] {
+            let (seen, totals, pages) = walk(&c, &srv, path, marker, nth).await;
+            assert_eq!(pages, 2, "{path} {nth}: 50 + 3");
+            assert!(totals.iter().all(|t| t == "53"), "{path} {nth}: {totals:?}");
+            each_once(&seen, want);
+        }
+        // the keys page walks one list while holding the other's place
+        let (_, html) = get(&c, &srv, "/ui/orgs/acme/keys").await;
+        let to = next_link(pager(&html, 1).unwrap()).unwrap();
+        assert!(
+            to.contains("m2m_after=") && !to.contains("keys_after"),
+            "{to}"
+        );
+        let (_, html) = get(&c, &srv, &to).await;
+        let back = next_link(pager(&html, 0).unwrap()).unwrap();
+        assert!(
+            back.contains("keys_after=") && back.contains("m2m_after="),
+            "{back}"
+        );
+    }
+);
