@@ -301,9 +301,11 @@ async fn bench(w: &World, api: &Api, backend: &str, run: &str, names: &[String],
     let failed = v["counts"]["failed"].as_u64().unwrap_or(0);
     println!(
         "[{backend}] campaign over {} Redis ACL connections under live use ({} ms between uses): \
-         {verified} verified, {failed} failed; 100 % verified at {} (target < 10 s)\n  {}\n  {}\n  {}",
+         {verified} verified, {failed} failed (campaign {}, counts {}); 100 % verified at {} (target < 10 s)\n  {}\n  {}\n  {}",
         names.len(),
         pause.as_millis(),
+        v["status"],
+        v["counts"],
         all.map(|d| format!("{:.2} s", d.as_secs_f64()))
             .unwrap_or_else(|| "never".into()),
         fresh.line("fresh", "logins"),
