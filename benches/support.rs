@@ -133,6 +133,10 @@ pub fn serve_cmd(mut c: Command) -> (Child, String, Duration) {
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // What went wrong in the server is part of a benchmark's answer.
+            if line.contains("ERROR") || line.contains(" WARN") {
+                eprintln!("[server] {line}");
+            }
             if !sent {
                 if let Some(i) = line.find("listening on http://") {
                     let url: String = line[i + 13..]
