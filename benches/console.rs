@@ -1,11 +1,15 @@
 //! The console at scale, through the release binary: one application with
-//! 100,000 authorizations (1,000 users, a refresh token each) and 5,000
-//! orgs, seeded straight into the store; then the server time of the
-//! Authorizations tab's first page and of a deep one (after 90,000 rows),
-//! and of the operator's org list, first and deep page — each the median
-//! and p95 of 30 requests over loopback, on SQLite and PostgreSQL. Target:
-//! under 100 ms each on SQLite. `cargo bench --bench console`
-//! (REKEY_BENCH_GRANTS, REKEY_BENCH_ORGS to change the sizes).
+//! 100,000 authorizations (1,000 users, a refresh token each), 5,000 orgs
+//! and 100,000 access keys across them (every other one on a 90-day
+//! schedule, about a third past due), seeded straight into the store;
+//! then the server time of the Authorizations tab's first page and of a
+//! deep one (after 90,000 rows), of the operator's org list, first and
+//! deep page, and of the pages that rank every credential in SQL (the
+//! operator's credentials age, and the landing page's "due or due within a
+//! week") — each the median and p95 of 30 requests over loopback, on
+//! SQLite and PostgreSQL. Target: under 100 ms each on SQLite. `cargo
+//! bench --bench console` (REKEY_BENCH_GRANTS, REKEY_BENCH_ORGS,
+//! REKEY_BENCH_KEYS to change the sizes).
 
 mod support;
 
@@ -25,6 +29,7 @@ fn env_n(name: &str, default: usize) -> usize {
 async fn main() {
     let grants = env_n("REKEY_BENCH_GRANTS", 100_000);
     let orgs = env_n("REKEY_BENCH_ORGS", 5_000);
+    let keys = env_n("REKEY_BENCH_KEYS", 100_000);
     for backend in backends() {
         let Some(w) = World::new(backend).await else {
             continue;
@@ -53,9 +58,9 @@ async fn main() {
             .expect("id")
             .to_string();
         let t = Instant::now();
-        let deep = seed(&w, &app_pk, grants, orgs).await;
+        let deep = seed(&w, &app_pk, grants, orgs, keys).await;
         println!(
-            "[{backend}] seeded {grants} authorizations and {orgs} orgs in {:.1} s",
+            "[{backend}] seeded {grants} authorizations, {orgs} orgs and {keys} access keys in {:.1} s",
             t.elapsed().as_secs_f64()
         );
 
@@ -95,6 +100,18 @@ async fn main() {
             "after 98% of the orgs",
         )
         .await;
+        let ranked = format!("{keys} access keys ranked");
+        let age = format!("{}/ui/age", api.url);
+        report(
+            backend,
+            "credentials age, every org, first page",
+            &op,
+            &age,
+            &ranked,
+        )
+        .await;
+        let home = format!("{}/ui/", api.url);
+        report(backend, "landing page (operator)", &op, &home, &ranked).await;
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -155,7 +172,13 @@ async fn report(backend: &str, what: &str, c: &reqwest::Client, url: &str, size:
 
 /// Seeds the store; returns the keyset of the deep pages: the
 /// authorization at 90 % (`MILLIS.ID`) and the org slug at 98 %.
-async fn seed(w: &World, app_pk: &str, grants: usize, orgs: usize) -> (String, String) {
+async fn seed(
+    w: &World,
+    app_pk: &str,
+    grants: usize,
+    orgs: usize,
+    keys: usize,
+) -> (String, String) {
     let now = 1_800_000_000_000_i64;
     let users = 1_000.min(grants.max(1));
     let mut stmts: Vec<String> = Vec::new();
@@ -233,6 +256,45 @@ async fn seed(w: &World, app_pk: &str, grants: usize, orgs: usize) -> (String, S
             "INSERT INTO orgs (id, slug, name, created_at) VALUES {}",
             o.join(",")
         ));
+    }
+    // Access keys across the orgs, made evenly over the 135 days back from
+    // the real now (the server's clock): every other one on a 90-day
+    // schedule, so a third of those are past due, whatever the count.
+    let real = rekey::clock::wall_ms();
+    let step = 135 * 86_400_000 / i64::try_from(keys.max(1)).expect("keys");
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
+        let k: Vec<String> = chunk
+            .iter()
+            .map(|i| {
+                let at = real - (*i as i64) * step;
+                let owner = if orgs == 0 {
+                    org_id.clone()
+                } else {
+                    format!("bench-org-id-{:05}", i % orgs)
+                };
+                format!(
+                    "('bench-key-{i:06}', '{owner}', 'k{i:06}', 'read', 'bench-digest-{i:06}', {at}, {at})"
+                )
+            })
+            .collect();
+        stmts.push(format!(
+            "INSERT INTO access_keys (id, org_id, name, scope, digest, created_at, updated_at) VALUES {}",
+            k.join(",")
+        ));
+        let sch: Vec<String> = chunk
+            .iter()
+            .filter(|i| *i % 2 == 0)
+            .map(|i| {
+                let at = real - (*i as i64) * step;
+                format!("('key', 'bench-key-{i:06}', {}, {at})", 90 * 86_400_000_i64)
+            })
+            .collect();
+        if !sch.is_empty() {
+            stmts.push(format!(
+                "INSERT INTO secret_schedules (target_type, target_id, rotation_interval_ms, rotated_at) VALUES {}",
+                sch.join(",")
+            ));
+        }
     }
     match w.backend {
         "postgres" => {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::*;
 
 /// Uses and failures of one class of consumers.
@@ -257,40 +257,19 @@ async fn bench(w: &World, api: &Api, backend: &str, run: &str, names: &[String],
     // Every consumer has read once before the campaign starts.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
-    let r = api
-        .http
-        .post(format!("{}/api/v1/incidents", api.url))
-        .header("X-CSRF-Token", &api.csrf)
-        .json(&json!({"reason": "cut-over benchmark", "scope": "org:acme"}))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(r.status(), 201, "campaign start");
-    let id = r.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut v = Value::Null;
     let mut all = None;
-    while Instant::now() < deadline {
-        v = api
-            .http
-            .get(format!("{}/api/v1/incidents/{id}", api.url))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        if all.is_none() && v["verified_pct"].as_u64().unwrap_or(0) >= 100 {
-            all = Some(started.elapsed());
-        }
-        if v["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = api
+        .campaign(
+            "cut-over benchmark",
+            "org:acme",
+            Duration::from_secs(300),
+            |v| {
+                if all.is_none() && v["verified_pct"].as_u64().unwrap_or(0) >= 100 {
+                    all = Some(started.elapsed());
+                }
+            },
+        )
+        .await;
     // The consumers go on a while after the last retire.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);

@@ -11,7 +11,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use support::*;
 
 #[tokio::main]
@@ -37,40 +36,14 @@ async fn main() {
 
 async fn campaign(api: &Api, backend: &str, n: usize) {
     let started = Instant::now();
-    let r = api
-        .http
-        .post(format!("{}/api/v1/incidents", api.url))
-        .header("X-CSRF-Token", &api.csrf)
-        .json(&json!({"reason": "benchmark", "scope": "org:acme"}))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(r.status(), 201, "campaign start");
-    let id = r.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut v = Value::Null;
     let mut half = None;
-    while Instant::now() < deadline {
-        v = api
-            .http
-            .get(format!("{}/api/v1/incidents/{id}", api.url))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        if half.is_none() && v["verified_pct"].as_u64().unwrap_or(0) >= 50 {
-            half = Some(started.elapsed());
-        }
-        if v["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = api
+        .campaign("benchmark", "org:acme", Duration::from_secs(600), |v| {
+            if half.is_none() && v["verified_pct"].as_u64().unwrap_or(0) >= 50 {
+                half = Some(started.elapsed());
+            }
+        })
+        .await;
     let secs = started.elapsed().as_secs_f64();
     let verified = v["counts"]["verified"].as_u64().unwrap_or(0);
     let failed = v["counts"]["failed"].as_u64().unwrap_or(0);

@@ -285,10 +285,13 @@ async fn exec(w: &World, sql: &str) {
     }
 }
 
+/// Refreshes audited: on the chain, or (PostgreSQL) committed and staged
+/// for the chainer.
 async fn refreshes(w: &World) -> i64 {
     scalar(
         w,
-        "SELECT COUNT(*) FROM audit_events WHERE action = 'connection.refresh'",
+        "SELECT (SELECT COUNT(*) FROM audit_events WHERE action = 'connection.refresh')
+              + (SELECT COUNT(*) FROM audit_pending WHERE action = 'connection.refresh')",
     )
     .await
 }

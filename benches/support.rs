@@ -363,6 +363,53 @@ impl Api {
             .unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
     }
 
+    /// Starts an incident campaign over `scope` and polls it every 100 ms
+    /// until it is no longer running or `timeout` has passed; `on_tick`
+    /// sees each status document. Returns the last one.
+    pub async fn campaign(
+        &self,
+        reason: &str,
+        scope: &str,
+        timeout: Duration,
+        mut on_tick: impl FnMut(&Value),
+    ) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/incidents", self.url))
+            .header("X-CSRF-Token", &self.csrf)
+            .json(&json!({"reason": reason, "scope": scope}))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(r.status(), 201, "campaign start");
+        let id = r.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let deadline = Instant::now() + timeout;
+        let mut v = Value::Null;
+        while Instant::now() < deadline {
+            // The paged answer (one item): its counts are the whole
+            // campaign's, counted in SQL. Reading every item ten times a
+            // second would measure the watcher, not the campaign.
+            v = self
+                .http
+                .get(format!("{}/api/v1/incidents/{id}?limit=1", self.url))
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            on_tick(&v);
+            if v["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        v
+    }
+
     /// Creates connection `name` with `settings` and stores `password`.
     pub async fn connection(
         &self,

@@ -46,6 +46,7 @@ impl From<ConnectorError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable", m)
             }
             ConnectorError::Identity(i) => i.into(),
+            ConnectorError::Store(s) => s.into(),
             other => ApiError::internal(other),
         }
     }

@@ -2,8 +2,8 @@
 //! changes, its pauses and backfills. The same domain functions as `rekey
 //! delivery …`, so both record the same audit.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::apps::{body, org_for};
 use super::error::{AdminReadErrors, AdminWriteErrors};
 use super::extract::AdminSession;
-use super::openapi::{ConnParam, OrgParam};
+use super::openapi::{ConnParam, OrgParam, PageQuery};
 use super::{ApiError, AppState};
 use crate::clock::parse_instant;
 use crate::sync::backfill::{self, Started, Window};
@@ -28,7 +28,7 @@ impl From<SyncError> for ApiError {
             SyncError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             SyncError::Refused(m) => ApiError::conflict(m),
             SyncError::Connector(c) => c.into(),
-            SyncError::Store(s) => ApiError::internal(s),
+            SyncError::Store(s) => s.into(),
         }
     }
 }
@@ -223,18 +223,38 @@ pub async fn cancel_backfill(
     ))
 }
 
-/// Every delivery of the org.
+/// The org's deliveries: every one (`{items}`, the answer since the list
+/// began), or one page with `limit` or `after`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeliveryList {
+    items: Vec<Status>,
+    /// Deliveries in all; only on a page.
+    total: Option<i64>,
+    /// The `after` of the next page, null on the last; only on a page.
+    next_after: Option<String>,
+}
+
+/// Every delivery of the org, by connection name; one page of them by
+/// keyset with `limit` or `after`.
 #[utoipa::path(
-    get, path = "/api/v1/orgs/{org}/deliveries", tag = "deliveries", params(OrgParam),
-    responses((status = 200, description = "`items`: each delivery.", body = Object), AdminReadErrors),
+    get, path = "/api/v1/orgs/{org}/deliveries", tag = "deliveries", params(OrgParam, PageQuery),
+    responses((status = 200, description = "`items`: each delivery; with `limit` or `after`, one page of them, with `total` and `next_after`.", body = DeliveryList), AdminReadErrors),
     security(("session" = [])),
 )]
 pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,
     Path(org): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let o = org_for(&st, &admin, &org).await?;
-    let items = delivery::list(&st.core, &o.id).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    if !q.asks() {
+        let items = delivery::list(&st.core, &o.id).await?;
+        return Ok(Json(json!({ "items": items })).into_response());
+    }
+    let (n, after) = q.page()?;
+    let p = delivery::page(&st.core, &o.id, after, n).await?;
+    Ok(Json(p.answer()).into_response())
 }

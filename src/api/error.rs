@@ -281,19 +281,41 @@ impl From<IdentityError> for ApiError {
                 e.to_string(),
             )
             .with_header(header::RETRY_AFTER, "1"),
+            IdentityError::Store(s) => s.into(),
             other => ApiError::internal(other),
         }
     }
 }
 
+/// Whether PostgreSQL refused a text of the request it cannot hold: a NUL
+/// character in a text (SQLSTATE 22021) or in a JSON value (22P05). That
+/// is the request's fault, not the server's, and nothing was written: the
+/// statement failed, so its transaction is rolled back.
+fn unstorable_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "22021" || c == "22P05")
+}
+
+pub(crate) const UNSTORABLE_TEXT: &str =
+    "a value holds a NUL character (\\u0000), which no text may hold";
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        match &e {
+            crate::store::StoreError::Database(s) if unstorable_text(s) => {
+                ApiError::bad_request(UNSTORABLE_TEXT)
+            }
+            _ => ApiError::internal(e),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if unstorable_text(&e) {
+            return ApiError::bad_request(UNSTORABLE_TEXT);
+        }
         ApiError::internal(e)
     }
 }

@@ -27,6 +27,7 @@ impl From<WebhookError> for ApiError {
         match e {
             WebhookError::Invalid(m) => ApiError::bad_request(m),
             WebhookError::NotFound(m) => ApiError::not_found(m),
+            WebhookError::Store(s) => s.into(),
             other => ApiError::internal(other),
         }
     }
@@ -36,7 +37,7 @@ impl From<ActivityError> for ApiError {
     fn from(e: ActivityError) -> Self {
         match e {
             ActivityError::Invalid(m) => ApiError::bad_request(m),
-            other => ApiError::internal(other),
+            ActivityError::Store(s) => s.into(),
         }
     }
 }

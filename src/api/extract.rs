@@ -136,6 +136,22 @@ impl FromRequestParts<AppState> for AdminSession {
     }
 }
 
+/// The media type a request's `Content-Type` names, lower-cased, without
+/// its parameters.
+pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// Whether a media type is JSON (`application/json`, `application/*+json`).
+pub fn is_json(media_type: &str) -> bool {
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
 /// An optional JSON body: none at all is `None`; a body that is present
 /// must be declared JSON (415 otherwise) and parse (400 otherwise). A flag
 /// such as `revoke_tokens` is never silently dropped.
@@ -149,15 +165,7 @@ where
 {
     type Rejection = ApiError;
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let json_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| {
-                let v = v.trim().to_ascii_lowercase();
-                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-            });
+        let json_type = media_type(req.headers()).map(|v| is_json(&v));
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|r| {

@@ -1,8 +1,10 @@
 //! Admin API for incident campaigns: `POST /api/v1/incidents` plans and
 //! starts one (the same fields as `rekey incident start`; scope `all` only
 //! for a platform operator, an org admin for their own org), `GET` lists
-//! and shows them (with counts and a progress figure), `POST …/{id}/cancel`
-//! and `…/{id}/retry`, `GET …/{id}/report?format=json|csv|md`.
+//! and shows them (with counts and a progress figure; a campaign's items
+//! one page at a time when asked), `GET …/{id}/progress` (per org and
+//! kind, worst first, a page at a time), `POST …/{id}/cancel` and
+//! `…/{id}/retry`, `GET …/{id}/report?format=json|csv|md`.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -15,11 +17,13 @@ use serde_json::{json, Value};
 use super::apps::body;
 use super::error::{AdminErrorBody, AdminReadErrors, AdminWriteErrors};
 use super::extract::{AdminSession, OptionalJson, Query};
-use super::openapi::IdParam;
+use super::openapi::{IdParam, PageQuery};
 use super::{ApiError, AppState};
 use crate::config::Dur;
 use crate::identity::sessions::Principal;
+use crate::incident::items::Group;
 use crate::incident::{self, Asker, IncidentError, IncidentView, StartRequest, Started};
+use crate::store::keyset;
 
 impl From<IncidentError> for ApiError {
     fn from(e: IncidentError) -> Self {
@@ -165,28 +169,146 @@ pub async fn start(
     }
 }
 
-/// The campaigns the admin may see.
-#[utoipa::path(
-    get, path = "/api/v1/incidents", tag = "incidents",
-    responses((status = 200, description = "The campaigns.", body = Vec<IncidentView>), AdminReadErrors),
-    security(("session" = [])),
-)]
-pub async fn list(State(st): State<AppState>, admin: AdminSession) -> Result<Response, ApiError> {
-    Ok(Json(json!(incident::list(&st.core, &asker(&admin)).await?)).into_response())
+/// A page of the campaigns, newest first, each with its items counted
+/// (`items` empty; `counts`, `total` and `progress` over every item).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CampaignsPage {
+    items: Vec<IncidentView>,
+    /// Campaigns in all.
+    total: i64,
+    /// The `after` of the next page; null on the last.
+    next_after: Option<String>,
 }
 
-/// One campaign with its items, counts and progress.
+/// The list's two answers: the newest 200 with every item (the answer
+/// since campaigns began), or a page of them with `limit` or `after`.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum CampaignsAnswer {
+    All(Vec<IncidentView>),
+    Page(CampaignsPage),
+}
+
+/// The campaigns the admin may see, newest first.
 #[utoipa::path(
-    get, path = "/api/v1/incidents/{id}", tag = "incidents", params(IdParam),
-    responses((status = 200, description = "The campaign.", body = IncidentView), AdminReadErrors),
+    get, path = "/api/v1/incidents", tag = "incidents", params(PageQuery),
+    responses((status = 200, description = "The newest 200 campaigns with every item; with `limit` or `after`, one page of them by keyset, their items counted, not listed, with `total` and `next_after`.", body = CampaignsAnswer), AdminReadErrors),
+    security(("session" = [])),
+)]
+pub async fn list(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let a = asker(&admin);
+    if !q.asks() {
+        return Ok(Json(json!(incident::list(&st.core, &a).await?)).into_response());
+    }
+    let (n, after) = q.page()?;
+    let p = incident::page(&st.core, &a, after, n).await?;
+    Ok(Json(p.answer()).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShowQuery {
+    /// Asks for one page of the items (`items`, `items_total`,
+    /// `next_after`) of this many, 1–1000, instead of every item.
+    #[serde(default)]
+    limit: Option<String>,
+    /// The page after this cursor (`next_after` of the page before); asks
+    /// for a page, as `limit` does (of 50 without it).
+    #[serde(default)]
+    after: Option<String>,
+    /// Only the items in this status (`pending`, `acting`, `done`,
+    /// `verified`, `failed`, `waiting_person`, `cancelled`); asks for a
+    /// page, as `limit` does.
+    #[serde(default)]
+    #[param(example = "failed")]
+    status: Option<String>,
+}
+
+/// The campaign: with every item (the answer since campaigns began), or
+/// with one page of its items when `limit`, `after` or `status` asks
+/// (one schema, not a choice of two: a page is a whole answer's fields
+/// and two more).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CampaignAnswer {
+    /// `items`: every item the admin sees, or this page's; `waiting`:
+    /// every item waiting on a person, or on a page the first 20 (the rest
+    /// are `status=waiting_person`).
+    #[serde(flatten)]
+    campaign: IncidentView,
+    /// The items the pages walk in all (those in `status` when asked,
+    /// otherwise `total`); only on a page.
+    items_total: Option<i64>,
+    /// The `after` of the next page, null on the last; only on a page.
+    next_after: Option<String>,
+}
+
+/// One campaign with its items, counts and progress; with `limit`,
+/// `after` or `status`, its items one page at a time by number.
+#[utoipa::path(
+    get, path = "/api/v1/incidents/{id}", tag = "incidents", params(IdParam, ShowQuery),
+    responses((status = 200, description = "The campaign with every item it holds (and every item waiting on a person in `waiting`); with `limit`, `after` or `status`, with one page of its items by number (`items`, `items_total`, `next_after`) and at most 20 in `waiting`.", body = CampaignAnswer), AdminReadErrors),
     security(("session" = [])),
 )]
 pub async fn show(
     State(st): State<AppState>,
     admin: AdminSession,
     Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(json!(incident::get(&st.core, &asker(&admin), &id).await?)).into_response())
+    let a = asker(&admin);
+    if q.limit.is_none() && q.after.is_none() && q.status.is_none() {
+        return Ok(Json(json!(incident::get(&st.core, &a, &id).await?)).into_response());
+    }
+    let n = super::users::limit(q.limit.as_deref(), keyset::PAGE, keyset::MAX)?;
+    let p = incident::items::shown(
+        &st.core,
+        &a,
+        &id,
+        q.status.as_deref(),
+        q.after.as_deref(),
+        n,
+    )
+    .await?;
+    Ok(Json(json!(p)).into_response())
+}
+
+/// A page of a campaign's progress per org and kind
+/// (`{items, total, next_after}`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProgressPage {
+    items: Vec<Group>,
+    /// Groups (org and kind) in all.
+    total: i64,
+    /// The `after` of the next page; null on the last.
+    next_after: Option<String>,
+}
+
+/// The campaign's progress per org and kind over every item the admin
+/// may see, worst first: the most failed items, then the least settled
+/// share, then by org slug (the platform's own, `org` null, first among
+/// equals) and kind.
+#[utoipa::path(
+    get, path = "/api/v1/incidents/{id}/progress", tag = "incidents", params(IdParam, PageQuery),
+    responses((status = 200, description = "One page of the groups, worst first.", body = ProgressPage), AdminReadErrors),
+    security(("session" = [])),
+)]
+pub async fn progress(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (n, after) = q.page()?;
+    let p = incident::items::groups(&st.core, &asker(&admin), &id, after, n).await?;
+    Ok(Json(p.answer()).into_response())
 }
 
 /// Cancels the campaign's items that have not started.

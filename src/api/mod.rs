@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub(crate) mod incidents;
+pub mod input;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
@@ -297,6 +298,7 @@ pub fn router(state: AppState) -> Router {
             post(incidents::start).get(incidents::list),
         )
         .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/incidents/{id}/progress", get(incidents::progress))
         .route("/api/v1/blast-radius", post(blast::post))
         .route("/api/v1/incidents/{id}/cancel", post(incidents::cancel))
         .route("/api/v1/incidents/{id}/retry", post(incidents::retry))
@@ -342,6 +344,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::routes())
         .fallback(ops::not_found)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(limit, input::refuse_nul))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

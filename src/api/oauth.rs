@@ -20,7 +20,8 @@ pub fn oauth_error(e: OAuthError, format: Format) -> ApiError {
     };
     match e {
         OAuthError::Identity(i) => ApiError::from(i).in_format(format),
-        OAuthError::Store(_) | OAuthError::Sealed(_) => ApiError::internal(e).in_format(format),
+        OAuthError::Store(s) => ApiError::from(s).in_format(format),
+        OAuthError::Sealed(_) => ApiError::internal(e).in_format(format),
         e => {
             let mut err = ApiError::new(status, e.code(), e.to_string()).in_format(format);
             if status == StatusCode::UNAUTHORIZED && format != Format::Admin {

@@ -57,6 +57,39 @@ pub struct ConnParam {
     conn: String,
 }
 
+/// `?limit=&after=`: a list a page at a time by keyset. Where a list
+/// answers whole without them (its contract before paging), either one asks
+/// for a page.
+#[derive(serde::Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Entries per page, 1–1000 (50 when only `after` is given).
+    #[serde(default)]
+    pub limit: Option<String>,
+    /// The page after this cursor (`next_after` of the page before).
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+impl PageQuery {
+    /// Whether a page is asked for (a list that answers whole without).
+    pub fn asks(&self) -> bool {
+        self.limit.is_some() || self.after.is_some()
+    }
+
+    /// The page size (checked, 50 when not given) and the cursor (none for
+    /// the first page).
+    pub fn page(&self) -> Result<(i64, Option<&str>), super::ApiError> {
+        let n = super::users::limit(
+            self.limit.as_deref(),
+            crate::store::keyset::PAGE,
+            crate::store::keyset::MAX,
+        )?;
+        Ok((n, self.after.as_deref().filter(|a| !a.is_empty())))
+    }
+}
+
 /// `{id}`: an object by its id.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -242,7 +275,7 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
         rotations::start, rotations::list, rotations::show, rotations::cancel,
         rotations::finish, rotations::retry, rotations::step, rotations::age,
         rotations::org_age,
-        incidents::start, incidents::list, incidents::show, incidents::cancel,
+        incidents::start, incidents::list, incidents::show, incidents::progress, incidents::cancel,
         incidents::retry, incidents::report, blast::post,
         platform::me, people::get, people::put, people::delete, people::changes,
         super::deliveries::enable, super::deliveries::status, super::deliveries::disable,

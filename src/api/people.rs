@@ -332,6 +332,7 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct ChangesBody {
     /// Who sends (the delivering rekey and org); sequences are per source.
+    /// 1 to 512 characters, none of them a control character.
     source: String,
     changes: Vec<ChangeIn>,
 }
@@ -378,6 +379,11 @@ pub async fn changes(
     let source = b.source.trim();
     if source.is_empty() || source.len() > 512 {
         return Err(bad("source must be 1 to 512 characters"));
+    }
+    // A name, shown and compared: no control characters (PostgreSQL
+    // cannot store a NUL at all; SQLite would).
+    if source.chars().any(char::is_control) {
+        return Err(bad("source must hold no control characters"));
     }
     if b.changes.len() > MAX_RECORDS {
         return Err(bad(format!(

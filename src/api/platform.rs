@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for ApiCaller {
                 "the credential is invalid, expired or revoked",
                 true,
             )),
-            Err(GuardError::Store(e)) => Err(ApiError::internal(e).in_format(Format::OAuth)),
+            Err(GuardError::Store(e)) => Err(ApiError::from(e).in_format(Format::OAuth)),
         }
     }
 }

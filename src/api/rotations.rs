@@ -428,6 +428,61 @@ pub struct AgeQuery {
     #[serde(default)]
     #[param(value_type = Option<String>, example = "90d")]
     older_than: Option<Dur>,
+    /// Asks for one page (`{items, total, due, next_after}`) of this many,
+    /// 1–1000, instead of the whole list.
+    #[serde(default)]
+    limit: Option<String>,
+    /// The page after this cursor (`next_after` of the page before);
+    /// asks for a page, as `limit` does (of 50 without it).
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// A page of the age view, worst first (`?limit=` or `?after=`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AgePageBody {
+    items: Vec<AgeRow>,
+    /// Credentials in all.
+    total: i64,
+    /// Of them, past due.
+    due: i64,
+    /// The `after` of the next page; null on the last.
+    next_after: Option<String>,
+}
+
+/// The whole list, or one page of it when `limit` or `after` asks.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum AgeAnswer {
+    All(Vec<AgeRow>),
+    Page(AgePageBody),
+}
+
+/// The age view of `org_id` (every org's and the platform's own with
+/// `None`): the whole list (the answer since the view began), or one page
+/// by keyset when the query asks for one.
+async fn age_answer(
+    st: &AppState,
+    org_id: Option<&str>,
+    q: &AgeQuery,
+) -> Result<Json<Value>, ApiError> {
+    let older = q.older_than.map(Dur::ms);
+    if q.limit.is_none() && q.after.is_none() {
+        let rows = crate::rotation::age::list(&st.core, org_id, older).await?;
+        return Ok(Json(json!(rows)));
+    }
+    let n = super::users::limit(
+        q.limit.as_deref(),
+        crate::store::keyset::PAGE,
+        crate::store::keyset::MAX,
+    )?;
+    let after = q.after.as_deref().filter(|a| !a.is_empty());
+    let p = crate::rotation::age::paged::page(&st.core, org_id, older, after, n).await?;
+    let mut answer = p.page.answer();
+    answer["due"] = json!(p.due);
+    Ok(Json(answer))
 }
 
 /// `GET /api/v1/credentials/age`: every org's credentials and the
@@ -435,7 +490,7 @@ pub struct AgeQuery {
 /// org admin may ask for their own org).
 #[utoipa::path(
     get, path = "/api/v1/credentials/age", tag = "rotations", params(AgeQuery),
-    responses((status = 200, description = "Every credential, oldest first.", body = Vec<AgeRow>), AdminReadErrors,
+    responses((status = 200, description = "Every credential, worst first: past due (most overdue first), then the oldest; one page of them with `limit` or `after`.", body = AgeAnswer), AdminReadErrors,
         (status = 403, description = "An org admin must name their org.", body = AdminErrorBody)),
     security(("session" = [])),
 )]
@@ -452,16 +507,17 @@ pub async fn age(
                 "only a platform operator sees every org's credentials; name your org (?org=SLUG)",
             )),
         };
-    let rows =
-        crate::rotation::age::list(&st.core, org_id.as_deref(), q.older_than.map(Dur::ms)).await?;
-    Ok(Json(json!(rows)))
+    age_answer(&st, org_id.as_deref(), &q).await
 }
 
 /// `GET /api/v1/orgs/{org}/credentials/age`.
 #[utoipa::path(
     get, path = "/api/v1/orgs/{org}/credentials/age", tag = "rotations",
-    params(OrgParam, ("older_than" = Option<String>, Query, description = "Only credentials older than this (`90d`, or seconds).", example = "90d")),
-    responses((status = 200, description = "The org's credentials, oldest first.", body = Vec<AgeRow>), AdminReadErrors),
+    params(OrgParam,
+        ("older_than" = Option<String>, Query, description = "Only credentials older than this (`90d`, or seconds).", example = "90d"),
+        ("limit" = Option<String>, Query, description = "Asks for one page (`{items, total, due, next_after}`) of this many, 1–1000, instead of the whole list."),
+        ("after" = Option<String>, Query, description = "The page after this cursor (`next_after` of the page before); asks for a page, as `limit` does (of 50 without it).")),
+    responses((status = 200, description = "The org's credentials, worst first; one page of them with `limit` or `after`.", body = AgeAnswer), AdminReadErrors),
     security(("session" = [])),
 )]
 pub async fn org_age(
@@ -474,8 +530,7 @@ pub async fn org_age(
         return Err(ApiError::bad_request("the org is in the path"));
     }
     let o = org_for(&st, &admin, &org).await?;
-    let rows = crate::rotation::age::list(&st.core, Some(&o.id), q.older_than.map(Dur::ms)).await?;
-    Ok(Json(json!(rows)))
+    age_answer(&st, Some(&o.id), &q).await
 }
 
 #[cfg(test)]

@@ -104,11 +104,7 @@ pub async fn list(
         n,
     )
     .await?;
-    Ok(Json(json!({
-        "items": pg.items.iter().map(|u| u.json(&o.slug)).collect::<Vec<_>>(),
-        "total": pg.total,
-        "next_after": pg.next,
-    })))
+    Ok(Json(pg.map(|u| u.json(&o.slug)).answer()))
 }
 
 /// `POST /api/v1/orgs/{org}/users`: the user, with `password` when one

@@ -242,10 +242,33 @@ pub enum IncidentCmd {
         #[arg(long)]
         wait: bool,
     },
-    /// Counts per status, progress, and what waits on whom.
-    Status { id: String },
-    /// Campaigns, newest first.
-    List,
+    /// Counts per status, progress, and what waits on whom; every item,
+    /// or one page of them with `--limit`, `--after` or `--item-status`.
+    Status {
+        id: String,
+        /// One page of this many items (1 to 1000), by number, instead of
+        /// every item; `--json` then carries `items_total` and `next_after`.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: Option<i64>,
+        /// The page after this cursor (`next_after` of the page before).
+        #[arg(long)]
+        after: Option<String>,
+        /// Only the items in this status (failed, waiting_person, pending,
+        /// acting, done, verified, cancelled); a page, as `--limit` asks.
+        #[arg(long, value_name = "STATUS")]
+        item_status: Option<String>,
+    },
+    /// Campaigns, newest first: the newest 200 with every item, or with
+    /// --limit or --after a page of them, their items counted, not listed.
+    List {
+        /// One page of this many campaigns (1 to 1000); `--json` then
+        /// answers `{items, total, next_after}`.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: Option<i64>,
+        /// The page after this cursor (`next_after` of the page before).
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Stop what has not started.
     Cancel { id: String },
     /// Run failed items again (all, or `--item N`).

@@ -100,32 +100,91 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
                 }
             }
         }
-        IncidentCmd::Status { id } => {
+        IncidentCmd::Status {
+            id,
+            limit: None,
+            after: None,
+            item_status: None,
+        } => {
             let v = incident::get(core, &asker, &id).await?;
             out.emit(&v, describe);
             failed = failed_items(&v);
         }
-        IncidentCmd::List => {
+        IncidentCmd::Status {
+            id,
+            limit,
+            after,
+            item_status,
+        } => {
+            let n = limit.unwrap_or(crate::store::keyset::PAGE);
+            let p = incident::items::shown(
+                core,
+                &asker,
+                &id,
+                item_status.as_deref(),
+                after.as_deref(),
+                n,
+            )
+            .await?;
+            out.emit(&p, |p| {
+                // The page's items listed once: a failed one with its
+                // retry, not again under the campaign's head.
+                let mut s = describe(&IncidentView {
+                    items: Vec::new(),
+                    ..p.campaign.clone()
+                });
+                for i in &p.campaign.items {
+                    s.push_str(&format!(
+                        "  item {:>4} {:<14} {} {}{}{}\n",
+                        i.n,
+                        i.status,
+                        i.target["type"].as_str().unwrap_or_default(),
+                        i.target["name"].as_str().unwrap_or_default(),
+                        i.org
+                            .as_deref()
+                            .map(|o| format!(" (org {o})"))
+                            .unwrap_or_default(),
+                        if i.status == "failed" {
+                            retry_hint(&p.campaign.id, i.n)
+                        } else {
+                            String::new()
+                        },
+                    ));
+                }
+                s.push_str(&format!(
+                    "{} of {} items shown",
+                    p.campaign.items.len(),
+                    p.items_total
+                ));
+                if let Some(n) = &p.next_after {
+                    s.push_str(&format!("\nmore: --after {n}"));
+                }
+                s
+            });
+            failed = failed_items(&p.campaign);
+        }
+        IncidentCmd::List {
+            limit: None,
+            after: None,
+        } => {
             let vs = incident::list(core, &asker).await?;
-            out.emit(&vs, |vs| {
-                table(
-                    &[
-                        "id", "scope", "status", "items", "verified", "started", "reason",
-                    ],
-                    vs.iter()
-                        .map(|v| {
-                            vec![
-                                v.id.clone(),
-                                v.scope.clone(),
-                                v.status.clone(),
-                                v.total.to_string(),
-                                format!("{}%", v.verified_pct),
-                                v.started_at.clone(),
-                                v.reason.clone(),
-                            ]
-                        })
-                        .collect(),
-                )
+            out.emit(&vs, |vs| campaigns(vs));
+        }
+        IncidentCmd::List { limit, after } => {
+            let n = limit.unwrap_or(crate::store::keyset::PAGE);
+            let after = after.as_deref().filter(|a| !a.is_empty());
+            let p = incident::page(core, &asker, after, n).await?;
+            out.emit(&p.answer(), |_| {
+                let mut s = campaigns(&p.items);
+                s.push_str(&format!(
+                    "\n{} of {} campaigns shown",
+                    p.items.len(),
+                    p.total
+                ));
+                if let Some(n) = &p.next {
+                    s.push_str(&format!("\nmore: --after {n}"));
+                }
+                s
             });
         }
         IncidentCmd::Cancel { id } => {
@@ -177,7 +236,11 @@ async fn follow(core: &Core, id: &str) -> anyhow::Result<IncidentView> {
     loop {
         incident::run_due(core, instance_id()).await?;
         crate::rotation::run_due(core, instance_id()).await?;
-        let v = incident::get(core, &Asker::Operator, id).await?;
+        // Counted, not read: a campaign over every org holds thousands
+        // of items, and this looks five times a second.
+        let v = incident::items::summary(core, &Asker::Operator, id)
+            .await?
+            .view;
         bar.set_position(u64::from(v.progress));
         bar.set_message(format!("{} of {} verified", v.counts["verified"], v.total));
         let moving = ["pending", "acting", "done"]
@@ -185,10 +248,32 @@ async fn follow(core: &Core, id: &str) -> anyhow::Result<IncidentView> {
             .any(|s| v.counts[*s].as_u64().unwrap_or(0) > 0);
         if v.finished_at.is_some() || !moving {
             bar.finish_and_clear();
-            return Ok(v);
+            return Ok(incident::get(core, &Asker::Operator, id).await?);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Campaigns as a table, a line each.
+fn campaigns(vs: &[IncidentView]) -> String {
+    table(
+        &[
+            "id", "scope", "status", "items", "verified", "started", "reason",
+        ],
+        vs.iter()
+            .map(|v| {
+                vec![
+                    v.id.clone(),
+                    v.scope.clone(),
+                    v.status.clone(),
+                    v.total.to_string(),
+                    format!("{}%", v.verified_pct),
+                    v.started_at.clone(),
+                    v.reason.clone(),
+                ]
+            })
+            .collect(),
+    )
 }
 
 fn bar(pct: u8) -> String {
@@ -237,14 +322,17 @@ fn describe(v: &IncidentView) -> String {
     }
     for i in v.items.iter().filter(|i| i.status == "failed") {
         s.push_str(&format!(
-            "  item {} failed: {} (retry: rekey incident retry {} --item {})\n",
+            "  item {} failed: {}{}\n",
             i.n,
             i.detail.clone().unwrap_or_default(),
-            v.id,
-            i.n
+            retry_hint(&v.id, i.n)
         ));
     }
     s
+}
+
+fn retry_hint(id: &str, n: i64) -> String {
+    format!(" (retry: rekey incident retry {id} --item {n})")
 }
 
 async fn blast_radius(

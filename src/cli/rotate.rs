@@ -315,36 +315,41 @@ pub async fn credentials(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rotate --preflight` for a person: who reads the credential, which
-/// version each has, and who would have to move.
+/// One reader of a credential, as `rotate --preflight` and `rotation show`
+/// print it: who, from where, which version, when, until when it may cache
+/// it, and whether it is on the current version.
+fn reader_line(r: &serde_json::Value) -> String {
+    format!(
+        "\n  reader {}{}{} — version {}, last read {}{}{}",
+        r["reader"].as_str().unwrap_or_default(),
+        r["consumer"]
+            .as_str()
+            .map(|c| format!(" (consumer {c})"))
+            .unwrap_or_default(),
+        r["ip"]
+            .as_str()
+            .map(|ip| format!(" from {ip}"))
+            .unwrap_or_default(),
+        r["version"],
+        r["last_read_at"].as_str().unwrap_or_default(),
+        r["cached_until_at"]
+            .as_str()
+            .map(|u| format!(", may cache it until {u}"))
+            .unwrap_or_default(),
+        if r["on_current"] == true {
+            ""
+        } else {
+            " (not on the current version yet)"
+        }
+    )
+}
+
 /// Who reads the rotated credential, which version, and until when it
 /// may keep it from its cache (`rotation show`).
 fn describe_consumers(d: &serde_json::Value) -> String {
     let mut s = String::new();
     for r in d["consumers"].as_array().into_iter().flatten() {
-        s.push_str(&format!(
-            "\n  reader {}{}{} — version {}, last read {}{}{}",
-            r["reader"].as_str().unwrap_or_default(),
-            r["consumer"]
-                .as_str()
-                .map(|c| format!(" (consumer {c})"))
-                .unwrap_or_default(),
-            r["ip"]
-                .as_str()
-                .map(|ip| format!(" from {ip}"))
-                .unwrap_or_default(),
-            r["version"],
-            r["last_read_at"].as_str().unwrap_or_default(),
-            r["may_cache_until"]
-                .as_str()
-                .map(|u| format!(", may cache it until {u}"))
-                .unwrap_or_default(),
-            if r["on_current"] == true {
-                ""
-            } else {
-                " (not on the new credential yet)"
-            }
-        ));
+        s.push_str(&reader_line(r));
     }
     for h in d["cached"].as_array().into_iter().flatten() {
         s.push_str(&format!(
@@ -361,6 +366,8 @@ fn describe_consumers(d: &serde_json::Value) -> String {
     s
 }
 
+/// `rotate --preflight` for a person: who reads the credential, which
+/// version each has, and who would have to move.
 fn describe_preflight(p: &serde_json::Value) -> String {
     let mut s = format!(
         "{} (current version {}): ",
@@ -374,21 +381,7 @@ fn describe_preflight(p: &serde_json::Value) -> String {
     }
     s.push_str(&format!("{} reader(s)", readers.len()));
     for r in &readers {
-        s.push_str(&format!(
-            "\n  {}{} — version {} at {}{}",
-            r["reader"].as_str().unwrap_or_default(),
-            r["ip"]
-                .as_str()
-                .map(|ip| format!(" from {ip}"))
-                .unwrap_or_default(),
-            r["version"],
-            r["last_read_at"].as_str().unwrap_or_default(),
-            if r["on_current"] == true {
-                ""
-            } else {
-                " (not on the current version)"
-            }
-        ));
+        s.push_str(&reader_line(r));
     }
     s
 }

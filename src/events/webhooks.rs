@@ -600,12 +600,15 @@ pub async fn emit(
     Ok(())
 }
 
-/// [`emit`], once per `key` ever (on any instance): for events a periodic
-/// scan finds again and again, such as a credential nearing its expiry.
+/// [`emit`], once per `key` (on any instance): for events a periodic scan
+/// finds again and again, such as a credential nearing its expiry. The
+/// mark is kept until `until` (past it the scan can no longer find what
+/// raised it, and the janitor deletes it), or for good when `None`.
 /// Returns whether it was raised now.
 pub async fn emit_once(
     tx: &mut Tx,
     key: &str,
+    until: Option<i64>,
     org_id: &str,
     event: WebhookEvent,
     data: Value,
@@ -613,9 +616,10 @@ pub async fn emit_once(
 ) -> Result<bool, StoreError> {
     let n = exec!(
         tx,
-        "INSERT INTO event_marks (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO event_marks (key, at, until_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
         key,
-        now
+        now,
+        until
     )?;
     if n == 1 {
         emit(tx, org_id, event, data, now).await?;

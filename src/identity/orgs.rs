@@ -112,6 +112,39 @@ pub async fn page(db: &Db, after: Option<&str>, limit: i64) -> Result<Page<Org>,
     Ok(Page::from_rows(rows, limit, total, |o| o.slug.clone()))
 }
 
+/// The slugs of the orgs `ids` (a page's), by id, in one query.
+pub async fn slugs(
+    db: &Db,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>, IdentityError> {
+    let mut ids: Vec<&str> = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut c = db.read().await?;
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    // In chunks: a campaign over every org may name more orgs than either
+    // store binds parameters in one statement.
+    for chunk in ids.chunks(1_000) {
+        let rows: Vec<(String, String)> = crate::store::sql::fetch_all_args(
+            &mut c,
+            &format!(
+                "SELECT id, slug FROM orgs WHERE id IN ({})",
+                crate::store::sql::param_list(1, chunk.len())
+            ),
+            chunk
+                .iter()
+                .map(|i| crate::store::sql::Arg::Text((*i).to_string()))
+                .collect(),
+        )
+        .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
 /// Finds an org by slug or id.
 pub async fn find<C: AsEx>(c: &mut C, slug_or_id: &str) -> Result<Org, IdentityError> {
     let key = slug_or_id.trim().to_lowercase();

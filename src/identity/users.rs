@@ -242,6 +242,25 @@ async fn update(
     let now = core.now();
     let email = email.trim().to_lowercase();
     let mut tx = core.db.begin_write().await?;
+    if action == "user.activate" {
+        // The deactivation's cut-off (below) is its `now` plus the margin
+        // for other instances' caches, but its transaction may commit long
+        // after that `now` (a row lock, a slow disk), and until the commit
+        // another instance rightly mints for the user with times past the
+        // cut-off. Nothing issued before this activation can be legitimate
+        // (the user was inactive, or it was issued before the deactivation
+        // answered), so the cut-off moves here. Only for a user who was
+        // inactive: activating an active user ends nothing.
+        exec!(
+            &mut tx,
+            "UPDATE users SET revoked_before = $1
+             WHERE org_id = $2 AND email = $3 AND active = $4 AND COALESCE(revoked_before, 0) < $1",
+            now,
+            org_id,
+            &email,
+            false
+        )?;
+    }
     let sql =
         format!("UPDATE users SET {set} = $1, updated_at = $2 WHERE org_id = $3 AND email = $4");
     let n = match value {

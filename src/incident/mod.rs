@@ -23,6 +23,7 @@
 //! for what a cancel stopped before it started.
 
 pub mod blast;
+pub mod items;
 mod own;
 pub mod plan;
 mod report;
@@ -185,6 +186,17 @@ impl ItemRow {
     pub fn settled(&self) -> bool {
         matches!(self.status.as_str(), "verified" | "failed" | "cancelled")
     }
+
+    /// The item as "what waits on whom" lists it.
+    pub fn waiting(&self, org: Option<String>) -> Value {
+        json!({
+            "n": self.n,
+            "org": org,
+            "target": {"type": self.target_type, "name": self.target_name},
+            "who": self.waiting_on,
+            "what": self.detail,
+        })
+    }
 }
 
 #[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
@@ -217,35 +229,48 @@ impl IncidentRow {
         items: &[ItemRow],
         orgs: &std::collections::HashMap<String, String>,
     ) -> IncidentView {
-        let mut counts = serde_json::Map::new();
-        for s in ITEM_STATUSES {
-            counts.insert(
-                s.into(),
-                json!(items.iter().filter(|i| i.status == s).count()),
-            );
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        for i in items {
+            match counts.iter_mut().find(|(s, _)| *s == i.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((i.status.clone(), 1)),
+            }
         }
-        let total = items.len();
+        let org_of = |i: &ItemRow| i.org_id.as_ref().and_then(|o| orgs.get(o).cloned());
+        let waiting = items
+            .iter()
+            .filter(|i| i.status == "waiting_person")
+            .map(|i| i.waiting(org_of(i)))
+            .collect();
+        let mut v = self.view_counted(&counts, waiting);
+        v.items = items.iter().map(|i| i.view(org_of(i))).collect();
+        v
+    }
+
+    /// The campaign with its items counted per status (`counts`, as SQL
+    /// aggregates them) and `waiting` as given; no items listed.
+    pub fn view_counted(&self, counts: &[(String, i64)], waiting: Vec<Value>) -> IncidentView {
+        let of = |s: &str| {
+            counts
+                .iter()
+                .filter(|(c, _)| c == s)
+                .map(|(_, n)| usize::try_from(*n).unwrap_or(0))
+                .sum::<usize>()
+        };
+        let mut by_status = serde_json::Map::new();
+        for s in ITEM_STATUSES {
+            by_status.insert(s.into(), json!(of(s)));
+        }
+        let total: usize = counts
+            .iter()
+            .map(|(_, n)| usize::try_from(*n).unwrap_or(0))
+            .sum();
         let pct = |n: usize| {
             (n * 100)
                 .checked_div(total)
                 .map_or(100, |p| u8::try_from(p).unwrap_or(100))
         };
-        let settled = items.iter().filter(|i| i.settled()).count();
-        let verified = items.iter().filter(|i| i.status == "verified").count();
-        let org_of = |i: &ItemRow| i.org_id.as_ref().and_then(|o| orgs.get(o).cloned());
-        let waiting = items
-            .iter()
-            .filter(|i| i.status == "waiting_person")
-            .map(|i| {
-                json!({
-                    "n": i.n,
-                    "org": org_of(i),
-                    "target": {"type": i.target_type, "name": i.target_name},
-                    "who": i.waiting_on,
-                    "what": i.detail,
-                })
-            })
-            .collect();
+        let settled = of("verified") + of("failed") + of("cancelled");
         IncidentView {
             id: self.id.clone(),
             scope: self.scope.clone(),
@@ -258,11 +283,11 @@ impl IncidentRow {
             started_at: rfc3339(self.started_at),
             finished_at: self.finished_at.map(rfc3339),
             total,
-            counts: Value::Object(counts),
+            counts: Value::Object(by_status),
             progress: pct(settled),
-            verified_pct: pct(verified),
+            verified_pct: pct(of("verified")),
             waiting,
-            items: items.iter().map(|i| i.view(org_of(i))).collect(),
+            items: Vec::new(),
         }
     }
 }
@@ -366,12 +391,14 @@ pub enum Started {
     Campaign(Box<IncidentView>, Vec<Value>),
 }
 
-async fn slugs(core: &Core) -> Result<std::collections::HashMap<String, String>, IncidentError> {
-    Ok(crate::identity::orgs::list(&core.db)
-        .await?
-        .into_iter()
-        .map(|o| (o.id, o.slug))
-        .collect())
+/// The slugs of the orgs `ids` names (each item's org), read for those
+/// alone: not every org of the platform for every campaign answered.
+async fn slugs<'a>(
+    core: &Core,
+    ids: impl IntoIterator<Item = &'a Option<String>>,
+) -> Result<std::collections::HashMap<String, String>, IncidentError> {
+    let ids: Vec<&str> = ids.into_iter().filter_map(|o| o.as_deref()).collect();
+    Ok(crate::identity::orgs::slugs(&core.db, &ids).await?)
 }
 
 pub async fn get_row<C: AsEx>(c: &mut C, id: &str) -> Result<IncidentRow, IncidentError> {
@@ -404,12 +431,51 @@ pub async fn get(core: &Core, asker: &Asker<'_>, id: &str) -> Result<IncidentVie
     if !asker.owns(&row) && (row.org_id.is_some() || its.is_empty()) {
         return Err(IncidentError::NotFound(format!("campaign {id}")));
     }
-    Ok(row.view(&its, &slugs(core).await?))
+    Ok(row.view(&its, &slugs(core, its.iter().map(|i| &i.org_id)).await?))
 }
 
 /// The campaigns `get` would show the asker, newest first.
 const VISIBLE: &str = "($1 = '' OR org_id = $1 OR (org_id IS NULL AND EXISTS (
     SELECT 1 FROM incident_items v WHERE v.incident_id = incidents.id AND v.org_id = $1)))";
+
+/// What waits on the asker in the running campaigns it sees, at most
+/// `limit`: for the operator the items waiting on the operator, for an org
+/// admin their org's items waiting on its admins; each as (campaign id,
+/// the item as `waiting` lists it). Selected in SQL, so the landing page
+/// reads only these, however many items the campaigns have.
+pub async fn waiting_on(
+    core: &Core,
+    asker: &Asker<'_>,
+    limit: i64,
+) -> Result<Vec<(String, Value)>, IncidentError> {
+    let org = match asker {
+        Asker::Operator => "",
+        Asker::OrgAdmin { org_id } => org_id,
+    };
+    let items = fetch_all!(
+        &mut core.db.read().await?,
+        ItemRow,
+        &format!(
+            "SELECT {ITEM_COLS} FROM incident_items
+             WHERE status = 'waiting_person' AND ($1 = '' OR org_id = $1)
+               AND (($1 = '' AND waiting_on = 'operator')
+                 OR ($1 <> '' AND COALESCE(waiting_on, '') <> 'operator'))
+               AND incident_id IN (SELECT id FROM incidents WHERE status = 'running' AND {VISIBLE})
+             ORDER BY incident_id DESC, n LIMIT $2"
+        ),
+        org,
+        limit
+    )?;
+    let ids: Vec<&str> = items.iter().filter_map(|i| i.org_id.as_deref()).collect();
+    let orgs = crate::identity::orgs::slugs(&core.db, &ids).await?;
+    Ok(items
+        .iter()
+        .map(|i| {
+            let slug = i.org_id.as_ref().and_then(|o| orgs.get(o).cloned());
+            (i.incident_id.clone(), i.waiting(slug))
+        })
+        .collect())
+}
 
 pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, IncidentError> {
     let org = match asker {
@@ -420,17 +486,18 @@ pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, I
     let rows = fetch_all!(
         &mut c,
         IncidentRow,
-        &format!("SELECT {COLS} FROM incidents WHERE {VISIBLE} ORDER BY started_at DESC LIMIT 200"),
+        &format!("SELECT {COLS} FROM incidents WHERE {VISIBLE} ORDER BY started_at DESC, id DESC LIMIT 200"),
         org
     )?;
     // Every listed campaign's visible items in one query, not one per
-    // campaign.
+    // campaign. The id breaks ties of time, as on the pages, so the two
+    // answers list campaigns in one order.
     let all = fetch_all!(
         &mut c,
         ItemRow,
         &format!(
             "SELECT {ITEM_COLS} FROM incident_items WHERE ($1 = '' OR org_id = $1) AND incident_id IN (
-               SELECT id FROM incidents WHERE {VISIBLE} ORDER BY started_at DESC LIMIT 200)
+               SELECT id FROM incidents WHERE {VISIBLE} ORDER BY started_at DESC, id DESC LIMIT 200)
              ORDER BY incident_id, n"
         ),
         org
@@ -441,7 +508,8 @@ pub async fn list(core: &Core, asker: &Asker<'_>) -> Result<Vec<IncidentView>, I
 
 /// One page of the campaigns `get` would show the asker, newest first by
 /// keyset (`STARTED_AT.ID` after `after`, the `next` of the page before),
-/// with the exact total.
+/// with the exact total; each campaign's visible items counted, not
+/// listed.
 pub async fn page(
     core: &Core,
     asker: &Asker<'_>,
@@ -475,14 +543,16 @@ pub async fn page(
         &id,
         limit + 1
     )?;
-    // The page's campaigns' visible items in one query.
-    let all = fetch_all!(
+    // The page's campaigns' visible items counted per status in one
+    // query: a platform-wide campaign's thousands of items are not read.
+    let counted = fetch_all!(
         &mut c,
-        ItemRow,
+        (String, String, i64),
         &format!(
-            "SELECT {ITEM_COLS} FROM incident_items WHERE ($1 = '' OR org_id = $1) AND incident_id IN (
+            "SELECT incident_id, status, COUNT(*) FROM incident_items
+             WHERE ($1 = '' OR org_id = $1) AND incident_id IN (
                SELECT id FROM incidents WHERE {VISIBLE} AND {AFTER})
-             ORDER BY incident_id, n"
+             GROUP BY incident_id, status"
         ),
         org,
         at,
@@ -490,13 +560,18 @@ pub async fn page(
         limit + 1
     )?;
     drop(c);
-    let rows = Page::from_rows(rows, limit, total, |r| Cursor::of(r.started_at, &r.id));
-    let items = views(core, rows.items, all).await?;
-    Ok(Page {
-        items,
-        total: rows.total,
-        next: rows.next,
-    })
+    let mut by_campaign: std::collections::HashMap<String, Vec<(String, i64)>> = Default::default();
+    for (campaign, status, n) in counted {
+        by_campaign.entry(campaign).or_default().push((status, n));
+    }
+    // Counted, not listed: no items, and no "what waits on whom" (the
+    // campaign's page has it).
+    Ok(
+        Page::from_rows(rows, limit, total, |r| Cursor::of(r.started_at, &r.id)).map(|r| {
+            let counts = by_campaign.remove(&r.id).unwrap_or_default();
+            r.view_counted(&counts, Vec::new())
+        }),
+    )
 }
 
 /// Campaign rows as the lists show them: each with its visible items
@@ -513,7 +588,7 @@ async fn views(
             .or_default()
             .push(i);
     }
-    let orgs = slugs(core).await?;
+    let orgs = slugs(core, by_campaign.values().flatten().map(|i| &i.org_id)).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let its = by_campaign.remove(&r.id).unwrap_or_default();
@@ -586,7 +661,7 @@ pub async fn start(
         )));
     }
     if req.dry_run {
-        let orgs = slugs(core).await?;
+        let orgs = slugs(core, planned.iter().map(|p| &p.org_id)).await?;
         return Ok(Started::Plan(json!({
             "dry_run": true,
             "scope": scope.name(),
@@ -640,7 +715,7 @@ pub async fn start(
         let its = asker.visible(items(&mut c, &r.id).await?);
         drop(c);
         return Err(IncidentError::Running(Overlap::Visible(Box::new(
-            r.view(&its, &slugs(core).await?),
+            r.view(&its, &slugs(core, its.iter().map(|i| &i.org_id)).await?),
         ))));
     }
     let job_id = queue::enqueue(

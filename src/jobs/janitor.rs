@@ -1,7 +1,8 @@
 //! Deletes what can no longer matter: expired access tokens and codes,
-//! grace-window successor pairs past any window, ended admin sessions and
-//! stale rate-limit windows. Consumed refresh tokens are kept while their
-//! authorization lives: reuse detection needs them.
+//! grace-window successor pairs past any window, ended admin sessions,
+//! stale rate-limit windows and the marks of events whose date has
+//! passed. Consumed refresh tokens are kept while their authorization
+//! lives: reuse detection needs them.
 
 use crate::exec;
 use crate::state::Core;
@@ -46,6 +47,12 @@ pub async fn sweep(core: &Core) -> Result<u64, StoreError> {
         &mut tx,
         "DELETE FROM rate_limits WHERE window_start < $1",
         now - 86_400_000
+    )?;
+    // Marks of events whose date has passed: no scan can find it again.
+    n += exec!(
+        &mut tx,
+        "DELETE FROM event_marks WHERE until_at < $1",
+        cutoff
     )?;
     tx.commit().await?;
     Ok(n)

@@ -158,34 +158,29 @@ pub async fn claim_capped(
         now,
         limit.saturating_mul(4).max(limit)
     )?;
-    let mut hosts: Vec<&str> = candidates.iter().filter_map(|c| c.1.as_deref()).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    let mut running = std::collections::HashMap::new();
-    for host in &hosts {
-        running.insert(*host, running_on(&mut tx, host, now).await?);
-    }
-    let mut chosen = Vec::new();
-    for (id, host) in &candidates {
-        if chosen.len() as i64 >= limit {
-            break;
-        }
-        if let Some(h) = host.as_deref() {
-            let n = running.entry(h).or_insert(0);
-            if *n >= cap(h) {
-                continue;
-            }
-            *n += 1;
-        }
-        chosen.push(id.clone());
-    }
     let sql = format!(
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
          WHERE id = $4 RETURNING {COLS}"
     );
-    let mut jobs = Vec::with_capacity(chosen.len());
-    for id in chosen {
-        let until = now.saturating_add(lease_ms);
+    let until = now.saturating_add(lease_ms);
+    let mut jobs = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(candidates.len()));
+    // Hosts found full in this claim: not asked again for its other jobs.
+    let mut full: Vec<&str> = Vec::new();
+    for (id, host) in &candidates {
+        if jobs.len() as i64 >= limit {
+            break;
+        }
+        if let Some(h) = host.as_deref() {
+            if full.contains(&h) {
+                continue;
+            }
+            if !take_place(&mut tx, h, cap(h), id, now).await? {
+                full.push(h);
+                continue;
+            }
+        }
+        // Running at once: the next place taken in this transaction must
+        // see this one's job holding its place.
         if let Some(j) = fetch_optional!(&mut tx, Job, &sql, owner, until, now, id)? {
             jobs.push(j);
         }
@@ -194,26 +189,93 @@ pub async fn claim_capped(
     Ok(jobs)
 }
 
-/// Jobs holding a live lease on `host`. On PostgreSQL it first takes the
-/// host's advisory lock for the transaction, so instances claiming on one
-/// host at once count one after the other and the cap holds across them.
-async fn running_on(tx: &mut Tx, host: &str, now: i64) -> Result<i64, StoreError> {
-    // BACKEND-SPECIFIC: SQLite's write transaction is exclusive already.
-    if let Tx::Postgres(..) = tx {
+/// The most places a host may have; a larger cap means none (the uncapped
+/// claims pass `i64::MAX`).
+const MAX_PLACES: i64 = 4_096;
+
+/// Takes a place on `host` for job `id` while fewer than `cap` jobs hold a
+/// live lease on it (of any kind, on any instance): a place in
+/// `job_host_slots` is free when its job no longer holds a live lease, so
+/// an abandoned job (its holder crashed) frees its place by itself and
+/// nothing has to give it back. A job that holds a place takes that one
+/// again (a lease taken over), never a second.
+///
+/// The places are looked at in three tiers, each asked only when the one
+/// before found nothing (`COALESCE` evaluates lazily on both engines):
+/// the place this job holds; the first place nobody holds (a job that
+/// finishes or is released empties its place, [`free_place`]); the first
+/// place whose job's lease has lapsed. Every tier locks what it finds
+/// (skipping what another claim locked): the `UPDATE` rechecks only host
+/// and place, so an unlocked find could overwrite a place another claim
+/// took meanwhile and let two jobs run on one place. Ranking every place with its
+/// lease check, as one query did before, cost 0.72 ms a claim on
+/// PostgreSQL, the costliest statement of a campaign.
+///
+/// BACKEND-SPECIFIC: on PostgreSQL concurrent claims skip the places
+/// another claim is taking (`FOR UPDATE SKIP LOCKED`) instead of waiting
+/// for a lock on the whole host, so claims on one host never queue behind
+/// each other's transactions; SQLite's write transaction is exclusive
+/// already.
+async fn take_place(
+    tx: &mut Tx,
+    host: &str,
+    cap: i64,
+    id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    if cap > MAX_PLACES {
+        // Uncapped (`claim`, `claim_id`): no places to keep.
+        return Ok(true);
+    }
+    let lock = match tx {
+        Tx::Postgres(..) => "FOR UPDATE SKIP LOCKED",
+        Tx::Sqlite(..) => "",
+    };
+    let take = format!(
+        "UPDATE job_host_slots SET job_id = $1
+         WHERE host = $2 AND n = COALESCE(
+             (SELECT s.n FROM job_host_slots s
+              WHERE s.host = $2 AND s.n < $3 AND s.job_id = $1 LIMIT 1 {lock}),
+             (SELECT s.n FROM job_host_slots s
+              WHERE s.host = $2 AND s.n < $3 AND s.job_id IS NULL
+              ORDER BY s.n LIMIT 1 {lock}),
+             (SELECT s.n FROM job_host_slots s
+              WHERE s.host = $2 AND s.n < $3 AND NOT EXISTS (
+                  SELECT 1 FROM jobs j
+                  WHERE j.id = s.job_id AND j.state = 'running' AND j.lease_until >= $4)
+              ORDER BY s.n LIMIT 1 {lock}))"
+    );
+    for first in [true, false] {
+        if exec!(tx, &take, id, host, cap, now)? == 1 {
+            return Ok(true);
+        }
+        if !first {
+            break;
+        }
+        // No free place among the host's rows: add the missing ones (its
+        // first claim, or a raised cap) and look once more. (`WHERE true`:
+        // SQLite reads `ON CONFLICT` after a bare `FROM g` as a join.)
+        let have = crate::scalar_optional!(
+            tx,
+            i64,
+            "SELECT COUNT(*) FROM job_host_slots WHERE host = $1 AND n < $2",
+            host,
+            cap
+        )?
+        .unwrap_or(0);
+        if have >= cap {
+            return Ok(false);
+        }
         exec!(
             tx,
-            "SELECT pg_advisory_xact_lock(hashtext('rekey-job-host:' || $1))",
-            host
+            "WITH RECURSIVE g(n) AS (SELECT CAST(0 AS BIGINT) UNION ALL SELECT n + 1 FROM g WHERE n + 1 < $2)
+             INSERT INTO job_host_slots (host, n) SELECT $1, n FROM g WHERE true
+             ON CONFLICT (host, n) DO NOTHING",
+            host,
+            cap
         )?;
     }
-    let n = crate::scalar_optional!(
-        tx,
-        i64,
-        "SELECT COUNT(*) FROM jobs WHERE host = $1 AND state = 'running' AND lease_until >= $2",
-        host,
-        now
-    )?;
-    Ok(n.unwrap_or(0))
+    Ok(false)
 }
 
 /// Takes one job by id, when it is due and nobody holds it (a CLI that
@@ -250,7 +312,7 @@ pub async fn claim_id_in(
     )?
     .flatten();
     if let Some(h) = host {
-        if running_on(tx, &h, now).await? >= cap(&h) {
+        if !take_place(tx, &h, cap(&h), id, now).await? {
             return Ok(None);
         }
     }
@@ -471,16 +533,41 @@ pub async fn finish(
     state: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let n = exec!(
+    let held = crate::scalar_optional!(
         tx,
+        Option<String>,
         "UPDATE jobs SET state = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2
-         WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+         WHERE id = $3 AND lease_owner = $4 AND state = 'running' RETURNING host",
         state,
         now,
         id,
         owner
     )?;
-    Ok(n == 1)
+    free_place(tx, id, held).await
+}
+
+/// Empties the place on its host that a job which just gave up its lease
+/// held, so the next claim finds it without checking leases. `held` is
+/// what the statement that gave the lease up returned: `None` when the
+/// caller did not hold the job (nothing is freed), `Some(None)` for a job
+/// acting on no host. True when the caller held the job.
+async fn free_place(
+    tx: &mut Tx,
+    id: &str,
+    held: Option<Option<String>>,
+) -> Result<bool, StoreError> {
+    let Some(host) = held else {
+        return Ok(false);
+    };
+    if let Some(h) = host {
+        exec!(
+            tx,
+            "UPDATE job_host_slots SET job_id = NULL WHERE host = $1 AND job_id = $2",
+            &h,
+            id
+        )?;
+    }
+    Ok(true)
 }
 
 /// Gives a held job back to run again at `run_at`, without counting an
@@ -507,16 +594,17 @@ pub async fn release_in(
     run_at: i64,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let n = exec!(
+    let held = crate::scalar_optional!(
         tx,
+        Option<String>,
         "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_run_at = $1, updated_at = $2
-         WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+         WHERE id = $3 AND lease_owner = $4 AND state = 'running' RETURNING host",
         run_at,
         now,
         id,
         owner
     )?;
-    Ok(n == 1)
+    free_place(tx, id, held).await
 }
 
 /// Counts a failed attempt. Returns the job's state after it: `queued`
@@ -949,10 +1037,40 @@ mod tests {
             .await
             .unwrap());
         tx.commit().await.unwrap();
+        // the finished job emptied its place: the next claim takes it
+        // without asking whose lease lapsed
+        let holding = |id: String| {
+            let db = db.clone();
+            async move {
+                crate::scalar_optional!(
+                    &mut db.read().await.unwrap(),
+                    i64,
+                    "SELECT COUNT(*) FROM job_host_slots WHERE job_id = $1",
+                    &id
+                )
+                .unwrap()
+                .unwrap_or(0)
+            }
+        };
+        assert_eq!(holding(first.id.clone()).await, 0);
+        // a released job empties its place too
+        let second = all
+            .iter()
+            .filter(|j| j.host.as_deref() == Some("mysql:db1"))
+            .nth(1)
+            .unwrap();
+        assert_eq!(holding(second.id.clone()).await, 1);
+        let mut tx = db.begin_write().await.unwrap();
+        let owner2 = second.lease_owner.clone().unwrap();
+        assert!(release_in(&mut tx, &second.id, &owner2, 500_000, 1_001)
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(holding(second.id.clone()).await, 0);
         let more = claim_capped(db, "test", "w9", 60_000, 20, 1_002, &cap)
             .await
             .unwrap();
-        assert_eq!(more.len(), 1, "{more:?}");
+        assert_eq!(more.len(), 2, "{more:?}");
         // and a lease that ran out frees its place
         let later = claim_capped(db, "test", "w10", 60_000, 20, 200_000, &cap)
             .await

@@ -18,8 +18,11 @@ use crate::audit::{self, Actor, Event};
 use crate::clock::rfc3339;
 use crate::connectors::catalog::Rotation as Mode;
 use crate::state::Core;
+use crate::store::sql::{fetch_all_args, param_list, Arg};
 use crate::store::Tx;
 use crate::{exec, fetch_all};
+
+pub mod paged;
 
 const DAY: i64 = 86_400_000;
 
@@ -163,7 +166,7 @@ pub struct AgeRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     #[serde(skip)]
-    since_ms: i64,
+    pub(super) since_ms: i64,
     #[serde(skip)]
     pub due_ms: Option<i64>,
 }
@@ -248,21 +251,55 @@ struct KeyUse {
     newest: i64,
 }
 
-/// Every credential of `org_id` (or of every org and the platform's own,
-/// with `None`) at least `older_than_ms` old, worst first: those past due
-/// (most overdue first), then the rest, oldest first.
-pub async fn list(
-    core: &Core,
-    org_id: Option<&str>,
-    older_than_ms: Option<i64>,
+/// The ids the detail queries of `gather` are limited to: those of one
+/// page (`paged`), by the table they live in.
+#[derive(Default)]
+pub(super) struct Only {
+    pub connections: Vec<String>,
+    pub keys: Vec<String>,
+    pub clients: Vec<String>,
+    pub providers: Vec<String>,
+}
+
+/// `sql` run with `$1` = `org` (`''` for every org), limited with
+/// `AND {col} IN (…)` to `only` when a page names its ids; `None` when the
+/// page names none of this table's.
+async fn detail<T>(
+    c: &mut crate::store::Conn,
+    sql: &str,
+    org: &str,
+    col: &str,
+    only: Option<&[String]>,
+) -> Result<Vec<T>, RotationError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin,
+{
+    let mut args = vec![Arg::Text(org.to_string())];
+    let sql = match only {
+        None => sql.to_string(),
+        Some([]) => return Ok(vec![]),
+        Some(ids) => {
+            args.extend(ids.iter().cloned().map(Arg::Text));
+            format!("{sql} AND {col} IN ({})", param_list(2, ids.len()))
+        }
+    };
+    Ok(fetch_all_args(c, &sql, args).await?)
+}
+
+/// The credentials rekey holds in tables (every kind but master keys) of
+/// `org` (`''`: every org), all of them or only `only`'s, unordered.
+pub(super) async fn gather(
+    c: &mut crate::store::Conn,
+    now: i64,
+    org: &str,
+    only: Option<&Only>,
 ) -> Result<Vec<AgeRow>, RotationError> {
-    let now = core.now();
-    let org = org_id.unwrap_or("");
-    let mut c = core.db.read().await?;
     let mut out = Vec::new();
-    let conns = fetch_all!(
-        &mut c,
-        ConnRow,
+    let conns: Vec<ConnRow> = detail(
+        c,
         "SELECT c.id, o.slug AS org, c.name, c.kind, c.auth,
                 COALESCE(s.created_at, c.last_rotated_at, c.created_at) AS since,
                 s.last_read_at, s.verified_at, c.last_test_at, c.last_test_outcome, c.rotation_interval_ms,
@@ -271,8 +308,11 @@ pub async fn list(
          FROM connections c JOIN orgs o ON o.id = c.org_id
          LEFT JOIN credential_slots s ON s.connection_id = c.id AND s.slot = 'current'
          WHERE c.has_credentials = TRUE AND ($1 = '' OR c.org_id = $1)",
-        org
-    )?;
+        org,
+        "c.id",
+        only.map(|o| o.connections.as_slice()),
+    )
+    .await?;
     for r in conns {
         let mode = crate::connectors::catalog::kind(&r.kind)
             .and_then(|k| k.method(&r.auth))
@@ -310,16 +350,18 @@ pub async fn list(
         a.waiting = waiting;
         out.push(a);
     }
-    let keys = fetch_all!(
-        &mut c,
-        SecretRow,
+    let keys: Vec<SecretRow> = detail(
+        c,
         "SELECT k.id, o.slug AS org, k.name, k.scope AS detail,
                 COALESCE(s.rotated_at, k.created_at) AS since, k.last_used_at, s.rotation_interval_ms
          FROM access_keys k JOIN orgs o ON o.id = k.org_id
          LEFT JOIN secret_schedules s ON s.target_type = 'key' AND s.target_id = k.id
          WHERE k.revoked_at IS NULL AND ($1 = '' OR k.org_id = $1)",
-        org
-    )?;
+        org,
+        "k.id",
+        only.map(|o| o.keys.as_slice()),
+    )
+    .await?;
     for r in keys {
         out.push(row(
             now,
@@ -335,9 +377,8 @@ pub async fn list(
             r.rotation_interval_ms,
         ));
     }
-    let clients = fetch_all!(
-        &mut c,
-        SecretRow,
+    let clients: Vec<SecretRow> = detail(
+        c,
         "SELECT cl.id, o.slug AS org, cl.name, cl.kind AS detail,
                 COALESCE(s.rotated_at, cl.created_at) AS since,
                 (SELECT MAX(g.last_used_at) FROM oauth_grants g WHERE g.client_pk = cl.id) AS last_used_at,
@@ -345,8 +386,11 @@ pub async fn list(
          FROM oauth_clients cl JOIN orgs o ON o.id = cl.org_id
          LEFT JOIN secret_schedules s ON s.target_type = cl.kind AND s.target_id = cl.id
          WHERE ($1 = '' OR cl.org_id = $1)",
-        org
-    )?;
+        org,
+        "cl.id",
+        only.map(|o| o.clients.as_slice()),
+    )
+    .await?;
     for r in clients {
         let kind = if r.detail == "m2m" {
             "m2m_secret"
@@ -367,12 +411,15 @@ pub async fn list(
             r.rotation_interval_ms,
         ));
     }
-    if org_id.is_none() {
-        let providers = fetch_all!(
-            &mut c,
-            ProviderRow,
-            "SELECT kind, client_id, updated_at FROM connector_clients"
-        )?;
+    if org.is_empty() {
+        let providers: Vec<ProviderRow> = detail(
+            c,
+            "SELECT kind, client_id, updated_at FROM connector_clients WHERE $1 = ''",
+            org,
+            "kind",
+            only.map(|o| o.providers.as_slice()),
+        )
+        .await?;
         for p in providers {
             out.push(row(
                 now,
@@ -388,51 +435,135 @@ pub async fn list(
                 None,
             ));
         }
-        // A master key's age is that of the oldest value still sealed
-        // under it: what a key rotation would have to re-seal.
-        let uses = fetch_all!(
-            &mut c,
-            KeyUse,
-            "SELECT key_id, COUNT(*) AS \"values\", MIN(updated_at) AS oldest, MAX(updated_at) AS newest
-             FROM sealed GROUP BY key_id"
-        )?;
-        for (i, key_id) in core.keyring.key_ids().into_iter().enumerate() {
-            let u = uses.iter().find(|u| u.key_id == key_id);
-            let role = if i == 0 {
-                "newest: seals new values"
-            } else {
-                "older: opens values not yet re-sealed"
-            };
-            out.push(row(
-                now,
-                "master_key",
-                key_id.clone(),
-                None,
-                key_id,
-                format!(
-                    "{role}; {} values sealed under it",
-                    u.map(|u| u.values).unwrap_or(0)
-                ),
-                u.map(|u| u.oldest).unwrap_or(now),
-                u.map(|u| u.newest),
-                None,
-                "manual",
-                None,
-            ));
+    }
+    Ok(out)
+}
+
+/// The master keys of the keyring, newest first, each with when the
+/// oldest value still sealed under it was sealed (`None`: no value is).
+pub(super) async fn master_keys(
+    c: &mut crate::store::Conn,
+    core: &Core,
+    now: i64,
+) -> Result<Vec<(AgeRow, Option<i64>)>, RotationError> {
+    // A master key's age is that of the oldest value still sealed under
+    // it: what a key rotation would have to re-seal.
+    let uses = fetch_all!(
+        c,
+        KeyUse,
+        "SELECT key_id, COUNT(*) AS \"values\", MIN(updated_at) AS oldest, MAX(updated_at) AS newest
+         FROM sealed GROUP BY key_id"
+    )?;
+    let mut out = Vec::new();
+    for (i, key_id) in core.keyring.key_ids().into_iter().enumerate() {
+        let u = uses.iter().find(|u| u.key_id == key_id);
+        let role = if i == 0 {
+            "newest: seals new values"
+        } else {
+            "older: opens values not yet re-sealed"
+        };
+        let r = row(
+            now,
+            "master_key",
+            key_id.clone(),
+            None,
+            key_id,
+            format!(
+                "{role}; {} values sealed under it",
+                u.map(|u| u.values).unwrap_or(0)
+            ),
+            u.map(|u| u.oldest).unwrap_or(now),
+            u.map(|u| u.newest),
+            None,
+            "manual",
+            None,
+        );
+        out.push((r, u.map(|u| u.oldest)));
+    }
+    Ok(out)
+}
+
+/// The kinds of credential in the order that breaks a tie of time (the
+/// number the ranking query gives each table's rows).
+pub(super) const KINDS: [&str; 6] = [
+    "connection",
+    "access_key",
+    "m2m_secret",
+    "app_secret",
+    "provider_client",
+    "master_key",
+];
+
+/// Where a credential stands in the worst-first order, as of `asof`: past
+/// due (segment 0) by due date, most overdue first; then the rest
+/// (segment 1) by since when the value in force has been set, oldest
+/// first; a tie broken by kind and id, so the order is total and a page
+/// cursor can resume it (`paged`). The ranking query computes the same in
+/// SQL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Rank {
+    pub seg: i64,
+    pub t: i64,
+    pub kind: i64,
+    pub id: String,
+}
+
+impl Rank {
+    /// `due_ms`: since plus the rotation interval, when it has one.
+    pub(super) fn of(kind: i64, id: &str, since_ms: i64, due_ms: Option<i64>, asof: i64) -> Rank {
+        let (seg, t) = match due_ms {
+            Some(due) if due <= asof => (0, due),
+            _ => (1, since_ms),
+        };
+        Rank {
+            seg,
+            t,
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// `row`'s rank; `sealed_since` for a master key (`master_keys`),
+    /// whose row says `now` when nothing is sealed under it: it ranks as
+    /// of `asof`, so a walk's pages agree on where it stands.
+    pub(super) fn of_row(r: &AgeRow, asof: i64, sealed_since: Option<Option<i64>>) -> Rank {
+        let kind = KINDS
+            .iter()
+            .position(|k| *k == r.kind)
+            .and_then(|i| i64::try_from(i).ok())
+            .unwrap_or(i64::MAX);
+        let since = match sealed_since {
+            Some(s) => s.unwrap_or(asof),
+            None => r.since_ms,
+        };
+        Rank::of(kind, &r.id, since, r.due_ms, asof)
+    }
+}
+
+/// Every credential of `org_id` (or of every org and the platform's own,
+/// with `None`) at least `older_than_ms` old, worst first (`Rank`): those
+/// past due (most overdue first), then the rest, oldest first. One page of
+/// it at a time: `paged::page`.
+pub async fn list(
+    core: &Core,
+    org_id: Option<&str>,
+    older_than_ms: Option<i64>,
+) -> Result<Vec<AgeRow>, RotationError> {
+    let now = core.now();
+    let mut c = core.db.read().await?;
+    let mut ranked: Vec<(Rank, AgeRow)> = gather(&mut c, now, org_id.unwrap_or(""), None)
+        .await?
+        .into_iter()
+        .map(|r| (Rank::of_row(&r, now, None), r))
+        .collect();
+    if org_id.is_none() {
+        for (r, sealed) in master_keys(&mut c, core, now).await? {
+            ranked.push((Rank::of_row(&r, now, Some(sealed)), r));
         }
     }
     if let Some(min) = older_than_ms {
-        out.retain(|r| now.saturating_sub(r.since_ms) >= min);
+        ranked.retain(|(_, r)| now.saturating_sub(r.since_ms) >= min);
     }
-    // Worst first: overdue (most overdue first), then the oldest.
-    out.sort_by(|a, b| {
-        let overdue = |r: &AgeRow| r.due_ms.filter(|_| r.due);
-        match (overdue(a), overdue(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.since_ms.cmp(&b.since_ms),
-        }
-    });
-    Ok(out)
+    ranked.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(ranked.into_iter().map(|(_, r)| r).collect())
 }

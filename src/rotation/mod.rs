@@ -352,21 +352,64 @@ pub async fn page(
     }))
 }
 
-/// The rotation queue across every org (the operator's): unfinished
-/// rotations first (oldest first), then the latest finished ones.
-pub async fn queue(core: &Core, limit: i64) -> Result<Vec<RotationRow>, RotationError> {
+/// One page of the rotation queue across every org (the operator's):
+/// unfinished rotations first, oldest first, then the finished ones,
+/// newest first, with the exact total.
+///
+/// The two segments are one keyset over a computed sort key
+/// `(seg, k, id)`: `seg` 0 for unfinished and 1 for finished, `k` the
+/// start time for unfinished and its negation for finished (so one
+/// ascending order gives "oldest first" and then "newest first"), the id
+/// breaking ties. The cursor is `SEG:K.ID` of the page's last row. A
+/// rotation that finishes during a walk moves to the second segment, like
+/// any row whose sort key changes between pages.
+pub async fn queue(
+    core: &Core,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<RotationRow>, RotationError> {
+    let bad = |e: keyset::BadCursor| RotationError::Invalid(e.to_string());
+    let (seg, k, id) = match Cursor::opt(after).map_err(bad)? {
+        None => (-1, i64::MIN, String::new()),
+        Some(c) => {
+            let parsed = c
+                .key
+                .split_once(':')
+                .and_then(|(s, k)| Some((s.parse::<i64>().ok()?, k.parse::<i64>().ok()?)))
+                .filter(|(s, _)| (0..=1).contains(s));
+            match parsed {
+                Some((s, k)) => (s, k, c.id),
+                None => return Err(bad(keyset::BadCursor(after.unwrap_or_default().into()))),
+            }
+        }
+    };
+    let limit = keyset::limit(limit);
     let mut c = core.db.read().await?;
-    Ok(fetch_all!(
+    let total =
+        crate::scalar_optional!(&mut c, i64, "SELECT COUNT(*) FROM rotations")?.unwrap_or(0);
+    let rows = fetch_all!(
         &mut c,
         RotationRow,
         &format!(
-            "SELECT {COLS} FROM rotations
-             ORDER BY CASE WHEN finished_at IS NULL THEN 0 ELSE 1 END,
-                      CASE WHEN finished_at IS NULL THEN started_at ELSE -started_at END
-             LIMIT $1"
+            "SELECT {COLS} FROM (
+               SELECT r.*, CASE WHEN finished_at IS NULL THEN 0 ELSE 1 END AS q_seg,
+                      CASE WHEN finished_at IS NULL THEN started_at ELSE -started_at END AS q_k
+               FROM rotations r) q
+             WHERE q_seg > $1 OR (q_seg = $1 AND (q_k > $2 OR (q_k = $2 AND id > $3)))
+             ORDER BY q_seg, q_k, id LIMIT $4"
         ),
-        limit
-    )?)
+        seg,
+        k,
+        &id,
+        limit + 1
+    )?;
+    Ok(Page::from_rows(rows, limit, total, |r| {
+        let (seg, k) = match r.finished_at {
+            None => (0, r.started_at),
+            Some(_) => (1, r.started_at.saturating_neg()),
+        };
+        Cursor::of(format!("{seg}:{k}"), &r.id)
+    }))
 }
 
 /// Rotations a person must act on, of one org or of every org (`None`):
@@ -758,13 +801,20 @@ pub(crate) async fn unfinished(
 /// progress waits for them), `must_reread` everyone a new rotation would
 /// wait for. Changes nothing.
 async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, RotationError> {
-    let mut c = core.db.read().await?;
-    let current = crate::connectors::slots::list(&mut c, conn_id)
+    preflight_in(&mut core.db.read().await?, conn_id, name).await
+}
+
+async fn preflight_in<C: AsEx>(
+    c: &mut C,
+    conn_id: &str,
+    name: &str,
+) -> Result<Value, RotationError> {
+    let current = crate::connectors::slots::list(c, conn_id)
         .await?
         .into_iter()
         .find(|r| r.slot == "current")
         .map(|r| r.version);
-    let readers = crate::connectors::slots::readers(&mut c, conn_id).await?;
+    let readers = crate::connectors::slots::readers(c, conn_id).await?;
     let not_moved: Vec<Value> = readers
         .iter()
         .filter(|r| current.is_some_and(|v| r.version < v))
@@ -785,13 +835,15 @@ async fn preflight(core: &Core, conn_id: &str, name: &str) -> Result<Value, Rota
 pub async fn detailed_view(core: &Core, row: &RotationRow) -> Result<Value, RotationError> {
     let mut v = serde_json::to_value(row.view()).unwrap_or(Value::Null);
     let p = if row.target_type == "connection" {
-        let mut p = preflight(core, &row.target_id, &row.target_name).await?;
+        // The slots, readers and holds are read on one pooled connection,
+        // not one each.
+        let mut c = core.db.read().await?;
+        let mut p = preflight_in(&mut c, &row.target_id, &row.target_name).await?;
         // Until when each reader may keep using the version it has from
         // its cache (`refresh_after_s` at its last read): the previous
         // version is not retired before.
-        let holds =
-            crate::connectors::slots::holds(&mut core.db.read().await?, &row.target_id, core.now())
-                .await?;
+        let holds = crate::connectors::slots::holds(&mut c, &row.target_id, core.now()).await?;
+        drop(c);
         if let Some(readers) = p["readers"].as_array_mut() {
             for r in readers {
                 let held = holds.iter().find(|h| {
@@ -799,10 +851,14 @@ pub async fn detailed_view(core: &Core, row: &RotationRow) -> Result<Value, Rota
                         && r["consumer"].as_str().unwrap_or("") == h.consumer
                         && r["version"].as_i64() == Some(h.version)
                 });
-                r["may_cache_until"] = match held {
+                let until = match held {
                     Some(h) => json!(rfc3339(h.until_at)),
                     None => Value::Null,
                 };
+                // `may_cache_until` is the name this field first shipped
+                // under (times are named `…_at`): kept for one release.
+                r["may_cache_until"] = until.clone();
+                r["cached_until_at"] = until;
             }
         }
         // Copies of a version older than the current one that readers may

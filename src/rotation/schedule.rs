@@ -221,6 +221,8 @@ async fn note_expiring(core: &Core, now: i64) -> Result<(), RotationError> {
         webhooks::emit_once(
             &mut tx,
             &key,
+            // Found only while the due date lies ahead.
+            Some(e.due_at),
             &e.org_id,
             WebhookEvent::CredentialExpiring,
             data,
@@ -344,7 +346,10 @@ async fn note_own(core: &Core, now: i64) -> Result<(), RotationError> {
             (_, "expiry") => json!({"credential": credential, "expires_at": rfc3339(d.at)}),
             _ => json!({"credential": credential, "due_at": rfc3339(d.at)}),
         };
-        webhooks::emit_once(&mut tx, &key, &d.org_id, event, data, now).await?;
+        // An expiring date is found only while it lies ahead; a due one
+        // as long as it stands (until the secret is rotated).
+        let until = (event == WebhookEvent::CredentialExpiring).then_some(d.at);
+        webhooks::emit_once(&mut tx, &key, until, &d.org_id, event, data, now).await?;
     }
     tx.commit().await?;
     Ok(())

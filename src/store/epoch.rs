@@ -34,6 +34,15 @@ pub const PROPAGATION: Duration = Duration::from_millis(150);
 /// of the commit), and before the changing call returns ([`PROPAGATION`]),
 /// so what is issued after that stays valid. Assumes the instances' clocks
 /// agree to within the 25 ms between the two.
+///
+/// The margin counts from `now_ms`, not from the commit, which may come
+/// much later (a row lock, a slow disk): what other instances issue before
+/// the commit, while the change is not yet visible, can carry times past
+/// the cut-off. So no cut-off stands alone where that matters: a client's
+/// secret changes in a commit of its own before the tokens' cut-off is set
+/// (`clients::revoke_tokens_before` runs after it has returned), and a
+/// user's activation moves the user's cut-off to its own time
+/// (`identity::users`).
 pub fn cutoff(now_ms: i64) -> i64 {
     now_ms + CUTOFF_MARGIN.as_millis() as i64
 }

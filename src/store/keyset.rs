@@ -56,6 +56,18 @@ impl<T> Page<T> {
     }
 }
 
+impl<T: serde::Serialize> Page<T> {
+    /// The page as the admin API and `--json` answer it:
+    /// `{items, total, next_after}`.
+    pub fn answer(&self) -> serde_json::Value {
+        serde_json::json!({
+            "items": self.items,
+            "total": self.total,
+            "next_after": self.next,
+        })
+    }
+}
+
 /// A page size as asked (`?limit=`), within 1..=`MAX`.
 pub fn limit(asked: i64) -> i64 {
     asked.clamp(1, MAX)

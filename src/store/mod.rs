@@ -61,6 +61,8 @@ pub enum Db {
     Postgres {
         pool: PgPool,
         epoch: Arc<Epoch>,
+        /// Chains the audit events this process's transactions staged.
+        chainer: Arc<crate::audit::Chainer>,
     },
 }
 
@@ -78,6 +80,7 @@ pub enum Tx {
         Transaction<'static, Postgres>,
         Arc<Epoch>,
         Vec<crate::audit::AuditRow>,
+        Arc<crate::audit::Chainer>,
     ),
 }
 
@@ -120,7 +123,7 @@ impl Tx {
     pub(crate) fn audit_pending(&mut self) -> &mut Vec<crate::audit::AuditRow> {
         match self {
             Tx::Sqlite(.., pending) => pending,
-            Tx::Postgres(.., pending) => pending,
+            Tx::Postgres(_, _, pending, _) => pending,
         }
     }
 
@@ -136,10 +139,15 @@ impl Tx {
     /// Commits a transaction that only inserted (inserts fire no
     /// invalidation trigger), without the epoch check.
     async fn commit_inserts(mut self) -> Result<()> {
-        crate::audit::chain_pending(&mut self).await?;
+        let staged = crate::audit::chain_pending(&mut self).await?;
         match self {
             Tx::Sqlite(t, ..) => t.commit().await?,
-            Tx::Postgres(t, ..) => t.commit().await?,
+            Tx::Postgres(t, _, _, chainer) => {
+                t.commit().await?;
+                if staged {
+                    chainer.wake();
+                }
+            }
         }
         Ok(())
     }
@@ -148,7 +156,7 @@ impl Tx {
     /// callers that must not sleep in place (the group-commit writer) or
     /// that commit many times and wait once.
     pub async fn commit_no_wait(mut self) -> Result<Invalidation> {
-        crate::audit::chain_pending(&mut self).await?;
+        let staged = crate::audit::chain_pending(&mut self).await?;
         // BACKEND-SPECIFIC: on SQLite the triggers bump the counter and the
         // connection's update hook notes it (no statement of our own); on
         // PostgreSQL they mark the transaction and bump the counter at
@@ -158,13 +166,16 @@ impl Tx {
                 t.commit().await?;
                 (epoch.sqlite_bumped.swap(false, Ordering::AcqRel), epoch)
             }
-            Tx::Postgres(mut t, epoch, _) => {
+            Tx::Postgres(mut t, epoch, _, chainer) => {
                 let marked = sqlx::query_scalar::<_, bool>(
                     "SELECT COALESCE(current_setting('rekey.invalidates', true), '') = '1'",
                 )
                 .fetch_one(&mut *t)
                 .await?;
                 t.commit().await?;
+                if staged {
+                    chainer.wake();
+                }
                 (marked, epoch)
             }
         };
@@ -218,10 +229,14 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
-            return Ok(Db::Postgres {
+            let chainer = Arc::new(crate::audit::Chainer::default());
+            let db = Db::Postgres {
                 pool,
                 epoch: Default::default(),
-            });
+                chainer: chainer.clone(),
+            };
+            tokio::spawn(chainer.run(db.clone()));
+            return Ok(db);
         }
         let path = url
             .strip_prefix("sqlite://")
@@ -355,9 +370,16 @@ impl Db {
                 epoch.sqlite_bumped.store(false, Ordering::Release);
                 Tx::Sqlite(t, permit, epoch.clone(), Vec::new())
             }
-            Db::Postgres { pool, epoch } => {
-                Tx::Postgres(pool.begin().await?, epoch.clone(), Vec::new())
-            }
+            Db::Postgres {
+                pool,
+                epoch,
+                chainer,
+            } => Tx::Postgres(
+                pool.begin().await?,
+                epoch.clone(),
+                Vec::new(),
+                chainer.clone(),
+            ),
         })
     }
 
@@ -438,7 +460,24 @@ impl Db {
                 read.close().await;
                 write.close().await;
             }
-            Db::Postgres { pool, .. } => pool.close().await,
+            Db::Postgres { pool, chainer, .. } => {
+                // What this process staged goes on the chain before it
+                // lets go (a CLI command's events, chained at once).
+                if chainer.has_staged() {
+                    if let Err(e) = crate::audit::chain_now(self).await {
+                        tracing::warn!(error = %e, "chaining staged audit events at close failed; another instance chains them");
+                    }
+                }
+                pool.close().await
+            }
+        }
+    }
+
+    /// True once [`close`](Self::close) has run.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Db::Sqlite { write, .. } => write.is_closed(),
+            Db::Postgres { pool, .. } => pool.is_closed(),
         }
     }
 

@@ -333,7 +333,7 @@ async fn insert_only(db: &Db, batch: Vec<Job>) {
 
 /// Inserts row groups inside `tx`, in chunks of 500 rows, which keep every
 /// statement under SQLite's bound-parameter limit.
-pub(super) async fn insert_groups(
+pub(crate) async fn insert_groups(
     tx: &mut Tx,
     groups: &[(&str, usize, Vec<&[Arg]>)],
 ) -> Result<(), sqlx::Error> {

@@ -10,6 +10,8 @@
 //! checks its lease: a killed instance's backfill resumes there, on any
 //! instance.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::json;
 
@@ -21,6 +23,7 @@ use crate::connectors::connections;
 use crate::events::activity::{self, ActivityType};
 use crate::jobs::queue::{self, Standing};
 use crate::state::Core;
+use crate::store::sql::{fetch_all_args, json_table, Arg, JsonCol};
 use crate::store::{new_id, AsEx, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
@@ -96,21 +99,30 @@ pub async fn running<C: AsEx>(c: &mut C, delivery_id: &str) -> Result<Option<Bac
     )?)
 }
 
-/// The latest backfill of a delivery, with its progress at `now`.
-pub async fn latest<C: AsEx>(
+/// The latest backfill of each of `delivery_ids`, with its progress at
+/// `now`, in one query (the ids ride in one JSON parameter).
+pub async fn latest_of<C: AsEx>(
     c: &mut C,
-    delivery_id: &str,
+    delivery_ids: &[&str],
     now: i64,
-) -> Result<Option<BackfillProgress>, SyncError> {
-    let b = fetch_optional!(
-        c,
-        Backfill,
-        &format!(
-            "SELECT {COLS} FROM backfills WHERE delivery_id = $1 ORDER BY started_at DESC, id DESC LIMIT 1"
-        ),
-        delivery_id
-    )?;
-    Ok(b.map(|b| b.progress(now)))
+) -> Result<HashMap<String, BackfillProgress>, SyncError> {
+    if delivery_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<[&str; 1]> = delivery_ids.iter().map(|id| [*id]).collect();
+    let sql = format!(
+        "SELECT {COLS} FROM backfills b
+         WHERE b.delivery_id IN (SELECT w.c0 FROM {})
+           AND NOT EXISTS (SELECT 1 FROM backfills n WHERE n.delivery_id = b.delivery_id
+               AND (n.started_at > b.started_at OR (n.started_at = b.started_at AND n.id > b.id)))",
+        json_table(c, 1, &[JsonCol::Text], "w")
+    );
+    let rows: Vec<Backfill> =
+        fetch_all_args(c, &sql, vec![Arg::Text(json!(ids).to_string())]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|b| (b.delivery_id.clone(), b.progress(now)))
+        .collect())
 }
 
 pub async fn ids_of(tx: &mut Tx, delivery_id: &str) -> Result<Vec<String>, SyncError> {

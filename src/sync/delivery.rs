@@ -23,6 +23,8 @@ use crate::state::Core;
 use crate::store::{new_id, AsEx, Tx};
 use crate::{exec, fetch_optional};
 
+pub use super::statuses::{list, page, status_of};
+
 /// The job kinds of deliveries and backfills.
 pub const KIND: &str = "delivery";
 
@@ -571,89 +573,6 @@ pub struct Status {
 pub async fn status(core: &Core, org_id: &str, name: &str) -> Result<Status, SyncError> {
     let (conn, d) = find(core, org_id, name).await?;
     status_of(core, &conn, &d.id).await
-}
-
-pub async fn status_of(core: &Core, conn: &Connection, id: &str) -> Result<Status, SyncError> {
-    let mut c = core.db.read().await?;
-    let d = get(&mut c, id)
-        .await?
-        .ok_or_else(|| SyncError::NotFound(format!("delivery {id}")))?;
-    let filter = d.filter();
-    let head = outbox::head(&mut c, &d.org_id).await?;
-    let (lag_records, oldest) =
-        outbox::count(&mut c, &d.org_id, d.cursor_seq, head, &filter).await?;
-    let (full, _) = outbox::count(&mut c, &d.org_id, 0, d.cursor_seq, &filter).await?;
-    let backfill = super::backfill::latest(&mut c, &d.id, core.now()).await?;
-    drop(c);
-    let now = core.now();
-    let lag_s = oldest
-        .map(|at| (now.saturating_sub(at) / 1000).max(0))
-        .unwrap_or(0);
-    let retention_ms =
-        i64::try_from(core.config.outbox_retention.0.as_millis()).unwrap_or(i64::MAX);
-    let filter_domains = filter;
-    Ok(Status {
-        id: d.id.clone(),
-        connection: conn.name.clone(),
-        kind: conn.kind.clone(),
-        state: d.state(),
-        connection_status: conn.status.clone(),
-        last_delivered_seq: d.cursor_seq,
-        head_seq: head,
-        lag: Lag {
-            records: lag_records,
-            seconds: lag_s,
-        },
-        lag_records,
-        lag_s,
-        delivered: d.delivered,
-        last_delivered_at: d.last_delivered_at,
-        last_error: d.last_error.clone(),
-        last_error_at: d.last_error_at,
-        parked: match (d.parked_from, d.parked_to) {
-            (Some(from_seq), Some(to_seq)) => Some(Parked {
-                from_seq,
-                to_seq,
-                message: d.last_error.clone().unwrap_or_default(),
-            }),
-            _ => None,
-        },
-        filter_domains,
-        batch: d.batch,
-        paused_at: d.state().paused().then_some(d.paused_at).flatten(),
-        last_catch_up: match (d.caught_up_records, d.caught_up_paused_ms) {
-            (Some(records), Some(ms)) => Some(CatchUp {
-                records,
-                paused_s: ms / 1000,
-            }),
-            _ => None,
-        },
-        backfill,
-        retention: Retention {
-            retention_s: retention_ms / 1000,
-            behind: oldest.is_some_and(|at| now.saturating_sub(at) > retention_ms),
-            full_backfill_records: full.saturating_add(lag_records),
-        },
-        created_at: d.created_at,
-    })
-}
-
-/// Every delivery of an org with its connection's name, for lists.
-pub async fn list(core: &Core, org_id: &str) -> Result<Vec<Status>, SyncError> {
-    let mut c = core.db.read().await?;
-    let rows: Vec<(String, String)> = crate::fetch_all!(
-        &mut c,
-        (String, String),
-        "SELECT d.id, d.connection_id FROM deliveries d JOIN connections c ON c.id = d.connection_id
-         WHERE d.org_id = $1 ORDER BY c.name",
-        org_id
-    )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, conn_id) in rows {
-        let conn = connections::get(&mut c, &conn_id).await?;
-        out.push(status_of(core, &conn, &id).await?);
-    }
-    Ok(out)
 }
 
 /// The detail of an audit or activity event about a batch.

@@ -3,7 +3,9 @@
 //!
 //! - [`outbox`]: reading windows of it, its head, retention and compaction.
 //! - [`delivery`]: a connection's delivery — its cursor (the last sequence
-//!   delivered), its [`State`], enabling, pausing, resuming, status.
+//!   delivered), its [`State`], enabling, pausing, resuming, status;
+//!   statuses are read a page at a time (`statuses`), in a fixed number of
+//!   queries whatever the page's size.
 //! - [`run`]: the work, on the one jobs primitive: a standing job per
 //!   delivery (`delivery:<id>`) and one per backfill (`backfill:<id>`),
 //!   claimed by lease and capped per target host, so instances share it and
@@ -26,6 +28,7 @@ pub mod outbox;
 pub mod overview;
 pub mod run;
 pub mod state;
+mod statuses;
 pub mod target;
 
 pub use state::{Event, State};

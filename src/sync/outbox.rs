@@ -5,7 +5,7 @@
 //!
 //! A domain filter is applied in memory to what a window read (the cursor
 //! still moves past records filtered out), and in SQL when counting, with
-//! one rule: the email's domain is exactly one of the filter's.
+//! one rule: the email's domain is exactly one of the filter's, in any case.
 
 use serde_json::{Map, Value};
 
@@ -129,12 +129,17 @@ pub async fn count<C: AsEx>(
     ];
     if !filter.is_empty() {
         let likes: Vec<String> = (0..filter.len())
-            .map(|i| format!("email LIKE ${}", i + 4))
+            .map(|i| format!("LOWER(email) LIKE ${}", i + 4))
             .collect();
         sql.push_str(&format!(" AND ({})", likes.join(" OR ")));
         // Domains are checked host names (letters, digits, '-', '.'): no
-        // LIKE wildcard can be among them.
-        args.extend(filter.iter().map(|d| Arg::Text(format!("%@{d}"))));
+        // LIKE wildcard can be among them. Both sides lower-cased, as
+        // `passes` compares (PostgreSQL's LIKE heeds case).
+        args.extend(
+            filter
+                .iter()
+                .map(|d| Arg::Text(format!("%@{}", d.to_ascii_lowercase()))),
+        );
     }
     let row: Vec<(i64, Option<i64>)> = fetch_all_args(c, &sql, args).await?;
     Ok(row.into_iter().next().unwrap_or((0, None)))
@@ -167,10 +172,16 @@ pub const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(3_
 pub async fn compact(db: &Db, retention_ms: i64, now: i64) -> Result<Compacted, StoreError> {
     let cut = now.saturating_sub(retention_ms);
     let mut c = db.read().await?;
+    // The orgs whose oldest record is older than the cut: one probe of
+    // `outbox_org (org_id, seq)` per org, not a scan of the outbox (there
+    // is no index on `at`, and one would cost every People write). A
+    // record's `at` grows with its `seq` within an org, so the oldest by
+    // `seq` is the oldest by time.
     let orgs: Vec<(String,)> = fetch_all!(
         &mut c,
         (String,),
-        "SELECT DISTINCT org_id FROM outbox WHERE at < $1",
+        "SELECT o.id FROM orgs o \
+         WHERE (SELECT b.at FROM outbox b WHERE b.org_id = o.id ORDER BY b.seq LIMIT 1) < $1",
         cut
     )?;
     drop(c);

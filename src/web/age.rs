@@ -1,6 +1,7 @@
 //! Credential age in the console: the one view over every credential of an
 //! org (`/ui/orgs/{org}/age`) or, for the operator, of every org and the
-//! platform's own (`/ui/age`), worst first (`rotation::age::list`, the view
+//! platform's own (`/ui/age`), worst first, paged by keyset with the exact
+//! total (`rotation::age::paged`, the order of the view
 //! `/api/v1/orgs/{org}/credentials/age` answers), with a small chart drawn
 //! on the server as SVG (no script): one bar per credential, its age, a
 //! tick at its schedule, red past due. The table beside it carries the
@@ -18,10 +19,9 @@ use crate::api::apps::org_for;
 use crate::api::extract::AdminSession;
 use crate::api::AppState;
 use crate::identity::orgs::Org;
-use crate::rotation::age::{self, AgeRow};
+use crate::rotation::age::{paged, AgeRow};
+use crate::store::keyset::PAGE;
 
-/// Credentials per page (and bars in the chart).
-const PAGE: usize = 50;
 /// "Due soon": within a week of the schedule, or within a quarter of a
 /// shorter schedule (an hourly one is not always "due soon").
 const SOON_S: i64 = 7 * 86_400;
@@ -83,11 +83,9 @@ pub struct AgePage {
     pub org: String,
     pub lines: Vec<Line>,
     pub chart: Chart,
-    pub total: usize,
-    pub due: usize,
-    pub page: usize,
-    pub pages: usize,
-    pub path: String,
+    pub total: i64,
+    pub due: i64,
+    pub pager: page::Pager,
     pub bar_x: i64,
     pub width: i64,
     pub label_x: i64,
@@ -208,34 +206,16 @@ fn chart(rows: &[AgeRow], operator: bool) -> Chart {
 
 #[derive(Deserialize)]
 pub struct Q {
-    page: Option<String>,
+    /// The list's page cursor (`next` of the page before).
+    after: Option<String>,
 }
 
 async fn render(st: &AppState, admin: &AdminSession, org: Option<&Org>, q: &Q) -> Response {
-    let rows = match age::list(&st.core, org.map(|o| o.id.as_str()), None).await {
-        Ok(r) => r,
+    let after = q.after.as_deref();
+    let list = match paged::page(&st.core, org.map(|o| o.id.as_str()), None, after, PAGE).await {
+        Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let total = rows.len();
-    let pages = total.div_ceil(PAGE).max(1);
-    let page_no = match q.page.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
-        None => 1,
-        Some(p) => match p.parse::<usize>() {
-            Ok(n) if (1..=pages).contains(&n) => n,
-            _ => {
-                return page::error(
-                    StatusCode::BAD_REQUEST,
-                    "There is no such page of credentials; start from the first.",
-                )
-            }
-        },
-    };
-    let due = rows.iter().filter(|r| r.due).count();
-    let shown: Vec<AgeRow> = rows
-        .into_iter()
-        .skip((page_no - 1) * PAGE)
-        .take(PAGE)
-        .collect();
     let operator = org.is_none();
     let (path, title, nav) = match org {
         Some(o) => (
@@ -249,6 +229,8 @@ async fn render(st: &AppState, admin: &AdminSession, org: Option<&Org>, q: &Q) -
             "age-all",
         ),
     };
+    let pager = page::Pager::of(&list.page, &path, &[], after);
+    let shown = list.page.items;
     let lines = shown
         .iter()
         .map(|r| {
@@ -279,11 +261,9 @@ async fn render(st: &AppState, admin: &AdminSession, org: Option<&Org>, q: &Q) -
         org: org.map(|o| o.slug.clone()).unwrap_or_default(),
         chart: chart(&shown, operator),
         lines,
-        total,
-        due,
-        page: page_no,
-        pages,
-        path,
+        total: list.page.total,
+        due: list.due,
+        pager,
         bar_x: BAR_X,
         width: WIDTH,
         label_x: LABEL_W,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -19,6 +19,7 @@ use crate::api::apps::org_for;
 use crate::api::deliveries::window;
 use crate::api::{ApiError, AppState};
 use crate::connectors::connections::{self, Connection};
+use crate::store::keyset::PAGE;
 use crate::sync::delivery::{self, BackfillProgress, Status};
 use crate::sync::{backfill, target, Event, State as DeliveryState, DEFAULT_BATCH, MAX_BATCH};
 
@@ -429,20 +430,39 @@ pub struct ListPage {
     pub chrome: Chrome,
     pub org: String,
     pub lines: Vec<Line>,
+    pub pager: page::Pager,
     pub live: bool,
 }
 
-/// `GET /ui/orgs/{org}/deliveries`.
-pub async fn list(State(st): State<AppState>, Ui(admin): Ui, Path(org): Path<String>) -> Response {
+/// `GET /ui/orgs/{org}/deliveries`: a page of the org's deliveries by
+/// connection name, their statuses read together (`delivery::page`).
+pub async fn list(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    Path(org): Path<String>,
+    Query(q): Query<page::AfterQuery>,
+) -> Response {
     let o = match org_for(&st, &admin, &org).await {
         Ok(o) => o,
         Err(e) => return page::fail(e),
     };
-    let all = match delivery::list(&st.core, &o.id).await {
-        Ok(l) => l,
+    let after = q.after.as_deref();
+    let p = match delivery::page(&st.core, &o.id, after, PAGE).await {
+        Ok(p) => p,
         Err(e) => return page::fail(ApiError::from(e)),
     };
-    let lines: Vec<Line> = all
+    let pager = page::Pager::of(
+        &p,
+        &format!("/ui/orgs/{}/deliveries", seg(&o.slug)),
+        &[],
+        after,
+    );
+    let live = p
+        .items
+        .iter()
+        .any(|s| matches!(s.state, DeliveryState::Running | DeliveryState::Backfilling));
+    let lines: Vec<Line> = p
+        .items
         .iter()
         .map(|s| Line {
             connection: s.connection.clone(),
@@ -471,13 +491,11 @@ pub async fn list(State(st): State<AppState>, Ui(admin): Ui, Path(org): Path<Str
                 .map(Progress::of),
         })
         .collect();
-    let live = all
-        .iter()
-        .any(|s| matches!(s.state, DeliveryState::Running | DeliveryState::Backfilling));
     page::ok(&ListPage {
         chrome: Chrome::of(&admin, "Deliveries", "deliveries", Some(&o.slug)),
         org: o.slug,
         lines,
+        pager,
         live,
     })
 }

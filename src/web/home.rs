@@ -51,13 +51,10 @@ pub struct Home {
     pub soon: Vec<Need>,
 }
 
-/// Org slugs by id, for the operator's cross-org lists.
-async fn slugs(st: &AppState) -> Result<HashMap<String, String>, ApiError> {
-    Ok(orgs::list(&st.core.db)
-        .await?
-        .into_iter()
-        .map(|o| (o.id, o.slug))
-        .collect())
+/// The slugs of the orgs `ids` names (the rows shown), by id: not every
+/// org of the platform for every landing page.
+async fn slugs(st: &AppState, ids: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    Ok(orgs::slugs(&st.core.db, ids).await?)
 }
 
 async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Need>), ApiError> {
@@ -65,13 +62,23 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
         Principal::Operator(_) => None,
         Principal::OrgAdmin { org, .. } => Some(org.id.clone()),
     };
-    let slugs = slugs(st).await?;
-    let slug = |id: &str| slugs.get(id).cloned().unwrap_or_default();
-    let mut out = Vec::new();
-
+    // What waits, at most SHOWN of each kind, read first; then the slugs
+    // of their orgs alone.
     let conns =
         crate::connectors::connections::needing_person(&st.core.db, org_id.as_deref(), SHOWN)
             .await?;
+    let dels = crate::sync::overview::needing_person(&st.core.db, org_id.as_deref(), SHOWN).await?;
+    let rots = crate::rotation::needing_person(&st.core, org_id.as_deref(), SHOWN).await?;
+    let ids: Vec<&str> = conns
+        .iter()
+        .map(|c| c.org_id.as_str())
+        .chain(dels.iter().map(|d| d.org_id.as_str()))
+        .chain(rots.iter().map(|r| r.org_id.as_str()))
+        .collect();
+    let slugs = slugs(st, &ids).await?;
+    let slug = |id: &str| slugs.get(id).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+
     for c in conns {
         let org = slug(&c.org_id);
         let base = format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&c.name));
@@ -113,7 +120,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
 
     // Deliveries waiting for a re-authorization or holding a batch the
     // receiver refused (one query).
-    for d in crate::sync::overview::needing_person(&st.core.db, org_id.as_deref(), SHOWN).await? {
+    for d in dels {
         let org = slug(&d.org_id);
         let base = format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&d.connection));
         let parked = d.parked_from.zip(d.parked_to);
@@ -149,7 +156,6 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
         });
     }
 
-    let rots = crate::rotation::needing_person(&st.core, org_id.as_deref(), SHOWN).await?;
     for r in rots {
         let org = slug(&r.org_id);
         let href = format!("/ui/orgs/{}/rotations/{}", seg(&org), seg(&r.id));
@@ -223,58 +229,54 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
     // wait on the operator (a provider's OAuth client to replace before
     // anyone re-authorizes); for an org admin, their org's.
     let asker = crate::api::incidents::asker(admin);
-    for v in crate::incident::list(&st.core, &asker).await? {
-        if v.status != "running" {
-            continue;
-        }
-        for w in &v.waiting {
-            let who = w["who"].as_str().unwrap_or("");
-            let mine = if org_id.is_none() {
-                who == "operator"
-            } else {
-                who != "operator"
-            };
-            if !mine {
-                continue;
-            }
-            let target = format!(
-                "{} {}",
-                w["target"]["type"].as_str().unwrap_or(""),
-                w["target"]["name"].as_str().unwrap_or("")
-            );
-            let provider = w["target"]["type"] == "provider_client";
-            out.push(Need {
-                badge: "warn",
-                status: "waiting_person".into(),
-                org: w["org"].as_str().unwrap_or("platform").to_string(),
-                what: format!("Campaign item: {target}"),
-                href: format!("/ui/incidents/{}", seg(&v.id)),
-                why: w["what"].as_str().unwrap_or("").to_string(),
-                action: Some(Action {
-                    label: if provider {
-                        "Set the provider's client".into()
-                    } else {
-                        "Open the campaign".into()
-                    },
-                    post: false,
-                    to: if provider {
-                        "/ui/catalog".into()
-                    } else {
-                        format!("/ui/incidents/{}", seg(&v.id))
-                    },
-                }),
-            });
-        }
+    for (id, w) in crate::incident::waiting_on(&st.core, &asker, SHOWN).await? {
+        let target = format!(
+            "{} {}",
+            w["target"]["type"].as_str().unwrap_or(""),
+            w["target"]["name"].as_str().unwrap_or("")
+        );
+        let provider = w["target"]["type"] == "provider_client";
+        out.push(Need {
+            badge: "warn",
+            status: "waiting_person".into(),
+            org: w["org"].as_str().unwrap_or("platform").to_string(),
+            what: format!("Campaign item: {target}"),
+            href: format!("/ui/incidents/{}", seg(&id)),
+            why: w["what"].as_str().unwrap_or("").to_string(),
+            action: Some(Action {
+                label: if provider {
+                    "Set the provider's client".into()
+                } else {
+                    "Open the campaign".into()
+                },
+                post: false,
+                to: if provider {
+                    "/ui/catalog".into()
+                } else {
+                    format!("/ui/incidents/{}", seg(&id))
+                },
+            }),
+        });
     }
 
-    // Credentials past or near their schedule (the age view, worst first).
+    // Credentials past or near their schedule (the age view, worst first):
+    // the first page of those due within SOON_MS, selected and ranked in
+    // SQL, is all the page shows; nothing past it is read.
     let now = st.core.now();
+    let due = crate::rotation::age::paged::page_of(
+        &st.core,
+        crate::rotation::age::paged::Which {
+            org_id: org_id.as_deref(),
+            older_than_ms: None,
+            due_by_ms: Some(now.saturating_add(SOON_MS)),
+        },
+        None,
+        SHOWN,
+    )
+    .await?;
     let mut soon = Vec::new();
-    for a in crate::rotation::age::list(&st.core, org_id.as_deref(), None).await? {
-        let Some(due) = a.due_ms else { continue };
-        if due > now + SOON_MS {
-            continue;
-        }
+    for a in due.page.items {
+        // (Every credential with a schedule is an org's.)
         let Some(org) = a.org.clone() else { continue };
         let href = match a.kind.as_str() {
             "connection" => format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&a.name)),
@@ -306,9 +308,6 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
             },
             action,
         });
-        if soon.len() as i64 >= SHOWN {
-            break;
-        }
     }
     Ok((out, soon))
 }

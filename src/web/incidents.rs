@@ -5,7 +5,7 @@
 //! operator sees every campaign; an org admin their org's part of them
 //! (`incident::Asker`, as in the admin API).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -151,16 +151,10 @@ async fn list_page(
     )
 }
 
-#[derive(serde::Deserialize)]
-pub struct ListQuery {
-    /// The list's page cursor (`next` of the page before).
-    after: Option<String>,
-}
-
 pub async fn list(
     State(st): State<AppState>,
     Ui(admin): Ui,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<page::AfterQuery>,
 ) -> Response {
     let f = Fields {
         scope: default_scope(&admin),
@@ -264,7 +258,16 @@ pub async fn start(State(st): State<AppState>, p: Posted<HashMap<String, String>
                 // reload does not start again.
                 page::see_other(&format!("/ui/incidents/{}", seg(&v.id)))
             } else {
-                show_page(&st, &p.ui, *v, StatusCode::CREATED, None, shown)
+                show_page(
+                    &st,
+                    &p.ui,
+                    &v.id,
+                    &ItemsQuery::default(),
+                    StatusCode::CREATED,
+                    None,
+                    shown,
+                )
+                .await
             }
         }
         Ok(Started::Plan(_)) => page::see_other("/ui/incidents"),
@@ -278,9 +281,10 @@ pub async fn start(State(st): State<AppState>, p: Posted<HashMap<String, String>
 pub struct Group {
     pub org: String,
     pub kind: String,
-    pub total: usize,
-    pub settled: usize,
-    pub progress: u8,
+    pub total: i64,
+    pub failed: i64,
+    pub settled: i64,
+    pub progress: i64,
 }
 
 pub struct Item {
@@ -295,15 +299,38 @@ pub struct Item {
     pub retry: bool,
 }
 
+/// One choice of the items' status filter: its link, how many items it
+/// holds, and whether it is the one shown.
+pub struct Filter {
+    pub label: &'static str,
+    pub count: i64,
+    pub href: String,
+    pub current: bool,
+}
+
 #[derive(Template)]
 #[template(path = "incident.html")]
 pub struct ShowPage {
     pub chrome: Chrome,
     pub v: IncidentView,
     pub badge: &'static str,
+    /// One page of the progress per org and kind, worst first.
     pub groups: Vec<Group>,
+    pub groups_pager: page::Pager,
+    /// The progress table's cursor; empty on its first page.
+    pub groups_after: String,
     pub items: Vec<Item>,
+    /// The status the items are filtered by; empty for every item.
+    pub status: String,
+    /// This page's cursor; empty on the first page.
+    pub after: String,
+    pub filters: Vec<Filter>,
+    pub items_pager: page::Pager,
     pub waiting: Vec<(String, String, String)>,
+    /// Items waiting on a person beyond those named in `waiting`.
+    pub waiting_more: i64,
+    /// The `waiting_person` filter's link.
+    pub waiting_href: String,
     pub secrets: Vec<String>,
     pub running: bool,
     pub error: Option<String>,
@@ -316,41 +343,126 @@ fn refused(notice: &Option<String>) -> Option<String> {
         .and_then(|n| n.strip_prefix("Refused: ").map(str::to_string))
 }
 
-fn show_page(
-    _st: &AppState,
+/// Which of a campaign's items its page lists: a status filter and the
+/// page's cursor (the last item number of the page before); and which
+/// page of its progress per org and kind (`groups_after`).
+#[derive(serde::Deserialize, Default, Clone)]
+pub struct ItemsQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    groups_after: Option<String>,
+}
+
+impl ItemsQuery {
+    fn status(&self) -> &str {
+        self.status.as_deref().map(str::trim).unwrap_or("")
+    }
+
+    fn after(&self) -> Option<&str> {
+        self.after.as_deref().filter(|a| !a.trim().is_empty())
+    }
+
+    fn groups_after(&self) -> Option<&str> {
+        self.groups_after
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+    }
+
+    /// The query string that shows this view of the items again (after an
+    /// action), `&`-joined to what precedes it.
+    fn again(&self) -> String {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        if !self.status().is_empty() {
+            s.append_pair("status", self.status());
+        }
+        if let Some(a) = self.after() {
+            s.append_pair("after", a);
+        }
+        if let Some(a) = self.groups_after() {
+            s.append_pair("groups_after", a);
+        }
+        let qs = s.finish();
+        if qs.is_empty() {
+            qs
+        } else {
+            format!("&{qs}")
+        }
+    }
+}
+
+/// The statuses the items can be filtered by, in the order of a
+/// campaign's life.
+const FILTERS: [&str; 7] = [
+    "failed",
+    "waiting_person",
+    "acting",
+    "pending",
+    "done",
+    "verified",
+    "cancelled",
+];
+
+/// The campaign's page: its counts over every item (aggregated by SQL),
+/// one page of its progress per org and kind (worst first), and one page
+/// of its items by number, filtered by `q`'s status; each list pages on
+/// its own, its links keeping the other's place.
+async fn show_page(
+    st: &AppState,
     admin: &AdminSession,
-    v: IncidentView,
+    id: &str,
+    q: &ItemsQuery,
     status: StatusCode,
     notice: Option<String>,
     secrets: Vec<String>,
 ) -> Response {
+    let a = asker(admin);
+    let sum = match incident::items::summary(&st.core, &a, id).await {
+        Ok(s) => s,
+        Err(e) => return page::fail(e),
+    };
+    let filter = q.status();
+    let list = match incident::items::page(&st.core, &a, id, Some(filter), q.after(), PAGE).await {
+        Ok(l) => l,
+        Err(e) => return page::fail(e),
+    };
+    let grouped = match incident::items::groups(&st.core, &a, id, q.groups_after(), PAGE).await {
+        Ok(g) => g,
+        Err(e) => return page::fail(e),
+    };
+    let v = sum.view;
+    let path = format!("/ui/incidents/{}", seg(&v.id));
+    let groups_after = q.groups_after().unwrap_or_default();
+    let pager = page::Pager::of(
+        &list,
+        &path,
+        &[("status", filter), ("groups_after", groups_after)],
+        q.after(),
+    );
+    let groups_pager = page::Pager::named(
+        &grouped,
+        &path,
+        &[("status", filter), ("after", q.after().unwrap_or_default())],
+        "groups_after",
+        q.groups_after(),
+    );
     let error = refused(&notice);
     let notice = if error.is_some() { None } else { notice };
-    let mut groups: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
-    for i in &v.items {
-        let org = i.org.clone().unwrap_or_else(|| "platform".into());
-        let kind = i.target["kind"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| s(&i.target["type"]));
-        let g = groups.entry((org, kind)).or_default();
-        g.0 += 1;
-        if matches!(i.status.as_str(), "verified" | "failed" | "cancelled") {
-            g.1 += 1;
-        }
-    }
-    let groups = groups
+    let groups = grouped
+        .items
         .into_iter()
-        .map(|((org, kind), (total, settled))| Group {
-            org,
-            kind,
-            total,
-            settled,
-            progress: u8::try_from((settled * 100).checked_div(total).unwrap_or(100))
-                .unwrap_or(100),
+        .map(|g| Group {
+            org: g.org.unwrap_or_else(|| "platform".into()),
+            progress: g.progress,
+            kind: g.kind,
+            total: g.total,
+            failed: g.failed,
+            settled: g.settled,
         })
         .collect();
-    let items = v
+    let items = list
         .items
         .iter()
         .map(|i| Item {
@@ -365,7 +477,41 @@ fn show_page(
             retry: i.status == "failed",
         })
         .collect();
-    let waiting = v
+    // A filter's link starts its items afresh and keeps the progress
+    // table's page.
+    let link = |status: &str| {
+        let mut qs = form_urlencoded::Serializer::new(String::new());
+        if !status.is_empty() {
+            qs.append_pair("status", status);
+        }
+        if !groups_after.is_empty() {
+            qs.append_pair("groups_after", groups_after);
+        }
+        match qs.finish() {
+            qs if qs.is_empty() => path.clone(),
+            qs => format!("{path}?{qs}"),
+        }
+    };
+    let count = |status: &str| v.counts[status].as_i64().unwrap_or(0);
+    let mut filters = vec![Filter {
+        label: "all",
+        count: i64::try_from(v.total).unwrap_or(i64::MAX),
+        href: link(""),
+        current: filter.is_empty(),
+    }];
+    // A status no item is in is no choice, unless it is the one shown.
+    filters.extend(
+        FILTERS
+            .iter()
+            .filter(|f| count(f) > 0 || **f == filter)
+            .map(|f| Filter {
+                label: f,
+                count: count(f),
+                href: link(f),
+                current: *f == filter,
+            }),
+    );
+    let waiting: Vec<(String, String, String)> = v
         .waiting
         .iter()
         .map(|w| {
@@ -376,6 +522,9 @@ fn show_page(
             )
         })
         .collect();
+    let waiting_more = count("waiting_person")
+        .saturating_sub(i64::try_from(waiting.len()).unwrap_or(0))
+        .max(0);
     page::render(
         status,
         &ShowPage {
@@ -385,8 +534,16 @@ fn show_page(
             running: v.status == "running",
             error,
             groups,
+            groups_pager,
+            groups_after: groups_after.to_string(),
             items,
+            status: filter.to_string(),
+            after: q.after().unwrap_or("").to_string(),
+            filters,
+            items_pager: pager,
             waiting,
+            waiting_more,
+            waiting_href: link("waiting_person"),
             secrets,
             v,
         },
@@ -396,6 +553,8 @@ fn show_page(
 #[derive(serde::Deserialize)]
 pub struct ShowQuery {
     notice: Option<String>,
+    #[serde(flatten)]
+    items: ItemsQuery,
 }
 
 pub async fn show(
@@ -411,10 +570,7 @@ pub async fn show(
         }
         _ => None,
     };
-    match incident::get(&st.core, &asker(&admin), &id).await {
-        Ok(v) => show_page(&st, &admin, v, StatusCode::OK, notice, vec![]),
-        Err(e) => page::fail(e),
-    }
+    show_page(&st, &admin, &id, &q.items, StatusCode::OK, notice, vec![]).await
 }
 
 pub async fn confirm_cancel(
@@ -428,8 +584,9 @@ pub async fn confirm_cancel(
             "There is no such page of a campaign.",
         );
     }
-    let v = match incident::get(&st.core, &asker(&admin), &id).await {
-        Ok(v) => v,
+    // Counted, not listed: the question needs the counts only.
+    let v = match incident::items::summary(&st.core, &asker(&admin), &id).await {
+        Ok(s) => s.view,
         Err(e) => return page::fail(e),
     };
     let back = format!("/ui/incidents/{}", seg(&v.id));
@@ -456,6 +613,12 @@ pub async fn act(
     let a = asker(&p.ui);
     let actor = p.ui.actor();
     let back = format!("/ui/incidents/{}", seg(&id));
+    // The view of the items the form was posted from, shown again.
+    let view = ItemsQuery {
+        status: p.form.get("status").cloned(),
+        after: p.form.get("after").cloned(),
+        groups_after: p.form.get("groups_after").cloned(),
+    };
     let r = match action.as_str() {
         "cancel" => incident::cancel(&st.core, &actor, &a, &id)
             .await
@@ -469,20 +632,22 @@ pub async fn act(
         _ => return page::no_such_action("a campaign"),
     };
     match r {
-        Ok(code) => page::see_other(&format!("{back}?notice={code}")),
+        Ok(code) => page::see_other(&format!("{back}?notice={code}{}", view.again())),
         Err(e) => {
             let e = ApiError::from(e);
-            match incident::get(&st.core, &a, &id).await {
-                Ok(v) => show_page(
-                    &st,
-                    &p.ui,
-                    v,
-                    e.status,
-                    Some(format!("Refused: {}", e.message)),
-                    vec![],
-                ),
-                Err(_) => page::error(e.status, &e.message),
+            if incident::items::summary(&st.core, &a, &id).await.is_err() {
+                return page::error(e.status, &e.message);
             }
+            show_page(
+                &st,
+                &p.ui,
+                &id,
+                &view,
+                e.status,
+                Some(format!("Refused: {}", e.message)),
+                vec![],
+            )
+            .await
         }
     }
 }

@@ -301,3 +301,10 @@ impl Pager {
         }
     }
 }
+
+/// The query of a list that takes only a page cursor (`?after=`, the
+/// `next` of the page before).
+#[derive(serde::Deserialize)]
+pub struct AfterQuery {
+    pub after: Option<String>,
+}

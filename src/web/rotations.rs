@@ -155,7 +155,7 @@ pub struct Consumer {
     pub last_read_at: String,
     /// Until when it may keep the version it has from its cache; empty
     /// when it holds none.
-    pub may_cache_until: String,
+    pub cached_until_at: String,
     pub on_current: bool,
 }
 
@@ -250,7 +250,7 @@ async fn show_page(
                     ip: s(&x["ip"]),
                     version: s(&x["version"]),
                     last_read_at: s(&x["last_read_at"]),
-                    may_cache_until: s(&x["may_cache_until"]),
+                    cached_until_at: s(&x["cached_until_at"]),
                     on_current: x["on_current"].as_bool().unwrap_or(false),
                 })
                 .collect()
@@ -481,29 +481,33 @@ pub async fn act(
     }
 }
 
-/// Rotations shown on the operator's queue.
-const QUEUE: i64 = 500;
-
-/// `GET /ui/rotations`: the operator's rotation queue across orgs.
-pub async fn queue(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+/// `GET /ui/rotations`: the operator's rotation queue across orgs, paged
+/// by keyset (`rotation::queue`: unfinished first, oldest first, then the
+/// finished, newest first).
+pub async fn queue(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    Query(q): Query<ListQuery>,
+) -> Response {
     if !admin.session.principal.is_operator() {
         return page::error(
             StatusCode::FORBIDDEN,
             "Only the platform operator sees every org's rotations.",
         );
     }
-    let slugs: HashMap<String, String> = match crate::identity::orgs::list(&st.core.db).await {
-        Ok(l) => l.into_iter().map(|o| (o.id, o.slug)).collect(),
-        Err(e) => return page::fail(e),
-    };
-    let rows = match rotation::queue(&st.core, QUEUE).await {
+    let after = q.after.as_deref();
+    let rows = match rotation::queue(&st.core, after, PAGE).await {
         Ok(r) => r,
         Err(e) => return page::fail(e),
     };
-    // The queue's order is computed (unfinished first, oldest first, then
-    // the latest finished) and capped; it is shown whole, not paged.
-    let pager = page::Pager::whole(rows.len());
+    let ids: Vec<&str> = rows.items.iter().map(|r| r.org_id.as_str()).collect();
+    let slugs = match crate::identity::orgs::slugs(&st.core.db, &ids).await {
+        Ok(s) => s,
+        Err(e) => return page::fail(e),
+    };
+    let pager = page::Pager::of(&rows, "/ui/rotations", &[], after);
     let lines = rows
+        .items
         .iter()
         .map(|r| {
             let v = r.view();

@@ -5,7 +5,9 @@
 // authorize it through the provider's pages (a second rekey), re-
 // authenticate it and see its settings unchanged; rotate a Redis connection
 // and watch it complete; start a dry-run incident, then a real one, and
-// download its report. Everything runs twice: with JavaScript, then
+// download its report; every visible text on the main pages has a
+// contrast of at least 4.5:1 against its background, in the light and the
+// dark colour scheme. Everything runs twice: with JavaScript, then
 // without. A failing step saves a screenshot under target/browser/.
 //
 // `node console.mjs` after `cargo build`; `.ci/run` runs it.
@@ -13,7 +15,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Rekey, launch, artifacts, signIn, fits, redisCli, PASSWORD } from "./world.mjs";
+import { Rekey, launch, artifacts, signIn, fits, redisCli, checkContrast, lowContrast, PASSWORD } from "./world.mjs";
 
 const out = artifacts();
 let failures = 0;
@@ -196,6 +198,16 @@ async function pass(browser, js, provider, consumer, tag) {
     }
     await page.setViewportSize({ width: 1280, height: 900 });
   });
+  await step(`${tag} text contrast of at least 4.5:1 on the org admin's pages, light and dark`, page, async () => {
+    await checkContrast(page, C, [
+      "/ui/", "/ui/orgs/acme/connections", "/ui/orgs/acme/connections/new",
+      `/ui/orgs/acme/connections/${conn}?notice=authorized`, `/ui/orgs/acme/connections/${rconn}/rotate`,
+      "/ui/orgs/acme/apps", `/ui/orgs/acme/apps/${appName}`, `/ui/orgs/acme/apps/${appName}/authorizations?notice=revoked`,
+      "/ui/orgs/acme/keys", "/ui/orgs/acme/users", "/ui/orgs/acme/rotations", "/ui/orgs/acme/age",
+      "/ui/orgs/acme/audit", "/ui/orgs/acme/deliveries", "/ui/orgs/acme/webhooks", "/ui/incidents",
+      "/ui/no-such-page", "/status",
+    ]);
+  });
   await admin.close();
 
   // --- the operator: an incident, dry run then real, and its report ----
@@ -223,7 +235,32 @@ async function pass(browser, js, provider, consumer, tag) {
       await opage.waitForTimeout(500);
     }
   });
+  await step(`${tag} text contrast of at least 4.5:1 on the operator's pages, light and dark`, opage, async () => {
+    const inc = consumer.json(["incident", "list"]).find((x) => x.reason === `browser ${tag}`).id;
+    await checkContrast(opage, C, [
+      "/ui/", "/ui/orgs", "/ui/rotations", "/ui/age", "/ui/audit", "/ui/incidents", `/ui/incidents/${inc}`,
+      "/ui/catalog", "/ui/blast-radius", "/status",
+    ]);
+  });
   await op.close();
+
+  // signed out: the sign-in page, and its error after a wrong password
+  const anon = await browser.newContext({ javaScriptEnabled: js });
+  const apage = await anon.newPage();
+  await step(`${tag} text contrast of at least 4.5:1 signed out, light and dark`, apage, async () => {
+    await checkContrast(apage, C, ["/ui/login", "/status"]);
+    await apage.goto(`${C}/ui/`);
+    await apage.getByLabel("Email").fill("admin@acme.test");
+    await apage.getByLabel("Password", { exact: true }).fill("a-wrong-password");
+    await apage.getByRole("button", { name: "Sign in" }).click();
+    await apage.waitForLoadState();
+    for (const scheme of ["light", "dark"]) {
+      await apage.emulateMedia({ colorScheme: scheme });
+      const bad = await lowContrast(apage);
+      check(bad.length === 0, `the sign-in error in ${scheme} is readable: ${JSON.stringify(bad)}`);
+    }
+  });
+  await anon.close();
 }
 
 const provider = new Rekey("provider", "localhost");

@@ -110,3 +110,91 @@ export function redisCli(args) {
   if (r.status !== 0) throw new Error(`redis-cli ${args.join(" ")}: ${r.stderr}`);
   return r.stdout.trim();
 }
+
+// Every visible piece of text on the page whose colour against its
+// effective background (the element's and its ancestors' background
+// colours composited, the canvas white beneath) has a WCAG 2 contrast
+// below `min`: [{ text, fg, bg, ratio }]. SVG text is measured by its
+// fill. Disabled controls and text moved off-screen (the skip link until
+// focused) are exempt, as WCAG exempts them.
+export async function lowContrast(page, min = 4.5) {
+  return page.evaluate((min) => {
+    const parse = (c) => {
+      const m = /rgba?\(([^)]+)\)/.exec(c || "");
+      if (!m) return null;
+      const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+      return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+    };
+    const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3]));
+    const lum = (c) => {
+      const [r, g, b] = c.map((v) => {
+        v /= 255;
+        return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => {
+      const [x, y] = [lum(a), lum(b)];
+      return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+    };
+    const background = (el) => {
+      const layers = [];
+      for (let e = el; e; e = e.parentElement) {
+        const c = parse(getComputedStyle(e).backgroundColor);
+        if (c && c[3] > 0) {
+          layers.push(c);
+          if (c[3] >= 1) break;
+        }
+      }
+      let bg = [255, 255, 255];
+      for (const c of layers.reverse()) bg = over(c, bg);
+      return bg;
+    };
+    const hex = (c) => "#" + c.slice(0, 3).map((v) => Math.round(v).toString(16).padStart(2, "0")).join("");
+    const out = [];
+    const done = new Set();
+    const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) {
+      const node = walk.currentNode;
+      const el = node.parentElement;
+      if (!el || !node.textContent.trim() || done.has(el)) continue;
+      done.add(el);
+      const s = getComputedStyle(el);
+      const box = el.getBoundingClientRect();
+      if (box.width === 0 || box.height === 0 || box.right <= 0 || box.bottom <= 0) continue;
+      if (s.visibility !== "visible" || Number(s.opacity) === 0) continue;
+      if (el.closest("[disabled], [aria-hidden=true]")) continue;
+      if (["TITLE", "DESC", "SCRIPT", "STYLE", "OPTION"].includes(el.tagName.toUpperCase())) continue;
+      const raw = parse(el instanceof SVGElement ? s.fill : s.color);
+      if (!raw) continue;
+      const bg = background(el);
+      const fg = over(raw, bg);
+      const r = ratio(fg, bg);
+      if (r < min) {
+        out.push({ text: node.textContent.trim().slice(0, 40), tag: el.tagName.toLowerCase(), fg: hex(fg), bg: hex(bg), ratio: Math.round(r * 100) / 100 });
+      }
+    }
+    return out;
+  }, min);
+}
+
+// Checks `paths` of `base` in the light and the dark colour scheme:
+// throws naming every piece of text below 4.5:1; returns how many pages
+// were checked.
+export async function checkContrast(page, base, paths) {
+  const bad = [];
+  let n = 0;
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    for (const p of paths) {
+      await page.goto(`${base}${p}`);
+      n++;
+      for (const b of await lowContrast(page)) {
+        bad.push(`${scheme} ${p}: "${b.text}" (${b.tag}) ${b.fg} on ${b.bg} is ${b.ratio}:1`);
+      }
+    }
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+  if (bad.length) throw new Error(`text below 4.5:1 contrast:\n       ${bad.join("\n       ")}`);
+  return n;
+}

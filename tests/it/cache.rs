@@ -357,10 +357,9 @@ dual!(
     }
 );
 
-dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
-    // A machine client acting for a user keeps minting on another instance
-    // while the user is deactivated: nothing it got survives the user's
-    // reactivation, and tokens minted after that work.
+/// Org `acme` with user `svc@acme.test` and machine client `sync` acting
+/// for it; its client id and secret.
+fn client_for_a_user(env: &Env) -> (String, String) {
     env.ok(&["org", "create", "acme"]);
     env.json_stdin(
         &[
@@ -376,7 +375,55 @@ dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
         ],
         PASSWORD,
     );
-    let (id, secret) = machine_client(&env, &["--scope", "read", "--user", "svc@acme.test"]);
+    machine_client(env, &["--scope", "read", "--user", "svc@acme.test"])
+}
+
+/// The user's `activate` or `deactivate` through the CLI.
+fn set_user(env: &Env, verb: &str) -> std::process::Command {
+    let mut cmd = env.cmd();
+    cmd.args(["user", verb, "--org", "acme", "--email", "svc@acme.test"]);
+    cmd
+}
+
+/// Activates the user again: none of the tokens in `got` works on `a`,
+/// and one minted on `b` after that does.
+async fn activated_only_new_tokens_work(
+    env: &Env,
+    c: &reqwest::Client,
+    (a, b): (&Server, &Server),
+    (id, secret): (&str, &str),
+    got: &[String],
+) {
+    let out = set_user(env, "activate").output().expect("activate");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!got.is_empty());
+    let mut alive = 0;
+    for t in got {
+        let bearer = format!("Bearer {t}");
+        if status(c, a.at("/v1/me"), ("Authorization", &bearer)).await != 401 {
+            alive += 1;
+        }
+    }
+    assert_eq!(
+        alive,
+        0,
+        "{alive} of {} tokens minted before the deactivation answered work after the activation",
+        got.len()
+    );
+    let (s, v) = cc_token(c, b, id, secret).await;
+    assert_eq!(s, 200, "{v}");
+    let bearer = format!("Bearer {}", v["access_token"].as_str().expect("token"));
+    assert_eq!(
+        status(c, a.at("/v1/me"), ("Authorization", &bearer)).await,
+        200
+    );
+}
+
+dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
+    // A machine client acting for a user keeps minting on another instance
+    // while the user is deactivated: nothing it got survives the user's
+    // reactivation, and tokens minted after that work.
+    let (id, secret) = client_for_a_user(&env);
     let (a, b) = (env.serve(), env.serve());
     let c = client();
     for _ in 0..5 {
@@ -385,37 +432,92 @@ dual!(tokens_minted_while_a_user_is_deactivated_stay_dead, |env| {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let minter = mint_until(&c, &b, &id, &secret, &stop);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    env.ok(&[
-        "user",
-        "deactivate",
-        "--org",
-        "acme",
-        "--email",
-        "svc@acme.test",
-    ]);
+    let out = set_user(&env, "deactivate").output().expect("deactivate");
+    assert!(out.status.success(), "{out:?}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let got = minter.await.expect("minter");
-    env.ok(&[
-        "user",
-        "activate",
-        "--org",
-        "acme",
-        "--email",
-        "svc@acme.test",
-    ]);
-    assert!(!got.is_empty());
-    for t in &got {
-        let bearer = format!("Bearer {t}");
-        assert_eq!(
-            status(&c, a.at("/v1/me"), ("Authorization", &bearer)).await,
-            401
-        );
-    }
-    let (s, v) = cc_token(&c, &b, &id, &secret).await;
-    assert_eq!(s, 200, "{v}");
-    let bearer = format!("Bearer {}", v["access_token"].as_str().expect("token"));
-    assert_eq!(
-        status(&c, a.at("/v1/me"), ("Authorization", &bearer)).await,
-        200
-    );
+    activated_only_new_tokens_work(&env, &c, (&a, &b), (&id, &secret), &got).await;
 });
+
+dual!(
+    a_deactivation_held_up_by_a_lock_kills_what_was_minted_meanwhile,
+    |env| {
+        // The deactivation's transaction waits on a row lock (another
+        // writer, a slow disk) far longer than the cut-off margin after the
+        // moment it read the clock, while another instance keeps minting
+        // for the user. Whatever was minted before the deactivation
+        // answered stays dead once the user is activated again; a token
+        // minted after that works.
+        let (id, secret) = client_for_a_user(&env);
+        let (a, b) = (env.serve(), env.serve());
+        let c = client();
+        for _ in 0..5 {
+            assert_eq!(cc_token(&c, &b, &id, &secret).await.0, 200);
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let minter = mint_until(&c, &b, &id, &secret, &stop);
+        // The lock: the user's row on PostgreSQL; the whole file on SQLite
+        // (the mints' inserts wait behind it too, with the times they took).
+        let lock = hold_user_lock(&env, "svc@acme.test").await;
+        let deactivate = set_user(&env, "deactivate").spawn().expect("deactivate");
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        lock.release().await;
+        let out = tokio::task::spawn_blocking(move || deactivate.wait_with_output())
+            .await
+            .expect("join")
+            .expect("deactivate");
+        assert!(out.status.success(), "{out:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let got = minter.await.expect("minter");
+        activated_only_new_tokens_work(&env, &c, (&a, &b), (&id, &secret), &got).await;
+    }
+);
+
+/// A write lock held from the test's own connection until released.
+struct Lock(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+impl Lock {
+    async fn release(self) {
+        let _ = self.0.send(());
+        self.1.await.expect("lock holder");
+    }
+}
+
+async fn hold_user_lock(env: &Env, email: &str) -> Lock {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let (url, engine, email) = (env.db_url.clone(), env.engine, email.to_string());
+    let task = tokio::spawn(async move {
+        match engine {
+            Engine::Sqlite => {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .expect("begin");
+                let _ = held_tx.send(());
+                let _ = rx.await;
+                sqlx::query("COMMIT").execute(&mut c).await.expect("commit");
+            }
+            Engine::Postgres => {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+                let mut t = c.begin().await.expect("begin");
+                sqlx::query("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
+                    .bind(&email)
+                    .execute(&mut *t)
+                    .await
+                    .expect("lock");
+                let _ = held_tx.send(());
+                let _ = rx.await;
+                t.commit().await.expect("commit");
+            }
+        }
+    });
+    held_rx.await.expect("lock taken");
+    Lock(tx, task)
+}

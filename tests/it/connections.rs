@@ -330,7 +330,11 @@ dual!(
 dual!(
     platform_code_reads_credentials_refreshing_once_under_concurrency,
     |env| {
-        let p = pair(&env, "2s", &[]).await;
+        // A 6 s token is due 3 s before it expires (half its life): the
+        // refreshed one stays fresh for 3 s, long enough for all 50 readers
+        // on a loaded machine (with a 2 s token, readers that came more
+        // than 1 s after the refresh rightly refreshed again).
+        let p = pair(&env, "6s", &[]).await;
         authorize(&env, &p, "authorize").await;
         let key = env.json(&["service-key", "create", "--name", "platform"])["key"]
             .as_str()
@@ -351,8 +355,8 @@ dual!(
             .unwrap()
             .starts_with("rk_at_"));
         assert_eq!(v["settings"]["base_url"], p.psrv.url.as_str());
-        // let the 2 s token come within its margin, then 50 concurrent readers
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // let the token come within its margin, then 50 concurrent readers
+        tokio::time::sleep(Duration::from_millis(3200)).await;
         let before = audit_count(&env, "connection.refresh");
         // with PostgreSQL, a second instance shares the work
         let second = (env.engine == Engine::Postgres)
@@ -728,14 +732,7 @@ dual!(admin_api_for_connections, |env| {
     let beta = env.org_with_admin("beta");
     let srv = env.serve_with(&[("REKEY_KEEPER_INTERVAL", "0")]);
     let (c, csrf) = admin_login(&srv, &admin).await;
-    let list: Value = c
-        .get(srv.at("/api/v1/connectors"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&c, srv.at("/api/v1/connectors")).await;
     assert!(list.as_array().unwrap().len() >= 31);
     let r = c
         .post(srv.at("/api/v1/orgs/acme/connections"))
@@ -794,14 +791,7 @@ dual!(admin_api_for_connections, |env| {
         true,
         "settings change keeps credentials"
     );
-    let l: Value = c
-        .get(srv.at("/api/v1/orgs/acme/connections?status=connected"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let l: Value = get_json(&c, srv.at("/api/v1/orgs/acme/connections?status=connected")).await;
     assert_eq!(l.as_array().unwrap().len(), 1);
     // another org's admin: not found
     let (b, bcsrf) = admin_login(&srv, &beta).await;

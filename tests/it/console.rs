@@ -455,7 +455,7 @@ dual!(
 );
 
 /// Signs the platform operator in through the console's form.
-async fn operator_sign_in(env: &Env, srv: &Server) -> (reqwest::Client, String) {
+pub async fn operator_sign_in(env: &Env, srv: &Server) -> (reqwest::Client, String) {
     env.run_stdin(
         &[
             "operator",
@@ -635,7 +635,7 @@ dual!(
 
 /// Creates connections `names` in `org` through the admin API (quicker
 /// than a CLI process each).
-async fn connections_in(srv: &Server, admin: &str, org: &str, names: &[String]) {
+pub async fn connections_in(srv: &Server, admin: &str, org: &str, names: &[String]) {
     let (c, csrf) = admin_login(srv, admin).await;
     for name in names {
         let r = c
@@ -650,23 +650,28 @@ async fn connections_in(srv: &Server, admin: &str, org: &str, names: &[String]) 
 }
 
 /// The `nth` pager of a page (`<p class="pager" role="status">…</p>`).
-fn pager(html: &str, nth: usize) -> Option<&str> {
+pub fn pager(html: &str, nth: usize) -> Option<&str> {
     html.split("<p class=\"pager\" role=\"status\">")
         .nth(nth + 1)
         .and_then(|p| p.split("</p>").next())
 }
 
 /// The href of the link with `rel="next"` in a pager, unescaped.
-fn next_link(pager: &str) -> Option<String> {
+pub fn next_link(pager: &str) -> Option<String> {
     let end = pager.find("\" rel=\"next\"")?;
     let start = pager[..end].rfind("href=\"")? + 6;
-    Some(pager[start..end].replace("&amp;", "&"))
+    // (askama writes `&` as `&#38;`; a browser reads either as `&`)
+    Some(
+        pager[start..end]
+            .replace("&amp;", "&")
+            .replace("&#38;", "&"),
+    )
 }
 
 /// Walks a keyset-paged console list from `path` by the `nth` pager of
 /// its page: every page's rows (what follows `row_marker`, up to a `"` or
 /// `<`), the totals the pages state, and the number of pages.
-async fn walk(
+pub async fn walk(
     c: &reqwest::Client,
     srv: &Server,
     path: &str,
@@ -695,7 +700,7 @@ async fn walk(
 }
 
 /// `seen` holds each of `want` exactly once, and nothing else.
-fn each_once(seen: &[String], want: &[String]) {
+pub fn each_once(seen: &[String], want: &[String]) {
     let mut sorted = seen.to_vec();
     sorted.sort();
     sorted.dedup();

@@ -698,23 +698,9 @@ dual!(
         let (s, _) = audit("/api/v1/audit".into()).await;
         assert_eq!(s, 403);
         let (op, _) = admin_login(&srv, &ops).await;
-        let v: Value = op
-            .get(srv.at("/api/v1/audit?action=key.create"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&op, srv.at("/api/v1/audit?action=key.create")).await;
         assert_eq!(v["total"], 27, "every org's: {v}");
-        let v: Value = op
-            .get(srv.at("/api/v1/audit?org=globex&action=key."))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&op, srv.at("/api/v1/audit?org=globex&action=key.")).await;
         assert_eq!(v["total"], 1);
         assert_eq!(v["items"][0]["target"], "theirs");
 
@@ -1063,6 +1049,6 @@ dual!(credential_age_charts_ages_against_schedules, |env| {
     assert_eq!(s, 200);
     assert!(html.contains("master key"), "the platform's own");
     assert!(html.contains("acme/old-key"));
-    let (s, _) = get(&o, &srv, "/ui/age?page=99").await;
+    let (s, _) = get(&o, &srv, "/ui/age?after=99").await;
     assert_eq!(s, 400);
 });

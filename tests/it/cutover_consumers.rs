@@ -131,11 +131,11 @@ dual!(
         let said = v["steps"].to_string();
         assert!(said.contains("from its cache until"), "{v}");
         // Until when: the copy of version 1 in `cached`, each reader's own
-        // in `may_cache_until`, in JSON, text and the console alike.
+        // in `cached_until_at`, in JSON, text and the console alike.
         assert_eq!(v["cached"][0]["version"], 1, "{v}");
         let until = v["cached"][0]["until_at"].as_str().unwrap().to_string();
         assert!(until.ends_with('Z'), "{v}");
-        assert!(v["consumers"][0]["may_cache_until"].is_string(), "{v}");
+        assert!(v["consumers"][0]["cached_until_at"].is_string(), "{v}");
         let text = env.ok(&["rotation", "show", &rid]);
         assert!(
             text.contains(&format!(

@@ -490,8 +490,26 @@ dual!(
         let mut p = history(&env, 3000, &[]).await;
         let total = start_backfill(&p.csrv).await;
         assert_eq!(total, 3000);
-        let at_kill = wait_done(&env, total / 2).await;
-        p.csrv.kill(); // SIGKILL, mid-run
+        // The whole window takes about a second on a quiet machine, so the
+        // half is watched in the store (a CLI poll is too slow to catch it
+        // under load), and the provider is frozen there: the batch in flight
+        // hangs, and the kill lands mid-run for certain.
+        let start = std::time::Instant::now();
+        let mut half = false;
+        while !half && start.elapsed() < Duration::from_secs(60) {
+            half = query_i64(&env, "SELECT done FROM backfills")
+                .await
+                .unwrap_or(0)
+                >= total / 2;
+            if !half {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        p.psrv.pause();
+        assert!(half, "the backfill never reached half: {}", status(&env));
+        let at_kill = status(&env);
+        p.csrv.kill(); // SIGKILL, mid-run, a batch in flight
+        p.psrv.resume();
         let done = at_kill["backfill"]["done"].as_i64().unwrap();
         assert!(
             done < total,

@@ -316,6 +316,27 @@ impl Server {
             .count()
     }
 
+    /// Freezes the process (SIGSTOP): it holds its connections and answers
+    /// nothing until [`Server::resume`], so a peer's request to it hangs
+    /// mid-flight.
+    #[allow(dead_code)]
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {}", self.child.id());
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -527,6 +548,35 @@ pub fn store_unprobed(env: &Env, name: &str, field: &str, value: &str) -> serde_
     )
 }
 
+/// GETs `url` with `c` and reads its body as JSON (whatever the status).
+#[allow(dead_code)]
+pub async fn get_json(c: &reqwest::Client, url: String) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Walks a paged admin API list from `url` (its query without `after`) by
+/// `next_after` to the end: every page's answer, each asserted 200.
+#[allow(dead_code)]
+pub async fn api_pages(c: &reqwest::Client, url: String) -> Vec<serde_json::Value> {
+    let mut pages: Vec<serde_json::Value> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        assert!(pages.len() < 40, "the pages never end: {url}");
+        let mut at = reqwest::Url::parse(&url).unwrap();
+        if let Some(a) = &after {
+            at.query_pairs_mut().append_pair("after", a);
+        }
+        let r = c.get(at.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{at}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        after = v["next_after"].as_str().map(str::to_string);
+        pages.push(v);
+        if after.is_none() {
+            return pages;
+        }
+    }
+}
+
 /// Runs `args` (a `--json` command) every 100 ms, up to 20 s, until `done`
 /// holds for its answer; returns the last answer.
 #[allow(dead_code)]
@@ -544,4 +594,40 @@ pub async fn poll(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     v
+}
+
+/// The first column of the first row `sql` answers on the world's database,
+/// as an integer (`None` when no row).
+#[allow(dead_code)]
+pub async fn query_i64(env: &Env, sql: &str) -> Option<i64> {
+    match env.engine {
+        Engine::Sqlite => {
+            let p = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
+            let v = sqlx::query_scalar(sql).fetch_optional(&p).await.unwrap();
+            p.close().await;
+            v
+        }
+        Engine::Postgres => {
+            let p = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+            let v = sqlx::query_scalar(sql).fetch_optional(&p).await.unwrap();
+            p.close().await;
+            v
+        }
+    }
+}
+
+/// Runs `sql` on the world's database.
+pub async fn exec_sql(env: &Env, sql: &str) {
+    match env.engine {
+        Engine::Sqlite => {
+            let p = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
+            sqlx::query(sql).execute(&p).await.unwrap();
+            p.close().await;
+        }
+        Engine::Postgres => {
+            let p = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+            sqlx::query(sql).execute(&p).await.unwrap();
+            p.close().await;
+        }
+    }
 }

@@ -788,14 +788,7 @@ dual!(admin_api_for_applications, |env| {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let list: Value = c
-        .get(srv.at("/api/v1/orgs/acme/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&c, srv.at("/api/v1/orgs/acme/apps")).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     let r = c
         .patch(srv.at("/api/v1/orgs/acme/apps/crm"))

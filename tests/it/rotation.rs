@@ -365,14 +365,11 @@ dual!(admin_api_for_rotations, |env| {
     assert_eq!(r.status(), 409);
     assert_eq!(r.headers()["location"], id.as_str());
     wait_for_status(&env, &id, "waiting_cutover").await;
-    let list: Value = c
-        .get(srv.at("/api/v1/orgs/acme/rotations?status=waiting_cutover"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(
+        &c,
+        srv.at("/api/v1/orgs/acme/rotations?status=waiting_cutover"),
+    )
+    .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     // After the promotion the change is made: cancel is refused and names
     // `finish`, which ends the cut-over.
@@ -396,14 +393,7 @@ dual!(admin_api_for_rotations, |env| {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "completed", "{v}");
     // the new credential is current and works
-    let show: Value = c
-        .get(srv.at("/api/v1/orgs/acme/connections/cache"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let show: Value = get_json(&c, srv.at("/api/v1/orgs/acme/connections/cache")).await;
     assert_eq!(show["slots"]["current"]["version"], 2, "{show}");
     let t = env.json(&["connection", "test", "--org", "acme", "--name", "cache"]);
     assert_eq!(t["last_test"]["outcome"], "ok");

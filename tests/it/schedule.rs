@@ -9,22 +9,6 @@ use crate::dual;
 use crate::harness::*;
 use crate::rotation::redis_world;
 
-/// Runs `sql` on the world's database.
-async fn exec_sql(env: &Env, sql: &str) {
-    match env.engine {
-        Engine::Sqlite => {
-            let p = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
-            sqlx::query(sql).execute(&p).await.unwrap();
-            p.close().await;
-        }
-        Engine::Postgres => {
-            let p = sqlx::PgPool::connect(&env.db_url).await.unwrap();
-            sqlx::query(sql).execute(&p).await.unwrap();
-            p.close().await;
-        }
-    }
-}
-
 /// More due manual connections in one org than one pass of the scheduler
 /// looks at (500), all due before another org's automatic one.
 const BACKLOG: usize = 600;

@@ -409,7 +409,7 @@ dual!(credential_expiring_is_raised_once_per_expiry, |env| {
         "8d",
     ]);
     create(&env, &r, &url, &["credential.expiring"]);
-    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
     // due in 8 days: not yet
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(r.got().is_empty(), "{:?}", r.got());
@@ -434,6 +434,23 @@ dual!(credential_expiring_is_raised_once_per_expiry, |env| {
     for want in ["credential", "probe", "error", "settings"] {
         assert!(kinds.contains(&want), "{want}: {log}");
     }
+    // Its mark lives while the date lies ahead; once the date has passed
+    // no scan can find it again, and the janitor (its first pass runs at
+    // start) deletes it.
+    let marks = "SELECT COUNT(*) FROM event_marks WHERE key LIKE 'credential.expiring:%'";
+    assert_eq!(query_i64(&env, marks).await, Some(1));
+    drop(srv);
+    env.advance(Duration::from_secs(7 * 86_400));
+    let _srv = env.serve();
+    let mut left = query_i64(&env, marks).await;
+    for _ in 0..100 {
+        if left == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = query_i64(&env, marks).await;
+    }
+    assert_eq!(left, Some(0), "the passed date's mark is kept");
 });
 
 /// What the receiver holds once `n` arrived and a few more scheduler
