@@ -503,6 +503,15 @@ pub async fn start(
             Some(a)
         }
     };
+    // A rotation in progress is the answer, whatever it has reached: the
+    // pending or unretired previous credential below is then its own, not
+    // one a rotation that ended left behind. (The unique index still
+    // decides a race between two starts: [`insert`].)
+    if !req.dry_run && !req.preflight {
+        if let Some(r) = unfinished(core, "connection", &conn.id).await? {
+            return Err(RotationError::InProgress(Box::new(r.view())));
+        }
+    }
     let held = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id).await?;
     // A pending credential a failed rotation kept (the target may hold
     // it) is never overwritten by a new write-ahead.
