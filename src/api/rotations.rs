@@ -210,77 +210,7 @@ pub(crate) async fn seen_by(
     if admin.session.principal.is_operator() {
         return Ok(v);
     }
-    let names: Vec<(String,)> = crate::fetch_all!(
-        &mut st.core.db.read().await?,
-        (String,),
-        "SELECT name FROM service_keys"
-    )?;
-    // Longest first: `service:etl` must not eat the start of `service:etl-2`.
-    let mut names = names;
-    names.sort_by_key(|(n,)| std::cmp::Reverse(n.len()));
-    let mut text = v.to_string();
-    for (name,) in &names {
-        text = hide_reader(&text, &format!("service:{name}"));
-    }
-    let mut out: Value = serde_json::from_str(&text).unwrap_or(v);
-    hide_addresses(&mut out);
-    Ok(out)
-}
-
-/// `tag` (and the ` from ADDRESS` after it, as step details name a reader)
-/// replaced by "a platform service key".
-fn hide_reader(text: &str, tag: &str) -> String {
-    const SHOWN: &str = "a platform service key";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(tag) {
-        out.push_str(&rest[..i]);
-        out.push_str(SHOWN);
-        rest = &rest[i + tag.len()..];
-        // A consumer that named itself stays named (` (consumer NAME)`);
-        // the address after it goes all the same. A name may hold `)`:
-        // its end is the first `)` followed by ` from ADDRESS`, else the
-        // first followed by what ends a reader.
-        if let Some(named) = rest.strip_prefix(" (consumer ") {
-            let closes = || named.match_indices(')').map(|(j, _)| j);
-            let end = closes()
-                .find(|&j| named[j + 1..].starts_with(" from "))
-                .or_else(|| {
-                    closes().find(|&j| {
-                        let after = &named[j + 1..];
-                        after.is_empty() || after.starts_with([' ', ',', ')', '"', ';', '\\'])
-                    })
-                });
-            if let Some(j) = end {
-                let keep = " (consumer ".len() + j + 1;
-                out.push_str(&rest[..keep]);
-                rest = &rest[keep..];
-            }
-        }
-        if let Some(after) = rest.strip_prefix(" from ") {
-            let end = after.find([' ', ',', ')', '"', ';']).unwrap_or(after.len());
-            rest = &after[end..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Readers' `ip` fields emptied (the reader lists of `rotation show` and
-/// `--preflight`).
-fn hide_addresses(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            if m.contains_key("reader") && m.contains_key("ip") {
-                m.insert("ip".into(), Value::Null);
-            }
-            for x in m.values_mut() {
-                hide_addresses(x);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(hide_addresses),
-        _ => {}
-    }
+    Ok(crate::connectors::service_keys::for_tenant(&mut st.core.db.read().await?, v).await?)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -531,29 +461,4 @@ pub async fn org_age(
     }
     let o = org_for(&st, &admin, &org).await?;
     age_answer(&st, Some(&o.id), &q).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platform_readers_are_not_named_to_tenants() {
-        let t = "waiting for readers: service:etl from 10.1.2.3 (last read version 1), service:etl-2 from ::1; service:etl";
-        let out = hide_reader(&hide_reader(t, "service:etl-2"), "service:etl");
-        assert_eq!(
-            out,
-            "waiting for readers: a platform service key (last read version 1), a platform service key; a platform service key"
-        );
-        // A consumer's name stays; the address after it goes.
-        let t = "readers: service:etl (consumer a) b) from 10.1.2.3 (last read version 1)";
-        assert_eq!(
-            hide_reader(t, "service:etl"),
-            "readers: a platform service key (consumer a) b) (last read version 1)"
-        );
-        let mut v = json!({"consumers": [{"reader": "x", "ip": "10.0.0.1"}], "ip": "kept"});
-        hide_addresses(&mut v);
-        assert_eq!(v["consumers"][0]["ip"], Value::Null);
-        assert_eq!(v["ip"], "kept");
-    }
 }

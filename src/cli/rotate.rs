@@ -38,8 +38,17 @@ pub async fn rotate(core: &Core, out: &Out, a: RotateArgs) -> anyhow::Result<Exi
         Err(RotationError::InProgress(v)) => {
             // The answer is the rotation in progress.
             out.emit(&*v, describe);
+            // In its cut-over the change is made: what ends it is `finish`.
+            let hint = if v.status == "waiting_cutover" {
+                format!(
+                    "; it waits for its cut-over: `rekey rotation finish {}` ends it (with `--now` to retire the previous credential at once)",
+                    v.id
+                )
+            } else {
+                String::new()
+            };
             anyhow::bail!(
-                "a rotation of {} is already in progress ({})",
+                "a rotation of {} is already in progress ({}){hint}",
                 v.target.name,
                 v.id
             );

@@ -2,7 +2,7 @@
 //! Bearer rk_sk_…`) to read a connection's current credentials.
 
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::ConnectorError;
 use crate::audit::{self, Actor, Event};
@@ -10,7 +10,7 @@ use crate::clock::rfc3339;
 use crate::crypto::token::{self, TokenKind};
 use crate::identity::validate_name;
 use crate::state::Core;
-use crate::store::{is_unique_violation, new_id};
+use crate::store::{is_unique_violation, new_id, AsEx, StoreError};
 use crate::{exec, fetch_all, fetch_optional};
 
 #[derive(sqlx::FromRow, Debug, Clone)]
@@ -147,4 +147,115 @@ pub async fn authenticate(
         core.pepper.digest(presented.trim())
     )?
     .filter(|k| k.revoked_at.is_none()))
+}
+
+/// What an org admin is shown of the platform's own consumers. Service
+/// keys are the platform's, not the tenant's: their names and the addresses
+/// they read from are the operator's business, so to a tenant each is "a
+/// platform service key" — in reader lists, in rotation step details, and
+/// in the campaign item records that quote them (stored so, since an
+/// org's campaign view, report and webhooks all show them). A consumer
+/// that named itself (`X-Rekey-Consumer`) stays named; its address goes.
+pub async fn for_tenant<C: AsEx>(c: &mut C, v: Value) -> Result<Value, StoreError> {
+    let text = tenant_text(c, &v.to_string()).await?;
+    let mut out: Value = serde_json::from_str(&text).unwrap_or(v);
+    hide_addresses(&mut out);
+    Ok(out)
+}
+
+/// [`for_tenant`] for text: every service key named in it (as `service:NAME`,
+/// with the ` from ADDRESS` a reader carries) becomes "a platform service key".
+pub async fn tenant_text<C: AsEx>(c: &mut C, text: &str) -> Result<String, StoreError> {
+    if !text.contains("service:") {
+        return Ok(text.to_string());
+    }
+    let mut names: Vec<(String,)> = fetch_all!(c, (String,), "SELECT name FROM service_keys")?;
+    // Longest first: `service:etl` must not eat the start of `service:etl-2`.
+    names.sort_by_key(|(n,)| std::cmp::Reverse(n.len()));
+    let mut text = text.to_string();
+    for (name,) in &names {
+        text = hide_reader(&text, &format!("service:{name}"));
+    }
+    Ok(text)
+}
+
+/// `tag` (and the ` from ADDRESS` after it, as step details name a reader)
+/// replaced by "a platform service key".
+fn hide_reader(text: &str, tag: &str) -> String {
+    const SHOWN: &str = "a platform service key";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(tag) {
+        out.push_str(&rest[..i]);
+        out.push_str(SHOWN);
+        rest = &rest[i + tag.len()..];
+        // A consumer that named itself stays named (` (consumer NAME)`);
+        // the address after it goes all the same. A name may hold `)`:
+        // its end is the first `)` followed by ` from ADDRESS`, else the
+        // first followed by what ends a reader.
+        if let Some(named) = rest.strip_prefix(" (consumer ") {
+            let closes = || named.match_indices(')').map(|(j, _)| j);
+            let end = closes()
+                .find(|&j| named[j + 1..].starts_with(" from "))
+                .or_else(|| {
+                    closes().find(|&j| {
+                        let after = &named[j + 1..];
+                        after.is_empty() || after.starts_with([' ', ',', ')', '"', ';', '\\'])
+                    })
+                });
+            if let Some(j) = end {
+                let keep = " (consumer ".len() + j + 1;
+                out.push_str(&rest[..keep]);
+                rest = &rest[keep..];
+            }
+        }
+        if let Some(after) = rest.strip_prefix(" from ") {
+            let end = after.find([' ', ',', ')', '"', ';']).unwrap_or(after.len());
+            rest = &after[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Readers' `ip` fields emptied (the reader lists of `rotation show` and
+/// `--preflight`).
+fn hide_addresses(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("reader") && m.contains_key("ip") {
+                m.insert("ip".into(), Value::Null);
+            }
+            for x in m.values_mut() {
+                hide_addresses(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(hide_addresses),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_readers_are_not_named_to_tenants() {
+        let t = "waiting for readers: service:etl from 10.1.2.3 (last read version 1), service:etl-2 from ::1; service:etl";
+        let out = hide_reader(&hide_reader(t, "service:etl-2"), "service:etl");
+        assert_eq!(
+            out,
+            "waiting for readers: a platform service key (last read version 1), a platform service key; a platform service key"
+        );
+        // A consumer's name stays; the address after it goes.
+        let t = "readers: service:etl (consumer a) b) from 10.1.2.3 (last read version 1)";
+        assert_eq!(
+            hide_reader(t, "service:etl"),
+            "readers: a platform service key (consumer a) b) (last read version 1)"
+        );
+        let mut v = json!({"consumers": [{"reader": "x", "ip": "10.0.0.1"}], "ip": "kept"});
+        hide_addresses(&mut v);
+        assert_eq!(v["consumers"][0]["ip"], Value::Null);
+        assert_eq!(v["ip"], "kept");
+    }
 }

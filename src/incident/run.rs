@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::{get_row, items, own, IncidentError, IncidentRow, ItemRow, JOB_KIND};
 use crate::audit::{self, Actor, Event};
-use crate::connectors::{connections, probe};
+use crate::connectors::{connections, probe, service_keys};
 use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, Job, DONE};
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
@@ -323,16 +323,23 @@ async fn start_rotation(
     force: Asks,
 ) -> Result<Option<String>, IncidentError> {
     let org_id = item.org_id.clone().unwrap_or_default();
-    // Adopted: only a rotation started since the item last changed status
-    // (a crash between starting it and recording it). A retried item was
-    // reset after its failed rotation started, so it gets a fresh one.
+    let actor = Actor::new(format!("incident:{}", row.id), None);
+    // Adopted: only a rotation this campaign started since the item last
+    // changed status (a crash between starting it and recording it). A
+    // retried item was reset after its failed rotation started, so it gets
+    // a fresh one; a rotation someone else started meanwhile (an admin's
+    // `rotate`, the scheduler) is never taken for the item's own — one
+    // still running is the answer of the start below, one that ended says
+    // nothing about this item's.
     let existing = fetch_optional!(
         &mut core.db.read().await?,
         (String,),
         "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND started_at >= $2
+           AND started_by = $3
          ORDER BY started_at DESC LIMIT 1",
         &item.target_id,
-        row.started_at.max(item.updated_at)
+        row.started_at.max(item.updated_at),
+        &actor.name
     )?;
     let rid = match existing {
         Some((id,)) => id,
@@ -351,7 +358,6 @@ async fn start_rotation(
                 force_at_deadline: force.force_cutover,
                 end_sessions: force.end_sessions,
             };
-            let actor = Actor::new(format!("incident:{}", row.id), None);
             match rotation::start(core, &actor, &org_id, &req).await {
                 Ok(Started::Rotation(v)) => v.id,
                 Ok(Started::Plan(_)) => return Ok(None),
@@ -455,6 +461,14 @@ async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentEr
             rotation_id: None,
             event: None,
         },
+    };
+    // The record is an org's to read (its campaign view, the report, its
+    // webhooks): the platform's service keys that the rotation's steps
+    // name, and their addresses, are not (`rotation show` keeps them for
+    // the operator).
+    let change = Change {
+        detail: service_keys::tenant_text(&mut core.db.read().await?, &change.detail).await?,
+        ..change
     };
     record(core, item, keep(change)).await
 }

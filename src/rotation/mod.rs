@@ -503,19 +503,29 @@ pub async fn start(
             Some(a)
         }
     };
-    // A rotation in progress is the answer, whatever it has reached: the
-    // pending or unretired previous credential below is then its own, not
-    // one a rotation that ended left behind. (The unique index still
-    // decides a race between two starts: [`insert`].)
-    if !req.dry_run && !req.preflight {
+    // Who reads which version changes nothing, and is what one asks most
+    // while a rotation's cut-over waits: answered whatever is in progress.
+    if req.preflight {
+        return Ok(Started::Plan(preflight(core, &conn.id, &conn.name).await?));
+    }
+    let held = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id).await?;
+    let pending = held.iter().find(|r| r.slot == "pending");
+    let unretired = held
+        .iter()
+        .find(|r| r.slot == "previous" && r.retired_at.is_none());
+    // A rotation in progress holds both while it runs: then it is the
+    // answer, whatever step it has reached, and the refusals below are for
+    // what a rotation that ended left behind. Looked up only here, so a
+    // start that nothing holds up costs no statement more (the unique
+    // index still decides a race between two starts: [`insert`]).
+    if (pending.is_some() || unretired.is_some()) && !req.dry_run {
         if let Some(r) = unfinished(core, "connection", &conn.id).await? {
             return Err(RotationError::InProgress(Box::new(r.view())));
         }
     }
-    let held = crate::connectors::slots::list(&mut core.db.read().await?, &conn.id).await?;
     // A pending credential a failed rotation kept (the target may hold
     // it) is never overwritten by a new write-ahead.
-    if let Some(p) = held.iter().find(|r| r.slot == "pending") {
+    if let Some(p) = pending {
         let by = last_of(&mut core.db.read().await?, &conn.id)
             .await?
             .unwrap_or_else(|| "ID".into());
@@ -524,10 +534,7 @@ pub async fn start(
             conn.name, p.version
         )));
     }
-    if let Some(p) = held
-        .iter()
-        .find(|r| r.slot == "previous" && r.retired_at.is_none())
-    {
+    if let Some(p) = unretired {
         let by = last_of(&mut core.db.read().await?, &conn.id)
             .await?
             .unwrap_or_else(|| "ID".into());
@@ -541,9 +548,6 @@ pub async fn start(
         return Err(RotationError::Invalid(
             "the cut-over window and the deadline must be positive".into(),
         ));
-    }
-    if req.preflight {
-        return Ok(Started::Plan(preflight(core, &conn.id, &conn.name).await?));
     }
     if req.dry_run {
         return Ok(Started::Plan(json!({

@@ -214,9 +214,23 @@ dual!(blast_radius_facts_are_current, |env| {
     // a service key that read a credential is not "never used"
     let creds = stored_credential(env, &w.srv, &skey, "cache").await;
     assert_eq!(creds["password"], "held-redis-password-78");
-    let (_, v) = radius(env, &skey);
+    let (_, mut v) = radius(env, &skey);
     assert!(v["last_used_at"].is_string(), "{v}");
     assert_eq!(v["last_used_from"], "127.0.0.1", "{v}");
+
+    // the application's secret, presented at the token endpoint above:
+    // its last use and where from
+    let seen = wait_until(
+        || {
+            v = radius(env, &w.secret).1;
+            v["last_used_from"] == "127.0.0.1"
+        },
+        std::time::Duration::from_secs(15),
+    )
+    .await;
+    assert!(seen, "{v}");
+    assert_eq!(v["type"], "app_secret", "{v}");
+    assert!(v["last_used_at"].is_string(), "{v}");
 
     // a campaign cuts the application's tokens off and regenerates its
     // secret with an overlap: the old secret (still valid for the overlap)

@@ -399,3 +399,62 @@ dual!(
         assert_eq!(v["status"], "waiting_cutover", "{v}");
     }
 );
+
+// #23 item 8: the answer of a retry, like a start's, may carry one of
+// rekey's own secrets (shown once): it is never cached.
+dual!(a_retried_own_rotation_is_answered_no_store, |env| {
+    env.ok(&["org", "create", "acme"]);
+    let email = "admin@acme.test";
+    env.json_stdin(
+        &[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            email,
+            "--permission",
+            "read_write",
+            "--admin",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    let old = env.json(&[
+        "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
+    ])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let (c, csrf) = admin_login(&srv, email).await;
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/rotations"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"key": "etl", "cutover_window": "1m", "deadline": "2m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["secret"].as_str().is_some(), "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    // the old key stays in use (within every 1 min window) past the
+    // deadline: stalled
+    assert_eq!(me(&srv, &old, "nightly-etl/3.1").await, 200);
+    for step in [50, 50] {
+        env.advance(Duration::from_secs(step));
+        assert_eq!(me(&srv, &old, "nightly-etl/3.1").await, 200);
+    }
+    env.advance(Duration::from_secs(25));
+    wait_for_status(&env, &id, "stalled").await;
+    let r = c
+        .post(srv.at(&format!("/api/v1/orgs/acme/rotations/{id}/retry")))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["cache-control"], "no-store");
+});

@@ -743,6 +743,196 @@ dual!(an_item_retry_starts_a_fresh_rotation, |env| {
     assert!(!logs_in(&user, old).await);
 });
 
+// #23 item 10: to an org admin the platform's service keys are "a
+// platform service key", and the addresses they read from are not shown —
+// in a rotation, its preflight, and the campaign's items and report, whose
+// details quote the rotation's steps (they named the key and its address).
+dual!(an_org_admin_never_sees_the_platforms_service_keys, |env| {
+    let old = "the-old-password-2305";
+    let Some(_user) = redis_world(&env, old, true).await else {
+        return;
+    };
+    let email = "admin@acme.test";
+    env.json_stdin(
+        &[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            email,
+            "--permission",
+            "read_write",
+            "--admin",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    let key = service_key(&env);
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    // A platform consumer reads the leaked password and never comes back:
+    // the campaign's cut-over waits for it.
+    assert_eq!(stored_password(&env, &srv, &key).await, old);
+    let v = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "leak",
+        "--scope",
+        "org:acme",
+        "--overlap",
+        "0s",
+    ]);
+    let id = v["id"].as_str().unwrap().to_string();
+    let v = poll(&env, &["incident", "status", &id], |v| {
+        v["items"].as_array().is_some_and(|a| {
+            a.iter().any(|i| {
+                i["status"] == "done"
+                    && i["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("waiting for readers"))
+            })
+        })
+    })
+    .await;
+    let item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"]["name"] == "cache")
+        .unwrap();
+    assert!(
+        item["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a platform service key"),
+        "{v}"
+    );
+    let rid = item["rotation_id"].as_str().unwrap().to_string();
+    // The operator's CLI still names the reader on the rotation itself.
+    let r = env.json(&["rotation", "show", &rid]);
+    assert!(r.to_string().contains("service:platform"), "{r}");
+
+    let (c, csrf) = admin_login(&srv, email).await;
+    let leaks = |what: &str, text: &str| {
+        assert!(
+            !text.contains("service:platform"),
+            "{what} names the key: {text}"
+        );
+        // (the target's own host, 127.0.0.1 too, may be named)
+        assert!(
+            !text.contains("from 127.0.0.1") && !text.contains(r#""ip":"127.0.0.1""#),
+            "{what} shows its address: {text}"
+        );
+    };
+    let show = get_json(&c, srv.at(&format!("/api/v1/orgs/acme/rotations/{rid}"))).await;
+    assert_eq!(show["id"], rid.as_str(), "{show}");
+    assert!(
+        show.to_string().contains("a platform service key"),
+        "{show}"
+    );
+    leaks("rotation show", &show.to_string());
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/rotations"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"connection": "cache", "preflight": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    leaks("preflight", &r.text().await.unwrap());
+    let inc = get_json(&c, srv.at(&format!("/api/v1/incidents/{id}"))).await;
+    assert_eq!(inc["id"], id.as_str(), "{inc}");
+    leaks("incident show", &inc.to_string());
+    for format in ["json", "csv", "md"] {
+        let r = c
+            .get(srv.at(&format!("/api/v1/incidents/{id}/report?format={format}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        leaks(&format!("the {format} report"), &r.text().await.unwrap());
+    }
+    let page = c
+        .get(srv.at(&format!("/ui/incidents/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    leaks("the console's campaign page", &page.text().await.unwrap());
+});
+
+// #23 item 3: a campaign's item adopts only a rotation the campaign
+// itself started. An admin's rotation of the same connection, started
+// after the campaign and failed before its pass reached the item, used to
+// be taken for the item's own (adoption went by start time), so the item
+// failed with that rotation's error.
+dual!(a_campaign_item_never_adopts_someone_elses_rotation, |env| {
+    let old = "the-old-password-2304";
+    // May not change its own password: the admin's rotation fails.
+    let Some(user) = redis_world(&env, old, false).await else {
+        return;
+    };
+    let v = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "adoption test",
+        "--scope",
+        "org:acme",
+    ]);
+    let id = v["id"].as_str().unwrap().to_string();
+    // No server yet: the campaign's item waits while the admin rotates.
+    let out = env.run(&[
+        "rotate",
+        "--org",
+        "acme",
+        "--connection",
+        "cache",
+        "--wait",
+        "--cutover-window",
+        "0s",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs["status"], "failed", "{theirs}");
+    let theirs = theirs["id"].as_str().unwrap().to_string();
+    // The privilege is fixed; then the campaign runs.
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("+acl|setuser")
+        .arg("+acl|dryrun")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let v = poll(&env, &["incident", "status", &id], |v| {
+        v["items"].as_array().is_some_and(|a| {
+            a.iter().any(|i| {
+                i["target"]["name"] == "cache"
+                    && ["verified", "failed"].contains(&i["status"].as_str().unwrap_or(""))
+            })
+        })
+    })
+    .await;
+    let item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"]["name"] == "cache")
+        .unwrap();
+    assert_eq!(item["status"], "verified", "{v}");
+    assert_ne!(item["rotation_id"], theirs.as_str(), "{v}");
+    let mine = item["rotation_id"].as_str().unwrap();
+    let r = env.json(&["rotation", "show", mine]);
+    assert_eq!(r["started_by"], format!("incident:{id}"), "{r}");
+    assert!(!logs_in(&user, old).await);
+});
+
 // A PostgreSQL user name SASLprep refuses (a private-use character) is a
 // clear error, never a panic (sqlx panics on it while logging in).
 dual!(
