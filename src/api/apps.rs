@@ -262,6 +262,33 @@ pub async fn set_active(
     Ok(Json(json!(c.view(None, st.core.now()))))
 }
 
+/// Ends a regeneration's overlap now: the previous secret stops working at
+/// once.
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/apps/{app}/end-overlap", tag = "apps", params(OrgParam, AppParam),
+    responses((status = 200, description = "The application; its previous secret no longer works.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
+pub async fn end_overlap(
+    st: State<AppState>,
+    admin: AdminSession,
+    path: Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    end_overlap_of(st, admin, path, ClientKind::App).await
+}
+
+/// An application's or machine client's overlap ended, as the API answers it.
+pub async fn end_overlap_of(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+    kind: ClientKind,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let c = clients::end_overlap(&st.core, &admin.actor(), &o.id, kind, &name).await?;
+    Ok(Json(json!(c.view(None, st.core.now()))))
+}
+
 /// The application's authorizations: who granted it what, and each one's
 /// status (`Active`, `Expired`, `Revoked`, `Invalid`) with the reason.
 #[utoipa::path(

@@ -126,6 +126,23 @@ pub async fn revoke_key(
     Ok(Json(json!(k.view(st.core.now()))))
 }
 
+/// Ends a reset's overlap now: the previous value stops working at once
+/// and only the newest works (the console's "End overlap").
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/keys/{name}/end-overlap", tag = "keys", params(OrgParam, NameParam),
+    responses((status = 200, description = "The key; its previous value no longer works.", body = KeyView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
+pub async fn end_key_overlap(
+    State(st): State<AppState>,
+    admin: AdminSession,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let o = org_for(&st, &admin, &org).await?;
+    let k = access_keys::end_overlap(&st.core, &admin.actor(), &o.id, &name).await?;
+    Ok(Json(json!(k.view(st.core.now()))))
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "reporting", "scope": "read", "access_token_ttl": "15m"}))]
@@ -286,4 +303,19 @@ pub async fn activate_m2m(
     path: Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     super::apps::set_active(st, admin, path, ClientKind::M2m, true).await
+}
+
+/// Ends a regeneration's overlap now: the previous secret stops working at
+/// once (the console's "End overlap").
+#[utoipa::path(
+    post, path = "/api/v1/orgs/{org}/m2m/{name}/end-overlap", tag = "m2m", params(OrgParam, NameParam),
+    responses((status = 200, description = "The client; its previous secret no longer works.", body = ClientView), AdminWriteErrors),
+    security(("session" = [], "csrf" = [])),
+)]
+pub async fn end_m2m_overlap(
+    st: State<AppState>,
+    admin: AdminSession,
+    path: Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    super::apps::end_overlap_of(st, admin, path, ClientKind::M2m).await
 }

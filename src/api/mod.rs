@@ -22,6 +22,7 @@ pub mod oauth_seed;
 pub mod oauth_std;
 pub mod openapi;
 pub mod ops;
+pub mod orgs;
 pub mod pages;
 pub mod people;
 pub mod platform;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/people/changes", post(people::changes))
         // admin API
+        .route("/api/v1/orgs", get(orgs::list).post(orgs::create))
         .route(
             "/api/v1/orgs/{org}/apps",
             get(apps::list).post(apps::create),
@@ -156,6 +158,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/apps/{app}/regenerate-secret",
             post(apps::regenerate_secret),
+        )
+        .route(
+            "/api/v1/orgs/{org}/apps/{app}/end-overlap",
+            post(apps::end_overlap),
         )
         .route(
             "/api/v1/orgs/{org}/apps/{app}/authorizations",
@@ -178,6 +184,10 @@ pub fn router(state: AppState) -> Router {
             post(keys::reset_key),
         )
         .route(
+            "/api/v1/orgs/{org}/keys/{name}/end-overlap",
+            post(keys::end_key_overlap),
+        )
+        .route(
             "/api/v1/orgs/{org}/m2m",
             get(keys::list_m2m).post(keys::create_m2m),
         )
@@ -188,6 +198,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/m2m/{name}/regenerate-secret",
             post(keys::regenerate_m2m),
+        )
+        .route(
+            "/api/v1/orgs/{org}/m2m/{name}/end-overlap",
+            post(keys::end_m2m_overlap),
         )
         .route(
             "/api/v1/orgs/{org}/m2m/{name}/deactivate",

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
 use super::error::{AdminErrorBody, OAuthErrorBody, SeedErrorBody};
 use super::{
     apps, audit, authorize, blast, connect, connections, events, incidents, keys, oauth,
-    oauth_seed, oauth_std, ops, people, platform, rotations, session, users,
+    oauth_seed, oauth_std, ops, orgs, people, platform, rotations, session, users,
 };
 
 /// `{org}`: an org named by its slug (or id).
@@ -256,14 +256,15 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
     ),
     paths(
         session::login, session::whoami, session::logout,
+        orgs::list, orgs::create,
         apps::list, apps::create, apps::show, apps::update, apps::delete,
-        apps::deactivate, apps::activate, apps::regenerate_secret,
+        apps::deactivate, apps::activate, apps::regenerate_secret, apps::end_overlap,
         apps::authorizations, apps::revoke_authorization,
-        keys::list_keys, keys::create_key, keys::revoke_key, keys::reset_key,
+        keys::list_keys, keys::create_key, keys::revoke_key, keys::reset_key, keys::end_key_overlap,
         users::list, users::create, users::update, users::deactivate, users::activate,
         audit::org_list, audit::list,
         keys::list_m2m, keys::create_m2m, keys::delete_m2m, keys::regenerate_m2m,
-        keys::deactivate_m2m, keys::activate_m2m,
+        keys::deactivate_m2m, keys::activate_m2m, keys::end_m2m_overlap,
         connections::catalog_list, connections::catalog_show, connections::configure,
         connections::list, connections::create, connections::show, connections::update,
         connections::delete, connections::test, connections::authorize,
@@ -291,6 +292,7 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
     modifiers(&Security, &UniqueIds),
     tags(
         (name = "session", description = "Admin sign-in: a session cookie and a CSRF token for writes."),
+        (name = "orgs", description = "The platform's orgs (the operator)."),
         (name = "apps", description = "OAuth applications of an org and their authorizations."),
         (name = "keys", description = "Access keys of an org."),
         (name = "m2m", description = "Machine clients (client credentials grant) of an org."),

@@ -29,6 +29,8 @@ pub mod plan;
 mod report;
 mod run;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -438,41 +440,69 @@ pub async fn get(core: &Core, asker: &Asker<'_>, id: &str) -> Result<IncidentVie
 const VISIBLE: &str = "($1 = '' OR org_id = $1 OR (org_id IS NULL AND EXISTS (
     SELECT 1 FROM incident_items v WHERE v.incident_id = incidents.id AND v.org_id = $1)))";
 
+/// A campaign item that waits on a person, as the landing page lists it.
+pub struct Waiting {
+    /// The campaign's id.
+    pub incident_id: String,
+    /// The item as `waiting` lists it, with its `status`.
+    pub item: Value,
+    /// `failed`, or `waiting_person`.
+    pub status: String,
+    /// Whether the asker may retry it (the campaign is theirs to act on).
+    pub retry: bool,
+}
+
 /// What waits on the asker in the running campaigns it sees, at most
-/// `limit`: for the operator the items waiting on the operator, for an org
-/// admin their org's items waiting on its admins; each as (campaign id,
-/// the item as `waiting` lists it). Selected in SQL, so the landing page
-/// reads only these, however many items the campaigns have.
+/// `limit`, failed items first: for the operator every item that waits on
+/// a person or failed, in every org (its own turns — a provider's OAuth
+/// client to replace — among them); for an org admin their org's, but not
+/// the operator's turns. Selected in SQL, so the landing page reads only
+/// these, however many items the campaigns have.
 pub async fn waiting_on(
     core: &Core,
     asker: &Asker<'_>,
     limit: i64,
-) -> Result<Vec<(String, Value)>, IncidentError> {
+) -> Result<Vec<Waiting>, IncidentError> {
     let org = match asker {
         Asker::Operator => "",
         Asker::OrgAdmin { org_id } => org_id,
     };
+    let mut c = core.db.read().await?;
     let items = fetch_all!(
-        &mut core.db.read().await?,
+        &mut c,
         ItemRow,
         &format!(
             "SELECT {ITEM_COLS} FROM incident_items
-             WHERE status = 'waiting_person' AND ($1 = '' OR org_id = $1)
-               AND (($1 = '' AND waiting_on = 'operator')
-                 OR ($1 <> '' AND COALESCE(waiting_on, '') <> 'operator'))
+             WHERE status IN ('failed', 'waiting_person') AND ($1 = '' OR org_id = $1)
+               AND ($1 = '' OR COALESCE(waiting_on, '') <> 'operator')
                AND incident_id IN (SELECT id FROM incidents WHERE status = 'running' AND {VISIBLE})
-             ORDER BY incident_id DESC, n LIMIT $2"
+             ORDER BY CASE WHEN status = 'failed' THEN 0 ELSE 1 END, incident_id DESC, n LIMIT $2"
         ),
         org,
         limit
     )?;
+    // Whose campaigns they are: an org admin retries items of their own
+    // org's campaign, never of the operator's.
+    let mut owners: HashMap<String, bool> = HashMap::new();
+    for i in &items {
+        if !owners.contains_key(&i.incident_id) {
+            let row = get_row(&mut c, &i.incident_id).await?;
+            owners.insert(i.incident_id.clone(), asker.owns(&row));
+        }
+    }
+    drop(c);
     let ids: Vec<&str> = items.iter().filter_map(|i| i.org_id.as_deref()).collect();
     let orgs = crate::identity::orgs::slugs(&core.db, &ids).await?;
     Ok(items
         .iter()
         .map(|i| {
             let slug = i.org_id.as_ref().and_then(|o| orgs.get(o).cloned());
-            (i.incident_id.clone(), i.waiting(slug))
+            Waiting {
+                incident_id: i.incident_id.clone(),
+                item: i.waiting(slug),
+                status: i.status.clone(),
+                retry: i.status == "failed" && owners.get(&i.incident_id) == Some(&true),
+            }
         })
         .collect())
 }

@@ -41,6 +41,8 @@ pub struct Action {
     pub label: String,
     pub post: bool,
     pub to: String,
+    /// Posted with the form as `item` (a campaign item's number).
+    pub item: Option<i64>,
 }
 
 #[derive(Template)]
@@ -88,6 +90,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                 label: "Authorize".into(),
                 post: true,
                 to: format!("{base}/authorize"),
+                item: None,
             })
         } else {
             Some(Action {
@@ -102,6 +105,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                 } else {
                     format!("{base}/test")
                 },
+                item: None,
             })
         };
         out.push(Need {
@@ -134,6 +138,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                     label: "Retry".into(),
                     post: true,
                     to: format!("{base}/delivery/resume"),
+                    item: None,
                 },
             ),
             None => (
@@ -142,6 +147,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                     label: "Open the delivery".into(),
                     post: false,
                     to: format!("{base}#delivery"),
+                    item: None,
                 },
             ),
         };
@@ -192,6 +198,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                         label: "Finish now…".into(),
                         post: false,
                         to: format!("{href}/finish"),
+                        item: None,
                     }),
                 )
             }
@@ -201,6 +208,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                     label: "Retry".into(),
                     post: true,
                     to: format!("{href}/retry"),
+                    item: None,
                 }),
             ),
             _ => (
@@ -211,6 +219,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
                     label: "Open the runbook".into(),
                     post: false,
                     to: href.clone(),
+                    item: None,
                 }),
             ),
         };
@@ -225,39 +234,59 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
         });
     }
 
-    // Campaign items waiting on a person: for the operator, those that
-    // wait on the operator (a provider's OAuth client to replace before
-    // anyone re-authorizes); for an org admin, their org's.
+    // Campaign items that failed or wait on a person: the operator sees
+    // every org's (its own turns — a provider's OAuth client to replace —
+    // among them), an org admin their org's. A failed item of a campaign
+    // the person may act on has its Retry.
     let asker = crate::api::incidents::asker(admin);
-    for (id, w) in crate::incident::waiting_on(&st.core, &asker, SHOWN).await? {
+    for w in crate::incident::waiting_on(&st.core, &asker, SHOWN).await? {
+        let item = &w.item;
         let target = format!(
             "{} {}",
-            w["target"]["type"].as_str().unwrap_or(""),
-            w["target"]["name"].as_str().unwrap_or("")
+            item["target"]["type"].as_str().unwrap_or(""),
+            item["target"]["name"].as_str().unwrap_or("")
         );
-        let provider = w["target"]["type"] == "provider_client";
-        out.push(Need {
-            badge: "warn",
-            status: "waiting_person".into(),
-            org: w["org"].as_str().unwrap_or("platform").to_string(),
-            what: format!("Campaign item: {target}"),
-            href: format!("/ui/incidents/{}", seg(&id)),
-            why: w["what"].as_str().unwrap_or("").to_string(),
-            action: Some(Action {
-                label: if provider {
-                    "Set the provider's client".into()
-                } else {
-                    "Open the campaign".into()
-                },
+        let campaign = format!("/ui/incidents/{}", seg(&w.incident_id));
+        let provider = item["target"]["type"] == "provider_client";
+        let action = if w.retry {
+            Action {
+                label: "Retry".into(),
+                post: true,
+                to: format!("{campaign}/retry"),
+                item: item["n"].as_i64(),
+            }
+        } else if provider && w.status == "waiting_person" {
+            Action {
+                label: "Set the provider's client".into(),
                 post: false,
-                to: if provider {
-                    "/ui/catalog".into()
-                } else {
-                    format!("/ui/incidents/{}", seg(&id))
-                },
-            }),
+                to: "/ui/catalog".into(),
+                item: None,
+            }
+        } else {
+            Action {
+                label: "Open the campaign".into(),
+                post: false,
+                to: campaign.clone(),
+                item: None,
+            }
+        };
+        out.push(Need {
+            badge: page::badge(&w.status),
+            status: w.status.clone(),
+            org: item["org"].as_str().unwrap_or("platform").to_string(),
+            what: format!("Campaign item: {target}"),
+            href: campaign,
+            why: item["what"].as_str().unwrap_or("").to_string(),
+            action: Some(action),
         });
     }
+    // Worst first: what is broken (failed, stalled, needs a
+    // re-authorization) before what waits its turn; within each, as read.
+    out.sort_by_key(|n| match n.badge {
+        "bad" => 0,
+        "warn" => 1,
+        _ => 2,
+    });
 
     // Credentials past or near their schedule (the age view, worst first):
     // the first page of those due within SOON_MS, selected and ranked in
@@ -287,6 +316,7 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
             label: "Rotate…".into(),
             post: false,
             to: format!("{href}/rotate"),
+            item: None,
         });
         soon.push(Need {
             badge: if a.due { "bad" } else { "warn" },

@@ -82,8 +82,18 @@ async function pass(browser, js, provider, consumer, tag) {
       response_type: "code", client_id: clientId, redirect_uri: callback, scope: "read",
       state: "s1", code_challenge: challenge, code_challenge_method: "S256",
     });
-    const code = new Promise((ok) => {
-      up.on("request", (r) => { if (r.url().startsWith(callback)) ok(new URL(r.url()).searchParams.get("code")); });
+    // Bounded: the Allow click's own failure is swallowed (the callback
+    // is not served, so its navigation fails), and a consent page that
+    // never reaches the callback must fail the step with its screenshot,
+    // not hang the run.
+    const code = new Promise((ok, fail) => {
+      const late = setTimeout(() => fail(new Error("the consent never reached the callback in 30 s")), 30_000);
+      up.on("request", (r) => {
+        if (r.url().startsWith(callback)) {
+          clearTimeout(late);
+          ok(new URL(r.url()).searchParams.get("code"));
+        }
+      });
     });
     await up.goto(`${C}/oauth2/authorize?${q}`);
     await up.getByLabel("Email").fill("alice@acme.test");

@@ -852,3 +852,43 @@ dual!(
         );
     }
 );
+
+/// The console's CSP (`default-src 'self'`) refuses inline styles, inline
+/// scripts and event-handler attributes: one in a template does nothing in
+/// the browser, silently (two `style` attributes did so).
+#[test]
+fn templates_hold_nothing_the_csp_refuses() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+    let mut seen = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        seen += 1;
+        let lower = text.to_ascii_lowercase();
+        for refused in [
+            " style=",
+            "<style",
+            " onclick=",
+            " onchange=",
+            " onsubmit=",
+            " oninput=",
+            " onload=",
+            "javascript:",
+        ] {
+            assert!(
+                !lower.contains(refused),
+                "{} holds {refused:?}",
+                path.display()
+            );
+        }
+        for (i, _) in lower.match_indices("<script") {
+            let tag = &lower[i..lower[i..].find('>').map_or(lower.len(), |j| i + j)];
+            assert!(
+                tag.contains(" src="),
+                "{} holds an inline script",
+                path.display()
+            );
+        }
+    }
+    assert!(seen > 10, "templates read from {dir}");
+}

@@ -695,7 +695,8 @@ dual!(
             "{html}"
         );
         // the landing page names what waits on each, read by SQL: acme's
-        // admin sees acme's waiting items, the operator none of them
+        // admin sees acme's waiting items (none of acme's failed: no Retry
+        // in the operator's campaign), the operator every org's
         let acme_waiting = numbers(&|n| item(n).0 == "acme" && item(n).2 == "waiting_person");
         let (_, home) = get(&c, &srv, "/ui/").await;
         assert_eq!(
@@ -707,9 +708,26 @@ dual!(
             home.contains("Campaign item: connection target-1007"),
             "{home}"
         );
+        assert!(!home.contains(r#"name="item""#), "{home}");
+        let failed = numbers(&|n| item(n).2 == "failed");
+        let waiting = numbers(&|n| item(n).2 == "waiting_person");
         let (_, home) = get(&o, &srv, "/ui/").await;
-        assert!(!home.contains("Campaign item: "), "{home}");
-        // until one waits on the operator: then only the operator sees it
+        assert_eq!(
+            home.matches("Campaign item: ").count(),
+            (failed.len() + waiting.len()).min(50),
+            "{home}"
+        );
+        // worst first, each failed item with its Retry
+        let first = |s: &str| home.find(s).unwrap_or(usize::MAX);
+        assert!(
+            first(">failed</span>") < first(">waiting_person</span>"),
+            "{home}"
+        );
+        assert!(
+            home.contains(&format!(r#"name="item" value="{}""#, failed[0])),
+            "{home}"
+        );
+        // until one waits on the operator: only the operator sees it
         exec_sql(
             &env,
             "UPDATE incident_items SET status = 'waiting_person', waiting_on = 'operator'
@@ -717,7 +735,11 @@ dual!(
         )
         .await;
         let (_, home) = get(&o, &srv, "/ui/").await;
-        assert_eq!(home.matches("Campaign item: ").count(), 1, "{home}");
+        assert_eq!(
+            home.matches("Campaign item: ").count(),
+            (failed.len() + waiting.len() + 1).min(50),
+            "{home}"
+        );
         assert!(
             home.contains("Campaign item: provider_client target-1002"),
             "{home}"

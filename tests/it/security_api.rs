@@ -372,3 +372,219 @@ async fn other_clients_cannot_introspect_a_token_unless_granted() {
         "its own client sees it"
     );
 }
+
+/// The console's "End overlap" has its API twin for access keys, machine
+/// clients and applications: the previous value stops working at once, the
+/// newest keeps working, and it is audited like the console's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_ends_an_overlap_like_the_console() {
+    let env = sqlite().await;
+    let admin = env.org_with_admin("acme");
+    let old_key = env.json(&[
+        "key", "create", "--org", "acme", "--name", "ci", "--scope", "read",
+    ])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m2m = env.json(&[
+        "m2m", "create", "--org", "acme", "--name", "sync", "--scope", "read",
+    ]);
+    let (id, old_secret) = (
+        m2m["client_id"].as_str().unwrap().to_string(),
+        m2m["client_secret"].as_str().unwrap().to_string(),
+    );
+    env.json(&[
+        "app",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "crm",
+        "--scope",
+        "read",
+        "--callback",
+        "https://crm.example/cb",
+    ]);
+    let srv = env.serve();
+    let (c, csrf) = admin_login(&srv, &admin).await;
+    let post = |path: &str, body: Option<Value>| {
+        let r = c.post(srv.at(path)).header("X-CSRF-Token", &csrf);
+        match body {
+            Some(b) => r.json(&b),
+            None => r,
+        }
+        .send()
+    };
+    let people = |key: String| {
+        let url = srv.at("/v1/people?limit=1");
+        async move {
+            client()
+                .get(url)
+                .header("Accesskey", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let token = |secret: String| {
+        let (url, id) = (srv.at("/oauth2/token"), id.clone());
+        async move {
+            client()
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    // an access key reset with an overlap: both work, until it is ended
+    let r = post(
+        "/api/v1/orgs/acme/keys/ci/reset",
+        Some(json!({"overlap": "1h"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(people(old_key.clone()).await, 200);
+    let r = post("/api/v1/orgs/acme/keys/ci/end-overlap", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["previous_key_live"], false, "{v}");
+    assert_eq!(people(old_key).await, 401);
+    assert_eq!(people(new_key).await, 200);
+
+    // a machine client's secret regenerated with an overlap
+    let r = post(
+        "/api/v1/orgs/acme/m2m/sync/regenerate-secret",
+        Some(json!({"overlap": "1h"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_secret = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token(old_secret.clone()).await, 200);
+    let r = post("/api/v1/orgs/acme/m2m/sync/end-overlap", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["previous_secret_live"], false, "{v}");
+    assert_eq!(token(old_secret).await, 401);
+    assert_eq!(token(new_secret).await, 200);
+
+    // an application's
+    let r = post(
+        "/api/v1/orgs/acme/apps/crm/regenerate-secret",
+        Some(json!({"overlap": "1h"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = get_json(&c, srv.at("/api/v1/orgs/acme/apps/crm")).await;
+    assert_eq!(v["previous_secret_live"], true, "{v}");
+    let r = post("/api/v1/orgs/acme/apps/crm/end-overlap", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["previous_secret_live"], false, "{v}");
+
+    // an unknown name changes nothing and says so; no CSRF, no change
+    let r = post("/api/v1/orgs/acme/keys/nope/end-overlap", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .post(srv.at("/api/v1/orgs/acme/m2m/sync/end-overlap"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let audit = env.json(&["audit", "list", "--action", "key.end_overlap"]);
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+}
+
+/// The console's orgs page and create form have their API twins, for the
+/// operator alone: a page by slug with the exact total, a new org (201,
+/// audited), a taken slug 409, a bad one 400; an org admin gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_lists_and_creates_orgs_through_the_api() {
+    let env = sqlite().await;
+    let admin = env.org_with_admin("acme");
+    env.ok(&["org", "create", "beta"]);
+    let ops = "ops@platform.test";
+    env.json_stdin(
+        &["operator", "create", "--email", ops, "--password-stdin"],
+        PASSWORD,
+    );
+    let srv = env.serve();
+    let (o, ocsrf) = admin_login(&srv, ops).await;
+    let p = get_json(&o, srv.at("/api/v1/orgs?limit=1")).await;
+    assert_eq!(p["total"], 2, "{p}");
+    assert_eq!(p["items"][0]["slug"], "acme", "{p}");
+    assert!(p["items"][0]["created_at"].is_string(), "{p}");
+    let next = p["next_after"].as_str().unwrap().to_string();
+    let p = get_json(&o, srv.at(&format!("/api/v1/orgs?limit=1&after={next}"))).await;
+    assert_eq!(p["items"][0]["slug"], "beta", "{p}");
+    assert!(p["next_after"].is_null(), "{p}");
+
+    let r = o
+        .post(srv.at("/api/v1/orgs"))
+        .header("X-CSRF-Token", &ocsrf)
+        .json(&json!({"slug": "gamma", "name": "Gamma Ltd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["slug"].as_str(), v["name"].as_str()),
+        (Some("gamma"), Some("Gamma Ltd"))
+    );
+    for (body, status) in [
+        (json!({"slug": "gamma"}), 409),
+        (json!({"slug": "no spaces"}), 400),
+        (json!({"slug": "delta", "color": "red"}), 400),
+    ] {
+        let r = o
+            .post(srv.at("/api/v1/orgs"))
+            .header("X-CSRF-Token", &ocsrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
+    let p = get_json(&o, srv.at("/api/v1/orgs?limit=10")).await;
+    assert_eq!(p["total"], 3, "{p}");
+    let audit = env.json(&["audit", "list", "--action", "org.create"]);
+    assert_eq!(audit.as_array().map(Vec::len), Some(3), "{audit}");
+
+    // an org admin neither lists nor creates orgs
+    let (c, csrf) = admin_login(&srv, &admin).await;
+    let r = c.get(srv.at("/api/v1/orgs")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(srv.at("/api/v1/orgs"))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"slug": "epsilon"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let p = get_json(&o, srv.at("/api/v1/orgs?limit=10")).await;
+    assert_eq!(p["total"], 3, "{p}");
+}
