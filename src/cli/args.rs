@@ -935,3 +935,68 @@ pub enum AuditCmd {
     /// Check the hash chain; exits 1 naming the first broken event.
     Verify,
 }
+
+#[cfg(test)]
+mod readme {
+    use clap::error::ErrorKind;
+    use clap::Parser;
+
+    /// Every `rekey …` line of the README's `sh` blocks parses as the CLI
+    /// reads it: the blocks are meant to be pasted, so a synopsis
+    /// (`[--overlap 1h]`), a flag that was renamed, or `a | b` alternatives
+    /// fail here, not in a new user's shell. (Parsed, not run: the lines
+    /// act on a live store; `"$ID"` stands for an id the reader has.)
+    #[test]
+    fn the_readmes_commands_parse() {
+        let text = include_str!("../../README.md");
+        let mut in_sh = false;
+        let (mut checked, mut bad) = (0, Vec::new());
+        let mut joined = String::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.starts_with("```") {
+                in_sh = line.trim() == "```sh";
+                continue;
+            }
+            if !in_sh {
+                continue;
+            }
+            // A continued line is read with the next.
+            if let Some(head) = line.strip_suffix('\\') {
+                joined.push_str(head);
+                continue;
+            }
+            let full = std::mem::take(&mut joined) + line;
+            let Some(words) = shlex::split(&full) else {
+                bad.push(format!("line {}: unbalanced quotes: {full}", i + 1));
+                continue;
+            };
+            // The command is what follows `rekey` (after any VAR=value),
+            // up to a comment, a redirection or a pipe.
+            let Some(at) = words.iter().position(|w| w == "rekey") else {
+                continue;
+            };
+            if words[..at].iter().any(|w| !w.contains('=')) {
+                continue;
+            }
+            let args: Vec<&str> = words[at..]
+                .iter()
+                .map(String::as_str)
+                .take_while(|w| {
+                    !w.starts_with('#') && !["<", ">", "|", "&", "&&", ";", "2>&1"].contains(w)
+                })
+                .collect();
+            checked += 1;
+            if let Err(e) = super::Cli::try_parse_from(&args) {
+                if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                    bad.push(format!("line {}: {full}\n  {}", i + 1, e.kind()));
+                }
+            }
+        }
+        assert!(checked > 50, "only {checked} commands found in the README");
+        assert!(
+            bad.is_empty(),
+            "README commands the CLI refuses:\n{}",
+            bad.join("\n")
+        );
+    }
+}
