@@ -27,6 +27,7 @@ pub mod pages;
 pub mod people;
 pub mod platform;
 pub mod rotations;
+pub mod service_keys;
 pub mod session;
 pub mod users;
 
@@ -139,6 +140,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/people/changes", post(people::changes))
         // admin API
         .route("/api/v1/orgs", get(orgs::list).post(orgs::create))
+        .route(
+            "/api/v1/service-keys",
+            get(service_keys::list).post(service_keys::create),
+        )
+        .route(
+            "/api/v1/service-keys/{name}",
+            axum::routing::delete(service_keys::revoke),
+        )
         .route(
             "/api/v1/orgs/{org}/apps",
             get(apps::list).post(apps::create),

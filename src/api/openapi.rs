@@ -14,7 +14,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
 use super::error::{AdminErrorBody, OAuthErrorBody, SeedErrorBody};
 use super::{
     apps, audit, authorize, blast, connect, connections, events, incidents, keys, oauth,
-    oauth_seed, oauth_std, ops, orgs, people, platform, rotations, session, users,
+    oauth_seed, oauth_std, ops, orgs, people, platform, rotations, service_keys, session, users,
 };
 
 /// `{org}`: an org named by its slug (or id).
@@ -257,6 +257,7 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
     paths(
         session::login, session::whoami, session::logout,
         orgs::list, orgs::create,
+        service_keys::list, service_keys::create, service_keys::revoke,
         apps::list, apps::create, apps::show, apps::update, apps::delete,
         apps::deactivate, apps::activate, apps::regenerate_secret, apps::end_overlap,
         apps::authorizations, apps::revoke_authorization,
@@ -293,6 +294,7 @@ Times are RFC 3339 strings named `…_at`; durations are seconds named `…_s`, 
     tags(
         (name = "session", description = "Admin sign-in: a session cookie and a CSRF token for writes."),
         (name = "orgs", description = "The platform's orgs (the operator)."),
+        (name = "service-keys", description = "The platform's service keys, what platform code presents to read credentials (the operator)."),
         (name = "apps", description = "OAuth applications of an org and their authorizations."),
         (name = "keys", description = "Access keys of an org."),
         (name = "m2m", description = "Machine clients (client credentials grant) of an org."),

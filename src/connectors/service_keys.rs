@@ -21,7 +21,7 @@ pub struct ServiceKey {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct View {
     pub id: String,
     pub name: String,

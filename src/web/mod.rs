@@ -23,6 +23,7 @@ mod keys;
 mod operator;
 pub mod page;
 mod rotations;
+mod service_keys;
 mod status;
 mod users;
 mod webhooks;
@@ -131,6 +132,11 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/audit", get(audit::all_page))
         .route("/ui/orgs/{org}/age", get(age::org_page))
         .route("/ui/age", get(age::all_page))
+        .route(
+            "/ui/service-keys",
+            get(service_keys::list).post(service_keys::create),
+        )
+        .route("/ui/service-keys/{name}/revoke", post(service_keys::revoke))
         .route("/ui/{*rest}", get(page::not_found).post(page::not_found))
         .route("/status", get(status::page))
         .route("/status.json", get(status::json))

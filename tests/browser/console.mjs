@@ -15,7 +15,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Rekey, launch, artifacts, signIn, fits, redisCli, checkContrast, lowContrast, PASSWORD } from "./world.mjs";
+import { Rekey, launch, artifacts, signIn, fits, overflowing, redisCli, checkContrast, lowContrast, PASSWORD } from "./world.mjs";
 
 const out = artifacts();
 let failures = 0;
@@ -202,9 +202,10 @@ async function pass(browser, js, provider, consumer, tag) {
 
   await step(`${tag} phone width: no horizontal scrolling`, page, async () => {
     await page.setViewportSize({ width: 390, height: 844 });
-    for (const p of ["/ui/", `/ui/orgs/acme/connections/${rconn}`, "/ui/orgs/acme/rotations", "/ui/orgs/acme/deliveries", `/ui/orgs/acme/apps/${appName}/authorizations`]) {
+    for (const p of ["/ui/", `/ui/orgs/acme/connections/${rconn}`, "/ui/orgs/acme/rotations", "/ui/orgs/acme/deliveries", `/ui/orgs/acme/apps/${appName}/authorizations`,
+      "/ui/orgs/acme/apps", "/ui/orgs/acme/keys", "/ui/orgs/acme/users", "/ui/orgs/acme/age", "/ui/orgs/acme/audit"]) {
       await page.goto(`${C}${p}`);
-      check(await fits(page), `${p} fits 390 px`);
+      check(await fits(page), `${p} fits 390 px: ${JSON.stringify(await overflowing(page))}`);
     }
     await page.setViewportSize({ width: 1280, height: 900 });
   });
@@ -245,12 +246,24 @@ async function pass(browser, js, provider, consumer, tag) {
       await opage.waitForTimeout(500);
     }
   });
+  const operatorPages = (inc) => [
+    "/ui/", "/ui/orgs", "/ui/rotations", "/ui/age", "/ui/audit", "/ui/incidents", `/ui/incidents/${inc}`,
+    "/ui/catalog", "/ui/blast-radius", "/ui/service-keys", "/status",
+  ];
+  await step(`${tag} the operator's pages fit 1280 and 390 px without horizontal scrolling`, opage, async () => {
+    const inc = consumer.json(["incident", "list"]).find((x) => x.reason === `browser ${tag}`).id;
+    for (const width of [1280, 390]) {
+      await opage.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+      for (const p of operatorPages(inc)) {
+        await opage.goto(`${C}${p}`);
+        check(await fits(opage), `${p} fits ${width} px: ${JSON.stringify(await overflowing(opage))}`);
+      }
+    }
+    await opage.setViewportSize({ width: 1280, height: 900 });
+  });
   await step(`${tag} text contrast of at least 4.5:1 on the operator's pages, light and dark`, opage, async () => {
     const inc = consumer.json(["incident", "list"]).find((x) => x.reason === `browser ${tag}`).id;
-    await checkContrast(opage, C, [
-      "/ui/", "/ui/orgs", "/ui/rotations", "/ui/age", "/ui/audit", "/ui/incidents", `/ui/incidents/${inc}`,
-      "/ui/catalog", "/ui/blast-radius", "/status",
-    ]);
+    await checkContrast(opage, C, operatorPages(inc));
   });
   await op.close();
 

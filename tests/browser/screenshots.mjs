@@ -24,8 +24,10 @@ try {
   browser = await launch();
   const pages = {
     admin: ["/ui/", "/ui/orgs/acme/connections", "/ui/orgs/acme/connections/cache", "/ui/orgs/acme/connections/new?kind=redis",
-      "/ui/orgs/acme/rotations", "/ui/orgs/acme/apps", "/ui/orgs/acme/apps/crm", "/ui/orgs/acme/apps/crm/authorizations"],
-    operator: ["/ui/", "/ui/orgs", "/ui/incidents", "/ui/blast-radius", "/ui/catalog", "/status"],
+      "/ui/orgs/acme/rotations", "/ui/orgs/acme/apps", "/ui/orgs/acme/apps/crm", "/ui/orgs/acme/apps/crm/authorizations",
+      "/ui/orgs/acme/keys", "/ui/orgs/acme/users", "/ui/orgs/acme/age", "/ui/orgs/acme/audit"],
+    operator: ["/ui/", "/ui/orgs", "/ui/rotations", "/ui/incidents", "/ui/blast-radius", "/ui/catalog", "/ui/service-keys",
+      "/ui/age", "/ui/audit", "/status"],
   };
   for (const [who, email] of [["admin", "admin@acme.test"], ["operator", "op@platform.test"]]) {
     const ctx = await browser.newContext();
@@ -43,7 +45,10 @@ try {
   }
   const login = await browser.newPage();
   await login.goto(`${r.url}/ui/login`);
-  await login.screenshot({ path: join(out, "login-1280.png"), fullPage: true });
+  for (const width of [1280, 390]) {
+    await login.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+    await login.screenshot({ path: join(out, `login-${width}.png`), fullPage: true });
+  }
   console.log(`screenshots written to ${out}`);
 } finally {
   if (browser) await browser.close();

@@ -105,6 +105,19 @@ export async function fits(page) {
   return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
 }
 
+// The elements that reach past the viewport's right edge (the innermost
+// ones), for a failed `fits` to name.
+export async function overflowing(page) {
+  return page.evaluate(() => {
+    const w = window.innerWidth + 1;
+    const past = [...document.querySelectorAll("body *")].filter((e) => e.getBoundingClientRect().right > w);
+    return past
+      .filter((e) => !past.some((c) => c !== e && e.contains(c)))
+      .slice(0, 5)
+      .map((e) => `${e.tagName.toLowerCase()}${e.className ? "." + e.className : ""} (${Math.round(e.getBoundingClientRect().right)} px): ${(e.textContent || "").trim().slice(0, 60)}`);
+  });
+}
+
 export function redisCli(args) {
   const r = spawnSync("redis-cli", ["-h", "127.0.0.1", "-p", "6379", ...args], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`redis-cli ${args.join(" ")}: ${r.stderr}`);

@@ -1052,3 +1052,140 @@ dual!(credential_age_charts_ages_against_schedules, |env| {
     let (s, _) = get(&o, &srv, "/ui/age?after=99").await;
     assert_eq!(s, 400);
 });
+
+// The operator's Service keys page and its API twin: a key created in the
+// console is shown once (never in the list or on reload), reads a
+// connection's credentials, and is refused once revoked behind the page's
+// confirmation; the API lists, creates (201, no-store) and revokes (204);
+// an org admin gets 403 from both.
+dual!(the_operators_service_keys_page_and_api, |env| {
+    let ops = operator(&env);
+    let admin = env.org_with_admin("acme");
+    connection(
+        &env,
+        "redis",
+        "cache",
+        &["host=127.0.0.1", "port=1", "username=svc"],
+    );
+    store_unprobed(&env, "cache", "password", "held-redis-password-91");
+    let srv = env.serve();
+    let (o, csrf) = sign_in_as(&srv, &ops, PASSWORD)
+        .await
+        .expect("operator signs in");
+    let (status, html) = get(&o, &srv, "/ui/service-keys").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("No service keys yet"), "{html}");
+    let r = post(
+        &o,
+        &srv,
+        "/ui/service-keys",
+        &[("csrf", &csrf), ("name", "billing-worker")],
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let html = r.text().await.unwrap();
+    let key = revealed(&html, "Service key");
+    assert!(key.starts_with("rk_sk_"), "{html}");
+    let v = stored_credential(&env, &srv, &key, "cache").await;
+    assert_eq!(v["password"], "held-redis-password-91");
+    let (_, list) = get(&o, &srv, "/ui/service-keys").await;
+    assert!(
+        list.contains("billing-worker") && !list.contains(&key),
+        "{list}"
+    );
+    // a bad name changes nothing and says why
+    let r = post(
+        &o,
+        &srv,
+        "/ui/service-keys",
+        &[("csrf", &csrf), ("name", "")],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    // no CSRF, no revoke
+    let r = post(&o, &srv, "/ui/service-keys/billing-worker/revoke", &[]).await;
+    assert_eq!(r.status(), 403);
+    let r = post(
+        &o,
+        &srv,
+        "/ui/service-keys/billing-worker/revoke",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("is revoked"), "{html}");
+    let id = env.json(&["connection", "show", "--org", "acme", "--name", "cache"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = client()
+        .get(srv.at(&format!("/api/v1/orgs/acme/connections/{id}/credentials")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // the API twin
+    let (a, acsrf) = admin_login(&srv, &ops).await;
+    let r = a
+        .post(srv.at("/api/v1/service-keys"))
+        .header("X-CSRF-Token", &acsrf)
+        .json(&json!({"name": "etl"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    let key2 = v["key"].as_str().unwrap().to_string();
+    let list = get_json(&a, srv.at("/api/v1/service-keys")).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert!(!list.to_string().contains(&key2), "{list}");
+    let r = a
+        .delete(srv.at("/api/v1/service-keys/etl"))
+        .header("X-CSRF-Token", &acsrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = a
+        .delete(srv.at("/api/v1/service-keys/etl"))
+        .header("X-CSRF-Token", &acsrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "revoked already");
+    let list = get_json(&a, srv.at("/api/v1/service-keys")).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["status"] == "revoked"),
+        "{list}"
+    );
+
+    // an org admin manages none of them
+    let (c, ccsrf) = admin_login(&srv, &admin).await;
+    assert_eq!(
+        c.get(srv.at("/api/v1/service-keys"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = c
+        .post(srv.at("/api/v1/service-keys"))
+        .header("X-CSRF-Token", &ccsrf)
+        .json(&json!({"name": "sneaky"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (status, _) = get(&c, &srv, "/ui/service-keys").await;
+    assert_eq!(status, 403);
+    let audit = env.json(&["audit", "list", "--action", "service_key."]);
+    assert_eq!(audit.as_array().map(Vec::len), Some(4), "{audit}");
+});
