@@ -311,9 +311,12 @@ pub async fn progress(
     Ok(Json(p.answer()).into_response())
 }
 
-/// Cancels the campaign's items that have not started.
+/// Cancels the campaign's items that have not started; with `{"item": N}`
+/// that one item only (its rotation too, while it has not changed the
+/// target).
 #[utoipa::path(
     post, path = "/api/v1/incidents/{id}/cancel", tag = "incidents", params(IdParam),
+    request_body(content = Option<Retry>, description = "Optional: one item's number."),
     responses((status = 200, description = "The campaign.", body = IncidentView), AdminWriteErrors),
     security(("session" = [], "csrf" = [])),
 )]
@@ -321,11 +324,18 @@ pub async fn cancel(
     State(st): State<AppState>,
     admin: AdminSession,
     Path(id): Path<String>,
+    OptionalJson(b): OptionalJson<Retry>,
 ) -> Result<Response, ApiError> {
-    let v = incident::cancel(&st.core, &admin.actor(), &asker(&admin), &id).await?;
+    let (actor, a) = (admin.actor(), asker(&admin));
+    let v = match b.and_then(|b| b.item) {
+        Some(n) => incident::cancel_item(&st.core, &actor, &a, &id, n).await?,
+        None => incident::cancel(&st.core, &actor, &a, &id).await?,
+    };
     Ok(Json(json!(v)).into_response())
 }
 
+/// One item (`{"item": N}`), or, without a body, every one the action
+/// applies to.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"item": 3}))]

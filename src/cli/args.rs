@@ -270,8 +270,14 @@ pub enum IncidentCmd {
         after: Option<String>,
     },
     /// Stop what has not started.
-    Cancel { id: String },
-    /// Run failed items again (all, or `--item N`).
+    Cancel {
+        id: String,
+        /// Only this item (its rotation too, while it has not changed the
+        /// target); `incident retry --item N` starts it again.
+        #[arg(long)]
+        item: Option<i64>,
+    },
+    /// Run failed items again (all, or `--item N`, failed or cancelled).
     Retry {
         id: String,
         #[arg(long)]

@@ -187,8 +187,11 @@ pub async fn run(core: &Core, out: &Out, cmd: IncidentCmd) -> anyhow::Result<Exi
                 s
             });
         }
-        IncidentCmd::Cancel { id } => {
-            let v = incident::cancel(core, &actor, &asker, &id).await?;
+        IncidentCmd::Cancel { id, item } => {
+            let v = match item {
+                Some(n) => incident::cancel_item(core, &actor, &asker, &id, n).await?,
+                None => incident::cancel(core, &actor, &asker, &id).await?,
+            };
             out.emit(&v, describe);
         }
         IncidentCmd::Retry { id, item } => {

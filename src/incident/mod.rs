@@ -901,6 +901,100 @@ pub async fn cancel(
     get(core, asker, id).await
 }
 
+/// Cancels item `n` of a running campaign: a pending item never starts;
+/// one whose rotation has not changed the target yet has that rotation
+/// cancelled; a failed one is given up (the campaign can complete without
+/// it). An item whose rotation is changing the target, or has made the
+/// change, is refused with what ends it instead (`rotation finish`): make
+/// before break is never abandoned half way. `incident retry --item N`
+/// starts a cancelled item again.
+pub async fn cancel_item(
+    core: &Core,
+    actor: &Actor,
+    asker: &Asker<'_>,
+    id: &str,
+    n: i64,
+) -> Result<IncidentView, IncidentError> {
+    get(core, asker, id).await?;
+    let row = get_row(&mut core.db.read().await?, id).await?;
+    if !asker.owns(&row) {
+        return Err(not_yours(id));
+    }
+    if row.finished_at.is_some() {
+        return Err(IncidentError::Invalid(format!(
+            "campaign {id} is {}; nothing to cancel",
+            row.status
+        )));
+    }
+    let item = items(&mut core.db.read().await?, id)
+        .await?
+        .into_iter()
+        .find(|i| i.n == n && asker.visible(vec![i.clone()]).len() == 1)
+        .ok_or_else(|| IncidentError::NotFound(format!("item {n} of campaign {id}")))?;
+    match item.status.as_str() {
+        "cancelled" | "verified" => {
+            return Err(IncidentError::Invalid(format!(
+                "item {n} is {}; nothing to cancel",
+                item.status
+            )))
+        }
+        "done" => {
+            return Err(IncidentError::Invalid(format!(
+                "item {n} is done: its new credential is current and the previous one waits for its cut-over; end that with `rekey rotation finish {}`",
+                item.rotation_id.as_deref().unwrap_or("ID")
+            )))
+        }
+        "acting" if item.rotation_id.is_none() => {
+            return Err(IncidentError::Invalid(format!(
+                "item {n} is starting its rotation; cancel it again in a moment (its rotation can be cancelled until it changes the target)"
+            )))
+        }
+        _ => {}
+    }
+    // Its rotation first, and only while it may be (the rotation says
+    // when not, naming what ends it): the item is never marked cancelled
+    // over a rotation that goes on.
+    if let (Some(rid), Some(org)) = (&item.rotation_id, &item.org_id) {
+        let r = crate::rotation::get_any(core, rid).await?;
+        if r.finished_at.is_none() {
+            crate::rotation::cancel(core, actor, org, rid).await?;
+        }
+    }
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    // Only from the status read: a pass that moved the item meanwhile
+    // (its rotation finished) wins, and the cancel says so.
+    let k = exec!(
+        &mut tx,
+        "UPDATE incident_items SET status = 'cancelled', detail = $1, waiting_on = NULL, updated_at = $2
+         WHERE incident_id = $3 AND n = $4 AND status = $5",
+        format!("cancelled by {}", actor.name),
+        now,
+        id,
+        n,
+        &item.status
+    )?;
+    if k == 0 {
+        return Err(IncidentError::Invalid(format!(
+            "item {n} changed while it was being cancelled; look at it again"
+        )));
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        Event {
+            org_id: item.org_id.as_deref().or(row.org_id.as_deref()),
+            action: "incident.item_cancel",
+            target: Some(id),
+            detail: json!({"n": n, "was": item.status, "rotation": item.rotation_id}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(core, asker, id).await
+}
+
 /// Puts failed items (or item `n`) back to `pending` and runs the
 /// campaign again.
 pub async fn retry(
@@ -929,9 +1023,9 @@ pub async fn retry(
                 "item {n} of campaign {id}"
             )));
         };
-        if item.status != "failed" {
+        if !matches!(item.status.as_str(), "failed" | "cancelled") {
             return Err(IncidentError::Invalid(format!(
-                "item {n} is {}; only failed items are retried",
+                "item {n} is {}; only failed or cancelled items are retried",
                 item.status
             )));
         }
@@ -943,7 +1037,8 @@ pub async fn retry(
     let k = exec!(
         &mut tx,
         "UPDATE incident_items SET status = 'pending', rotation_id = NULL, detail = 'retried', updated_at = $1
-         WHERE incident_id = $2 AND status = 'failed' AND ($3 IS NULL OR n = $3)",
+         WHERE incident_id = $2 AND ($3 IS NULL OR n = $3)
+           AND (status = 'failed' OR (status = 'cancelled' AND $3 IS NOT NULL))",
         now,
         id,
         n

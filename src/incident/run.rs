@@ -30,7 +30,7 @@ use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, Job, DONE};
 use crate::rotation::{self, RotationError, StartRequest, Started, TargetRef};
 use crate::state::Core;
-use crate::store::sql::{exec_args, param_list, Arg};
+use crate::store::sql::{fetch_all_args, param_list, Arg};
 use crate::{exec, fetch_optional};
 
 /// Items acting at once per provider host within a pass; the jobs'
@@ -79,18 +79,19 @@ async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(),
     // Items that can move now, each a pipeline of its own (start or adopt
     // its rotation, drive it, follow it to verified), run concurrently up
     // to PER_HOST per provider host.
-    let starting: Vec<i64> = all
-        .iter()
-        .filter(|i| {
-            i.status == "pending" && i.target_type == "connection" && blocked(i, &by_n).is_none()
-        })
-        .map(|i| i.n)
-        .collect();
-    // What starts now shows as acting at once (one write for all).
-    mark_acting(core, &row.id, &starting).await?;
+    let starts = |i: &ItemRow| {
+        i.status == "pending" && i.target_type == "connection" && blocked(i, &by_n).is_none()
+    };
+    let starting: Vec<i64> = all.iter().filter(|i| starts(i)).map(|i| i.n).collect();
+    // What starts now shows as acting at once (one write for all); an item
+    // cancelled since it was read is not among them, and does not start.
+    let acting = mark_acting(core, &row.id, &starting).await?;
     let mut gates: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let mut set = JoinSet::new();
-    for item in all.into_iter().filter(|i| !i.settled()) {
+    for item in all
+        .into_iter()
+        .filter(|i| !i.settled() && (!starts(i) || acting.contains(&i.n)))
+    {
         let gate = gates
             .entry(item.host.clone().unwrap_or_default())
             .or_insert_with(|| Arc::new(Semaphore::new(per_host(item.host.as_deref()))))
@@ -176,7 +177,7 @@ async fn record(core: &Core, item: &ItemRow, c: Change<'static>) -> Result<(), I
                         done_at = COALESCE(done_at, $5), verified_at = COALESCE(verified_at, $6),
                         done_by = CASE WHEN $5 IS NULL THEN done_by ELSE COALESCE(done_by, $7) END,
                         updated_at = $8
-                     WHERE incident_id = $9 AND n = $10",
+                     WHERE incident_id = $9 AND n = $10 AND status <> 'cancelled'",
                     c.status,
                     &c.detail,
                     c.waiting_on,
@@ -231,9 +232,14 @@ fn blocked<'a>(item: &ItemRow, by_n: &'a HashMap<i64, ItemRow>) -> Option<&'a It
         .filter(|first| !matches!(first.status.as_str(), "done" | "verified"))
 }
 
-async fn mark_acting(core: &Core, id: &str, ns: &[i64]) -> Result<(), IncidentError> {
+async fn mark_acting(
+    core: &Core,
+    id: &str,
+    ns: &[i64],
+) -> Result<std::collections::HashSet<i64>, IncidentError> {
+    let mut acting = std::collections::HashSet::with_capacity(ns.len());
     if ns.is_empty() {
-        return Ok(());
+        return Ok(acting);
     }
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
@@ -241,14 +247,15 @@ async fn mark_acting(core: &Core, id: &str, ns: &[i64]) -> Result<(), IncidentEr
         let list = param_list(3, chunk.len());
         let sql = format!(
             "UPDATE incident_items SET status = 'acting', detail = 'starting its rotation', updated_at = $1
-             WHERE incident_id = $2 AND status = 'pending' AND n IN ({list})"
+             WHERE incident_id = $2 AND status = 'pending' AND n IN ({list}) RETURNING n"
         );
         let mut args = vec![Arg::Int(now), Arg::Text(id.to_string())];
         args.extend(chunk.iter().map(|n| Arg::Int(*n)));
-        exec_args(&mut tx, &sql, args).await?;
+        let rows: Vec<(i64,)> = fetch_all_args(&mut tx, &sql, args).await?;
+        acting.extend(rows.into_iter().map(|(n,)| n));
     }
     tx.commit().await?;
-    Ok(())
+    Ok(acting)
 }
 
 /// What the campaign asks of its rotations when the old credential is

@@ -297,6 +297,8 @@ pub struct Item {
     pub detail: String,
     pub rotation_id: String,
     pub retry: bool,
+    /// It may be cancelled (behind the row's confirmation).
+    pub cancel: bool,
 }
 
 /// One choice of the items' status filter: its link, how many items it
@@ -474,7 +476,12 @@ async fn show_page(
             status: i.status.clone(),
             detail: i.detail.clone().unwrap_or_default(),
             rotation_id: i.rotation_id.clone().unwrap_or_default(),
-            retry: i.status == "failed",
+            // (a cancelled campaign is not retried; a completed one is
+            // reopened by a retry)
+            retry: i.status == "failed" || (i.status == "cancelled" && v.status != "cancelled"),
+            cancel: v.status == "running"
+                && (matches!(i.status.as_str(), "pending" | "waiting_person" | "failed")
+                    || (i.status == "acting" && i.rotation_id.is_some())),
         })
         .collect();
     // A filter's link starts its items afresh and keeps the progress
@@ -565,6 +572,9 @@ pub async fn show(
 ) -> Response {
     let notice = match q.notice.as_deref() {
         Some("cancelled") => Some("Campaign cancelled.".to_string()),
+        Some("item_cancelled") => {
+            Some("Item cancelled: it will not run (Retry starts it again).".to_string())
+        }
         Some("retried") => {
             Some("Retrying: a fresh rotation starts for each failed item.".to_string())
         }
@@ -620,9 +630,14 @@ pub async fn act(
         groups_after: p.form.get("groups_after").cloned(),
     };
     let r = match action.as_str() {
-        "cancel" => incident::cancel(&st.core, &actor, &a, &id)
-            .await
-            .map(|_| "cancelled"),
+        "cancel" => match p.form.get("item").and_then(|n| n.parse::<i64>().ok()) {
+            Some(n) => incident::cancel_item(&st.core, &actor, &a, &id, n)
+                .await
+                .map(|_| "item_cancelled"),
+            None => incident::cancel(&st.core, &actor, &a, &id)
+                .await
+                .map(|_| "cancelled"),
+        },
         "retry" => {
             let item = p.form.get("item").and_then(|n| n.parse::<i64>().ok());
             incident::retry(&st.core, &actor, &a, &id, item)

@@ -985,3 +985,86 @@ dual!(an_item_is_verified_only_when_its_detail_says_so, |env| {
     let detail = it["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("completed; probe"), "{it}");
 });
+
+// #24: an item is cancelled on its own. A pending item cancelled through
+// the API never starts (no rotation of its connection); the campaign
+// completes without it; `incident retry --item N` starts it again; an item
+// whose rotation made its change is refused, naming what ends it.
+dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
+    let old = "the-old-password-2411";
+    let Some(user) = crate::rotation::redis_world(&env, old, true).await else {
+        return;
+    };
+    let admin = "admin@acme.test";
+    env.json_stdin(
+        &[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            admin,
+            "--permission",
+            "read_write",
+            "--admin",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    // no server yet: the item waits, pending, and is cancelled
+    let v = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "item cancel",
+        "--scope",
+        "org:acme",
+    ]);
+    let id = v["id"].as_str().unwrap().to_string();
+    let n = item(&v, "cache")["n"].as_i64().unwrap();
+    let ns = n.to_string();
+    assert_eq!(item(&v, "cache")["status"], "pending", "{v}");
+    let v = env.json(&["incident", "cancel", &id, "--item", &ns]);
+    assert_eq!(item(&v, "cache")["status"], "cancelled", "{v}");
+    assert_eq!(v["status"], "running", "only the item: {v}");
+    let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+    let (c, csrf) = admin_login(&srv, admin).await;
+    let cancel = |body: Value| {
+        c.post(srv.at(&format!("/api/v1/incidents/{id}/cancel")))
+            .header("X-CSRF-Token", &csrf)
+            .json(&body)
+            .send()
+    };
+    // the campaign completes with it cancelled, and nothing touched it
+    let v = poll(&env, &["incident", "status", &id], |v| {
+        v["status"] == "completed"
+    })
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(item(&v, "cache")["status"], "cancelled", "{v}");
+    assert_eq!(
+        env.json(&["rotation", "list", "--org", "acme"]),
+        serde_json::json!([])
+    );
+    assert!(crate::rotation::logs_in(&user, old).await);
+    let audit = env.json(&["audit", "list", "--action", "incident.item_cancel"]);
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    // the API twin refuses what is settled, saying why
+    let r = cancel(serde_json::json!({"item": n})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    // started again on its own
+    env.json(&["incident", "retry", &id, "--item", &ns]);
+    let v = poll(&env, &["incident", "status", &id], |v| {
+        item(v, "cache")["status"] == "verified"
+    })
+    .await;
+    assert_eq!(item(&v, "cache")["status"], "verified", "{v}");
+    assert!(!crate::rotation::logs_in(&user, old).await);
+    // nothing left to cancel: refused, and it says why
+    let out = env.run(&["incident", "cancel", &id, "--item", &ns, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing to cancel"), "{err}");
+    let r = cancel(serde_json::json!({"item": 999})).await.unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+});
