@@ -52,23 +52,13 @@ fn std_request(q: &HashMap<String, String>) -> Request {
     }
 }
 
-fn cookie_attrs(st: &AppState) -> &'static str {
-    // Lax, not Strict: the user arrives here by a top-level navigation from
-    // the client application's site, and must still be recognised.
-    if st.secure_cookies() {
-        "Path=/; HttpOnly; SameSite=Lax; Secure"
-    } else {
-        "Path=/; HttpOnly; SameSite=Lax"
-    }
-}
-
 /// The CSRF nonce (existing or new) and the cookie to set when new.
 pub(super) fn csrf_nonce(st: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE).filter(|n| n.len() >= 32) {
         Some(n) => (n.to_string(), None),
         None => {
             let n = token::mint(TokenKind::Csrf);
-            let c = format!("{CSRF_COOKIE}={n}; {}", cookie_attrs(st));
+            let c = super::cookies::authorize(st, CSRF_COOKIE, n.clone()).to_string();
             (n, Some(c))
         }
     }
@@ -268,7 +258,7 @@ async fn post(
     match sessions::login_enduser(&st.core, &org_id, email, password, ip.as_deref()).await {
         Ok((t, user)) => {
             ctx.cookies
-                .push(format!("{AUTHN_COOKIE}={t}; {}", cookie_attrs(&st)));
+                .push(super::cookies::authorize(&st, AUTHN_COOKIE, t).to_string());
             show_consent(ctx, &user.email)
         }
         Err(IdentityError::Throttled { .. }) => show_login(

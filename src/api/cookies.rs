@@ -20,6 +20,20 @@ pub fn session(st: &AppState, token: String, max_age_s: i64) -> Cookie<'static> 
         .build()
 }
 
+/// A cookie of the authorization pages (`/oauth2/authorize`, `/connect`):
+/// the CSRF nonce of their forms, the end user's sign-in. `Lax`, not
+/// `Strict`: the user arrives by a top-level navigation from the client
+/// application's site and must still be recognised. A session cookie (no
+/// `Max-Age`): it ends with the browser.
+pub fn authorize(st: &AppState, name: &'static str, value: String) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(st.secure_cookies())
+        .build()
+}
+
 /// The name of a connection flow's cookie (see `connectors::flow`).
 ///
 /// On https it carries the `__Host-` prefix: browsers then accept it only
