@@ -192,6 +192,33 @@ pub async fn list(db: &Db, org_id: &str) -> Result<Vec<AccessKey>, OAuthError> {
     )?)
 }
 
+/// The live keys (not revoked) whose expiry falls between `from` and `to`,
+/// soonest first, at most `limit`: of `org_id`, or every org's with
+/// `None` (the landing page's "expires soon").
+pub async fn expiring(
+    db: &Db,
+    org_id: Option<&str>,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> Result<Vec<AccessKey>, OAuthError> {
+    let mut c = db.read().await?;
+    Ok(fetch_all!(
+        &mut c,
+        AccessKey,
+        &format!(
+            "SELECT {COLS} FROM access_keys
+             WHERE revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at >= $1 AND expires_at <= $2
+               AND ($3 = '' OR org_id = $3)
+             ORDER BY expires_at, id LIMIT $4"
+        ),
+        from,
+        to,
+        org_id.unwrap_or(""),
+        limit
+    )?)
+}
+
 /// One page of an org's access keys by name (keyset `NAME.ID` after
 /// `after`, the `next` of the page before), with the exact total.
 pub async fn page(

@@ -307,15 +307,32 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
     for a in due.page.items {
         // (Every credential with a schedule is an org's.)
         let Some(org) = a.org.clone() else { continue };
+        let (o, name) = (seg(&org), seg(&a.name));
         let href = match a.kind.as_str() {
-            "connection" => format!("/ui/orgs/{}/connections/{}", seg(&org), seg(&a.name)),
-            "app_secret" => format!("/ui/orgs/{}/apps/{}", seg(&org), seg(&a.name)),
-            _ => format!("/ui/orgs/{}/age", seg(&org)),
+            "connection" => format!("/ui/orgs/{o}/connections/{name}"),
+            "app_secret" => format!("/ui/orgs/{o}/apps/{name}"),
+            "access_key" => format!("/ui/orgs/{o}/keys#keys"),
+            "m2m_secret" => format!("/ui/orgs/{o}/keys#m2m"),
+            _ => format!("/ui/orgs/{o}/age"),
         };
-        let action = (a.kind == "connection").then(|| Action {
-            label: "Rotate…".into(),
+        // Each kind's own way to a new value, behind the page that asks.
+        let action = match a.kind.as_str() {
+            "connection" => Some(("Rotate…", format!("{href}/rotate"))),
+            "access_key" => Some(("Reset…", format!("/ui/orgs/{o}/keys/{name}/reset"))),
+            "m2m_secret" => Some((
+                "Regenerate…",
+                format!("/ui/orgs/{o}/m2m/{name}/regenerate-secret"),
+            )),
+            "app_secret" => Some((
+                "Regenerate…",
+                format!("/ui/orgs/{o}/apps/{name}/regenerate-secret"),
+            )),
+            _ => None,
+        }
+        .map(|(label, to)| Action {
+            label: label.into(),
             post: false,
-            to: format!("{href}/rotate"),
+            to,
             item: None,
         });
         soon.push(Need {
@@ -339,6 +356,52 @@ async fn needs(st: &AppState, admin: &AdminSession) -> Result<(Vec<Need>, Vec<Ne
             action,
         });
     }
+    // Access keys that expire within a week, or expired in the last one
+    // (their callers are refused): each with its Reset.
+    let keys = crate::oauth::access_keys::expiring(
+        &st.core.db,
+        org_id.as_deref(),
+        now.saturating_sub(SOON_MS),
+        now.saturating_add(SOON_MS),
+        SHOWN,
+    )
+    .await?;
+    let ids: Vec<&str> = keys.iter().map(|k| k.org_id.as_str()).collect();
+    let key_orgs = orgs::slugs(&st.core.db, &ids).await?;
+    for k in keys {
+        let org = key_orgs.get(&k.org_id).cloned().unwrap_or_default();
+        let at = k.expires_at.unwrap_or(now);
+        let gone = at <= now;
+        let (o, name) = (seg(&org), seg(&k.name));
+        soon.push(Need {
+            badge: if gone { "bad" } else { "warn" },
+            status: if gone { "expired" } else { "expires soon" }.into(),
+            what: format!("access key {} ({})", k.name, k.scope),
+            href: format!("/ui/orgs/{o}/keys#keys"),
+            why: if gone {
+                format!(
+                    "expired {} ago ({}): callers presenting it are refused",
+                    page::human_s(now.saturating_sub(at) / 1000),
+                    crate::clock::rfc3339(at)
+                )
+            } else {
+                format!(
+                    "expires in {} ({})",
+                    page::human_s(at.saturating_sub(now) / 1000),
+                    crate::clock::rfc3339(at)
+                )
+            },
+            org,
+            action: Some(Action {
+                label: "Reset…".into(),
+                post: false,
+                to: format!("/ui/orgs/{o}/keys/{name}/reset"),
+                item: None,
+            }),
+        });
+    }
+    // Worst first here too: past due and expired before due soon.
+    soon.sort_by_key(|n| n.badge != "bad");
     Ok((out, soon))
 }
 

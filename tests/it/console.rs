@@ -853,6 +853,50 @@ dual!(
     }
 );
 
+// The landing page names the access keys that expire within a week, or
+// expired in the last one (their callers are refused), worst first, each
+// with its Reset…; a key expiring later, or never, is not there.
+dual!(keys_nearing_expiry_wait_on_the_admin, |env| {
+    let admin = env.org_with_admin("acme");
+    for (name, expires) in [
+        ("soon", Some("3d")),
+        ("later", Some("30d")),
+        ("gone", Some("1h")),
+        ("forever", None),
+    ] {
+        let mut args = vec![
+            "key", "create", "--org", "acme", "--name", name, "--scope", "read",
+        ];
+        if let Some(e) = expires {
+            args.extend(["--expires", e]);
+        }
+        env.json(&args);
+    }
+    // two hours on: `gone` expired an hour ago
+    env.advance(std::time::Duration::from_secs(7200));
+    let srv = env.serve();
+    let (c, _) = sign_in(&srv, &admin).await;
+    let (status, home) = get(&c, &srv, "/ui/").await;
+    assert_eq!(status, 200);
+    let due = home
+        .split("<h2>Due or due within a week</h2>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no due section: {home}"));
+    assert!(due.contains("access key soon (read)"), "{due}");
+    assert!(due.contains("/ui/orgs/acme/keys/soon/reset"), "{due}");
+    assert!(due.contains("access key gone (read)"), "{due}");
+    assert!(due.contains("callers presenting it are refused"), "{due}");
+    assert!(!due.contains("access key later"), "{due}");
+    assert!(!due.contains("access key forever"), "{due}");
+    assert!(
+        due.find("access key gone").unwrap() < due.find("access key soon").unwrap(),
+        "expired before expiring: {due}"
+    );
+    // the Reset… it links asks before it acts
+    let (status, ask) = get(&c, &srv, "/ui/orgs/acme/keys/soon/reset").await;
+    assert_eq!(status, 200, "{ask}");
+});
+
 /// The console's CSP (`default-src 'self'`) refuses inline styles, inline
 /// scripts and event-handler attributes: one in a template does nothing in
 /// the browser, silently (two `style` attributes did so).

@@ -307,6 +307,17 @@ impl Server {
         log.iter().any(|l| parts.iter().all(|p| l.contains(p)))
     }
 
+    /// The lines of its log so far at WARN or ERROR, for a failure to show
+    /// (a peer's 500 names only a request id).
+    #[allow(dead_code)]
+    pub fn troubles(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .cloned()
+            .collect()
+    }
+
     /// How many lines of its log so far contain every one of `parts`.
     #[allow(dead_code)]
     pub fn count(&self, parts: &[&str]) -> usize {
