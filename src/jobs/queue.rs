@@ -159,7 +159,7 @@ pub async fn claim_capped(
         limit.saturating_mul(4).max(limit)
     )?;
     let sql = format!(
-        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, woken_at = NULL
          WHERE id = $4 RETURNING {COLS}"
     );
     let until = now.saturating_add(lease_ms);
@@ -320,7 +320,7 @@ pub async fn claim_id_in(
         tx,
         Job,
         &format!(
-            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, woken_at = NULL
              WHERE id = $4 AND next_run_at <= $3
                AND (state = 'queued' OR (state = 'running' AND lease_until < $3))
              RETURNING {COLS}"
@@ -422,7 +422,7 @@ pub async fn take_standing(
             lease_owner, lease_until, created_at, updated_at)
          VALUES ($1, $2, $3, 'running', $4, '{}', 0, 1, $5, $6, $7, $8, $8)
          ON CONFLICT (id) DO UPDATE SET state = 'running', lease_owner = excluded.lease_owner,
-            lease_until = excluded.lease_until, updated_at = excluded.updated_at
+            lease_until = excluded.lease_until, updated_at = excluded.updated_at, woken_at = NULL
          WHERE jobs.state <> 'running' OR jobs.lease_until < $8 OR jobs.lease_owner = excluded.lease_owner",
         job.id,
         job.kind,
@@ -437,17 +437,24 @@ pub async fn take_standing(
     Ok(n == 1)
 }
 
-/// Makes the queued jobs `ids` due now (new work for a delivery that was
-/// waiting for it, a paused one whose cause went away). A held job is left
-/// alone: its holder is running it anyway and releases it to a time it
-/// computes.
+/// Makes the jobs `ids` due now (new work for a delivery that was waiting
+/// for it, a paused one whose cause went away, a reader that moved). A
+/// queued job is due at once. A held job is marked woken: its holder may
+/// have read what the wake is about before it changed, so its release
+/// ([`release_in`]) makes it due at once rather than at the time it
+/// computed from what it read — before, that wake was lost (a delivery
+/// resumed while its job, having seen it paused, released itself for an
+/// hour). Returns how many jobs were woken or marked.
 pub async fn wake(tx: &mut Tx, ids: &[String], now: i64) -> Result<u64, StoreError> {
     let mut n = 0;
     for chunk in ids.chunks(500) {
         let list = crate::store::sql::param_list(2, chunk.len());
         let sql = format!(
-            "UPDATE jobs SET next_run_at = $1, updated_at = $1
-             WHERE state = 'queued' AND next_run_at > $1 AND id IN ({list})"
+            "UPDATE jobs SET
+                next_run_at = CASE WHEN state = 'queued' THEN $1 ELSE next_run_at END,
+                woken_at = CASE WHEN state = 'running' THEN $1 ELSE woken_at END,
+                updated_at = $1
+             WHERE ((state = 'queued' AND next_run_at > $1) OR state = 'running') AND id IN ({list})"
         );
         let mut args = vec![Arg::Int(now)];
         args.extend(chunk.iter().map(|id| Arg::Text(id.clone())));
@@ -597,7 +604,8 @@ pub async fn release_in(
     let held = crate::scalar_optional!(
         tx,
         Option<String>,
-        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_run_at = $1, updated_at = $2
+        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+            next_run_at = CASE WHEN woken_at IS NULL THEN $1 ELSE $2 END, woken_at = NULL, updated_at = $2
          WHERE id = $3 AND lease_owner = $4 AND state = 'running' RETURNING host",
         run_at,
         now,
@@ -1084,10 +1092,62 @@ mod tests {
         );
     }
 
+    /// A wake that finds its job held is not lost: the holder computed its
+    /// release from what it read before the wake's change, and the job is
+    /// due at once after it (CI caught a delivery resumed while its job,
+    /// having read it paused, released itself for an hour). A wake of a
+    /// queued job makes it due; a claim after a wake starts afresh.
+    async fn wakes_while_held(db: &Db) {
+        let id = add(db, "w", 1_000, 3).await;
+        let got = claim(db, "test", "one", 30_000, 1, 2_000).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(
+            wake(&mut tx, std::slice::from_ref(&id), 3_000)
+                .await
+                .unwrap(),
+            1
+        );
+        tx.commit().await.unwrap();
+        // the holder releases to the time it computed, an hour on
+        assert!(release(db, &id, "one", 3_603_000, 4_000).await.unwrap());
+        let j = get(&mut db.read().await.unwrap(), &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(j.next_run_at, 4_000, "due at once after a wake it missed");
+        // the next claim takes it and clears the wake: a later release
+        // without a wake keeps its time
+        let got = claim(db, "test", "two", 30_000, 1, 4_000).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(release(db, &id, "two", 3_604_000, 5_000).await.unwrap());
+        let j = get(&mut db.read().await.unwrap(), &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(j.next_run_at, 3_604_000);
+        // a queued job is simply made due
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(
+            wake(&mut tx, std::slice::from_ref(&id), 6_000)
+                .await
+                .unwrap(),
+            1
+        );
+        tx.commit().await.unwrap();
+        let j = get(&mut db.read().await.unwrap(), &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((j.state.as_str(), j.next_run_at), ("queued", 6_000));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn jobs_on_sqlite() {
         let (_d, db) = sqlite().await;
         lifecycle(&db).await;
+        let (_d, db) = sqlite().await;
+        wakes_while_held(&db).await;
         let (_d, db) = sqlite().await;
         concurrent_claims(&db).await;
         let (_d, db) = sqlite().await;
@@ -1098,6 +1158,10 @@ mod tests {
     async fn jobs_on_postgres() {
         if let Some((db, name)) = postgres().await {
             lifecycle(&db).await;
+            drop_pg(db, name).await;
+        }
+        if let Some((db, name)) = postgres().await {
+            wakes_while_held(&db).await;
             drop_pg(db, name).await;
         }
         if let Some((db, name)) = postgres().await {
