@@ -936,3 +936,152 @@ fn templates_hold_nothing_the_csp_refuses() {
     }
     assert!(seen > 10, "templates read from {dir}");
 }
+
+// The console's forms that no other test posted, each checked at the real
+// target through the CLI: a connection's settings, test and delete; an
+// application's update and delete; sign-out, after which the console
+// sends the browser to sign in.
+dual!(the_remaining_forms_act_at_the_real_target, |env| {
+    let admin = env.org_with_admin("acme");
+    connection(
+        &env,
+        "redis",
+        "cache",
+        &["host=127.0.0.1", "port=1", "username=svc"],
+    );
+    store_unprobed(&env, "cache", "password", "held-redis-password-93");
+    connection(
+        &env,
+        "redis",
+        "spare",
+        &["host=127.0.0.1", "port=1", "username=svc"],
+    );
+    env.json(&[
+        "app",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "crm",
+        "--scope",
+        "read",
+        "--callback",
+        "https://crm.example/cb",
+    ]);
+    let srv = env.serve();
+    let (c, csrf) = sign_in(&srv, &admin).await;
+    let base = "/ui/orgs/acme/connections/cache";
+
+    // settings (of a connection that holds no credential yet: where a held
+    // credential goes is frozen) and the rotation schedule
+    let spare = "/ui/orgs/acme/connections/spare";
+    let r = post(
+        &c,
+        &srv,
+        &format!("{spare}/settings"),
+        &[
+            ("csrf", &csrf),
+            ("s.port", "6390"),
+            ("rotation_interval", "30d"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let show = env.json(&["connection", "show", "--org", "acme", "--name", "spare"]);
+    assert_eq!(show["settings"]["port"], "6390", "{show}");
+    assert_eq!(
+        show["settings"]["host"], "127.0.0.1",
+        "the rest kept: {show}"
+    );
+    // a bad schedule says why
+    let r = post(
+        &c,
+        &srv,
+        &format!("{spare}/settings"),
+        &[
+            ("csrf", &csrf),
+            ("s.port", "6391"),
+            ("rotation_interval", "soon"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("rotation schedule"));
+    // and the held credential's target stays put
+    let r = post(
+        &c,
+        &srv,
+        &format!("{base}/settings"),
+        &[("csrf", &csrf), ("s.port", "6392")],
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    let show = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+    assert_eq!(show["settings"]["port"], "1", "{show}");
+
+    // test: nothing listens on the port, and the page says so
+    let r = post(&c, &srv, &format!("{base}/test"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let show = env.json(&["connection", "show", "--org", "acme", "--name", "cache"]);
+    assert!(show["last_test"]["outcome"].is_string(), "{show}");
+    assert_ne!(show["last_test"]["outcome"], "ok", "{show}");
+
+    // the application: update, then delete
+    let r = post(
+        &c,
+        &srv,
+        "/ui/orgs/acme/apps/crm/update",
+        &[
+            ("csrf", &csrf),
+            ("scope", "read_write"),
+            (
+                "callbacks",
+                "https://crm.example/cb\nhttps://crm.example/cb2",
+            ),
+            ("access_token_ttl", "10m"),
+            ("refresh_token_ttl", ""),
+            ("refresh_grace", ""),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let app = env.json(&["app", "show", "--org", "acme", "--name", "crm"]);
+    assert_eq!(app["scope"], "read_write", "{app}");
+    assert_eq!(app["callbacks"].as_array().map(Vec::len), Some(2), "{app}");
+    let r = post(
+        &c,
+        &srv,
+        "/ui/orgs/acme/apps/crm/delete",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        env.run(&["app", "show", "--org", "acme", "--name", "crm"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // the connection: delete
+    let r = post(&c, &srv, &format!("{base}/delete"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        env.run(&["connection", "show", "--org", "acme", "--name", "cache"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // sign-out
+    let (_, home) = get(&c, &srv, "/ui/").await;
+    let r = post(&c, &srv, "/ui/logout", &[("csrf", &csrf_of(&home))]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/login");
+    let r = c
+        .get(srv.at("/ui/orgs/acme/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed out");
+});
