@@ -366,7 +366,19 @@ impl Db {
                     .acquire_owned()
                     .await
                     .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-                let t = write.begin_with("BEGIN IMMEDIATE").await?;
+                // Begun on a task of its own, so it runs to its end whoever
+                // stops waiting: sqlx's SQLite begin with a custom statement
+                // awaits twice (the BEGIN, then a look at the handle), and a
+                // caller cancelled between the two (a request whose client
+                // hung up) left the one write connection inside a
+                // transaction nothing could end — every later write failed
+                // "begin_with at non-zero transaction depth" until restart.
+                // A transaction begun for nobody is dropped with the task's
+                // output, and rolled back.
+                let pool = write.clone();
+                let t = tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))??;
                 epoch.sqlite_bumped.store(false, Ordering::Release);
                 Tx::Sqlite(t, permit, epoch.clone(), Vec::new())
             }
@@ -508,4 +520,46 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// A fresh identifier: a ULID, sortable by creation time.
 pub fn new_id() -> String {
     ulid::Ulid::new().to_string().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write transaction whose caller is cancelled while it begins (a
+    /// request whose client hung up) must leave the one write connection
+    /// usable. sqlx's SQLite begin with a custom statement awaits twice;
+    /// cancelled between the two, it left the connection inside a
+    /// transaction nothing could end, and every later write failed
+    /// "attempted to call begin_with at non-zero transaction depth" until
+    /// the server restarted (CI: a provider whose sender was killed
+    /// mid-batch answered 500 to everything after).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begin_cancelled_midway_leaves_the_writer_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite:{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        for i in 0..3_000u64 {
+            // Cancelled at a different point each time: polled a few times
+            // (the worker thread runs the BEGIN meanwhile), then dropped —
+            // before the gate, during the BEGIN, or between it and the
+            // check after it.
+            let mut begin = Box::pin(db.begin_write());
+            for _ in 0..(i % 12) {
+                if futures::poll!(begin.as_mut()).is_ready() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(i % 7 * 5));
+                tokio::task::yield_now().await;
+            }
+            drop(begin);
+            let tx = tokio::time::timeout(Duration::from_secs(10), db.begin_write())
+                .await
+                .unwrap_or_else(|_| panic!("attempt {i}: the writer hangs"))
+                .unwrap_or_else(|e| panic!("attempt {i}: the writer is wedged: {e}"));
+            drop(tx);
+        }
+    }
 }
