@@ -1087,7 +1087,7 @@ pub async fn open_public(db: &crate::store::Db) -> Result<Vec<PublicCampaign>, S
         "SELECT i.scope, i.reason, i.started_at AS started_at_ms,
                 (SELECT COUNT(*) FROM incident_items t WHERE t.incident_id = i.id) AS items,
                 (SELECT COUNT(*) FROM incident_items t WHERE t.incident_id = i.id
-                   AND t.status IN ('done', 'verified', 'failed')) AS settled
+                   AND t.status IN ('done', 'verified', 'failed', 'cancelled')) AS settled
          FROM incidents i WHERE i.status = 'running' ORDER BY i.started_at"
     )?;
     for r in &mut rows {

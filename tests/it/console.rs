@@ -1085,3 +1085,101 @@ dual!(the_remaining_forms_act_at_the_real_target, |env| {
         .unwrap();
     assert_eq!(r.status(), 303, "signed out");
 });
+
+// The public status page's campaign block: running campaigns with their
+// progress (an item cancelled on its own counts as handled), the reason of
+// a platform-wide one only, and no org's name anywhere — in the HTML and
+// in /status.json alike, without signing in.
+dual!(the_status_page_names_campaigns_but_no_org, |env| {
+    for org in ["acme", "beta"] {
+        env.ok(&["org", "create", org]);
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            org,
+            "--kind",
+            "redis",
+            "--name",
+            "cache",
+            "--setting",
+            "host=127.0.0.1",
+            "--setting",
+            "port=1",
+            "--setting",
+            "username=svc",
+        ]);
+        env.json_stdin(
+            &[
+                "connection",
+                "set-credential",
+                "--org",
+                org,
+                "--name",
+                "cache",
+                "--field",
+                "password",
+                "--value-stdin",
+                "--force",
+            ],
+            "a-held-password-2450",
+        );
+    }
+    // beta's own campaign, then the operator's over every org (it takes
+    // the overlapping items over); no server runs them
+    let own = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "beta's intern pasted it",
+        "--scope",
+        "org:beta",
+    ]);
+    let all = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "provider breach",
+        "--scope",
+        "all",
+    ]);
+    let n = all["items"][0]["n"].to_string();
+    env.json(&[
+        "incident",
+        "cancel",
+        all["id"].as_str().unwrap(),
+        "--item",
+        &n,
+    ]);
+    let srv = env.serve();
+    let anon = client();
+    let v: Value = anon
+        .get(srv.at("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inc = v["incidents"].as_array().expect("incidents");
+    let text = v.to_string();
+    assert!(text.contains("provider breach"), "{v}");
+    assert!(!text.contains("intern"), "an org's reason is its own: {v}");
+    for org in ["acme", "beta"] {
+        assert!(!text.contains(org), "{org} named: {v}");
+    }
+    let total: i64 = inc.iter().map(|c| c["items"].as_i64().unwrap_or(0)).sum();
+    let settled: i64 = inc.iter().map(|c| c["settled"].as_i64().unwrap_or(0)).sum();
+    assert!(total >= 2, "{v}");
+    assert_eq!(settled, 1, "the cancelled item is handled: {v}");
+    let (status, html) = get(&anon, &srv, "/status").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Incident campaigns in progress") && html.contains("provider breach"),
+        "{html}"
+    );
+    for hidden in ["intern", "acme", "beta"] {
+        assert!(!html.contains(hidden), "{hidden} shown: {html}");
+    }
+    let _ = own;
+});
