@@ -108,6 +108,15 @@ impl AdminSession {
     pub fn actor(&self) -> Actor {
         Actor::new(self.session.principal.actor_name(), self.ip.clone())
     }
+
+    /// 403 with `why` unless the platform operator is signed in.
+    pub fn operator_only(&self, why: &str) -> Result<(), ApiError> {
+        if self.session.principal.is_operator() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(why.to_string()))
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for AdminSession {

@@ -49,15 +49,8 @@ struct OrgsPage {
     next_after: Option<String>,
 }
 
-fn operator_only(admin: &AdminSession) -> Result<(), ApiError> {
-    if admin.session.principal.is_operator() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "only the platform operator lists and creates orgs",
-        ))
-    }
-}
+/// What a signed-in org admin is told.
+const OPERATOR_ONLY: &str = "only the platform operator lists and creates orgs";
 
 /// Every org, by slug, a page at a time (the operator).
 #[utoipa::path(
@@ -71,7 +64,7 @@ pub async fn list(
     admin: AdminSession,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    operator_only(&admin)?;
+    admin.operator_only(OPERATOR_ONLY)?;
     let (n, after) = q.page()?;
     let p = orgs::page(&st.core.db, after, n).await?;
     Ok(Json(p.map(|o| OrgView::of(&o)).answer()))
@@ -100,7 +93,7 @@ pub async fn create(
     admin: AdminSession,
     b: Result<Json<CreateOrg>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    operator_only(&admin)?;
+    admin.operator_only(OPERATOR_ONLY)?;
     let b = body(b)?;
     let o = orgs::create(
         &st.core.db,

@@ -18,15 +18,9 @@ use super::openapi::NameParam;
 use super::{ApiError, AppState};
 use crate::connectors::service_keys::{self, View};
 
-fn operator_only(admin: &AdminSession) -> Result<(), ApiError> {
-    if admin.session.principal.is_operator() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "service keys are the platform's: only the platform operator manages them",
-        ))
-    }
-}
+/// What a signed-in org admin is told.
+const OPERATOR_ONLY: &str =
+    "service keys are the platform's: only the platform operator manages them";
 
 /// Every service key, by name, active and revoked.
 #[utoipa::path(
@@ -39,7 +33,7 @@ pub async fn list(
     State(st): State<AppState>,
     admin: AdminSession,
 ) -> Result<Json<Value>, ApiError> {
-    operator_only(&admin)?;
+    admin.operator_only(OPERATOR_ONLY)?;
     let v: Vec<View> = service_keys::list(&st.core)
         .await?
         .iter()
@@ -78,7 +72,7 @@ pub async fn create(
     admin: AdminSession,
     b: Result<Json<CreateServiceKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    operator_only(&admin)?;
+    admin.operator_only(OPERATOR_ONLY)?;
     let b = body(b)?;
     let (k, key) = service_keys::create(&st.core, &admin.actor(), &b.name).await?;
     Ok((
@@ -101,7 +95,7 @@ pub async fn revoke(
     admin: AdminSession,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    operator_only(&admin)?;
+    admin.operator_only(OPERATOR_ONLY)?;
     service_keys::revoke(&st.core, &admin.actor(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

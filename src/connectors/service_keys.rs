@@ -25,7 +25,10 @@ pub struct ServiceKey {
 pub struct View {
     pub id: String,
     pub name: String,
+    /// RFC 3339; `created_at` in the API's vocabulary, `created` as the
+    /// CLI's list has always named it.
     pub created: String,
+    pub created_at: String,
     pub status: &'static str,
 }
 
@@ -35,6 +38,7 @@ impl ServiceKey {
             id: self.id.clone(),
             name: self.name.clone(),
             created: rfc3339(self.created_at),
+            created_at: rfc3339(self.created_at),
             status: if self.revoked_at.is_some() {
                 "revoked"
             } else {

@@ -307,12 +307,14 @@ impl Asker<'_> {
     /// (whose other orgs' items, and their re-authorize links, are none of
     /// theirs; nor are the operator's own items).
     fn visible(&self, items: Vec<ItemRow>) -> Vec<ItemRow> {
+        items.into_iter().filter(|i| self.sees(i)).collect()
+    }
+
+    /// Whether the asker may see `item` ([`Asker::visible`]).
+    fn sees(&self, item: &ItemRow) -> bool {
         match self {
-            Asker::Operator => items,
-            Asker::OrgAdmin { org_id } => items
-                .into_iter()
-                .filter(|i| i.org_id.as_deref() == Some(*org_id))
-                .collect(),
+            Asker::Operator => true,
+            Asker::OrgAdmin { org_id } => item.org_id.as_deref() == Some(*org_id),
         }
     }
 
@@ -481,15 +483,25 @@ pub async fn waiting_on(
         org,
         limit
     )?;
-    // Whose campaigns they are: an org admin retries items of their own
-    // org's campaign, never of the operator's.
-    let mut owners: HashMap<String, bool> = HashMap::new();
-    for i in &items {
-        if !owners.contains_key(&i.incident_id) {
-            let row = get_row(&mut c, &i.incident_id).await?;
-            owners.insert(i.incident_id.clone(), asker.owns(&row));
-        }
-    }
+    // Whose campaigns they are (one read for all): an org admin retries
+    // items of their own org's campaign, never of the operator's.
+    let mut ids: Vec<&str> = items.iter().map(|i| i.incident_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let owners: HashMap<String, bool> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        let sql = format!(
+            "SELECT {COLS} FROM incidents WHERE id IN ({})",
+            crate::store::sql::param_list(1, ids.len())
+        );
+        let args = ids
+            .iter()
+            .map(|i| crate::store::sql::Arg::Text(i.to_string()))
+            .collect();
+        let rows: Vec<IncidentRow> = crate::store::sql::fetch_all_args(&mut c, &sql, args).await?;
+        rows.iter().map(|r| (r.id.clone(), asker.owns(r))).collect()
+    };
     drop(c);
     let ids: Vec<&str> = items.iter().filter_map(|i| i.org_id.as_deref()).collect();
     let orgs = crate::identity::orgs::slugs(&core.db, &ids).await?;
@@ -926,11 +938,16 @@ pub async fn cancel_item(
             row.status
         )));
     }
-    let item = items(&mut core.db.read().await?, id)
-        .await?
-        .into_iter()
-        .find(|i| i.n == n && asker.visible(vec![i.clone()]).len() == 1)
-        .ok_or_else(|| IncidentError::NotFound(format!("item {n} of campaign {id}")))?;
+    // The one item, as far as the asker may see it.
+    let item = fetch_optional!(
+        &mut core.db.read().await?,
+        ItemRow,
+        &format!("SELECT {ITEM_COLS} FROM incident_items WHERE incident_id = $1 AND n = $2"),
+        id,
+        n
+    )?
+    .filter(|i| asker.sees(i))
+    .ok_or_else(|| IncidentError::NotFound(format!("item {n} of campaign {id}")))?;
     match item.status.as_str() {
         "cancelled" | "verified" => {
             return Err(IncidentError::Invalid(format!(

@@ -11,21 +11,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::page::{self, Chrome};
+use super::page::{self, operator_only, Chrome};
 use super::{Posted, Ui};
 use crate::api::blast::{ask, Ask};
 use crate::api::extract::AdminSession;
 use crate::api::{ApiError, AppState};
 use crate::connectors::{catalog, provider_clients};
-
-fn operator_only(admin: &AdminSession) -> Option<Response> {
-    (!admin.session.principal.is_operator()).then(|| {
-        page::error(
-            StatusCode::FORBIDDEN,
-            "Only the platform operator may open this page.",
-        )
-    })
-}
 
 fn text(v: &Value) -> String {
     match v {

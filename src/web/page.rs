@@ -126,6 +126,17 @@ pub struct ErrorPage {
 }
 
 /// The console's error page: the status, what went wrong, a way back.
+/// The 403 page for a page of the platform operator's, unless the
+/// operator is signed in.
+pub fn operator_only(admin: &AdminSession) -> Option<Response> {
+    (!admin.session.principal.is_operator()).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "Only the platform operator may open this page.",
+        )
+    })
+}
+
 pub fn error(status: StatusCode, message: &str) -> Response {
     render(
         status,

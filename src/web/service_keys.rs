@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::page::{self, Chrome, Reveal};
+use super::page::{self, operator_only, Chrome, Reveal};
 use super::{Posted, Ui};
 use crate::api::extract::AdminSession;
 use crate::api::{ApiError, AppState};
@@ -23,15 +23,6 @@ pub struct KeysPage {
     pub keys: Vec<View>,
     pub shown: Option<Reveal>,
     pub error: Option<String>,
-}
-
-fn operator_only(admin: &AdminSession) -> Option<Response> {
-    (!admin.session.principal.is_operator()).then(|| {
-        page::error(
-            StatusCode::FORBIDDEN,
-            "Only the platform operator may open this page.",
-        )
-    })
 }
 
 async fn render(

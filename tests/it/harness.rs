@@ -188,6 +188,12 @@ impl Env {
     /// An org with an admin user `admin@SLUG.test` whose password is `PASSWORD`.
     pub fn org_with_admin(&self, slug: &str) -> String {
         self.ok(&["org", "create", slug]);
+        self.admin_of(slug)
+    }
+
+    /// An admin user `admin@SLUG.test` (password `PASSWORD`) of the
+    /// existing org `slug`.
+    pub fn admin_of(&self, slug: &str) -> String {
         let email = format!("admin@{slug}.test");
         self.json_stdin(
             &[

@@ -995,22 +995,7 @@ dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
     let Some(user) = crate::rotation::redis_world(&env, old, true).await else {
         return;
     };
-    let admin = "admin@acme.test";
-    env.json_stdin(
-        &[
-            "user",
-            "create",
-            "--org",
-            "acme",
-            "--email",
-            admin,
-            "--permission",
-            "read_write",
-            "--admin",
-            "--password-stdin",
-        ],
-        PASSWORD,
-    );
+    let admin = env.admin_of("acme");
     // no server yet: the item waits, pending, and is cancelled
     let v = env.json(&[
         "incident",
@@ -1028,7 +1013,7 @@ dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
     assert_eq!(item(&v, "cache")["status"], "cancelled", "{v}");
     assert_eq!(v["status"], "running", "only the item: {v}");
     let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-    let (c, csrf) = admin_login(&srv, admin).await;
+    let (c, csrf) = admin_login(&srv, &admin).await;
     let cancel = |body: Value| {
         c.post(srv.at(&format!("/api/v1/incidents/{id}/cancel")))
             .header("X-CSRF-Token", &csrf)

@@ -404,22 +404,7 @@ dual!(
 // rekey's own secrets (shown once): it is never cached.
 dual!(a_retried_own_rotation_is_answered_no_store, |env| {
     env.ok(&["org", "create", "acme"]);
-    let email = "admin@acme.test";
-    env.json_stdin(
-        &[
-            "user",
-            "create",
-            "--org",
-            "acme",
-            "--email",
-            email,
-            "--permission",
-            "read_write",
-            "--admin",
-            "--password-stdin",
-        ],
-        PASSWORD,
-    );
+    let email = env.admin_of("acme");
     let old = env.json(&[
         "key", "create", "--org", "acme", "--name", "etl", "--scope", "read",
     ])["key"]
@@ -427,7 +412,7 @@ dual!(a_retried_own_rotation_is_answered_no_store, |env| {
         .unwrap()
         .to_string();
     let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-    let (c, csrf) = admin_login(&srv, email).await;
+    let (c, csrf) = admin_login(&srv, &email).await;
     let r = c
         .post(srv.at("/api/v1/orgs/acme/rotations"))
         .header("X-CSRF-Token", &csrf)

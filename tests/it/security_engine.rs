@@ -752,22 +752,7 @@ dual!(an_org_admin_never_sees_the_platforms_service_keys, |env| {
     let Some(_user) = redis_world(&env, old, true).await else {
         return;
     };
-    let email = "admin@acme.test";
-    env.json_stdin(
-        &[
-            "user",
-            "create",
-            "--org",
-            "acme",
-            "--email",
-            email,
-            "--permission",
-            "read_write",
-            "--admin",
-            "--password-stdin",
-        ],
-        PASSWORD,
-    );
+    let email = env.admin_of("acme");
     let key = service_key(&env);
     let srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
     // A platform consumer reads the leaked password and never comes back:
@@ -813,7 +798,7 @@ dual!(an_org_admin_never_sees_the_platforms_service_keys, |env| {
     let r = env.json(&["rotation", "show", &rid]);
     assert!(r.to_string().contains("service:platform"), "{r}");
 
-    let (c, csrf) = admin_login(&srv, email).await;
+    let (c, csrf) = admin_login(&srv, &email).await;
     let leaks = |what: &str, text: &str| {
         assert!(
             !text.contains("service:platform"),
