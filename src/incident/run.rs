@@ -164,9 +164,10 @@ async fn record(core: &Core, item: &ItemRow, c: Change<'static>) -> Result<(), I
     let now = core.now();
     let item = item.clone();
     // Through the group-commit writer: a campaign's items settle many at
-    // a time, and share a commit.
+    // a time, and share a commit. Its only failures are the database's,
+    // so it needs no savepoint of its own.
     core.writer
-        .run(move |tx| {
+        .run_unguarded(move |tx| {
             Box::pin(async move {
                 let done_at = matches!(c.status, "done" | "verified").then_some(now);
                 let verified_at = (c.status == "verified").then_some(now);
@@ -315,10 +316,14 @@ async fn step(
     };
     // Run the rotation from here (when it is due and nobody else holds
     // it), then follow it.
-    if let Err(e) = rotation::drive(core, &rid, instance).await {
-        tracing::warn!(rotation = %rid, error = %e, "campaign rotation step failed");
-    }
-    follow(core, item, &rid).await
+    let completed = match rotation::drive(core, &rid, instance).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(rotation = %rid, error = %e, "campaign rotation step failed");
+            None
+        }
+    };
+    follow(core, item, &rid, completed).await
 }
 
 /// Starts the item's rotation, or adopts the one this campaign already
@@ -391,8 +396,14 @@ async fn start_rotation(
     Ok(Some(rid))
 }
 
-/// Moves the item along with its rotation.
-async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentError> {
+/// Moves the item along with its rotation; `completed` is what the
+/// rotation left when this process drove it to completion.
+async fn follow(
+    core: &Core,
+    item: &ItemRow,
+    rid: &str,
+    completed: Option<rotation::Completed>,
+) -> Result<(), IncidentError> {
     let keep = |mut c: Change<'static>| {
         c.rotation_id = Some(rid.to_string());
         c
@@ -408,16 +419,24 @@ async fn follow(core: &Core, item: &ItemRow, rid: &str) -> Result<(), IncidentEr
     let change = match r.status.as_str() {
         "completed" => {
             // Verified by the connection's own probe with the credential
-            // now stored.
-            let conn = connections::get(&mut core.db.read().await?, &item.target_id).await?;
-            let creds = crate::connectors::slots::read(
-                &mut core.db.read().await?,
-                core,
-                &conn.id,
-                crate::connectors::slots::Slot::Current,
-            )
-            .await?
-            .unwrap_or_default();
+            // now stored (as the rotation that stored it left it, when it
+            // ran here).
+            let (conn, creds) = match completed {
+                Some(c) => (c.conn, c.current),
+                None => {
+                    let mut c = core.db.read().await?;
+                    let conn = connections::get(&mut c, &item.target_id).await?;
+                    let creds = crate::connectors::slots::read(
+                        &mut c,
+                        core,
+                        &conn.id,
+                        crate::connectors::slots::Slot::Current,
+                    )
+                    .await?
+                    .unwrap_or_default();
+                    (conn, creds)
+                }
+            };
             let out = probe::run(core, &conn, &creds).await;
             match out.verdict {
                 probe::Verdict::Ok => Change { status: "verified", detail: format!("rotation {rid} completed; probe: {}", out.message), waiting_on: None, rotation_id: None, event: None },

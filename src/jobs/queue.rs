@@ -86,11 +86,23 @@ pub struct NewJob<'a> {
 /// Adds a job, in the caller's transaction (with whatever it is about).
 pub async fn enqueue(tx: &mut Tx, new: &NewJob<'_>, now: i64) -> Result<String, StoreError> {
     let id = new_id();
+    enqueue_as(tx, &id, new, now).await?;
+    Ok(id)
+}
+
+/// [`enqueue`] with the id chosen by the caller (a row that names its job
+/// is written before the job).
+pub async fn enqueue_as(
+    tx: &mut Tx,
+    id: &str,
+    new: &NewJob<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
     exec!(
         tx,
         "INSERT INTO jobs (id, kind, subject, state, step, payload, attempts, max_attempts, next_run_at, created_at, updated_at, host)
          VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, $7, $8, $8, $9)",
-        &id,
+        id,
         new.kind,
         new.subject,
         new.step,
@@ -100,7 +112,7 @@ pub async fn enqueue(tx: &mut Tx, new: &NewJob<'_>, now: i64) -> Result<String, 
         now,
         new.host
     )?;
-    Ok(id)
+    Ok(())
 }
 
 pub async fn get<C: AsEx>(c: &mut C, id: &str) -> Result<Option<Job>, StoreError> {

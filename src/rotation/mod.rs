@@ -43,13 +43,14 @@ use crate::events::webhooks::{self, WebhookEvent};
 use crate::jobs::queue::{self, NewJob};
 use crate::state::Core;
 use crate::store::keyset::{self, Cursor, Page};
+use crate::store::sql::Arg;
 use crate::store::{is_unique_violation, new_id, AsEx, StoreError, Tx};
 use crate::{exec, fetch_all, fetch_optional};
 
 pub use cutover::wake_on_read as wake_cutover;
 pub use finish::{finish_cutover, Finished};
 pub use guided::{credential_stored_in, runbook_step, waits_for_person};
-pub use run::{drive, run_due};
+pub use run::{drive, run_due, Completed};
 pub use schedule::start_due;
 
 pub const JOB_KIND: &str = "rotation";
@@ -677,54 +678,65 @@ pub(crate) async fn insert(
     n: NewRotation<'_>,
 ) -> Result<RotationRow, RotationError> {
     let now = core.now();
-    let id = new_id();
+    let rid = new_id();
     let target = (n.target_type.to_string(), n.target_id.to_string());
     let n = OwnedRotation::of(&n);
-    let (rid, actor) = (id.clone(), actor.clone());
-    // Through the group-commit writer: a campaign starts many at once.
+    let actor = actor.clone();
+    // Through the group-commit writer: a campaign starts many at once. A
+    // target already reserved writes nothing (no savepoint to roll back).
     let inserted = core
         .writer
-        .run(move |tx| Box::pin(async move { insert_in(tx, &actor, &rid, &n, now).await }))
-        .await?;
+        .run_unguarded(move |tx| {
+            Box::pin(
+                async move { insert_in(tx, &actor, &rid, &n, now, Taken::WritesNothing).await },
+            )
+        })
+        .await??;
     match inserted {
-        Ok(()) => {}
-        Err(e) => return Err(refused(core, &target.0, &target.1, e).await),
+        // The row as written (no read back: a campaign starts hundreds).
+        Some(row) => Ok(row),
+        None => Err(taken(core, &target.0, &target.1).await),
     }
-    by_id(&mut core.db.read().await?, &id)
-        .await?
-        .ok_or_else(|| RotationError::NotFound(format!("rotation {id}")))
+}
+
+/// What [`insert_in`] does when the target has an unfinished rotation.
+#[derive(Clone, Copy, PartialEq)]
+enum Taken {
+    /// Fails with the unique index's error (the caller's transaction, which
+    /// wrote before, rolls back; [`refused`] maps the error).
+    Fails,
+    /// Writes nothing and answers `None`.
+    WritesNothing,
 }
 
 /// [`insert`]'s writes in the caller's transaction: the rotation `id`, its
-/// job and the audit event.
+/// job and the audit event; returns the row as written, `None` when the
+/// target is reserved and `taken` says to write nothing.
 async fn insert_in(
     tx: &mut Tx,
     actor: &Actor,
     id: &str,
     n: &OwnedRotation,
     now: i64,
-) -> Result<(), StoreError> {
-    let job_id = queue::enqueue(
+    taken: Taken,
+) -> Result<Option<RotationRow>, StoreError> {
+    // The unique index on unfinished rotations reserves the target: the
+    // rotation goes in first, so a second start stops before it wrote
+    // anything (its job is named ahead; nothing references it yet).
+    let job_id = new_id();
+    let conflict = match taken {
+        Taken::Fails => "",
+        Taken::WritesNothing => {
+            " ON CONFLICT (target_type, target_id) WHERE finished_at IS NULL DO NOTHING"
+        }
+    };
+    let reserved = exec!(
         tx,
-        &NewJob {
-            kind: JOB_KIND,
-            subject: id,
-            step: &n.step,
-            payload: &n.payload,
-            run_at: n.run_at,
-            max_attempts: 3,
-            host: n.host.as_deref(),
-        },
-        now,
-    )
-    .await?;
-    // The unique index on unfinished rotations reserves the target; a
-    // second start fails here and rolls back.
-    exec!(
-        tx,
-        "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
-            cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
-         VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12)",
+        &format!(
+            "INSERT INTO rotations (id, org_id, target_type, target_id, target_name, status, steps, job_id,
+                cutover_window_ms, deadline_at, started_by, started_at, rotate_with)
+             VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $8, $9, $10, $11, $12){conflict}"
+        ),
         id,
         &n.org_id,
         &n.target_type,
@@ -738,6 +750,24 @@ async fn insert_in(
         now,
         &n.rotate_with
     )?;
+    if reserved == 0 {
+        return Ok(None);
+    }
+    queue::enqueue_as(
+        tx,
+        &job_id,
+        &NewJob {
+            kind: JOB_KIND,
+            subject: id,
+            step: &n.step,
+            payload: &n.payload,
+            run_at: n.run_at,
+            max_attempts: 3,
+            host: n.host.as_deref(),
+        },
+        now,
+    )
+    .await?;
     audit::record(
         tx,
         now,
@@ -750,7 +780,24 @@ async fn insert_in(
         },
     )
     .await?;
-    Ok(())
+    Ok(Some(RotationRow {
+        id: id.to_string(),
+        org_id: n.org_id.clone(),
+        target_type: n.target_type.clone(),
+        target_id: n.target_id.clone(),
+        target_name: n.target_name.clone(),
+        status: n.status.clone(),
+        reason: None,
+        steps: "[]".into(),
+        job_id,
+        cutover_window_ms: n.cutover_window_ms,
+        deadline_at: now.saturating_add(n.deadline_ms),
+        started_by: actor.name.clone(),
+        started_at: now,
+        finished_at: None,
+        rotate_with: n.rotate_with.clone(),
+        sessions: None,
+    }))
 }
 
 /// A rotation recorded with other writes in the caller's transaction (the
@@ -764,7 +811,7 @@ pub(crate) async fn insert_with(
     now: i64,
 ) -> Result<String, StoreError> {
     let id = new_id();
-    insert_in(tx, actor, &id, &OwnedRotation::of(&n), now).await?;
+    insert_in(tx, actor, &id, &OwnedRotation::of(&n), now, Taken::Fails).await?;
     Ok(id)
 }
 
@@ -782,6 +829,11 @@ pub(crate) async fn refused(
     if !is_unique_violation(db) {
         return e.into();
     }
+    taken(core, target_type, target_id).await
+}
+
+/// The error of a start that found its target reserved.
+async fn taken(core: &Core, target_type: &str, target_id: &str) -> RotationError {
     match unfinished(core, target_type, target_id).await {
         Ok(Some(r)) => RotationError::InProgress(Box::new(r.view())),
         Ok(None) => {
@@ -1173,11 +1225,49 @@ async fn record_entries(
     status: &str,
     now: i64,
 ) -> Result<(), RotationError> {
-    // The row as it is now in this transaction: an earlier step of the
-    // same commit may have written it.
+    // The common case costs one statement: none of these steps has a
+    // record yet, so they are appended in SQL to whatever the row holds now
+    // (an earlier step of the same commit may have written it). The
+    // pattern only ever matches too much (`_` is any character; a step's
+    // name inside a detail is escaped as `\"name\"`, which it does not
+    // match), and then the row is read and merged below.
+    let appended = entries
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut sql = String::from(
+        "UPDATE rotations SET status = $1,
+            steps = CASE WHEN steps = '[]' THEN '[' || $2 || ']'
+                ELSE substr(steps, 1, length(steps) - 1) || ',' || $2 || ']' END
+         WHERE id = $3 AND finished_at IS NULL",
+    );
+    let mut args = vec![
+        Arg::Text(status.to_string()),
+        Arg::Text(appended),
+        Arg::Text(row.id.clone()),
+    ];
+    for (i, entry) in entries.iter().enumerate() {
+        sql.push_str(&format!(" AND steps NOT LIKE ${}", i + 4));
+        args.push(Arg::Text(format!("%\"name\":{}%", entry["name"])));
+    }
+    if crate::store::sql::exec_args(tx, &sql, args).await? == 0 {
+        merge_entries(tx, row, &entries, status).await?;
+    }
+    audit_entries(tx, row, entries, now).await
+}
+
+/// [`record_entries`] when a step runs again (after a crash, a retry): its
+/// earlier record is replaced. Nothing is written to an ended rotation.
+async fn merge_entries(
+    tx: &mut Tx,
+    row: &RotationRow,
+    entries: &[Value],
+    status: &str,
+) -> Result<(), RotationError> {
     let current = by_id(tx, &row.id).await?.unwrap_or_else(|| row.clone());
     let mut steps: Vec<Value> = serde_json::from_str(&current.steps).unwrap_or_default();
-    for entry in &entries {
+    for entry in entries {
         // A step run again after a crash replaces its earlier record.
         steps.retain(|s| s["name"] != entry["name"]);
         steps.push(entry.clone());
@@ -1191,6 +1281,15 @@ async fn record_entries(
         status,
         &row.id
     )?;
+    Ok(())
+}
+
+async fn audit_entries(
+    tx: &mut Tx,
+    row: &RotationRow,
+    entries: Vec<Value>,
+    now: i64,
+) -> Result<(), RotationError> {
     let actor = Actor::new("rotation".to_string(), None);
     for entry in entries {
         audit::record(

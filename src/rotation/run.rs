@@ -34,6 +34,9 @@ pub(super) enum Next {
     },
     /// The rotation ended (completed, failed, cancelled).
     Ended,
+    /// A connection's rotation retired the previous credential and
+    /// completed.
+    Completed,
     /// A passing failure: count an attempt and retry later.
     Retry(String),
     /// The step failed for good: the rotation fails, naming the step.
@@ -75,7 +78,7 @@ pub async fn run_due(core: &Core, instance: &str) -> Result<usize, RotationError
         let permit = slots.clone().try_acquire_owned().ok();
         let core = core.clone();
         tokio::spawn(async move {
-            if let Err(e) = run_job(&core, job).await {
+            if let Err(e) = run_job(&core, job, None).await {
                 tracing::warn!(error = %e, "rotation step failed");
             }
             drop(permit);
@@ -85,17 +88,30 @@ pub async fn run_due(core: &Core, instance: &str) -> Result<usize, RotationError
     Ok(n)
 }
 
+/// What a rotation driven here to completion leaves its driver: the
+/// connection and the credential now current, as the steps left them (a
+/// campaign probes with them without reading them back).
+pub struct Completed {
+    pub conn: Connection,
+    pub current: Map<String, Value>,
+}
+
 /// Runs rotation `id` from this process if its job is due and free (the
-/// CLI's `--wait`, a campaign's item). True when it ran a step.
-pub async fn drive(core: &Core, id: &str, instance: &str) -> Result<bool, RotationError> {
+/// CLI's `--wait`, a campaign's item); what it completed, if it did.
+pub async fn drive(
+    core: &Core,
+    id: &str,
+    instance: &str,
+) -> Result<Option<Completed>, RotationError> {
     let Some(row) = by_id(&mut core.db.read().await?, id).await? else {
-        return Ok(false);
+        return Ok(None);
     };
-    // Through the group-commit writer: campaigns drive many at once.
+    // Through the group-commit writer: campaigns drive many at once. A
+    // claim's only failures are the database's, so it needs no savepoint.
     let (job_id, token, now) = (row.job_id.clone(), queue::claim_token(instance), core.now());
     let claimed = core
         .writer
-        .run(move |tx| {
+        .run_unguarded(move |tx| {
             Box::pin(async move {
                 queue::claim_id_in(tx, &job_id, &token, LEASE_MS, now, &super::limits::per_host)
                     .await
@@ -103,17 +119,20 @@ pub async fn drive(core: &Core, id: &str, instance: &str) -> Result<bool, Rotati
         })
         .await??;
     match claimed {
-        Some(job) => {
-            run_job(core, job).await?;
-            Ok(true)
-        }
-        None => Ok(false),
+        Some(job) => run_job(core, job, Some(row)).await,
+        None => Ok(None),
     }
 }
 
-async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
+/// Runs `job`'s steps; `read` is its rotation when the caller has read it
+/// (a driver read it to find the job).
+async fn run_job(
+    core: &Core,
+    mut job: Job,
+    read: Option<RotationRow>,
+) -> Result<Option<Completed>, RotationError> {
     let Some(token) = job.lease_owner.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     // Renewed while the steps run; checked right before every action at
     // the target.
@@ -121,17 +140,21 @@ async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
     let owner = lease.token();
     // The row's fields a step uses do not change while it runs; a cancel
     // meanwhile takes the lease, which the next step's commit notices.
-    let Some(row) = by_id(&mut core.db.read().await?, &job.subject).await? else {
+    let row = match read {
+        Some(r) => Some(r),
+        None => by_id(&mut core.db.read().await?, &job.subject).await?,
+    };
+    let Some(row) = row else {
         let mut tx = core.db.begin_write().await?;
         queue::finish(&mut tx, &job.id, owner, queue::CANCELLED, core.now()).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(None);
     };
     if row.finished_at.is_some() {
         let mut tx = core.db.begin_write().await?;
         queue::finish(&mut tx, &job.id, owner, DONE, core.now()).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(None);
     }
     let mut ctx = None;
     loop {
@@ -156,7 +179,13 @@ async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
                     job.payload = p.to_string();
                 }
             }
-            Next::Ended | Next::Lost | Next::Released => return Ok(()),
+            Next::Completed => {
+                return Ok(ctx.map(|c| Completed {
+                    conn: c.conn,
+                    current: c.current,
+                }))
+            }
+            Next::Ended | Next::Lost | Next::Released => return Ok(None),
             Next::Retry(msg) => {
                 // The attempt and what the rotation says about it commit
                 // together, and only while this claim holds the job: a
@@ -164,7 +193,7 @@ async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
                 let now = core.now();
                 let mut tx = core.db.begin_write().await?;
                 match queue::fail_in(&mut tx, &job.id, owner, &msg, now).await? {
-                    None => return Ok(()),
+                    None => return Ok(None),
                     // Past the write-ahead the target may hold the new
                     // credential: nothing sealed is dropped.
                     Some(DEAD) if CHANGING.contains(&step.as_str()) => {
@@ -176,17 +205,17 @@ async fn run_job(core: &Core, mut job: Job) -> Result<(), RotationError> {
                     }
                 }
                 tx.commit().await?;
-                return Ok(());
+                return Ok(None);
             }
             Next::Fail(msg) => {
                 let now = core.now();
                 let mut tx = core.db.begin_write().await?;
                 if !queue::finish(&mut tx, &job.id, owner, DONE, now).await? {
-                    return Ok(());
+                    return Ok(None);
                 }
                 fail_rotation(&mut tx, &row, &step, &msg, now).await?;
                 tx.commit().await?;
-                return Ok(());
+                return Ok(None);
             }
         }
     }
@@ -408,17 +437,20 @@ async fn step_once(
         "apply" => {
             let pending = ctx.pending(core).await?;
             // When the change was first attempted is recorded before the
-            // attempt: a resume then tells what this rotation made at the
-            // target from what someone else made meanwhile.
+            // attempt where the driver reads it: a resume then tells what
+            // this rotation made at the target from what someone else made
+            // meanwhile. That commit proves the lease as well.
+            let mut held = false;
             let started = match target.apply_since_ms {
                 Some(t) => t,
+                None if !driver.marks_apply_start() => crate::clock::wall_ms(),
                 None => {
                     let t = crate::clock::wall_ms();
                     let payload = merged(&job.payload(), json!({"apply_started_at": t}));
                     let (id, owner) = (job.id.clone(), owner.to_string());
-                    let held = core
+                    held = core
                         .writer
-                        .run(move |tx| {
+                        .run_unguarded(move |tx| {
                             Box::pin(async move {
                                 queue::advance(tx, &id, &owner, "apply", Some(&payload), now).await
                             })
@@ -434,7 +466,7 @@ async fn step_once(
                 apply_since_ms: Some(started),
                 ..target
             };
-            if !lease.held().await? {
+            if !held && !lease.held().await? {
                 return Ok(Next::Lost);
             }
             match driver.apply(&target, &pending).await {
@@ -955,7 +987,7 @@ async fn retire(
             done.push(("retire", detail));
             record_steps(tx, &s.row, &done, "completed", now).await?;
             finish(tx, &s.row, "completed", None, now).await?;
-            Ok(Next::Ended)
+            Ok(Next::Completed)
         })
     })
     .await

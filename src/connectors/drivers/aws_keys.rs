@@ -101,6 +101,11 @@ impl Driver for AwsAccessKeys {
         true
     }
 
+    /// The keys made since the first attempt are this rotation's (above).
+    fn marks_apply_start(&self) -> bool {
+        true
+    }
+
     fn plan(&self, _settings: &Map<String, Value>) -> Vec<String> {
         vec![
             "sts:GetCallerIdentity; iam:ListAccessKeys   (the user, and a free key slot: IAM allows two)".into(),

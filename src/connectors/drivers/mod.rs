@@ -121,6 +121,14 @@ pub trait Driver: Send + Sync {
     /// The statements the rotation will run, secrets masked (`--dry-run`).
     fn plan(&self, settings: &Map<String, Value>) -> Vec<String>;
 
+    /// Whether [`Driver::apply`] reads [`Target::apply_since_ms`]: then
+    /// the time of the first attempt commits before the attempt (a resume
+    /// tells what this rotation made at the target from what someone else
+    /// made meanwhile). Others skip that commit.
+    fn marks_apply_start(&self) -> bool {
+        false
+    }
+
     /// Can the acting credential make the change? Asked before anything
     /// changes; an error names what is missing.
     fn check<'a>(&'a self, t: &'a Target<'a>) -> BoxFut<'a, Result<(), String>>;
