@@ -360,8 +360,9 @@ pub async fn run(core: &Core, out: &Out, cmd: ConnectionCmd) -> anyhow::Result<E
                         .map(|e| vec![e.at.clone(), e.kind.clone(), e.message.clone()])
                         .collect(),
                 );
+                s.push_str(&format!("\n{} in all", p.total));
                 if let Some(n) = &p.next {
-                    s.push_str(&format!("\nmore: --after {n}"));
+                    s.push_str(&format!("; more: --after {n}"));
                 }
                 s
             });

@@ -28,9 +28,15 @@ pub async fn configure(
     client_id: &str,
     secret: &str,
 ) -> Result<(), ConnectorError> {
-    if catalog::kind(kind).is_none() {
+    let Some(k) = catalog::kind(kind) else {
         return Err(ConnectorError::Invalid(format!(
             "unknown connector kind {kind:?}"
+        )));
+    };
+    // A client nothing would present is a secret kept for nothing.
+    if !k.auth.iter().any(|m| m.is_oauth_code()) {
+        return Err(ConnectorError::Invalid(format!(
+            "{kind} connects without an OAuth authorization, so rekey presents no OAuth client to it"
         )));
     }
     if client_id.trim().is_empty() || secret.is_empty() {

@@ -105,6 +105,31 @@ pub async fn list(core: &Core) -> Result<Vec<ServiceKey>, ConnectorError> {
     )?)
 }
 
+/// One page of the keys by name, after the name `after`, with the exact
+/// total (the console's list).
+pub async fn page(
+    core: &Core,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<crate::store::keyset::Page<ServiceKey>, ConnectorError> {
+    let mut c = core.db.read().await?;
+    let total =
+        crate::scalar_optional!(&mut c, i64, "SELECT COUNT(*) FROM service_keys")?.unwrap_or(0);
+    let rows = fetch_all!(
+        &mut c,
+        ServiceKey,
+        "SELECT id, name, created_at, revoked_at FROM service_keys WHERE name > $1 ORDER BY name LIMIT $2",
+        after.unwrap_or(""),
+        limit.saturating_add(1)
+    )?;
+    Ok(crate::store::keyset::Page::from_rows(
+        rows,
+        limit,
+        total,
+        |k| k.name.clone(),
+    ))
+}
+
 pub async fn revoke(core: &Core, actor: &Actor, name: &str) -> Result<(), ConnectorError> {
     let now = core.now();
     let mut tx = core.db.begin_write().await?;

@@ -158,9 +158,11 @@ pub struct Entry {
 
 /// A page, newest first; `next` is the cursor of the page after it.
 #[derive(Serialize, Debug, utoipa::ToSchema)]
-#[schema(example = json!({"items": [{"id": "01j9z3q4w5e6r7t8y9u0i1o2p3", "type": "probe", "message": "ok: 200 from GET /v1/me", "detail": {"outcome": "ok"}, "at": "2026-01-02T03:04:05.000Z"}], "next": null}))]
+#[schema(example = json!({"items": [{"id": "01j9z3q4w5e6r7t8y9u0i1o2p3", "type": "probe", "message": "ok: 200 from GET /v1/me", "detail": {"outcome": "ok"}, "at": "2026-01-02T03:04:05.000Z"}], "total": 1, "next": null}))]
 pub struct Page {
     pub items: Vec<Entry>,
+    /// Entries of the whole filter (every page), counted exactly.
+    pub total: i64,
     pub next: Option<String>,
 }
 
@@ -211,11 +213,26 @@ pub async fn page(
         connection_id,
         org_id,
         since,
-        type_list,
+        &type_list,
         c_at,
         c_id,
         limit + 1
     )?;
+    // The same filter without the cursor, counted (the connection's
+    // entries are indexed by connection and time).
+    let total = crate::scalar_optional!(
+        &mut c,
+        i64,
+        "SELECT COUNT(*) FROM connection_activity
+         WHERE connection_id = $1 AND org_id = $2
+           AND ($3 IS NULL OR at >= $3)
+           AND ($4 IS NULL OR ($4 || '') LIKE '%,' || type || ',%')",
+        connection_id,
+        org_id,
+        since,
+        &type_list
+    )?
+    .unwrap_or(0);
     let more = rows.len() as i64 > limit;
     let rows: Vec<Row> = rows.into_iter().take(limit as usize).collect();
     let next = rows
@@ -232,7 +249,7 @@ pub async fn page(
             at: rfc3339(r.at),
         })
         .collect();
-    Ok(Page { items, next })
+    Ok(Page { items, total, next })
 }
 
 /// The filters as people type them (`--type probe --type error`, `?type=probe,error`).

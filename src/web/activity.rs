@@ -50,6 +50,8 @@ pub struct ActivityPage {
     pub first: bool,
     pub first_link: String,
     pub older: Option<String>,
+    /// Entries of the filter on every page.
+    pub total: i64,
     pub error: Option<String>,
 }
 
@@ -150,6 +152,7 @@ pub async fn log(
         first_link: f.link(&path, None),
         path: path.clone(),
         older: None,
+        total: 0,
         error: None,
     };
     let found = async {
@@ -171,6 +174,7 @@ pub async fn log(
     match found.await {
         Ok(found) => {
             pg.older = found.next.as_deref().map(|n| f.link(&path, Some(n)));
+            pg.total = found.total;
             pg.lines = found
                 .items
                 .into_iter()

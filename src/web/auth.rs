@@ -40,6 +40,14 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// The path and query of a request's `Referer`, whatever origin it
+/// names ([`safe_next`] then keeps console paths only).
+fn referer_path(headers: &axum::http::HeaderMap) -> Option<String> {
+    let r = headers.get(axum::http::header::REFERER)?.to_str().ok()?;
+    let uri: axum::http::Uri = r.parse().ok()?;
+    uri.path_and_query().map(|p| p.as_str().to_string())
+}
+
 fn to_login(next: &str) -> Response {
     let q: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("next", next)
@@ -54,7 +62,9 @@ impl FromRequestParts<AppState> for Ui {
             Ok(a) => Ok(Ui(a)),
             Err(e) if e.status == StatusCode::UNAUTHORIZED => {
                 // Back to this page after signing in (a GET); a form whose
-                // session ended goes back to the console's first page.
+                // session ended goes back to the page the form was on (its
+                // Referer's path: never another site), and is not replayed —
+                // the person sees the page again and decides.
                 let next = if parts.method == axum::http::Method::GET {
                     parts
                         .uri
@@ -62,7 +72,7 @@ impl FromRequestParts<AppState> for Ui {
                         .map(|p| p.as_str().to_string())
                         .unwrap_or_default()
                 } else {
-                    "/ui/".to_string()
+                    referer_path(&parts.headers).unwrap_or_else(|| "/ui/".to_string())
                 };
                 Err(to_login(&safe_next(Some(&next))))
             }

@@ -38,9 +38,9 @@ pub struct BlastPage {
     pub chrome: Chrome,
     pub found: Option<bool>,
     pub facts: Vec<(String, String)>,
-    /// The value looked up, carried to the revoke form (this page is
-    /// never cached; the operator pasted it into this very page).
-    pub value: String,
+    /// The value looked up, sealed for the revoke form ([`Handle`]): the
+    /// page never holds the value itself.
+    pub handle: String,
     pub can_revoke: bool,
     pub kill: String,
     pub revoked: Option<String>,
@@ -52,7 +52,7 @@ fn blank(admin: &AdminSession) -> BlastPage {
         chrome: Chrome::of(admin, "Blast radius", "blast", None),
         found: None,
         facts: vec![],
-        value: String::new(),
+        handle: String::new(),
         can_revoke: false,
         kill: String::new(),
         revoked: None,
@@ -71,8 +71,25 @@ pub async fn blast(State(st): State<AppState>, p: Posted<HashMap<String, String>
     if let Some(r) = operator_only(&p.ui) {
         return r;
     }
-    let value = p.form.get("value").cloned().unwrap_or_default();
     let revoke = p.form.get("revoke").is_some_and(|v| v == "true");
+    let handle = Handle {
+        keyring: &st.core.keyring,
+        session: &p.ui.session.id,
+    };
+    let value = match p.form.get("handle").filter(|_| revoke) {
+        Some(h) => match handle.open(h, st.core.now()) {
+            Some(v) => v,
+            None => {
+                let mut pg = blank(&p.ui);
+                pg.error = Some(
+                    "This revoke form has expired or belongs to another sign-in; look the value up again."
+                        .into(),
+                );
+                return page::render(StatusCode::BAD_REQUEST, &pg);
+            }
+        },
+        None => p.form.get("value").cloned().unwrap_or_default(),
+    };
     let a = Ask {
         value: Some(value.clone()),
         org: None,
@@ -102,7 +119,7 @@ pub async fn blast(State(st): State<AppState>, p: Posted<HashMap<String, String>
                 .to_string();
             pg.can_revoke = found && !revoke && answer["live"] == Value::Bool(true);
             if pg.can_revoke {
-                pg.value = value;
+                pg.handle = handle.seal(&value, st.core.now());
             }
             if revoke {
                 pg.revoked = Some(text(&answer["revoke"]));
@@ -114,6 +131,47 @@ pub async fn blast(State(st): State<AppState>, p: Posted<HashMap<String, String>
             pg.error = Some(e.message);
             page::render(e.status, &pg)
         }
+    }
+}
+
+/// The pasted value, carried from the lookup to its revoke form sealed
+/// to the signed-in session for [`HANDLE_TTL_MS`]: the answer page holds
+/// no secret (a screenshot, a saved page or a shared screen shows none),
+/// and the form works for no other session and not for long.
+struct Handle<'a> {
+    keyring: &'a crate::crypto::keyring::Keyring,
+    session: &'a str,
+}
+
+/// How long a blast-radius revoke form stays good.
+const HANDLE_TTL_MS: i64 = 15 * 60_000;
+
+impl Handle<'_> {
+    fn place(&self) -> crate::crypto::keyring::Place<'_> {
+        crate::crypto::keyring::Place {
+            table: "console",
+            column: "blast_radius",
+            row: self.session,
+        }
+    }
+
+    fn seal(&self, value: &str, now: i64) -> String {
+        use base64::Engine;
+        let mut plain = now.saturating_add(HANDLE_TTL_MS).to_be_bytes().to_vec();
+        plain.extend_from_slice(value.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.keyring.seal(self.place(), &plain))
+    }
+
+    fn open(&self, handle: &str, now: i64) -> Option<String> {
+        use base64::Engine;
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(handle.trim())
+            .ok()?;
+        let plain = self.keyring.open(self.place(), &sealed).ok()?;
+        let (until, value) = plain.split_at_checked(8)?;
+        let until = i64::from_be_bytes(until.try_into().ok()?);
+        (now <= until).then(|| String::from_utf8(value.to_vec()).ok())?
     }
 }
 

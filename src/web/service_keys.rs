@@ -21,41 +21,75 @@ use crate::connectors::service_keys::{self, View};
 pub struct KeysPage {
     pub chrome: Chrome,
     pub keys: Vec<View>,
+    /// Keys in all, and the link to the page after this one.
+    pub total: i64,
+    pub next: Option<String>,
+    pub first: bool,
     pub shown: Option<Reveal>,
     pub error: Option<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn render(
     st: &AppState,
     admin: &AdminSession,
     status: StatusCode,
+    after: Option<&str>,
     shown: Option<Reveal>,
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let keys = match service_keys::list(&st.core).await {
-        Ok(k) => k.iter().map(|k| k.view()).collect(),
+    let after = after.filter(|a| !a.is_empty());
+    let found = match service_keys::page(&st.core, after, crate::store::keyset::PAGE).await {
+        Ok(p) => p,
         Err(e) => {
             let e: ApiError = e.into();
             return page::error(e.status, &e.message);
         }
     };
+    let next = found.next.as_deref().map(|n| {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("after", n)
+            .finish();
+        format!("/ui/service-keys?{q}")
+    });
     page::render(
         status,
         &KeysPage {
             chrome: Chrome::of(admin, "Service keys", "service-keys", None).notice(notice),
-            keys,
+            keys: found.items.iter().map(|k| k.view()).collect(),
+            total: found.total,
+            next,
+            first: after.is_none(),
             shown,
             error,
         },
     )
 }
 
-pub async fn list(State(st): State<AppState>, Ui(admin): Ui) -> Response {
+#[derive(serde::Deserialize)]
+pub struct KeysQuery {
+    after: Option<String>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Ui(admin): Ui,
+    axum::extract::Query(q): axum::extract::Query<KeysQuery>,
+) -> Response {
     if let Some(r) = operator_only(&admin) {
         return r;
     }
-    render(&st, &admin, StatusCode::OK, None, None, None).await
+    render(
+        &st,
+        &admin,
+        StatusCode::OK,
+        q.after.as_deref(),
+        None,
+        None,
+        None,
+    )
+    .await
 }
 
 /// `POST /ui/service-keys`: a new key, shown on this answer only.
@@ -71,11 +105,20 @@ pub async fn create(State(st): State<AppState>, p: Posted<HashMap<String, String
                 note: "Platform code presents it as `Authorization: Bearer …` to read a connection's credentials. Copy it now: it is never shown again.".into(),
                 fields: vec![("Service key".into(), key)],
             };
-            render(&st, &p.ui, StatusCode::CREATED, Some(shown), None, None).await
+            render(
+                &st,
+                &p.ui,
+                StatusCode::CREATED,
+                None,
+                Some(shown),
+                None,
+                None,
+            )
+            .await
         }
         Err(e) => {
             let e: ApiError = e.into();
-            render(&st, &p.ui, e.status, None, None, Some(e.message)).await
+            render(&st, &p.ui, e.status, None, None, None, Some(e.message)).await
         }
     }
 }
@@ -93,11 +136,11 @@ pub async fn revoke(
     match service_keys::revoke(&st.core, &p.ui.actor(), &name).await {
         Ok(()) => {
             let notice = format!("Service key {name} is revoked: platform code presenting it is refused from now on.");
-            render(&st, &p.ui, StatusCode::OK, None, Some(notice), None).await
+            render(&st, &p.ui, StatusCode::OK, None, None, Some(notice), None).await
         }
         Err(e) => {
             let e: ApiError = e.into();
-            render(&st, &p.ui, e.status, None, None, Some(e.message)).await
+            render(&st, &p.ui, e.status, None, None, None, Some(e.message)).await
         }
     }
 }

@@ -79,6 +79,12 @@ dual!(
                 a.extend(["--after", c.as_str()]);
             }
             let page = activity(&env, &a);
+            // every page counts the whole filter, exactly
+            assert_eq!(
+                page["total"],
+                all["items"].as_array().unwrap().len(),
+                "{page}"
+            );
             seen.extend(
                 page["items"]
                     .as_array()
@@ -136,6 +142,10 @@ dual!(
         assert_eq!(r.status(), 200);
         let page: Value = r.json().await.unwrap();
         assert_eq!(types(&page), ["probe"]);
+        assert_eq!(
+            page["total"], 2,
+            "the filter's total, not the page's: {page}"
+        );
         assert_eq!(page["items"][0], probes["items"][0]);
         let next = page["next"].as_str().unwrap();
         let r = c

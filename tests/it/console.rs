@@ -582,20 +582,54 @@ dual!(
             page.contains("app_secret") && page.contains("Revoke it?"),
             "{page}"
         );
+        // the answer holds no copy of the value: its revoke form carries
+        // it sealed to this sign-in
+        assert!(!page.contains(&secret), "the pasted value is not echoed");
+        let handle = crate::oauth_support::field(&page, "handle").expect("a revoke handle");
         // looking is not revoking
         let before = env.json(&["incident", "blast-radius", "--app", "crm", "--org", "acme"]);
         assert_eq!(before["live"], true);
+        let revoke_with = |c: reqwest::Client, csrf: String, handle: String| {
+            let srv = &srv;
+            async move {
+                post(
+                    &c,
+                    srv,
+                    "/ui/blast-radius",
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("handle", handle.as_str()),
+                        ("revoke", "true"),
+                    ],
+                )
+                .await
+            }
+        };
+        // the form works for no other sign-in, and not for long
+        let (c2, csrf2) = sign_in(&srv, "op@platform.test").await;
+        let r = revoke_with(c2, csrf2, handle.clone()).await;
+        assert_eq!(r.status(), 400);
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("expired or belongs to another sign-in"));
+        env.advance(std::time::Duration::from_secs(16 * 60));
+        let r = revoke_with(c.clone(), csrf.clone(), handle).await;
+        assert_eq!(r.status(), 400);
+        let still = env.json(&["incident", "blast-radius", "--app", "crm", "--org", "acme"]);
+        assert_eq!(still["live"], true, "nothing was revoked: {still}");
+        // looked up again: revoked
         let r = post(
             &c,
             &srv,
             "/ui/blast-radius",
-            &[
-                ("csrf", csrf.as_str()),
-                ("value", secret.as_str()),
-                ("revoke", "true"),
-            ],
+            &[("csrf", csrf.as_str()), ("value", secret.as_str())],
         )
         .await;
+        let page = r.text().await.unwrap();
+        let handle = crate::oauth_support::field(&page, "handle").expect("a revoke handle");
+        let r = revoke_with(c.clone(), csrf.clone(), handle).await;
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("Revoked"));
         let r = post(

@@ -738,6 +738,27 @@ dual!(
             html.contains("1 event matches") && html.contains(">cli<"),
             "{html}"
         );
+        // by actor and by time, as the API counts them
+        let (_, html) = get(
+            &c,
+            &srv,
+            "/ui/orgs/acme/audit?action=key.&actor=ADMIN%40acme",
+        )
+        .await;
+        assert!(html.contains("25 events match"), "{html}");
+        assert!(
+            html.contains("value=\"ADMIN@acme\""),
+            "the filter is kept: {html}"
+        );
+        let (_, html) = get(&c, &srv, "/ui/orgs/acme/audit?actor=cli&action=key.create").await;
+        assert!(
+            html.contains("1 event matches") && html.contains(">by-cli<"),
+            "{html}"
+        );
+        let (_, html) = get(&c, &srv, "/ui/orgs/acme/audit?action=key.create&since=1h").await;
+        assert!(html.contains("14 events match"), "{html}");
+        let (_, html) = get(&c, &srv, "/ui/orgs/acme/audit?action=key.create&until=1h").await;
+        assert!(html.contains("12 events match"), "{html}");
         let (s, html) = get(&c, &srv, "/ui/orgs/acme/audit?since=whenever").await;
         assert_eq!(s, 400);
         assert!(html.contains("class=\"error\""));
@@ -1093,6 +1114,7 @@ dual!(the_operators_service_keys_page_and_api, |env| {
         list.contains("billing-worker") && !list.contains(&key),
         "{list}"
     );
+    assert!(list.contains("1 service key"), "the exact total: {list}");
     // a bad name changes nothing and says why
     let r = post(
         &o,
@@ -1165,7 +1187,6 @@ dual!(the_operators_service_keys_page_and_api, |env| {
             .all(|k| k["status"] == "revoked"),
         "{list}"
     );
-
     // an org admin manages none of them
     let (c, ccsrf) = admin_login(&srv, &admin).await;
     assert_eq!(
@@ -1188,4 +1209,30 @@ dual!(the_operators_service_keys_page_and_api, |env| {
     assert_eq!(status, 403);
     let audit = env.json(&["audit", "list", "--action", "service_key."]);
     assert_eq!(audit.as_array().map(Vec::len), Some(4), "{audit}");
+    // paged by name, 50 a page, with the exact total on each
+    let (api, token) = admin_login(&srv, &ops).await;
+    for i in 0..50 {
+        let r = api
+            .post(srv.at("/api/v1/service-keys"))
+            .header("X-CSRF-Token", &token)
+            .json(&json!({"name": format!("worker-{i:02}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let (_, first) = get(&o, &srv, "/ui/service-keys").await;
+    assert!(first.contains("52 service keys"), "{first}");
+    assert!(first.contains("billing-worker") && first.contains("worker-47"));
+    assert!(!first.contains("worker-48"), "50 on the first page");
+    let at = first.find("rel=\"next\"").expect("a next page");
+    let href = first[..at].rsplit("href=\"").next().unwrap();
+    let next = href.split('"').next().unwrap().replace("&amp;", "&");
+    let (s, second) = get(&o, &srv, &next).await;
+    assert_eq!(s, 200, "{second}");
+    assert!(
+        second.contains("worker-49") && !second.contains("worker-47"),
+        "{second}"
+    );
+    assert!(second.contains("52 service keys") && second.contains("first page"));
 });

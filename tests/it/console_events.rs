@@ -137,6 +137,10 @@ dual!(the_activity_page_shows_filters_and_pages_the_log, |env| {
         .len();
     let (_, html) = get(&c, srv, LOG).await;
     assert_eq!(shown_types(&html).len(), 50);
+    assert!(
+        html.contains(&format!("{total} entries")),
+        "the exact total: {html}"
+    );
     let at = html.find("rel=\"next\"").expect("an Older link");
     let href = html[..at].rsplit("href=\"").next().unwrap();
     let href = href.split('"').next().unwrap().replace("&amp;", "&");
@@ -144,6 +148,7 @@ dual!(the_activity_page_shows_filters_and_pages_the_log, |env| {
     let (s, older) = get(&c, srv, &href).await;
     assert_eq!(s, 200);
     assert_eq!(shown_types(&older).len(), total - 50, "{older}");
+    assert!(older.contains(&format!("{total} entries")), "{older}");
     assert!(older.contains(">Newest</a>"), "{older}");
     let (s, _) = get(&c, srv, &format!("{LOG}?after=garbage")).await;
     assert_eq!(s, 400);

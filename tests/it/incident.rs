@@ -1037,13 +1037,50 @@ dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
     // the API twin refuses what is settled, saying why
     let r = cancel(serde_json::json!({"item": n})).await.unwrap();
     assert_eq!(r.status(), 400);
-    // started again on its own
-    env.json(&["incident", "retry", &id, "--item", &ns]);
+    // started again on its own, from the Retry on the console's campaign
+    // page (the CLI's `incident retry --item N` and the API twin run the
+    // same function)
+    let (ui, ui_csrf) = crate::console::sign_in(&srv, &admin).await;
+    let (_, page) = crate::console::get(&ui, &srv, &format!("/ui/incidents/{id}")).await;
+    assert!(
+        page.contains(&format!("action=\"/ui/incidents/{id}/retry\"")),
+        "a cancelled item has its Retry: {page}"
+    );
+    let r = crate::console::post(
+        &ui,
+        &srv,
+        &format!("/ui/incidents/{id}/retry"),
+        &[("csrf", ui_csrf.as_str()), ("item", ns.as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("/ui/incidents/{id}?notice=retried")),
+        "{:?}",
+        r.headers()["location"]
+    );
     let v = poll(&env, &["incident", "status", &id], |v| {
         item(v, "cache")["status"] == "verified"
     })
     .await;
     assert_eq!(item(&v, "cache")["status"], "verified", "{v}");
+    // a verified item is not retried: the API twin says why, nothing moves
+    let r = c
+        .post(srv.at(&format!("/api/v1/incidents/{id}/retry")))
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"item": n}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("only failed or cancelled items are retried"));
     assert!(!crate::rotation::logs_in(&user, old).await);
     // nothing left to cancel: refused, and it says why
     let out = env.run(&["incident", "cancel", &id, "--item", &ns, "--json"]);

@@ -15,6 +15,7 @@ mod console;
 mod console_admin;
 mod console_delivery;
 mod console_events;
+mod console_forms;
 mod console_lists;
 mod console_paging;
 mod contrast;

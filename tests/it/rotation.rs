@@ -49,7 +49,7 @@ pub(crate) async fn logs_in(user: &str, password: &str) -> bool {
     }
 }
 
-fn redis_connection(env: &Env, user: &str, password: &str) {
+pub(crate) fn redis_connection(env: &Env, user: &str, password: &str) {
     env.json(&[
         "connection",
         "create",
