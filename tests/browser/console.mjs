@@ -209,7 +209,7 @@ async function pass(browser, js, provider, consumer, tag) {
     }
     await page.setViewportSize({ width: 1280, height: 900 });
   });
-  await step(`${tag} text contrast of at least 4.5:1 on the org admin's pages, light and dark`, page, async () => {
+  await step(`${tag} text contrast of at least 4.5:1 on the org admin's pages, light and dark; every control labelled, focus in page order`, page, async () => {
     await checkContrast(page, C, [
       "/ui/", "/ui/orgs/acme/connections", "/ui/orgs/acme/connections/new",
       `/ui/orgs/acme/connections/${conn}?notice=authorized`, `/ui/orgs/acme/connections/${rconn}/rotate`,
@@ -261,7 +261,7 @@ async function pass(browser, js, provider, consumer, tag) {
     }
     await opage.setViewportSize({ width: 1280, height: 900 });
   });
-  await step(`${tag} text contrast of at least 4.5:1 on the operator's pages, light and dark`, opage, async () => {
+  await step(`${tag} text contrast of at least 4.5:1 on the operator's pages, light and dark; every control labelled, focus in page order`, opage, async () => {
     const inc = consumer.json(["incident", "list"]).find((x) => x.reason === `browser ${tag}`).id;
     await checkContrast(opage, C, operatorPages(inc));
   });
@@ -270,7 +270,7 @@ async function pass(browser, js, provider, consumer, tag) {
   // signed out: the sign-in page, and its error after a wrong password
   const anon = await browser.newContext({ javaScriptEnabled: js });
   const apage = await anon.newPage();
-  await step(`${tag} text contrast of at least 4.5:1 signed out, light and dark`, apage, async () => {
+  await step(`${tag} text contrast of at least 4.5:1 signed out, light and dark; every control labelled, focus in page order`, apage, async () => {
     await checkContrast(apage, C, ["/ui/login", "/status"]);
     await apage.goto(`${C}/ui/`);
     await apage.getByLabel("Email").fill("admin@acme.test");

@@ -205,9 +205,46 @@ export async function checkContrast(page, base, paths) {
       for (const b of await lowContrast(page)) {
         bad.push(`${scheme} ${p}: "${b.text}" (${b.tag}) ${b.fg} on ${b.bg} is ${b.ratio}:1`);
       }
+      if (scheme === "light") {
+        for (const a of await a11yProblems(page)) bad.push(`${p}: ${a}`);
+      }
     }
   }
   await page.emulateMedia({ colorScheme: "light" });
-  if (bad.length) throw new Error(`text below 4.5:1 contrast:\n       ${bad.join("\n       ")}`);
+  if (bad.length) throw new Error(`text below 4.5:1 contrast, an unlabelled control or focus out of page order:\n       ${bad.join("\n       ")}`);
   return n;
+}
+
+// What keeps a page from being used by keyboard or screen reader: a form
+// control, button or link without an accessible name, and focus that
+// does not follow the page (a positive tabindex, or CSS that shows
+// focusable things in another order than the document's).
+export async function a11yProblems(page) {
+  return page.evaluate(() => {
+    const out = [];
+    const named = (e) =>
+      (e.getAttribute("aria-label") || "").trim() !== "" ||
+      (e.getAttribute("aria-labelledby") || "").split(/\s+/).some((id) => id && document.getElementById(id)) ||
+      (e.labels && e.labels.length > 0) ||
+      (e.getAttribute("title") || "").trim() !== "";
+    const describe = (e) => `${e.tagName.toLowerCase()}${e.name ? `[name=${e.name}]` : ""}${e.id ? "#" + e.id : ""}`;
+    for (const e of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+      if (!named(e)) out.push(`${describe(e)} has no label`);
+    }
+    for (const e of document.querySelectorAll("button, a[href], summary")) {
+      if ((e.textContent || "").trim() === "" && !named(e)) out.push(`${describe(e)} has no text or label`);
+    }
+    for (const e of document.querySelectorAll("[tabindex]")) {
+      if (Number(e.getAttribute("tabindex")) > 0) out.push(`${describe(e)} has tabindex ${e.getAttribute("tabindex")}`);
+    }
+    const focusable = "a[href], button, input:not([type=hidden]), select, textarea, summary";
+    for (const e of document.querySelectorAll("body *")) {
+      const s = getComputedStyle(e);
+      const reordered = (s.order && s.order !== "0") || /reverse/.test(s.flexDirection || "") || /dense/.test(s.gridAutoFlow || "");
+      if (reordered && e.parentElement && e.parentElement.querySelector(focusable)) {
+        out.push(`${describe(e)} is shown out of document order (order ${s.order}, ${s.flexDirection}, ${s.gridAutoFlow})`);
+      }
+    }
+    return out;
+  });
 }

@@ -252,6 +252,9 @@ dual!(
         )
         .await;
         assert!(ok, "{}", status(&env));
+        // the backfill's end puts the delivery back to running, and its
+        // next pass (a moment later on a busy machine) finds it caught up
+        wait_state(&env, "caught_up", Duration::from_secs(20)).await;
         let (_, html) = get(&c, srv, PAGE).await;
         assert!(html.contains("Last backfill"), "{html}");
         assert!(html.contains("18 of 18 records"), "{html}");
