@@ -343,16 +343,24 @@ async fn start_rotation(
     // `rotate`, the scheduler) is never taken for the item's own — one
     // still running is the answer of the start below, one that ended says
     // nothing about this item's.
-    let existing = fetch_optional!(
-        &mut core.db.read().await?,
-        (String,),
-        "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND started_at >= $2
-           AND started_by = $3
-         ORDER BY started_at DESC LIMIT 1",
-        &item.target_id,
-        row.started_at.max(item.updated_at),
-        &actor.name
-    )?;
+    // An item this pass read as pending has none to adopt: a start a
+    // crash left unrecorded leaves its item acting, and a retry's reset
+    // is later than the rotation it failed with (one pass of a campaign
+    // runs at a time: its job is leased). Asked only of acting items.
+    let existing = if item.status == "pending" {
+        None
+    } else {
+        fetch_optional!(
+            &mut core.db.read().await?,
+            (String,),
+            "SELECT id FROM rotations WHERE target_type = 'connection' AND target_id = $1 AND started_at >= $2
+               AND started_by = $3
+             ORDER BY started_at DESC LIMIT 1",
+            &item.target_id,
+            row.started_at.max(item.updated_at),
+            &actor.name
+        )?
+    };
     let rid = match existing {
         Some((id,)) => id,
         None => {
@@ -408,15 +416,22 @@ async fn follow(
         c.rotation_id = Some(rid.to_string());
         c
     };
-    let r = rotation::get_any(core, rid).await?;
-    let v = r.view();
+    // A rotation this process drove to completion is not read back.
+    let (status, r) = match completed {
+        Some(_) => ("completed".to_string(), None),
+        None => {
+            let r = rotation::get_any(core, rid).await?;
+            (r.status.clone(), Some(r))
+        }
+    };
+    let v = r.as_ref().map(|r| r.view());
     let last = v
-        .steps
-        .last()
+        .as_ref()
+        .and_then(|v| v.steps.last())
         .and_then(|s| s["detail"].as_str())
         .unwrap_or_default()
         .to_string();
-    let change = match r.status.as_str() {
+    let change = match status.as_str() {
         "completed" => {
             // Verified by the connection's own probe with the credential
             // now stored (as the rotation that stored it left it, when it
@@ -456,9 +471,13 @@ async fn follow(
             event: None,
         },
         "waiting_person" => {
-            let what = match (&v.authorize_url, &v.runbook) {
+            let (url, book) = v
+                .as_ref()
+                .map(|v| (v.authorize_url.clone(), v.runbook.is_some()))
+                .unwrap_or_default();
+            let what = match (url, book) {
                 (Some(url), _) => format!("re-authorize at {url}"),
-                (None, Some(_)) => format!("follow the runbook of rotation {rid} (`rekey rotation show {rid}`), then `rekey connection set-credential`"),
+                (None, true) => format!("follow the runbook of rotation {rid} (`rekey rotation show {rid}`), then `rekey connection set-credential`"),
                 _ => last.clone(),
             };
             Change {
@@ -473,8 +492,8 @@ async fn follow(
             status: "failed",
             detail: format!(
                 "rotation {rid} {}: {}",
-                r.status,
-                r.reason.clone().unwrap_or(last)
+                status,
+                r.as_ref().and_then(|r| r.reason.clone()).unwrap_or(last)
             ),
             waiting_on: None,
             rotation_id: None,
@@ -482,7 +501,7 @@ async fn follow(
         },
         _ => Change {
             status: "acting",
-            detail: format!("rotation {rid} {}: {last}", r.status),
+            detail: format!("rotation {rid} {status}: {last}"),
             waiting_on: None,
             rotation_id: None,
             event: None,
