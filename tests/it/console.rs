@@ -1082,6 +1082,10 @@ dual!(the_remaining_forms_act_at_the_real_target, |env| {
     let app = env.json(&["app", "show", "--org", "acme", "--name", "crm"]);
     assert_eq!(app["scope"], "read_write", "{app}");
     assert_eq!(app["callbacks"].as_array().map(Vec::len), Some(2), "{app}");
+    assert_eq!(
+        app["access_token_ttl"], 600,
+        "the lifetime the form set: {app}"
+    );
     let r = post(
         &c,
         &srv,

@@ -7,7 +7,9 @@
 
 use serde_json::Value;
 
-use crate::console::{each_once, get, next_link, operator_sign_in, pager, sign_in, walk};
+use crate::console::{
+    csrf_of, each_once, get, next_link, operator_sign_in, pager, post, sign_in, walk,
+};
 use crate::dual;
 use crate::harness::*;
 
@@ -763,6 +765,37 @@ dual!(
                 .unwrap();
             assert_eq!(r.status(), 404, "{q}");
         }
+
+        // the operator cancels one waiting item from its row, then the
+        // campaign from its confirmation
+        let (_, html) = get(&o, &srv, page).await;
+        let ocsrf = csrf_of(&html);
+        let one = waiting[0].to_string();
+        let r = post(
+            &o,
+            &srv,
+            &format!("{page}/cancel"),
+            &[("csrf", ocsrf.as_str()), ("item", one.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        let p = cli_status(&env, &["inc-big", "--item-status", "cancelled"]);
+        assert_eq!(p["items_total"], 1, "{p}");
+        assert_eq!(
+            p["items"][0]["n"].to_string(),
+            waiting[0].to_string(),
+            "{p}"
+        );
+        assert_eq!(cli_status(&env, &["inc-big"])["status"], "running");
+        let r = post(
+            &o,
+            &srv,
+            &format!("{page}/cancel"),
+            &[("csrf", ocsrf.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(cli_status(&env, &["inc-big"])["status"], "cancelled");
     }
 );
 
