@@ -84,8 +84,20 @@ pub async fn set_credential(
     }
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
-    connections::put_credentials(&mut tx, core, &conn, &creds, None, now).await?;
-    if !unchanged {
+    if unchanged {
+        // Nothing new to seal: the version, its age and its rotation date
+        // stay; a test that passes says it still works.
+        if out.verdict == Verdict::Ok {
+            crate::connectors::slots::mark_verified(
+                &mut tx,
+                &conn.id,
+                crate::connectors::slots::Slot::Current,
+                now,
+            )
+            .await?;
+        }
+    } else {
+        connections::put_credentials(&mut tx, core, &conn, &creds, None, now).await?;
         connections::mark_rotated(&mut tx, &conn.id, now).await?;
     }
     connections::record_test(&mut tx, &conn, &out, now).await?;
@@ -127,8 +139,10 @@ pub async fn set_credential(
     };
     connections::set_status(&mut tx, actor, &conn, status, Some(&reason), now).await?;
     // A manual rotation waiting for this value is done (or told why not),
-    // in the transaction that stored it.
-    crate::rotation::credential_stored_in(&mut tx, &conn.id, Some(&out), now).await?;
+    // in the transaction that stored it; the same value completes none.
+    if !unchanged {
+        crate::rotation::credential_stored_in(&mut tx, &conn.id, Some(&out), now).await?;
+    }
     tx.commit().await?;
     Ok((
         connections::get(&mut core.db.read().await?, &conn.id).await?,

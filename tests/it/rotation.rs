@@ -1238,3 +1238,74 @@ dual!(a_rotation_changing_its_target_cannot_be_cancelled, |env| {
     wait_for_status(&env, &id, "completed").await;
     assert!(!logs_in(&user, old).await);
 });
+
+// Storing the value a connection already holds is no new credential, with
+// or without a rotation waiting: its version, age and rotation date stay
+// (the leaked value re-stored must not look fresh); a new value is one.
+dual!(
+    the_same_credential_stored_again_keeps_its_version_and_age,
+    |env| {
+        env.ok(&["org", "create", "acme"]);
+        let api = crate::attacker::Listener::start(200, &[], "{}").await;
+        env.json(&[
+            "connection",
+            "create",
+            "--org",
+            "acme",
+            "--kind",
+            "custom_rest",
+            "--name",
+            "crm",
+            "--setting",
+            &format!("base_url={}", api.url),
+            "--setting",
+            "probe_path=/me",
+        ]);
+        let set = |v: &str| {
+            env.json_stdin(
+                &[
+                    "connection",
+                    "set-credential",
+                    "--org",
+                    "acme",
+                    "--name",
+                    "crm",
+                    "--field",
+                    "api_key",
+                    "--value-stdin",
+                ],
+                v,
+            )
+        };
+        set("the-api-key-000000000031");
+        let first = env.json(&["connection", "show", "--org", "acme", "--name", "crm"]);
+        env.advance(Duration::from_secs(2 * 86_400));
+        let again = set("the-api-key-000000000031");
+        assert_eq!(again["status"], "connected", "{again}");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "crm"]);
+        assert_eq!(show["slots"]["current"]["version"], 1, "{show}");
+        assert_eq!(
+            show["slots"]["current"]["created_at"], first["slots"]["current"]["created_at"],
+            "{show}"
+        );
+        assert!(
+            show["credential_age_s"].as_i64().unwrap() >= 2 * 86_400,
+            "the age goes on: {show}"
+        );
+        assert_eq!(show["last_rotated_at"], first["last_rotated_at"], "{show}");
+        let age = env.json(&["credentials", "age", "--org", "acme"]);
+        let row = age
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "crm")
+            .unwrap_or_else(|| panic!("{age}"))
+            .clone();
+        assert!(row["age_s"].as_i64().unwrap() >= 2 * 86_400, "{row}");
+        // a new value is a new credential
+        set("the-api-key-000000000032");
+        let show = env.json(&["connection", "show", "--org", "acme", "--name", "crm"]);
+        assert_eq!(show["slots"]["current"]["version"], 2, "{show}");
+        assert!(show["credential_age_s"].as_i64().unwrap() < 60, "{show}");
+    }
+);
