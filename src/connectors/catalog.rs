@@ -258,6 +258,13 @@ impl Kind {
         self.auth.iter().find(|a| a.method.as_str() == m)
     }
 
+    /// Whether rekey presents an OAuth client of its own to this kind's
+    /// provider (`connector configure`): one of its methods is the
+    /// authorization-code flow.
+    pub fn takes_oauth_client(&self) -> bool {
+        self.auth.iter().any(AuthMethod::is_oauth_code)
+    }
+
     /// Whether setting `key` decides where a credential of this kind goes:
     /// a host, port or URL; one substituted into the host of any of the
     /// kind's URL templates (OAuth endpoints, probe); or one the catalog

@@ -34,7 +34,7 @@ pub async fn configure(
         )));
     };
     // A client nothing would present is a secret kept for nothing.
-    if !k.auth.iter().any(|m| m.is_oauth_code()) {
+    if !k.takes_oauth_client() {
         return Err(ConnectorError::Invalid(format!(
             "{kind} connects without an OAuth authorization, so rekey presents no OAuth client to it"
         )));

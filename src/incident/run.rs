@@ -405,59 +405,98 @@ async fn start_rotation(
 }
 
 /// Moves the item along with its rotation; `completed` is what the
-/// rotation left when this process drove it to completion.
+/// rotation left when this process drove it to completion (then it is not
+/// read back).
 async fn follow(
     core: &Core,
     item: &ItemRow,
     rid: &str,
     completed: Option<rotation::Completed>,
 ) -> Result<(), IncidentError> {
-    let keep = |mut c: Change<'static>| {
-        c.rotation_id = Some(rid.to_string());
-        c
+    let change = match completed {
+        Some(c) => probed(core, rid, &c.conn, &c.current).await,
+        None => followed(core, item, rid).await?,
     };
-    // A rotation this process drove to completion is not read back.
-    let (status, r) = match completed {
-        Some(_) => ("completed".to_string(), None),
-        None => {
-            let r = rotation::get_any(core, rid).await?;
-            (r.status.clone(), Some(r))
-        }
+    // The record is an org's to read (its campaign view, the report, its
+    // webhooks): the platform's service keys that the rotation's steps
+    // name, and their addresses, are not (`rotation show` keeps them for
+    // the operator).
+    let change = Change {
+        detail: service_keys::tenant_text(&mut core.db.read().await?, &change.detail).await?,
+        rotation_id: Some(rid.to_string()),
+        ..change
     };
-    let v = r.as_ref().map(|r| r.view());
+    record(core, item, change).await
+}
+
+/// A completed rotation's item, verified by the connection's own probe
+/// with the credential now stored.
+async fn probed(
+    core: &Core,
+    rid: &str,
+    conn: &connections::Connection,
+    creds: &serde_json::Map<String, serde_json::Value>,
+) -> Change<'static> {
+    let out = probe::run(core, conn, creds).await;
+    match out.verdict {
+        probe::Verdict::Ok => Change {
+            status: "verified",
+            detail: format!("rotation {rid} completed; probe: {}", out.message),
+            waiting_on: None,
+            rotation_id: None,
+            event: None,
+        },
+        probe::Verdict::Unverified => Change {
+            status: "done",
+            detail: format!(
+                "rotation {rid} completed; the credential cannot be verified by a request ({})",
+                out.message
+            ),
+            waiting_on: None,
+            rotation_id: None,
+            event: None,
+        },
+        probe::Verdict::Failed => Change {
+            status: "failed",
+            detail: format!(
+                "rotation {rid} completed but the probe fails: {}",
+                out.message
+            ),
+            waiting_on: None,
+            rotation_id: None,
+            event: Some("incident.item_failed"),
+        },
+    }
+}
+
+/// What the item becomes, read from its rotation as it stands.
+async fn followed(
+    core: &Core,
+    item: &ItemRow,
+    rid: &str,
+) -> Result<Change<'static>, IncidentError> {
+    let r = rotation::get_any(core, rid).await?;
+    let v = r.view();
     let last = v
-        .as_ref()
-        .and_then(|v| v.steps.last())
+        .steps
+        .last()
         .and_then(|s| s["detail"].as_str())
         .unwrap_or_default()
         .to_string();
-    let change = match status.as_str() {
+    Ok(match r.status.as_str() {
         "completed" => {
-            // Verified by the connection's own probe with the credential
-            // now stored (as the rotation that stored it left it, when it
-            // ran here).
-            let (conn, creds) = match completed {
-                Some(c) => (c.conn, c.current),
-                None => {
-                    let mut c = core.db.read().await?;
-                    let conn = connections::get(&mut c, &item.target_id).await?;
-                    let creds = crate::connectors::slots::read(
-                        &mut c,
-                        core,
-                        &conn.id,
-                        crate::connectors::slots::Slot::Current,
-                    )
-                    .await?
-                    .unwrap_or_default();
-                    (conn, creds)
-                }
-            };
-            let out = probe::run(core, &conn, &creds).await;
-            match out.verdict {
-                probe::Verdict::Ok => Change { status: "verified", detail: format!("rotation {rid} completed; probe: {}", out.message), waiting_on: None, rotation_id: None, event: None },
-                probe::Verdict::Unverified => Change { status: "done", detail: format!("rotation {rid} completed; the credential cannot be verified by a request ({})", out.message), waiting_on: None, rotation_id: None, event: None },
-                probe::Verdict::Failed => Change { status: "failed", detail: format!("rotation {rid} completed but the probe fails: {}", out.message), waiting_on: None, rotation_id: None, event: Some("incident.item_failed") },
-            }
+            let mut c = core.db.read().await?;
+            let conn = connections::get(&mut c, &item.target_id).await?;
+            let creds = crate::connectors::slots::read(
+                &mut c,
+                core,
+                &conn.id,
+                crate::connectors::slots::Slot::Current,
+            )
+            .await?
+            .unwrap_or_default();
+            drop(c);
+            probed(core, rid, &conn, &creds).await
         }
         // `done`, not yet `verified` (README): the new credential is
         // current, and the old one — presumed leaked — still works until
@@ -471,13 +510,9 @@ async fn follow(
             event: None,
         },
         "waiting_person" => {
-            let (url, book) = v
-                .as_ref()
-                .map(|v| (v.authorize_url.clone(), v.runbook.is_some()))
-                .unwrap_or_default();
-            let what = match (url, book) {
+            let what = match (&v.authorize_url, &v.runbook) {
                 (Some(url), _) => format!("re-authorize at {url}"),
-                (None, true) => format!("follow the runbook of rotation {rid} (`rekey rotation show {rid}`), then `rekey connection set-credential`"),
+                (None, Some(_)) => format!("follow the runbook of rotation {rid} (`rekey rotation show {rid}`), then `rekey connection set-credential`"),
                 _ => last.clone(),
             };
             Change {
@@ -492,8 +527,8 @@ async fn follow(
             status: "failed",
             detail: format!(
                 "rotation {rid} {}: {}",
-                status,
-                r.as_ref().and_then(|r| r.reason.clone()).unwrap_or(last)
+                r.status,
+                r.reason.clone().unwrap_or(last)
             ),
             waiting_on: None,
             rotation_id: None,
@@ -501,21 +536,12 @@ async fn follow(
         },
         _ => Change {
             status: "acting",
-            detail: format!("rotation {rid} {status}: {last}"),
+            detail: format!("rotation {rid} {}: {last}", r.status),
             waiting_on: None,
             rotation_id: None,
             event: None,
         },
-    };
-    // The record is an org's to read (its campaign view, the report, its
-    // webhooks): the platform's service keys that the rotation's steps
-    // name, and their addresses, are not (`rotation show` keeps them for
-    // the operator).
-    let change = Change {
-        detail: service_keys::tenant_text(&mut core.db.read().await?, &change.detail).await?,
-        ..change
-    };
-    record(core, item, keep(change)).await
+    })
 }
 
 /// The platform's OAuth client of a kind: the operator's turn, until

@@ -220,7 +220,7 @@ async fn catalog_page(
                 .map(|m| format!("{} ({:?})", m.method.as_str(), m.rotation).to_lowercase())
                 .collect::<Vec<_>>()
                 .join(", "),
-            oauth: k.auth.iter().any(|m| m.is_oauth_code()),
+            oauth: k.takes_oauth_client(),
             client: configured
                 .get(&k.kind)
                 .map(|(id, at)| (id.clone(), crate::clock::rfc3339(*at))),

@@ -258,6 +258,9 @@ pub struct Pager {
     /// The first page's link; `None` on the first page.
     pub first: Option<String>,
     pub next: Option<String>,
+    /// What the total counts (singular, plural), when the page says so
+    /// ([`Pager::counting`]); else "in all".
+    noun: Option<(&'static str, &'static str)>,
 }
 
 impl Pager {
@@ -300,6 +303,25 @@ impl Pager {
             total: page.total,
             first: after.filter(|a| !a.trim().is_empty()).map(|_| link(None)),
             next: page.next.as_deref().map(|n| link(Some(n))),
+            noun: None,
+        }
+    }
+
+    /// The total named by what it counts ("1 service key", "52 service
+    /// keys") instead of "in all".
+    pub fn counting(self, one: &'static str, many: &'static str) -> Pager {
+        Pager {
+            noun: Some((one, many)),
+            ..self
+        }
+    }
+
+    /// The words after the total.
+    pub fn counted(&self) -> &'static str {
+        match self.noun {
+            Some((one, _)) if self.total == 1 => one,
+            Some((_, many)) => many,
+            None => "in all",
         }
     }
 
@@ -309,6 +331,7 @@ impl Pager {
             total: i64::try_from(total).unwrap_or(i64::MAX),
             first: None,
             next: None,
+            noun: None,
         }
     }
 }

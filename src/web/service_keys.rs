@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::page::{self, operator_only, Chrome, Reveal};
+use super::page::{self, operator_only, Chrome, Pager, Reveal};
 use super::{Posted, Ui};
 use crate::api::extract::AdminSession;
 use crate::api::{ApiError, AppState};
@@ -21,10 +21,7 @@ use crate::connectors::service_keys::{self, View};
 pub struct KeysPage {
     pub chrome: Chrome,
     pub keys: Vec<View>,
-    /// Keys in all, and the link to the page after this one.
-    pub total: i64,
-    pub next: Option<String>,
-    pub first: bool,
+    pub pager: Pager,
     pub shown: Option<Reveal>,
     pub error: Option<String>,
 }
@@ -47,20 +44,14 @@ async fn render(
             return page::error(e.status, &e.message);
         }
     };
-    let next = found.next.as_deref().map(|n| {
-        let q: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("after", n)
-            .finish();
-        format!("/ui/service-keys?{q}")
-    });
+    let pager =
+        Pager::of(&found, "/ui/service-keys", &[], after).counting("service key", "service keys");
     page::render(
         status,
         &KeysPage {
             chrome: Chrome::of(admin, "Service keys", "service-keys", None).notice(notice),
             keys: found.items.iter().map(|k| k.view()).collect(),
-            total: found.total,
-            next,
-            first: after.is_none(),
+            pager,
             shown,
             error,
         },

@@ -15,6 +15,23 @@ pub fn csrf_of(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
+/// Application `crm` of org `acme` (scope `read`, one callback); its
+/// `app create` answer, with the secret shown once.
+pub fn crm_app(env: &Env) -> serde_json::Value {
+    env.json(&[
+        "app",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "crm",
+        "--scope",
+        "read",
+        "--callback",
+        "https://crm.example/cb",
+    ])
+}
+
 pub async fn get(c: &reqwest::Client, srv: &Server, path: &str) -> (u16, String) {
     let r = c.get(srv.at(path)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -554,18 +571,7 @@ dual!(
     blast_radius_looks_a_value_up_and_revokes_it_after_asking,
     |env| {
         env.org_with_admin("acme");
-        let made = env.json(&[
-            "app",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "crm",
-            "--scope",
-            "read",
-            "--callback",
-            "https://crm.example/cb",
-        ]);
+        let made = crm_app(&env);
         let secret = made["client_secret"].as_str().unwrap().to_string();
         let srv = env.serve();
         let (c, csrf) = operator_sign_in(&env, &srv).await;
@@ -990,18 +996,7 @@ dual!(the_remaining_forms_act_at_the_real_target, |env| {
         "spare",
         &["host=127.0.0.1", "port=1", "username=svc"],
     );
-    env.json(&[
-        "app",
-        "create",
-        "--org",
-        "acme",
-        "--name",
-        "crm",
-        "--scope",
-        "read",
-        "--callback",
-        "https://crm.example/cb",
-    ]);
+    crm_app(&env);
     let srv = env.serve();
     let (c, csrf) = sign_in(&srv, &admin).await;
     let base = "/ui/orgs/acme/connections/cache";

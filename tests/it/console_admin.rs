@@ -27,7 +27,7 @@ fn revealed(html: &str, label: &str) -> String {
 }
 
 /// A token with `prefix` in `html`.
-fn token_in(html: &str, prefix: &str) -> Option<String> {
+pub(crate) fn token_in(html: &str, prefix: &str) -> Option<String> {
     let at = html.find(prefix)?;
     Some(
         html[at..]
@@ -1225,9 +1225,7 @@ dual!(the_operators_service_keys_page_and_api, |env| {
     assert!(first.contains("52 service keys"), "{first}");
     assert!(first.contains("billing-worker") && first.contains("worker-47"));
     assert!(!first.contains("worker-48"), "50 on the first page");
-    let at = first.find("rel=\"next\"").expect("a next page");
-    let href = first[..at].rsplit("href=\"").next().unwrap();
-    let next = href.split('"').next().unwrap().replace("&amp;", "&");
+    let next = crate::console::next_link(&first).expect("a next page");
     let (s, second) = get(&o, &srv, &next).await;
     assert_eq!(s, 200, "{second}");
     assert!(

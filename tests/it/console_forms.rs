@@ -7,21 +7,11 @@
 
 use std::time::Duration;
 
-use crate::console::{csrf_of, get, operator_sign_in, post, sign_in};
+use crate::console::{crm_app, csrf_of, get, operator_sign_in, post, sign_in};
+use crate::console_admin::token_in;
 use crate::dual;
 use crate::harness::*;
 use crate::rotation::{acl_user, logs_in, redis_connection};
-
-/// A token with `prefix` in `html` (a secret shown once).
-fn token_in(html: &str, prefix: &str) -> Option<String> {
-    let at = html.find(prefix)?;
-    Some(
-        html[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-            .collect(),
-    )
-}
 
 /// Does the token endpoint accept `secret` for the application? Client
 /// authentication comes before the grant is looked at: an accepted
@@ -51,20 +41,12 @@ dual!(
     |env| {
         let admin = env.org_with_admin("acme");
         let api = crate::attacker::Listener::start(200, &[], "{}").await;
-        env.json(&[
-            "connection",
-            "create",
-            "--org",
-            "acme",
-            "--kind",
+        connection(
+            &env,
             "custom_rest",
-            "--name",
             "crm",
-            "--setting",
-            &format!("base_url={}", api.url),
-            "--setting",
-            "probe_path=/me",
-        ]);
+            &[&format!("base_url={}", api.url), "probe_path=/me"],
+        );
         store_unprobed(&env, "crm", "api_key", "old-api-key-000000000001");
         let v = env.json(&["rotate", "--org", "acme", "--connection", "crm"]);
         assert_eq!(v["status"], "waiting_person", "{v}");
@@ -215,18 +197,7 @@ dual!(
     an_apps_secret_is_regenerated_and_rotated_through_forms,
     |env| {
         let admin = env.org_with_admin("acme");
-        let app = env.json(&[
-            "app",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "crm",
-            "--scope",
-            "read",
-            "--callback",
-            "https://crm.example/cb",
-        ]);
+        let app = crm_app(&env);
         let id = app["client_id"].as_str().unwrap().to_string();
         let first = app["client_secret"].as_str().unwrap().to_string();
         let srv = env.serve();
@@ -369,18 +340,7 @@ dual!(
     an_expired_session_returns_the_person_and_sign_in_is_throttled,
     |env| {
         let admin = env.org_with_admin("acme");
-        env.json(&[
-            "app",
-            "create",
-            "--org",
-            "acme",
-            "--name",
-            "crm",
-            "--scope",
-            "read",
-            "--callback",
-            "https://crm.example/cb",
-        ]);
+        crm_app(&env);
         let srv = env.serve();
         let (c, csrf) = sign_in(&srv, &admin).await;
         assert_eq!(get(&c, &srv, "/ui/orgs/acme/apps/crm").await.0, 200);
@@ -529,20 +489,12 @@ dual!(
         let srv = &p.csrv;
         // a runbook rotation
         let api = crate::attacker::Listener::start(200, &[], "{}").await;
-        env.json(&[
-            "connection",
-            "create",
-            "--org",
-            "acme",
-            "--kind",
+        connection(
+            &env,
             "custom_rest",
-            "--name",
             "crm",
-            "--setting",
-            &format!("base_url={}", api.url),
-            "--setting",
-            "probe_path=/me",
-        ]);
+            &[&format!("base_url={}", api.url), "probe_path=/me"],
+        );
         store_unprobed(&env, "crm", "api_key", "old-api-key-000000000077");
         let manual = env.json(&["rotate", "--org", "acme", "--connection", "crm"]);
         assert_eq!(manual["status"], "waiting_person", "{manual}");

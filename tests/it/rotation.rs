@@ -846,20 +846,12 @@ dual!(
     |env| {
         env.ok(&["org", "create", "acme"]);
         let api = crate::attacker::Listener::start(200, &[], "{}").await;
-        env.json(&[
-            "connection",
-            "create",
-            "--org",
-            "acme",
-            "--kind",
+        connection(
+            &env,
             "custom_rest",
-            "--name",
             "crm",
-            "--setting",
-            &format!("base_url={}", api.url),
-            "--setting",
-            "probe_path=/me",
-        ]);
+            &[&format!("base_url={}", api.url), "probe_path=/me"],
+        );
         let set = |v: &str| {
             env.json_stdin(
                 &[
@@ -1247,36 +1239,13 @@ dual!(
     |env| {
         env.ok(&["org", "create", "acme"]);
         let api = crate::attacker::Listener::start(200, &[], "{}").await;
-        env.json(&[
-            "connection",
-            "create",
-            "--org",
-            "acme",
-            "--kind",
+        connection(
+            &env,
             "custom_rest",
-            "--name",
             "crm",
-            "--setting",
-            &format!("base_url={}", api.url),
-            "--setting",
-            "probe_path=/me",
-        ]);
-        let set = |v: &str| {
-            env.json_stdin(
-                &[
-                    "connection",
-                    "set-credential",
-                    "--org",
-                    "acme",
-                    "--name",
-                    "crm",
-                    "--field",
-                    "api_key",
-                    "--value-stdin",
-                ],
-                v,
-            )
-        };
+            &[&format!("base_url={}", api.url), "probe_path=/me"],
+        );
+        let set = |v: &str| set_credential(&env, "crm", &["api_key"], &[v]);
         set("the-api-key-000000000031");
         let first = env.json(&["connection", "show", "--org", "acme", "--name", "crm"]);
         env.advance(Duration::from_secs(2 * 86_400));
