@@ -252,7 +252,7 @@ pub async fn start(
         now,
     )
     .await?;
-    delivery::transition(&mut tx, &d, Event::BackfillStarted, now).await?;
+    delivery::transition(&mut tx, &d.id, Event::BackfillStarted, now).await?;
     let detail = json!({"from_seq": after + 1, "to_seq": to, "total": total});
     connections::record(
         &mut tx,
@@ -320,7 +320,7 @@ pub async fn finish(core: &Core, id: &str, d: &Delivery, now: i64) -> Result<(),
         }
         // Re-read: the delivery's state may have moved since the run began.
         if let Some(d) = delivery::get(&mut tx, &d.id).await? {
-            delivery::transition(&mut tx, &d, Event::BackfillEnded, now).await?;
+            delivery::transition(&mut tx, &d.id, Event::BackfillEnded, now).await?;
             queue::wake(&mut tx, &[d.job_id()], now).await?;
         }
     }
@@ -348,7 +348,7 @@ pub async fn cancel(
         &b.id
     )?;
     queue::delete(&mut tx, &job_id(&b.id)).await?;
-    delivery::transition(&mut tx, &d, Event::BackfillEnded, now).await?;
+    delivery::transition(&mut tx, &d.id, Event::BackfillEnded, now).await?;
     queue::wake(&mut tx, &[d.job_id()], now).await?;
     connections::record(
         &mut tx,

@@ -163,19 +163,44 @@ pub fn check_batch(batch: i64) -> Result<i64, SyncError> {
     Ok(batch)
 }
 
-/// Moves `d` by `event` in `tx`: writes the new state (with when a pause
-/// began, and how many records had been delivered then) and returns it.
-/// The caller wakes the job when the new state should run.
+/// Holds delivery `id`'s row for the rest of `tx`. On PostgreSQL the
+/// no-op write takes the row lock, so a decision read from other rows in
+/// `tx` (a backfill still running, the connection still broken) cannot be
+/// overtaken by another writer of this delivery committing meanwhile: that
+/// writer waits, then sees what `tx` did. SQLite's writer is alone already.
+pub async fn lock(tx: &mut Tx, id: &str) -> Result<(), SyncError> {
+    exec!(
+        tx,
+        "UPDATE deliveries SET updated_at = updated_at WHERE id = $1",
+        id
+    )?;
+    Ok(())
+}
+
+/// Moves delivery `id` by `event` in `tx`: writes the new state (with when
+/// a pause began, and how many records had been delivered then) and returns
+/// the row as it now stands, or `None` when it was disabled meanwhile. The
+/// caller wakes the job when the new state should run.
+///
+/// The move is made from the state the row holds in `tx`, under its lock,
+/// never from a copy the caller read earlier: a delivery's job reads its
+/// row, sends for a while, then settles, and a person's pause (or a
+/// backfill's start, or the connection's loss) committed in between must
+/// not be overwritten by a move computed from the old state.
 pub async fn transition(
     tx: &mut Tx,
-    d: &Delivery,
+    id: &str,
     event: Event,
     now: i64,
-) -> Result<State, SyncError> {
+) -> Result<Option<Delivery>, SyncError> {
+    lock(tx, id).await?;
+    let Some(mut d) = get(&mut *tx, id).await? else {
+        return Ok(None);
+    };
     let from = d.state();
     let to = next(from, event);
     if to == from {
-        return Ok(to);
+        return Ok(Some(d));
     }
     // A pause starts the clock of the catch-up; moving between pauses keeps
     // it; leaving for good stops it when the catch-up is done (`run`).
@@ -192,12 +217,21 @@ pub async fn transition(
         now,
         starts_pause,
         ends_pause,
-        &d.id
+        id
     )?;
     if starts_pause || ends_pause {
-        paused_or_resumed(tx, d, from, to, now).await?;
+        paused_or_resumed(tx, &d, from, to, now).await?;
     }
-    Ok(to)
+    d.state = to.as_str().to_string();
+    d.updated_at = now;
+    if starts_pause {
+        d.paused_at = Some(now);
+        d.paused_delivered = Some(d.delivered);
+        d.resumed_at = None;
+    } else if ends_pause {
+        d.resumed_at = Some(now);
+    }
+    Ok(Some(d))
 }
 
 /// A pause began or ended: the connection's activity log says so, and a
@@ -412,7 +446,14 @@ pub async fn person(
     let (conn, d) = find(core, org_id, name).await?;
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
-    let to = transition(&mut tx, &d, event, now).await?;
+    let Some(moved) = transition(&mut tx, &d.id, event, now).await? else {
+        // Disabled between the read and this transaction.
+        return Err(SyncError::NotFound(format!(
+            "a delivery on connection {:?}",
+            conn.name
+        )));
+    };
+    let to = moved.state();
     if event == Event::Resume {
         exec!(
             &mut tx,
@@ -469,8 +510,8 @@ pub async fn connection_changed(
         "needs_reauth" | "disconnected" => Event::AuthLost,
         _ => return Ok(()),
     };
-    let to = transition(tx, &d, event, now).await?;
-    if to == State::Running {
+    let to = transition(tx, &d.id, event, now).await?;
+    if to.is_some_and(|d| d.state() == State::Running) {
         queue::wake(tx, &[d.job_id()], now).await?;
         super::backfill::wake_for(tx, &d.id, now).await?;
     }

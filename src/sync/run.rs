@@ -127,6 +127,9 @@ enum Pumped {
     /// The lease was lost, or the delivery or backfill changed under the
     /// run (paused, cancelled, disabled): stop without writing more.
     Stopped,
+    /// Live delivery delivered a batch and found itself paused or a
+    /// backfill begun meanwhile: the next run does what the state says.
+    Held,
     /// A batch was not delivered; it stays the next to send.
     Failed {
         error: SendError,
@@ -188,9 +191,21 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
     drop(c);
     if backfilling {
         let mut tx = core.db.begin_write().await?;
-        delivery::transition(&mut tx, &d, Event::BackfillStarted, now).await?;
+        delivery::lock(&mut tx, &d.id).await?;
+        // Asked again in the transaction, under the delivery's lock: a backfill that ended since the
+        // read has already moved the delivery on, and moving it to
+        // `backfilling` now would hold live delivery with no backfill left
+        // to release it.
+        let still = backfill::running(&mut tx, &d.id).await?.is_some();
+        if still {
+            delivery::transition(&mut tx, &d.id, Event::BackfillStarted, now).await?;
+        }
         tx.commit().await?;
-        return Ok(Some(now.saturating_add(PERSON_MS)));
+        return Ok(Some(if still {
+            now.saturating_add(PERSON_MS)
+        } else {
+            now
+        }));
     }
     match d.state() {
         State::PausedByUser => return Ok(Some(now.saturating_add(PERSON_MS))),
@@ -201,16 +216,30 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
     }
     if !super::state::usable(&conn.status) {
         let mut tx = core.db.begin_write().await?;
-        delivery::transition(&mut tx, &d, Event::AuthLost, now).await?;
+        delivery::lock(&mut tx, &d.id).await?;
+        // Asked again in the transaction, as above: a re-authorization
+        // committed since the read has resumed the delivery already.
+        let now_conn = connections::get(&mut tx, &conn.id).await?;
+        let lost = !super::state::usable(&now_conn.status);
+        if lost {
+            delivery::transition(&mut tx, &d.id, Event::AuthLost, now).await?;
+        }
         tx.commit().await?;
-        return Ok(Some(now.saturating_add(IDLE_MS)));
+        return Ok(Some(if lost {
+            now.saturating_add(IDLE_MS)
+        } else {
+            now
+        }));
     }
     let mut d = d;
     if d.state() == State::PausedAuth {
         let mut tx = core.db.begin_write().await?;
-        let to = delivery::transition(&mut tx, &d, Event::AuthBack, now).await?;
+        let moved = delivery::transition(&mut tx, &d.id, Event::AuthBack, now).await?;
         tx.commit().await?;
-        d.state = to.as_str().to_string();
+        let Some(moved) = moved else {
+            return Ok(None);
+        };
+        d = moved;
     }
     let (pumped, sent) = pump(core, lease, &d, &conn, Lane::Live).await?;
     sent.record(core, &d, "delivery").await?;
@@ -250,7 +279,7 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
             core.delivery_due.notify_waiters();
             Ok(None)
         }
-        Pumped::Budget => Ok(Some(now)),
+        Pumped::Budget | Pumped::Held => Ok(Some(now)),
         Pumped::Stopped => Ok(None),
         Pumped::Failed { error, .. } => {
             let mut tx = core.db.begin_write().await?;
@@ -279,19 +308,16 @@ async fn settle(
     let now = core.now();
     match pumped {
         Pumped::Stopped => Ok(None),
-        Pumped::Budget => Ok(Some(now)),
+        Pumped::Budget | Pumped::Held => Ok(Some(now)),
         Pumped::Empty => {
             if !lease.held().await? {
                 return Ok(None);
             }
-            let mut c = core.db.read().await?;
-            let Some(d) = delivery::get(&mut c, &d.id).await? else {
+            let mut tx = core.db.begin_write().await?;
+            let Some(d) = delivery::transition(&mut tx, &d.id, Event::Empty, now).await? else {
                 return Ok(None);
             };
-            drop(c);
-            let mut tx = core.db.begin_write().await?;
-            let to = delivery::transition(&mut tx, &d, Event::Empty, now).await?;
-            if to == State::CaughtUp {
+            if d.state() == State::CaughtUp {
                 caught_up(&mut tx, &d, now).await?;
             }
             tx.commit().await?;
@@ -360,15 +386,15 @@ async fn after_failure(
                 )
                 .await?;
             }
-            delivery::transition(&mut tx, d, Event::AuthLost, now).await?;
+            delivery::transition(&mut tx, &d.id, Event::AuthLost, now).await?;
             now.saturating_add(IDLE_MS)
         }
         SendError::Passing(_) => {
-            delivery::transition(&mut tx, d, Event::Failed, now).await?;
+            delivery::transition(&mut tx, &d.id, Event::Failed, now).await?;
             now.saturating_add(queue::backoff_ms(failures))
         }
         SendError::Refused(_) => {
-            delivery::transition(&mut tx, d, Event::Failed, now).await?;
+            delivery::transition(&mut tx, &d.id, Event::Failed, now).await?;
             now.saturating_add(PERSON_MS)
         }
     };
@@ -500,20 +526,25 @@ async fn pump(
         if !queue::heartbeat_in(&mut tx, lease.job_id(), lease.token(), LEASE_MS, now).await? {
             break Pumped::Stopped;
         }
+        // Whether live delivery must stop after this batch: a person paused
+        // it, its connection broke or a backfill began while it was sent.
+        let mut hold = false;
         let moved = match &lane {
             Lane::Live => {
-                // Re-read in the transaction: a person may have paused it, or
-                // its connection broken, since the batch was read.
+                // Re-read in the transaction. The batch was delivered, so the
+                // cursor moves past it whatever happened meanwhile (holding
+                // it back would send the batch twice on resume); only another
+                // holder having moved the cursor stops it. The state moves
+                // by the one machine, which keeps a pause or a backfill.
                 match delivery::get(&mut tx, &d.id).await? {
-                    Some(now_d)
-                        if now_d.cursor_seq == cursor
-                            && !matches!(
-                                now_d.state(),
-                                State::PausedByUser | State::PausedAuth | State::Backfilling
-                            ) =>
-                    {
-                        delivery::transition(&mut tx, &now_d, Event::Sent { more: true }, now)
-                            .await?;
+                    Some(now_d) if now_d.cursor_seq == cursor => {
+                        let to = delivery::transition(&mut tx, &d.id, Event::Sent { more: true }, now)
+                            .await?
+                            .map_or(State::PausedByUser, |d| d.state());
+                        hold = matches!(
+                            to,
+                            State::PausedByUser | State::PausedAuth | State::Backfilling
+                        );
                         exec!(
                             &mut tx,
                             "UPDATE deliveries SET cursor_seq = $1, delivered = delivered + $2,
@@ -553,6 +584,9 @@ async fn pump(
             sent.records += records.len() as i64;
         }
         cursor = last;
+        if hold {
+            break Pumped::Held;
+        }
     };
     if let Some(t) = opened {
         t.close().await;

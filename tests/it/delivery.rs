@@ -815,3 +815,102 @@ dual!(
         assert_eq!(run(with(&["delivery", "status"]))["head_seq"], 30);
     }
 );
+
+/// Whether a request waits, unread, at the local server on `port`: its
+/// listening socket holds a connection not yet accepted, or one of its
+/// connections holds bytes not yet read (`/proc/net/tcp*`, the kernel's own
+/// count). With the server stopped (SIGSTOP) this says a request is in
+/// flight to it, without guessing at timing.
+fn request_waiting_at(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                // local_address, …, tx_queue:rx_queue
+                cols.len() > 4
+                    && cols[1].ends_with(&want)
+                    && cols[4]
+                        .split(':')
+                        .nth(1)
+                        .and_then(|rx| u64::from_str_radix(rx, 16).ok())
+                        .is_some_and(|rx| rx > 0)
+            })
+    })
+}
+
+dual!(
+    a_pause_while_a_batch_is_in_flight_keeps_both_the_batch_and_the_pause,
+    |env| {
+        let p = pair(&env, "1h", FAST).await;
+        authorize(&env, &p, "authorize").await;
+        env.json(&[
+            "delivery",
+            "enable",
+            "--org",
+            "acme",
+            "--connection",
+            "upstream",
+        ]);
+        let key = acme_key(&env);
+        write_people(&p.csrv, &key, "a", 5).await;
+        let ok = wait_until(
+            || status(&env)["last_delivered_seq"] == 5,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(ok, "{}", status(&env));
+
+        // the provider frozen, the next batch hangs in flight
+        let port: u16 = p.psrv.url.rsplit(':').next().unwrap().parse().unwrap();
+        p.psrv.pause();
+        write_people(&p.csrv, &key, "b", 5).await;
+        let in_flight = wait_until(|| request_waiting_at(port), Duration::from_secs(30)).await;
+        if !in_flight {
+            p.psrv.resume();
+        }
+        assert!(in_flight, "the batch never reached the provider");
+        // a person pauses while it is there
+        let s = env.json(&[
+            "delivery",
+            "pause",
+            "--org",
+            "acme",
+            "--connection",
+            "upstream",
+        ]);
+        assert_eq!(s["state"], "paused_by_user", "{s}");
+        p.psrv.resume();
+
+        // the provider took the batch: it counts as delivered (sent again
+        // on resume, it would arrive twice), and the pause stands
+        let ok = wait_until(
+            || status(&env)["last_delivered_seq"] == 10,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(ok, "the delivered batch was not counted: {}", status(&env));
+        for _ in 0..5 {
+            assert_eq!(status(&env)["state"], "paused_by_user");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        env.json(&[
+            "delivery",
+            "resume",
+            "--org",
+            "acme",
+            "--connection",
+            "upstream",
+        ]);
+        wait_state(&env, "caught_up", Duration::from_secs(20)).await;
+        assert_eq!(
+            applied_at_provider(&p).await,
+            expected(&[("a", 5), ("b", 5)], None),
+            "every record once, in order"
+        );
+    }
+);
