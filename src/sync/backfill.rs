@@ -220,6 +220,9 @@ pub async fn start(
     }
     let id = new_id();
     let mut tx = core.db.begin_write().await?;
+    // Under the delivery's lock, so two starts at once (a double click, a
+    // retried request) on PostgreSQL cannot both see none running.
+    delivery::lock(&mut tx, &d.id).await?;
     if let Some(b) = running(&mut tx, &d.id).await? {
         return Err(SyncError::Refused(format!(
             "a backfill of this delivery is already running ({} of {} sent); wait for it to finish",
@@ -338,6 +341,7 @@ pub async fn cancel(
     let (conn, d) = delivery::find(core, org_id, name).await?;
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
+    delivery::lock(&mut tx, &d.id).await?;
     let b = running(&mut tx, &d.id)
         .await?
         .ok_or_else(|| SyncError::NotFound("a running backfill".into()))?;

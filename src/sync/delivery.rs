@@ -473,6 +473,12 @@ pub async fn person(
             now,
         )
         .await?;
+        // A job holding its lease keeps it through `schedule_standing`, and
+        // may have read the pause: woken, it runs again when it gives the
+        // lease back. A backfill paused with the delivery waits on its own
+        // job, which this resume must wake too.
+        queue::wake(&mut tx, &[d.job_id()], now).await?;
+        super::backfill::wake_for(&mut tx, &d.id, now).await?;
     }
     connections::record(
         &mut tx,

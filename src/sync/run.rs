@@ -106,8 +106,16 @@ async fn run_job(core: &Core, job: &Job, owner: &str) -> Result<(), SyncError> {
         "backfill" => run_backfill(core, job, &lease).await?,
         _ => run_delivery(core, job, &lease).await?,
     };
-    if let Some(at) = run_at {
-        queue::release(&core.db, &job.id, owner, at, core.now()).await?;
+    match run_at {
+        RunAt::At(at) => {
+            queue::release(&core.db, &job.id, owner, at, core.now()).await?;
+        }
+        RunAt::Over => {
+            let mut tx = core.db.begin_write().await?;
+            queue::finish(&mut tx, &job.id, owner, "done", core.now()).await?;
+            tx.commit().await?;
+        }
+        RunAt::Lost => {}
     }
     Ok(())
 }
@@ -176,15 +184,24 @@ impl Sent {
     }
 }
 
-/// The job ends (`None`: nothing to release, the job is gone or not ours),
-/// or is given back to run at the time returned.
-type RunAt = Option<i64>;
+/// What becomes of a run's job.
+enum RunAt {
+    /// Given back, due again at this time.
+    At(i64),
+    /// Its work is over (the backfill finished or was cancelled, the
+    /// delivery or backfill is gone): the job ends and frees its place on
+    /// the host. Left running, it would be claimed again at every lease's
+    /// end, forever, holding one of the host's places each time.
+    Over,
+    /// The lease was lost: the job is someone else's, nothing to give back.
+    Lost,
+}
 
 async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, SyncError> {
     let now = core.now();
     let mut c = core.db.read().await?;
     let Some(d) = delivery::get(&mut c, &job.subject).await? else {
-        return Ok(None);
+        return Ok(RunAt::Over);
     };
     let conn = connections::get(&mut c, &d.connection_id).await?;
     let backfilling = backfill::running(&mut c, &d.id).await?.is_some();
@@ -201,16 +218,16 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
             delivery::transition(&mut tx, &d.id, Event::BackfillStarted, now).await?;
         }
         tx.commit().await?;
-        return Ok(Some(if still {
+        return Ok(RunAt::At(if still {
             now.saturating_add(PERSON_MS)
         } else {
             now
         }));
     }
     match d.state() {
-        State::PausedByUser => return Ok(Some(now.saturating_add(PERSON_MS))),
+        State::PausedByUser => return Ok(RunAt::At(now.saturating_add(PERSON_MS))),
         State::PausedError if d.parked_from.is_some() => {
-            return Ok(Some(now.saturating_add(PERSON_MS)))
+            return Ok(RunAt::At(now.saturating_add(PERSON_MS)))
         }
         _ => {}
     }
@@ -225,7 +242,7 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
             delivery::transition(&mut tx, &d.id, Event::AuthLost, now).await?;
         }
         tx.commit().await?;
-        return Ok(Some(if lost {
+        return Ok(RunAt::At(if lost {
             now.saturating_add(IDLE_MS)
         } else {
             now
@@ -237,8 +254,13 @@ async fn run_delivery(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
         let moved = delivery::transition(&mut tx, &d.id, Event::AuthBack, now).await?;
         tx.commit().await?;
         let Some(moved) = moved else {
-            return Ok(None);
+            return Ok(RunAt::Over);
         };
+        if moved.state() != State::Running {
+            // A person paused it, or a backfill began, since the read: the
+            // next run does what that state says.
+            return Ok(RunAt::At(now));
+        }
         d = moved;
     }
     let (pumped, sent) = pump(core, lease, &d, &conn, Lane::Live).await?;
@@ -250,21 +272,21 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
     let now = core.now();
     let mut c = core.db.read().await?;
     let Some(b) = backfill::get(&mut c, &job.subject).await? else {
-        return Ok(None);
+        return Ok(RunAt::Over);
     };
     let Some(d) = delivery::get(&mut c, &b.delivery_id).await? else {
-        return Ok(None);
+        return Ok(RunAt::Over);
     };
     let conn = connections::get(&mut c, &d.connection_id).await?;
     drop(c);
     if b.state != backfill::RUNNING {
-        return Ok(None);
+        return Ok(RunAt::Over);
     }
     if d.state() == State::PausedByUser {
-        return Ok(Some(now.saturating_add(PERSON_MS)));
+        return Ok(RunAt::At(now.saturating_add(PERSON_MS)));
     }
     if !super::state::usable(&conn.status) {
-        return Ok(Some(now.saturating_add(IDLE_MS)));
+        return Ok(RunAt::At(now.saturating_add(IDLE_MS)));
     }
     let lane = Lane::Backfill {
         id: &b.id,
@@ -277,12 +299,18 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
         Pumped::Empty => {
             backfill::finish(core, &b.id, &d, now).await?;
             core.delivery_due.notify_waiters();
-            Ok(None)
+            Ok(RunAt::Over)
         }
-        Pumped::Budget | Pumped::Held => Ok(Some(now)),
-        Pumped::Stopped => Ok(None),
+        Pumped::Budget | Pumped::Held => Ok(RunAt::At(now)),
+        Pumped::Stopped => Ok(RunAt::Lost),
         Pumped::Failed { error, .. } => {
             let mut tx = core.db.begin_write().await?;
+            // Only the lease's holder speaks for the backfill: a run that
+            // stalled past its lease fails a batch its successor may have
+            // sent.
+            if !queue::heartbeat_in(&mut tx, lease.job_id(), lease.token(), LEASE_MS, now).await? {
+                return Ok(RunAt::Lost);
+            }
             exec!(
                 &mut tx,
                 "UPDATE backfills SET last_error = $1, updated_at = $2 WHERE id = $3",
@@ -291,8 +319,7 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
                 &b.id
             )?;
             tx.commit().await?;
-            let at = after_failure(core, &d, &conn, &error, None, now).await?;
-            Ok(Some(at))
+            after_failure(core, lease, &d, &conn, &error, None, now).await
         }
     }
 }
@@ -307,25 +334,24 @@ async fn settle(
 ) -> Result<RunAt, SyncError> {
     let now = core.now();
     match pumped {
-        Pumped::Stopped => Ok(None),
-        Pumped::Budget | Pumped::Held => Ok(Some(now)),
+        Pumped::Stopped => Ok(RunAt::Lost),
+        Pumped::Budget | Pumped::Held => Ok(RunAt::At(now)),
         Pumped::Empty => {
             if !lease.held().await? {
-                return Ok(None);
+                return Ok(RunAt::Lost);
             }
             let mut tx = core.db.begin_write().await?;
             let Some(d) = delivery::transition(&mut tx, &d.id, Event::Empty, now).await? else {
-                return Ok(None);
+                return Ok(RunAt::Over);
             };
             if d.state() == State::CaughtUp {
                 caught_up(&mut tx, &d, now).await?;
             }
             tx.commit().await?;
-            Ok(Some(now.saturating_add(IDLE_MS)))
+            Ok(RunAt::At(now.saturating_add(IDLE_MS)))
         }
         Pumped::Failed { error, from, to } => {
-            let at = after_failure(core, d, conn, &error, Some((from, to)), now).await?;
-            Ok(Some(at))
+            after_failure(core, lease, d, conn, &error, Some((from, to)), now).await
         }
     }
 }
@@ -335,13 +361,20 @@ async fn settle(
 /// with the error; returns when to look again.
 async fn after_failure(
     core: &Core,
+    lease: &Lease,
     d: &Delivery,
     conn: &Connection,
     error: &SendError,
     batch: Option<(i64, i64)>,
     now: i64,
-) -> Result<i64, SyncError> {
+) -> Result<RunAt, SyncError> {
     let mut tx = core.db.begin_write().await?;
+    // Only the lease's holder records a failure: a run that stalled past
+    // its lease would park, or pause for a person, a batch its successor
+    // has delivered since.
+    if !queue::heartbeat_in(&mut tx, lease.job_id(), lease.token(), LEASE_MS, now).await? {
+        return Ok(RunAt::Lost);
+    }
     // A refused live batch is parked in the transaction that records the
     // error and the state, so no reader sees one without the others.
     if let (SendError::Refused(_), Some((from, to))) = (error, batch) {
@@ -368,10 +401,19 @@ async fn after_failure(
     .unwrap_or(0);
     // What the transitions below record carries this error.
     let Some(d) = delivery::get(&mut tx, &d.id).await? else {
-        return Ok(now.saturating_add(PERSON_MS));
+        return Ok(RunAt::Over);
     };
     let d = &d;
+    let came_back = matches!(error, SendError::Auth(_)) && {
+        let fresh = connections::get(&mut tx, &conn.id).await?;
+        fresh.status_changed_at != conn.status_changed_at && super::state::usable(&fresh.status)
+    };
     let at = match error {
+        // The connection came back (re-authorized, a rotation promoted its
+        // new credential) since this run opened the target: what was
+        // refused is the credential it replaced. Marking it `needs_reauth`
+        // now would undo the person's fix; look again with the new one.
+        SendError::Auth(_) if came_back => now,
         SendError::Auth(reason) => {
             // Re-read: a refresh may have marked it already.
             let fresh = connections::get(&mut tx, &conn.id).await?;
@@ -399,7 +441,7 @@ async fn after_failure(
         }
     };
     tx.commit().await?;
-    Ok(at)
+    Ok(RunAt::At(at))
 }
 
 /// A delivery that was paused is caught up: records the catch-up (records

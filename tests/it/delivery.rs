@@ -311,6 +311,14 @@ dual!(
         assert_eq!(b["backfill"]["total"], 297);
         let s = status(&env);
         assert_eq!(s["backfill"]["done"], 297, "{s}");
+        // its job ends and gives back its place on the host (it used to stay
+        // running, claimed again at every lease's end, holding the place)
+        let ended = wait_until_async(
+            || async { backfill_jobs_alive(&env).await == 0 },
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(ended, "the finished backfill's job is still alive");
         // live records first, then history: the provider applied each once
         // (the new ones the backfill sent again were skipped there)
         let got = applied_at_provider(&p).await;
@@ -912,5 +920,79 @@ dual!(
             expected(&[("a", 5), ("b", 5)], None),
             "every record once, in order"
         );
+    }
+);
+
+/// Backfill jobs queued or running, and host places held by one.
+async fn backfill_jobs_alive(env: &Env) -> i64 {
+    let jobs = query_i64(
+        env,
+        "SELECT COUNT(*) FROM jobs WHERE step = 'backfill' AND state IN ('queued', 'running')",
+    )
+    .await
+    .unwrap_or(0);
+    let places = query_i64(
+        env,
+        "SELECT COUNT(*) FROM job_host_slots WHERE job_id LIKE 'backfill:%'",
+    )
+    .await
+    .unwrap_or(0);
+    jobs + places
+}
+
+dual!(
+    a_backfill_paused_with_its_delivery_goes_on_when_it_is_resumed,
+    |env| {
+        let p = pair(&env, "1h", FAST).await;
+        authorize(&env, &p, "authorize").await;
+        let key = acme_key(&env);
+        write_people(&p.csrv, &key, "old", 200).await;
+        let of = ["--org", "acme", "--connection", "upstream"];
+        let cli = |verb: &str, more: &[&str]| {
+            let mut args = vec!["delivery", verb];
+            args.extend(of);
+            args.extend(more);
+            env.json(&args)
+        };
+        cli("enable", &[]);
+        cli("pause", &[]);
+        let b = cli("backfill", &["--detach"]);
+        assert_eq!(b["backfill"]["state"], "running", "{b}");
+        // the backfill's job sees the person's pause and waits for them
+        let waiting = wait_until_async(
+            || async {
+                query_i64(
+                    &env,
+                    "SELECT COUNT(*) FROM jobs WHERE step = 'backfill' AND state = 'queued'
+                       AND next_run_at > updated_at + 3600000",
+                )
+                .await
+                    == Some(1)
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(waiting, "{}", status(&env));
+        assert_eq!(status(&env)["backfill"]["done"], 0);
+
+        // resumed: the backfill goes on at once, not when its wait ends
+        cli("resume", &[]);
+        let ok = wait_until(
+            || status(&env)["backfill"]["state"] == "done",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(ok, "the resume did not wake the backfill: {}", status(&env));
+        wait_state(&env, "caught_up", Duration::from_secs(20)).await;
+        assert_eq!(
+            applied_at_provider(&p).await,
+            expected(&[("old", 200)], None)
+        );
+        let ended = wait_until_async(
+            || async { backfill_jobs_alive(&env).await == 0 },
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(ended, "the finished backfill's job is still alive");
     }
 );

@@ -403,6 +403,23 @@ pub async fn wait_until<F: FnMut() -> bool>(mut f: F, limit: Duration) -> bool {
     false
 }
 
+/// [`wait_until`] for a check that reads asynchronously (the database).
+#[allow(dead_code)]
+pub async fn wait_until_async<F, Fut>(mut f: F, limit: Duration) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Runs one test body on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! dual {
