@@ -306,6 +306,12 @@ fn describe(v: &IncidentView) -> String {
         })
         .collect();
     s.push_str(&format!("items: {} ({})\n", v.total, counts.join(", ")));
+    if let Some(e) = &v.stopped {
+        s.push_str(&format!(
+            "STOPPED: the campaign's job failed again and again ({e}); nothing follows its items until `rekey incident retry {}`\n",
+            v.id
+        ));
+    }
     if !v.waiting.is_empty() {
         s.push_str("waiting on a person:\n");
         for w in &v.waiting {

@@ -198,6 +198,33 @@ fn lease_lost(conn: &Connection, when: &str) -> Refreshed {
     Refreshed::LeaseLost
 }
 
+/// A refresh that failed before it could ask the provider (a credential
+/// that does not open, a connection that cannot be read): counted like a
+/// provider's failure, so the next try waits a growing backoff and the
+/// connection's reason says why. Without it the keeper took the connection
+/// again at every pass, forever, and nothing showed it.
+pub async fn refresh_errored(core: &Core, id: &str, message: &str) -> Result<(), ConnectorError> {
+    let now = core.now();
+    let mut tx = core.db.begin_write().await?;
+    let failures = crate::scalar_optional!(
+        &mut tx,
+        i64,
+        "SELECT failures FROM connections WHERE id = $1",
+        id
+    )?
+    .unwrap_or(0);
+    let wait = crate::jobs::queue::backoff_ms(failures).clamp(1_000, 3_600_000);
+    exec!(
+        &mut tx,
+        "UPDATE connections SET failures = failures + 1, next_attempt_at = $1, status_reason = $2 WHERE id = $3",
+        now.saturating_add(wait),
+        format!("refresh failed, retrying: {message}"),
+        id
+    )?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn retry_later(
     core: &Core,
     conn: &Connection,

@@ -50,7 +50,13 @@ pub async fn run_once(core: &Core) -> Result<Pass, ConnectorError> {
         let gate = gate.clone();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            refresh_locked_here(&core, &id, owner).await
+            let r = refresh_locked_here(&core, &id, owner).await;
+            if let Err(e) = &r {
+                if let Err(e) = super::credentials::refresh_errored(&core, &id, &e.to_string()).await {
+                    tracing::warn!(connection = %id, error = %e, "could not record the failed refresh");
+                }
+            }
+            r
         });
     }
     while let Some(r) = set.join_next().await {

@@ -55,13 +55,30 @@ pub async fn run_due(core: &Core, instance: &str) -> Result<usize, WebhookError>
     let mut set = tokio::task::JoinSet::new();
     for job in jobs {
         let (core, owner) = (core.clone(), owner.clone());
-        set.spawn(async move { send(&core, &job, &owner).await });
+        set.spawn(async move {
+            let r = send(&core, &job, &owner).await;
+            if let Err(e) = &r {
+                // Counted as a failed attempt, with the delivery's own
+                // backoff: left running, the job would be claimed again at
+                // its lease's end forever, first in line and holding one of
+                // its receiver host's places.
+                tracing::warn!(job = %job.id, error = %e, "webhook delivery could not be sent or recorded");
+                let delay = retry_delay(job.attempts.saturating_add(1));
+                let failed = async {
+                    let mut tx = core.db.begin_write().await?;
+                    queue::fail_in_after(&mut tx, &job.id, &owner, &e.to_string(), &|_| delay, core.now())
+                        .await?;
+                    tx.commit().await
+                };
+                if let Err(e) = failed.await {
+                    tracing::warn!(job = %job.id, error = %e, "could not record the failed attempt");
+                }
+            }
+        });
     }
     while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "webhook delivery could not be recorded"),
-            Err(e) => tracing::warn!(error = %e, "webhook delivery task failed"),
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "webhook delivery task failed");
         }
     }
     Ok(n)
@@ -105,15 +122,39 @@ async fn send(core: &Core, job: &Job, owner: &str) -> Result<(), WebhookError> {
         &job.subject
     )?;
     let hook = match &d {
-        Some(d) => webhooks::find(&mut c, &d.org_id, &d.webhook_id).await.ok(),
+        Some(d) => match webhooks::find(&mut c, &d.org_id, &d.webhook_id).await {
+            Ok(h) => Some(h),
+            Err(WebhookError::NotFound(_)) => None,
+            // A read that failed says nothing about the webhook: the
+            // attempt fails and is retried, the delivery is not dropped.
+            Err(e) => return Err(e),
+        },
         None => None,
     };
+    // A secret that does not open (its key gone from the keyring) fails
+    // the attempt visibly, like an unreachable receiver: retried, then
+    // dead and replayable once the key is back.
     let secret = match &hook {
-        Some(h) => sealed::get(&mut c, &core.keyring, webhooks::secret_place(&h.id)).await?,
+        Some(h) => match sealed::get(&mut c, &core.keyring, webhooks::secret_place(&h.id)).await {
+            Ok(s) => s.map(Ok),
+            Err(e) => Some(Err(format!(
+                "the webhook's signing secret cannot be opened: {e}"
+            ))),
+        },
         None => None,
     };
     drop(c);
-    let (Some(d), Some(hook), Some(secret)) = (d, hook, secret) else {
+    if let (Some(d), Some(Err(why))) = (&d, &secret) {
+        let answer = Answer {
+            status: None,
+            error: Some(why.clone()),
+        };
+        let mut tx = core.db.begin_write().await?;
+        record(&mut tx, job, owner, d, &answer, core.now()).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let (Some(d), Some(hook), Some(Ok(secret))) = (d, hook, secret) else {
         // Its webhook was deleted: nothing left to send.
         let mut tx = core.db.begin_write().await?;
         queue::finish(&mut tx, &job.id, owner, queue::CANCELLED, core.now()).await?;

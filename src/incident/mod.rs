@@ -105,10 +105,15 @@ pub struct IncidentRow {
     pub started_by: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// The last error of the campaign's job when its failures in a row
+    /// spent its attempts (`dead`): nothing follows the items until
+    /// `incident retry` starts it again.
+    pub stopped: Option<String>,
 }
 
 const COLS: &str = "id, scope, org_id, reason, kinds, include_own, overlap_ms, status, job_id, \
-    started_by, started_at, finished_at";
+    started_by, started_at, finished_at, \
+    (SELECT COALESCE(j.last_error, 'failed') FROM jobs j WHERE j.id = incidents.job_id AND j.state = 'dead') AS stopped";
 
 #[derive(sqlx::FromRow, Debug, Clone)]
 pub struct ItemRow {
@@ -222,6 +227,10 @@ pub struct IncidentView {
     pub verified_pct: u8,
     /// What waits on whom.
     pub waiting: Vec<Value>,
+    /// Present when the campaign's job stopped after failing again and
+    /// again: its last error. `incident retry` starts it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub items: Vec<ItemView>,
 }
 
@@ -289,6 +298,7 @@ impl IncidentRow {
             progress: pct(settled),
             verified_pct: pct(of("verified")),
             waiting,
+            stopped: self.stopped.clone(),
             items: Vec::new(),
         }
     }
@@ -1046,7 +1056,7 @@ pub async fn retry(
                 item.status
             )));
         }
-    } else if !its.iter().any(|i| i.status == "failed") {
+    } else if !its.iter().any(|i| i.status == "failed") && row.stopped.is_none() {
         return Err(IncidentError::Invalid(format!(
             "campaign {id} has no failed item"
         )));

@@ -50,7 +50,12 @@ pub async fn run_due(core: &Core, instance: &str) -> Result<usize, IncidentError
     for job in jobs {
         if let Err(e) = pass(core, &job, owner, instance).await {
             tracing::warn!(campaign = %job.subject, error = %e, "campaign pass failed");
-            queue::fail(&core.db, &job.id, owner, &e.to_string(), core.now()).await?;
+            // Not `?`: one failure to record it must not leave the other
+            // campaigns of this claim unrun until their leases end.
+            if let Err(e) = queue::fail(&core.db, &job.id, owner, &e.to_string(), core.now()).await
+            {
+                tracing::warn!(campaign = %job.subject, error = %e, "could not record the failed pass");
+            }
         }
     }
     Ok(n)

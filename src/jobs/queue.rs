@@ -606,6 +606,12 @@ pub async fn release(
 
 /// [`release`] in the caller's transaction, so what the holder records
 /// about the wait commits only while it still holds the job.
+///
+/// A release ends a run that worked (it waits for something), so the
+/// attempts start again: `max_attempts` counts failures in a row. Counted
+/// over a job's whole life, a campaign that follows its items for hours,
+/// or a cut-over that waits a day, died of a few passing database errors
+/// spread across it.
 pub async fn release_in(
     tx: &mut Tx,
     id: &str,
@@ -616,7 +622,7 @@ pub async fn release_in(
     let held = crate::scalar_optional!(
         tx,
         Option<String>,
-        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, attempts = 0,
             next_run_at = CASE WHEN woken_at IS NULL THEN $1 ELSE $2 END, woken_at = NULL, updated_at = $2
          WHERE id = $3 AND lease_owner = $4 AND state = 'running' RETURNING host",
         run_at,
@@ -1154,6 +1160,47 @@ mod tests {
         assert_eq!((j.state.as_str(), j.next_run_at), ("queued", 6_000));
     }
 
+    /// `max_attempts` counts failures in a row: a job that waits between
+    /// them (a campaign following its items, a cut-over) is not killed by
+    /// a few passing errors spread over its life; two in a row still are.
+    async fn releases_start_the_attempts_again(db: &Db) {
+        let id = add(db, "a", 0, 2).await;
+        let mut t = 1_000;
+        for _ in 0..5 {
+            assert_eq!(
+                claim(db, "test", "one", 60_000, 10, t).await.unwrap().len(),
+                1
+            );
+            assert_eq!(fail(db, &id, "one", "blip", t).await.unwrap(), Some(QUEUED));
+            t += 100_000;
+            assert_eq!(
+                claim(db, "test", "one", 60_000, 10, t).await.unwrap().len(),
+                1
+            );
+            assert!(release(db, &id, "one", t, t).await.unwrap());
+            let j = get(&mut db.read().await.unwrap(), &id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((j.state.as_str(), j.attempts), ("queued", 0));
+            t += 100_000;
+        }
+        assert_eq!(
+            claim(db, "test", "one", 60_000, 10, t).await.unwrap().len(),
+            1
+        );
+        assert_eq!(fail(db, &id, "one", "down", t).await.unwrap(), Some(QUEUED));
+        t += 100_000;
+        assert_eq!(
+            claim(db, "test", "one", 60_000, 10, t).await.unwrap().len(),
+            1
+        );
+        assert_eq!(
+            fail(db, &id, "one", "still down", t).await.unwrap(),
+            Some(DEAD)
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn jobs_on_sqlite() {
         let (_d, db) = sqlite().await;
@@ -1164,6 +1211,8 @@ mod tests {
         concurrent_claims(&db).await;
         let (_d, db) = sqlite().await;
         host_cap(&db).await;
+        let (_d, db) = sqlite().await;
+        releases_start_the_attempts_again(&db).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1178,6 +1227,10 @@ mod tests {
         }
         if let Some((db, name)) = postgres().await {
             concurrent_claims(&db).await;
+            drop_pg(db, name).await;
+        }
+        if let Some((db, name)) = postgres().await {
+            releases_start_the_attempts_again(&db).await;
             drop_pg(db, name).await;
         }
         if let Some((db, name)) = postgres().await {

@@ -48,6 +48,10 @@ const IDLE_MS: i64 = 60_000;
 /// A delivery that waits for a person (paused, a parked batch) is only
 /// woken by them; this is the fallback look.
 const PERSON_MS: i64 = 24 * 3600 * 1000;
+/// How soon a run that failed (a store error, a secret that does not
+/// open) is tried again: soon enough to ride out a blip, far enough apart
+/// not to spin on a lasting fault.
+const ERROR_RETRY_MS: i64 = 30_000;
 
 /// One pass: wakes deliveries that have new records, claims due jobs and
 /// runs them in parallel. Returns how many jobs ran.
@@ -70,7 +74,14 @@ pub async fn run_due(core: &Core, instance: &str) -> Result<usize, SyncError> {
         let (core, owner) = (core.clone(), owner.clone());
         set.spawn(async move {
             if let Err(e) = run_job(&core, &job, &owner).await {
-                tracing::warn!(job = %job.id, error = %e, "delivery job failed; it runs again when its lease ends");
+                // Given back to try again a little later: left running, it
+                // would be claimed again only at its lease's end, holding
+                // its place on the host meanwhile.
+                tracing::warn!(job = %job.id, error = %e, "delivery job failed; it runs again shortly");
+                let again = core.now().saturating_add(ERROR_RETRY_MS);
+                if let Err(e) = queue::release(&core.db, &job.id, &owner, again, core.now()).await {
+                    tracing::warn!(job = %job.id, error = %e, "could not give the failed delivery job back; it runs again when its lease ends");
+                }
             }
         });
     }

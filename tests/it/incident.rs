@@ -1090,3 +1090,64 @@ dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
     let r = cancel(serde_json::json!({"item": 999})).await.unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
 });
+
+// A campaign's job whose failures in a row spent its attempts (`dead`)
+// used to leave the campaign `running` with nothing following its items,
+// and nothing saying so: `incident status` now names it, and `incident
+// retry` (no item failed) starts it again, to the end.
+dual!(
+    a_stopped_campaign_says_so_and_retry_starts_it_again,
+    |env| {
+        let old = "the-old-password-2412";
+        let Some(_user) = crate::rotation::redis_world(&env, old, true).await else {
+            return;
+        };
+        // no server yet: the campaign's job waits, and is killed as ten failed
+        // passes in a row would leave it
+        let v = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "leak",
+            "--scope",
+            "org:acme",
+            "--overlap",
+            "0s",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        exec_sql(
+            &env,
+            &format!(
+                "UPDATE jobs SET state = 'dead', attempts = 10, last_error = 'pool timed out'
+             WHERE id = (SELECT job_id FROM incidents WHERE id = '{id}')"
+            ),
+        )
+        .await;
+        let s = env.json(&["incident", "status", &id]);
+        assert_eq!(s["status"], "running", "{s}");
+        assert_eq!(s["stopped"], "pool timed out", "{s}");
+        let text = env.run(&["incident", "status", &id]);
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("STOPPED"), "{text}");
+        assert!(
+            text.contains(&format!("rekey incident retry {id}")),
+            "{text}"
+        );
+
+        // retried with no failed item: the job runs again, the campaign ends
+        env.json(&["incident", "retry", &id]);
+        let s = env.json(&["incident", "status", &id]);
+        assert!(s.get("stopped").is_none(), "{s}");
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let mut last = Value::Null;
+        let done = wait_until(
+            || {
+                last = env.json(&["incident", "status", &id]);
+                last["status"] == "completed"
+            },
+            Duration::from_secs(90),
+        )
+        .await;
+        assert!(done, "{last}");
+    }
+);

@@ -818,3 +818,67 @@ dual!(
         assert_eq!(deliveries(&env).len(), 4);
     }
 );
+
+// A webhook whose signing secret does not open (its key gone from the
+// keyring) used to fail the send before any attempt was counted: the job
+// stayed running, claimed again at every lease's end, forever, holding a
+// place on the receiver's host, and the delivery still said `queued`. Now
+// the attempt fails visibly, is retried with backoff, and nothing unsigned
+// is sent.
+dual!(
+    a_secret_that_does_not_open_fails_the_attempt_visibly,
+    |env| {
+        let (r, url) = receiver(&env).await;
+        env.org_with_admin("acme");
+        let w = create(&env, &r, &url, &["rotation.failed"]);
+        let id = w["id"].as_str().unwrap();
+        // another webhook's sealed secret put in this one's place: sealed for
+        // another row, it does not open here (as a secret whose key left the
+        // keyring does not)
+        let other = env.json(&[
+            "webhook",
+            "create",
+            "--org",
+            "acme",
+            "--url",
+            &url,
+            "--event",
+            "rotation.failed",
+        ]);
+        let other = other["id"].as_str().unwrap();
+        exec_sql(
+            &env,
+            &format!(
+                "UPDATE sealed SET ciphertext = (SELECT s.ciphertext FROM sealed s
+                 WHERE s.owner_table = 'webhooks' AND s.owner_id = '{other}')
+             WHERE owner_table = 'webhooks' AND owner_id = '{id}'"
+            ),
+        )
+        .await;
+        let out = env.run(&["webhook", "test", "--org", "acme", "--id", id, "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(d["state"], "retrying", "{d}");
+        assert_eq!(d["attempts"], 1, "{d}");
+        assert!(
+            d["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("signing secret cannot be opened"),
+            "{d}"
+        );
+        assert!(d["next_attempt_at"].is_string(), "{d}");
+        assert!(r.got().is_empty(), "nothing is sent unsigned");
+        let running = query_i64(
+            &env,
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'webhook' AND state = 'running'",
+        )
+        .await;
+        assert_eq!(running, Some(0), "the job is given back, not left running");
+    }
+);
