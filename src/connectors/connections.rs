@@ -713,6 +713,27 @@ pub async fn delete(
     let mut tx = core.db.begin_write().await?;
     let c = find(&mut tx, org_id, key).await?;
     sealed::delete_owner(&mut tx, "connections", &c.id).await?;
+    // What acts on it ends with it, in this transaction: an unfinished
+    // rotation is cancelled and its job deleted. Left, the job failed
+    // against a connection that is gone until its attempts ran out, and a
+    // campaign following the rotation waited on it all that while.
+    let rotations: Vec<(String,)> = fetch_all!(
+        &mut tx,
+        (String,),
+        "SELECT job_id FROM rotations
+         WHERE target_type = 'connection' AND target_id = $1 AND finished_at IS NULL",
+        &c.id
+    )?;
+    for (job,) in &rotations {
+        crate::jobs::queue::delete(&mut tx, job).await?;
+    }
+    exec!(
+        &mut tx,
+        "UPDATE rotations SET status = 'cancelled', reason = 'its connection was deleted', finished_at = $1
+         WHERE target_type = 'connection' AND target_id = $2 AND finished_at IS NULL",
+        now,
+        &c.id
+    )?;
     exec!(&mut tx, "DELETE FROM connections WHERE id = $1", &c.id)?;
     record(
         &mut tx,
@@ -720,7 +741,7 @@ pub async fn delete(
         actor,
         &c,
         "connection.delete",
-        json!({"kind": c.kind}),
+        json!({"kind": c.kind, "rotations_cancelled": rotations.len()}),
     )
     .await?;
     tx.commit().await?;

@@ -112,6 +112,22 @@ async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(),
             let r = step(&core, &row, &item, &by_n, &instance, force).await;
             if let Err(e) = r {
                 tracing::warn!(campaign = %row.id, item = item.n, error = %e, "campaign item step failed");
+                // A target that is gone (its connection deleted mid-campaign)
+                // fails its item: nothing is left to rotate or follow, and
+                // left open it kept the campaign passing every second,
+                // forever. Any other error is passing: the next pass retries.
+                if gone(&e) {
+                    let failed = Change {
+                        status: "failed",
+                        detail: format!("its target is gone: {e}"),
+                        waiting_on: None,
+                        rotation_id: None,
+                        event: Some("incident.item_failed"),
+                    };
+                    if let Err(e) = record(&core, &item, failed).await {
+                        tracing::warn!(campaign = %row.id, item = item.n, error = %e, "could not fail the item");
+                    }
+                }
             }
         });
     }
@@ -147,6 +163,18 @@ async fn pass(core: &Core, job: &Job, owner: &str, instance: &str) -> Result<(),
         queue::release(&core.db, &job.id, owner, now.saturating_add(AGAIN_MS), now).await?;
     }
     Ok(())
+}
+
+/// Whether a step failed because what the item acts on no longer exists.
+fn gone(e: &IncidentError) -> bool {
+    use crate::connectors::ConnectorError as C;
+    matches!(
+        e,
+        IncidentError::NotFound(_)
+            | IncidentError::Connector(C::NotFound(_))
+            | IncidentError::Rotation(RotationError::NotFound(_))
+            | IncidentError::Rotation(RotationError::Connector(C::NotFound(_)))
+    )
 }
 
 /// What an item becomes, with its detail.

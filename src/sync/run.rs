@@ -146,8 +146,9 @@ enum Pumped {
     /// The lease was lost, or the delivery or backfill changed under the
     /// run (paused, cancelled, disabled): stop without writing more.
     Stopped,
-    /// Live delivery delivered a batch and found itself paused or a
-    /// backfill begun meanwhile: the next run does what the state says.
+    /// A batch was delivered and the delivery found paused (or, for live
+    /// delivery, a backfill begun) meanwhile: the next run does what the
+    /// state says.
     Held,
     /// A batch was not delivered; it stays the next to send.
     Failed {
@@ -591,9 +592,10 @@ async fn pump(
                 // by the one machine, which keeps a pause or a backfill.
                 match delivery::get(&mut tx, &d.id).await? {
                     Some(now_d) if now_d.cursor_seq == cursor => {
-                        let to = delivery::transition(&mut tx, &d.id, Event::Sent { more: true }, now)
-                            .await?
-                            .map_or(State::PausedByUser, |d| d.state());
+                        let to =
+                            delivery::transition(&mut tx, &d.id, Event::Sent { more: true }, now)
+                                .await?
+                                .map_or(State::PausedByUser, |d| d.state());
                         hold = matches!(
                             to,
                             State::PausedByUser | State::PausedAuth | State::Backfilling
@@ -614,7 +616,14 @@ async fn pump(
                     _ => 0,
                 }
             }
-            Lane::Backfill { id, .. } => exec!(
+            Lane::Backfill { id, .. } => {
+                // The batch was delivered, so its cursor moves; a person's
+                // pause or a lost connection since then stops the run after
+                // it (the next run waits as the state says).
+                hold = delivery::get(&mut tx, &d.id).await?.is_none_or(|now_d| {
+                    matches!(now_d.state(), State::PausedByUser | State::PausedAuth)
+                });
+                exec!(
                 &mut tx,
                 "UPDATE backfills SET cursor_seq = $1, done = done + $2, last_error = NULL, updated_at = $3
                  WHERE id = $4 AND cursor_seq = $5 AND state = 'running'",
@@ -623,7 +632,8 @@ async fn pump(
                 now,
                 *id,
                 cursor
-            )?,
+            )?
+            }
         };
         if moved != 1 {
             break Pumped::Stopped;

@@ -87,6 +87,20 @@ pub fn status(env: &Env) -> Value {
     ])
 }
 
+/// `rekey delivery VERB --org acme --connection upstream MORE…` (JSON).
+pub fn delivery_cli(env: &Env, verb: &str, more: &[&str]) -> Value {
+    let mut args = vec![
+        "delivery",
+        verb,
+        "--org",
+        "acme",
+        "--connection",
+        "upstream",
+    ];
+    args.extend(more);
+    env.json(&args)
+}
+
 pub async fn wait_state(env: &Env, want: &str, limit: Duration) -> Value {
     let mut last = Value::Null;
     let ok = wait_until(
@@ -855,14 +869,7 @@ dual!(
     |env| {
         let p = pair(&env, "1h", FAST).await;
         authorize(&env, &p, "authorize").await;
-        env.json(&[
-            "delivery",
-            "enable",
-            "--org",
-            "acme",
-            "--connection",
-            "upstream",
-        ]);
+        delivery_cli(&env, "enable", &[]);
         let key = acme_key(&env);
         write_people(&p.csrv, &key, "a", 5).await;
         let ok = wait_until(
@@ -882,14 +889,7 @@ dual!(
         }
         assert!(in_flight, "the batch never reached the provider");
         // a person pauses while it is there
-        let s = env.json(&[
-            "delivery",
-            "pause",
-            "--org",
-            "acme",
-            "--connection",
-            "upstream",
-        ]);
+        let s = delivery_cli(&env, "pause", &[]);
         assert_eq!(s["state"], "paused_by_user", "{s}");
         p.psrv.resume();
 
@@ -906,14 +906,7 @@ dual!(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
-        env.json(&[
-            "delivery",
-            "resume",
-            "--org",
-            "acme",
-            "--connection",
-            "upstream",
-        ]);
+        delivery_cli(&env, "resume", &[]);
         wait_state(&env, "caught_up", Duration::from_secs(20)).await;
         assert_eq!(
             applied_at_provider(&p).await,
@@ -947,13 +940,7 @@ dual!(
         authorize(&env, &p, "authorize").await;
         let key = acme_key(&env);
         write_people(&p.csrv, &key, "old", 200).await;
-        let of = ["--org", "acme", "--connection", "upstream"];
-        let cli = |verb: &str, more: &[&str]| {
-            let mut args = vec!["delivery", verb];
-            args.extend(of);
-            args.extend(more);
-            env.json(&args)
-        };
+        let cli = |verb: &str, more: &[&str]| delivery_cli(&env, verb, more);
         cli("enable", &[]);
         cli("pause", &[]);
         let b = cli("backfill", &["--detach"]);

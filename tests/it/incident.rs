@@ -1091,6 +1091,38 @@ dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
     assert!(r.status().is_client_error(), "{}", r.status());
 });
 
+/// Starts a campaign over org acme with no cut-over window; its id.
+pub(crate) fn acme_campaign(env: &Env) -> String {
+    let v = env.json(&[
+        "incident",
+        "start",
+        "--reason",
+        "leak",
+        "--scope",
+        "org:acme",
+        "--overlap",
+        "0s",
+    ]);
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Waits up to `limit` for campaign `id` to be `completed`; its status
+/// (`incident status` exits 1 once an item failed, so it is read either way).
+pub(crate) async fn wait_completed(env: &Env, id: &str, limit: Duration) -> Value {
+    let mut last = Value::Null;
+    let done = wait_until(
+        || {
+            let out = env.run(&["incident", "status", id, "--json"]);
+            last = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            last["status"] == "completed"
+        },
+        limit,
+    )
+    .await;
+    assert!(done, "{last}");
+    last
+}
+
 // A campaign's job whose failures in a row spent its attempts (`dead`)
 // used to leave the campaign `running` with nothing following its items,
 // and nothing saying so: `incident status` now names it, and `incident
@@ -1104,17 +1136,7 @@ dual!(
         };
         // no server yet: the campaign's job waits, and is killed as ten failed
         // passes in a row would leave it
-        let v = env.json(&[
-            "incident",
-            "start",
-            "--reason",
-            "leak",
-            "--scope",
-            "org:acme",
-            "--overlap",
-            "0s",
-        ]);
-        let id = v["id"].as_str().unwrap().to_string();
+        let id = acme_campaign(&env);
         exec_sql(
             &env,
             &format!(
@@ -1139,15 +1161,65 @@ dual!(
         let s = env.json(&["incident", "status", &id]);
         assert!(s.get("stopped").is_none(), "{s}");
         let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-        let mut last = Value::Null;
-        let done = wait_until(
+        wait_completed(&env, &id, Duration::from_secs(90)).await;
+    }
+);
+
+// A connection deleted while its campaign item followed its rotation
+// (promoted, the cut-over waiting): the rotation is cancelled with it, the
+// item fails saying so, and the campaign completes. The rotation used to
+// stay open, its job failing against a connection that was gone, and the
+// campaign waiting on it. (An item whose connection is deleted
+// before it starts already failed: "the rotation could not start".)
+dual!(
+    an_item_whose_connection_is_deleted_fails_and_the_campaign_ends,
+    |env| {
+        let old = "the-old-password-2413";
+        let Some(_user) = crate::rotation::redis_world(&env, old, true).await else {
+            return;
+        };
+        let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
+        let v = env.json(&[
+            "incident",
+            "start",
+            "--reason",
+            "leak",
+            "--scope",
+            "org:acme",
+            "--overlap",
+            "1h",
+        ]);
+        let id = v["id"].as_str().unwrap().to_string();
+        let mut it = Value::Null;
+        let promoted = wait_until(
             || {
-                last = env.json(&["incident", "status", &id]);
-                last["status"] == "completed"
+                it = item(&env.json(&["incident", "status", &id]), "cache").clone();
+                it["status"] == "done"
             },
-            Duration::from_secs(90),
+            Duration::from_secs(60),
         )
         .await;
-        assert!(done, "{last}");
+        assert!(promoted, "{it}");
+        env.json(&["connection", "delete", "--org", "acme", "--name", "cache"]);
+        let last = wait_completed(&env, &id, Duration::from_secs(60)).await;
+        let it = item(&last, "cache");
+        assert_eq!(it["status"], "failed", "{it}");
+        assert!(
+            it["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("its connection was deleted"),
+            "{it}"
+        );
+        // its rotation ended with it, its job gone
+        let rid = it["rotation_id"].as_str().unwrap_or_default().to_string();
+        let jobs = query_i64(
+            &env,
+            &format!(
+            "SELECT COUNT(*) FROM jobs WHERE id = (SELECT job_id FROM rotations WHERE id = '{rid}')"
+        ),
+        )
+        .await;
+        assert_eq!(jobs, Some(0));
     }
 );
