@@ -320,6 +320,7 @@ async fn run_backfill(core: &Core, job: &Job, lease: &Lease) -> Result<RunAt, Sy
             // Only the lease's holder speaks for the backfill: a run that
             // stalled past its lease fails a batch its successor may have
             // sent.
+            delivery::lock(&mut tx, &d.id).await?; // before the job's row, as in `pump`
             if !queue::heartbeat_in(&mut tx, lease.job_id(), lease.token(), LEASE_MS, now).await? {
                 return Ok(RunAt::Lost);
             }
@@ -384,6 +385,7 @@ async fn after_failure(
     // Only the lease's holder records a failure: a run that stalled past
     // its lease would park, or pause for a person, a batch its successor
     // has delivered since.
+    delivery::lock(&mut tx, &d.id).await?; // before the job's row, as in `pump`
     if !queue::heartbeat_in(&mut tx, lease.job_id(), lease.token(), LEASE_MS, now).await? {
         return Ok(RunAt::Lost);
     }
@@ -577,6 +579,10 @@ async fn pump(
         }
         let now = core.now();
         let mut tx = core.db.begin_write().await?;
+        // The delivery's row before the job's, the order every writer of
+        // both keeps (a person's resume, a connection's change), so two of
+        // them never wait on each other on PostgreSQL.
+        delivery::lock(&mut tx, &d.id).await?;
         if !queue::heartbeat_in(&mut tx, lease.job_id(), lease.token(), LEASE_MS, now).await? {
             break Pumped::Stopped;
         }

@@ -633,6 +633,7 @@ pub async fn confirm(
             page_.lines = vec![
                 "Its settings and every stored credential (current, pending and previous) are destroyed; platform code reading it gets 404 from now on.".into(),
                 "Credentials at the outside system are not revoked by this: revoke the authorization first if the provider should forget the grant.".into(),
+                "A rotation of it still under way is cancelled where it stands (a campaign item following it fails), and its delivery, with its cursor, is removed.".into(),
             ];
             page_.button = "Delete connection".into();
         }
