@@ -206,21 +206,35 @@ fn lease_lost(conn: &Connection, when: &str) -> Refreshed {
 pub async fn refresh_errored(core: &Core, id: &str, message: &str) -> Result<(), ConnectorError> {
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
-    let failures = crate::scalar_optional!(
-        &mut tx,
-        i64,
-        "SELECT failures FROM connections WHERE id = $1",
-        id
-    )?
-    .unwrap_or(0);
-    let wait = crate::jobs::queue::backoff_ms(failures).clamp(1_000, 3_600_000);
+    let conn = match connections::get(&mut tx, id).await {
+        Ok(c) => c,
+        // Deleted meanwhile: nothing left to refresh.
+        Err(ConnectorError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let wait = crate::jobs::queue::backoff_ms(conn.failures).clamp(1_000, 3_600_000);
+    let reason = format!("refresh failed, retrying: {message}");
     exec!(
         &mut tx,
         "UPDATE connections SET failures = failures + 1, next_attempt_at = $1, status_reason = $2 WHERE id = $3",
         now.saturating_add(wait),
-        format!("refresh failed, retrying: {message}"),
+        &reason,
         id
     )?;
+    // As a provider's failure does: once the access token is gone (its
+    // expiry is on the row, the tokens themselves may not open), the
+    // connection is in error, so readers and the console see it.
+    if conn.access_expires_at.is_some_and(|e| e <= now) && conn.status == "connected" {
+        connections::set_status(
+            &mut tx,
+            &Actor::system(),
+            &conn,
+            "error",
+            Some(&reason),
+            now,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

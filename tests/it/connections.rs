@@ -985,3 +985,60 @@ dual!(authorize_link_names_the_server_as_it_listens, |env| {
     ]);
     assert!(text.contains(&format!("{}/connect/", p.csrv.url)), "{text}");
 });
+
+// A refresh that fails before it reaches the provider (here the stored
+// tokens do not open: another sealed value put in their place) counts a
+// failure, backs off and says why. The keeper used to take the connection
+// again at every pass, forever, with nothing shown.
+dual!(
+    a_refresh_that_cannot_open_its_tokens_backs_off_and_says_why,
+    |env| {
+        let p = pair(&env, "2s", &[("REKEY_KEEPER_INTERVAL", "1")]).await;
+        authorize(&env, &p, "authorize").await;
+        exec_sql(
+            &env,
+            "UPDATE sealed SET ciphertext = (SELECT s.ciphertext FROM sealed s
+             WHERE s.owner_table = 'connections' AND s.owner_column = 'client_secret'
+               AND s.owner_id = sealed.owner_id)
+         WHERE owner_table = 'connections' AND owner_column = 'credentials'",
+        )
+        .await;
+        let failures = || async {
+            query_i64(
+                &env,
+                "SELECT failures FROM connections WHERE name = 'upstream'",
+            )
+            .await
+            .unwrap_or(0)
+        };
+        let mut c = Value::Null;
+        let said = wait_until(
+            || {
+                c = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+                c["status_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("refresh failed, retrying"))
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(said, "{c}");
+        let first = failures().await;
+        assert!(first >= 1, "{first}");
+        // backed off (5 s and growing), not taken again at every 1 s pass
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let later = failures().await;
+        assert!(later <= first + 1, "{first} then {later}");
+        // once its 2 s access token has run out, a failed retry puts it in
+        // error, as a provider's failure would
+        let erred = wait_until(
+            || {
+                c = env.json(&["connection", "show", "--org", "acme", "--name", "upstream"]);
+                c["status"] == "error"
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(erred, "{c}");
+    }
+);
