@@ -941,27 +941,8 @@ dual!(an_item_is_verified_only_when_its_detail_says_so, |env| {
     );
     set_credential(&env, "cache", &["password"], &[pw]);
     let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-    let v = env.json(&[
-        "incident",
-        "start",
-        "--reason",
-        "leak",
-        "--scope",
-        "org:acme",
-        "--overlap",
-        "1h",
-    ]);
-    let id = v["id"].as_str().unwrap().to_string();
-    let mut it = Value::Null;
-    let done = wait_until(
-        || {
-            it = item(&env.json(&["incident", "status", &id]), "cache").clone();
-            it["status"] == "done"
-        },
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(done, "{it}");
+    let id = acme_campaign(&env, "1h");
+    let it = wait_item(&env, &id, "cache", "done").await;
     let detail = it["detail"].as_str().unwrap_or_default();
     assert!(!detail.contains("verified"), "{it}");
     assert!(
@@ -973,15 +954,7 @@ dual!(an_item_is_verified_only_when_its_detail_says_so, |env| {
     // The cut-over ends: verified, and the detail says why.
     let rid = it["rotation_id"].as_str().unwrap().to_string();
     env.json(&["rotation", "finish", &rid, "--now"]);
-    let verified = wait_until(
-        || {
-            it = item(&env.json(&["incident", "status", &id]), "cache").clone();
-            it["status"] == "verified"
-        },
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(verified, "{it}");
+    let it = wait_item(&env, &id, "cache", "verified").await;
     let detail = it["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("completed; probe"), "{it}");
 });
@@ -1091,8 +1064,8 @@ dual!(an_item_is_cancelled_and_retried_on_its_own, |env| {
     assert!(r.status().is_client_error(), "{}", r.status());
 });
 
-/// Starts a campaign over org acme with no cut-over window; its id.
-pub(crate) fn acme_campaign(env: &Env) -> String {
+/// Starts a campaign over org acme with cut-over window `overlap`; its id.
+pub(crate) fn acme_campaign(env: &Env, overlap: &str) -> String {
     let v = env.json(&[
         "incident",
         "start",
@@ -1101,9 +1074,24 @@ pub(crate) fn acme_campaign(env: &Env) -> String {
         "--scope",
         "org:acme",
         "--overlap",
-        "0s",
+        overlap,
     ]);
     v["id"].as_str().unwrap().to_string()
+}
+
+/// Waits up to 60 s for item `name` of campaign `id` to be `status`; it.
+async fn wait_item(env: &Env, id: &str, name: &str, status: &str) -> Value {
+    let mut it = Value::Null;
+    let ok = wait_until(
+        || {
+            it = item(&env.json(&["incident", "status", id]), name).clone();
+            it["status"] == status
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ok, "{it}");
+    it
 }
 
 /// Waits up to `limit` for campaign `id` to be `completed`; its status
@@ -1136,7 +1124,7 @@ dual!(
         };
         // no server yet: the campaign's job waits, and is killed as ten failed
         // passes in a row would leave it
-        let id = acme_campaign(&env);
+        let id = acme_campaign(&env, "0s");
         exec_sql(
             &env,
             &format!(
@@ -1179,27 +1167,8 @@ dual!(
             return;
         };
         let _srv = env.serve_with(&[("REKEY_JOBS_INTERVAL", "1s")]);
-        let v = env.json(&[
-            "incident",
-            "start",
-            "--reason",
-            "leak",
-            "--scope",
-            "org:acme",
-            "--overlap",
-            "1h",
-        ]);
-        let id = v["id"].as_str().unwrap().to_string();
-        let mut it = Value::Null;
-        let promoted = wait_until(
-            || {
-                it = item(&env.json(&["incident", "status", &id]), "cache").clone();
-                it["status"] == "done"
-            },
-            Duration::from_secs(60),
-        )
-        .await;
-        assert!(promoted, "{it}");
+        let id = acme_campaign(&env, "1h");
+        wait_item(&env, &id, "cache", "done").await;
         env.json(&["connection", "delete", "--org", "acme", "--name", "cache"]);
         let last = wait_completed(&env, &id, Duration::from_secs(60)).await;
         let it = item(&last, "cache");

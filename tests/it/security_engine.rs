@@ -758,7 +758,7 @@ dual!(an_org_admin_never_sees_the_platforms_service_keys, |env| {
     // A platform consumer reads the leaked password and never comes back:
     // the campaign's cut-over waits for it.
     assert_eq!(stored_password(&env, &srv, &key).await, old);
-    let id = crate::incident::acme_campaign(&env);
+    let id = crate::incident::acme_campaign(&env, "0s");
     let v = poll(&env, &["incident", "status", &id], |v| {
         v["items"].as_array().is_some_and(|a| {
             a.iter().any(|i| {
