@@ -720,20 +720,15 @@ pub async fn delete(
     let rotations: Vec<(String,)> = fetch_all!(
         &mut tx,
         (String,),
-        "SELECT job_id FROM rotations
-         WHERE target_type = 'connection' AND target_id = $1 AND finished_at IS NULL",
+        "UPDATE rotations SET status = 'cancelled', reason = 'its connection was deleted', finished_at = $1
+         WHERE target_type = 'connection' AND target_id = $2 AND finished_at IS NULL
+         RETURNING job_id",
+        now,
         &c.id
     )?;
     for (job,) in &rotations {
         crate::jobs::queue::delete(&mut tx, job).await?;
     }
-    exec!(
-        &mut tx,
-        "UPDATE rotations SET status = 'cancelled', reason = 'its connection was deleted', finished_at = $1
-         WHERE target_type = 'connection' AND target_id = $2 AND finished_at IS NULL",
-        now,
-        &c.id
-    )?;
     exec!(&mut tx, "DELETE FROM connections WHERE id = $1", &c.id)?;
     record(
         &mut tx,

@@ -144,25 +144,20 @@ async fn send(core: &Core, job: &Job, owner: &str) -> Result<(), WebhookError> {
         None => None,
     };
     drop(c);
-    if let (Some(d), Some(Err(why))) = (&d, &secret) {
-        let answer = Answer {
-            status: None,
-            error: Some(why.clone()),
-        };
-        let mut tx = core.db.begin_write().await?;
-        record(&mut tx, job, owner, d, &answer, core.now()).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    let (Some(d), Some(hook), Some(Ok(secret))) = (d, hook, secret) else {
+    let (Some(d), Some(hook), Some(secret)) = (d, hook, secret) else {
         // Its webhook was deleted: nothing left to send.
         let mut tx = core.db.begin_write().await?;
         queue::finish(&mut tx, &job.id, owner, queue::CANCELLED, core.now()).await?;
         tx.commit().await?;
         return Ok(());
     };
-    let secret = String::from_utf8_lossy(&secret).into_owned();
-    let answer = post(core, &hook.url, &secret, &d).await;
+    let answer = match secret {
+        Ok(secret) => post(core, &hook.url, &String::from_utf8_lossy(&secret), &d).await,
+        Err(why) => Answer {
+            status: None,
+            error: Some(why),
+        },
+    };
     let now = core.now();
     let mut tx = core.db.begin_write().await?;
     record(&mut tx, job, owner, &d, &answer, now).await?;

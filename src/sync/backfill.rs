@@ -321,9 +321,12 @@ pub async fn finish(core: &Core, id: &str, d: &Delivery, now: i64) -> Result<(),
             )
             .await?;
         }
-        // Re-read: the delivery's state may have moved since the run began.
-        if let Some(d) = delivery::get(&mut tx, &d.id).await? {
-            delivery::transition(&mut tx, &d.id, Event::BackfillEnded, now).await?;
+        // Moved from the state it holds now (`transition` reads it), not
+        // the one the run began with.
+        if delivery::transition(&mut tx, &d.id, Event::BackfillEnded, now)
+            .await?
+            .is_some()
+        {
             queue::wake(&mut tx, &[d.job_id()], now).await?;
         }
     }

@@ -194,13 +194,25 @@ pub async fn transition(
     now: i64,
 ) -> Result<Option<Delivery>, SyncError> {
     lock(tx, id).await?;
-    let Some(mut d) = get(&mut *tx, id).await? else {
+    let Some(d) = get(&mut *tx, id).await? else {
         return Ok(None);
     };
+    transition_row(tx, d, event, now).await.map(Some)
+}
+
+/// [`transition`] of a row the caller has already locked ([`lock`]) and
+/// read in `tx`: no second lock or read on a hot path (a batch sent).
+pub async fn transition_row(
+    tx: &mut Tx,
+    mut d: Delivery,
+    event: Event,
+    now: i64,
+) -> Result<Delivery, SyncError> {
+    let id = d.id.clone();
     let from = d.state();
     let to = next(from, event);
     if to == from {
-        return Ok(Some(d));
+        return Ok(d);
     }
     // A pause starts the clock of the catch-up; moving between pauses keeps
     // it; leaving for good stops it when the catch-up is done (`run`).
@@ -217,7 +229,7 @@ pub async fn transition(
         now,
         starts_pause,
         ends_pause,
-        id
+        &id
     )?;
     if starts_pause || ends_pause {
         paused_or_resumed(tx, &d, from, to, now).await?;
@@ -231,7 +243,7 @@ pub async fn transition(
     } else if ends_pause {
         d.resumed_at = Some(now);
     }
-    Ok(Some(d))
+    Ok(d)
 }
 
 /// A pause began or ended: the connection's activity log says so, and a

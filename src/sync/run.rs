@@ -401,7 +401,7 @@ async fn after_failure(
         )?;
     }
     let message = error.to_string();
-    let failures: i64 = scalar_optional!(
+    let Some(failures) = scalar_optional!(
         &mut tx,
         i64,
         "UPDATE deliveries SET last_error = $1, last_error_at = $2, updated_at = $2,
@@ -412,38 +412,39 @@ async fn after_failure(
         matches!(error, SendError::Passing(_)),
         &d.id
     )?
-    .unwrap_or(0);
-    // What the transitions below record carries this error.
-    let Some(d) = delivery::get(&mut tx, &d.id).await? else {
+    else {
+        // Disabled meanwhile (the transitions below read the row as it is).
         return Ok(RunAt::Over);
     };
-    let d = &d;
-    let came_back = matches!(error, SendError::Auth(_)) && {
-        let fresh = connections::get(&mut tx, &conn.id).await?;
-        fresh.status_changed_at != conn.status_changed_at && super::state::usable(&fresh.status)
-    };
     let at = match error {
-        // The connection came back (re-authorized, a rotation promoted its
-        // new credential) since this run opened the target: what was
-        // refused is the credential it replaced. Marking it `needs_reauth`
-        // now would undo the person's fix; look again with the new one.
-        SendError::Auth(_) if came_back => now,
         SendError::Auth(reason) => {
-            // Re-read: a refresh may have marked it already.
+            // Re-read: a refresh may have marked it already, or a person
+            // fixed it.
             let fresh = connections::get(&mut tx, &conn.id).await?;
-            if fresh.status != "needs_reauth" {
-                connections::set_status(
-                    &mut tx,
-                    &Actor::system(),
-                    &fresh,
-                    "needs_reauth",
-                    Some(reason),
-                    now,
-                )
-                .await?;
+            if fresh.status_changed_at != conn.status_changed_at
+                && super::state::usable(&fresh.status)
+            {
+                // The connection came back (re-authorized, a rotation
+                // promoted its new credential) since this run opened the
+                // target: what was refused is the credential it replaced.
+                // Marking it `needs_reauth` now would undo the person's
+                // fix; look again with the new one.
+                now
+            } else {
+                if fresh.status != "needs_reauth" {
+                    connections::set_status(
+                        &mut tx,
+                        &Actor::system(),
+                        &fresh,
+                        "needs_reauth",
+                        Some(reason),
+                        now,
+                    )
+                    .await?;
+                }
+                delivery::transition(&mut tx, &d.id, Event::AuthLost, now).await?;
+                now.saturating_add(IDLE_MS)
             }
-            delivery::transition(&mut tx, &d.id, Event::AuthLost, now).await?;
-            now.saturating_add(IDLE_MS)
         }
         SendError::Passing(_) => {
             delivery::transition(&mut tx, &d.id, Event::Failed, now).await?;
@@ -598,10 +599,15 @@ async fn pump(
                 // by the one machine, which keeps a pause or a backfill.
                 match delivery::get(&mut tx, &d.id).await? {
                     Some(now_d) if now_d.cursor_seq == cursor => {
-                        let to =
-                            delivery::transition(&mut tx, &d.id, Event::Sent { more: true }, now)
-                                .await?
-                                .map_or(State::PausedByUser, |d| d.state());
+                        // Locked above, before the job's row, and read here.
+                        let to = delivery::transition_row(
+                            &mut tx,
+                            now_d,
+                            Event::Sent { more: true },
+                            now,
+                        )
+                        .await?
+                        .state();
                         hold = matches!(
                             to,
                             State::PausedByUser | State::PausedAuth | State::Backfilling

@@ -46,6 +46,20 @@ pub async fn post(
     c.post(srv.at(path)).form(form).send().await.unwrap()
 }
 
+/// Posts a console form that must answer 303 to `to` (a form carried out
+/// sends the browser back to a page, with its notice).
+pub async fn post_see_other(
+    c: &reqwest::Client,
+    srv: &Server,
+    path: &str,
+    form: &[(&str, &str)],
+    to: &str,
+) {
+    let r = post(c, srv, path, form).await;
+    assert_eq!(r.status(), 303, "{path}");
+    assert_eq!(r.headers()["location"], to, "{path}");
+}
+
 /// Signs in through the console's form; returns the client and the
 /// session's CSRF token (from the first page's forms).
 pub async fn sign_in(srv: &Server, email: &str) -> (reqwest::Client, String) {
@@ -111,7 +125,7 @@ dual!(anonymous_visitors_go_to_sign_in_and_back, |env| {
     assert!(!body.contains("rekey_session="));
     assert_eq!(get(&c, &srv, "/ui/").await.0, 303, "still anonymous");
     // the right one goes back where the person was; never to another site
-    let r = post(
+    post_see_other(
         &c,
         &srv,
         "/ui/login",
@@ -121,10 +135,9 @@ dual!(anonymous_visitors_go_to_sign_in_and_back, |env| {
             ("password", PASSWORD),
             ("next", "//evil.example/x"),
         ],
+        "/ui/",
     )
     .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/ui/");
     // a sign-in form without its nonce is refused
     let other = client();
     let r = post(
@@ -1108,9 +1121,14 @@ dual!(the_remaining_forms_act_at_the_real_target, |env| {
 
     // sign-out
     let (_, home) = get(&c, &srv, "/ui/").await;
-    let r = post(&c, &srv, "/ui/logout", &[("csrf", &csrf_of(&home))]).await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/ui/login");
+    post_see_other(
+        &c,
+        &srv,
+        "/ui/logout",
+        &[("csrf", &csrf_of(&home))],
+        "/ui/login",
+    )
+    .await;
     let r = c
         .get(srv.at("/ui/orgs/acme/connections"))
         .send()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::connections::{authorize, pair};
-use crate::console::{get, post, sign_in};
+use crate::console::{get, post, post_see_other, sign_in};
 use crate::delivery::{acme_key, status, wait_state, write_people, FAST};
 use crate::dual;
 use crate::harness::*;
@@ -78,7 +78,7 @@ dual!(
         }
 
         // enabled through the form
-        let r = post(
+        post_see_other(
             &c,
             srv,
             &act("enable"),
@@ -87,13 +87,9 @@ dual!(
                 ("filter_domains", "example.com, other.org"),
                 ("batch", "200"),
             ],
+            &format!("{PAGE}?notice=delivery-enabled#delivery"),
         )
         .await;
-        assert_eq!(r.status(), 303);
-        assert_eq!(
-            r.headers()["location"],
-            format!("{PAGE}?notice=delivery-enabled#delivery")
-        );
         let s = status(&env);
         assert_eq!(
             s["filter_domains"],
@@ -222,30 +218,28 @@ dual!(
         assert!(live.contains("0 of 18 records"), "{html}");
         assert!(live.contains("records/s"), "{html}");
         assert!(live.contains(&format!("action=\"{}\"", act("cancel-backfill"))));
-        let r = post(&c, srv, &act("cancel-backfill"), &[("csrf", &csrf)]).await;
-        assert_eq!(r.status(), 303);
-        assert_eq!(
-            r.headers()["location"],
-            format!("{PAGE}?notice=backfill-cancelled#delivery")
-        );
+        post_see_other(
+            &c,
+            srv,
+            &act("cancel-backfill"),
+            &[("csrf", &csrf)],
+            &format!("{PAGE}?notice=backfill-cancelled#delivery"),
+        )
+        .await;
         assert_eq!(status(&env)["backfill"]["state"], "cancelled");
         let r = post(&c, srv, &act("resume"), &[("csrf", &csrf)]).await;
         assert_eq!(r.status(), 303);
         wait_state(&env, "caught_up", Duration::from_secs(20)).await;
 
         // the real one, from the dry run's confirm form, to the end
-        let r = post(
+        post_see_other(
             &c,
             srv,
             &act("backfill"),
             &[("csrf", &csrf), ("since", "7d")],
+            &format!("{PAGE}?notice=backfill-started#delivery"),
         )
         .await;
-        assert_eq!(r.status(), 303);
-        assert_eq!(
-            r.headers()["location"],
-            format!("{PAGE}?notice=backfill-started#delivery")
-        );
         let ok = wait_until(
             || status(&env)["backfill"]["state"] == "done",
             Duration::from_secs(30),

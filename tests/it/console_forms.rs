@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::console::{crm_app, csrf_of, get, operator_sign_in, post, sign_in};
+use crate::console::{crm_app, csrf_of, get, operator_sign_in, post, post_see_other, sign_in};
 use crate::console_admin::token_in;
 use crate::dual;
 use crate::harness::*;
@@ -62,18 +62,14 @@ dual!(
         );
 
         // a step marked done, at the rotation itself
-        let r = post(
+        post_see_other(
             &c,
             &srv,
             &format!("{base}/step"),
             &[("csrf", &csrf), ("done", "1")],
+            &format!("{base}?notice=step"),
         )
         .await;
-        assert_eq!(r.status(), 303);
-        assert_eq!(
-            r.headers()["location"],
-            format!("{base}?notice=step").as_str()
-        );
         let v = env.json(&["rotation", "show", &id]);
         assert_eq!(v["runbook"][0]["done"], true, "{v}");
         // a step that does not exist, or no step named, is refused and marks nothing
@@ -173,18 +169,14 @@ dual!(a_cut_over_is_finished_now_through_its_form, |env| {
         env.json(&["rotation", "show", &id])["status"],
         "waiting_cutover"
     );
-    let r = post(
+    post_see_other(
         &c,
         &srv,
         &format!("{base}/finish"),
         &[("csrf", &csrf), ("now", "true")],
+        &format!("{base}?notice=finished"),
     )
     .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(
-        r.headers()["location"],
-        format!("{base}?notice=finished").as_str()
-    );
     let v = env.json(&["rotation", "show", &id]);
     assert_eq!(v["status"], "completed", "{v}");
     // at the target: the old password is gone, the stored one works
@@ -388,7 +380,7 @@ dual!(
         assert_eq!(r.headers()["location"], "/ui/login?next=%2Fui%2F");
         // signing in from there goes back to the page
         let (_, login) = get(&c, &srv, "/ui/login?next=%2Fui%2Forgs%2Facme%2Fapps%2Fcrm").await;
-        let r = post(
+        post_see_other(
             &c,
             &srv,
             "/ui/login",
@@ -398,10 +390,9 @@ dual!(
                 ("password", PASSWORD),
                 ("next", "/ui/orgs/acme/apps/crm"),
             ],
+            "/ui/orgs/acme/apps/crm",
         )
         .await;
-        assert_eq!(r.status(), 303);
-        assert_eq!(r.headers()["location"], "/ui/orgs/acme/apps/crm");
         assert_eq!(get(&c, &srv, "/ui/orgs/acme/apps/crm").await.0, 200);
 
         // failed sign-ins through the console count against the same limit as
